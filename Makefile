@@ -1,0 +1,54 @@
+# Rivet — build, demo and test entry points. See README.md.
+SHELL := /bin/bash
+GO ?= go
+BUILD := build
+BIN := $(BUILD)/bin
+GOFILES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
+export CGO_ENABLED := 0
+export GOAMD64 := v1
+
+.PHONY: all deps build kernel initramfs testimage demo test test-unit lint bench clean
+
+all: build
+
+## deps: install the Debian packages the VM, the demo and the tests need
+deps:
+	scripts/install-deps.sh vm test
+
+## build: the three programs into build/bin
+build: $(BIN)/rivet-agent $(BIN)/rivet-conductor $(BIN)/rivet
+
+$(BIN)/%: $(GOFILES)
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $@ ./cmd/$*
+
+## kernel: the Debian cloud kernel and its virtio modules (build/kernel)
+kernel: $(BUILD)/kernel/vmlinuz
+$(BUILD)/kernel/vmlinuz:
+	scripts/fetch-kernel.sh $(BUILD)/kernel
+
+## initramfs: the deploy ramdisk (u-root + rivet-agent)
+initramfs: $(BUILD)/initramfs.cpio.zst
+$(BUILD)/initramfs.cpio.zst: $(GOFILES) $(BUILD)/kernel/vmlinuz
+	$(GO) run ./cmd/rivet-initramfs -modules $(BUILD)/kernel/modules -o $@
+
+## testimage: the small bootable OS disk image the demo and e2e test deploy
+testimage: $(BUILD)/testimage/disk.raw
+$(BUILD)/testimage/disk.raw: $(GOFILES) $(BUILD)/kernel/vmlinuz
+	$(GO) run ./internal/testimage/mktestimage -kernel $(BUILD)/kernel/vmlinuz -o $@
+
+## demo: conductor + QEMU node + real deploy, end to end
+demo: deps build kernel initramfs testimage
+	scripts/demo.sh
+
+## test: unit tests and the end-to-end deploy in QEMU (the race detector needs cgo)
+test: deps build kernel initramfs testimage
+	RIVET_REQUIRE_E2E=1 CGO_ENABLED=1 $(GO) test -race -timeout 30m ./...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,231 @@
+package agent
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rivetmetal/rivet/agent/wire"
+)
+
+// maxRequestBody caps a command request: a configdrive may be up to 64 MiB
+// once decoded, so its base64 form is allowed some room.
+const maxRequestBody = 128 << 20
+
+// api serves IPA's HTTP API (contract §1).
+type api struct {
+	runner  *runner
+	version string
+	started time.Time
+	tokens  *tokenGate
+}
+
+// tokenGate holds the agent token and the GET rule of IPA 10.2: GETs stay
+// open until a GET arrives carrying a token; from then on every GET needs a
+// valid one. POSTs always need it once the agent holds a token.
+type tokenGate struct {
+	mu        sync.Mutex
+	token     string
+	getLocked bool
+}
+
+func (g *tokenGate) set(tok string) {
+	g.mu.Lock()
+	g.token = tok
+	g.mu.Unlock()
+}
+
+func (g *tokenGate) valid(given string) bool {
+	g.mu.Lock()
+	tok := g.token
+	g.mu.Unlock()
+	if tok == "" {
+		return true // no token yet: IPA validates nothing
+	}
+	return subtle.ConstantTimeCompare([]byte(given), []byte(tok)) == 1
+}
+
+func (g *tokenGate) checkGet(r *http.Request) bool {
+	given, present := r.URL.Query()["agent_token"]
+	g.mu.Lock()
+	if present {
+		g.getLocked = true
+	}
+	locked := g.getLocked
+	g.mu.Unlock()
+	if !locked {
+		return true
+	}
+	return len(given) > 0 && g.valid(given[0])
+}
+
+func (a *api) handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, prefix := range []string{"", "/v1"} {
+		mux.HandleFunc(prefix+"/status", a.status)
+		mux.HandleFunc(prefix+"/commands", a.commands)
+		mux.HandleFunc(prefix+"/commands/{$}", a.commands)
+		mux.HandleFunc(prefix+"/commands/{id}", a.command)
+	}
+	mux.HandleFunc("/v1", a.v1)
+	mux.HandleFunc("/v1/{$}", a.v1)
+	mux.HandleFunc("/{$}", a.root)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errNotFound("The requested URL %s was not found on the server.", r.URL.Path))
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	code, fault := httpError(err)
+	writeJSON(w, code, fault)
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	writeJSON(w, http.StatusMethodNotAllowed, wire.Fault{FaultCode: wire.FaultClient, FaultString: "405 Method Not Allowed: The method is not allowed for the requested URL."})
+}
+
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+func (a *api) root(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, "GET")
+		return
+	}
+	base := baseURL(r)
+	v1 := map[string]any{"id": "v1", "links": []wire.Link{
+		{Href: base + "/v1", Rel: "self"},
+		{Href: "https://docs.openstack.org/ironic-python-agent", Rel: "describedby", Type: "text/html"},
+	}}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"name":            "OpenStack Ironic Python Agent API",
+		"description":     "Ironic Python Agent is a provisioning agent for OpenStack Ironic",
+		"versions":        []any{v1},
+		"default_version": v1,
+	})
+}
+
+func (a *api) v1(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, "GET")
+		return
+	}
+	base := baseURL(r)
+	links := func(p string) []wire.Link {
+		return []wire.Link{{Href: base + "/v1/" + p, Rel: "self"}, {Href: base + "/" + p, Rel: "bookmark"}}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"id":       "v1",
+		"links":    []wire.Link{{Href: base + "/v1", Rel: "self"}},
+		"commands": links("commands"),
+		"status":   links("status"),
+		"media_types": []map[string]string{{
+			"base": "application/json", "type": "application/vnd.openstack.ironic-python-agent.v1+json",
+		}},
+	})
+}
+
+func (a *api) status(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, "GET")
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.Status{
+		StartedAt: float64(a.started.UnixNano()) / 1e9,
+		Version:   a.version,
+	})
+}
+
+func (a *api) commands(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		if !a.tokens.checkGet(r) {
+			writeError(w, errUnauthorized())
+			return
+		}
+		writeJSON(w, http.StatusOK, wire.CommandList{Commands: a.runner.list()})
+	case http.MethodPost:
+		a.post(w, r)
+	default:
+		methodNotAllowed(w, "GET, POST")
+	}
+}
+
+func (a *api) post(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if !a.tokens.valid(q.Get("agent_token")) {
+		writeError(w, errUnauthorized())
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	if err != nil {
+		writeError(w, errInvalidContent("%v", err))
+		return
+	}
+	var req wire.CommandRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, errInvalidContent("%v", err))
+		return
+	}
+	if req.Name == "" {
+		writeError(w, errInvalidCommand("Missing command 'name' field."))
+		return
+	}
+	if p := strings.TrimSpace(string(req.Params)); p == "" || p[0] != '{' {
+		writeError(w, errInvalidCommand("Missing or invalid 'params' field."))
+		return
+	}
+	e, err := a.runner.execute(req.Name, req.Params)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if strings.EqualFold(q.Get("wait"), "true") {
+		if err := e.wait(r.Context()); err != nil {
+			return // the client went away
+		}
+	}
+	writeJSON(w, http.StatusOK, e.snapshot())
+}
+
+func (a *api) command(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, "GET")
+		return
+	}
+	if !a.tokens.checkGet(r) {
+		writeError(w, errUnauthorized())
+		return
+	}
+	e := a.runner.get(r.PathValue("id"))
+	if e == nil {
+		writeError(w, errNotFound("No command with id %s.", r.PathValue("id")))
+		return
+	}
+	if strings.EqualFold(r.URL.Query().Get("wait"), "true") {
+		if err := e.wait(r.Context()); err != nil {
+			if errors.Is(err, r.Context().Err()) {
+				return
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, e.snapshot())
+}

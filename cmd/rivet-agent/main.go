@@ -1,0 +1,101 @@
+// Command rivet-agent is the Rivet deploy agent, a drop-in for the Ironic
+// Python Agent. In the deploy ramdisk it reads its settings from the kernel
+// command line; for local runs every kernel parameter is also a flag of the
+// same name, and flags win.
+//
+//	rivet-agent --ipa-api-url=http://127.0.0.1:6385 --ipa-block-devices=/dev/loop3
+//	rivet-agent --ipa-standalone --ipa-listen-host=127.0.0.1 --ipa-block-devices=/dev/loop3
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rivetmetal/rivet/agent"
+	"github.com/rivetmetal/rivet/agent/netup"
+)
+
+func main() {
+	inRamdisk := agent.InRamdisk()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	for {
+		err := run(ctx, os.Args[1:], os.Stderr, inRamdisk)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if !inRamdisk {
+			fmt.Fprintln(os.Stderr, "rivet-agent:", err)
+			os.Exit(1)
+		}
+		// In the ramdisk the agent is the machine's only purpose: never
+		// exit (init would fall through to a shell or panic); start over,
+		// as systemd restarts IPA.
+		slog.Error("rivet-agent failed; restarting in 10 s", "error", err)
+		time.Sleep(10 * time.Second)
+	}
+}
+
+// run builds the configuration (defaults < /proc/cmdline < flags) and runs
+// the agent.
+func run(ctx context.Context, args []string, stderr io.Writer, inRamdisk bool) error {
+	cfg := agent.DefaultConfig()
+	if f, err := os.Open("/proc/cmdline"); err == nil {
+		params, err := agent.ParseKernelCmdline(f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+		if err := cfg.ApplyKernelParams(params); err != nil {
+			return fmt.Errorf("kernel command line: %w", err)
+		}
+	}
+	fs := flag.NewFlagSet("rivet-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	for _, p := range agent.Params() {
+		p := p
+		set := func(v string) error { return p.Set(&cfg, v) }
+		if p.IsBool {
+			fs.BoolFunc(p.Name, p.Usage, set)
+		} else {
+			fs.Func(p.Name, p.Usage, set)
+		}
+	}
+	standalone := fs.Bool("standalone", false, "serve the API with no lookup and no heartbeat (same as --ipa-standalone)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *standalone {
+		cfg.Standalone = true
+	}
+	level := slog.LevelInfo
+	if cfg.Debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+	if !inRamdisk && len(cfg.BlockDevices) == 0 && !cfg.Standalone {
+		log.Warn("running outside the deploy ramdisk with no --ipa-block-devices: any local disk can be chosen",
+			"hint", "pass --ipa-block-devices=/dev/loopN,...")
+	}
+	opts := agent.Options{Logger: log}
+	if inRamdisk {
+		opts.Network = netup.Configurator{Log: log}
+	}
+	a, err := agent.New(cfg, opts)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}

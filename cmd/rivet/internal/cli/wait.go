@@ -1,0 +1,98 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/rivetmetal/rivet/agent/wire"
+)
+
+// failureStates end a wait with an error.
+var failureStates = map[string]bool{"deploy failed": true, "clean failed": true,
+	"inspect failed": true, "rescue failed": true, "unrescue failed": true,
+	"adopt failed": true, "service failed": true, "error": true}
+
+// waitFor polls the node until it reaches target, printing each provision
+// state change and the image write progress. A failure state, or a stable
+// state other than target, is an error carrying the node's last_error.
+func (e *env) waitFor(ctx context.Context, ident, target string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var lastState, lastProgress string
+	seen := map[string]bool{}
+	started := time.Now()
+	tick := time.NewTicker(e.pollInterval)
+	defer tick.Stop()
+	for {
+		n, err := e.c.GetNode(ctx, ident)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s: timed out after %s waiting for %s (last seen: %s)", ident, timeout, target, dash(lastState))
+			}
+			return fmt.Errorf("wait for %s: %w", ident, err)
+		}
+		deploying := n.TargetProvisionState == "active" || (target == "active" && n.ProvisionState == "active")
+		if p := n.Progress(); p != nil && deploying {
+			if s := formatProgress(p); s != lastProgress {
+				e.statusf("%s: image %s", n.Label(), s)
+				lastProgress = s
+			}
+		}
+		switch {
+		case n.ProvisionState == target && n.TargetProvisionState == "":
+			e.statusf("%s: %s after %s", n.Label(), target, time.Since(started).Round(time.Second))
+			return nil
+		case failureStates[n.ProvisionState]:
+			return fmt.Errorf("%s: %s: %s", n.Label(), n.ProvisionState, dash(n.LastError))
+		case n.TargetProvisionState == "" && n.ProvisionState != target:
+			return fmt.Errorf("%s: settled in %s, not %s (last error: %s)", n.Label(), n.ProvisionState, target, dash(n.LastError))
+		}
+		// Each state once: a deploy goes back and forth between deploying
+		// and wait call-back on every heartbeat.
+		state := n.ProvisionState + " (target " + n.TargetProvisionState + ")"
+		if !seen[state] {
+			e.statusf("%s: %s", n.Label(), state)
+			seen[state] = true
+		}
+		lastState = state
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: timed out after %s waiting for %s (now %s)", n.Label(), timeout, target, state)
+		case <-tick.C:
+		}
+	}
+}
+
+func (e *env) statusf(format string, args ...any) {
+	fmt.Fprintf(e.stdout, format+"\n", args...)
+}
+
+// formatProgress renders write progress: bytes, percentage, rate, ETA.
+func formatProgress(p *wire.Progress) string {
+	s := fmt.Sprintf("%s %s", p.Phase, bytesIEC(p.BytesWritten))
+	if p.TotalBytes > 0 {
+		s += fmt.Sprintf(" of %s (%.0f%%)", bytesIEC(p.TotalBytes), 100*float64(p.BytesWritten)/float64(p.TotalBytes))
+	}
+	if p.RateBytesPerSec > 0 {
+		s += fmt.Sprintf(", %s/s", bytesIEC(int64(p.RateBytesPerSec)))
+	}
+	if p.ETASeconds >= 0.5 {
+		s += fmt.Sprintf(", ETA %s", (time.Duration(p.ETASeconds * float64(time.Second))).Round(time.Second))
+	}
+	return s
+}
+
+// bytesIEC formats a byte count with binary units ("512.0 MiB").
+func bytesIEC(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,475 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/rivetmetal/rivet/conductor/api/internal/jsonpatch"
+	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/ironicjson"
+	"github.com/rivetmetal/rivet/conductor/provision"
+	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/conductor/store"
+)
+
+// nameRE is Ironic's rule for logical names (RFC 3986 unreserved
+// characters, API >= 1.10).
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9\-._~]+$`)
+
+func validName(name string) bool {
+	if !nameRE.MatchString(name) {
+		return false
+	}
+	_, err := uuid.Parse(name)
+	return err != nil
+}
+
+// fieldsParam reads ?fields=a,b and checks the names against valid.
+func fieldsParam(r *http.Request, valid []string) ([]string, error) {
+	raw := r.URL.Query().Get("fields")
+	if raw == "" {
+		return nil, nil
+	}
+	ok := map[string]bool{}
+	for _, f := range valid {
+		ok[f] = true
+	}
+	var out []string
+	for _, f := range strings.Split(raw, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !ok[f] {
+			return nil, errdefs.InvalidArgument("Field %s is not a valid field.", f)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func boolParam(r *http.Request, name string) (*bool, error) {
+	raw := r.URL.Query().Get(name)
+	if raw == "" {
+		return nil, nil
+	}
+	b, err := strconv.ParseBool(raw)
+	if err != nil {
+		return nil, errdefs.InvalidArgument("Invalid value for %s: %q is not a boolean.", name, raw)
+	}
+	return &b, nil
+}
+
+// listNodes serves GET /v1/nodes and /v1/nodes/detail.
+func (s *Server) listNodes(detail bool) func(http.ResponseWriter, *http.Request, version) {
+	return func(w http.ResponseWriter, r *http.Request, v version) {
+		q := r.URL.Query()
+		fields, err := fieldsParam(r, ironicjson.NodeFields())
+		if err == nil && detail && fields != nil {
+			err = errdefs.InvalidArgument("Can not specify ?fields on the detail endpoint.")
+		}
+		var maint, assoc, det *bool
+		if err == nil {
+			maint, err = boolParam(r, "maintenance")
+		}
+		if err == nil {
+			assoc, err = boolParam(r, "associated")
+		}
+		if err == nil {
+			det, err = boolParam(r, "detail")
+		}
+		limit := 0
+		if err == nil && q.Get("limit") != "" {
+			if limit, err = strconv.Atoi(q.Get("limit")); err != nil || limit < 0 {
+				err = errdefs.InvalidArgument("Limit must be positive")
+			}
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		nodes, err := s.cfg.Store.ListNodes(r.Context(), store.NodeFilter{
+			ProvisionState: statemachine.State(q.Get("provision_state")),
+			Driver:         q.Get("driver"),
+			Maintenance:    maint,
+		})
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if marker := q.Get("marker"); marker != "" {
+			for i, n := range nodes {
+				if n.UUID == marker {
+					nodes = nodes[i+1:]
+					break
+				}
+			}
+		}
+		out := []map[string]any{}
+		for _, n := range nodes {
+			if assoc != nil && (*assoc != (n.InstanceUUID != "")) {
+				continue
+			}
+			if limit > 0 && len(out) == limit {
+				break
+			}
+			doc := ironicjson.Node(n, s.opts(r, v))
+			switch {
+			case fields != nil:
+				doc = ironicjson.Select(doc, append(fields, "links"))
+			case !detail && (det == nil || !*det):
+				doc = ironicjson.Select(doc, ironicjson.DefaultNodeListFields)
+			}
+			out = append(out, doc)
+		}
+		body := map[string]any{"nodes": out}
+		if limit > 0 && len(out) == limit {
+			nq := r.URL.Query()
+			nq.Set("marker", out[len(out)-1]["uuid"].(string))
+			body["next"] = s.baseURL(r) + r.URL.Path + "?" + nq.Encode()
+		}
+		writeJSON(w, http.StatusOK, body)
+	}
+}
+
+// getNode serves GET /v1/nodes/{ident}.
+func (s *Server) getNode(w http.ResponseWriter, r *http.Request, v version) {
+	fields, err := fieldsParam(r, ironicjson.NodeFields())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	n, err := s.cfg.Store.GetNode(r.Context(), r.PathValue("ident"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	doc := ironicjson.Node(n, s.opts(r, v))
+	if fields != nil {
+		doc = ironicjson.Select(doc, append(fields, "links"))
+	}
+	writeJSON(w, http.StatusOK, doc)
+}
+
+// nodeCreate is the body of POST /v1/nodes.
+type nodeCreate struct {
+	UUID          string         `json:"uuid"`
+	Name          *string        `json:"name"`
+	Driver        string         `json:"driver"`
+	DriverInfo    map[string]any `json:"driver_info"`
+	InstanceInfo  map[string]any `json:"instance_info"`
+	Properties    map[string]any `json:"properties"`
+	Extra         map[string]any `json:"extra"`
+	ResourceClass *string        `json:"resource_class"`
+	Description   *string        `json:"description"`
+	Owner         *string        `json:"owner"`
+}
+
+// createNode serves POST /v1/nodes.
+func (s *Server) createNode(w http.ResponseWriter, r *http.Request, v version) {
+	var raw map[string]json.RawMessage
+	if err := decodeBody(w, r, maxBody, &raw); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	known := map[string]bool{"uuid": true, "name": true, "driver": true, "driver_info": true,
+		"instance_info": true, "properties": true, "extra": true, "resource_class": true,
+		"description": true, "owner": true}
+	var unknown []string
+	for k := range raw {
+		if !known[k] {
+			unknown = append(unknown, "'"+k+"'")
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		s.writeError(w, r, errdefs.InvalidArgument("Additional properties are not allowed (%s unexpected)", strings.Join(unknown, ", ")))
+		return
+	}
+	b, _ := json.Marshal(raw)
+	var body nodeCreate
+	if err := json.Unmarshal(b, &body); err != nil {
+		s.writeError(w, r, errdefs.InvalidArgument("Invalid node: %v", err))
+		return
+	}
+	if body.Driver == "" {
+		s.writeError(w, r, errdefs.InvalidArgument("'driver' is a required property"))
+		return
+	}
+	if !s.cfg.Provisioner.HasDriver(body.Driver) {
+		s.writeError(w, r, errdefs.InvalidArgument(`No valid host was found. Reason: No conductor service registered which supports driver %s for conductor group "".`, body.Driver))
+		return
+	}
+	n := &store.Node{Driver: body.Driver, DriverInfo: body.DriverInfo, InstanceInfo: body.InstanceInfo,
+		Properties: body.Properties, Extra: body.Extra, ResourceClass: deref(body.ResourceClass),
+		Description: deref(body.Description), Owner: deref(body.Owner)}
+	if body.UUID != "" {
+		u, err := uuid.Parse(body.UUID)
+		if err != nil {
+			s.writeError(w, r, errdefs.InvalidArgument("Expected a UUID but received %s.", body.UUID))
+			return
+		}
+		n.UUID = u.String()
+	}
+	if body.Name != nil {
+		if !validName(*body.Name) {
+			s.writeError(w, r, errdefs.InvalidArgument("Cannot create node with invalid name '%s'", *body.Name))
+			return
+		}
+		n.Name = *body.Name
+	}
+	if err := s.cfg.Store.CreateNode(r.Context(), n); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("node created", "node", n.UUID, "name", n.Name, "driver", n.Driver)
+	w.Header().Set("Location", s.baseURL(r)+"/v1/nodes/"+n.UUID)
+	writeJSON(w, http.StatusCreated, ironicjson.Node(n, s.opts(r, v)))
+}
+
+// patchable are the node fields a PATCH may change; other known fields
+// are internal.
+var patchable = map[string]bool{"name": true, "driver": true, "driver_info": true,
+	"instance_info": true, "properties": true, "extra": true, "maintenance": true,
+	"maintenance_reason": true, "description": true, "owner": true, "resource_class": true,
+	"instance_uuid": true}
+
+// patchNode serves PATCH /v1/nodes/{ident} (JSON Patch).
+func (s *Server) patchNode(w http.ResponseWriter, r *http.Request, v version) {
+	var ops []jsonpatch.Op
+	if err := decodeBody(w, r, maxBody, &ops); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	internal := map[string]bool{}
+	for _, f := range ironicjson.NodeFields() {
+		internal[f] = !patchable[f]
+	}
+	for _, op := range ops {
+		toks, err := jsonpatch.Pointer(op.Path)
+		if err != nil || len(toks) == 0 {
+			s.writeError(w, r, errdefs.InvalidArgument("Invalid patch path %q", op.Path))
+			return
+		}
+		if internal[toks[0]] {
+			s.writeError(w, r, errdefs.InvalidArgument("'/%s' is an internal attribute and can not be updated", toks[0]))
+			return
+		}
+		if !patchable[toks[0]] {
+			s.writeError(w, r, errdefs.InvalidArgument("Adding a new attribute (/%s) to the root of the resource is not allowed.", toks[0]))
+			return
+		}
+	}
+	var out *store.Node
+	err := s.cfg.Store.WithNodeLock(r.Context(), r.PathValue("ident"), func(tx store.Tx) error {
+		n := tx.Node()
+		if !statemachine.IsStable(n.ProvisionState) && n.ProvisionState != statemachine.DeployWait {
+			return errdefs.Conflict("Node %s is locked by a running operation (provision state %q), please retry after the current operation is completed.",
+				n.UUID, n.ProvisionState)
+		}
+		if err := s.applyPatch(n, ops); err != nil {
+			return err
+		}
+		out = n
+		return nil
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ironicjson.Node(out, s.opts(r, v)))
+}
+
+// applyPatch patches the node's patchable document and copies it back.
+func (s *Server) applyPatch(n *store.Node, ops []jsonpatch.Op) error {
+	doc := map[string]any{
+		"name": nullable(n.Name), "driver": n.Driver, "maintenance": n.Maintenance,
+		"maintenance_reason": nullable(n.MaintenanceReason), "description": nullable(n.Description),
+		"owner": nullable(n.Owner), "resource_class": nullable(n.ResourceClass),
+		"instance_uuid": nullable(n.InstanceUUID),
+		"driver_info":   ironicjson.CopyDict(n.DriverInfo), "instance_info": ironicjson.CopyDict(n.InstanceInfo),
+		"properties": ironicjson.CopyDict(n.Properties), "extra": ironicjson.CopyDict(n.Extra),
+	}
+	doc, err := jsonpatch.Apply(doc, ops)
+	if err != nil {
+		return errdefs.InvalidArgument("Invalid patch: %v", err)
+	}
+	str := func(k string) (string, error) {
+		switch x := doc[k].(type) {
+		case nil:
+			return "", nil
+		case string:
+			return x, nil
+		default:
+			return "", errdefs.InvalidArgument("Invalid value for %s: a string is required", k)
+		}
+	}
+	dict := func(k string) (map[string]any, error) {
+		switch x := doc[k].(type) {
+		case nil:
+			return map[string]any{}, nil
+		case map[string]any:
+			return x, nil
+		default:
+			return nil, errdefs.InvalidArgument("Invalid value for %s: a dictionary is required", k)
+		}
+	}
+	var errs []error
+	get := func(dst *string, k string) {
+		v, err := str(k)
+		errs = append(errs, err)
+		*dst = v
+	}
+	getDict := func(dst *map[string]any, k string) {
+		v, err := dict(k)
+		errs = append(errs, err)
+		*dst = v
+	}
+	var name, driver string
+	get(&name, "name")
+	get(&driver, "driver")
+	get(&n.MaintenanceReason, "maintenance_reason")
+	get(&n.Description, "description")
+	get(&n.Owner, "owner")
+	get(&n.ResourceClass, "resource_class")
+	get(&n.InstanceUUID, "instance_uuid")
+	getDict(&n.DriverInfo, "driver_info")
+	getDict(&n.InstanceInfo, "instance_info")
+	getDict(&n.Properties, "properties")
+	getDict(&n.Extra, "extra")
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	maint, ok := doc["maintenance"].(bool)
+	if !ok {
+		return errdefs.InvalidArgument("Invalid value for maintenance: a boolean is required")
+	}
+	if !maint {
+		n.MaintenanceReason = ""
+	}
+	n.Maintenance = maint
+	if name != n.Name && name != "" && !validName(name) {
+		return errdefs.InvalidArgument("Node %s can not be updated with invalid name %s", n.UUID, name)
+	}
+	n.Name = name
+	if driver != n.Driver && !s.cfg.Provisioner.HasDriver(driver) {
+		return errdefs.InvalidArgument(`No valid host was found. Reason: No conductor service registered which supports driver %s for conductor group "".`, driver)
+	}
+	n.Driver = driver
+	return nil
+}
+
+// deleteNode serves DELETE /v1/nodes/{ident}.
+func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request, v version) {
+	var uuid string
+	err := s.cfg.Store.WithNodeLock(r.Context(), r.PathValue("ident"), func(tx store.Tx) error {
+		n := tx.Node()
+		uuid = n.UUID
+		if !n.Maintenance && !statemachine.DeleteAllowed[n.ProvisionState] {
+			return errdefs.Conflict(`Can not delete node "%s" while it is in provision state "%s". Valid provision states to perform deletion are: "available, enroll, manageable, adopt failed", or set the node into maintenance mode`,
+				n.UUID, n.ProvisionState)
+		}
+		return tx.DeleteNode(r.Context())
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("node deleted", "node", uuid)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// nodeStates serves GET /v1/nodes/{ident}/states.
+func (s *Server) nodeStates(w http.ResponseWriter, r *http.Request, v version) {
+	n, err := s.cfg.Store.GetNode(r.Context(), r.PathValue("ident"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	doc := ironicjson.Node(n, s.opts(r, v))
+	states := ironicjson.Select(doc, []string{"console_enabled", "last_error", "power_state",
+		"provision_state", "provision_updated_at", "target_power_state", "target_provision_state",
+		"raid_config", "target_raid_config", "boot_mode", "secure_boot"})
+	writeJSON(w, http.StatusOK, states)
+}
+
+// provisionBody is the body of PUT /v1/nodes/{ident}/states/provision.
+type provisionBody struct {
+	Target      string          `json:"target"`
+	Configdrive json.RawMessage `json:"configdrive"`
+	CleanSteps  json.RawMessage `json:"clean_steps"`
+	DeploySteps json.RawMessage `json:"deploy_steps"`
+}
+
+// setProvisionState serves PUT /v1/nodes/{ident}/states/provision.
+func (s *Server) setProvisionState(w http.ResponseWriter, r *http.Request, v version) {
+	var body provisionBody
+	if err := decodeBody(w, r, maxProvisionBody, &body); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if body.Target == "" {
+		s.writeError(w, r, errdefs.InvalidArgument(`Missing argument: "target"`))
+		return
+	}
+	if min, ok := statemachine.VerbMinVersion[body.Target]; ok && v.minor < min {
+		s.writeError(w, r, errdefs.NotAcceptable("Request not acceptable."))
+		return
+	}
+	if len(body.CleanSteps) > 0 && string(body.CleanSteps) != "null" {
+		s.writeError(w, r, errdefs.InvalidArgument(`"clean_steps" is only valid when setting target provision state to clean`))
+		return
+	}
+	if len(body.DeploySteps) > 0 && string(body.DeploySteps) != "null" {
+		s.writeError(w, r, errdefs.InvalidArgument("Custom deploy steps are not supported yet."))
+		return
+	}
+	req := provision.Request{Target: body.Target}
+	if len(body.Configdrive) > 0 && string(body.Configdrive) != "null" {
+		var cd any
+		if err := json.Unmarshal(body.Configdrive, &cd); err != nil {
+			s.writeError(w, r, errdefs.InvalidArgument("Invalid configdrive: %v", err))
+			return
+		}
+		req.Configdrive = cd
+	}
+	ident := r.PathValue("ident")
+	if err := s.cfg.Provisioner.Provision(r.Context(), ident, req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", s.baseURL(r)+"/v1/nodes/"+ident+"/states")
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// nodePorts serves GET /v1/nodes/{ident}/ports.
+func (s *Server) nodePorts(w http.ResponseWriter, r *http.Request, v version) {
+	n, err := s.cfg.Store.GetNode(r.Context(), r.PathValue("ident"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writePorts(w, r, v, store.PortFilter{NodeID: n.ID}, false)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}

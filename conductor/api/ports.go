@@ -1,0 +1,182 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/ironicjson"
+	"github.com/rivetmetal/rivet/conductor/store"
+)
+
+var macRE = regexp.MustCompile(`^[0-9a-f]{2}(:[0-9a-f]{2}){5}$`)
+
+// normalizeMAC validates a MAC address and returns it lower-cased (Ironic's
+// validate_and_normalize_mac).
+func normalizeMAC(s string) (string, bool) {
+	m := strings.ToLower(strings.TrimSpace(s))
+	return m, macRE.MatchString(m)
+}
+
+// portCreate is the body of POST /v1/ports.
+type portCreate struct {
+	UUID                string         `json:"uuid"`
+	Address             string         `json:"address"`
+	NodeUUID            string         `json:"node_uuid"`
+	Extra               map[string]any `json:"extra"`
+	LocalLinkConnection map[string]any `json:"local_link_connection"`
+	PXEEnabled          *bool          `json:"pxe_enabled"`
+	PhysicalNetwork     *string        `json:"physical_network"`
+	IsSmartNIC          *bool          `json:"is_smartnic"`
+	PortgroupUUID       *string        `json:"portgroup_uuid"`
+}
+
+// createPort serves POST /v1/ports.
+func (s *Server) createPort(w http.ResponseWriter, r *http.Request, v version) {
+	var body portCreate
+	if err := decodeBody(w, r, maxBody, &body); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if body.Address == "" {
+		s.writeError(w, r, errdefs.InvalidArgument("'address' is a required property"))
+		return
+	}
+	mac, ok := normalizeMAC(body.Address)
+	if !ok {
+		s.writeError(w, r, errdefs.InvalidArgument("Expected a MAC address but received %s.", body.Address))
+		return
+	}
+	if body.NodeUUID == "" {
+		s.writeError(w, r, errdefs.InvalidArgument("'node_uuid' is a required property"))
+		return
+	}
+	if body.IsSmartNIC != nil && *body.IsSmartNIC {
+		s.writeError(w, r, errdefs.InvalidArgument("Smart NIC ports are not supported."))
+		return
+	}
+	if body.PortgroupUUID != nil && *body.PortgroupUUID != "" {
+		s.writeError(w, r, errdefs.InvalidArgument("Port groups are not supported."))
+		return
+	}
+	n, err := s.cfg.Store.GetNode(r.Context(), body.NodeUUID)
+	if err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			err = errdefs.InvalidArgument("Node %s could not be found.", body.NodeUUID)
+		}
+		s.writeError(w, r, err)
+		return
+	}
+	p := &store.Port{NodeID: n.ID, Address: mac, PXEEnabled: true, Extra: body.Extra,
+		LocalLinkConnection: body.LocalLinkConnection, PhysicalNetwork: deref(body.PhysicalNetwork)}
+	if body.PXEEnabled != nil {
+		p.PXEEnabled = *body.PXEEnabled
+	}
+	if body.UUID != "" {
+		u, err := uuid.Parse(body.UUID)
+		if err != nil {
+			s.writeError(w, r, errdefs.InvalidArgument("Expected a UUID but received %s.", body.UUID))
+			return
+		}
+		p.UUID = u.String()
+	}
+	if err := s.cfg.Store.CreatePort(r.Context(), p); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("port created", "port", p.UUID, "node", n.UUID, "address", p.Address)
+	w.Header().Set("Location", s.baseURL(r)+"/v1/ports/"+p.UUID)
+	writeJSON(w, http.StatusCreated, ironicjson.Port(p, s.opts(r, v)))
+}
+
+// listPorts serves GET /v1/ports and /v1/ports/detail.
+func (s *Server) listPorts(detail bool) func(http.ResponseWriter, *http.Request, version) {
+	return func(w http.ResponseWriter, r *http.Request, v version) {
+		q := r.URL.Query()
+		f := store.PortFilter{}
+		if a := q.Get("address"); a != "" {
+			mac, ok := normalizeMAC(a)
+			if !ok {
+				s.writeError(w, r, errdefs.InvalidArgument("Expected a MAC address but received %s.", a))
+				return
+			}
+			f.Address = mac
+		}
+		node := q.Get("node")
+		if node == "" {
+			node = q.Get("node_uuid")
+		}
+		if node != "" {
+			n, err := s.cfg.Store.GetNode(r.Context(), node)
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			f.NodeID = n.ID
+		}
+		s.writePorts(w, r, v, f, detail)
+	}
+}
+
+func (s *Server) writePorts(w http.ResponseWriter, r *http.Request, v version, f store.PortFilter, detail bool) {
+	fields, err := fieldsParam(r, ironicjson.PortFields())
+	if err == nil && r.URL.Query().Get("detail") != "" {
+		var det *bool
+		if det, err = boolParam(r, "detail"); det != nil && *det {
+			detail = true
+		}
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ports, err := s.cfg.Store.ListPorts(r.Context(), f)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := []map[string]any{}
+	for _, p := range ports {
+		doc := ironicjson.Port(p, s.opts(r, v))
+		switch {
+		case fields != nil:
+			doc = ironicjson.Select(doc, append(fields, "links"))
+		case !detail:
+			doc = ironicjson.Select(doc, ironicjson.DefaultPortListFields)
+		}
+		out = append(out, doc)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ports": out})
+}
+
+// getPort serves GET /v1/ports/{uuid}.
+func (s *Server) getPort(w http.ResponseWriter, r *http.Request, v version) {
+	fields, err := fieldsParam(r, ironicjson.PortFields())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	p, err := s.cfg.Store.GetPort(r.Context(), r.PathValue("uuid"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	doc := ironicjson.Port(p, s.opts(r, v))
+	if fields != nil {
+		doc = ironicjson.Select(doc, append(fields, "links"))
+	}
+	writeJSON(w, http.StatusOK, doc)
+}
+
+// deletePort serves DELETE /v1/ports/{uuid}.
+func (s *Server) deletePort(w http.ResponseWriter, r *http.Request, v version) {
+	if err := s.cfg.Store.DeletePort(r.Context(), r.PathValue("uuid")); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

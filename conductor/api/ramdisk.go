@@ -1,0 +1,139 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/ironicjson"
+)
+
+// API minor versions of the ramdisk endpoints (contract §3.2).
+const (
+	minorRamdisk      = 22
+	minorAgentVersion = 36
+	minorAgentToken   = 62
+	minorVerifyCA     = 68
+	minorAgentStatus  = 72
+)
+
+// lookup serves GET /v1/lookup?addresses=...&node_uuid=... (contract §3.3).
+func (s *Server) lookup(w http.ResponseWriter, r *http.Request, v version) {
+	if v.minor < minorRamdisk {
+		s.writeError(w, r, errdefs.NotFound("Resource could not be found."))
+		return
+	}
+	q := r.URL.Query()
+	var macs []string
+	for _, list := range q["addresses"] {
+		for _, a := range strings.Split(list, ",") {
+			if a = strings.TrimSpace(a); a == "" {
+				continue
+			}
+			if mac, ok := normalizeMAC(a); ok {
+				macs = append(macs, mac)
+			} else {
+				s.log.Warn("lookup: invalid MAC address ignored", "address", a)
+			}
+		}
+	}
+	nodeUUID := q.Get("node_uuid")
+	if nodeUUID != "" {
+		u, err := uuid.Parse(nodeUUID)
+		if err != nil {
+			s.writeError(w, r, errdefs.InvalidArgument("Expected a UUID but received %s.", nodeUUID))
+			return
+		}
+		nodeUUID = u.String()
+	}
+	if len(macs) == 0 && nodeUUID == "" {
+		s.writeError(w, r, errdefs.InvalidArgument("At least one of 'addresses' and 'node_uuid' parameters is required"))
+		return
+	}
+	n, token, err := s.cfg.Provisioner.Lookup(r.Context(), macs, nodeUUID, v.minor >= minorAgentToken)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.LookupResponse{
+		Node:   ironicjson.LookupNode(n, s.opts(r, v)),
+		Config: s.lookupConfig(token),
+	})
+}
+
+// lookupConfig is the config part of a lookup answer (Ironic 2023.1
+// defaults).
+func (s *Server) lookupConfig(token *string) wire.LookupConfig {
+	bootloader := true
+	return wire.LookupConfig{
+		HeartbeatTimeout:            s.cfg.Provisioner.HeartbeatTimeout().Seconds(),
+		AgentToken:                  token,
+		AgentTokenRequired:          true,
+		Metrics:                     json.RawMessage(`{"backend":"noop","prepend_host":false,"prepend_uuid":false,"prepend_host_reverse":true,"global_prefix":null}`),
+		MetricsStatsd:               json.RawMessage(`{"statsd_host":"localhost","statsd_port":8125}`),
+		DisableDeepImageInspection:  false,
+		PermittedImageFormats:       []string{"raw", "qcow2", "iso"},
+		EnableBIOSBootloaderInstall: &bootloader,
+	}
+}
+
+// heartbeatFields are the keys a heartbeat body may hold.
+var heartbeatFields = map[string]bool{"callback_url": true, "agent_token": true,
+	"agent_version": true, "agent_verify_ca": true, "agent_status": true, "agent_status_message": true}
+
+// heartbeat serves POST /v1/heartbeat/{ident} (contract §3.4): 202 with an
+// empty body; processing is asynchronous.
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, v version) {
+	if v.minor < minorRamdisk {
+		s.writeError(w, r, errdefs.NotFound("Resource could not be found."))
+		return
+	}
+	var raw map[string]json.RawMessage
+	if err := decodeBody(w, r, maxBody, &raw); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var unexpected []string
+	for k := range raw {
+		if !heartbeatFields[k] {
+			unexpected = append(unexpected, k)
+		}
+	}
+	if len(unexpected) > 0 {
+		sort.Strings(unexpected)
+		s.writeError(w, r, errdefs.InvalidArgument("Unexpected arguments: %s", strings.Join(unexpected, ", ")))
+		return
+	}
+	var hb wire.HeartbeatRequest
+	b, _ := json.Marshal(raw)
+	if err := json.Unmarshal(b, &hb); err != nil {
+		s.writeError(w, r, errdefs.InvalidArgument("Invalid heartbeat: %v", err))
+		return
+	}
+	var err error
+	switch {
+	case hb.CallbackURL == "":
+		err = errdefs.InvalidArgument(`Missing argument: "callback_url"`)
+	case hb.AgentVersion != "" && v.minor < minorAgentVersion:
+		err = errdefs.InvalidArgument(`Field "agent_version" not recognised`)
+	case (hb.AgentStatus != "" || hb.AgentStatusMessage != "") && v.minor < minorAgentStatus:
+		err = errdefs.InvalidArgument(`Fields "agent_status" and "agent_status_message" not recognised.`)
+	case hb.AgentVerifyCA != "" && v.minor < minorVerifyCA:
+		err = errdefs.InvalidArgument(`Field "agent_verify_ca" not recognised in this version`)
+	case hb.AgentStatus != "" && hb.AgentStatus != "start" && hb.AgentStatus != "end" && hb.AgentStatus != "error":
+		err = errdefs.InvalidArgument("Agent status is invalid. Valid states are start,end,error.")
+	}
+	if err == nil {
+		err = s.cfg.Provisioner.Heartbeat(r.Context(), r.PathValue("ident"), hb)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}

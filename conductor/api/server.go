@@ -1,0 +1,178 @@
+// Package api is the conductor's REST API in Ironic's v1 dialect: version
+// documents and microversion negotiation, nodes, ports, provision states,
+// and the ramdisk endpoints (lookup, heartbeat), with Ironic's JSON shapes
+// and error bodies. Handlers only decode, call the store or the provision
+// engine, and encode; one function maps error classes to statuses.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/conductor/ironicjson"
+	"github.com/rivetmetal/rivet/conductor/provision"
+	"github.com/rivetmetal/rivet/conductor/store"
+)
+
+// Store is what the API needs of the store.
+type Store interface {
+	store.NodeReader
+	store.NodeLocker
+	CreateNode(ctx context.Context, n *store.Node) error
+	CreatePort(ctx context.Context, p *store.Port) error
+	DeletePort(ctx context.Context, uuid string) error
+}
+
+// Provisioner runs provision actions and the ramdisk protocol
+// (provision.Engine).
+type Provisioner interface {
+	Provision(ctx context.Context, ident string, req provision.Request) error
+	Lookup(ctx context.Context, macs []string, nodeUUID string, withToken bool) (*store.Node, *string, error)
+	Heartbeat(ctx context.Context, ident string, hb wire.HeartbeatRequest) error
+	HasDriver(name string) bool
+	HeartbeatTimeout() time.Duration
+}
+
+// Config configures the API.
+type Config struct {
+	Store       Store
+	Provisioner Provisioner
+	// PublicURL is the base of links in documents; empty means the
+	// request's own scheme and host.
+	PublicURL string
+	// Conductor is this conductor's host name.
+	Conductor string
+	// Images, when set, is served under /images/.
+	Images http.Handler
+	// Logger receives request errors (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Server is the API's http.Handler.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// Body size caps. Provision requests may carry a config drive (up to
+// 64 MiB once decoded, base64 on the wire).
+const (
+	maxBody          = 1 << 20
+	maxProvisionBody = 96 << 20
+)
+
+// New returns the API handler.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	m := s.mux
+	m.HandleFunc("GET /{$}", s.root)
+	m.HandleFunc("GET /v1", s.versioned(s.v1))
+
+	m.HandleFunc("GET /v1/nodes", s.versioned(s.listNodes(false)))
+	m.HandleFunc("GET /v1/nodes/detail", s.versioned(s.listNodes(true)))
+	m.HandleFunc("POST /v1/nodes", s.versioned(s.createNode))
+	m.HandleFunc("GET /v1/nodes/{ident}", s.versioned(s.getNode))
+	m.HandleFunc("PATCH /v1/nodes/{ident}", s.versioned(s.patchNode))
+	m.HandleFunc("DELETE /v1/nodes/{ident}", s.versioned(s.deleteNode))
+	m.HandleFunc("GET /v1/nodes/{ident}/states", s.versioned(s.nodeStates))
+	m.HandleFunc("PUT /v1/nodes/{ident}/states/provision", s.versioned(s.setProvisionState))
+	m.HandleFunc("GET /v1/nodes/{ident}/ports", s.versioned(s.nodePorts))
+
+	m.HandleFunc("GET /v1/ports", s.versioned(s.listPorts(false)))
+	m.HandleFunc("GET /v1/ports/detail", s.versioned(s.listPorts(true)))
+	m.HandleFunc("POST /v1/ports", s.versioned(s.createPort))
+	m.HandleFunc("GET /v1/ports/{uuid}", s.versioned(s.getPort))
+	m.HandleFunc("DELETE /v1/ports/{uuid}", s.versioned(s.deletePort))
+
+	m.HandleFunc("GET /v1/lookup", s.versioned(s.lookup))
+	m.HandleFunc("POST /v1/heartbeat/{ident}", s.versioned(s.heartbeat))
+
+	if cfg.Images != nil {
+		m.Handle("/images/", http.StripPrefix("/images", cfg.Images))
+	}
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, errNotFoundPath())
+	})
+	return s
+}
+
+// ServeHTTP routes a request; a trailing slash is ignored as pecan does
+// (except under /images/).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") && !strings.HasPrefix(p, "/images/") {
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = strings.TrimRight(p, "/")
+		if r2.URL.Path == "" {
+			r2.URL.Path = "/"
+		}
+		r2.URL.RawPath = ""
+		r = r2
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// baseURL is the public base URL for links.
+func (s *Server) baseURL(r *http.Request) string {
+	if s.cfg.PublicURL != "" {
+		return strings.TrimSuffix(s.cfg.PublicURL, "/")
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+func (s *Server) opts(r *http.Request, v version) ironicjson.Options {
+	return ironicjson.Options{BaseURL: s.baseURL(r), Minor: v.minor, Conductor: s.cfg.Conductor}
+}
+
+// root serves GET /: the version document.
+func (s *Server) root(w http.ResponseWriter, r *http.Request) {
+	v := s.versionDoc(r)
+	writeJSON(w, http.StatusOK, wire.RootDocument{
+		Name:           "OpenStack Ironic API",
+		Description:    "Ironic is an OpenStack project which enables the provision and management of baremetal machines.",
+		DefaultVersion: v,
+		Versions:       []wire.APIVersion{v},
+	})
+}
+
+func (s *Server) versionDoc(r *http.Request) wire.APIVersion {
+	return wire.APIVersion{
+		ID:         "v1",
+		Links:      []wire.Link{{Href: s.baseURL(r) + "/v1/", Rel: "self"}},
+		Status:     "CURRENT",
+		MinVersion: minVersion.String(),
+		Version:    maxVersion.String(),
+	}
+}
+
+// v1 serves GET /v1: the v1 document with its resource links.
+func (s *Server) v1(w http.ResponseWriter, r *http.Request, v version) {
+	base := s.baseURL(r)
+	res := func(name string) []wire.Link {
+		return []wire.Link{{Href: base + "/v1/" + name + "/", Rel: "self"}, {Href: base + "/" + name + "/", Rel: "bookmark"}}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"id": "v1",
+		"links": []wire.Link{
+			{Href: base + "/v1/", Rel: "self"},
+			{Href: "https://docs.openstack.org/ironic/latest/contributor/webapi.html", Rel: "describedby", Type: "text/html"},
+		},
+		"media_types": map[string]string{"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"},
+		"nodes":       res("nodes"),
+		"ports":       res("ports"),
+		"lookup":      res("lookup"),
+		"heartbeat":   res("heartbeat"),
+		"version":     s.versionDoc(r),
+	})
+}

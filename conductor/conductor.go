@@ -1,0 +1,243 @@
+// Package conductor wires the Rivet conductor together: the store, the
+// provision engine with its power drivers and agent client, the Ironic
+// dialect REST API and the image file server, on one HTTP listener.
+// cmd/rivet-conductor parses flags into a Config and calls Run.
+package conductor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/conductor/agentclient"
+	"github.com/rivetmetal/rivet/conductor/api"
+	"github.com/rivetmetal/rivet/conductor/images"
+	"github.com/rivetmetal/rivet/conductor/power"
+	"github.com/rivetmetal/rivet/conductor/provision"
+	"github.com/rivetmetal/rivet/conductor/store/sqlite"
+)
+
+// Config configures a conductor.
+type Config struct {
+	// Listen is the API's TCP address (e.g. "127.0.0.1:6385"); ignored
+	// when Listener is set.
+	Listen string
+	// Listener, when set, is used instead of listening on Listen.
+	Listener net.Listener
+	// DBPath is the SQLite database file (created if missing).
+	DBPath string
+	// APIURL is the API URL as nodes should use it; empty means
+	// http://<listen address>, with 127.0.0.1 for a wildcard host.
+	APIURL string
+	// ImageDir, when set, is served read-only under /images/.
+	ImageDir string
+	// Drivers are the enabled power drivers.
+	Drivers []power.Driver
+	// Provision configures the engine (deploy ramdisk defaults, timeouts);
+	// its APIURL, Conductor and Logger are filled in by New.
+	Provision provision.Config
+	// Agent configures the agent client.
+	Agent agentclient.Config
+	// ShutdownTimeout bounds the wait for in-flight requests on shutdown
+	// (default 10 s).
+	ShutdownTimeout time.Duration
+	// Logger receives all logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Conductor is a configured conductor, listening but not yet serving.
+type Conductor struct {
+	cfg    Config
+	log    *slog.Logger
+	ln     net.Listener
+	url    string
+	st     *sqlite.Store
+	engine *provision.Engine
+	images *images.Handler
+	srv    *http.Server
+}
+
+// New opens the store and the listener and builds the engine and the API.
+func New(ctx context.Context, cfg Config) (*Conductor, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.DBPath == "" {
+		return nil, errors.New("conductor: no database path")
+	}
+	if len(cfg.Drivers) == 0 {
+		return nil, errors.New("conductor: no power drivers")
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	c := &Conductor{cfg: cfg, log: log}
+	ok := false
+	defer func() {
+		if !ok {
+			c.close()
+		}
+	}()
+
+	st, err := sqlite.Open(ctx, cfg.DBPath)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	c.st = st
+	c.ln = cfg.Listener
+	if c.ln == nil {
+		if c.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("conductor: listen %s: %w", cfg.Listen, err)
+		}
+	}
+	c.url = cfg.APIURL
+	if c.url == "" {
+		c.url = urlOf(c.ln.Addr())
+	}
+	host, _ := os.Hostname()
+
+	pc := cfg.Provision
+	pc.APIURL, pc.Conductor, pc.Logger = c.url, host, log
+	ac := cfg.Agent
+	ac.Logger = log
+	if c.engine, err = provision.New(st, cfg.Drivers, agentclient.New(ac), pc); err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	var imgs http.Handler
+	if cfg.ImageDir != "" {
+		if c.images, err = images.New(cfg.ImageDir, log); err != nil {
+			return nil, fmt.Errorf("conductor: %w", err)
+		}
+		imgs = c.images
+	}
+	handler := api.New(api.Config{Store: st, Provisioner: c.engine, Conductor: host, Images: imgs, Logger: log})
+	c.srv = &http.Server{
+		Handler:           accessLog(log, handler),
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ok = true
+	return c, nil
+}
+
+// URL is the conductor's API URL (as nodes use it).
+func (c *Conductor) URL() string { return c.url }
+
+// Addr is the address the API listens on.
+func (c *Conductor) Addr() net.Addr { return c.ln.Addr() }
+
+// Run resumes interrupted work, serves until ctx ends, then shuts down:
+// in-flight requests finish, background work stops (its state is
+// persisted for the next run), and the store is closed.
+func (c *Conductor) Run(ctx context.Context) error {
+	defer c.close()
+	if err := c.engine.Start(ctx); err != nil {
+		return fmt.Errorf("conductor: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- c.srv.Serve(c.ln) }()
+	drivers := make([]string, len(c.cfg.Drivers))
+	for i, d := range c.cfg.Drivers {
+		drivers[i] = d.Name()
+	}
+	c.log.Info("conductor serving", "listen", c.ln.Addr().String(), "api_url", c.url,
+		"db", c.cfg.DBPath, "drivers", drivers, "image_dir", c.cfg.ImageDir)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), c.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := c.srv.Shutdown(sctx); err != nil {
+		c.log.Warn("API shutdown incomplete", "error", err)
+	}
+	c.engine.Close()
+	c.log.Info("conductor stopped")
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("conductor: serve: %w", serveErr)
+	}
+	return nil
+}
+
+// Run builds a conductor from cfg and runs it until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	c, err := New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return c.Run(ctx)
+}
+
+func (c *Conductor) close() {
+	if c.engine != nil {
+		c.engine.Close()
+	}
+	if c.ln != nil {
+		c.ln.Close()
+	}
+	if c.images != nil {
+		c.images.Close()
+	}
+	if c.st != nil {
+		if err := c.st.Close(); err != nil {
+			c.log.Warn("closing the store failed", "error", err)
+		}
+	}
+}
+
+// urlOf is the http URL of a listen address, 127.0.0.1 standing for a
+// wildcard host.
+func urlOf(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return "http://" + a.String()
+	}
+	ip := tcp.IP
+	if ip == nil || ip.IsUnspecified() {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	return "http://" + net.JoinHostPort(ip.String(), fmt.Sprint(tcp.Port))
+}
+
+// accessLog logs each request at debug level (method, path and status;
+// never the query string or body, which may carry secrets).
+func accessLog(log *slog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+			"api_version", r.Header.Get(wire.APIVersionHeader),
+			"duration", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+// WriteHeader records the status.
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// ReadFrom keeps the underlying writer's zero-copy path (sendfile) for
+// image downloads.
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(w.ResponseWriter, r)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

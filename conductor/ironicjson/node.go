@@ -1,0 +1,264 @@
+package ironicjson
+
+import (
+	"strings"
+	"time"
+
+	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/conductor/store"
+)
+
+// MaxMinor is the newest API minor version whose node shape is rendered.
+const MaxMinor = 82
+
+// Options controls how API documents are rendered.
+type Options struct {
+	// BaseURL is the API's public URL, for links (no trailing slash).
+	BaseURL string
+	// Minor is the request's API minor version; fields introduced later
+	// are left out. 0 means MaxMinor.
+	Minor int
+	// Conductor is the conductor's host name, shown in the node's
+	// "conductor" field.
+	Conductor string
+}
+
+func (o Options) minor() int {
+	if o.Minor == 0 {
+		return MaxMinor
+	}
+	return o.Minor
+}
+
+// nodeFieldMinor maps node fields to the API minor version that introduced
+// them (Ironic's VERSIONED_FIELDS).
+var nodeFieldMinor = map[string]int{
+	"driver_internal_info": 3, "name": 5, "inspection_finished_at": 6,
+	"inspection_started_at": 6, "clean_step": 7, "raid_config": 12,
+	"target_raid_config": 12, "network_interface": 20, "resource_class": 21,
+	"boot_interface": 31, "console_interface": 31, "deploy_interface": 31,
+	"inspect_interface": 31, "management_interface": 31, "power_interface": 31,
+	"raid_interface": 31, "vendor_interface": 31, "storage_interface": 33,
+	"traits": 37, "rescue_interface": 38, "bios_interface": 40, "fault": 42,
+	"deploy_step": 44, "conductor_group": 46, "automated_clean": 47,
+	"protected": 48, "protected_reason": 48, "conductor": 49, "owner": 50,
+	"description": 51, "allocation_uuid": 52, "retired": 61, "retired_reason": 61,
+	"lessee": 65, "network_data": 66, "boot_mode": 75, "secure_boot": 75, "shard": 82,
+	// sub-resource links
+	"states": 14, "portgroups": 24, "volume": 32,
+}
+
+// NodeFields are the fields a node document may contain, for validating a
+// ?fields= query.
+func NodeFields() []string {
+	doc := nodeDoc(&store.Node{}, Options{})
+	out := make([]string, 0, len(doc))
+	for k := range doc {
+		out = append(out, k)
+	}
+	return out
+}
+
+// DefaultNodeListFields are the fields of a node in a plain (not detailed)
+// list.
+var DefaultNodeListFields = []string{"instance_uuid", "maintenance", "power_state",
+	"provision_state", "uuid", "name", "links"}
+
+// Node renders n as the API shows it: every field of the requested version,
+// secrets masked.
+func Node(n *store.Node, o Options) map[string]any {
+	doc := nodeDoc(n, o)
+	doc["driver_info"] = MaskDict(n.DriverInfo)
+	doc["instance_info"] = maskInstanceInfo(n.InstanceInfo)
+	doc["driver_internal_info"] = maskInternal(n.DriverInternalInfo)
+	if o.minor() < 2 && n.ProvisionState == statemachine.Available {
+		doc["provision_state"] = nil
+	}
+	for f, minor := range nodeFieldMinor {
+		if o.minor() < minor {
+			delete(doc, f)
+		}
+	}
+	return doc
+}
+
+// nodeDoc is the unmasked node document with links.
+func nodeDoc(n *store.Node, o Options) map[string]any {
+	ifaces := interfacesFor(n.Driver)
+	doc := map[string]any{
+		"uuid":                   n.UUID,
+		"name":                   nullString(n.Name),
+		"driver":                 n.Driver,
+		"provision_state":        string(n.ProvisionState),
+		"target_provision_state": nullString(string(n.TargetProvisionState)),
+		"provision_updated_at":   apiTime(n.ProvisionUpdatedAt),
+		"power_state":            nullString(n.PowerState),
+		"target_power_state":     nullString(n.TargetPowerState),
+		"maintenance":            n.Maintenance,
+		"maintenance_reason":     nullString(n.MaintenanceReason),
+		"fault":                  nil,
+		"last_error":             nullString(n.LastError),
+		"reservation":            nil,
+		"instance_uuid":          nullString(n.InstanceUUID),
+		"instance_info":          CopyDict(n.InstanceInfo),
+		"driver_info":            CopyDict(n.DriverInfo),
+		"driver_internal_info":   CopyDict(n.DriverInternalInfo),
+		"properties":             CopyDict(n.Properties),
+		"extra":                  CopyDict(n.Extra),
+		"clean_step":             map[string]any{},
+		"deploy_step":            CopyDict(n.DeployStep),
+		"raid_config":            map[string]any{},
+		"target_raid_config":     map[string]any{},
+		"resource_class":         nullString(n.ResourceClass),
+		"description":            nullString(n.Description),
+		"owner":                  nullString(n.Owner),
+		"lessee":                 nil,
+		"chassis_uuid":           nil,
+		"allocation_uuid":        nil,
+		"conductor":              nullString(o.Conductor),
+		"conductor_group":        "",
+		"console_enabled":        false,
+		"automated_clean":        nil,
+		"protected":              false,
+		"protected_reason":       nil,
+		"retired":                false,
+		"retired_reason":         nil,
+		"network_data":           map[string]any{},
+		"boot_mode":              nil,
+		"secure_boot":            nil,
+		"shard":                  nil,
+		"traits":                 []any{},
+		"inspection_started_at":  nil,
+		"inspection_finished_at": nil,
+		"created_at":             apiTime(n.CreatedAt),
+		"updated_at":             apiTime(n.UpdatedAt),
+		"links":                  links(o.BaseURL, "nodes", n.UUID),
+		"ports":                  links(o.BaseURL, "nodes", n.UUID+"/ports"),
+		"states":                 links(o.BaseURL, "nodes", n.UUID+"/states"),
+		"portgroups":             links(o.BaseURL, "nodes", n.UUID+"/portgroups"),
+		"volume":                 links(o.BaseURL, "nodes", n.UUID+"/volume"),
+	}
+	for k, v := range ifaces {
+		doc[k] = v
+	}
+	return doc
+}
+
+// interfacesFor returns the hardware interfaces a driver's nodes report.
+// Every node deploys with the agent ("direct").
+func interfacesFor(driver string) map[string]any {
+	own := driver
+	if driver == "fake-hardware" {
+		own = "fake"
+	}
+	return map[string]any{
+		"bios_interface":       "no-bios",
+		"boot_interface":       own,
+		"console_interface":    "no-console",
+		"deploy_interface":     "direct",
+		"inspect_interface":    "no-inspect",
+		"management_interface": own,
+		"network_interface":    "noop",
+		"power_interface":      own,
+		"raid_interface":       "no-raid",
+		"rescue_interface":     "no-rescue",
+		"storage_interface":    "noop",
+		"vendor_interface":     "no-vendor",
+	}
+}
+
+// LookupNode renders the node part of a lookup answer: uuid, properties,
+// instance_info and driver_internal_info, secrets masked, and links.
+func LookupNode(n *store.Node, o Options) wire.LookupNode {
+	return wire.LookupNode{
+		UUID:               n.UUID,
+		Properties:         CopyDict(n.Properties),
+		InstanceInfo:       maskInstanceInfo(n.InstanceInfo),
+		DriverInternalInfo: maskInternal(n.DriverInternalInfo),
+		Links:              linkList(o.BaseURL, "nodes", n.UUID),
+	}
+}
+
+// AgentNode renders the node dictionary sent to the agent with step
+// commands (Ironic's node.as_dict with secrets masked): driver_info
+// passwords and the agent token are masked; instance_info, configdrive
+// included, is sent as is, since the deploy steps need it.
+func AgentNode(n *store.Node, conductor string) map[string]any {
+	doc := nodeDoc(n, Options{})
+	for _, k := range []string{"links", "ports", "states", "portgroups", "volume",
+		"chassis_uuid", "allocation_uuid", "conductor"} {
+		delete(doc, k)
+	}
+	doc["id"] = n.ID
+	doc["chassis_id"] = nil
+	doc["allocation_id"] = nil
+	doc["conductor_affinity"] = nil
+	doc["reservation"] = nullString(conductor)
+	doc["traits"] = map[string]any{"objects": []any{}}
+	doc["driver_info"] = MaskDict(n.DriverInfo)
+	doc["driver_internal_info"] = maskInternal(n.DriverInternalInfo)
+	doc["provision_updated_at"] = agentTime(n.ProvisionUpdatedAt)
+	doc["created_at"] = agentTime(n.CreatedAt)
+	doc["updated_at"] = agentTime(n.UpdatedAt)
+	return doc
+}
+
+// maskInstanceInfo masks instance_info for API readers: passwords, the
+// configdrive and the image URL (which may be a temporary URL).
+func maskInstanceInfo(ii map[string]any) map[string]any {
+	out := MaskDict(ii)
+	if v, ok := out["image_url"]; ok && v != nil && v != "" {
+		out["image_url"] = wire.Masked
+	}
+	return out
+}
+
+// maskInternal masks the agent token in driver_internal_info.
+func maskInternal(dii map[string]any) map[string]any {
+	out := CopyDict(dii)
+	if v, ok := out["agent_secret_token"]; ok && v != nil && v != "" {
+		out["agent_secret_token"] = wire.Masked
+	}
+	return out
+}
+
+func links(base, resource, args string) []any {
+	l := linkList(base, resource, args)
+	out := make([]any, len(l))
+	for i, x := range l {
+		out[i] = map[string]any{"href": x.Href, "rel": x.Rel}
+	}
+	return out
+}
+
+func linkList(base, resource, args string) []wire.Link {
+	base = strings.TrimSuffix(base, "/")
+	return []wire.Link{
+		{Href: base + "/v1/" + resource + "/" + args, Rel: "self"},
+		{Href: base + "/" + resource + "/" + args, Rel: "bookmark"},
+	}
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// apiTime formats a time as Ironic's API does ("2026-11-21T10:00:05.088239+00:00").
+func apiTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000000-07:00")
+}
+
+// agentTime formats a time as Ironic's node dictionaries carry it (naive UTC).
+func agentTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000000")
+}

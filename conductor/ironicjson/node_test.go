@@ -1,0 +1,91 @@
+package ironicjson
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/conductor/store"
+)
+
+func testNode() *store.Node {
+	return &store.Node{
+		ID: 7, UUID: "1215c45f-5c01-4883-84e1-a2a82a7c8a52", Name: "n1", Driver: "fake-hardware",
+		ProvisionState: statemachine.DeployWait, TargetProvisionState: statemachine.Active,
+		DriverInfo: map[string]any{"ipmi_password": "hunter2", "deploy_kernel": "k",
+			"nested": map[string]any{"redfish_password": "x"}},
+		InstanceInfo: map[string]any{"image_source": "http://img/disk.raw",
+			"image_url": "http://img/disk.raw", "configdrive": "H4sI..."},
+		DriverInternalInfo: map[string]any{"agent_secret_token": "tok", "agent_url": "http://a:9999"},
+		CreatedAt:          time.Date(2026, 11, 21, 10, 0, 5, 88239000, time.UTC),
+	}
+}
+
+func TestNodeMasksSecrets(t *testing.T) {
+	doc := Node(testNode(), Options{BaseURL: "http://127.0.0.1:6385"})
+	di := doc["driver_info"].(map[string]any)
+	if di["ipmi_password"] != "******" || di["deploy_kernel"] != "k" ||
+		di["nested"].(map[string]any)["redfish_password"] != "******" {
+		t.Errorf("driver_info = %v", di)
+	}
+	ii := doc["instance_info"].(map[string]any)
+	if ii["image_url"] != "******" || ii["configdrive"] != "******" || ii["image_source"] != "http://img/disk.raw" {
+		t.Errorf("instance_info = %v", ii)
+	}
+	dii := doc["driver_internal_info"].(map[string]any)
+	if dii["agent_secret_token"] != "******" || dii["agent_url"] != "http://a:9999" {
+		t.Errorf("driver_internal_info = %v", dii)
+	}
+	if doc["created_at"] != "2026-11-21T10:00:05.088239+00:00" {
+		t.Errorf("created_at = %v", doc["created_at"])
+	}
+	if doc["updated_at"] != nil || doc["last_error"] != nil {
+		t.Errorf("unset fields must be null: updated_at=%v last_error=%v", doc["updated_at"], doc["last_error"])
+	}
+	b, _ := json.Marshal(doc["links"])
+	if string(b) != `[{"href":"http://127.0.0.1:6385/v1/nodes/1215c45f-5c01-4883-84e1-a2a82a7c8a52","rel":"self"},{"href":"http://127.0.0.1:6385/nodes/1215c45f-5c01-4883-84e1-a2a82a7c8a52","rel":"bookmark"}]` {
+		t.Errorf("links = %s", b)
+	}
+	// The store's node must not have been changed by masking.
+	n := testNode()
+	Node(n, Options{})
+	if n.DriverInfo["ipmi_password"] != "hunter2" {
+		t.Error("masking modified the node")
+	}
+}
+
+func TestNodeHidesNewerFields(t *testing.T) {
+	doc := Node(testNode(), Options{Minor: 1})
+	for _, f := range []string{"name", "driver_internal_info", "deploy_step", "shard", "states"} {
+		if _, ok := doc[f]; ok {
+			t.Errorf("field %q shown at 1.1", f)
+		}
+	}
+	doc = Node(testNode(), Options{Minor: 82})
+	for _, f := range []string{"name", "driver_internal_info", "deploy_step", "shard", "states", "traits"} {
+		if _, ok := doc[f]; !ok {
+			t.Errorf("field %q missing at 1.82", f)
+		}
+	}
+}
+
+func TestAgentNodeKeepsConfigdrive(t *testing.T) {
+	doc := AgentNode(testNode(), "conductor-1")
+	ii := doc["instance_info"].(map[string]any)
+	if ii["configdrive"] != "H4sI..." || ii["image_url"] != "http://img/disk.raw" {
+		t.Errorf("instance_info = %v", ii)
+	}
+	if doc["driver_internal_info"].(map[string]any)["agent_secret_token"] != "******" {
+		t.Error("agent token not masked")
+	}
+	if doc["driver_info"].(map[string]any)["ipmi_password"] != "******" {
+		t.Error("password not masked")
+	}
+	if doc["id"] != int64(7) || doc["created_at"] != "2026-11-21T10:00:05.088239" {
+		t.Errorf("id=%v created_at=%v", doc["id"], doc["created_at"])
+	}
+	if _, ok := doc["links"]; ok {
+		t.Error("agent node has links")
+	}
+}

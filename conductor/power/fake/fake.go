@@ -1,0 +1,188 @@
+// Package fake is the "fake-hardware" power driver: power state and boot
+// device live in memory (optionally persisted to a JSON file so they survive
+// a conductor restart), and tests can observe or drive every change through
+// hooks.
+package fake
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/rivetmetal/rivet/conductor/power"
+)
+
+// Name is the driver name nodes use.
+const Name = "fake-hardware"
+
+// Hooks let tests react to driver calls. Each hook runs synchronously after
+// the change is recorded, without the driver's lock held; nil hooks are
+// skipped. A hook returning an error makes the call fail.
+type Hooks struct {
+	// OnPowerState runs after a node's power state was set.
+	OnPowerState func(node power.Node, state power.State) error
+	// OnBootDevice runs after a node's boot device was set.
+	OnBootDevice func(node power.Node, dev power.BootDevice, persistent bool) error
+}
+
+// Config configures the driver; the zero value is an in-memory driver.
+type Config struct {
+	// StateFile, when set, is where power states and boot devices are
+	// persisted (written atomically on every change, read by New).
+	StateFile string
+	Hooks     Hooks
+}
+
+// Driver is the fake-hardware driver. It implements power.Driver.
+type Driver struct {
+	cfg   Config
+	mu    sync.Mutex
+	nodes map[string]*nodeState
+}
+
+type nodeState struct {
+	Power      power.State      `json:"power"`
+	BootDevice power.BootDevice `json:"boot_device"`
+	Persistent bool             `json:"persistent"`
+}
+
+var _ power.Driver = (*Driver)(nil)
+
+// New returns a driver, loading Config.StateFile when it exists.
+func New(cfg Config) (*Driver, error) {
+	d := &Driver{cfg: cfg, nodes: map[string]*nodeState{}}
+	if cfg.StateFile == "" {
+		return d, nil
+	}
+	b, err := os.ReadFile(cfg.StateFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return d, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fake driver: read state %s: %w", cfg.StateFile, err)
+	}
+	if err := json.Unmarshal(b, &d.nodes); err != nil {
+		return nil, fmt.Errorf("fake driver: decode state %s: %w", cfg.StateFile, err)
+	}
+	return d, nil
+}
+
+// Name implements power.Driver.
+func (d *Driver) Name() string { return Name }
+
+// Validate implements power.Driver; any driver_info is valid.
+func (d *Driver) Validate(node power.Node) error { return nil }
+
+// PowerState implements power.Driver. A node never seen is off.
+func (d *Driver) PowerState(ctx context.Context, node power.Node) (power.State, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.get(node.UUID).Power, nil
+}
+
+// SetPowerState implements power.Driver. Reboot ends powered on; the soft
+// variants behave as their hard counterparts.
+func (d *Driver) SetPowerState(ctx context.Context, node power.Node, target power.State) error {
+	var st power.State
+	switch target {
+	case power.On, power.Reboot, power.SoftReboot:
+		st = power.On
+	case power.Off, power.SoftOff:
+		st = power.Off
+	default:
+		return fmt.Errorf("fake driver: node %s: set power %q: %w", node.UUID, target, power.ErrUnsupported)
+	}
+	if err := d.update(node.UUID, func(s *nodeState) { s.Power = st }); err != nil {
+		return err
+	}
+	if h := d.hooks().OnPowerState; h != nil {
+		return h(node, target)
+	}
+	return nil
+}
+
+// SetBootDevice implements power.Driver.
+func (d *Driver) SetBootDevice(ctx context.Context, node power.Node, dev power.BootDevice, persistent bool) error {
+	if err := d.update(node.UUID, func(s *nodeState) { s.BootDevice, s.Persistent = dev, persistent }); err != nil {
+		return err
+	}
+	if h := d.hooks().OnBootDevice; h != nil {
+		return h(node, dev, persistent)
+	}
+	return nil
+}
+
+// SetHooks replaces the hooks (for tests that build the driver before the
+// things the hooks call).
+func (d *Driver) SetHooks(h Hooks) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cfg.Hooks = h
+}
+
+func (d *Driver) hooks() Hooks {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg.Hooks
+}
+
+// Force sets a node's power state without running hooks, as the machine
+// itself would (an OS powering off).
+func (d *Driver) Force(uuid string, st power.State) error {
+	return d.update(uuid, func(s *nodeState) { s.Power = st })
+}
+
+// BootDevice returns a node's boot device and whether it is persistent.
+func (d *Driver) BootDevice(uuid string) (power.BootDevice, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.get(uuid)
+	return s.BootDevice, s.Persistent
+}
+
+func (d *Driver) get(uuid string) *nodeState {
+	s, ok := d.nodes[uuid]
+	if !ok {
+		s = &nodeState{Power: power.Off}
+		d.nodes[uuid] = s
+	}
+	return s
+}
+
+func (d *Driver) update(uuid string, fn func(*nodeState)) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fn(d.get(uuid))
+	return d.persist()
+}
+
+// persist writes the state file atomically; called with d.mu held.
+func (d *Driver) persist() error {
+	if d.cfg.StateFile == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(d.nodes, "", "  ")
+	if err != nil {
+		return fmt.Errorf("fake driver: encode state: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(d.cfg.StateFile), ".fake-power-*")
+	if err != nil {
+		return fmt.Errorf("fake driver: write state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("fake driver: write state %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("fake driver: write state %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), d.cfg.StateFile); err != nil {
+		return fmt.Errorf("fake driver: write state %s: %w", d.cfg.StateFile, err)
+	}
+	return nil
+}

@@ -1,0 +1,55 @@
+package fake
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/rivetmetal/rivet/conductor/power"
+)
+
+func TestPowerAndBootDevicePersist(t *testing.T) {
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "power.json")
+	var seen []power.State
+	d, err := New(Config{StateFile: file, Hooks: Hooks{OnPowerState: func(_ power.Node, s power.State) error {
+		seen = append(seen, s)
+		return nil
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := power.Node{UUID: "u1"}
+	if st, _ := d.PowerState(ctx, n); st != power.Off {
+		t.Fatalf("initial state %q, want off", st)
+	}
+	if err := d.SetPowerState(ctx, n, power.Reboot); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetBootDevice(ctx, n, power.BootDisk, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetPowerState(ctx, n, "bogus"); err == nil {
+		t.Fatal("bogus power state accepted")
+	}
+	if len(seen) != 1 || seen[0] != power.Reboot {
+		t.Fatalf("hook saw %v", seen)
+	}
+
+	d2, err := New(Config{StateFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := d2.PowerState(ctx, n); st != power.On {
+		t.Fatalf("reloaded state %q, want on", st)
+	}
+	if dev, p := d2.BootDevice("u1"); dev != power.BootDisk || !p {
+		t.Fatalf("reloaded boot device %q persistent=%v", dev, p)
+	}
+	if err := d2.Force("u1", power.Off); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := d2.PowerState(ctx, n); st != power.Off {
+		t.Fatalf("after Force: %q", st)
+	}
+}

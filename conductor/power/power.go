@@ -1,0 +1,91 @@
+// Package power defines the conductor's power and boot-device drivers: the
+// out-of-band "BMC" operations a conductor performs on a node. Concrete
+// drivers live in sub-packages (fake, qemu, later ipmi and redfish); the
+// conductor's driver list is written out in cmd/rivet-conductor.
+package power
+
+import (
+	"context"
+	"errors"
+)
+
+// State is a power state, with Ironic's wire strings.
+type State string
+
+// Power states and targets as Ironic names them.
+const (
+	On         State = "power on"
+	Off        State = "power off"
+	Reboot     State = "rebooting"
+	SoftOff    State = "soft power off"
+	SoftReboot State = "soft rebooting"
+	// Error is reported when the state cannot be read.
+	Error State = "error"
+)
+
+// BootDevice is a boot device, with Ironic's wire strings.
+type BootDevice string
+
+// Boot devices.
+const (
+	BootPXE  BootDevice = "pxe"
+	BootDisk BootDevice = "disk"
+)
+
+// Node is what a driver needs to know of a node.
+type Node struct {
+	UUID string
+	Name string
+	// DriverInfo holds the driver's own settings (addresses, credentials,
+	// for qemu the disk path), unmasked.
+	DriverInfo map[string]any
+	// MACs are the node's port addresses, PXE-enabled ones first.
+	MACs []string
+}
+
+// Driver is a power and boot-device driver.
+type Driver interface {
+	// Name is the driver's name as used in node.driver ("fake-hardware",
+	// "qemu", "ipmi", "redfish").
+	Name() string
+	// Validate checks DriverInfo without touching the node.
+	Validate(node Node) error
+	// PowerState reads the node's current power state.
+	PowerState(ctx context.Context, node Node) (State, error)
+	// SetPowerState moves the node to On, Off or Reboot (and the soft
+	// variants where supported). It returns once the request was accepted.
+	SetPowerState(ctx context.Context, node Node, target State) error
+	// SetBootDevice sets the device the node boots from next.
+	SetBootDevice(ctx context.Context, node Node, dev BootDevice, persistent bool) error
+}
+
+// Ramdisk describes a deploy ramdisk network boot prepared by the
+// conductor's boot interface: the kernel, the initramfs and the kernel
+// command line parameters (ipa-api-url=…, BOOTIF=…).
+type Ramdisk struct {
+	Kernel    string
+	Initramfs string
+	Params    []string
+}
+
+// RamdiskBooter is implemented by drivers that boot the deploy ramdisk
+// themselves instead of through PXE (the qemu driver boots the kernel
+// directly). The conductor calls PrepareRamdisk before a power-on with the
+// boot device set to BootPXE.
+type RamdiskBooter interface {
+	PrepareRamdisk(ctx context.Context, node Node, rd Ramdisk) error
+}
+
+// NodeView is implemented by drivers whose nodes see the conductor's
+// network through a translation (the qemu driver's user networking). The
+// conductor asks it how a node reaches a URL that the conductor can reach,
+// e.g. http://127.0.0.1:6385 → http://10.0.2.100:6385.
+type NodeView interface {
+	NodeURL(node Node, hostURL string) (string, error)
+}
+
+// ErrUnsupported is returned for an operation a driver cannot perform.
+var ErrUnsupported = errors.New("operation not supported by this driver")
+
+// ErrInvalidDriverInfo wraps DriverInfo validation failures.
+var ErrInvalidDriverInfo = errors.New("invalid driver_info")

@@ -1,0 +1,144 @@
+package qemu
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strconv"
+
+	"github.com/rivetmetal/rivet/conductor/power"
+)
+
+// driver_info keys the driver reads.
+const (
+	InfoDisk       = "qemu_disk"        // required: the node's raw disk file on the host
+	InfoMemoryMB   = "qemu_memory_mb"   // default 1024
+	InfoCPUs       = "qemu_cpus"        // default 1
+	InfoBootMode   = "qemu_boot_mode"   // "uefi" (default, OVMF) or "bios" (SeaBIOS)
+	InfoAgentPort  = "qemu_agent_port"  // fixed host port forwarded to the agent's 9999
+	InfoConsoleLog = "qemu_console_log" // default StateDir/<uuid>/console.log
+)
+
+// Boot modes.
+const (
+	BootUEFI = "uefi"
+	BootBIOS = "bios"
+)
+
+// Defaults for driver_info.
+const (
+	DefaultMemoryMB = 1024
+	DefaultCPUs     = 1
+)
+
+// settings are a node's parsed driver_info.
+type settings struct {
+	disk       string
+	memoryMB   int
+	cpus       int
+	bootMode   string
+	agentPort  int // 0: allocated by the driver
+	consoleLog string
+	mac        string // "" when the node has no port yet
+}
+
+// uuidPattern keeps node UUIDs usable as directory names and QEMU option
+// values.
+var uuidPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+
+// parseSettings validates a node's driver_info and MACs.
+func parseSettings(node power.Node) (settings, error) {
+	s := settings{memoryMB: DefaultMemoryMB, cpus: DefaultCPUs, bootMode: BootUEFI}
+	bad := func(format string, args ...any) (settings, error) {
+		return settings{}, fmt.Errorf("%w: node %s: %s", power.ErrInvalidDriverInfo, node.UUID, fmt.Sprintf(format, args...))
+	}
+	if !uuidPattern.MatchString(node.UUID) {
+		return bad("uuid %q cannot name a VM", node.UUID)
+	}
+	info := node.DriverInfo
+	disk, ok := info[InfoDisk].(string)
+	if !ok || disk == "" {
+		return bad("%s (the raw disk file) is required", InfoDisk)
+	}
+	if !filepath.IsAbs(disk) {
+		return bad("%s %q is not an absolute path", InfoDisk, disk)
+	}
+	s.disk = filepath.Clean(disk)
+	var err error
+	if s.memoryMB, err = intSetting(info, InfoMemoryMB, DefaultMemoryMB, 64, 1<<20); err != nil {
+		return bad("%v", err)
+	}
+	if s.cpus, err = intSetting(info, InfoCPUs, DefaultCPUs, 1, 64); err != nil {
+		return bad("%v", err)
+	}
+	if s.agentPort, err = intSetting(info, InfoAgentPort, 0, 1, 65535); err != nil {
+		return bad("%v", err)
+	}
+	if v, ok := info[InfoBootMode]; ok {
+		mode, _ := v.(string)
+		if mode != BootUEFI && mode != BootBIOS {
+			return bad("%s %v: want %q or %q", InfoBootMode, v, BootUEFI, BootBIOS)
+		}
+		s.bootMode = mode
+	}
+	if v, ok := info[InfoConsoleLog]; ok {
+		p, _ := v.(string)
+		if !filepath.IsAbs(p) {
+			return bad("%s %v: want an absolute path", InfoConsoleLog, v)
+		}
+		s.consoleLog = filepath.Clean(p)
+	}
+	if len(node.MACs) > 0 {
+		hw, err := net.ParseMAC(node.MACs[0])
+		if err != nil || len(hw) != 6 {
+			return bad("MAC %q: not an Ethernet address", node.MACs[0])
+		}
+		if hw[0]&1 == 1 {
+			return bad("MAC %s is a multicast address", hw)
+		}
+		s.mac = hw.String()
+	}
+	return s, nil
+}
+
+// intSetting reads an integer driver_info value given as a JSON number, a
+// Go integer or a decimal string; def when the key is absent.
+func intSetting(info map[string]any, key string, def, minV, maxV int) (int, error) {
+	v, ok := info[key]
+	if !ok || v == nil {
+		return def, nil
+	}
+	var n int64
+	switch x := v.(type) {
+	case int:
+		n = int64(x)
+	case int64:
+		n = x
+	case float64:
+		if x != math.Trunc(x) || math.Abs(x) > 1<<31 {
+			return 0, fmt.Errorf("%s %v: not an integer", key, v)
+		}
+		n = int64(x)
+	case json.Number:
+		i, err := x.Int64()
+		if err != nil {
+			return 0, fmt.Errorf("%s %v: not an integer", key, v)
+		}
+		n = i
+	case string:
+		i, err := strconv.ParseInt(x, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s %q: not an integer", key, x)
+		}
+		n = i
+	default:
+		return 0, fmt.Errorf("%s %v: not an integer", key, v)
+	}
+	if n < int64(minV) || n > int64(maxV) {
+		return 0, fmt.Errorf("%s %d: want %d to %d", key, n, minV, maxV)
+	}
+	return int(n), nil
+}

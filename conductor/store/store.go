@@ -1,0 +1,175 @@
+// Package store defines the conductor's persistent model (nodes and ports)
+// and the storage interface behind which the embedded SQLite store (and
+// later PostgreSQL) sit. Every provision-state change happens under a node
+// lock, inside one transaction, through Node.Advance.
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/rivetmetal/rivet/conductor/statemachine"
+)
+
+// Node is a bare-metal node. The JSON-valued fields hold Ironic's free-form
+// dictionaries; nil and empty maps are equivalent.
+type Node struct {
+	// ID is the store's internal key (Ironic's "id").
+	ID   int64
+	UUID string
+	// Name is the optional unique logical name; "" means none.
+	Name   string
+	Driver string
+
+	// ProvisionState and TargetProvisionState change only through Advance
+	// (and are set to enroll by CreateNode).
+	ProvisionState       statemachine.State
+	TargetProvisionState statemachine.State
+	// ProvisionUpdatedAt is the time of the last provision-state change or
+	// Touch; zero when never set.
+	ProvisionUpdatedAt time.Time
+
+	PowerState       string
+	TargetPowerState string
+
+	Maintenance       bool
+	MaintenanceReason string
+	LastError         string
+	InstanceUUID      string
+	ResourceClass     string
+	Description       string
+	Owner             string
+
+	InstanceInfo       map[string]any
+	DriverInfo         map[string]any
+	DriverInternalInfo map[string]any
+	Properties         map[string]any
+	Extra              map[string]any
+	// DeployStep is the deploy step in progress ({} when none).
+	DeployStep map[string]any
+
+	CreatedAt time.Time
+	// UpdatedAt is zero until the first update.
+	UpdatedAt time.Time
+}
+
+// Advance applies event ev to the node's provision state: it is the one
+// function that sets ProvisionState and TargetProvisionState, together, and
+// it stamps ProvisionUpdatedAt.
+func (n *Node) Advance(ev statemachine.Event, now time.Time) (statemachine.Move, error) {
+	m, err := statemachine.Next(n.ProvisionState, ev)
+	if err != nil {
+		return m, fmt.Errorf("node %s: %w", n.UUID, err)
+	}
+	n.ProvisionState = m.To
+	n.TargetProvisionState = m.Target
+	n.ProvisionUpdatedAt = now.UTC()
+	return m, nil
+}
+
+// Touch records provisioning progress without a state change (Ironic's
+// touch_provisioning), which resets the callback timeout.
+func (n *Node) Touch(now time.Time) { n.ProvisionUpdatedAt = now.UTC() }
+
+// InternalString returns driver_internal_info[key] as a string ("" when
+// absent or not a string).
+func (n *Node) InternalString(key string) string {
+	s, _ := n.DriverInternalInfo[key].(string)
+	return s
+}
+
+// SetInternal sets driver_internal_info[key]; a nil value deletes the key.
+func (n *Node) SetInternal(key string, v any) {
+	if v == nil {
+		delete(n.DriverInternalInfo, key)
+		return
+	}
+	if n.DriverInternalInfo == nil {
+		n.DriverInternalInfo = map[string]any{}
+	}
+	n.DriverInternalInfo[key] = v
+}
+
+// Port is a NIC of a node, identified by its MAC address.
+type Port struct {
+	ID     int64
+	UUID   string
+	NodeID int64
+	// NodeUUID is filled in by reads.
+	NodeUUID string
+	// Address is the normalised (lower-case, colon-separated) MAC.
+	Address             string
+	PXEEnabled          bool
+	PhysicalNetwork     string
+	Extra               map[string]any
+	LocalLinkConnection map[string]any
+	InternalInfo        map[string]any
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+}
+
+// NodeFilter selects nodes in ListNodes; zero fields do not filter.
+type NodeFilter struct {
+	ProvisionState statemachine.State
+	Driver         string
+	// Maintenance filters on the flag when non-nil.
+	Maintenance *bool
+}
+
+// PortFilter selects ports in ListPorts; zero fields do not filter.
+type PortFilter struct {
+	NodeID  int64
+	Address string
+}
+
+// NodeReader reads nodes and ports.
+type NodeReader interface {
+	// GetNode finds a node by UUID or name (errdefs.ErrNotFound if none).
+	GetNode(ctx context.Context, ident string) (*Node, error)
+	// ListNodes returns the matching nodes ordered by ID.
+	ListNodes(ctx context.Context, f NodeFilter) ([]*Node, error)
+	// NodeByMACs returns the one node owning ports with any of the
+	// addresses (errdefs.ErrNotFound if none or if they span nodes).
+	NodeByMACs(ctx context.Context, macs []string) (*Node, error)
+	// GetPort finds a port by UUID.
+	GetPort(ctx context.Context, uuid string) (*Port, error)
+	// ListPorts returns the matching ports ordered by ID.
+	ListPorts(ctx context.Context, f PortFilter) ([]*Port, error)
+}
+
+// Tx is a transaction on one locked node.
+type Tx interface {
+	// Node is the locked node, freshly read; changes made to it are saved
+	// when the transaction commits.
+	Node() *Node
+	// Ports lists the node's ports.
+	Ports(ctx context.Context) ([]*Port, error)
+	// DeleteNode deletes the node and its ports on commit.
+	DeleteNode(ctx context.Context) error
+}
+
+// NodeLocker runs changes to one node under its exclusive lock.
+type NodeLocker interface {
+	// WithNodeLock takes the node's lock (waiting for it, bounded by ctx),
+	// opens a transaction, reads the node and calls fn. If fn returns nil,
+	// the node (when changed) is saved and the transaction committed;
+	// otherwise it is rolled back and fn's error returned as is.
+	WithNodeLock(ctx context.Context, ident string, fn func(Tx) error) error
+}
+
+// Store is the whole storage interface.
+type Store interface {
+	NodeReader
+	NodeLocker
+	// CreateNode inserts a node in enroll; it fills ID, UUID (when empty)
+	// and the timestamps.
+	CreateNode(ctx context.Context, n *Node) error
+	// CreatePort inserts a port; it fills ID, UUID (when empty) and the
+	// timestamps. The node must exist; the address must be unused.
+	CreatePort(ctx context.Context, p *Port) error
+	// DeletePort deletes a port by UUID.
+	DeletePort(ctx context.Context, uuid string) error
+	// Close releases the store.
+	Close() error
+}

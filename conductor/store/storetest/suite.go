@@ -1,0 +1,213 @@
+// Package storetest is the conformance suite every store.Store
+// implementation runs (SQLite now, PostgreSQL later).
+package storetest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/conductor/store"
+)
+
+// Run runs the suite; newStore returns a fresh, empty store for each
+// subtest.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	t.Run("NodeCRUD", func(t *testing.T) { testNodeCRUD(t, newStore(t)) })
+	t.Run("LockAdvance", func(t *testing.T) { testLockAdvance(t, newStore(t)) })
+	t.Run("LockSerialises", func(t *testing.T) { testLockSerialises(t, newStore(t)) })
+	t.Run("Ports", func(t *testing.T) { testPorts(t, newStore(t)) })
+}
+
+func testNodeCRUD(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := &store.Node{Name: "n1", Driver: "fake-hardware",
+		DriverInfo: map[string]any{"ipmi_password": "secret"},
+		Properties: map[string]any{"memory_mb": 4096.0}}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatalf("CreateNode: %v", err)
+	}
+	if n.UUID == "" || n.ID == 0 || n.ProvisionState != statemachine.Enroll || n.CreatedAt.IsZero() {
+		t.Fatalf("CreateNode did not fill the node: %+v", n)
+	}
+	for _, ident := range []string{n.UUID, "n1"} {
+		got, err := s.GetNode(ctx, ident)
+		if err != nil {
+			t.Fatalf("GetNode(%s): %v", ident, err)
+		}
+		if got.UUID != n.UUID || got.DriverInfo["ipmi_password"] != "secret" || got.Properties["memory_mb"] != 4096.0 {
+			t.Fatalf("GetNode(%s) = %+v", ident, got)
+		}
+	}
+	if _, err := s.GetNode(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("GetNode(nope) = %v, want ErrNotFound", err)
+	}
+	if err := s.CreateNode(ctx, &store.Node{Name: "n1", Driver: "fake-hardware"}); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("duplicate name: %v, want ErrAlreadyExists", err)
+	}
+	if err := s.CreateNode(ctx, &store.Node{Driver: "fake-hardware"}); err != nil {
+		t.Fatalf("CreateNode without name: %v", err)
+	}
+	if err := s.CreateNode(ctx, &store.Node{Driver: "fake-hardware"}); err != nil {
+		t.Fatalf("second CreateNode without name: %v", err)
+	}
+	all, err := s.ListNodes(ctx, store.NodeFilter{})
+	if err != nil || len(all) != 3 {
+		t.Fatalf("ListNodes = %d nodes, %v; want 3", len(all), err)
+	}
+	err = s.WithNodeLock(ctx, "n1", func(tx store.Tx) error { return tx.DeleteNode(ctx) })
+	if err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if _, err := s.GetNode(ctx, "n1"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("GetNode after delete = %v", err)
+	}
+}
+
+func testLockAdvance(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := &store.Node{Name: "n1", Driver: "fake-hardware"}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	err := s.WithNodeLock(ctx, "n1", func(tx store.Tx) error {
+		if _, err := tx.Node().Advance(statemachine.EvManage, now); err != nil {
+			return err
+		}
+		tx.Node().SetInternal("k", "v")
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("WithNodeLock: %v", err)
+	}
+	got, _ := s.GetNode(ctx, n.UUID)
+	if got.ProvisionState != statemachine.Verifying || got.TargetProvisionState != statemachine.Manageable ||
+		got.InternalString("k") != "v" || got.UpdatedAt.IsZero() || got.ProvisionUpdatedAt.IsZero() {
+		t.Fatalf("after advance: %+v", got)
+	}
+
+	boom := errors.New("boom")
+	err = s.WithNodeLock(ctx, "n1", func(tx store.Tx) error {
+		tx.Node().LastError = "should not persist"
+		if _, err := tx.Node().Advance(statemachine.EvDone, now); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("WithNodeLock error = %v, want boom", err)
+	}
+	got, _ = s.GetNode(ctx, n.UUID)
+	if got.ProvisionState != statemachine.Verifying || got.LastError != "" {
+		t.Fatalf("rolled-back change persisted: %+v", got)
+	}
+
+	err = s.WithNodeLock(ctx, "n1", func(tx store.Tx) error {
+		_, err := tx.Node().Advance(statemachine.EvDeploy, now)
+		return err
+	})
+	var bad *statemachine.InvalidTransitionError
+	if !errors.As(err, &bad) {
+		t.Fatalf("invalid event error = %v", err)
+	}
+}
+
+func testLockSerialises(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := &store.Node{Name: "n1", Driver: "fake-hardware"}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	const workers = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
+				c, _ := tx.Node().Extra["count"].(float64)
+				if tx.Node().Extra == nil {
+					tx.Node().Extra = map[string]any{}
+				}
+				tx.Node().Extra["count"] = c + 1
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := s.GetNode(ctx, n.UUID)
+	if got.Extra["count"] != float64(workers) {
+		t.Fatalf("count = %v, want %d (lost updates)", got.Extra["count"], workers)
+	}
+}
+
+func testPorts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := &store.Node{Name: "a", Driver: "fake-hardware"}
+	b := &store.Node{Name: "b", Driver: "fake-hardware"}
+	for _, n := range []*store.Node{a, b} {
+		if err := s.CreateNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pa := &store.Port{NodeID: a.ID, Address: "52:54:00:12:34:56", PXEEnabled: true}
+	if err := s.CreatePort(ctx, pa); err != nil {
+		t.Fatalf("CreatePort: %v", err)
+	}
+	if pa.UUID == "" || pa.NodeUUID != a.UUID {
+		t.Fatalf("CreatePort did not fill the port: %+v", pa)
+	}
+	if err := s.CreatePort(ctx, &store.Port{NodeID: b.ID, Address: "52:54:00:12:34:56"}); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("duplicate MAC: %v, want ErrAlreadyExists", err)
+	}
+	if err := s.CreatePort(ctx, &store.Port{NodeID: b.ID, Address: "52:54:00:aa:bb:cc"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.NodeByMACs(ctx, []string{"00:00:00:00:00:01", "52:54:00:12:34:56"})
+	if err != nil || got.UUID != a.UUID {
+		t.Fatalf("NodeByMACs = %v, %v; want node a", got, err)
+	}
+	if _, err := s.NodeByMACs(ctx, []string{"52:54:00:12:34:56", "52:54:00:aa:bb:cc"}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("MACs of two nodes: %v, want ErrNotFound", err)
+	}
+	if _, err := s.NodeByMACs(ctx, []string{"00:00:00:00:00:01"}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("unknown MAC: %v, want ErrNotFound", err)
+	}
+	var txPorts []*store.Port
+	err = s.WithNodeLock(ctx, "a", func(tx store.Tx) error {
+		var err error
+		txPorts, err = tx.Ports(ctx)
+		return err
+	})
+	if err != nil || len(txPorts) != 1 || txPorts[0].Address != "52:54:00:12:34:56" {
+		t.Fatalf("tx.Ports = %v, %v", txPorts, err)
+	}
+	if err := s.WithNodeLock(ctx, "a", func(tx store.Tx) error { return tx.DeleteNode(ctx) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetPort(ctx, pa.UUID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("port of deleted node: %v, want ErrNotFound", err)
+	}
+	all, err := s.ListPorts(ctx, store.PortFilter{})
+	if err != nil || len(all) != 1 {
+		t.Fatalf("ListPorts = %d, %v; want 1", len(all), err)
+	}
+	if err := s.DeletePort(ctx, all[0].UUID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeletePort(ctx, all[0].UUID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("second DeletePort: %v", err)
+	}
+}

@@ -1,0 +1,91 @@
+//go:build linux
+
+// Command testuinit is the uinit of the initramfs package's VM test: it
+// reports what the deploy ramdisk's init set up (kernel modules loaded, a
+// virtio NIC, the virtio disk) on the console and powers off. See
+// ../README.md.
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	deadline := time.Now().Add(20 * time.Second)
+	nic, disk := "", ""
+	for time.Now().Before(deadline) {
+		nic, disk = findNIC(), findDisk("/dev/vda")
+		if nic != "" && disk != "" {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	fmt.Printf("RIVET-TEST-UINIT uptime=%s nic=%s disk=%s modules=%s\n", uptime(), orNone(nic), orNone(disk), strings.Join(virtioModules(), ","))
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		fmt.Println("RIVET-TEST-UINIT poweroff failed:", err)
+	}
+	select {}
+}
+
+// findNIC returns name/driver/mac of the first network interface bound to
+// virtio_net.
+func findNIC() string {
+	ifaces, _ := filepath.Glob("/sys/class/net/*")
+	for _, dir := range ifaces {
+		drv, err := os.Readlink(filepath.Join(dir, "device", "driver"))
+		if err != nil || filepath.Base(drv) != "virtio_net" {
+			continue
+		}
+		mac, _ := os.ReadFile(filepath.Join(dir, "address"))
+		return filepath.Base(dir) + "/virtio_net/" + strings.TrimSpace(string(mac))
+	}
+	return ""
+}
+
+// findDisk returns path/size of the block device at path.
+func findDisk(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	size, err := f.Seek(0, 2)
+	if err != nil || size == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s/%d", path, size)
+}
+
+// virtioModules lists the loaded kernel modules whose names start with virtio.
+func virtioModules() []string {
+	b, _ := os.ReadFile("/proc/modules")
+	var mods []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, "virtio") {
+			mods = append(mods, name)
+		}
+	}
+	sort.Strings(mods)
+	return mods
+}
+
+func uptime() string {
+	b, _ := os.ReadFile("/proc/uptime")
+	up, _, _ := strings.Cut(string(b), " ")
+	return up
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that building, the demo and the tests need.
+# Idempotent: only missing packages are installed, and the package lists are
+# refreshed only when something is missing. Package scripts are kept from
+# starting services (there is no init system here; tests start what they need).
+#
+# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test
+set -euo pipefail
+
+groups=("$@")
+[ ${#groups[@]} -gt 0 ] || groups=(vm)
+
+pkgs=()
+for g in "${groups[@]}"; do
+  case "$g" in
+    # Building and booting the deploy ramdisk and the demo disk.
+    vm) pkgs+=(qemu-system-x86 qemu-utils ovmf grub-efi-amd64-bin grub-common kmod
+               e2fsprogs dosfstools util-linux zstd xz-utils ca-certificates curl python3) ;;
+    # Real peers the test suite talks to.
+    test) pkgs+=(python3-ironicclient) ;;
+    *) echo "install-deps: unknown group $g" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "install-deps: installing ${missing[*]}"
+# Keep maintainer scripts from starting daemons.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod +x "$policy"
+  created_policy=1
+fi
+trap '[ $created_policy = 1 ] && $SUDO rm -f '"$policy" EXIT
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"
