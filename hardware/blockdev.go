@@ -177,7 +177,7 @@ func (l Lister) readDevice(name, sysDir string) (BlockDevice, error) {
 	d.Model = firstNonEmpty(readString(filepath.Join(dev, "model")), readString(filepath.Join(sysDir, "model")))
 	d.Vendor = readString(filepath.Join(dev, "vendor"))
 	d.Serial = firstNonEmpty(
-		readString(filepath.Join(dev, "serial")), // NVMe controller, some SCSI
+		readString(filepath.Join(dev, "serial")),    // NVMe controller, some SCSI
 		readString(filepath.Join(sysDir, "serial")), // virtio-blk
 		vpdSerial(filepath.Join(dev, "vpd_pg80")),
 	)
