@@ -13,7 +13,7 @@ all: build
 
 ## deps: install the Debian packages the VM, the demo and the tests need
 deps:
-	scripts/install-deps.sh vm test
+	scripts/install-deps.sh vm test ironic postgres
 
 ## build: the three programs into build/bin
 build: $(BIN)/rivet-agent $(BIN)/rivet-conductor $(BIN)/rivet
@@ -24,7 +24,7 @@ $(BIN)/%: $(GOFILES)
 
 ## kernel: the Debian cloud kernel and its virtio modules (build/kernel)
 kernel: $(BUILD)/kernel/vmlinuz
-$(BUILD)/kernel/vmlinuz:
+$(BUILD)/kernel/vmlinuz: scripts/fetch-kernel.sh
 	scripts/fetch-kernel.sh $(BUILD)/kernel
 
 ## initramfs: the deploy ramdisk (u-root + rivet-agent)
@@ -45,10 +45,26 @@ demo: deps build kernel initramfs testimage
 test: deps build kernel initramfs testimage
 	RIVET_REQUIRE_E2E=1 CGO_ENABLED=1 $(GO) test -race -timeout 30m ./...
 
+## lint: gofmt, go vet (linux and darwin), go mod tidy, staticcheck
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	GOOS=darwin $(GO) vet ./...
+	$(GO) mod tidy -diff
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 clean:
 	rm -rf $(BUILD)
+
+## bench: image-writer throughput on loop devices vs dd, peak RSS, 1 vs 3 disks (root; builds a 2.5 GiB OS image once into build/bench)
+bench:
+	RIVET_BENCH=1 $(GO) test -run '^$$' -bench BenchmarkImageWrite -benchtime 1x -timeout 60m ./imagewriter/
+
+## bench-conductor: conductor load on SQLite — N simulated agents (lookup, heartbeat at IPA's cadence compressed by a short heartbeat timeout, command polling answered by the agents); p50/p99, errors, CPU at each N
+BENCH_AGENTS ?= 1000,5000
+BENCH_HEARTBEAT_TIMEOUT ?= 30s
+BENCH_WINDOW ?= 60s
+.PHONY: bench-conductor
+bench-conductor: $(BIN)/rivet-conductor
+	$(GO) run ./conductor/loadtest/cmd/rivet-loadtest -conductor $(BIN)/rivet-conductor \
+		-n $(BENCH_AGENTS) -heartbeat-timeout $(BENCH_HEARTBEAT_TIMEOUT) -duration $(BENCH_WINDOW)

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/rivetmetal/rivet/internal/pause"
 	"log/slog"
 	"net"
 	"net/http"
@@ -33,12 +34,23 @@ type NetworkConfigurator interface {
 
 // Options are the agent's collaborators. Zero values mean: log to
 // slog.Default(), the system's power controller, no network configuration
-// (the host's network is used as it is).
+// (the host's network is used as it is), the agent's own log not kept.
 type Options struct {
 	Logger  *slog.Logger
 	Power   PowerController
 	Network NetworkConfigurator
+	// LogBuffer holds the agent's recent log lines for
+	// log.collect_system_logs; the caller tees the logger's output into it.
+	LogBuffer *LogBuffer
 }
+
+// stopReason says why the API was stopped while the agent stays up.
+type stopReason string
+
+const (
+	stopRescue   stopReason = "rescue"
+	stopLockdown stopReason = "lockdown"
+)
 
 // Agent is a running rivet-agent.
 type Agent struct {
@@ -46,16 +58,23 @@ type Agent struct {
 	log     *slog.Logger
 	power   PowerController
 	network NetworkConfigurator
+	logs    *LogBuffer
 	started time.Time
 
 	nodes  nodeCache
 	images imageState
 	tokens tokenGate
 
-	mu     sync.Mutex
-	addr   net.Addr
-	ready  chan struct{}
-	beater *heartbeat.Beater
+	mu         sync.Mutex
+	addr       net.Addr
+	ready      chan struct{}
+	beater     *heartbeat.Beater
+	runner     *runner
+	lookupMACs []string
+
+	stopOnce sync.Once
+	stopCh   chan struct{}
+	stopWhy  stopReason
 }
 
 // New validates cfg and returns an agent ready to Run.
@@ -72,13 +91,17 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return nil, errors.New("ipa-tls-cert-file and ipa-tls-key-file go together")
 	}
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return nil, errors.New("ipa-certfile and ipa-keyfile go together")
+	}
 	if cfg.TLSCertFile != "" {
 		cfg.AdvertiseProtocol = "https"
 	}
 	if cfg.SysRoot == "" {
 		cfg.SysRoot = "/"
 	}
-	a := &Agent{cfg: cfg, log: opts.Logger, power: opts.Power, network: opts.Network, ready: make(chan struct{})}
+	a := &Agent{cfg: cfg, log: opts.Logger, power: opts.Power, network: opts.Network, logs: opts.LogBuffer,
+		ready: make(chan struct{}), stopCh: make(chan struct{})}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -101,8 +124,21 @@ func (a *Agent) Addr() net.Addr {
 // Ready is closed when the API is listening.
 func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
-// Run brings the agent up and serves until ctx ends: network, lookup, the
-// API, heartbeats. It returns nil after a clean shutdown.
+// stopServing asks Run to stop the API and the heartbeats (rescue,
+// lockdown) while the process stays up.
+func (a *Agent) stopServing(why stopReason) {
+	a.stopOnce.Do(func() {
+		a.mu.Lock()
+		a.stopWhy = why
+		a.mu.Unlock()
+		close(a.stopCh)
+	})
+}
+
+// Run brings the agent up and serves until ctx ends: network, hardware
+// (NIC and disk waits, inventory, inspection), lookup, the API (HTTPS under
+// auto-TLS), heartbeats, and a new lookup whenever Ironic stops accepting
+// the token. It returns nil after a clean shutdown.
 func (a *Agent) Run(ctx context.Context) error {
 	a.started = time.Now()
 	a.log.Info("rivet-agent starting", "version", Version, "api_urls", a.cfg.APIURLs, "standalone", a.cfg.Standalone,
@@ -112,6 +148,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("network: %w", err)
 		}
 	}
+	if a.cfg.HardwareInitDelay > 0 {
+		a.log.Info("waiting before reading the hardware (ipa-hardware-initialization-delay)", "seconds", a.cfg.HardwareInitDelay.Seconds())
+		if err := pause.For(ctx, a.cfg.HardwareInitDelay); err != nil {
+			return nil
+		}
+	}
+	a.ensureEFIVars()
 	client, err := a.ironicClient()
 	if err != nil {
 		return err
@@ -123,8 +166,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		a.mu.Lock()
+		a.lookupMACs = macs
+		a.mu.Unlock()
+		a.waitForDisks(ctx)
+		nodeUUID := ""
+		if inv, err := a.collectInventory(ctx); err != nil {
+			a.log.Warn("hardware inventory failed; carrying on", "error", err)
+		} else if a.cfg.InspectionCallbackURL != "" {
+			nodeUUID = a.inspect(ctx, client, inv)
+		}
 		lk, err = lookup.Lookup(ctx, lookup.Config{
-			APIURLs: a.cfg.APIURLs, MACs: macs, APIVersion: a.cfg.APIVersion,
+			APIURLs: a.cfg.APIURLs, MACs: macs, NodeUUID: nodeUUID, APIVersion: a.cfg.APIVersion,
 			Timeout: a.cfg.LookupTimeout, Interval: a.cfg.LookupInterval,
 			Client: client, RequestID: a.cfg.RequestID, Logger: a.log,
 		})
@@ -135,26 +188,42 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.tokens.set(lk.Token())
 	}
 
+	var host, apiMax string
+	if lk != nil {
+		if host, err = a.advertiseHost(ctx, lk.APIURL); err != nil {
+			return err
+		}
+		apiMax = lk.MaxVersion
+	}
+	tlsCfg, verifyCA, err := a.serverTLS(host, apiMax)
+	if err != nil {
+		return err
+	}
 	ln, err := a.listen()
 	if err != nil {
 		return err
 	}
 	srvCtx, stopWork := context.WithCancel(ctx)
 	defer stopWork()
-	r, err := newRunner(srvCtx, a.log, []Extension{standby{a}, deploy{a}}, a.triggerHeartbeat)
+	r, err := newRunner(srvCtx, a.log, []Extension{standby{a}, deploy{a}, clean{a}, service{a}, imageExt{a}, logExt{a}, rescue{a}, system{a}, poll{a}},
+		a.triggerHeartbeat)
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.runner = r
+	a.mu.Unlock()
 	srv := &http.Server{
-		Handler:           (&api{runner: r, version: Version, started: a.started, tokens: &a.tokens}).handler(),
+		Handler:           (&api{runner: r, version: Version, started: a.started, tokens: &a.tokens, log: a.log}).handler(),
+		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
 	go func() {
 		var err error
-		if a.cfg.TLSCertFile != "" {
-			err = srv.ServeTLS(ln, a.cfg.TLSCertFile, a.cfg.TLSKeyFile)
+		if tlsCfg != nil {
+			err = srv.ServeTLS(ln, "", "")
 		} else {
 			err = srv.Serve(ln)
 		}
@@ -167,46 +236,123 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.addr = ln.Addr()
 	a.mu.Unlock()
 	close(a.ready)
-	a.log.Info("agent API listening", "address", ln.Addr().String(), "tls", a.cfg.TLSCertFile != "")
+	a.log.Info("agent API listening", "address", ln.Addr().String(), "tls", tlsCfg != nil)
 
-	var beatDone chan error
+	beatCtx, stopBeats := context.WithCancel(srvCtx)
+	defer stopBeats()
+	var beatDone chan struct{}
 	if lk != nil {
-		cb, err := a.callbackURL(ctx, lk.APIURL)
-		if err != nil {
-			srv.Close()
-			return err
+		scheme := a.cfg.AdvertiseProtocol
+		if tlsCfg != nil {
+			scheme = "https"
 		}
+		cb := fmt.Sprintf("%s://%s", scheme, net.JoinHostPort(host, strconv.Itoa(a.cfg.AdvertisePort)))
+		beatDone = make(chan struct{})
+		go func() {
+			defer close(beatDone)
+			a.heartbeatLoop(beatCtx, lk, cb, verifyCA, client)
+		}()
+	}
+
+	shutdown := func() error {
+		stopBeats()
+		if beatDone != nil {
+			<-beatDone
+		}
+		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutCtx)
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if err != nil {
+			stopWork()
+			shutdown()
+			r.wg.Wait()
+			return fmt.Errorf("agent API: %w", err)
+		}
+	case <-a.stopCh:
+		a.mu.Lock()
+		why := a.stopWhy
+		a.mu.Unlock()
+		if err := shutdown(); err != nil {
+			a.log.Warn("agent API shutdown", "error", err)
+		}
+		if why == stopLockdown {
+			a.linksDown()
+		}
+		a.log.Warn("agent API and heartbeats stopped; the agent idles until it is stopped", "reason", string(why))
+		<-ctx.Done()
+	}
+	stopWork()
+	err = shutdown()
+	r.wg.Wait()
+	a.log.Info("rivet-agent stopped")
+	return err
+}
+
+// heartbeatLoop heartbeats with the lookup's token; when Ironic stops
+// accepting it (it wipes the token when a deploy or clean ends, and a host
+// or fast-track agent outlives that), it looks the node up again until a
+// new operation hands out a new token, and carries on. The API stays up
+// throughout and keeps its command results.
+func (a *Agent) heartbeatLoop(ctx context.Context, lk *lookup.Result, callbackURL, verifyCA string, client *http.Client) {
+	for {
 		b := heartbeat.New(heartbeat.Config{
 			APIURL: lk.APIURL, APIVersion: heartbeatVersion(lk.MaxVersion), NodeUUID: lk.Node.UUID,
-			CallbackURL: cb, Token: lk.Token(), AgentVersion: Version,
+			CallbackURL: callbackURL, Token: lk.Token(), AgentVersion: Version, VerifyCA: verifyCA,
 			Timeout: time.Duration(lk.Config.HeartbeatTimeout * float64(time.Second)),
 			Client:  client, RequestID: a.cfg.RequestID, Logger: a.log,
 		})
 		a.mu.Lock()
 		a.beater = b
 		a.mu.Unlock()
-		a.log.Info("heartbeating", "node", lk.Node.UUID, "callback_url", cb)
-		beatDone = make(chan error, 1)
-		go func() { beatDone <- b.Run(srvCtx) }()
-	}
-
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		if err != nil {
-			return fmt.Errorf("agent API: %w", err)
+		a.log.Info("heartbeating", "node", lk.Node.UUID, "callback_url", callbackURL, "auto_tls", verifyCA != "")
+		err := b.Run(ctx)
+		a.mu.Lock()
+		a.beater = nil
+		a.mu.Unlock()
+		if ctx.Err() != nil {
+			return
 		}
+		a.log.Warn("looking the node up again for a new agent token; the API stays up", "node", lk.Node.UUID, "reason", err)
+		next, err := a.relookup(ctx, lk.Node.UUID, client)
+		if err != nil {
+			return
+		}
+		a.nodes.setLookup(next.Node, next.Config)
+		a.tokens.set(next.Token())
+		lk = next
 	}
-	stopWork()
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err = srv.Shutdown(shutCtx)
-	if beatDone != nil {
-		<-beatDone
+}
+
+// relookupMaxInterval caps the backoff of a new lookup, so that the next
+// operation on the node finds this agent within seconds.
+const relookupMaxInterval = 10 * time.Second
+
+// relookup repeats lookup until it hands out a token or ctx ends: until
+// Ironic starts another operation on the node, lookups get 404.
+func (a *Agent) relookup(ctx context.Context, nodeUUID string, client *http.Client) (*lookup.Result, error) {
+	a.mu.Lock()
+	macs := a.lookupMACs
+	a.mu.Unlock()
+	for {
+		lk, err := lookup.Lookup(ctx, lookup.Config{
+			APIURLs: a.cfg.APIURLs, MACs: macs, NodeUUID: nodeUUID, APIVersion: a.cfg.APIVersion,
+			Timeout: a.cfg.LookupTimeout, Interval: a.cfg.LookupInterval, MaxInterval: relookupMaxInterval,
+			Client: client, RequestID: a.cfg.RequestID, Logger: a.log,
+		})
+		if err == nil {
+			a.log.Info("new agent token received; heartbeating again", "node", lk.Node.UUID)
+			return lk, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		a.log.Warn("still no new agent token; looking the node up again (the next deploy, clean or rescue of this node hands one out)",
+			"node", nodeUUID, "error", err)
 	}
-	r.wg.Wait()
-	a.log.Info("rivet-agent stopped")
-	return err
 }
 
 func (a *Agent) triggerHeartbeat() {
@@ -281,18 +427,13 @@ func (a *Agent) listen() (net.Listener, error) {
 	return ln, nil
 }
 
-// callbackURL builds the URL the conductor uses to reach this agent. Without
-// ipa-advertise-host, the address is the source of the route to the API.
-func (a *Agent) callbackURL(ctx context.Context, apiURL string) (string, error) {
-	host := a.cfg.AdvertiseHost
-	if host == "" {
-		var err error
-		host, err = a.routeSource(ctx, apiURL)
-		if err != nil {
-			return "", err
-		}
+// advertiseHost is the address the conductor reaches this agent at:
+// ipa-advertise-host, else the source of the route to the API.
+func (a *Agent) advertiseHost(ctx context.Context, apiURL string) (string, error) {
+	if a.cfg.AdvertiseHost != "" {
+		return a.cfg.AdvertiseHost, nil
 	}
-	return fmt.Sprintf("%s://%s", a.cfg.AdvertiseProtocol, net.JoinHostPort(host, strconv.Itoa(a.cfg.AdvertisePort))), nil
+	return a.routeSource(ctx, apiURL)
 }
 
 // routeSource finds the local address the kernel would use to reach the
@@ -344,6 +485,13 @@ func (a *Agent) ironicClient() (*http.Client, error) {
 			return nil, fmt.Errorf("ipa-cafile %s holds no PEM certificate", a.cfg.CAFile)
 		}
 		tlsCfg.RootCAs = pool
+	}
+	if a.cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(a.cfg.CertFile, a.cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("ipa-certfile: %w", err)
+		}
+		tlsCfg.Certificates = []tls.Certificate{cert}
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsCfg

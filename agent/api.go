@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -23,6 +24,21 @@ type api struct {
 	version string
 	started time.Time
 	tokens  *tokenGate
+	log     *slog.Logger
+}
+
+// reject answers a refused request and logs what happened and what the
+// agent does next: nothing runs, the caller sees the error.
+func (a *api) reject(w http.ResponseWriter, r *http.Request, name string, err error) {
+	code, _ := httpError(err)
+	if a.log != nil {
+		next := "no command started; the agent keeps waiting for commands"
+		if code == http.StatusConflict {
+			next = "the running command continues; Ironic retries on a later heartbeat"
+		}
+		a.log.Warn("command refused", "command", name, "method", r.Method, "status", code, "error", err.Error(), "next", next)
+	}
+	writeError(w, err)
 }
 
 // tokenGate holds the agent token and the GET rule of IPA 10.2: GETs stay
@@ -158,7 +174,7 @@ func (a *api) commands(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
 		if !a.tokens.checkGet(r) {
-			writeError(w, errUnauthorized())
+			a.reject(w, r, "", errUnauthorized())
 			return
 		}
 		writeJSON(w, http.StatusOK, wire.CommandList{Commands: a.runner.list()})
@@ -172,30 +188,30 @@ func (a *api) commands(w http.ResponseWriter, r *http.Request) {
 func (a *api) post(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if !a.tokens.valid(q.Get("agent_token")) {
-		writeError(w, errUnauthorized())
+		a.reject(w, r, "", errUnauthorized())
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
 	if err != nil {
-		writeError(w, errInvalidContent("%v", err))
+		a.reject(w, r, "", errInvalidContent("%v", err))
 		return
 	}
 	var req wire.CommandRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		writeError(w, errInvalidContent("%v", err))
+		a.reject(w, r, "", errInvalidContent("%v", err))
 		return
 	}
 	if req.Name == "" {
-		writeError(w, errInvalidCommand("Missing command 'name' field."))
+		a.reject(w, r, "", errInvalidCommand("Missing command 'name' field."))
 		return
 	}
 	if p := strings.TrimSpace(string(req.Params)); p == "" || p[0] != '{' {
-		writeError(w, errInvalidCommand("Missing or invalid 'params' field."))
+		a.reject(w, r, req.Name, errInvalidCommand("Missing or invalid 'params' field."))
 		return
 	}
 	e, err := a.runner.execute(req.Name, req.Params)
 	if err != nil {
-		writeError(w, err)
+		a.reject(w, r, req.Name, err)
 		return
 	}
 	if strings.EqualFold(q.Get("wait"), "true") {

@@ -45,6 +45,7 @@ type Extension interface {
 type Job struct {
 	mu       sync.Mutex
 	progress *wire.Progress
+	disks    []wire.DiskProgress
 }
 
 // SetProgress publishes p.
@@ -52,6 +53,27 @@ func (j *Job) SetProgress(p wire.Progress) {
 	j.mu.Lock()
 	j.progress = &p
 	j.mu.Unlock()
+}
+
+// SetDiskProgress publishes the state of one disk of a multi-disk command,
+// replacing the earlier state of the same device.
+func (j *Job) SetDiskProgress(p wire.DiskProgress) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for i := range j.disks {
+		if j.disks[i].Device == p.Device {
+			j.disks[i] = p
+			return
+		}
+	}
+	j.disks = append(j.disks, p)
+}
+
+// DiskProgress returns a copy of the per-disk states.
+func (j *Job) DiskProgress() []wire.DiskProgress {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return append([]wire.DiskProgress(nil), j.disks...)
 }
 
 // Progress returns the last published progress, nil if none.

@@ -62,20 +62,59 @@ type Config struct {
 	Debug bool
 	// SysRoot is where sysfs and procfs are read ("/" in production).
 	SysRoot string
+	// HardwareInitDelay is waited before the hardware is read
+	// (ipa-hardware-initialization-delay).
+	HardwareInitDelay time.Duration
+	// DiskWaitAttempts and DiskWaitDelay bound the wait for a usable disk
+	// before lookup (ipa-disk-wait-attempts, ipa-disk-wait-delay). When
+	// none shows up the agent carries on: a node may be inspected or
+	// cleaned without one.
+	DiskWaitAttempts int
+	DiskWaitDelay    time.Duration
+	// GuardSpecialFilesystems makes cleaning refuse disks that hold shared
+	// cluster filesystems (ipa-guard-special-filesystems).
+	GuardSpecialFilesystems bool
+	// InspectionCallbackURL, when set, receives the inventory once at
+	// start (ipa-inspection-callback-url).
+	InspectionCallbackURL string
+	// InspectionCollectors are the collectors to run ("default", "logs").
+	InspectionCollectors []string
+	// IgnoreBootloaderFailure is the default of install_bootloader's
+	// ignore_bootloader_failure (ipa-ignore-bootloader-failure).
+	IgnoreBootloaderFailure bool
+	// EnableAutoTLS serves the API over HTTPS with a self-signed
+	// certificate when Ironic supports it (API 1.68+) and no certificate
+	// file is given.
+	EnableAutoTLS bool
+	// TLSCertificateCurve is auto-TLS's key curve: p256, p384, p521.
+	TLSCertificateCurve string
+	// CertFile and KeyFile are a client certificate for the Ironic API.
+	CertFile string
+	KeyFile  string
+	// RescueRoot is where rescue.finalize_rescue writes the rescue
+	// password (etc/ipa-rescue-config/…); "" means "/" in the ramdisk and
+	// a temporary directory elsewhere.
+	RescueRoot string
 }
 
 // DefaultConfig returns IPA's defaults (contract §3.6).
 func DefaultConfig() Config {
 	return Config{
-		ListenHost:             "::",
-		ListenPort:             9999,
-		AdvertiseProtocol:      "http",
-		IPLookupAttempts:       6,
-		IPLookupTimeout:        10 * time.Second,
-		LookupTimeout:          600 * time.Second,
-		LookupInterval:         time.Second,
-		DownloadConnectTimeout: 60 * time.Second,
-		SysRoot:                "/",
+		ListenHost:              "::",
+		ListenPort:              9999,
+		AdvertiseProtocol:       "http",
+		IPLookupAttempts:        6,
+		IPLookupTimeout:         10 * time.Second,
+		LookupTimeout:           600 * time.Second,
+		LookupInterval:          time.Second,
+		DownloadConnectTimeout:  60 * time.Second,
+		SysRoot:                 "/",
+		DiskWaitAttempts:        10,
+		DiskWaitDelay:           3 * time.Second,
+		GuardSpecialFilesystems: true,
+		InspectionCollectors:    []string{"default"},
+		EnableAutoTLS:           true,
+		TLSCertificateCurve:     "p384",
 	}
 }
 
@@ -179,6 +218,17 @@ func Params() []Param {
 		{Name: "ipa-tls-cert-file", Usage: "certificate for HTTPS on the agent API", set: str(func(c *Config) *string { return &c.TLSCertFile })},
 		{Name: "ipa-tls-key-file", Usage: "key for HTTPS on the agent API", set: str(func(c *Config) *string { return &c.TLSKeyFile })},
 		{Name: "ipa-debug", Usage: "debug logging", IsBool: true, set: boolean(func(c *Config) *bool { return &c.Debug })},
+		{Name: "ipa-hardware-initialization-delay", Usage: "seconds to wait before reading the hardware", set: seconds(func(c *Config) *time.Duration { return &c.HardwareInitDelay })},
+		{Name: "ipa-disk-wait-attempts", Usage: "tries to find a usable disk before lookup", set: integer(func(c *Config) *int { return &c.DiskWaitAttempts })},
+		{Name: "ipa-disk-wait-delay", Usage: "seconds between disk tries", set: seconds(func(c *Config) *time.Duration { return &c.DiskWaitDelay })},
+		{Name: "ipa-guard-special-filesystems", Usage: "refuse to clean disks holding shared cluster filesystems", IsBool: true, set: boolean(func(c *Config) *bool { return &c.GuardSpecialFilesystems })},
+		{Name: "ipa-inspection-callback-url", Usage: "URL that receives the hardware inventory at start", set: str(func(c *Config) *string { return &c.InspectionCallbackURL })},
+		{Name: "ipa-inspection-collectors", Usage: "inspection collectors, comma-separated (default, logs)", set: list(func(c *Config) *[]string { return &c.InspectionCollectors })},
+		{Name: "ipa-ignore-bootloader-failure", Usage: "turn bootloader installation failures into warnings", IsBool: true, set: boolean(func(c *Config) *bool { return &c.IgnoreBootloaderFailure })},
+		{Name: "ipa-enable-auto-tls", Usage: "serve the API over HTTPS with a self-signed certificate when Ironic supports it", IsBool: true, set: boolean(func(c *Config) *bool { return &c.EnableAutoTLS })},
+		{Name: "ipa-tls-certificate-curve", Usage: "auto-TLS key curve: p256, p384 or p521", set: str(func(c *Config) *string { return &c.TLSCertificateCurve })},
+		{Name: "ipa-certfile", Usage: "client certificate for the Ironic API", set: str(func(c *Config) *string { return &c.CertFile })},
+		{Name: "ipa-keyfile", Usage: "client key for the Ironic API", set: str(func(c *Config) *string { return &c.KeyFile })},
 		{Name: "BOOTIF", Usage: "PXE boot interface MAC", set: func(c *Config, v string) error { c.BootIF = v; return nil }},
 		{Name: "ip", Usage: "network setup: dhcp (default), off, or <client>:<server>:<gw>:<netmask>:<host>:<dev>:<autoconf>", set: str(func(c *Config) *string { return &c.IPConfig })},
 	}

@@ -3,6 +3,8 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -53,12 +55,22 @@ func testLogger(t *testing.T) *slog.Logger {
 // ends, and returns its base URL.
 func startAgent(t *testing.T, cfg Config, power PowerController) (*Agent, string) {
 	t.Helper()
+	return startAgentWith(t, cfg, Options{Power: power})
+}
+
+// startAgentWith is startAgent with the agent's options; the logger
+// defaults to the test's.
+func startAgentWith(t *testing.T, cfg Config, opts Options) (*Agent, string) {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
 	cfg.ListenHost = "127.0.0.1"
 	cfg.ListenPort = freePort(t)
 	if cfg.AdvertiseHost == "" {
 		cfg.AdvertiseHost = "127.0.0.1"
 	}
-	a, err := New(cfg, Options{Logger: testLogger(t), Power: power})
+	a, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +104,19 @@ type client struct {
 	t     *testing.T
 	base  string
 	token string
+	// hc makes the requests; nil means http.DefaultClient.
+	hc *http.Client
+}
+
+// tlsClient trusts only the agent's auto-TLS certificate, as Ironic does
+// with agent_verify_ca.
+func tlsClient(t *testing.T, pem string) *http.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(pem)) {
+		t.Fatalf("agent_verify_ca is not a PEM certificate: %q", pem)
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 }
 
 func (c client) do(method, path string, body any) (int, []byte) {
@@ -109,7 +134,11 @@ func (c client) do(method, path string, body any) (int, []byte) {
 		c.t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	hc := c.hc
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		c.t.Fatal(err)
 	}

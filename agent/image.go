@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +16,8 @@ import (
 	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/hardware"
 	"github.com/rivetmetal/rivet/imagewriter"
+	"github.com/rivetmetal/rivet/imagewriter/configdrive"
+	"github.com/rivetmetal/rivet/imagewriter/layout"
 )
 
 // imageState remembers what the last image write produced, for
@@ -37,7 +41,7 @@ func (s *imageState) get() wire.PartitionUUIDs {
 
 // validateImageInfo checks image_info before any work starts, the way IPA's
 // _validate_image_info does, plus what this agent cannot do yet.
-func validateImageInfo(info *wire.ImageInfo, configdrive *string) error {
+func validateImageInfo(info *wire.ImageInfo, cdParam *string) error {
 	var missing []string
 	if info.ID == "" {
 		missing = append(missing, "id")
@@ -56,66 +60,184 @@ func validateImageInfo(info *wire.ImageInfo, configdrive *string) error {
 	if (info.OSHashAlgo == "" || info.OSHashVal == "") && info.Checksum == "" {
 		return ErrInvalidParams("image_info has no checksum: set os_hash_algo and os_hash_value, or checksum")
 	}
+	switch f := strings.ToLower(info.DiskFormatString()); f {
+	case "", "raw", "qcow2", "gpt":
+	default:
+		return ErrInvalidParams("image %s: disk_format %q is not supported (raw, gpt, qcow2; raw may be gzip-, zstd- or xz-compressed)", info.ID, f)
+	}
+	switch info.ImageType {
+	case "", wire.ImageTypeWholeDisk, wire.ImageTypePartition:
+	default:
+		return ErrInvalidParams("image %s: image_type %q is neither %q nor %q", info.ID, info.ImageType, wire.ImageTypePartition, wire.ImageTypeWholeDisk)
+	}
 	if info.IsPartitionImage() {
-		return ErrInvalidParams("image %s: partition images are not supported by this agent yet; use a whole-disk image", info.ID)
+		if info.PreserveEphemeral {
+			return ErrInvalidParams("image %s: preserve_ephemeral is not supported by this agent", info.ID)
+		}
+		if info.RootMB < 0 || info.SwapMB < 0 || info.EphemeralMB < 0 {
+			return ErrInvalidParams("image %s: negative partition size (root_mb %d, swap_mb %d, ephemeral_mb %d)", info.ID, info.RootMB, info.SwapMB, info.EphemeralMB)
+		}
+		if f := info.EphemeralFormat; info.EphemeralMB > 0 && f != nil && *f != "" && !strings.EqualFold(*f, "ext4") {
+			return ErrInvalidParams("image %s: ephemeral_format %q is not supported (ext4)", info.ID, *f)
+		}
+		if _, err := layout.TableFor(info.DeployBootMode, info.DiskLabel); err != nil {
+			return ErrInvalidParams("image %s: %v", info.ID, err)
+		}
 	}
-	if f := info.DiskFormatString(); f != "" && f != "raw" {
-		return ErrInvalidParams("image %s: disk_format %q is not supported by this agent yet (raw only)", info.ID, f)
-	}
-	cd := configdrive
+	cd := cdParam
 	if cd == nil {
 		cd = info.Configdrive
 	}
-	if cd != nil && *cd != "" {
-		return ErrInvalidParams("image %s: config drives are not supported by this agent yet", info.ID)
+	if cd != nil && *cd != "" && !configdrive.IsURL(*cd) {
+		if _, err := configdrive.Decode([]byte(*cd)); err != nil {
+			return ErrInvalidParams("image %s: configdrive: %v", info.ID, err)
+		}
 	}
 	return nil
 }
 
-// writeImage chooses the disk and streams the image onto it. Its result
-// carries IPA's text "prepare_image: image (<id>) written to device <dev>
-// root_uuid=<id>" and the final progress.
+// withConfigdrive folds the configdrive parameter of prepare_image or
+// write_image into image_info; the parameter wins over image_info's copy,
+// as in IPA.
+func withConfigdrive(info wire.ImageInfo, cdParam *string) wire.ImageInfo {
+	if cdParam != nil && *cdParam != "" {
+		info.Configdrive = cdParam
+	}
+	return info
+}
+
+// writeImage chooses the disk and streams the image onto it: a whole-disk
+// image as it is, a partition image into the layout of contract §6.3, then
+// the config drive. Its result carries IPA's text "prepare_image: image
+// (<id>) written to device <dev> root_uuid=<uuid>[ efi_system_partition_uuid=<uuid>]"
+// and the final progress with per-phase timings; get_partition_uuids then
+// reports the disk's identifiers.
 func (a *Agent) writeImage(ctx context.Context, job *Job, info wire.ImageInfo) (*wire.ImageResult, error) {
 	dev, err := a.chooseDisk()
 	if err != nil {
 		return nil, err
 	}
-	sum, err := imagewriter.ResolveChecksum(info.OSHashAlgo, info.OSHashVal, info.Checksum, imagewriter.ChecksumOptions{
-		DisallowMD5: a.nodes.lookupConfig().AgentMD5ChecksumEnable != nil && !*a.nodes.lookupConfig().AgentMD5ChecksumEnable,
-	})
-	if err != nil {
-		return nil, newError("ImageChecksumError", 500, "Error verifying image checksum", err, "image %s: %v", info.ID, err)
-	}
 	src, err := a.imageSource(info)
 	if err != nil {
 		return nil, err
 	}
-	a.log.Info("writing image", "image", info.ID, "device", dev.Path, "checksum", sum.Algo)
-	res, err := imagewriter.Write(ctx, imagewriter.Request{
-		Source:         src,
-		Checksum:       sum,
-		Targets:        []string{dev.Path},
-		ReadGapTimeout: a.cfg.DownloadConnectTimeout,
-		Progress:       func(p imagewriter.Progress) { job.SetProgress(toWireProgress(p)) },
-		Logger:         a.log,
-	})
+	sum, err := a.imageChecksum(ctx, src, info)
+	if err != nil {
+		return nil, newError("ImageChecksumError", 500, "Error verifying image checksum", err, "image %s: %v", info.ID, err)
+	}
+	req := imagewriter.Request{
+		Source:     src,
+		Checksum:   sum,
+		Targets:    []string{dev.Path},
+		DiskFormat: info.DiskFormatString(),
+		Progress:   func(p imagewriter.Progress) { job.SetProgress(toWireProgress(p)) },
+		Logger:     a.log,
+	}
+	if info.Configdrive != nil && *info.Configdrive != "" {
+		if req.Configdrive, err = a.fetchConfigdrive(ctx, src, *info.Configdrive); err != nil {
+			return nil, newError("InstanceDeployFailure", 500, "Failed to deploy instance", err, "image %s: config drive: %v", info.ID, err)
+		}
+	}
+	if info.IsPartitionImage() {
+		req.Partition = &imagewriter.PartitionImage{
+			BootMode: a.bootMode(info), DiskLabel: info.DiskLabel,
+			RootMB: int64(info.RootMB), SwapMB: int64(info.SwapMB), EphemeralMB: int64(info.EphemeralMB),
+		}
+		if req.Partition.RootMB == 0 && info.RootGB > 0 {
+			req.Partition.RootMB = int64(info.RootGB) * 1024
+		}
+		if info.EphemeralFormat != nil {
+			req.Partition.EphemeralFormat = *info.EphemeralFormat
+		}
+	}
+	a.log.Info("writing image", "image", info.ID, "device", dev.Path, "checksum", sum.Algo, "disk_format", info.DiskFormatString(),
+		"image_type", info.ImageType, "configdrive_bytes", len(req.Configdrive))
+	res, err := imagewriter.Write(ctx, req)
 	if err != nil {
 		return nil, imageError(info.ID, dev.Path, err)
 	}
-	final := toWireProgress(imagewriter.Progress{Phase: imagewriter.PhaseDone, BytesRead: res.Size, BytesWritten: res.Size,
-		TotalBytes: res.Size, StartedAt: time.Now().Add(-res.Duration), UpdatedAt: time.Now(), Timings: res.Timings})
+	d := res.Disks[0]
+	final := toWireProgress(imagewriter.Progress{Phase: imagewriter.PhaseDone, BytesRead: res.Size, BytesDecoded: res.ImageSize,
+		BytesWritten: d.Written, BytesSkipped: d.Skipped, TotalBytes: res.Size, ImageSize: res.ImageSize,
+		StartedAt: time.Now().Add(-res.Duration), UpdatedAt: time.Now(), Timings: res.Timings})
 	job.SetProgress(final)
-	diskID, err := hardware.DiskIdentifier(dev.Path)
-	if err != nil {
-		return nil, newError("ImageWriteError", 500, "Error writing image to device", err, "%v", err)
+	uuids := partitionUUIDs(info, d)
+	a.images.set(uuids)
+	text := fmt.Sprintf("prepare_image: image (%s) written to device %s root_uuid=%s", info.ID, dev.Path, uuids.RootUUID)
+	if uuids.EFISystemPartUUID != "" {
+		text += " efi_system_partition_uuid=" + uuids.EFISystemPartUUID
 	}
-	a.images.set(wire.PartitionUUIDs{RootUUID: diskID})
-	a.log.Info("image deployed", "image", info.ID, "device", dev.Path, "bytes", res.Size,
-		"seconds", res.Duration.Seconds(), "root_uuid", diskID, "agent_peak_rss_mib", peakRSS()>>20)
-	return &wire.ImageResult{
-		Result:   fmt.Sprintf("prepare_image: image (%s) written to device %s root_uuid=%s", info.ID, dev.Path, diskID),
-		Progress: &final,
-	}, nil
+	a.log.Info("image deployed", "image", info.ID, "device", dev.Path, "format", res.Format, "bytes", res.Size,
+		"image_bytes", res.ImageSize, "skipped", d.Skipped, "resumes", res.Resumes, "seconds", res.Duration.Seconds(),
+		"root_uuid", uuids.RootUUID, "agent_peak_rss_mib", peakRSS()>>20)
+	return &wire.ImageResult{Result: text, Progress: &final}, nil
+}
+
+// partitionUUIDs is get_partition_uuids' answer (contract §2.2): for a
+// partition image the root filesystem's UUID, for a whole-disk image the
+// disk identifier; the ESP's UUID when there is one; the partitions by role.
+func partitionUUIDs(info wire.ImageInfo, d imagewriter.DiskResult) wire.PartitionUUIDs {
+	u := wire.PartitionUUIDs{RootUUID: d.DiskID, EFISystemPartUUID: d.ESPUUID}
+	if info.IsPartitionImage() {
+		u.RootUUID = d.RootUUID
+	}
+	if len(d.Partitions) > 0 {
+		u.Partitions = d.Partitions
+	}
+	return u
+}
+
+// imageChecksum resolves the expected checksum: os_hash_algo/value, a
+// legacy hash, or a checksum file URL fetched like the image.
+func (a *Agent) imageChecksum(ctx context.Context, src imagewriter.Source, info wire.ImageInfo) (imagewriter.Checksum, error) {
+	cfg := a.nodes.lookupConfig()
+	opts := imagewriter.ChecksumOptions{DisallowMD5: cfg.AgentMD5ChecksumEnable != nil && !*cfg.AgentMD5ChecksumEnable}
+	if (info.OSHashAlgo == "" || info.OSHashVal == "") && imagewriter.IsChecksumURL(info.Checksum) {
+		return imagewriter.FetchChecksum(ctx, src, info.Checksum, info.URLs[0], opts)
+	}
+	return imagewriter.ResolveChecksum(info.OSHashAlgo, info.OSHashVal, info.Checksum, opts)
+}
+
+// fetchConfigdrive decodes the configdrive parameter, downloading it first
+// when it is a URL.
+func (a *Agent) fetchConfigdrive(ctx context.Context, src imagewriter.Source, v string) ([]byte, error) {
+	if configdrive.IsURL(v) {
+		return configdrive.Fetch(ctx, src, v)
+	}
+	return configdrive.Decode([]byte(v))
+}
+
+// bootMode is the boot mode a partition image is laid out for:
+// image_info's deploy_boot_mode, else the node's (instance_info, then
+// properties capabilities), else how this ramdisk booted.
+func (a *Agent) bootMode(info wire.ImageInfo) string {
+	if m := strings.ToLower(info.DeployBootMode); m == "uefi" || m == "bios" {
+		return m
+	}
+	a.nodes.mu.Lock()
+	node := a.nodes.node
+	a.nodes.mu.Unlock()
+	for _, key := range []string{"instance_info", "properties"} {
+		sub, _ := node[key].(map[string]any)
+		if m, _ := sub["deploy_boot_mode"].(string); m == "uefi" || m == "bios" {
+			return m
+		}
+		caps, _ := sub["capabilities"].(string)
+		if c, ok := sub["capabilities"].(map[string]any); ok {
+			if m, _ := c["boot_mode"].(string); m == "uefi" || m == "bios" {
+				return m
+			}
+		}
+		for _, kv := range strings.Split(caps, ",") {
+			if k, v, ok := strings.Cut(strings.TrimSpace(kv), ":"); ok && k == "boot_mode" && (v == "uefi" || v == "bios") {
+				return v
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(a.cfg.SysRoot, "sys/firmware/efi")); err == nil {
+		return "uefi"
+	}
+	return "bios"
 }
 
 // imageError maps an imagewriter failure to IPA's error class.
@@ -125,6 +247,10 @@ func imageError(id, dev string, err error) error {
 		return newError("ImageChecksumError", 500, "Error verifying image checksum", err, "image %s: %v", id, err)
 	case errors.Is(err, imagewriter.ErrDownload), errors.Is(err, imagewriter.ErrTruncated):
 		return newError("ImageDownloadError", 500, "Error downloading image", err, "image %s: %v", id, err)
+	case errors.Is(err, imagewriter.ErrFormat):
+		return newError("InvalidImage", 500, "Error validating image", err, "image %s: %v", id, err)
+	case errors.Is(err, imagewriter.ErrConfigdrive):
+		return newError("InstanceDeployFailure", 500, "Failed to deploy instance", err, "image %s: config drive on %s: %v", id, dev, err)
 	default:
 		return newError("ImageWriteError", 500, "Error writing image to device", err, "image %s to %s: %v", id, dev, err)
 	}
@@ -152,6 +278,8 @@ func (a *Agent) imageSource(info wire.ImageInfo) (imagewriter.Source, error) {
 		}
 	}
 	src.Client = imagewriter.NewHTTPClient(a.cfg.DownloadConnectTimeout, proxy)
+	src.ReadGapTimeout = a.cfg.DownloadConnectTimeout
+	src.Logger = a.log
 	switch {
 	case info.ImageRequestAuthorization != "":
 		v, err := base64.StdEncoding.DecodeString(info.ImageRequestAuthorization)

@@ -62,3 +62,12 @@ func (c *nodeCache) rootDeviceHints() (map[string]any, error) {
 	}
 	return nil, nil
 }
+
+// section returns a top-level object of the cached node (e.g.
+// "driver_internal_info"), or nil.
+func (c *nodeCache) section(key string) map[string]any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, _ := c.node[key].(map[string]any)
+	return m
+}

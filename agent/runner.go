@@ -119,7 +119,12 @@ func (r *runner) finish(e *entry, fullName string, run RunFunc) {
 		if errors.As(err, &ae) && ae.Type == versionMismatchType {
 			e.status = wire.StatusVersionMismatch
 		}
-		r.log.Error("command failed", "command", fullName, "id", e.id, "seconds", time.Since(start).Seconds(), "error", err)
+		next := "the conductor reads the FAILED result and fails the operation; the agent waits for the next command"
+		if e.status == wire.StatusVersionMismatch {
+			next = "the conductor refreshes its steps and calls again"
+		}
+		r.log.Error("command failed", "command", fullName, "id", e.id, "status", string(e.status),
+			"seconds", time.Since(start).Seconds(), "error", err, "next", next)
 		return
 	}
 	raw, merr := encodeResult(e.name, res)
@@ -211,8 +216,9 @@ func (e *entry) snapshot() wire.CommandResult {
 	defer e.mu.Unlock()
 	res := wire.CommandResult{ID: e.id, CommandName: e.name, CommandStatus: e.status, CommandError: e.err, CommandResult: e.result}
 	if e.status == wire.StatusRunning {
-		if p := e.job.Progress(); p != nil {
-			res.CommandResult, _ = json.Marshal(wire.ProgressResult{Progress: p})
+		p, disks := e.job.Progress(), e.job.DiskProgress()
+		if p != nil || len(disks) > 0 {
+			res.CommandResult, _ = json.Marshal(wire.ProgressResult{Progress: p, Disks: disks})
 		}
 	}
 	return res

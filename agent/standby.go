@@ -49,7 +49,7 @@ func (s standby) prepareImage(raw json.RawMessage) (RunFunc, error) {
 	}
 	info := *p.ImageInfo
 	return func(ctx context.Context, job *Job) (any, error) {
-		return s.a.writeImage(ctx, job, info)
+		return s.a.writeImage(ctx, job, withConfigdrive(info, p.Configdrive))
 	}, nil
 }
 

@@ -15,7 +15,7 @@ func TestVersionNegotiation(t *testing.T) {
 	h.start(h.config())
 
 	var root wire.RootDocument
-	if st := h.callVersion("", "GET", "/", nil, &root); st != 200 || root.DefaultVersion.Version != "1.82" ||
+	if st := h.callVersion("", "GET", "/", nil, &root); st != 200 || root.DefaultVersion.Version != "1.89" ||
 		root.DefaultVersion.MinVersion != "1.1" || root.Name != "OpenStack Ironic API" {
 		t.Fatalf("GET / = %d %+v", st, root)
 	}
@@ -25,10 +25,10 @@ func TestVersionNegotiation(t *testing.T) {
 		wantFault           string
 	}{
 		{"", "1.1", 200, ""},
-		{"latest", "1.82", 200, ""},
+		{"latest", "1.89", 200, ""},
 		{"1.68", "1.68", 200, ""},
-		{"1.83", "", 406, "Version 1.83 was requested but the minor version is not supported by this service. The supported version range is: [1.1, 1.82]."},
-		{"2.1", "", 406, "Mutually exclusive versions requested. Version 2.1 requested but not supported by this service. The supported version range is: [1.1, 1.82]."},
+		{"1.90", "", 406, "Version 1.90 was requested but the minor version is not supported by this service. The supported version range is: [1.1, 1.89]."},
+		{"2.1", "", 406, "Mutually exclusive versions requested. Version 2.1 requested but not supported by this service. The supported version range is: [1.1, 1.89]."},
 		{"bogus", "", 406, "Invalid value for X-OpenStack-Ironic-API-Version header"},
 	}
 	for _, tc := range tests {
@@ -42,7 +42,7 @@ func TestVersionNegotiation(t *testing.T) {
 		}
 		resp.Body.Close()
 		if resp.StatusCode != tc.wantStatus || resp.Header.Get(wire.APIVersionHeader) != tc.wantVersion ||
-			resp.Header.Get(wire.APIMinVersionHeader) != "1.1" || resp.Header.Get(wire.APIMaxVersionHeader) != "1.82" {
+			resp.Header.Get(wire.APIMinVersionHeader) != "1.1" || resp.Header.Get(wire.APIMaxVersionHeader) != "1.89" {
 			t.Errorf("version %q: %d, headers %v", tc.header, resp.StatusCode, resp.Header)
 		}
 		if tc.wantFault != "" {

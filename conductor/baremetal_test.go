@@ -3,9 +3,12 @@ package conductor_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +105,57 @@ func TestBaremetalCLICompatibility(t *testing.T) {
 	_, stderr, err := bm.run("node", "show", "nope")
 	if err == nil || !strings.Contains(stderr, "Node nope could not be found. (HTTP 404)") {
 		t.Fatalf("node show nope: err=%v stderr=%q", err, stderr)
+	}
+
+	// provide -> deploy (with a config drive) -> show -> undeploy, the
+	// fake agent really downloading and checksumming the image.
+	if _, stderr, err := bm.run("node", "provide", "n1", "--wait", "30"); err != nil {
+		t.Fatalf("node provide: %v\n%s", err, stderr)
+	}
+	sum := sha256.Sum256(h.image)
+	if _, stderr, err := bm.run("node", "set", "n1",
+		"--instance-info", "image_source="+h.baseURL()+"/images/disk.raw",
+		"--instance-info", "image_os_hash_algo=sha256",
+		"--instance-info", "image_os_hash_value="+hex.EncodeToString(sum[:]),
+		"--instance-info", "image_disk_format=raw"); err != nil {
+		t.Fatalf("node set: %v\n%s", err, stderr)
+	}
+	// The client takes the config drive from a file (gzipped, base64
+	// encoded ISO) and sends its content.
+	const configdrive = "H4sICAAAAAAAA2NvbmZpZy0yAAMAAAAAAAAAAAA="
+	cdFile := filepath.Join(t.TempDir(), "configdrive")
+	if err := os.WriteFile(cdFile, []byte(configdrive), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := bm.run("node", "deploy", "n1", "--config-drive", cdFile, "--wait", "60"); err != nil {
+		t.Fatalf("node deploy: %v\n%s", err, stderr)
+	}
+	bm.json(&shown, "node", "show", "n1")
+	ii, _ := shown["instance_info"].(map[string]any)
+	if shown["provision_state"] != "active" || shown["power_state"] != "power on" || shown["last_error"] != nil ||
+		ii["configdrive"] != "******" || ii["image_source"] != h.baseURL()+"/images/disk.raw" {
+		t.Fatalf("node show after deploy = %v", shown)
+	}
+	if got := h.agent().ImageInfo(); got == nil || got.Configdrive == nil || *got.Configdrive != configdrive {
+		t.Fatalf("the agent did not get the config drive: %+v", got)
+	}
+	if _, stderr, err := bm.run("node", "undeploy", "n1", "--wait", "60"); err != nil {
+		t.Fatalf("node undeploy: %v\n%s", err, stderr)
+	}
+	bm.json(&shown, "node", "show", "n1", "--fields", "provision_state", "power_state", "instance_info")
+	if shown["provision_state"] != "available" || shown["power_state"] != "power off" || len(shown["instance_info"].(map[string]any)) != 0 {
+		t.Fatalf("node show after undeploy = %v", shown)
+	}
+
+	// Maintenance round trip.
+	if _, stderr, err := bm.run("node", "maintenance", "set", "n1", "--reason", "rack move"); err != nil {
+		t.Fatalf("maintenance set: %v\n%s", err, stderr)
+	}
+	bm.json(&shown, "node", "show", "n1")
+	if shown["maintenance"] != true || shown["maintenance_reason"] != "rack move" {
+		t.Fatalf("node show in maintenance = %v", shown)
+	}
+	if _, stderr, err := bm.run("node", "maintenance", "unset", "n1"); err != nil {
+		t.Fatalf("maintenance unset: %v\n%s", err, stderr)
 	}
 }

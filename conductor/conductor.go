@@ -18,10 +18,13 @@ import (
 	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/api"
+	"github.com/rivetmetal/rivet/conductor/boot"
+	"github.com/rivetmetal/rivet/conductor/cluster"
 	"github.com/rivetmetal/rivet/conductor/images"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision"
-	"github.com/rivetmetal/rivet/conductor/store/sqlite"
+	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/conductor/store/backend"
 )
 
 // Config configures a conductor.
@@ -31,13 +34,25 @@ type Config struct {
 	Listen string
 	// Listener, when set, is used instead of listening on Listen.
 	Listener net.Listener
-	// DBPath is the SQLite database file (created if missing).
+	// DBPath is the SQLite database file (created if missing), or a
+	// postgres:// URL for the PostgreSQL store, which several conductors
+	// can share (see Cluster).
 	DBPath string
+	// Cluster configures this conductor's membership of the conductors
+	// sharing a PostgreSQL store (conductor/cluster); unused with SQLite.
+	// Its Name defaults to the host name, its APIURL to the API URL, and
+	// its Logger to Logger.
+	Cluster cluster.Config
 	// APIURL is the API URL as nodes should use it; empty means
 	// http://<listen address>, with 127.0.0.1 for a wildcard host.
 	APIURL string
 	// ImageDir, when set, is served read-only under /images/.
 	ImageDir string
+	// ImageCacheDir, when set, holds the conductor's image cache: images
+	// nodes must not fetch from their source themselves (file:// sources,
+	// image_download_source "http"/"local") are downloaded there once,
+	// verified, and served under /agent_images/. Empty refuses them.
+	ImageCacheDir string
 	// Drivers are the enabled power drivers.
 	Drivers []power.Driver
 	// Provision configures the engine (deploy ramdisk defaults, timeouts);
@@ -58,9 +73,12 @@ type Conductor struct {
 	log    *slog.Logger
 	ln     net.Listener
 	url    string
-	st     *sqlite.Store
+	st     store.Store
+	member *cluster.Member
 	engine *provision.Engine
+	agents *agentclient.Client
 	images *images.Handler
+	cache  *images.Cache
 	srv    *http.Server
 }
 
@@ -87,7 +105,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		}
 	}()
 
-	st, err := sqlite.Open(ctx, cfg.DBPath)
+	st, err := backend.Open(ctx, cfg.DBPath)
 	if err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
@@ -106,9 +124,38 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 
 	pc := cfg.Provision
 	pc.APIURL, pc.Conductor, pc.Logger = c.url, host, log
+	if reg, ok := st.(cluster.Registry); ok {
+		cc := cfg.Cluster
+		if cc.Name == "" {
+			cc.Name = host
+		}
+		if cc.APIURL == "" {
+			cc.APIURL = c.url
+		}
+		if cc.Logger == nil {
+			cc.Logger = log
+		}
+		if c.member, err = cluster.New(reg, cc); err != nil {
+			return nil, fmt.Errorf("conductor: %w", err)
+		}
+		pc.Ownership = c.member
+	}
+	var agentImages http.Handler
+	if cfg.ImageCacheDir != "" {
+		if c.cache, err = images.NewCache(cfg.ImageCacheDir, log); err != nil {
+			return nil, fmt.Errorf("conductor: %w", err)
+		}
+		pc.ImageCache, agentImages = c.cache, c.cache
+	}
+	bootHandler, err := boot.New(boot.Config{Nodes: st, APIURL: c.url,
+		DeployKernel: pc.DeployKernel, DeployRamdisk: pc.DeployRamdisk, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
 	ac := cfg.Agent
 	ac.Logger = log
-	if c.engine, err = provision.New(st, cfg.Drivers, agentclient.New(ac), pc); err != nil {
+	c.agents = agentclient.New(ac)
+	if c.engine, err = provision.New(st, cfg.Drivers, c.agents, pc); err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	var imgs http.Handler
@@ -118,7 +165,8 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		}
 		imgs = c.images
 	}
-	handler := api.New(api.Config{Store: st, Provisioner: c.engine, Conductor: host, Images: imgs, Logger: log})
+	handler := api.New(api.Config{Store: st, Provisioner: c.engine, Conductor: host, Images: imgs,
+		AgentImages: agentImages, Boot: bootHandler, Logger: log})
 	c.srv = &http.Server{
 		Handler:           accessLog(log, handler),
 		ReadHeaderTimeout: 30 * time.Second,
@@ -139,6 +187,13 @@ func (c *Conductor) Addr() net.Addr { return c.ln.Addr() }
 // persisted for the next run), and the store is closed.
 func (c *Conductor) Run(ctx context.Context) error {
 	defer c.close()
+	if c.member != nil {
+		// Join the cluster first: the engine's recovery asks it which
+		// nodes are this conductor's.
+		if err := c.member.Start(ctx); err != nil {
+			return fmt.Errorf("conductor: %w", err)
+		}
+	}
 	if err := c.engine.Start(ctx); err != nil {
 		return fmt.Errorf("conductor: %w", err)
 	}
@@ -149,7 +204,7 @@ func (c *Conductor) Run(ctx context.Context) error {
 		drivers[i] = d.Name()
 	}
 	c.log.Info("conductor serving", "listen", c.ln.Addr().String(), "api_url", c.url,
-		"db", c.cfg.DBPath, "drivers", drivers, "image_dir", c.cfg.ImageDir)
+		"db", backend.Describe(c.cfg.DBPath), "drivers", drivers, "image_dir", c.cfg.ImageDir)
 
 	var serveErr error
 	select {
@@ -162,6 +217,7 @@ func (c *Conductor) Run(ctx context.Context) error {
 		c.log.Warn("API shutdown incomplete", "error", err)
 	}
 	c.engine.Close()
+	c.leaveCluster()
 	c.log.Info("conductor stopped")
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return fmt.Errorf("conductor: serve: %w", serveErr)
@@ -182,16 +238,34 @@ func (c *Conductor) close() {
 	if c.engine != nil {
 		c.engine.Close()
 	}
+	if c.agents != nil {
+		c.agents.Close()
+	}
+	c.leaveCluster()
 	if c.ln != nil {
 		c.ln.Close()
 	}
 	if c.images != nil {
 		c.images.Close()
 	}
+	if c.cache != nil {
+		c.cache.Close()
+	}
 	if c.st != nil {
 		if err := c.st.Close(); err != nil {
 			c.log.Warn("closing the store failed", "error", err)
 		}
+	}
+}
+
+// leaveCluster releases this conductor's node leases, once its engine has
+// stopped, so that the other conductors take its nodes over at once.
+func (c *Conductor) leaveCluster() {
+	if c.member == nil {
+		return
+	}
+	if err := c.member.Close(); err != nil {
+		c.log.Warn("leaving the conductor cluster failed; peers take over when the leases expire", "error", err)
 	}
 }
 

@@ -31,7 +31,7 @@ func TestDeployEnrollToActiveAndBack(t *testing.T) {
 		t.Fatal("no agent was booted")
 	}
 	wantCalls := []string{"deploy.get_deploy_steps", "deploy.execute_deploy_step",
-		"standby.get_partition_uuids", "standby.power_off"}
+		"standby.get_partition_uuids", "image.install_bootloader", "standby.power_off"}
 	if got := a.Calls(); !slices.Equal(got, wantCalls) {
 		t.Errorf("agent calls = %v, want %v", got, wantCalls)
 	}

@@ -83,6 +83,8 @@ func (h *harness) config() conductor.Config {
 			PowerOffInterval:     20 * time.Millisecond,
 			PowerStateInterval:   10 * time.Millisecond,
 			PowerStateTimeout:    2 * time.Second,
+			CommandWaitInterval:  20 * time.Millisecond,
+			StateDir:             filepath.Join(h.dir, "state"),
 		},
 		Agent:  agentclient.Config{Timeout: 5 * time.Second, RetryDelay: 10 * time.Millisecond},
 		Logger: testLogger(h.t),
@@ -193,15 +195,32 @@ func (h *harness) enrollNode() string {
 	return uuid
 }
 
+// provision asks for a provision action; like Ironic's clients it retries
+// while the node is locked by heartbeat processing (409).
 func (h *harness) provision(node, target string, configdrive any) {
 	h.t.Helper()
 	body := map[string]any{"target": target}
 	if configdrive != nil {
 		body["configdrive"] = configdrive
 	}
-	var errBody map[string]any
-	if st := h.call("PUT", "/v1/nodes/"+node+"/states/provision", body, &errBody); st != http.StatusAccepted {
-		h.t.Fatalf("provision %s %s: %d %v", node, target, st, errBody)
+	h.retryOn409("PUT", "/v1/nodes/"+node+"/states/provision", body)
+}
+
+// retryOn409 sends a request that must be accepted (202), retrying for a
+// few seconds while the node is locked (409).
+func (h *harness) retryOn409(method, path string, body any) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var errBody map[string]any
+		st := h.call(method, path, body, &errBody)
+		if st == http.StatusAccepted {
+			return
+		}
+		if st != http.StatusConflict || time.Now().After(deadline) {
+			h.t.Fatalf("%s %s %v: %d %v", method, path, body, st, errBody)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

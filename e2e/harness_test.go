@@ -72,8 +72,9 @@ type conductorProc struct {
 }
 
 // startConductor runs the real conductor binary on a loopback port until the
-// test ends, and waits for its API.
-func startConductor(t *testing.T, a artefacts, imageDir string) *conductorProc {
+// test ends, and waits for its API. extraArgs are appended to the flags every
+// e2e conductor gets.
+func startConductor(t *testing.T, a artefacts, imageDir string, extraArgs ...string) *conductorProc {
 	t.Helper()
 	// QEMU's QMP socket path must stay short: a temp dir under /tmp.
 	stateDir, err := os.MkdirTemp("/tmp", "rivet-e2e-")
@@ -84,7 +85,7 @@ func startConductor(t *testing.T, a artefacts, imageDir string) *conductorProc {
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, a.conductor,
+	args := append([]string{
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--state-dir", stateDir,
 		"--image-dir", imageDir,
@@ -92,7 +93,8 @@ func startConductor(t *testing.T, a artefacts, imageDir string) *conductorProc {
 		"--deploy-ramdisk", a.ramdisk,
 		"--ramdisk-heartbeat-timeout", "20s",
 		"--deploy-callback-timeout", "10m",
-	)
+	}, extraArgs...)
+	cmd := exec.CommandContext(ctx, a.conductor, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 20 * time.Second
 	out, err := cmd.StdoutPipe()

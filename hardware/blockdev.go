@@ -38,6 +38,10 @@ type BlockDevice struct {
 	Tran               string `json:"tran"`
 	ReadOnly           bool   `json:"-"`
 	Removable          bool   `json:"-"`
+	// BootMedia, when not empty, says why this device is the medium the
+	// ramdisk itself came from (virtual media, the UEFI boot entry in use);
+	// such a device is never chosen as the install disk nor erased.
+	BootMedia string `json:"-"`
 	// Major and Minor are the device numbers.
 	Major, Minor int `json:"-"`
 	// Partitions are the device's partitions as the kernel knows them.
@@ -127,6 +131,7 @@ func (l Lister) List() ([]BlockDevice, error) {
 		}
 		devs = append(devs, d)
 	}
+	markBootMedia(l.root(), devs)
 	sort.Slice(devs, func(i, j int) bool { return devs[i].Name < devs[j].Name })
 	return devs, nil
 }
@@ -173,27 +178,7 @@ func (l Lister) readDevice(name, sysDir string) (BlockDevice, error) {
 	d.Removable = readString(filepath.Join(sysDir, "removable")) == "1"
 	d.LogicalSectorSize = int(readIntOr(filepath.Join(sysDir, "queue/logical_block_size"), 512))
 	d.PhysicalSectorSize = int(readIntOr(filepath.Join(sysDir, "queue/physical_block_size"), int64(d.LogicalSectorSize)))
-	dev := filepath.Join(sysDir, "device")
-	d.Model = firstNonEmpty(readString(filepath.Join(dev, "model")), readString(filepath.Join(sysDir, "model")))
-	d.Vendor = readString(filepath.Join(dev, "vendor"))
-	d.Serial = firstNonEmpty(
-		readString(filepath.Join(dev, "serial")),    // NVMe controller, some SCSI
-		readString(filepath.Join(sysDir, "serial")), // virtio-blk
-		vpdSerial(filepath.Join(dev, "vpd_pg80")),
-	)
-	d.WWN = firstNonEmpty(readString(filepath.Join(sysDir, "wwid")), readString(filepath.Join(dev, "wwid")))
-	d.WWN = normalizeWWN(d.WWN)
-	switch {
-	case strings.HasPrefix(name, "nvme"):
-		d.Tran = "nvme"
-	case strings.HasPrefix(name, "vd"):
-		d.Tran = "virtio"
-	case strings.HasPrefix(name, "loop"):
-		d.Tran = ""
-	}
-	if target, err := os.Readlink(filepath.Join(l.root(), "sys/class/block", name)); err == nil {
-		d.HCTL = hctlFromPath(target)
-	}
+	readIdentity(l.root(), name, sysDir, &d)
 	d.Partitions, err = l.readPartitions(name, sysDir)
 	if err != nil {
 		return d, err
@@ -256,19 +241,6 @@ func vpdSerial(path string) string {
 		n = len(b) - 4
 	}
 	return strings.TrimSpace(string(b[4 : 4+n]))
-}
-
-// normalizeWWN turns sysfs wwid forms ("naa.5000c500a1b2c3d4",
-// "eui.0025388b71b2c3d4", "0x5000...") into Ironic's "0x…" form where that
-// is unambiguous, else returns it trimmed.
-func normalizeWWN(s string) string {
-	s = strings.TrimSpace(s)
-	for _, p := range []string{"naa.", "eui."} {
-		if strings.HasPrefix(s, p) {
-			return "0x" + strings.ToLower(strings.TrimPrefix(s, p))
-		}
-	}
-	return s
 }
 
 func exists(p string) bool {

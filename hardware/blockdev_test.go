@@ -58,7 +58,7 @@ func TestListerReadsSysfs(t *testing.T) {
 	}
 	nvme, sda, vda := devs[0], devs[1], devs[2]
 	if nvme.Path != "/dev/nvme0n1" || nvme.Size != 1000215216*512 || nvme.Serial != "S4EVNF0M123456" ||
-		nvme.Model != "Samsung SSD 970 EVO Plus 500GB" || nvme.WWN != "0x0025388b71b2c3d4" || nvme.Tran != "nvme" {
+		nvme.Model != "Samsung SSD 970 EVO Plus 500GB" || nvme.WWN != "eui.0025388b71b2c3d4" || nvme.Tran != "nvme" {
 		t.Errorf("nvme = %+v", nvme)
 	}
 	if nvme.Rotational || nvme.LogicalSectorSize != 512 || nvme.PhysicalSectorSize != 4096 {

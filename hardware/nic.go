@@ -9,11 +9,29 @@ import (
 	"strings"
 )
 
-// Interface is a physical network interface.
+// Interface is a physical network interface, with the fields of IPA's
+// inventory "interfaces" entries.
 type Interface struct {
 	Name       string `json:"name"`
 	MACAddress string `json:"mac_address"`
-	HasCarrier bool   `json:"has_carrier"`
+	// IPv4Address and IPv6Address are the first address of each family,
+	// empty when none (filled by the inventory, not by ListInterfaces).
+	IPv4Address string `json:"ipv4_address"`
+	IPv6Address string `json:"ipv6_address"`
+	HasCarrier  bool   `json:"has_carrier"`
+	// LLDP is IPA's deprecated raw LLDP list; always null here.
+	LLDP []any `json:"lldp"`
+	// Vendor and Product are the PCI (or virtio) IDs, e.g. "0x8086".
+	Vendor  string `json:"vendor"`
+	Product string `json:"product"`
+	// ClientID is the DHCP client id of an InfiniBand port.
+	ClientID *string `json:"client_id"`
+	// BIOSDevName is the biosdevname name; null (not available here).
+	BIOSDevName *string `json:"biosdevname"`
+	// SpeedMbps is the link speed, 0 when unknown or down.
+	SpeedMbps int `json:"speed_mbps"`
+	// PCIAddress is the NIC's PCI function, e.g. "0000:00:03.0".
+	PCIAddress string `json:"pci_address"`
 	// Driver is the kernel driver bound to the device, e.g. "virtio_net".
 	Driver string `json:"driver"`
 }
@@ -45,6 +63,18 @@ func ListInterfaces(root string) ([]Interface, error) {
 		it.HasCarrier = readString(filepath.Join(ifdir, "carrier")) == "1"
 		if drv, err := os.Readlink(filepath.Join(ifdir, "device/driver")); err == nil {
 			it.Driver = filepath.Base(drv)
+		}
+		it.Vendor = readString(filepath.Join(ifdir, "device/vendor"))
+		it.Product = readString(filepath.Join(ifdir, "device/device"))
+		if sp := readIntOr(filepath.Join(ifdir, "speed"), 0); sp > 0 {
+			it.SpeedMbps = int(sp)
+		}
+		if target, err := filepath.EvalSymlinks(filepath.Join(ifdir, "device")); err == nil {
+			for _, e := range strings.Split(filepath.ToSlash(target), "/") {
+				if pciAddr.MatchString(e) {
+					it.PCIAddress = e
+				}
+			}
 		}
 		out = append(out, it)
 	}

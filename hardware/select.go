@@ -24,12 +24,13 @@ func FindDevices(devs []BlockDevice, hints Hints) []BlockDevice {
 
 // SelectRootDevice picks the install disk: the first device matching the
 // hints, or with no hints the smallest device of at least 4 GiB (by size,
-// then name). Read-only devices are never chosen. The error names the hints
-// and every device seen, so an operator can tell why nothing matched.
+// then name). Read-only devices and the medium the ramdisk came from are
+// never chosen. The error names the hints and every device seen, so an
+// operator can tell why nothing matched.
 func SelectRootDevice(devs []BlockDevice, hints Hints) (BlockDevice, error) {
 	var writable []BlockDevice
 	for _, d := range devs {
-		if !d.ReadOnly {
+		if !d.ReadOnly && d.BootMedia == "" {
 			writable = append(writable, d)
 		}
 	}
@@ -68,6 +69,9 @@ func describe(devs []BlockDevice) string {
 		s[i] = d.String()
 		if d.ReadOnly {
 			s[i] += " read-only"
+		}
+		if d.BootMedia != "" {
+			s[i] += " refused: boot medium of this ramdisk: " + d.BootMedia
 		}
 	}
 	return strings.Join(s, ", ")

@@ -4,12 +4,21 @@
 // beat comes heartbeat_timeout × U(0.3, 0.6) later, after an error 5 s ×
 // U(1, 2) later, and Trigger forces a beat (at most one every 5 s) so the
 // conductor notices a finished command at once.
+//
+// Ironic's answers decide what happens next. 202: beat again later. 409
+// (node locked), 503 (no free conductor), an unreachable API, or a 400 for
+// another reason (a changed callback URL, a field the declared version
+// does not allow): log it and retry soon. A 400 about the agent token (the
+// conductor wiped it at the end of an operation) or a 404 (the node is
+// gone) ends Run with ErrTokenRejected or ErrNodeNotFound: only a new
+// lookup helps, and that is the caller's job.
 package heartbeat
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -71,6 +80,17 @@ type Config struct {
 	OnBeat func(status int, err error)
 }
 
+// Errors that end Run: the beats cannot succeed until the agent looks its
+// node up again.
+var (
+	// ErrTokenRejected: Ironic refused the agent token (400 "Invalid or
+	// missing agent token received."), normally because it wiped the token
+	// at the end of a deploy or clean.
+	ErrTokenRejected = errors.New("agent token rejected by Ironic")
+	// ErrNodeNotFound: Ironic does not know the node (404).
+	ErrNodeNotFound = errors.New("node not found by Ironic")
+)
+
 // Beater sends heartbeats until its context ends.
 type Beater struct {
 	cfg     Config
@@ -130,8 +150,9 @@ func (b *Beater) NextInterval(ok bool) time.Duration {
 	return time.Duration(float64(b.cfg.ErrorInterval) * (1 + b.cfg.Rand()))
 }
 
-// Run beats until ctx ends; the first beat goes out at once. It returns
-// ctx.Err().
+// Run beats until ctx ends, returning ctx.Err(), or until Ironic rejects a
+// beat in a way only a new lookup can fix, returning an error wrapping
+// ErrTokenRejected or ErrNodeNotFound. The first beat goes out at once.
 func (b *Beater) Run(ctx context.Context) error {
 	next := time.Now()
 	var last time.Time
@@ -143,6 +164,9 @@ func (b *Beater) Run(ctx context.Context) error {
 			err := b.beat(ctx)
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if errors.Is(err, ErrTokenRejected) || errors.Is(err, ErrNodeNotFound) {
+				return err
 			}
 			last, forced = time.Now(), false
 			next = last.Add(b.NextInterval(err == nil))
@@ -165,19 +189,32 @@ func (b *Beater) Run(ctx context.Context) error {
 	}
 }
 
-// beat sends one heartbeat.
+// beat sends one heartbeat and logs what Ironic answered and what the
+// agent does next.
 func (b *Beater) beat(ctx context.Context) error {
-	status, err := b.send(ctx)
+	status, fault, err := b.send(ctx)
 	log := b.cfg.Logger
+	node := b.cfg.NodeUUID
 	switch {
 	case err == nil:
-		log.Debug("heartbeat sent", "node", b.cfg.NodeUUID)
+		log.Debug("heartbeat sent", "node", node)
+	case status == http.StatusBadRequest && strings.Contains(strings.ToLower(fault), "agent token"):
+		err = fmt.Errorf("%w: %w", ErrTokenRejected, err)
+		log.Warn("heartbeat rejected: Ironic no longer accepts this agent token (it wipes the token when an operation ends); stopping heartbeats to look the node up again",
+			"node", node, "status", status, "fault", fault)
+	case status == http.StatusNotFound:
+		err = fmt.Errorf("%w: %w", ErrNodeNotFound, err)
+		log.Warn("heartbeat rejected: Ironic does not know this node (or the heartbeat API version); stopping heartbeats to look the node up again",
+			"node", node, "status", status, "fault", fault)
 	case status == http.StatusConflict:
-		log.Warn("heartbeat conflict (node locked); retrying soon", "node", b.cfg.NodeUUID, "error", err)
+		log.Warn("heartbeat conflict: the node is locked by a conductor; retrying in 5-10 s", "node", node, "fault", fault)
+	case status == http.StatusServiceUnavailable:
+		log.Warn("heartbeat refused: no conductor is free (503); retrying in 5-10 s", "node", node, "fault", fault)
 	case status == 0:
-		log.Warn("heartbeat failed: Ironic API unreachable; retrying soon", "node", b.cfg.NodeUUID, "error", err)
+		log.Warn("heartbeat failed: Ironic API unreachable; retrying in 5-10 s", "node", node, "error", err)
 	default:
-		log.Error("heartbeat rejected; retrying soon", "node", b.cfg.NodeUUID, "status", status, "error", err)
+		log.Error("heartbeat rejected; retrying in 5-10 s (a changed callback URL or certificate needs the node to be powered off first)",
+			"node", node, "status", status, "fault", fault)
 	}
 	if b.cfg.OnBeat != nil {
 		b.cfg.OnBeat(status, err)
@@ -185,7 +222,9 @@ func (b *Beater) beat(ctx context.Context) error {
 	return err
 }
 
-func (b *Beater) send(ctx context.Context) (int, error) {
+// send posts one beat; it returns the HTTP status (0 when the API was not
+// reached) and, on an error answer, Ironic's fault text.
+func (b *Beater) send(ctx context.Context) (int, string, error) {
 	b.mu.Lock()
 	body := wire.HeartbeatRequest{
 		CallbackURL:   b.cfg.CallbackURL,
@@ -196,12 +235,12 @@ func (b *Beater) send(ctx context.Context) (int, error) {
 	b.mu.Unlock()
 	buf, err := json.Marshal(body)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	u := strings.TrimRight(b.cfg.APIURL, "/") + "/v1/heartbeat/" + b.cfg.NodeUUID
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(buf))
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -212,12 +251,13 @@ func (b *Beater) send(ctx context.Context) (int, error) {
 	}
 	resp, err := b.cfg.Client.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("POST %s: %w", u, err)
+		return 0, "", fmt.Errorf("POST %s: %w", u, err)
 	}
 	defer resp.Body.Close()
 	respBody, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 != 2 {
-		return resp.StatusCode, fmt.Errorf("POST %s: HTTP %d: %s", u, resp.StatusCode, wire.FaultText(respBody))
+		fault := wire.FaultText(respBody)
+		return resp.StatusCode, fault, fmt.Errorf("POST %s: HTTP %d: %s", u, resp.StatusCode, fault)
 	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, "", nil
 }

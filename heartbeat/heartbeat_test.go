@@ -3,6 +3,8 @@ package heartbeat
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -18,6 +20,7 @@ type recorder struct {
 	times  []time.Time
 	hdr    []http.Header
 	status int
+	fault  string
 }
 
 func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -27,11 +30,11 @@ func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.beats = append(r.beats, hb)
 	r.times = append(r.times, time.Now())
 	r.hdr = append(r.hdr, req.Header.Clone())
-	st := r.status
+	st, fault := r.status, r.fault
 	r.mu.Unlock()
 	if st != 0 {
 		w.WriteHeader(st)
-		json.NewEncoder(w).Encode(wire.NewIronicError("Client", "Invalid or missing agent token received."))
+		json.NewEncoder(w).Encode(wire.NewIronicError("Client", fault))
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
@@ -124,7 +127,7 @@ func TestHeartbeatTriggerIsRateLimited(t *testing.T) {
 }
 
 func TestHeartbeatErrorRetriesSooner(t *testing.T) {
-	rec := &recorder{status: http.StatusBadRequest}
+	rec := &recorder{status: http.StatusBadRequest, fault: `Detected change in ramdisk provided "callback_url"`}
 	srv := httptest.NewServer(rec)
 	defer srv.Close()
 	var mu sync.Mutex
@@ -147,5 +150,47 @@ func TestHeartbeatErrorRetriesSooner(t *testing.T) {
 	defer mu.Unlock()
 	if statuses[0] != http.StatusBadRequest {
 		t.Fatalf("OnBeat statuses = %v", statuses)
+	}
+}
+
+// TestHeartbeatAnswers checks what each of Ironic's answers leads to: a
+// token or node rejection ends Run (a new lookup is needed), anything else
+// is retried.
+func TestHeartbeatAnswers(t *testing.T) {
+	cases := []struct {
+		status  int
+		fault   string
+		wantErr error // nil: Run keeps beating
+	}{
+		{http.StatusBadRequest, "Invalid or missing agent token received.", ErrTokenRejected},
+		{http.StatusBadRequest, "Agent token is required for heartbeat processing.", ErrTokenRejected},
+		{http.StatusNotFound, "Node 1be26c0b could not be found.", ErrNodeNotFound},
+		{http.StatusConflict, "Node 1be26c0b is locked by host conductor-1", nil},
+		{http.StatusServiceUnavailable, "No free conductor workers available", nil},
+		{http.StatusBadRequest, `Detected change in ramdisk provided "callback_url"`, nil},
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%d %s", c.status, c.fault), func(t *testing.T) {
+			rec := &recorder{status: c.status, fault: c.fault}
+			srv := httptest.NewServer(rec)
+			defer srv.Close()
+			b := New(Config{APIURL: srv.URL, NodeUUID: "n", Timeout: time.Hour, ErrorInterval: 5 * time.Millisecond})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- b.Run(ctx) }()
+			if c.wantErr != nil {
+				err := <-done
+				if !errors.Is(err, c.wantErr) || rec.count() != 1 {
+					t.Fatalf("Run = %v after %d beats, want %v after 1", err, rec.count(), c.wantErr)
+				}
+				return
+			}
+			waitFor(t, func() bool { return rec.count() >= 3 })
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Fatalf("Run = %v", err)
+			}
+		})
 	}
 }

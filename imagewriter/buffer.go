@@ -1,6 +1,7 @@
 package imagewriter
 
 import (
+	"context"
 	"sync/atomic"
 	"unsafe"
 )
@@ -8,13 +9,15 @@ import (
 // alignment satisfies O_DIRECT on every device we meet (4 KiB sectors).
 const alignment = 4096
 
-// chunk is one buffer of image data travelling through the pipeline. It is
-// shared read-only by the hash stage and every writer; the last stage to
-// release it returns it to the pool.
+// chunk is one piece of image data travelling through the pipeline. It is
+// shared read-only by the stages that hold a reference; the last one to
+// release it returns it to its pool. A chunk with zero > 0 carries no data:
+// it asks the sinks to make [off, off+zero) read as zeros.
 type chunk struct {
 	buf  []byte // aligned, cap = pool chunk size
 	n    int    // valid bytes
-	off  int64  // image offset of buf[0]
+	off  int64  // offset of buf[0] in the stage's byte space
+	zero int64
 	refs atomic.Int32
 	pool *bufferPool
 }
@@ -22,28 +25,47 @@ type chunk struct {
 func (c *chunk) data() []byte { return c.buf[:c.n] }
 
 func (c *chunk) release() {
-	if c.refs.Add(-1) == 0 {
+	if c.refs.Add(-1) == 0 && c.pool != nil {
 		c.pool.put(c)
 	}
 }
 
-// bufferPool is a fixed set of aligned buffers: the pipeline's whole memory
-// budget. Its size bounds how far the fetch stage can run ahead.
+// bufferPool is a fixed set of aligned buffers, allocated on first use: a
+// stage's whole memory budget. Its size bounds how far the stage before it
+// can run ahead.
 type bufferPool struct {
-	free chan *chunk
-	size int
+	free  chan *chunk
+	size  int
+	made  atomic.Int32
+	count int32
 }
 
 func newBufferPool(count, size int) *bufferPool {
-	p := &bufferPool{free: make(chan *chunk, count), size: size}
-	for i := 0; i < count; i++ {
-		p.free <- &chunk{buf: alignedBuffer(size), pool: p}
+	return &bufferPool{free: make(chan *chunk, count), size: size, count: int32(count)}
+}
+
+// get returns a free buffer, allocating one while the pool is not full, or
+// waits for one; it fails only when ctx ends.
+func (p *bufferPool) get(ctx context.Context) (*chunk, error) {
+	select {
+	case c := <-p.free:
+		return c, nil
+	default:
 	}
-	return p
+	if p.made.Add(1) <= p.count {
+		return &chunk{buf: alignedBuffer(p.size), pool: p}, nil
+	}
+	p.made.Add(-1)
+	select {
+	case c := <-p.free:
+		return c, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (p *bufferPool) put(c *chunk) {
-	c.n, c.off = 0, 0
+	c.n, c.off, c.zero = 0, 0, 0
 	p.free <- c
 }
 
@@ -57,3 +79,8 @@ func alignedBuffer(size int) []byte {
 	}
 	return raw[shift : shift+size : shift+size]
 }
+
+var zeros = alignedBuffer(1 << 20)
+
+// zeroBuffer is a shared, read-only, aligned MiB of zeros.
+func zeroBuffer() []byte { return zeros }

@@ -1,6 +1,7 @@
 package imagewriter
 
 import (
+	"context"
 	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -8,7 +9,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"io"
+	"net/url"
+	"path"
 	"strings"
+
+	"github.com/rivetmetal/rivet/imagewriter/checksumfile"
 )
 
 // Checksum is the expected digest of an image, over the bytes as served.
@@ -40,8 +46,8 @@ type ChecksumOptions struct {
 // ResolveChecksum picks the expected checksum the way IPA does (contract
 // §6.2): os_hash_algo + os_hash_value when both are set, else the legacy
 // checksum whose algorithm follows from its length (32 md5, 64 sha256, 128
-// sha512). A checksum that is a URL is refused here; ResolveChecksumURL
-// handles those.
+// sha512). A checksum that is a URL is refused here; FetchChecksum handles
+// those.
 func ResolveChecksum(osHashAlgo, osHashValue, legacy string, opts ChecksumOptions) (Checksum, error) {
 	var c Checksum
 	switch {
@@ -50,7 +56,7 @@ func ResolveChecksum(osHashAlgo, osHashValue, legacy string, opts ChecksumOption
 	case legacy != "":
 		v := strings.ToLower(strings.TrimSpace(legacy))
 		if strings.HasPrefix(v, "http://") || strings.HasPrefix(v, "https://") || strings.HasPrefix(v, "file://") {
-			return c, fmt.Errorf("%w: checksum file URLs are not supported here: %s", ErrChecksum, legacy)
+			return c, fmt.Errorf("%w: %s is a checksum file URL: use FetchChecksum", ErrChecksum, legacy)
 		}
 		algo, ok := map[int]string{32: "md5", 64: "sha256", 128: "sha512"}[len(v)]
 		if !ok {
@@ -79,4 +85,37 @@ func (c Checksum) newHash() (hash.Hash, error) {
 		return nil, fmt.Errorf("%w: unsupported hash algorithm %q", ErrChecksum, c.Algo)
 	}
 	return f(), nil
+}
+
+// IsChecksumURL reports whether a legacy checksum is the URL of a checksum
+// file.
+func IsChecksumURL(s string) bool {
+	s = strings.ToLower(strings.TrimSpace(s))
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "file://")
+}
+
+// FetchChecksum downloads the checksum file at checksumURL through src
+// (same client, headers and retries as the image) and returns the checksum
+// it gives for the image at imageURL, matched by base name (contract
+// §6.2). The algorithm is the one the file names, else found from the
+// digest's length.
+func FetchChecksum(ctx context.Context, src Source, checksumURL, imageURL string, opts ChecksumOptions) (Checksum, error) {
+	src.URLs = []string{strings.TrimSpace(checksumURL)}
+	st, err := src.Open(ctx)
+	if err != nil {
+		return Checksum{}, fmt.Errorf("%w: fetching the checksum file: %w", ErrChecksum, err)
+	}
+	defer st.Close()
+	name := imageURL
+	if u, err := url.Parse(imageURL); err == nil && u.Path != "" {
+		name = u.Path
+	}
+	e, err := checksumfile.Parse(io.LimitReader(st, checksumfile.MaxSize+1), path.Base(name))
+	if err != nil {
+		return Checksum{}, fmt.Errorf("%w: checksum file %s: %w", ErrChecksum, redact(checksumURL), err)
+	}
+	if e.Algo != "" {
+		return ResolveChecksum(e.Algo, e.Value, "", opts)
+	}
+	return ResolveChecksum("", "", e.Value, opts)
 }

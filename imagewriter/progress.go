@@ -3,34 +3,48 @@ package imagewriter
 import "time"
 
 // Phases of a write, as reported in Progress.Phase and Result.Timings.
+// Download, decode and write are concurrent stages: their timings are the
+// span of each stage and overlap; the others run one after the other.
 const (
-	PhaseConnect  = "connect"
-	PhaseDownload = "download"
-	PhaseWrite    = "write"
-	PhaseFlush    = "flush"
-	PhaseVerify   = "verify"
-	PhaseDone     = "done"
+	PhasePrepare     = "prepare"
+	PhaseConnect     = "connect"
+	PhaseDownload    = "download"
+	PhaseDecode      = "decode"
+	PhaseWrite       = "write"
+	PhaseFlush       = "flush"
+	PhaseVerify      = "verify"
+	PhaseConfigdrive = "configdrive"
+	PhaseFinalize    = "finalize"
+	PhaseDone        = "done"
 )
 
 // Progress is a snapshot of a running write.
 type Progress struct {
 	Phase string
-	// BytesRead counts bytes received from the source.
+	// BytesRead counts bytes received from the source (as served).
 	BytesRead int64
-	// BytesWritten counts bytes on the slowest target.
+	// BytesDecoded counts disk bytes produced by the decode stage (equal to
+	// BytesRead for raw images).
+	BytesDecoded int64
+	// BytesWritten counts bytes written to the slowest target.
 	BytesWritten int64
-	// BytesSkipped counts zero bytes not written because the target already
-	// reads as zeros.
+	// BytesSkipped counts zero bytes not written (zeroed by the device)
+	// on the slowest target.
 	BytesSkipped int64
-	// TotalBytes is the image size, 0 when the source did not say.
+	// TotalBytes is the size of the image as served, 0 when the source
+	// did not say.
 	TotalBytes int64
-	StartedAt  time.Time
-	UpdatedAt  time.Time
+	// ImageSize is the size of the disk image once known (the virtual
+	// size of a qcow2 image), else 0.
+	ImageSize int64
+	StartedAt time.Time
+	UpdatedAt time.Time
 	// Timings holds the durations of the phases that have ended.
 	Timings map[string]time.Duration
 }
 
-// Rate is the average write rate in bytes per second.
+// Rate is the average rate at which the image reaches the disk (written
+// plus skipped bytes) in bytes per second.
 func (p Progress) Rate() float64 {
 	d := p.UpdatedAt.Sub(p.StartedAt).Seconds()
 	if d <= 0 {
@@ -39,16 +53,13 @@ func (p Progress) Rate() float64 {
 	return float64(p.BytesWritten+p.BytesSkipped) / d
 }
 
-// ETA estimates the time left, or -1 when the total is unknown or nothing
-// has been written yet.
+// ETA estimates the time left from the share of the served bytes read so
+// far, or -1 when the total is unknown or nothing was read yet.
 func (p Progress) ETA() time.Duration {
-	r := p.Rate()
-	if p.TotalBytes <= 0 || r <= 0 {
+	if p.TotalBytes <= 0 || p.BytesRead <= 0 {
 		return -1
 	}
-	left := p.TotalBytes - p.BytesWritten - p.BytesSkipped
-	if left < 0 {
-		left = 0
-	}
-	return time.Duration(float64(left) / r * float64(time.Second))
+	elapsed := p.UpdatedAt.Sub(p.StartedAt)
+	left := max(p.TotalBytes-p.BytesRead, 0)
+	return time.Duration(float64(elapsed) * float64(left) / float64(p.BytesRead))
 }

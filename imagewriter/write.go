@@ -1,6 +1,7 @@
 package imagewriter
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -8,38 +9,84 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+	"github.com/rivetmetal/rivet/imagewriter/qcow2"
+	"github.com/rivetmetal/rivet/imagewriter/source"
 	"golang.org/x/sync/errgroup"
 )
+
+// Source is where an image comes from (URLs, HTTP client, auth header,
+// retry policy, read-gap timeout); see package source.
+type Source = source.Source
+
+// Retry is the download retry policy; see package source.
+type Retry = source.Retry
+
+// NewHTTPClient returns an HTTP client for image downloads; see
+// source.NewHTTPClient.
+func NewHTTPClient(connectTimeout time.Duration, proxy func(*http.Request) (*url.URL, error)) *http.Client {
+	return source.NewHTTPClient(connectTimeout, proxy)
+}
 
 // Defaults of Request's tuning fields.
 const (
 	DefaultBufferSize       = 4 << 20
 	DefaultBuffers          = 8
-	DefaultReadGapTimeout   = 60 * time.Second
 	DefaultProgressInterval = time.Second
+	// decodedBuffers × DefaultBufferSize is the decode stage's output
+	// memory; compressed input uses decodedInput buffers of 1 MiB.
+	decodedBuffers = 4
+	decodedInput   = 4
+	inputChunk     = 1 << 20
 )
 
-// Request describes one image write. Zero values of the tuning fields mean
-// the defaults above.
+// Request describes one image write. Zero values of the optional fields
+// mean: whole-disk image, format from the magic bytes with IPA's permitted
+// formats, zero runs skipped where the device zeroes cheaply, no read-back,
+// one HTTP stream, the default buffers.
 type Request struct {
 	Source Source
-	// Checksum is required: an image is never written unverified.
+	// Checksum is required: an image is never written unverified. It is
+	// over the bytes as served (compressed, or the qcow2 file).
 	Checksum Checksum
-	// Targets are the device paths to write, at least one; the same bytes
-	// go to each, concurrently.
+	// Targets are the device paths to write, at least one; the same image
+	// goes to each, concurrently, each with its own writer.
 	Targets []string
-	// BufferSize and Buffers size the buffer pool (Buffers × BufferSize is
-	// the pipeline's memory). BufferSize is rounded up to 4 KiB.
+	// DiskFormat is the declared disk_format ("raw", "qcow2", "gpt"); ""
+	// trusts the magic bytes. A mismatch is an error.
+	DiskFormat string
+	// PermittedFormats lists the disk formats allowed (IPA's
+	// permitted_image_formats); nil means DefaultPermittedFormats.
+	PermittedFormats []string
+	// Partition, when set, makes this a partition image: the layout is
+	// built first and the image streamed into the root partition.
+	Partition *PartitionImage
+	// Configdrive is a decoded config drive (an ISO 9660 image, at most
+	// MaxConfigdriveSize bytes) to place on a config-2 partition; nil
+	// means none.
+	Configdrive []byte
+	// NoZeroSkip writes zero runs as data even where the device could
+	// zero them without a transfer.
+	NoZeroSkip bool
+	// Verify reads every written range back after the flush and compares
+	// it with what was written (CRC-32C).
+	Verify bool
+	// ParallelStreams > 1 fetches the image with that many concurrent
+	// Range requests when the server serves ranges.
+	ParallelStreams int
+	// BufferSize and Buffers size the raw pipeline's buffer pool
+	// (Buffers × BufferSize is its memory). BufferSize is rounded up to
+	// 4 KiB.
 	BufferSize int
 	Buffers    int
-	// ReadGapTimeout fails the download when no data arrives for this long.
-	ReadGapTimeout time.Duration
 	// Progress, when set, is called every ProgressInterval and once at the
-	// end of each phase, from a single goroutine.
+	// end, from a single goroutine.
 	Progress         func(Progress)
 	ProgressInterval time.Duration
 	// Logger receives phase changes; nil means slog.Default().
@@ -50,21 +97,56 @@ type Request struct {
 type Result struct {
 	// URL is the source URL that served the image.
 	URL string
-	// Size is the image size in bytes.
+	// Size is the image size in bytes as served.
 	Size int64
+	// Format is the format found from the magic bytes.
+	Format Format
+	// ImageSize is the size of the disk image written (decoded).
+	ImageSize int64
 	// Checksum is the verified checksum.
 	Checksum Checksum
 	// Targets are the devices written.
 	Targets []string
-	// Timings holds per-phase durations.
+	// Disks holds one result per target, in Targets order.
+	Disks []DiskResult
+	// Resumes counts how often the download was resumed.
+	Resumes int
+	// Timings holds per-phase durations (download, decode and write
+	// overlap).
 	Timings map[string]time.Duration
 	// Duration is the whole write, from connect to verified.
 	Duration time.Duration
 }
 
+// DiskResult is what one target disk holds after the write.
+type DiskResult struct {
+	// Path is the device.
+	Path string
+	// Written and Skipped count data bytes written and zero bytes the
+	// device zeroed instead.
+	Written, Skipped int64
+	// Verified counts bytes read back, when Request.Verify was set.
+	Verified int64
+	// DiskID is the MBR disk signature ("0x" + 8 hex digits).
+	DiskID string
+	// PartitionTable is "gpt", "msdos" or "" when there is none.
+	PartitionTable string
+	// RootUUID is the root filesystem's UUID (its PARTUUID when it has
+	// none) for partition images; "" for whole-disk images.
+	RootUUID string
+	// ESPUUID is the EFI system partition's filesystem UUID (FAT serial
+	// "XXXX-XXXX"), if there is an ESP.
+	ESPUUID string
+	// Partitions maps roles ("root", "swap", "ephemeral", "configdrive",
+	// "efi system partition", "BIOS Boot partition") to device paths.
+	Partitions map[string]string
+}
+
 // Write streams the image to every target and verifies it. It returns an
 // error wrapping one of the package's error classes; an image whose size or
-// checksum is wrong is never reported as written.
+// checksum is wrong is never reported as written, and a disk left with a
+// partial or unverified image has its partition tables wiped so it cannot
+// boot.
 func Write(ctx context.Context, req Request) (*Result, error) {
 	w, err := newWriter(req)
 	if err != nil {
@@ -78,15 +160,20 @@ type writer struct {
 	log     *slog.Logger
 	start   time.Time
 	targets []target
+	sinks   []*sink
+	plans   []*diskPlan
 
 	mu         sync.Mutex
 	phase      string
 	phaseStart time.Time
 	timings    map[string]time.Duration
 	total      int64
+	imageSize  int64
+	srcURL     string
+	dirty      bool // the targets' old contents were changed
 
 	read    atomic.Int64
-	written []atomic.Int64
+	decoded atomic.Int64
 }
 
 func newWriter(req Request) (*writer, error) {
@@ -99,15 +186,15 @@ func newWriter(req Request) (*writer, error) {
 	if _, err := req.Checksum.newHash(); err != nil {
 		return nil, err
 	}
+	if len(req.Configdrive) > MaxConfigdriveSize {
+		return nil, fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrConfigdrive, len(req.Configdrive), MaxConfigdriveSize)
+	}
 	if req.BufferSize <= 0 {
 		req.BufferSize = DefaultBufferSize
 	}
 	req.BufferSize = (req.BufferSize + alignment - 1) / alignment * alignment
 	if req.Buffers <= 0 {
 		req.Buffers = DefaultBuffers
-	}
-	if req.ReadGapTimeout <= 0 {
-		req.ReadGapTimeout = DefaultReadGapTimeout
 	}
 	if req.ProgressInterval <= 0 {
 		req.ProgressInterval = DefaultProgressInterval
@@ -116,7 +203,22 @@ func newWriter(req Request) (*writer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &writer{req: req, log: log, timings: map[string]time.Duration{}, written: make([]atomic.Int64, len(req.Targets))}, nil
+	if req.Source.Logger == nil {
+		req.Source.Logger = log
+	}
+	return &writer{req: req, log: log, timings: map[string]time.Duration{}}, nil
+}
+
+func (w *writer) srcName() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return source.Redact(w.srcURL)
+}
+
+func (w *writer) setImageSize(n int64) {
+	w.mu.Lock()
+	w.imageSize = n
+	w.mu.Unlock()
 }
 
 func (w *writer) run(ctx context.Context) (res *Result, err error) {
@@ -130,37 +232,60 @@ func (w *writer) run(ctx context.Context) (res *Result, err error) {
 		w.targets = append(w.targets, t)
 	}
 	defer func() {
+		if err != nil && w.dirty {
+			err = w.invalidate(err)
+		}
 		if cerr := w.closeTargets(); cerr != nil && err == nil {
 			err = fmt.Errorf("%w: close: %w", ErrTarget, cerr)
 		}
 	}()
-
 	stopProgress := w.startProgress()
 	defer stopProgress()
 
+	// Plan every disk (pure: nothing is written yet), so the image can be
+	// refused before any disk is touched.
+	for _, t := range w.targets {
+		plan, err := w.planDisk(t)
+		if err != nil {
+			return nil, err
+		}
+		w.plans = append(w.plans, plan)
+		w.sinks = append(w.sinks, newSink(t, plan.imageBase, plan.imageLimit, !w.req.NoZeroSkip, w.req.Verify))
+	}
+
 	w.setPhase(PhaseConnect)
-	streamCtx, cancelStream := context.WithCancel(ctx)
-	defer cancelStream()
-	st, err := w.req.Source.open(streamCtx)
+	st, err := w.req.Source.Open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer st.body.Close()
+	defer st.Close()
 	w.mu.Lock()
-	w.total = max(st.size, 0)
+	w.total, w.srcURL = max(st.Size(), 0), st.URL()
 	w.mu.Unlock()
-	if st.size >= 0 {
-		for _, t := range w.targets {
-			if st.size > t.Size() {
-				return nil, fmt.Errorf("%w: image %s is %d bytes, %s holds %d; nothing was written",
-					ErrTooLarge, redactURL(st.url), st.size, t.Path(), t.Size())
-			}
-		}
+
+	probe := make([]byte, sniffBytes)
+	n, eof, err := fill(st, probe)
+	if err != nil {
+		return nil, err
 	}
-	w.log.Info("writing image", "url", redactURL(st.url), "size", st.size, "targets", w.req.Targets, "checksum", w.req.Checksum.Algo)
+	probe = probe[:n]
+	w.read.Store(int64(n))
+	format := DetectFormat(probe)
+	var qmap *qcow2.Map
+	if err := w.precheck(ctx, st, probe, eof, format, &qmap); err != nil {
+		return nil, err
+	}
+	w.log.Info("writing image", "url", w.srcName(), "size", st.Size(), "format", format,
+		"targets", w.req.Targets, "checksum", w.req.Checksum.Algo, "partition_image", w.req.Partition != nil)
+
+	w.setPhase(PhasePrepare)
+	w.dirty = true
+	if err := w.prepare(ctx); err != nil {
+		return nil, err
+	}
 
 	w.setPhase(PhaseDownload)
-	sum, size, err := w.pump(ctx, st, cancelStream)
+	sum, size, err := w.pump(ctx, st, probe, eof, format, qmap)
 	if err != nil {
 		return nil, err
 	}
@@ -169,134 +294,386 @@ func (w *writer) run(ctx context.Context) (res *Result, err error) {
 	if err := w.flush(ctx); err != nil {
 		return nil, err
 	}
-
-	w.setPhase(PhaseVerify)
 	if sum != w.req.Checksum.Value {
-		return nil, fmt.Errorf("%w: %s of %s is %s, expected %s (%d bytes written to %v; do not boot them)",
-			ErrChecksum, w.req.Checksum.Algo, redactURL(st.url), sum, w.req.Checksum.Value, size, w.req.Targets)
+		return nil, fmt.Errorf("%w: %s of %s is %s, expected %s", ErrChecksum, w.req.Checksum.Algo, w.srcName(), sum, w.req.Checksum.Value)
 	}
-	for _, t := range w.targets {
-		if err := t.RereadPartitions(); err != nil {
+	w.log.Info("image checksum verified", "algo", w.req.Checksum.Algo, "bytes", size)
+	verified := make([]int64, len(w.sinks))
+	if w.req.Verify {
+		w.setPhase(PhaseVerify)
+		if err := w.readBack(ctx, verified); err != nil {
 			return nil, err
 		}
 	}
+	if len(w.req.Configdrive) > 0 {
+		w.setPhase(PhaseConfigdrive)
+	} else {
+		w.setPhase(PhaseFinalize)
+	}
+	disks, err := w.finish(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w.dirty = false
 	w.setPhase(PhaseDone)
 	w.mu.Lock()
 	timings := maps.Clone(w.timings)
+	imageSize := w.imageSize
 	w.mu.Unlock()
-	res = &Result{URL: st.url, Size: size, Checksum: w.req.Checksum, Targets: w.req.Targets,
-		Timings: timings, Duration: time.Since(w.start)}
-	w.log.Info("image written and verified", "url", redactURL(st.url), "bytes", size,
-		"seconds", res.Duration.Seconds(), "mb_per_s", float64(size)/1e6/res.Duration.Seconds())
+	for i := range disks {
+		disks[i].Written = w.sinks[i].written.Load()
+		disks[i].Skipped = w.sinks[i].skipped.Load()
+		disks[i].Verified = verified[i]
+	}
+	res = &Result{URL: st.URL(), Size: size, Format: format, ImageSize: imageSize, Checksum: w.req.Checksum,
+		Targets: w.req.Targets, Disks: disks, Resumes: st.Resumes(), Timings: timings, Duration: time.Since(w.start)}
+	w.log.Info("image written and verified", "url", w.srcName(), "format", format, "bytes", size, "image_bytes", imageSize,
+		"skipped", disks[0].Skipped, "seconds", res.Duration.Seconds(), "mb_per_s", float64(imageSize)/1e6/res.Duration.Seconds(),
+		"resumes", res.Resumes)
 	return res, nil
 }
 
-// pump runs the fetch, hash and write stages concurrently and returns the
-// hex digest and the image size.
-func (w *writer) pump(ctx context.Context, st *stream, cancelStream func()) (string, int64, error) {
-	pool := newBufferPool(w.req.Buffers, w.req.BufferSize)
-	hashCh := make(chan *chunk, w.req.Buffers)
-	writeChs := make([]chan *chunk, len(w.targets))
-	for i := range writeChs {
-		writeChs[i] = make(chan *chunk, w.req.Buffers)
-	}
-	h, _ := w.req.Checksum.newHash()
-	g, gctx := errgroup.WithContext(ctx)
-	// Closing the stream is what unblocks a read when another stage fails.
-	stopWatch := context.AfterFunc(gctx, cancelStream)
-	defer stopWatch()
-
-	var size int64
-	g.Go(func() error {
-		defer func() {
-			close(hashCh)
-			for _, c := range writeChs {
-				close(c)
+// precheck refuses an image that cannot be written, before any disk is
+// touched: format checks, and size checks where the size is known.
+func (w *writer) precheck(ctx context.Context, st *source.Stream, probe []byte, eof bool, format Format, qmap **qcow2.Map) error {
+	switch {
+	case format == FormatRaw:
+		if err := checkFormat(format, w.req.DiskFormat, w.req.PermittedFormats, probe); err != nil {
+			return err
+		}
+		if st.Size() >= 0 {
+			w.setImageSize(st.Size())
+			for _, s := range w.sinks {
+				if st.Size() > s.limit {
+					return fmt.Errorf("%w: image %s is %d bytes, %s has %d; nothing was written",
+						ErrTooLarge, w.srcName(), st.Size(), s.t.Path(), s.limit)
+				}
 			}
-		}()
-		body := newGapReader(st.body, w.req.ReadGapTimeout, cancelStream)
-		defer body.stop()
-		var off int64
+		}
+	case format.compressed():
+		// Decode the start of the stream to check what it holds.
+		dec, closeDec, err := newDecompressor(format, bytes.NewReader(probe))
+		if err != nil {
+			return fmt.Errorf("%w: %s stream of %s: %w", ErrFormat, format, w.srcName(), err)
+		}
+		head := make([]byte, 8192)
+		n, _ := io.ReadFull(dec, head)
+		closeDec()
+		head = head[:n]
+		if DetectFormat(head) == FormatQcow2 {
+			return fmt.Errorf("%w: a qcow2 image inside %s cannot be streamed; serve it uncompressed (qcow2 compresses its own clusters)", ErrFormat, format)
+		}
+		if err := checkFormat(format, w.req.DiskFormat, w.req.PermittedFormats, head); err != nil {
+			return err
+		}
+		if format == FormatZstd {
+			var zh zstd.Header
+			if zh.Decode(probe) == nil && zh.HasFCS {
+				for _, s := range w.sinks {
+					if int64(zh.FrameContentSize) > s.limit {
+						return fmt.Errorf("%w: image %s decompresses to %d bytes, %s has %d; nothing was written",
+							ErrTooLarge, w.srcName(), zh.FrameContentSize, s.t.Path(), s.limit)
+					}
+				}
+			}
+		}
+	case format == FormatQcow2:
+		if err := checkFormat(format, w.req.DiskFormat, w.req.PermittedFormats, nil); err != nil {
+			return err
+		}
+		m, err := qcow2.ReadMap(ctx, readerAtCtx{ctx, st}, st.Size(), 8)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, source.ErrDownload) {
+				return fmt.Errorf("reading the qcow2 tables of %s: %w", w.srcName(), err)
+			}
+			return fmt.Errorf("%w: %s: %w", ErrFormat, w.srcName(), err)
+		}
+		vsize := int64(m.Header.Size)
+		w.setImageSize(vsize)
+		for _, s := range w.sinks {
+			if vsize > s.limit {
+				return fmt.Errorf("%w: qcow2 image %s has a virtual size of %d bytes, %s has %d; nothing was written",
+					ErrTooLarge, w.srcName(), vsize, s.t.Path(), s.limit)
+			}
+		}
+		w.log.Info("qcow2 image", "virtual_size", vsize, "cluster_size", m.Header.ClusterSize(), "data_bytes", m.DataBytes,
+			"extents", len(m.Extents), "compression_type", m.Header.CompressionType, "version", m.Header.Version)
+		*qmap = m
+	}
+	return nil
+}
+
+// pump runs the fetch, hash, decode and write stages concurrently and
+// returns the hex digest and the number of bytes served.
+func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof bool, format Format, qmap *qcow2.Map) (string, int64, error) {
+	g, gctx := errgroup.WithContext(ctx)
+	h, _ := w.req.Checksum.newHash()
+	// Raw images go from the fetch buffers straight to the disks; the
+	// others get small input buffers and a pool for the decoded output.
+	inCount, inSize := w.req.Buffers, w.req.BufferSize
+	if format != FormatRaw {
+		inCount, inSize = decodedInput, inputChunk
+	}
+	in := newBufferPool(inCount, inSize)
+	hashCh := make(chan *chunk, inCount)
+	decCh := make(chan *chunk, inCount)
+	sinkChs := make([]chan *chunk, len(w.sinks))
+	for i := range sinkChs {
+		sinkChs[i] = make(chan *chunk, max(w.req.Buffers, decodedBuffers))
+	}
+	closeSinks := func() {
+		for _, c := range sinkChs {
+			close(c)
+		}
+	}
+
+	// A failing stage must not wait for a slow server: aborting the
+	// stream ends a blocked read.
+	stopAbort := context.AfterFunc(gctx, st.Abort)
+	defer stopAbort()
+	var served int64
+	dlStart := time.Now()
+	g.Go(func() error {
+		first := &chunk{buf: probe, n: len(probe)}
+		var err error
+		if w.req.ParallelStreams > 1 && st.RangeOK() && st.Size() > int64(len(probe))+int64(2*inSize) {
+			served, err = w.fetchParallel(gctx, st, first, in, hashCh, decCh)
+		} else {
+			served, err = w.fetch(gctx, st, first, eof, in, hashCh, decCh)
+		}
+		w.span(PhaseDownload, dlStart)
+		if err != nil {
+			return err
+		}
+		close(hashCh)
+		close(decCh)
+		return nil
+	})
+	g.Go(func() error {
 		for {
-			var c *chunk
 			select {
-			case c = <-pool.free:
+			case c, ok := <-hashCh:
+				if !ok {
+					return nil
+				}
+				h.Write(c.data())
+				c.release()
 			case <-gctx.Done():
 				return gctx.Err()
 			}
-			n, eof, err := fill(body, c.buf)
-			if err != nil {
-				pool.put(c)
-				if gctx.Err() != nil && ctx.Err() == nil {
-					return gctx.Err() // another stage failed first
-				}
-				return w.readError(st, off+int64(n), err)
-			}
-			if n > 0 {
-				for _, t := range w.targets {
-					if off+int64(n) > t.Size() {
-						pool.put(c)
-						return fmt.Errorf("%w: image %s is over %d bytes, %s holds %d",
-							ErrTooLarge, redactURL(st.url), off+int64(n), t.Path(), t.Size())
-					}
-				}
-				c.n, c.off = n, off
-				c.refs.Store(int32(1 + len(writeChs)))
-				hashCh <- c
-				for _, ch := range writeChs {
-					ch <- c
-				}
-				off += int64(n)
-				w.read.Store(off)
-			} else {
-				pool.put(c)
-			}
-			if eof {
-				if st.size >= 0 && off != st.size {
-					return fmt.Errorf("%w: %s ended after %d of %d bytes", ErrTruncated, redactURL(st.url), off, st.size)
-				}
-				size = off
-				w.setPhase(PhaseWrite)
-				return nil
-			}
 		}
 	})
 	g.Go(func() error {
-		for c := range hashCh {
-			h.Write(c.data())
-			c.release()
+		decStart := time.Now()
+		defer func() {
+			if format != FormatRaw {
+				w.span(PhaseDecode, decStart)
+			}
+		}()
+		if format == FormatRaw {
+			if err := w.forwardRaw(gctx, decCh, sinkChs); err != nil {
+				return err
+			}
+			closeSinks()
+			return nil
 		}
+		em := &emitter{ctx: gctx, pool: newBufferPool(decodedBuffers, w.req.BufferSize), outs: sinkChs}
+		cr := &chunkReader{ctx: gctx, ch: decCh}
+		defer cr.close()
+		var err error
+		if format == FormatQcow2 {
+			err = w.convertMap(gctx, qmap, cr, em)
+		} else {
+			err = w.decompress(gctx, format, cr, em)
+		}
+		if err != nil {
+			return err
+		}
+		closeSinks()
 		return nil
 	})
-	for i, t := range w.targets {
+	for i, s := range w.sinks {
 		g.Go(func() error {
-			for c := range writeChs[i] {
-				if gctx.Err() != nil {
+			for {
+				select {
+				case c, ok := <-sinkChs[i]:
+					if !ok {
+						return nil
+					}
+					err := s.write(c)
 					c.release()
-					continue // drain so the pool refills and the reader can stop
+					if err != nil {
+						return err
+					}
+				case <-gctx.Done():
+					return gctx.Err()
 				}
-				if _, err := t.WriteAt(c.data(), c.off); err != nil {
-					c.release()
-					return err
-				}
-				w.written[i].Add(int64(c.n))
-				c.release()
 			}
-			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
+	err := g.Wait()
+	w.writeSpan()
+	if err != nil {
 		if ctx.Err() != nil {
 			return "", 0, fmt.Errorf("image write cancelled: %w", ctx.Err())
 		}
 		return "", 0, err
 	}
-	return hex.EncodeToString(h.Sum(nil)), size, nil
+	if st.Size() >= 0 && served != st.Size() {
+		return "", 0, fmt.Errorf("%w: %s ended after %d of %d bytes", ErrTruncated, w.srcName(), served, st.Size())
+	}
+	if format == FormatRaw {
+		w.setImageSize(served)
+	} else if format.compressed() {
+		w.setImageSize(w.decoded.Load())
+	}
+	return hex.EncodeToString(h.Sum(nil)), served, nil
+}
+
+// send hands a served chunk to the hash and decode stages.
+func send(ctx context.Context, c *chunk, hashCh, decCh chan<- *chunk) error {
+	c.refs.Store(2)
+	for _, ch := range []chan<- *chunk{hashCh, decCh} {
+		select {
+		case ch <- c:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// fetch reads the stream in order into pool buffers.
+func (w *writer) fetch(ctx context.Context, st *source.Stream, first *chunk, eof bool, in *bufferPool, hashCh, decCh chan<- *chunk) (int64, error) {
+	off := int64(first.n)
+	if first.n > 0 {
+		if err := send(ctx, first, hashCh, decCh); err != nil {
+			return 0, err
+		}
+	}
+	for !eof {
+		c, err := in.get(ctx)
+		if err != nil {
+			return off, err
+		}
+		var n int
+		n, eof, err = fill(st, c.buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return off, ctx.Err()
+			}
+			return off, err
+		}
+		if n == 0 {
+			continue
+		}
+		c.n, c.off = n, off
+		if err := send(ctx, c, hashCh, decCh); err != nil {
+			return off, err
+		}
+		off += int64(n)
+		w.read.Store(off)
+	}
+	return off, nil
+}
+
+// fetchParallel reads the image with several Range requests at once,
+// each filling one pool buffer, and hands the buffers on in order.
+func (w *writer) fetchParallel(ctx context.Context, st *source.Stream, first *chunk, in *bufferPool, hashCh, decCh chan<- *chunk) (int64, error) {
+	size, base, seg := st.Size(), int64(first.n), int64(in.size)
+	nseg := (size - base + seg - 1) / seg
+	st.Close() // the segments use their own requests
+	if err := send(ctx, first, hashCh, decCh); err != nil {
+		return 0, err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	var next atomic.Int64
+	done := make(chan *chunk, w.req.ParallelStreams)
+	for range w.req.ParallelStreams {
+		g.Go(func() error {
+			for {
+				// Take the buffer first, then the segment: the lowest
+				// segment not yet fetched always has a buffer.
+				c, err := in.get(gctx)
+				if err != nil {
+					return err
+				}
+				k := next.Add(1) - 1
+				if k >= nseg {
+					c.refs.Store(1)
+					c.release()
+					return nil
+				}
+				off := base + k*seg
+				n := int(min(seg, size-off))
+				if _, err := st.ReadAtContext(gctx, c.buf[:n], off); err != nil {
+					return err
+				}
+				c.n, c.off = n, off
+				select {
+				case done <- c:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+		})
+	}
+	var fetchErr error
+	go func() { fetchErr = g.Wait(); close(done) }()
+	pending := map[int64]*chunk{}
+	off := base
+	for c := range done {
+		pending[c.off] = c
+		for {
+			p, ok := pending[off]
+			if !ok {
+				break
+			}
+			delete(pending, off)
+			n := int64(p.n)
+			if err := send(ctx, p, hashCh, decCh); err != nil {
+				for range done {
+				}
+				return off, err
+			}
+			off += n
+			w.read.Store(off)
+		}
+	}
+	if fetchErr != nil {
+		return off, fetchErr
+	}
+	return off, nil
+}
+
+// forwardRaw passes served chunks to every sink unchanged.
+func (w *writer) forwardRaw(ctx context.Context, decCh <-chan *chunk, outs []chan *chunk) error {
+	for {
+		var c *chunk
+		var ok bool
+		select {
+		case c, ok = <-decCh:
+			if !ok {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		c.refs.Add(int32(len(outs)))
+		c.release()
+		w.decoded.Store(c.off + int64(c.n))
+		for _, ch := range outs {
+			select {
+			case ch <- c:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
 }
 
 // fill reads until buf is full or the stream ends. eof is true at a clean
-// end of stream; any other failure (a connection reset, an HTTP body shorter
-// than its Content-Length) is returned as err.
+// end of stream; any other failure is returned as err.
 func fill(r io.Reader, buf []byte) (n int, eof bool, err error) {
 	for n < len(buf) {
 		m, err := r.Read(buf[n:])
@@ -311,19 +688,42 @@ func fill(r io.Reader, buf []byte) (n int, eof bool, err error) {
 	return n, false, nil
 }
 
-func (w *writer) readError(st *stream, at int64, err error) error {
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("%w: %s ended after %d of %d bytes: %w", ErrTruncated, redactURL(st.url), at, st.size, err)
-	}
-	return fmt.Errorf("%w: reading %s at byte %d: %w", ErrDownload, redactURL(st.url), at, err)
-}
-
 func (w *writer) flush(ctx context.Context) error {
 	g, _ := errgroup.WithContext(ctx)
 	for _, t := range w.targets {
 		g.Go(t.Flush)
 	}
 	return g.Wait()
+}
+
+func (w *writer) readBack(ctx context.Context, verified []int64) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for i, s := range w.sinks {
+		g.Go(func() error {
+			n, err := s.readBack(gctx, alignedBuffer(w.req.BufferSize))
+			verified[i] = n
+			return err
+		})
+	}
+	return g.Wait()
+}
+
+// invalidate wipes the partition tables and signatures of disks left with
+// a partial or unverified image, so they cannot boot it; err is returned
+// with what was done.
+func (w *writer) invalidate(err error) error {
+	var failed []string
+	for _, t := range w.targets {
+		if werr := wipeSignatures(t); werr != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", t.Path(), werr))
+		} else {
+			_ = t.Flush()
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%w (and wiping the partial image failed: %v; do not boot %v)", err, failed, w.req.Targets)
+	}
+	return fmt.Errorf("%w (partition tables on %v wiped so the partial image cannot boot)", err, w.req.Targets)
 }
 
 func (w *writer) closeTargets() error {
@@ -335,13 +735,12 @@ func (w *writer) closeTargets() error {
 	return errors.Join(errs...)
 }
 
-// setPhase ends the current phase, recording its duration, and starts p.
-// Download and write overlap: "download" runs until the source's last byte
-// was read, "write" from then until every target has it.
+// setPhase ends the current sequential phase, recording its duration,
+// and starts p.
 func (w *writer) setPhase(p string) {
 	now := time.Now()
 	w.mu.Lock()
-	if w.phase != "" {
+	if w.phase != "" && w.phase != PhaseDownload {
 		w.timings[w.phase] += now.Sub(w.phaseStart)
 	}
 	w.phase, w.phaseStart = p, now
@@ -349,15 +748,45 @@ func (w *writer) setPhase(p string) {
 	w.log.Debug("image write phase", "phase", p)
 }
 
+// span records a concurrent stage's duration.
+func (w *writer) span(name string, start time.Time) {
+	w.mu.Lock()
+	w.timings[name] = time.Since(start)
+	w.mu.Unlock()
+}
+
+// writeSpan records the write stage: from the first sink write to the last.
+func (w *writer) writeSpan() {
+	var first, last time.Time
+	for _, s := range w.sinks {
+		s.mu.Lock()
+		if !s.first.IsZero() && (first.IsZero() || s.first.Before(first)) {
+			first = s.first
+		}
+		if s.last.After(last) {
+			last = s.last
+		}
+		s.mu.Unlock()
+	}
+	if !first.IsZero() {
+		w.mu.Lock()
+		w.timings[PhaseWrite] = last.Sub(first)
+		w.mu.Unlock()
+	}
+}
+
 func (w *writer) snapshot() Progress {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	p := Progress{Phase: w.phase, BytesRead: w.read.Load(), TotalBytes: w.total,
-		StartedAt: w.start, UpdatedAt: time.Now(), Timings: maps.Clone(w.timings)}
-	for i := range w.written {
-		v := w.written[i].Load()
-		if i == 0 || v < p.BytesWritten {
-			p.BytesWritten = v
+	p := Progress{Phase: w.phase, BytesRead: w.read.Load(), BytesDecoded: w.decoded.Load(), TotalBytes: w.total,
+		ImageSize: w.imageSize, StartedAt: w.start, UpdatedAt: time.Now(), Timings: maps.Clone(w.timings)}
+	if p.Phase == PhaseDownload && p.BytesRead >= p.TotalBytes && p.TotalBytes > 0 {
+		p.Phase = PhaseWrite
+	}
+	for i, s := range w.sinks {
+		v, sk := s.written.Load(), s.skipped.Load()
+		if i == 0 || v+sk < p.BytesWritten+p.BytesSkipped {
+			p.BytesWritten, p.BytesSkipped = v, sk
 		}
 	}
 	return p
@@ -390,3 +819,5 @@ func (w *writer) startProgress() func() {
 		<-finished
 	}
 }
+
+func redact(u string) string { return source.Redact(u) }

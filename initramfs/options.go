@@ -26,9 +26,13 @@ var DefaultCommands = []string{
 }
 
 // DefaultLoadModules are the kernel modules named in
-// /lib/modules-load.d/rivet.conf: the virtio drivers a QEMU node needs.
-// Their dependencies are resolved through modules.dep at boot.
-var DefaultLoadModules = []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_rng"}
+// /lib/modules-load.d/rivet.conf: the virtio drivers a QEMU node needs,
+// efivarfs (UEFI boot entries), and vfat with its code pages (mounting an
+// EFI system partition: the ramdisk has no modprobe helper for the
+// kernel's on-demand loading). Dependencies are resolved through
+// modules.dep at boot.
+var DefaultLoadModules = []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_rng",
+	"efivarfs", "vfat", "nls_cp437", "nls_ascii"}
 
 // Compression is the compression of the output archive.
 type Compression string

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rivetmetal/rivet/internal/pause"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -130,18 +131,7 @@ func (cfg *Config) defaults() {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Sleep == nil {
-		cfg.Sleep = sleep
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+		cfg.Sleep = pause.For
 	}
 }
 

@@ -19,7 +19,14 @@ if [ -z "$pkg" ]; then
   exit 1
 fi
 pkgver=$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')
-if [ -f "$dir/package" ] && [ "$(cat "$dir/package")" = "$pkg $pkgver" ] && [ -f "$dir/vmlinuz" ]; then
+# The drivers a QEMU node needs (virtio is modular in Debian's kernels) and
+# what a UEFI deploy needs: efivarfs for boot entries, FAT and its code
+# pages to mount an EFI system partition.
+modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
+         failover net_failover virtio_net virtio_blk virtio-rng
+         efivarfs fat vfat nls_cp437 nls_ascii"
+stamp="$pkg $pkgver $(echo $modules)"
+if [ -f "$dir/package" ] && [ "$(cat "$dir/package")" = "$stamp" ] && [ -f "$dir/vmlinuz" ]; then
   exit 0
 fi
 kver=${pkg#linux-image-}
@@ -34,9 +41,7 @@ mods="$dir/modules/lib/modules/$kver"
 mkdir -p "$mods"
 cp "$work/x/boot/vmlinuz-$kver" "$dir/vmlinuz"
 src="$work/x/lib/modules/$kver"
-# The drivers a QEMU node needs; virtio is modular in Debian's kernels.
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-         failover net_failover virtio_net virtio_blk virtio-rng; do
+for m in $modules; do
   f=$(find "$src/kernel" -name "$m.ko*" | head -1)
   if [ -z "$f" ]; then echo "fetch-kernel: module $m not found" >&2; exit 1; fi
   rel=${f#$src/}
@@ -46,5 +51,5 @@ done
 cp "$src/modules.builtin" "$src/modules.order" "$mods/" 2>/dev/null || true
 depmod -b "$dir/modules" "$kver"
 echo "$kver" > "$dir/version"
-echo "$pkg $pkgver" > "$dir/package"
+echo "$stamp" > "$dir/package"
 echo "fetch-kernel: $(du -h "$dir/vmlinuz" | cut -f1) vmlinuz, modules in $mods"

@@ -4,7 +4,7 @@
 # refreshed only when something is missing. Package scripts are kept from
 # starting services (there is no init system here; tests start what they need).
 #
-# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test
+# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test, ironic, postgres
 set -euo pipefail
 
 groups=("$@")
@@ -17,7 +17,12 @@ for g in "${groups[@]}"; do
     vm) pkgs+=(qemu-system-x86 qemu-utils ovmf grub-efi-amd64-bin grub-common kmod
                e2fsprogs dosfstools util-linux zstd xz-utils ca-certificates curl python3) ;;
     # Real peers the test suite talks to.
-    test) pkgs+=(python3-ironicclient) ;;
+    test) pkgs+=(python3-ironicclient fuseiso) ;;
+    # The real Ironic (API + conductor) that drives rivet-agent in the
+    # compatibility tests.
+    ironic) pkgs+=(ironic-api ironic-conductor python3-ironicclient) ;;
+    # The conductor's second store backend, started on loopback by the tests.
+    postgres) pkgs+=(postgresql) ;;
     *) echo "install-deps: unknown group $g" >&2; exit 2 ;;
   esac
 done

@@ -144,6 +144,9 @@ type Progress struct {
 // ProgressResult is the command_result of a running command.
 type ProgressResult struct {
 	Progress *Progress `json:"progress,omitempty"`
+	// Disks is the per-disk state of a command that works on several
+	// disks at once (the erase steps).
+	Disks []DiskProgress `json:"disks,omitempty"`
 }
 
 // ImageResult is the command_result of standby.prepare_image and the

@@ -69,7 +69,7 @@ func TestGoldenIronicRequests(t *testing.T) {
 	var ib CommandRequest
 	load(t, "direct-deploy-image.install_bootloader.json", &ib)
 	var ip InstallBootloaderParams
-	if err := json.Unmarshal(ib.Params, &ip); err != nil || ip.TargetBootMode != "uefi" {
+	if err := json.Unmarshal(ib.Params, &ip); err != nil || StringValue(ip.TargetBootMode) != "uefi" {
 		t.Fatalf("install_bootloader params: %+v %v", ip, err)
 	}
 

@@ -76,10 +76,30 @@ type PartitionUUIDs struct {
 }
 
 // InstallBootloaderParams are the params of image.install_bootloader.
+// Ironic sends the UUIDs as null when it has none (a whole-disk image has
+// no root UUID, a BIOS node no ESP), and leaves target_boot_mode out when
+// it retries an agent that refused it.
 type InstallBootloaderParams struct {
-	RootUUID                string `json:"root_uuid"`
-	EFISystemPartUUID       string `json:"efi_system_part_uuid,omitempty"`
-	PRePBootPartUUID        string `json:"prep_boot_part_uuid,omitempty"`
-	TargetBootMode          string `json:"target_boot_mode,omitempty"`
-	IgnoreBootloaderFailure *bool  `json:"ignore_bootloader_failure,omitempty"`
+	RootUUID                *string `json:"root_uuid"`
+	EFISystemPartUUID       *string `json:"efi_system_part_uuid"`
+	PRePBootPartUUID        *string `json:"prep_boot_part_uuid"`
+	TargetBootMode          *string `json:"target_boot_mode,omitempty"`
+	IgnoreBootloaderFailure *bool   `json:"ignore_bootloader_failure,omitempty"`
+}
+
+// OptionalString returns a pointer to s, or nil for an empty s: the value
+// Ironic sends as null.
+func OptionalString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// StringValue returns *p, or "" for nil.
+func StringValue(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }

@@ -83,13 +83,15 @@ func run(ctx context.Context, args []string, stderr io.Writer, inRamdisk bool) e
 	if cfg.Debug {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// The log also goes to memory, for log.collect_system_logs.
+	logs := agent.NewLogBuffer(4 << 20)
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(stderr, logs), &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 	if !inRamdisk && len(cfg.BlockDevices) == 0 && !cfg.Standalone {
 		log.Warn("running outside the deploy ramdisk with no --ipa-block-devices: any local disk can be chosen",
 			"hint", "pass --ipa-block-devices=/dev/loopN,...")
 	}
-	opts := agent.Options{Logger: log}
+	opts := agent.Options{Logger: log, LogBuffer: logs}
 	if inRamdisk {
 		opts.Network = netup.Configurator{Log: log}
 	}

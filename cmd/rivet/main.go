@@ -1,11 +1,12 @@
 // Command rivet is the operator CLI of the Rivet conductor: enroll nodes
-// and ports, move nodes through their provision states, and deploy images
-// while watching the write progress.
+// and ports, move nodes through their provision states (deploy, rebuild,
+// clean, inspect, abort), control power, boot device and maintenance, and
+// watch an image write's progress. Exit statuses (cli.ExitCode) are
+// listed in the usage text.
 package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -19,9 +20,7 @@ func main() {
 	defer stop()
 	if err := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "rivet:", err)
-		if errors.Is(err, cli.ErrUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
+		stop()
+		os.Exit(cli.ExitCode(err))
 	}
 }

@@ -1,22 +1,29 @@
 // Package agentclient is the conductor's client of the deploy agent's HTTP
 // API (contract §1 and §4.4): POST <agent_url>/v1/commands/ with the wait
 // flag and the agent token in the query string, GET of the command list,
-// a per-call timeout, retries on connection failures, and "agent is busy"
-// reported as its own error so the caller retries on the next heartbeat.
+// a per-call timeout, retries on connection failures, polling of an
+// asynchronous command until it ends (install_bootloader), "agent is busy"
+// reported as its own error so the caller retries on the next heartbeat,
+// and TLS verified against the agent's own certificate (auto-TLS).
 package agentclient
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rivetmetal/rivet/internal/pause"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rivetmetal/rivet/agent/wire"
@@ -30,6 +37,14 @@ var ErrAgentBusy = errors.New("agent is busy")
 // ErrUnreachable is returned (wrapped) when the agent could not be reached
 // after every attempt.
 var ErrUnreachable = errors.New("agent unreachable")
+
+// ErrWaitTimeout is returned (wrapped) by Wait when the command is still
+// running after every poll.
+var ErrWaitTimeout = errors.New("timed out waiting for the agent command")
+
+// ErrBadCertificate is returned (wrapped) when the agent's verify CA is
+// not a PEM certificate.
+var ErrBadCertificate = errors.New("invalid agent certificate")
 
 // APIError is an error answer (HTTP status >= 400) of the agent API.
 type APIError struct {
@@ -45,6 +60,19 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("agent API error %d", e.Status)
 }
 
+// Endpoint is one running agent as the conductor reaches it.
+type Endpoint struct {
+	// URL is the agent's callback_url (http or https, no trailing slash).
+	URL string
+	// Token is the agent token, sent as ?agent_token= (never logged).
+	Token string
+	// VerifyCA is the agent's own certificate (PEM) from its heartbeats
+	// (agent_verify_ca). When set, an https agent is verified against it
+	// alone, host name checked against its IP SAN; when empty, https
+	// agents are verified against the system roots.
+	VerifyCA []byte
+}
+
 // Config configures a Client; zero fields take the defaults.
 type Config struct {
 	// Timeout bounds each HTTP call ([agent]command_timeout, default 60 s).
@@ -54,21 +82,30 @@ type Config struct {
 	MaxAttempts int
 	// RetryDelay is the pause between tries (default 1 s).
 	RetryDelay time.Duration
-	// HTTPClient is the client to use (default: a new http.Client).
+	// HTTPClient is the client for agents without a pinned certificate
+	// (default: a new http.Client). Clients for pinned certificates are
+	// built by the Client.
 	HTTPClient *http.Client
 	// Logger receives debug logs (default slog.Default()).
 	Logger *slog.Logger
 }
 
-// Client talks to deploy agents.
+// Client talks to deploy agents. It is safe for concurrent use.
 type Client struct {
 	cfg Config
 	hc  *http.Client
 	log *slog.Logger
+
+	mu     sync.Mutex
+	pinned map[[32]byte]*http.Client
 }
 
-// maxBody caps the size of an agent answer.
-const maxBody = 64 << 20
+// maxBody caps the size of an agent answer (system logs are the largest).
+const maxBody = 128 << 20
+
+// maxPinned bounds the cache of per-certificate clients; agents make a
+// new certificate on every boot.
+const maxPinned = 256
 
 // New returns a Client.
 func New(cfg Config) *Client {
@@ -89,97 +126,213 @@ func New(cfg Config) *Client {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Client{cfg: cfg, hc: hc, log: log}
+	return &Client{cfg: cfg, hc: hc, log: log, pinned: map[[32]byte]*http.Client{}}
+}
+
+// Close releases idle connections.
+func (c *Client) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, hc := range c.pinned {
+		hc.CloseIdleConnections()
+		delete(c.pinned, k)
+	}
+	c.hc.CloseIdleConnections()
+}
+
+// httpClient returns the client that reaches ep: the default one, or one
+// that trusts only the agent's pinned certificate.
+func (c *Client) httpClient(ep Endpoint) (*http.Client, error) {
+	if len(ep.VerifyCA) == 0 || !strings.HasPrefix(strings.ToLower(ep.URL), "https://") {
+		return c.hc, nil
+	}
+	key := sha256.Sum256(ep.VerifyCA)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if hc, ok := c.pinned[key]; ok {
+		return hc, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ep.VerifyCA) {
+		return nil, ErrBadCertificate
+	}
+	if len(c.pinned) >= maxPinned {
+		for k, hc := range c.pinned {
+			hc.CloseIdleConnections()
+			delete(c.pinned, k)
+		}
+	}
+	hc := &http.Client{Transport: &http.Transport{
+		Proxy:               nil, // agents are reached directly
+		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout: 10 * time.Second,
+		IdleConnTimeout:     90 * time.Second,
+		MaxIdleConnsPerHost: 2,
+	}}
+	c.pinned[key] = hc
+	return hc, nil
 }
 
 // Execute runs command name ("<extension>.<command>") with params on the
-// agent at agentURL. With wait, the answer holds the final result. A
-// command the agent accepted gives a result even when it FAILED; errors are
-// transport or API errors (ErrAgentBusy, ErrUnreachable, *APIError).
-func (c *Client) Execute(ctx context.Context, agentURL, token, name string, params any, wait bool) (*wire.CommandResult, error) {
+// agent. With wait, the answer holds the final result. A command the agent
+// accepted gives a result even when it FAILED; errors are transport or API
+// errors (ErrAgentBusy, ErrUnreachable, *APIError). If a POST is lost in a
+// dropped connection but the agent did start the command, the running
+// command is returned (Ironic's behaviour with big configdrives).
+func (c *Client) Execute(ctx context.Context, ep Endpoint, name string, params any, block bool) (*wire.CommandResult, error) {
 	if params == nil {
 		params = map[string]any{}
 	}
 	p, err := json.Marshal(params)
 	if err != nil {
-		return nil, fmt.Errorf("agent %s: %s: encode params: %w", agentURL, name, err)
+		return nil, fmt.Errorf("agent %s: %s: encode params: %w", ep.URL, name, err)
 	}
 	body, err := json.Marshal(wire.CommandRequest{Name: name, Params: p})
 	if err != nil {
-		return nil, fmt.Errorf("agent %s: %s: encode request: %w", agentURL, name, err)
+		return nil, fmt.Errorf("agent %s: %s: encode request: %w", ep.URL, name, err)
+	}
+	hc, err := c.httpClient(ep)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: %s: %w", ep.URL, name, err)
 	}
 	q := url.Values{}
-	q.Set("wait", strconv.FormatBool(wait))
-	q.Set("agent_token", token)
-	target := strings.TrimSuffix(agentURL, "/") + "/v1/commands/?" + q.Encode()
-	short := name
-	if i := strings.IndexByte(name, '.'); i >= 0 {
-		short = name[i+1:]
-	}
+	q.Set("wait", strconv.FormatBool(block))
+	q.Set("agent_token", ep.Token)
+	target := strings.TrimSuffix(ep.URL, "/") + "/v1/commands/?" + q.Encode()
+	short := ShortName(name)
 
 	var lastErr error
 	for attempt := 1; attempt <= c.cfg.MaxAttempts; attempt++ {
 		if attempt > 1 {
-			if err := sleep(ctx, c.cfg.RetryDelay); err != nil {
-				return nil, fmt.Errorf("agent %s: %s: %w", agentURL, name, err)
+			if err := pause.For(ctx, c.cfg.RetryDelay); err != nil {
+				return nil, fmt.Errorf("agent %s: %s: %w", ep.URL, name, err)
 			}
 			// The previous POST may have reached the agent before the
 			// connection dropped: if the command is running, it started.
-			if r := c.runningCommand(ctx, agentURL, token, short); r != nil {
+			if r := c.runningCommand(ctx, hc, ep, short); r != nil {
 				return r, nil
 			}
 		}
 		var res wire.CommandResult
-		status, err := c.do(ctx, http.MethodPost, target, body, &res)
+		status, err := c.do(ctx, hc, http.MethodPost, target, body, &res)
 		if err == nil {
 			return &res, nil
 		}
-		if status != 0 {
-			return nil, fmt.Errorf("agent %s: %s: %w", agentURL, name, err)
+		if status != 0 || ctx.Err() != nil {
+			return nil, fmt.Errorf("agent %s: %s: %w", ep.URL, name, err)
 		}
 		lastErr = err
-		c.log.Debug("agent command attempt failed", "agent", agentURL, "command", name,
+		c.log.Debug("agent command attempt failed", "agent", ep.URL, "command", name,
 			"attempt", attempt, "error", err)
 	}
-	if r := c.runningCommand(ctx, agentURL, token, short); r != nil {
+	if r := c.runningCommand(ctx, hc, ep, short); r != nil {
 		return r, nil
 	}
-	return nil, fmt.Errorf("agent %s: %s after %d attempts: %w: %w", agentURL, name, c.cfg.MaxAttempts, ErrUnreachable, lastErr)
+	return nil, fmt.Errorf("agent %s: %s after %d attempts: %w: %w", ep.URL, name, c.cfg.MaxAttempts, ErrUnreachable, lastErr)
 }
 
 // Commands returns the agent's command list, oldest first. The token is
 // sent as Ironic 2025.1 and later do (older agents ignore it).
-func (c *Client) Commands(ctx context.Context, agentURL, token string) (*wire.CommandList, error) {
-	target := strings.TrimSuffix(agentURL, "/") + "/v1/commands/"
-	if token != "" {
-		target += "?" + url.Values{"agent_token": {token}}.Encode()
+func (c *Client) Commands(ctx context.Context, ep Endpoint) (*wire.CommandList, error) {
+	hc, err := c.httpClient(ep)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: list commands: %w", ep.URL, err)
 	}
+	target := commandsURL(ep)
 	var lastErr error
 	for attempt := 1; attempt <= c.cfg.MaxAttempts; attempt++ {
 		if attempt > 1 {
-			if err := sleep(ctx, c.cfg.RetryDelay); err != nil {
-				return nil, fmt.Errorf("agent %s: list commands: %w", agentURL, err)
+			if err := pause.For(ctx, c.cfg.RetryDelay); err != nil {
+				return nil, fmt.Errorf("agent %s: list commands: %w", ep.URL, err)
 			}
 		}
 		var list wire.CommandList
-		status, err := c.do(ctx, http.MethodGet, target, nil, &list)
+		status, err := c.do(ctx, hc, http.MethodGet, target, nil, &list)
 		if err == nil {
 			return &list, nil
 		}
-		if status != 0 {
-			return nil, fmt.Errorf("agent %s: list commands: %w", agentURL, err)
+		if status != 0 || ctx.Err() != nil {
+			return nil, fmt.Errorf("agent %s: list commands: %w", ep.URL, err)
 		}
 		lastErr = err
 	}
-	return nil, fmt.Errorf("agent %s: list commands after %d attempts: %w: %w", agentURL, c.cfg.MaxAttempts, ErrUnreachable, lastErr)
+	return nil, fmt.Errorf("agent %s: list commands after %d attempts: %w: %w", ep.URL, c.cfg.MaxAttempts, ErrUnreachable, lastErr)
+}
+
+// firstPoll is the first delay of Wait's polling, doubled up to the
+// interval: a command that ends at once (install_bootloader on a UEFI
+// whole-disk image takes milliseconds) is seen without waiting a whole
+// interval.
+const firstPoll = 250 * time.Millisecond
+
+// Wait polls the agent's command list until its last command named short
+// ("install_bootloader") is no longer RUNNING, and returns it (Ironic's
+// _wait_for_command with [agent]command_wait_interval and
+// command_wait_attempts). Polls start firstPoll apart and back off to
+// interval; the whole wait is bounded by attempts × interval. A command
+// that never shows up is waited for like a running one.
+func (c *Client) Wait(ctx context.Context, ep Endpoint, short string, interval time.Duration, attempts int) (*wire.CommandResult, error) {
+	if attempts <= 0 {
+		attempts = 1
+	}
+	deadline := time.Now().Add(time.Duration(attempts) * interval)
+	delay := min(firstPoll, interval)
+	var lastErr error
+	for polls := 1; ; polls++ {
+		list, err := c.Commands(ctx, ep)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			lastErr = err
+		} else {
+			lastErr = nil
+			for j := len(list.Commands) - 1; j >= 0; j-- {
+				cmd := list.Commands[j]
+				if cmd.CommandName != short {
+					continue
+				}
+				if cmd.CommandStatus.Finished() {
+					return &cmd, nil
+				}
+				break
+			}
+		}
+		if !time.Now().Add(delay).Before(deadline) {
+			if lastErr != nil {
+				return nil, fmt.Errorf("agent %s: wait for %s after %d polls: %w: %w", ep.URL, short, polls, ErrWaitTimeout, lastErr)
+			}
+			return nil, fmt.Errorf("agent %s: %s still running after %d polls over %s: %w", ep.URL, short, polls, time.Duration(attempts)*interval, ErrWaitTimeout)
+		}
+		if err := pause.For(ctx, delay); err != nil {
+			return nil, fmt.Errorf("agent %s: wait for %s: %w", ep.URL, short, err)
+		}
+		delay = min(2*delay, interval)
+	}
+}
+
+// ShortName is a command's name without its extension prefix, as the agent
+// reports it in command_name ("standby.prepare_image" -> "prepare_image").
+func ShortName(name string) string {
+	if i := strings.IndexByte(name, '.'); i >= 0 {
+		return name[i+1:]
+	}
+	return name
+}
+
+func commandsURL(ep Endpoint) string {
+	target := strings.TrimSuffix(ep.URL, "/") + "/v1/commands/"
+	if ep.Token != "" {
+		target += "?" + url.Values{"agent_token": {ep.Token}}.Encode()
+	}
+	return target
 }
 
 // runningCommand returns the agent's last command when it is short and
 // RUNNING, else nil.
-func (c *Client) runningCommand(ctx context.Context, agentURL, token, short string) *wire.CommandResult {
-	target := strings.TrimSuffix(agentURL, "/") + "/v1/commands/?" + url.Values{"agent_token": {token}}.Encode()
+func (c *Client) runningCommand(ctx context.Context, hc *http.Client, ep Endpoint, short string) *wire.CommandResult {
 	var list wire.CommandList
-	if _, err := c.do(ctx, http.MethodGet, target, nil, &list); err != nil {
+	if _, err := c.do(ctx, hc, http.MethodGet, commandsURL(ep), nil, &list); err != nil {
 		return nil
 	}
 	if last := list.Last(); last != nil && last.CommandName == short && last.CommandStatus == wire.StatusRunning {
@@ -191,7 +344,7 @@ func (c *Client) runningCommand(ctx context.Context, agentURL, token, short stri
 // do performs one call. A transport failure returns status 0; an HTTP
 // error returns its status and an *APIError (wrapping ErrAgentBusy when
 // the agent is busy). Errors never contain the URL, which holds the token.
-func (c *Client) do(ctx context.Context, method, target string, body []byte, out any) (int, error) {
+func (c *Client) do(ctx context.Context, hc *http.Client, method, target string, body []byte, out any) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	var rd io.Reader
@@ -204,7 +357,7 @@ func (c *Client) do(ctx context.Context, method, target string, body []byte, out
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
-	resp, err := c.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, redact(err)
 	}
@@ -236,15 +389,4 @@ func redact(err error) error {
 		return fmt.Errorf("%s: %w", strings.ToLower(ue.Op), ue.Err)
 	}
 	return err
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -2,8 +2,15 @@ package agentclient
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -35,7 +42,7 @@ func TestExecuteSendsIronicShape(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	res, err := newClient().Execute(context.Background(), srv.URL, token, "standby.get_partition_uuids", nil, true)
+	res, err := newClient().Execute(context.Background(), Endpoint{URL: srv.URL, Token: token}, "standby.get_partition_uuids", nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,12 +67,12 @@ func TestExecuteBusyAndAPIError(t *testing.T) {
 	defer srv.Close()
 	c := newClient()
 
-	_, err := c.Execute(context.Background(), srv.URL, token, "deploy.execute_deploy_step", map[string]any{}, false)
+	_, err := c.Execute(context.Background(), Endpoint{URL: srv.URL, Token: token}, "deploy.execute_deploy_step", map[string]any{}, false)
 	if !errors.Is(err, ErrAgentBusy) {
 		t.Fatalf("409: %v, want ErrAgentBusy", err)
 	}
 	status, fault = http.StatusBadRequest, "Invalid command: Unknown command: x"
-	_, err = c.Execute(context.Background(), srv.URL, token, "deploy.x", nil, false)
+	_, err = c.Execute(context.Background(), Endpoint{URL: srv.URL, Token: token}, "deploy.x", nil, false)
 	var apiErr *APIError
 	if !errors.As(err, &apiErr) || apiErr.Status != 400 || errors.Is(err, ErrAgentBusy) {
 		t.Fatalf("400: %v", err)
@@ -83,7 +90,7 @@ func TestExecuteRetriesAndNeverLeaksToken(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens: connection refused
 
-	_, err = newClient().Execute(context.Background(), "http://"+addr, token, "standby.power_off", nil, false)
+	_, err = newClient().Execute(context.Background(), Endpoint{URL: "http://" + addr, Token: token}, "standby.power_off", nil, false)
 	if !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("err = %v, want ErrUnreachable", err)
 	}
@@ -116,7 +123,7 @@ func TestExecuteDroppedPostButRunning(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	res, err := newClient().Execute(context.Background(), srv.URL, token, "deploy.execute_deploy_step", map[string]any{}, false)
+	res, err := newClient().Execute(context.Background(), Endpoint{URL: srv.URL, Token: token}, "deploy.execute_deploy_step", map[string]any{}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +145,7 @@ func TestCommands(t *testing.T) {
 			{"id":"2","command_name":"execute_deploy_step","command_status":"RUNNING","command_error":null,"command_result":{"progress":{"phase":"write","bytes_written":1048576}}}]}`))
 	}))
 	defer srv.Close()
-	list, err := newClient().Commands(context.Background(), srv.URL, token)
+	list, err := newClient().Commands(context.Background(), Endpoint{URL: srv.URL, Token: token})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,4 +154,84 @@ func TestCommands(t *testing.T) {
 	if err := last.DecodeResult(&pr); err != nil || last.CommandName != "execute_deploy_step" || pr.Progress.BytesWritten != 1<<20 {
 		t.Fatalf("last = %+v, progress %+v, %v", last, pr.Progress, err)
 	}
+}
+
+func TestWaitPollsUntilTheCommandEnds(t *testing.T) {
+	var mu sync.Mutex
+	polls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		polls++
+		status := wire.StatusRunning
+		if polls >= 3 {
+			status = wire.StatusSucceeded
+		}
+		json.NewEncoder(w).Encode(wire.CommandList{Commands: []wire.CommandResult{
+			{ID: "1", CommandName: "get_partition_uuids", CommandStatus: wire.StatusSucceeded},
+			{ID: "2", CommandName: "install_bootloader", CommandStatus: status},
+		}})
+	}))
+	defer srv.Close()
+	ep := Endpoint{URL: srv.URL, Token: token}
+	res, err := newClient().Wait(context.Background(), ep, "install_bootloader", 5*time.Millisecond, 10)
+	if err != nil || res.ID != "2" || res.CommandStatus != wire.StatusSucceeded {
+		t.Fatalf("Wait = %+v, %v", res, err)
+	}
+	if polls != 3 {
+		t.Fatalf("polled %d times, want 3", polls)
+	}
+	mu.Lock()
+	polls = -100
+	mu.Unlock()
+	_, err = newClient().Wait(context.Background(), ep, "install_bootloader", time.Millisecond, 4)
+	if !errors.Is(err, ErrWaitTimeout) {
+		t.Fatalf("Wait on a command that never ends: %v", err)
+	}
+}
+
+func TestPinnedAgentCertificate(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(wire.CommandList{Commands: []wire.CommandResult{}})
+	}))
+	defer srv.Close()
+	pemOf := func(s *httptest.Server) []byte {
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
+	}
+	c := newClient()
+	defer c.Close()
+	// Trusted through the agent's own certificate.
+	if _, err := c.Commands(context.Background(), Endpoint{URL: srv.URL, Token: token, VerifyCA: pemOf(srv)}); err != nil {
+		t.Fatalf("pinned certificate refused: %v", err)
+	}
+	// Without the pin the self-signed agent is not trusted.
+	if _, err := c.Commands(context.Background(), Endpoint{URL: srv.URL, Token: token}); err == nil {
+		t.Fatal("unpinned self-signed agent accepted")
+	}
+	// Another certificate (a different agent boot) is refused.
+	_, err := c.Commands(context.Background(), Endpoint{URL: srv.URL, Token: token, VerifyCA: selfSigned(t)})
+	if err == nil || strings.Contains(err.Error(), token) {
+		t.Fatalf("a different pinned certificate: %v", err)
+	}
+	if _, err := c.Execute(context.Background(), Endpoint{URL: srv.URL, Token: token, VerifyCA: []byte("junk")}, "log.collect_system_logs", nil, true); !errors.Is(err, ErrBadCertificate) {
+		t.Fatalf("junk certificate: %v", err)
+	}
+}
+
+// selfSigned makes a certificate shaped like IPA's auto-TLS one: self
+// signed, one IP SAN, no basic constraints.
+func selfSigned(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "agent"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

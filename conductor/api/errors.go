@@ -7,6 +7,7 @@ import (
 
 	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 )
 
@@ -15,7 +16,10 @@ func statusOf(err error) int {
 	var tooBig *http.MaxBytesError
 	var badMove *statemachine.InvalidTransitionError
 	switch {
-	case errors.Is(err, errdefs.ErrInvalidArgument), errors.As(err, &badMove):
+	case errors.Is(err, errdefs.ErrInvalidArgument), errors.As(err, &badMove),
+		errors.Is(err, power.ErrUnsupported), errors.Is(err, power.ErrInvalidDriverInfo):
+		// Driver refusals are Ironic's UnsupportedDriverExtension and
+		// InvalidParameterValue: client errors.
 		return http.StatusBadRequest
 	case errors.Is(err, errdefs.ErrNotFound):
 		return http.StatusNotFound
@@ -25,6 +29,8 @@ func statusOf(err error) int {
 		return http.StatusNotAcceptable
 	case errors.Is(err, errdefs.ErrUnavailable):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, errdefs.ErrNotImplemented):
+		return http.StatusNotImplemented
 	case errors.As(err, &tooBig):
 		return http.StatusRequestEntityTooLarge
 	default:
@@ -42,7 +48,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		msg = err.Error()
 	}
 	code := wire.FaultClient
-	if status >= 500 {
+	if status == http.StatusNotImplemented {
+		code = wire.FaultServer
+	} else if status >= 500 {
 		code = wire.FaultServer
 		s.log.Error("API request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		msg = "An internal server error occurred; see the conductor log."

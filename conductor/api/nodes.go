@@ -2,14 +2,18 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
 
+	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/api/internal/jsonpatch"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/ironicjson"
@@ -169,6 +173,9 @@ type nodeCreate struct {
 	ResourceClass *string        `json:"resource_class"`
 	Description   *string        `json:"description"`
 	Owner         *string        `json:"owner"`
+	// AutomatedClean is accepted only as null: automated cleaning is a
+	// conductor-wide setting, not stored per node.
+	AutomatedClean *bool `json:"automated_clean"`
 }
 
 // createNode serves POST /v1/nodes.
@@ -180,9 +187,21 @@ func (s *Server) createNode(w http.ResponseWriter, r *http.Request, v version) {
 	}
 	known := map[string]bool{"uuid": true, "name": true, "driver": true, "driver_info": true,
 		"instance_info": true, "properties": true, "extra": true, "resource_class": true,
-		"description": true, "owner": true}
+		"description": true, "owner": true, "automated_clean": true}
+	ifaces := map[string]string{}
 	var unknown []string
-	for k := range raw {
+	for k, val := range raw {
+		if slices.Contains(ironicjson.InterfaceFields(), k) {
+			var name *string
+			if err := json.Unmarshal(val, &name); err != nil {
+				s.writeError(w, r, errdefs.InvalidArgument("Invalid value for %s: a string is required", k))
+				return
+			}
+			if name != nil {
+				ifaces[k] = *name
+			}
+			continue
+		}
 		if !known[k] {
 			unknown = append(unknown, "'"+k+"'")
 		}
@@ -204,6 +223,14 @@ func (s *Server) createNode(w http.ResponseWriter, r *http.Request, v version) {
 	}
 	if !s.cfg.Provisioner.HasDriver(body.Driver) {
 		s.writeError(w, r, errdefs.InvalidArgument(`No valid host was found. Reason: No conductor service registered which supports driver %s for conductor group "".`, body.Driver))
+		return
+	}
+	if err := checkInterfaces(body.Driver, ifaces); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if body.AutomatedClean != nil {
+		s.writeError(w, r, errAutomatedClean())
 		return
 	}
 	n := &store.Node{Driver: body.Driver, DriverInfo: body.DriverInfo, InstanceInfo: body.InstanceInfo,
@@ -251,11 +278,32 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request, v version) {
 	for _, f := range ironicjson.NodeFields() {
 		internal[f] = !patchable[f]
 	}
+	ifaces := map[string]string{}
 	for _, op := range ops {
 		toks, err := jsonpatch.Pointer(op.Path)
 		if err != nil || len(toks) == 0 {
 			s.writeError(w, r, errdefs.InvalidArgument("Invalid patch path %q", op.Path))
 			return
+		}
+		if len(toks) == 1 && slices.Contains(ironicjson.InterfaceFields(), toks[0]) {
+			// Interfaces are fixed by the driver: a patch may only
+			// restate (or reset) them.
+			var name string
+			if op.Op != "remove" {
+				if err := json.Unmarshal(op.Value, &name); err != nil {
+					s.writeError(w, r, errdefs.InvalidArgument("Invalid value for %s: a string is required", toks[0]))
+					return
+				}
+			}
+			ifaces[toks[0]] = name
+			continue
+		}
+		if len(toks) == 1 && toks[0] == "automated_clean" {
+			if op.Op != "remove" && string(op.Value) != "null" {
+				s.writeError(w, r, errAutomatedClean())
+				return
+			}
+			continue
 		}
 		if internal[toks[0]] {
 			s.writeError(w, r, errdefs.InvalidArgument("'/%s' is an internal attribute and can not be updated", toks[0]))
@@ -266,14 +314,27 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request, v version) {
 			return
 		}
 	}
+	ops = slices.DeleteFunc(slices.Clone(ops), func(op jsonpatch.Op) bool {
+		toks, _ := jsonpatch.Pointer(op.Path)
+		return len(toks) == 1 && (ifaces[toks[0]] != "" || toks[0] == "automated_clean" ||
+			(op.Op == "remove" && slices.Contains(ironicjson.InterfaceFields(), toks[0])))
+	})
+	for k, v := range ifaces {
+		if v == "" {
+			delete(ifaces, k)
+		}
+	}
 	var out *store.Node
 	err := s.cfg.Store.WithNodeLock(r.Context(), r.PathValue("ident"), func(tx store.Tx) error {
 		n := tx.Node()
-		if !statemachine.IsStable(n.ProvisionState) && n.ProvisionState != statemachine.DeployWait {
+		if transient(n) {
 			return errdefs.Conflict("Node %s is locked by a running operation (provision state %q), please retry after the current operation is completed.",
 				n.UUID, n.ProvisionState)
 		}
 		if err := s.applyPatch(n, ops); err != nil {
+			return err
+		}
+		if err := checkInterfaces(n.Driver, ifaces); err != nil {
 			return err
 		}
 		out = n
@@ -403,51 +464,196 @@ func (s *Server) nodeStates(w http.ResponseWriter, r *http.Request, v version) {
 
 // provisionBody is the body of PUT /v1/nodes/{ident}/states/provision.
 type provisionBody struct {
-	Target      string          `json:"target"`
-	Configdrive json.RawMessage `json:"configdrive"`
-	CleanSteps  json.RawMessage `json:"clean_steps"`
-	DeploySteps json.RawMessage `json:"deploy_steps"`
+	Target         string          `json:"target"`
+	Configdrive    json.RawMessage `json:"configdrive"`
+	CleanSteps     json.RawMessage `json:"clean_steps"`
+	DeploySteps    json.RawMessage `json:"deploy_steps"`
+	ServiceSteps   json.RawMessage `json:"service_steps"`
+	RescuePassword *string         `json:"rescue_password"`
+	DisableRamdisk *bool           `json:"disable_ramdisk"`
 }
 
-// setProvisionState serves PUT /v1/nodes/{ident}/states/provision.
+// verbMinor is the API minor version that introduced each provision verb
+// (Ironic's MIN_VERB_VERSIONS); verbs absent here are understood at every
+// version.
+var verbMinor = map[string]int{
+	"manage": 4, "provide": 4, "inspect": 6, "abort": 13, "clean": 15,
+	"adopt": 17, "rescue": 38, "unrescue": 38, "deploy": 73, "undeploy": 73,
+	"unhold": 85, "service": 87,
+}
+
+// knownVerbs are the targets Ironic's API understands.
+var knownVerbs = map[string]bool{"active": true, "deleted": true, "rebuild": true,
+	"manage": true, "provide": true, "inspect": true, "abort": true, "clean": true,
+	"adopt": true, "rescue": true, "unrescue": true, "deploy": true, "undeploy": true,
+	"unhold": true, "service": true}
+
+// Minor versions of provision request features.
+const (
+	minorRebuildConfigdrive = 35
+	minorBuildConfigdrive   = 56
+	minorVendorData         = 59
+	minorDeploySteps        = 69
+	minorDisableRamdisk     = 70
+)
+
+// stepInterfaces are the interfaces a manual clean step may name
+// (Ironic's clean step schema).
+var stepInterfaces = map[string]bool{"bios": true, "deploy": true, "firmware": true,
+	"management": true, "power": true, "raid": true}
+
+// setProvisionState serves PUT /v1/nodes/{ident}/states/provision: it
+// checks the request as Ironic's API does (verb, microversion, which
+// arguments go with which verb, their shapes) and hands it to the engine,
+// which decides whether the node's state allows it.
 func (s *Server) setProvisionState(w http.ResponseWriter, r *http.Request, v version) {
 	var body provisionBody
 	if err := decodeBody(w, r, maxProvisionBody, &body); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if body.Target == "" {
-		s.writeError(w, r, errdefs.InvalidArgument(`Missing argument: "target"`))
+	req, steps, err := checkProvision(body, v)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
-	}
-	if min, ok := statemachine.VerbMinVersion[body.Target]; ok && v.minor < min {
-		s.writeError(w, r, errdefs.NotAcceptable("Request not acceptable."))
-		return
-	}
-	if len(body.CleanSteps) > 0 && string(body.CleanSteps) != "null" {
-		s.writeError(w, r, errdefs.InvalidArgument(`"clean_steps" is only valid when setting target provision state to clean`))
-		return
-	}
-	if len(body.DeploySteps) > 0 && string(body.DeploySteps) != "null" {
-		s.writeError(w, r, errdefs.InvalidArgument("Custom deploy steps are not supported yet."))
-		return
-	}
-	req := provision.Request{Target: body.Target}
-	if len(body.Configdrive) > 0 && string(body.Configdrive) != "null" {
-		var cd any
-		if err := json.Unmarshal(body.Configdrive, &cd); err != nil {
-			s.writeError(w, r, errdefs.InvalidArgument("Invalid configdrive: %v", err))
-			return
-		}
-		req.Configdrive = cd
 	}
 	ident := r.PathValue("ident")
-	if err := s.cfg.Provisioner.Provision(r.Context(), ident, req); err != nil {
+	if req.Target == "clean" {
+		err = s.cfg.Provisioner.ManualClean(r.Context(), ident, steps, body.DisableRamdisk != nil && *body.DisableRamdisk)
+	} else {
+		err = s.cfg.Provisioner.Provision(r.Context(), ident, req)
+	}
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	w.Header().Set("Location", s.baseURL(r)+"/v1/nodes/"+ident+"/states")
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// checkProvision validates a provision request and returns the engine's
+// request and, for "clean", the steps.
+func checkProvision(body provisionBody, v version) (provision.Request, []wire.Step, error) {
+	present := func(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
+	t := body.Target
+	switch {
+	case t == "":
+		return provision.Request{}, nil, errdefs.InvalidArgument(`Missing argument: "target"`)
+	case !knownVerbs[t]:
+		return provision.Request{}, nil, errdefs.InvalidArgument(`The requested action "%s" could not be understood.`, t)
+	case v.minor < verbMinor[t]:
+		return provision.Request{}, nil, errdefs.NotAcceptable("Request not acceptable.")
+	case present(body.CleanSteps) && t != "clean":
+		return provision.Request{}, nil, errdefs.InvalidArgument(`"clean_steps" is only valid when setting target provision state to clean`)
+	case present(body.ServiceSteps) && t != "service":
+		return provision.Request{}, nil, errdefs.InvalidArgument(`"service_steps" is only valid when setting target provision state to service`)
+	case present(body.DeploySteps) && v.minor < minorDeploySteps:
+		return provision.Request{}, nil, errdefs.NotAcceptable("Request not acceptable.")
+	case present(body.DeploySteps) && t != "active" && t != "deploy" && t != "rebuild":
+		return provision.Request{}, nil, errdefs.InvalidArgument(`"deploy_steps" is only valid when setting target provision state to active or rebuild`)
+	case present(body.DeploySteps):
+		return provision.Request{}, nil, errdefs.InvalidArgument("Custom deploy steps are not supported yet.")
+	case body.DisableRamdisk != nil && v.minor < minorDisableRamdisk:
+		return provision.Request{}, nil, errdefs.NotAcceptable("Request not acceptable.")
+	case body.DisableRamdisk != nil && t != "clean" && t != "service":
+		return provision.Request{}, nil, errdefs.InvalidArgument(`"disable_ramdisk" can be passed only with "clean" or "service"`)
+	case body.RescuePassword != nil && t != "rescue":
+		return provision.Request{}, nil, errdefs.InvalidArgument(`"rescue_password" is only valid when setting target provision state to rescue`)
+	}
+	req := provision.Request{Target: t}
+	if present(body.Configdrive) {
+		cd, err := checkConfigdrive(body.Configdrive, t, v)
+		if err != nil {
+			return provision.Request{}, nil, err
+		}
+		req.Configdrive = cd
+	}
+	if t != "clean" {
+		return req, nil, nil
+	}
+	if !present(body.CleanSteps) {
+		return provision.Request{}, nil, errdefs.InvalidArgument(`"clean_steps" is required when setting target provision state to clean`)
+	}
+	steps, err := checkCleanSteps(body.CleanSteps)
+	return req, steps, err
+}
+
+// checkConfigdrive validates a config drive: a string (gzipped, base64
+// ISO or URL), or from 1.56 a dictionary Ironic builds the ISO from, only
+// with "active"/"deploy" and, from 1.35, "rebuild".
+func checkConfigdrive(raw json.RawMessage, target string, v version) (any, error) {
+	switch {
+	case target == "rebuild" && v.minor < minorRebuildConfigdrive:
+		return nil, errdefs.NotAcceptable("Request not acceptable.")
+	case target != "active" && target != "deploy" && target != "rebuild":
+		return nil, errdefs.InvalidArgument("Adding a config drive is only supported when setting provision state to active or rebuild")
+	}
+	var cd any
+	if err := json.Unmarshal(raw, &cd); err != nil {
+		return nil, errdefs.InvalidArgument("Invalid configdrive: %v", err)
+	}
+	switch x := cd.(type) {
+	case string:
+		return x, nil
+	case map[string]any:
+		if v.minor < minorBuildConfigdrive {
+			return nil, errdefs.NotAcceptable("Request not acceptable.")
+		}
+		allowed := map[string]bool{"meta_data": true, "network_data": true, "user_data": true, "vendor_data": true}
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			if !allowed[k] {
+				return nil, errdefs.InvalidArgument("Invalid configdrive: Additional properties are not allowed ('%s' was unexpected)", k)
+			}
+			if k == "vendor_data" && v.minor < minorVendorData {
+				return nil, errdefs.NotAcceptable("Request not acceptable.")
+			}
+		}
+		return x, nil
+	default:
+		return nil, errdefs.InvalidArgument("Invalid configdrive: %s is not of type 'string', 'object'", string(raw))
+	}
+}
+
+// checkCleanSteps validates manual clean steps against Ironic's schema: a
+// non-empty list of {interface, step, args?, reboot_requested?} objects.
+func checkCleanSteps(raw json.RawMessage) ([]wire.Step, error) {
+	var list []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, errdefs.InvalidArgument("Invalid clean_steps: a list of steps is required")
+	}
+	if len(list) == 0 {
+		return nil, errdefs.InvalidArgument(`No clean steps specified. Clean steps are required when setting the target provision state to "clean".`)
+	}
+	allowed := map[string]bool{"interface": true, "step": true, "args": true, "reboot_requested": true}
+	steps := make([]wire.Step, 0, len(list))
+	for i, m := range list {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if !allowed[k] {
+				return nil, errdefs.InvalidArgument("Invalid clean step %d: Additional properties are not allowed ('%s' was unexpected)", i, k)
+			}
+		}
+		var st struct {
+			Interface       string         `json:"interface"`
+			Step            string         `json:"step"`
+			Args            map[string]any `json:"args"`
+			RebootRequested *bool          `json:"reboot_requested"`
+		}
+		b, _ := json.Marshal(m)
+		if err := json.Unmarshal(b, &st); err != nil {
+			return nil, errdefs.InvalidArgument("Invalid clean step %d: %v", i, err)
+		}
+		switch {
+		case st.Interface == "":
+			return nil, errdefs.InvalidArgument("Invalid clean step %d: 'interface' is a required property", i)
+		case !stepInterfaces[st.Interface]:
+			return nil, errdefs.InvalidArgument("Invalid clean step %d: '%s' is not one of %s", i, st.Interface, fmt.Sprint(slices.Sorted(maps.Keys(stepInterfaces))))
+		case st.Step == "":
+			return nil, errdefs.InvalidArgument("Invalid clean step %d: 'step' is a required property", i)
+		}
+		steps = append(steps, wire.Step{Interface: st.Interface, Step: st.Step, Args: st.Args,
+			RebootRequested: st.RebootRequested != nil && *st.RebootRequested})
+	}
+	return steps, nil
 }
 
 // nodePorts serves GET /v1/nodes/{ident}/ports.
@@ -458,6 +664,25 @@ func (s *Server) nodePorts(w http.ResponseWriter, r *http.Request, v version) {
 		return
 	}
 	s.writePorts(w, r, v, store.PortFilter{NodeID: n.ID}, false)
+}
+
+// checkInterfaces accepts hardware interface fields that name what the
+// driver provides (Metal3 sets them on every node it enrolls) and refuses
+// anything else with Ironic's message.
+func checkInterfaces(driver string, ifaces map[string]string) error {
+	have := ironicjson.Interfaces(driver)
+	for _, field := range slices.Sorted(maps.Keys(ifaces)) {
+		if want := ifaces[field]; want != have[field] {
+			kind := strings.TrimSuffix(field, "_interface")
+			return errdefs.InvalidArgument("%s interface implementation '%s' is not supported by hardware type %s. Supported: %s.",
+				kind, want, driver, have[field])
+		}
+	}
+	return nil
+}
+
+func errAutomatedClean() error {
+	return errdefs.InvalidArgument("Setting automated_clean per node is not supported: automated cleaning is a conductor-wide setting.")
 }
 
 func deref(s *string) string {

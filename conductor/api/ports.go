@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/rivetmetal/rivet/conductor/api/internal/jsonpatch"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/ironicjson"
 	"github.com/rivetmetal/rivet/conductor/store"
@@ -179,4 +180,102 @@ func (s *Server) deletePort(w http.ResponseWriter, r *http.Request, v version) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// patchablePort are the port fields a PATCH may change.
+var patchablePort = map[string]bool{"address": true, "node_uuid": true, "extra": true,
+	"local_link_connection": true, "pxe_enabled": true, "physical_network": true}
+
+// patchPort serves PATCH /v1/ports/{uuid} (JSON Patch), when the store
+// can update ports in place.
+func (s *Server) patchPort(w http.ResponseWriter, r *http.Request, v version) {
+	up, ok := s.cfg.Store.(PortUpdater)
+	if !ok {
+		s.writeError(w, r, errdefs.NotImplemented("Updating ports is not implemented by this conductor's store yet."))
+		return
+	}
+	var ops []jsonpatch.Op
+	if err := decodeBody(w, r, maxBody, &ops); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	for _, op := range ops {
+		toks, err := jsonpatch.Pointer(op.Path)
+		if err != nil || len(toks) == 0 {
+			s.writeError(w, r, errdefs.InvalidArgument("Invalid patch path %q", op.Path))
+			return
+		}
+		if !patchablePort[toks[0]] {
+			s.writeError(w, r, errdefs.InvalidArgument("'/%s' is an internal attribute and can not be updated", toks[0]))
+			return
+		}
+	}
+	p, err := s.cfg.Store.GetPort(r.Context(), r.PathValue("uuid"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	doc := map[string]any{"address": p.Address, "node_uuid": p.NodeUUID, "pxe_enabled": p.PXEEnabled,
+		"physical_network": nullable(p.PhysicalNetwork), "extra": ironicjson.CopyDict(p.Extra),
+		"local_link_connection": ironicjson.CopyDict(p.LocalLinkConnection)}
+	if doc, err = jsonpatch.Apply(doc, ops); err != nil {
+		s.writeError(w, r, errdefs.InvalidArgument("Invalid patch: %v", err))
+		return
+	}
+	if err := s.applyPortPatch(r, p, doc); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := up.UpdatePort(r.Context(), p); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("port updated", "port", p.UUID, "address", p.Address)
+	writeJSON(w, http.StatusOK, ironicjson.Port(p, s.opts(r, v)))
+}
+
+// applyPortPatch copies a patched port document back into p, checking
+// each field.
+func (s *Server) applyPortPatch(r *http.Request, p *store.Port, doc map[string]any) error {
+	addr, _ := doc["address"].(string)
+	mac, ok := normalizeMAC(addr)
+	if !ok {
+		return errdefs.InvalidArgument("Expected a MAC address but received %v.", doc["address"])
+	}
+	p.Address = mac
+	pxe, ok := doc["pxe_enabled"].(bool)
+	if !ok {
+		return errdefs.InvalidArgument("Invalid value for pxe_enabled: a boolean is required")
+	}
+	p.PXEEnabled = pxe
+	switch pn := doc["physical_network"].(type) {
+	case nil:
+		p.PhysicalNetwork = ""
+	case string:
+		p.PhysicalNetwork = pn
+	default:
+		return errdefs.InvalidArgument("Invalid value for physical_network: a string is required")
+	}
+	for k, dst := range map[string]*map[string]any{"extra": &p.Extra, "local_link_connection": &p.LocalLinkConnection} {
+		switch m := doc[k].(type) {
+		case nil:
+			*dst = map[string]any{}
+		case map[string]any:
+			*dst = m
+		default:
+			return errdefs.InvalidArgument("Invalid value for %s: a dictionary is required", k)
+		}
+	}
+	nodeUUID, _ := doc["node_uuid"].(string)
+	if nodeUUID != p.NodeUUID {
+		n, err := s.cfg.Store.GetNode(r.Context(), nodeUUID)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return errdefs.InvalidArgument("Node %s could not be found.", nodeUUID)
+		}
+		if err != nil {
+			return err
+		}
+		p.NodeID, p.NodeUUID = n.ID, n.UUID
+	}
+	return nil
 }

@@ -137,3 +137,66 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, v version) {
 	}
 	w.WriteHeader(http.StatusAccepted)
 }
+
+// Versions of the inspection endpoints (Ironic 2023.2+).
+const (
+	minorInventory          = 81
+	minorContinueInspection = 84
+)
+
+// maxInspectionBody caps inspection data: an inventory plus the agent's
+// logs (base64 of a tar.gz).
+const maxInspectionBody = 16 << 20
+
+// continueInspection serves POST /v1/continue_inspection[?node_uuid=…]:
+// the deploy ramdisk posts its inventory once at start when the kernel
+// command line names this endpoint as ipa-inspection-callback-url. Like
+// lookup it is a public ramdisk endpoint; the agent may not declare a
+// version (IPA's inspection callback does not), so none is required. The
+// answer names the node, which the agent then looks up.
+func (s *Server) continueInspection(w http.ResponseWriter, r *http.Request, v version) {
+	if r.Header.Get(wire.APIVersionHeader) != "" && v.minor < minorContinueInspection {
+		s.writeError(w, r, errdefs.NotFound("Resource could not be found."))
+		return
+	}
+	var data map[string]any
+	if err := decodeBody(w, r, maxInspectionBody, &data); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	nodeUUID := r.URL.Query().Get("node_uuid")
+	if nodeUUID != "" {
+		u, err := uuid.Parse(nodeUUID)
+		if err != nil {
+			s.writeError(w, r, errdefs.InvalidArgument("Expected a UUID but received %s.", nodeUUID))
+			return
+		}
+		nodeUUID = u.String()
+	}
+	n, err := s.cfg.Provisioner.ContinueInspection(r.Context(), nodeUUID, data)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, wire.InspectionResponse{UUID: n.UUID})
+}
+
+// nodeInventory serves GET /v1/nodes/{ident}/inventory (1.81): the
+// inventory the last in-band inspection stored.
+func (s *Server) nodeInventory(w http.ResponseWriter, r *http.Request, v version) {
+	if v.minor < minorInventory {
+		s.writeError(w, r, errdefs.NotFound("The requested version of the API is not supported for this resource."))
+		return
+	}
+	n, err := s.cfg.Store.GetNode(r.Context(), r.PathValue("ident"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	inv, ok := n.DriverInternalInfo["inspection_inventory"].(map[string]any)
+	if !ok {
+		s.writeError(w, r, errdefs.NotFound("Inventory not found for node %s.", n.UUID))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"inventory": inv, "plugin_data": map[string]any{}})
+}

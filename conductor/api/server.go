@@ -14,6 +14,7 @@ import (
 
 	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/ironicjson"
+	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision"
 	"github.com/rivetmetal/rivet/conductor/store"
 )
@@ -27,14 +28,28 @@ type Store interface {
 	DeletePort(ctx context.Context, uuid string) error
 }
 
-// Provisioner runs provision actions and the ramdisk protocol
-// (provision.Engine).
+// Provisioner runs provision actions, power and boot-device changes and
+// the ramdisk protocol (provision.Engine; the contracts of the methods
+// beyond Provision are written in conductor/provision/api_hooks.go).
 type Provisioner interface {
 	Provision(ctx context.Context, ident string, req provision.Request) error
+	ManualClean(ctx context.Context, ident string, steps []wire.Step, disableRamdisk bool) error
+	ChangePowerState(ctx context.Context, ident string, target power.State, timeout time.Duration) error
+	SetNodeBootDevice(ctx context.Context, ident string, dev power.BootDevice, persistent bool) error
+	NodeBootDevice(ctx context.Context, ident string) (power.BootDevice, bool, error)
+	NodeSupportedBootDevices(ctx context.Context, ident string) ([]power.BootDevice, error)
+	ValidateNode(ctx context.Context, ident string) (map[string]provision.InterfaceValidation, error)
 	Lookup(ctx context.Context, macs []string, nodeUUID string, withToken bool) (*store.Node, *string, error)
 	Heartbeat(ctx context.Context, ident string, hb wire.HeartbeatRequest) error
+	ContinueInspection(ctx context.Context, nodeUUID string, data map[string]any) (*store.Node, error)
 	HasDriver(name string) bool
 	HeartbeatTimeout() time.Duration
+}
+
+// PortUpdater is implemented by stores that can update a port in place
+// (PATCH /v1/ports/{uuid}); without it the endpoint answers 501.
+type PortUpdater interface {
+	UpdatePort(ctx context.Context, p *store.Port) error
 }
 
 // Config configures the API.
@@ -48,6 +63,12 @@ type Config struct {
 	Conductor string
 	// Images, when set, is served under /images/.
 	Images http.Handler
+	// AgentImages, when set, is served under /agent_images/: the
+	// conductor's image cache (images.Cache).
+	AgentImages http.Handler
+	// Boot, when set, is served under /boot/: iPXE scripts and the deploy
+	// kernel and ramdisk (boot.Handler).
+	Boot http.Handler
 	// Logger receives request errors (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -85,18 +106,34 @@ func New(cfg Config) *Server {
 	m.HandleFunc("GET /v1/nodes/{ident}/states", s.versioned(s.nodeStates))
 	m.HandleFunc("PUT /v1/nodes/{ident}/states/provision", s.versioned(s.setProvisionState))
 	m.HandleFunc("GET /v1/nodes/{ident}/ports", s.versioned(s.nodePorts))
+	m.HandleFunc("PUT /v1/nodes/{ident}/states/power", s.versioned(s.setPowerState))
+	m.HandleFunc("GET /v1/nodes/{ident}/management/boot_device", s.versioned(s.getBootDevice))
+	m.HandleFunc("PUT /v1/nodes/{ident}/management/boot_device", s.versioned(s.setBootDevice))
+	m.HandleFunc("GET /v1/nodes/{ident}/management/boot_device/supported", s.versioned(s.supportedBootDevices))
+	m.HandleFunc("PUT /v1/nodes/{ident}/maintenance", s.versioned(s.setMaintenance(true)))
+	m.HandleFunc("DELETE /v1/nodes/{ident}/maintenance", s.versioned(s.setMaintenance(false)))
+	m.HandleFunc("GET /v1/nodes/{ident}/validate", s.versioned(s.validateNode))
 
 	m.HandleFunc("GET /v1/ports", s.versioned(s.listPorts(false)))
 	m.HandleFunc("GET /v1/ports/detail", s.versioned(s.listPorts(true)))
 	m.HandleFunc("POST /v1/ports", s.versioned(s.createPort))
 	m.HandleFunc("GET /v1/ports/{uuid}", s.versioned(s.getPort))
+	m.HandleFunc("PATCH /v1/ports/{uuid}", s.versioned(s.patchPort))
 	m.HandleFunc("DELETE /v1/ports/{uuid}", s.versioned(s.deletePort))
 
 	m.HandleFunc("GET /v1/lookup", s.versioned(s.lookup))
 	m.HandleFunc("POST /v1/heartbeat/{ident}", s.versioned(s.heartbeat))
+	m.HandleFunc("POST /v1/continue_inspection", s.versioned(s.continueInspection))
+	m.HandleFunc("GET /v1/nodes/{ident}/inventory", s.versioned(s.nodeInventory))
 
 	if cfg.Images != nil {
 		m.Handle("/images/", http.StripPrefix("/images", cfg.Images))
+	}
+	if cfg.AgentImages != nil {
+		m.Handle("/agent_images/", http.StripPrefix("/agent_images", cfg.AgentImages))
+	}
+	if cfg.Boot != nil {
+		m.Handle("/boot/", http.StripPrefix("/boot", cfg.Boot))
 	}
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errNotFoundPath())
@@ -105,9 +142,9 @@ func New(cfg Config) *Server {
 }
 
 // ServeHTTP routes a request; a trailing slash is ignored as pecan does
-// (except under /images/).
+// (except under the file trees /images/, /agent_images/ and /boot/).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") && !strings.HasPrefix(p, "/images/") {
+	if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") && strings.HasPrefix(p, "/v1") {
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = strings.TrimRight(p, "/")
 		if r2.URL.Path == "" {

@@ -27,6 +27,9 @@ var (
 	ErrNotAcceptable = errors.New("not acceptable")
 	// ErrUnavailable: a dependency is temporarily unavailable.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrNotImplemented: the operation is part of the API but this
+	// conductor (or the node's driver) does not implement it yet.
+	ErrNotImplemented = errors.New("not implemented")
 )
 
 // Error is an error of one class with the message an API client is shown.
@@ -78,3 +81,8 @@ func NotAcceptable(format string, args ...any) error {
 
 // Unavailable returns an ErrUnavailable error with a message.
 func Unavailable(format string, args ...any) error { return newf(ErrUnavailable, format, args...) }
+
+// NotImplemented returns an ErrNotImplemented error with a message.
+func NotImplemented(format string, args ...any) error {
+	return newf(ErrNotImplemented, format, args...)
+}

@@ -1,19 +1,33 @@
 // Package fakeagent is an in-process stand-in for the deploy ramdisk agent,
 // for tests of the conductor: it looks its node up and heartbeats against a
 // conductor API exactly as IPA does, and serves the agent command API
-// (agent/wire shapes) on 127.0.0.1, with a write_image that really downloads
-// and checksums the image and reports progress while it runs.
+// (agent/wire shapes) on 127.0.0.1 — over auto-TLS with its own
+// certificate when asked — with a write_image that really downloads and
+// checksums the image and reports progress while it runs, clean steps,
+// install_bootloader, and system log collection.
 package fakeagent
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -50,6 +64,56 @@ type Config struct {
 	// OnPowerOff runs when the agent executes standby.power_off (the
 	// machine turning itself off).
 	OnPowerOff func()
+
+	// TLS serves the agent API over https with a fresh self-signed
+	// certificate for 127.0.0.1 (IPA's auto-TLS) and sends it as
+	// agent_verify_ca in every heartbeat.
+	TLS bool
+	// VerifyCAOverride, when set, is sent as agent_verify_ca instead of
+	// the real certificate.
+	VerifyCAOverride string
+
+	// DeploySteps are get_deploy_steps' steps (default: IPA's
+	// erase_devices_metadata and write_image, priority 0).
+	DeploySteps []wire.Step
+	// CleanSteps are get_clean_steps' steps (default: IPA's generic
+	// hardware manager's).
+	CleanSteps []wire.Step
+	// CleanDuration is how long each clean step runs (default 20 ms).
+	CleanDuration time.Duration
+	// CleanError, when set, makes execute_clean_step fail with these
+	// details.
+	CleanError string
+	// CleanMismatchOnce answers the first execute_clean_step with
+	// CLEAN_VERSION_MISMATCH.
+	CleanMismatchOnce bool
+	// HardwareManagerVersion is the generic manager's version (default
+	// "1.1").
+	HardwareManagerVersion string
+
+	// NoBootloader answers image.install_bootloader as an agent without
+	// it does (400 Unknown command).
+	NoBootloader bool
+	// BootloaderDuration is how long install_bootloader runs (default
+	// 30 ms); BootloaderError makes it fail with these details.
+	BootloaderDuration time.Duration
+	BootloaderError    string
+}
+
+// DefaultCleanSteps are the clean steps of IPA's generic hardware manager
+// (from Ironic's cleaning transcript).
+func DefaultCleanSteps() []wire.Step {
+	t := true
+	step := func(name, iface string, prio int) wire.Step {
+		return wire.Step{Step: name, Interface: iface, Priority: prio, Abortable: &t}
+	}
+	return []wire.Step{
+		step("erase_devices", "deploy", 10), step("erase_devices_metadata", "deploy", 99),
+		step("erase_pstore", "deploy", 0), step("delete_configuration", "raid", 0),
+		step("create_configuration", "raid", 0), step("burnin_cpu", "deploy", 0),
+		step("burnin_disk", "deploy", 0), step("burnin_memory", "deploy", 0),
+		step("burnin_network", "deploy", 0),
+	}
 }
 
 // Agent is a running fake agent.
@@ -62,8 +126,13 @@ type Agent struct {
 	wg     sync.WaitGroup
 	beat   chan struct{}
 
+	certPEM string
+
 	mu         sync.Mutex
 	apiURL     string
+	cleanSteps []map[string]any
+	bootloader []wire.InstallBootloaderParams
+	mismatched bool
 	token      string
 	nodeUUID   string
 	lookupCfg  wire.LookupConfig
@@ -87,16 +156,44 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.WriteChunks <= 0 {
 		cfg.WriteChunks = 4
 	}
+	if cfg.CleanSteps == nil {
+		cfg.CleanSteps = DefaultCleanSteps()
+	}
+	if cfg.DeploySteps == nil {
+		cfg.DeploySteps = []wire.Step{
+			{Step: "erase_devices_metadata", Interface: "deploy"},
+			{Step: "write_image", Interface: "deploy"},
+		}
+	}
+	if cfg.CleanDuration <= 0 {
+		cfg.CleanDuration = 20 * time.Millisecond
+	}
+	if cfg.BootloaderDuration <= 0 {
+		cfg.BootloaderDuration = 30 * time.Millisecond
+	}
+	if cfg.HardwareManagerVersion == "" {
+		cfg.HardwareManagerVersion = "1.1"
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("fakeagent: listen: %w", err)
 	}
 	a := &Agent{cfg: cfg, ln: ln, apiURL: cfg.APIURL, beat: make(chan struct{}, 1)}
+	if cfg.TLS {
+		cert, pemText, err := selfSigned()
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("fakeagent: certificate: %w", err)
+		}
+		a.certPEM = pemText
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		a.ln = ln
+	}
 	a.ctx, a.cancel = context.WithCancel(ctx)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/commands/{$}", a.handlePost)
 	mux.HandleFunc("GET /v1/commands/{$}", a.handleList)
-	a.srv = &http.Server{Handler: mux}
+	a.srv = &http.Server{Handler: mux, ErrorLog: log.New(io.Discard, "", 0)}
 	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
@@ -116,8 +213,30 @@ func (a *Agent) Stop() {
 	a.wg.Wait()
 }
 
-// URL is the agent's callback URL.
-func (a *Agent) URL() string { return "http://" + a.ln.Addr().String() }
+// URL is the agent's callback URL (https with TLS).
+func (a *Agent) URL() string {
+	if a.cfg.TLS {
+		return "https://" + a.ln.Addr().String()
+	}
+	return "http://" + a.ln.Addr().String()
+}
+
+// CertificatePEM is the agent's own certificate ("" without TLS).
+func (a *Agent) CertificatePEM() string { return a.certPEM }
+
+// CleanStepsRun lists the steps execute_clean_step received, in order.
+func (a *Agent) CleanStepsRun() []map[string]any {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]map[string]any(nil), a.cleanSteps...)
+}
+
+// BootloaderCalls lists the params install_bootloader received.
+func (a *Agent) BootloaderCalls() []wire.InstallBootloaderParams {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]wire.InstallBootloaderParams(nil), a.bootloader...)
+}
 
 // SetAPIURL points the agent at another conductor URL (a restarted one).
 func (a *Agent) SetAPIURL(u string) {
@@ -255,7 +374,14 @@ func (a *Agent) heartbeat() {
 	if a.cfg.TokenOverride != "" {
 		tok = a.cfg.TokenOverride
 	}
-	body, _ := json.Marshal(wire.HeartbeatRequest{CallbackURL: a.URL(), AgentToken: tok, AgentVersion: a.cfg.Version})
+	hb := wire.HeartbeatRequest{CallbackURL: a.URL(), AgentToken: tok, AgentVersion: a.cfg.Version}
+	if a.cfg.TLS {
+		hb.AgentVerifyCA = a.certPEM
+		if a.cfg.VerifyCAOverride != "" {
+			hb.AgentVerifyCA = a.cfg.VerifyCAOverride
+		}
+	}
+	body, _ := json.Marshal(hb)
 	req, err := http.NewRequestWithContext(a.ctx, http.MethodPost, a.api()+"/v1/heartbeat/"+node, bytes.NewReader(body))
 	if err != nil {
 		return
@@ -341,14 +467,58 @@ func (a *Agent) handlePost(w http.ResponseWriter, r *http.Request) {
 	switch req.Name {
 	case "deploy.get_deploy_steps":
 		err = a.finish(res, wire.DeploySteps{
-			DeploySteps: map[string][]wire.Step{"GenericHardwareManager": {
-				{Step: "erase_devices_metadata", Interface: "deploy"},
-				{Step: "write_image", Interface: "deploy"},
-			}},
-			HardwareManagerVersion: wire.HardwareManagerVersion{"generic_hardware_manager": "1.1"},
+			DeploySteps:            map[string][]wire.Step{"GenericHardwareManager": a.cfg.DeploySteps},
+			HardwareManagerVersion: wire.HardwareManagerVersion{"generic_hardware_manager": a.cfg.HardwareManagerVersion},
 		}, nil)
+	case "clean.get_clean_steps":
+		err = a.finish(res, wire.CleanSteps{
+			CleanSteps:             map[string][]wire.Step{"GenericHardwareManager": a.cfg.CleanSteps},
+			HardwareManagerVersion: wire.HardwareManagerVersion{"generic_hardware_manager": a.cfg.HardwareManagerVersion},
+		}, nil)
+	case "clean.execute_clean_step":
+		var p struct {
+			Step         map[string]any    `json:"step"`
+			Node         map[string]any    `json:"node"`
+			CleanVersion map[string]string `json:"clean_version"`
+		}
+		if json.Unmarshal(req.Params, &p) != nil || p.Step["step"] == nil || p.Node["uuid"] == nil {
+			writeFault(w, http.StatusBadRequest, "Invalid command parameters: step and node are required")
+			return
+		}
+		a.mu.Lock()
+		a.cleanSteps = append(a.cleanSteps, p.Step)
+		a.commands = append(a.commands, res)
+		mismatch := a.cfg.CleanMismatchOnce && !a.mismatched
+		a.mismatched = a.mismatched || mismatch
+		a.mu.Unlock()
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.cleanStep(res, p.Step, mismatch || p.CleanVersion["generic_hardware_manager"] != a.cfg.HardwareManagerVersion)
+		}()
 	case "standby.get_partition_uuids":
-		err = a.finish(res, wire.PartitionUUIDs{RootUUID: "0x1a2b3c4d"}, nil)
+		err = a.finish(res, a.partitionUUIDs(), nil)
+	case "image.install_bootloader":
+		if a.cfg.NoBootloader {
+			writeFault(w, http.StatusBadRequest, "Invalid command: Unknown command: install_bootloader")
+			return
+		}
+		var p wire.InstallBootloaderParams
+		if json.Unmarshal(req.Params, &p) != nil || wire.StringValue(p.RootUUID) == "" {
+			writeFault(w, http.StatusBadRequest, "Invalid command parameters: root_uuid is required")
+			return
+		}
+		a.mu.Lock()
+		a.bootloader = append(a.bootloader, p)
+		a.commands = append(a.commands, res)
+		a.mu.Unlock()
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.runAsync(res, a.cfg.BootloaderDuration, nil, a.cfg.BootloaderError)
+		}()
+	case "log.collect_system_logs":
+		err = a.finish(res, map[string]string{"system_logs": systemLogs()}, nil)
 	case "deploy.execute_deploy_step":
 		var p wire.ExecuteStepParams
 		if json.Unmarshal(req.Params, &p) != nil || p.Step.Step != "write_image" {
@@ -418,6 +588,95 @@ func (a *Agent) finish(res *wire.CommandResult, result any, cmdErr *wire.Command
 	return nil
 }
 
+// partitionUUIDs answers get_partition_uuids for the image last written:
+// a disk identifier for a whole-disk image, file system and ESP UUIDs for
+// a partition image.
+func (a *Agent) partitionUUIDs() wire.PartitionUUIDs {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.imageInfo != nil && a.imageInfo.IsPartitionImage() {
+		pu := wire.PartitionUUIDs{RootUUID: "6f4c3e9a-1b2d-4c5e-8f70-1a2b3c4d5e6f",
+			Partitions: map[string]string{"root": "/dev/vda2"}}
+		if a.imageInfo.DeployBootMode == "uefi" {
+			pu.EFISystemPartUUID = "2d9e6a1b-3c4f-4a5b-9c6d-7e8f9a0b1c2d"
+			pu.Partitions["efi system partition"] = "/dev/vda1"
+		}
+		return pu
+	}
+	return wire.PartitionUUIDs{RootUUID: "0x1a2b3c4d"}
+}
+
+// runAsync ends an asynchronous command after d with result, or fails it
+// with errText, then forces a heartbeat.
+func (a *Agent) runAsync(res *wire.CommandResult, d time.Duration, result any, errText string) {
+	defer a.forceHeartbeat()
+	if !a.sleep(d) {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if errText != "" {
+		res.CommandStatus = wire.StatusFailed
+		res.CommandError = &wire.CommandError{Type: "CommandExecutionError", Code: 500,
+			Message: "Command execution failed", Details: errText}
+		return
+	}
+	if result != nil {
+		res.CommandResult, _ = json.Marshal(result)
+	}
+	res.CommandStatus = wire.StatusSucceeded
+}
+
+// cleanStep runs a clean step: a version mismatch, a failure, or the echo
+// of the step as IPA's clean extension returns it.
+func (a *Agent) cleanStep(res *wire.CommandResult, step map[string]any, mismatch bool) {
+	if mismatch {
+		defer a.forceHeartbeat()
+		a.mu.Lock()
+		res.CommandStatus = wire.StatusVersionMismatch
+		res.CommandError = &wire.CommandError{Type: "VersionMismatch", Code: 409,
+			Message: "Hardware managers version mismatch", Details: "generic_hardware_manager"}
+		a.mu.Unlock()
+		return
+	}
+	a.runAsync(res, a.cfg.CleanDuration, map[string]any{"clean_result": nil, "clean_step": step}, a.cfg.CleanError)
+}
+
+// systemLogs is a small gzipped tarball, base64-encoded, like IPA's.
+func systemLogs() string {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	body := []byte("fake agent journal\n")
+	tw.WriteHeader(&tar.Header{Name: "journal", Mode: 0o644, Size: int64(len(body)), ModTime: time.Now()})
+	tw.Write(body)
+	tw.Close()
+	zw.Close()
+	return base64.StdEncoding.EncodeToString(buf.Bytes())
+}
+
+// selfSigned makes a certificate like IPA's auto-TLS one: self-signed,
+// P-256, one IP SAN (127.0.0.1), no basic constraints.
+func selfSigned() (tls.Certificate, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "fakeagent"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	pemText := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pemText, nil
+}
+
 // writeImage downloads the image, verifies its checksum and reports
 // progress, like a streamed raw write to a disk that is then discarded.
 func (a *Agent) writeImage(res *wire.CommandResult, step wire.Step, info wire.ImageInfo) {
@@ -460,6 +719,8 @@ func (a *Agent) writeImage(res *wire.CommandResult, step wire.Step, info wire.Im
 	}
 	progress.Phase, progress.BytesWritten, progress.ETASeconds = "done", int64(len(data)), 0
 	progress.UpdatedAt = unix(time.Now())
+	el := progress.UpdatedAt - progress.StartedAt
+	progress.Timings = map[string]float64{"download": el * 0.9, "verify": el * 0.1}
 	b, _ := json.Marshal(map[string]any{
 		"deploy_result": map[string]any{
 			"result":   fmt.Sprintf("prepare_image: image (%s) written to device /dev/vda root_uuid=0x1a2b3c4d", info.ID),

@@ -9,8 +9,9 @@ import (
 	"github.com/rivetmetal/rivet/conductor/store"
 )
 
-// MaxMinor is the newest API minor version whose node shape is rendered.
-const MaxMinor = 82
+// MaxMinor is the newest API minor version whose node shape is rendered
+// (1.89: the version Metal3's baremetal-operator asks for).
+const MaxMinor = 89
 
 // Options controls how API documents are rendered.
 type Options struct {
@@ -45,6 +46,7 @@ var nodeFieldMinor = map[string]int{
 	"protected": 48, "protected_reason": 48, "conductor": 49, "owner": 50,
 	"description": 51, "allocation_uuid": 52, "retired": 61, "retired_reason": 61,
 	"lessee": 65, "network_data": 66, "boot_mode": 75, "secure_boot": 75, "shard": 82,
+	"parent_node": 83, "firmware_interface": 86, "service_step": 87,
 	// sub-resource links
 	"states": 14, "portgroups": 24, "volume": 32,
 }
@@ -106,7 +108,7 @@ func nodeDoc(n *store.Node, o Options) map[string]any {
 		"driver_internal_info":   CopyDict(n.DriverInternalInfo),
 		"properties":             CopyDict(n.Properties),
 		"extra":                  CopyDict(n.Extra),
-		"clean_step":             map[string]any{},
+		"clean_step":             CopyDict(n.CleanStep()),
 		"deploy_step":            CopyDict(n.DeployStep),
 		"raid_config":            map[string]any{},
 		"target_raid_config":     map[string]any{},
@@ -128,6 +130,8 @@ func nodeDoc(n *store.Node, o Options) map[string]any {
 		"boot_mode":              nil,
 		"secure_boot":            nil,
 		"shard":                  nil,
+		"parent_node":            nil,
+		"service_step":           map[string]any{},
 		"traits":                 []any{},
 		"inspection_started_at":  nil,
 		"inspection_finished_at": nil,
@@ -146,17 +150,24 @@ func nodeDoc(n *store.Node, o Options) map[string]any {
 }
 
 // interfacesFor returns the hardware interfaces a driver's nodes report.
-// Every node deploys with the agent ("direct").
+// Every node deploys with the agent ("direct"); BMC drivers network-boot
+// the deploy ramdisk with the conductor's iPXE scripts.
 func interfacesFor(driver string) map[string]any {
-	own := driver
-	if driver == "fake-hardware" {
-		own = "fake"
+	own, boot := driver, driver
+	switch driver {
+	case "fake-hardware":
+		own, boot = "fake", "fake"
+	case "ipmi":
+		own, boot = "ipmitool", "ipxe"
+	case "redfish":
+		boot = "ipxe"
 	}
 	return map[string]any{
 		"bios_interface":       "no-bios",
-		"boot_interface":       own,
+		"boot_interface":       boot,
 		"console_interface":    "no-console",
 		"deploy_interface":     "direct",
+		"firmware_interface":   "no-firmware",
 		"inspect_interface":    "no-inspect",
 		"management_interface": own,
 		"network_interface":    "noop",
@@ -166,6 +177,26 @@ func interfacesFor(driver string) map[string]any {
 		"storage_interface":    "noop",
 		"vendor_interface":     "no-vendor",
 	}
+}
+
+// InterfaceFields are the node's hardware interface fields
+// ("boot_interface", ...).
+func InterfaceFields() []string {
+	out := make([]string, 0, 13)
+	for k := range interfacesFor("") {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Interfaces returns the hardware interfaces a driver's nodes report, by
+// field name ("boot_interface": "ipxe", ...).
+func Interfaces(driver string) map[string]string {
+	out := map[string]string{}
+	for k, v := range interfacesFor(driver) {
+		out[k] = v.(string)
+	}
+	return out
 }
 
 // LookupNode renders the node part of a lookup answer: uuid, properties,

@@ -6,7 +6,7 @@ import "github.com/rivetmetal/rivet/conductor/store"
 // them.
 var portFieldMinor = map[string]int{
 	"internal_info": 18, "local_link_connection": 19, "pxe_enabled": 19,
-	"portgroup_uuid": 24, "physical_network": 34, "is_smartnic": 53,
+	"portgroup_uuid": 24, "physical_network": 34, "is_smartnic": 53, "name": 88,
 }
 
 // DefaultPortListFields are the fields of a port in a plain list.
@@ -35,6 +35,7 @@ func Port(p *store.Port, o Options) map[string]any {
 		"portgroup_uuid":        nil,
 		"physical_network":      nullString(p.PhysicalNetwork),
 		"is_smartnic":           false,
+		"name":                  nil,
 		"created_at":            apiTime(p.CreatedAt),
 		"updated_at":            apiTime(p.UpdatedAt),
 		"links":                 links(o.BaseURL, "ports", p.UUID),

@@ -32,6 +32,16 @@ const (
 	BootDisk BootDevice = "disk"
 )
 
+// BootMode is the firmware boot mode, with Ironic's wire strings.
+type BootMode string
+
+// Boot modes. The zero value means "the driver's default", which is UEFI
+// (Ironic's default since Yoga).
+const (
+	BootModeUEFI BootMode = "uefi"
+	BootModeBIOS BootMode = "bios"
+)
+
 // Node is what a driver needs to know of a node.
 type Node struct {
 	UUID string
@@ -41,6 +51,11 @@ type Node struct {
 	DriverInfo map[string]any
 	// MACs are the node's port addresses, PXE-enabled ones first.
 	MACs []string
+	// BootMode is the boot mode the node is set up for (Ironic takes it
+	// from instance_info.deploy_boot_mode, then the boot_mode capability
+	// in properties); empty means the driver's default, UEFI. Drivers
+	// that set boot devices through the BMC (ipmi, redfish) use it.
+	BootMode BootMode
 }
 
 // Driver is a power and boot-device driver.
@@ -57,6 +72,20 @@ type Driver interface {
 	SetPowerState(ctx context.Context, node Node, target State) error
 	// SetBootDevice sets the device the node boots from next.
 	SetBootDevice(ctx context.Context, node Node, dev BootDevice, persistent bool) error
+}
+
+// BootDeviceReader is implemented by drivers that can read back the boot
+// device a node will boot from next (GET .../management/boot_device).
+type BootDeviceReader interface {
+	// GetBootDevice returns the boot device and whether it is persistent;
+	// an empty device means the BMC reports none (no override).
+	GetBootDevice(ctx context.Context, node Node) (dev BootDevice, persistent bool, err error)
+}
+
+// BootDeviceLister is implemented by drivers that report the boot devices
+// they can set; drivers without it support BootPXE and BootDisk.
+type BootDeviceLister interface {
+	SupportedBootDevices(node Node) []BootDevice
 }
 
 // Ramdisk describes a deploy ramdisk network boot prepared by the

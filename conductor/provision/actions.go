@@ -2,7 +2,11 @@ package provision
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
+	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/conductor/configdrive"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision/imageinfo"
@@ -13,10 +17,14 @@ import (
 // Request is a provision action: the target of PUT
 // /v1/nodes/{id}/states/provision and its optional configdrive.
 type Request struct {
-	// Target is the verb ("manage", "provide", "active", "deleted", ...).
+	// Target is the verb ("manage", "provide", "inspect", "adopt",
+	// "abort", "active", "rebuild", "deleted", ...). "clean" goes through
+	// ManualClean, which carries the steps.
 	Target string
-	// Configdrive is the config drive for "active": a gzipped,
-	// base64-encoded ISO or an URL. Nil when absent.
+	// Configdrive is the config drive for "active" and "rebuild": a
+	// gzipped, base64-encoded ISO, an http(s) URL, or a JSON object
+	// (meta_data, user_data, network_data, vendor_data) built into an ISO
+	// here. Nil when absent.
 	Configdrive any
 }
 
@@ -28,10 +36,96 @@ func (e *Engine) Provision(ctx context.Context, ident string, req Request) error
 	if !ok {
 		return errdefs.InvalidArgument(`The requested action "%s" could not be understood.`, req.Target)
 	}
-	if req.Configdrive != nil && ev != statemachine.EvDeploy {
-		return errdefs.InvalidArgument("Adding a config drive is only supported when setting provision state to active")
+	if ev == statemachine.EvClean {
+		return errdefs.InvalidArgument(`"clean_steps" is required when setting target provision state to clean`)
 	}
-	var ports []*store.Port
+	if req.Configdrive != nil && ev != statemachine.EvDeploy && ev != statemachine.EvRebuild {
+		return errdefs.InvalidArgument("Adding a config drive is only supported when setting provision state to active or rebuild")
+	}
+	var cd *string
+	if req.Configdrive != nil {
+		s, err := e.buildConfigdrive(ctx, ident, req.Configdrive)
+		if err != nil {
+			return err
+		}
+		cd = &s
+	}
+	return e.act(ctx, ident, req.Target, ev, func(tx store.Tx, n *store.Node, drv power.Driver) error {
+		switch ev {
+		case statemachine.EvDeploy, statemachine.EvRebuild:
+			ports, err := tx.Ports(ctx)
+			if err != nil {
+				return err
+			}
+			return e.prepareDeploy(n, ports, drv, cd)
+		case statemachine.EvProvide, statemachine.EvInspect, statemachine.EvAdopt:
+			if n.Maintenance {
+				return errdefs.InvalidArgument("The provisioning operation can't be performed on node %s because it's in maintenance mode.", n.UUID)
+			}
+			if ev == statemachine.EvProvide {
+				wipeClean(n)
+				n.SetInternal("clean_steps", nil)
+			}
+		case statemachine.EvAbort:
+			return e.prepareAbort(n)
+		}
+		return nil
+	})
+}
+
+// ManualClean starts manual cleaning of a manageable node with the given
+// steps (PUT /v1/nodes/{id}/states/provision with target "clean", API >=
+// 1.15; contract §4.5). The API has checked the steps' shape: each has
+// "interface" and "step", and optional "args" (an object) and
+// "reboot_requested". The steps are stored (driver_internal_info
+// .user_clean_steps) with the transition; once the agent is up they are
+// matched against its steps, which fills in priority and abortable, and
+// run in the order given. disableRamdisk (API >= 1.70) is refused: every
+// Rivet clean step runs in the agent.
+func (e *Engine) ManualClean(ctx context.Context, ident string, steps []wire.Step, disableRamdisk bool) error {
+	if disableRamdisk {
+		return errdefs.InvalidArgument("Cleaning without the ramdisk (disable_ramdisk) is not supported: every clean step of this conductor runs in the agent.")
+	}
+	if len(steps) == 0 {
+		return errdefs.InvalidArgument(`"clean_steps" is required when setting target provision state to clean`)
+	}
+	user := make([]any, len(steps))
+	for i, s := range steps {
+		if s.Interface == "" || s.Step == "" {
+			return errdefs.InvalidArgument("Each clean step needs an interface and a step name: %+v", s)
+		}
+		if !validStepInterfaces[s.Interface] {
+			return errdefs.InvalidArgument(`Clean step %d has an invalid interface %q`, i, s.Interface)
+		}
+		m := map[string]any{"interface": s.Interface, "step": s.Step}
+		if s.Args != nil {
+			m["args"] = s.Args
+		}
+		if s.RebootRequested {
+			m["reboot_requested"] = true
+		}
+		user[i] = m
+	}
+	return e.act(ctx, ident, "clean", statemachine.EvClean, func(_ store.Tx, n *store.Node, _ power.Driver) error {
+		if n.Maintenance {
+			return errdefs.InvalidArgument("The provisioning operation can't be performed on node %s because it's in maintenance mode.", n.UUID)
+		}
+		wipeClean(n)
+		n.SetInternal("clean_steps", nil)
+		n.SetInternal("user_clean_steps", user)
+		return nil
+	})
+}
+
+// validStepInterfaces are the interfaces a clean step may name.
+var validStepInterfaces = map[string]bool{"deploy": true, "power": true, "management": true,
+	"bios": true, "raid": true, "firmware": true}
+
+// act applies event ev (verb) to a node under its lock: the state must
+// allow it, the driver must be enabled, prepare runs in the transaction,
+// and the job the new state needs is queued after the commit.
+func (e *Engine) act(ctx context.Context, ident, verb string, ev statemachine.Event,
+	prepare func(tx store.Tx, n *store.Node, drv power.Driver) error) error {
 	n, err := e.update(ctx, ident, "", func(tx store.Tx, n *store.Node) error {
 		if !statemachine.Allowed(n.ProvisionState, ev) {
 			if !statemachine.IsStable(n.ProvisionState) {
@@ -39,23 +133,22 @@ func (e *Engine) Provision(ctx context.Context, ident string, req Request) error
 					n.UUID, n.ProvisionState)
 			}
 			return errdefs.InvalidArgument(`The requested action "%s" can not be performed on node "%s" while it is in state "%s".`,
-				req.Target, n.UUID, n.ProvisionState)
+				verb, n.UUID, n.ProvisionState)
+		}
+		if n.TargetPowerState != "" && ev != statemachine.EvAbort {
+			return errdefs.Conflict("Node %s is locked by a power state change to %q, please retry after it is completed.", n.UUID, n.TargetPowerState)
 		}
 		drv, ok := e.drivers[n.Driver]
 		if !ok {
 			return errdefs.InvalidArgument("No valid host was found. Reason: No conductor service registered which supports driver %s.", n.Driver)
 		}
-		var err error
-		if ports, err = tx.Ports(ctx); err != nil {
+		if err := prepare(tx, n, drv); err != nil {
 			return err
 		}
-		if ev == statemachine.EvDeploy {
-			if err := e.prepareDeploy(n, ports, drv, req.Configdrive); err != nil {
-				return err
-			}
+		if ev != statemachine.EvAbort {
+			n.LastError = ""
 		}
-		n.LastError = ""
-		_, err = n.Advance(ev, e.now())
+		_, err := n.Advance(ev, e.now())
 		return err
 	})
 	if err != nil {
@@ -70,17 +163,42 @@ func (e *Engine) Provision(ctx context.Context, ident string, req Request) error
 		e.submit(n.UUID, jobDeploy)
 	case statemachine.Deleting:
 		e.submit(n.UUID, jobTeardown)
+	case statemachine.Inspecting:
+		e.submit(n.UUID, jobInspect)
+	case statemachine.Adopting:
+		e.submit(n.UUID, jobAdopt)
+	case statemachine.DeployFailed, statemachine.CleanFailed, statemachine.InspectFail:
+		if ev == statemachine.EvAbort {
+			e.submit(n.UUID, jobAbort)
+		}
 	}
 	return nil
 }
 
+// buildConfigdrive turns a requested config drive into the string stored
+// in instance_info (contract §6.4).
+func (e *Engine) buildConfigdrive(ctx context.Context, ident string, v any) (string, error) {
+	n, err := e.st.GetNode(ctx, ident)
+	if err != nil {
+		return "", err
+	}
+	s, err := configdrive.Normalize(v, configdrive.Node{UUID: n.UUID, Name: n.Name}, e.cfg.StateDir)
+	if errors.Is(err, configdrive.ErrInvalid) {
+		return "", errdefs.InvalidArgument("Invalid configdrive for node %s: %v", n.UUID, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("node %s: build config drive: %w", n.UUID, err)
+	}
+	return s, nil
+}
+
 // prepareDeploy validates a node for deployment and records what the
 // deploy needs (Ironic's do_node_deploy validation and prepare).
-func (e *Engine) prepareDeploy(n *store.Node, ports []*store.Port, drv power.Driver, configdrive any) error {
+func (e *Engine) prepareDeploy(n *store.Node, ports []*store.Port, drv power.Driver, cd *string) error {
 	if n.Maintenance {
 		return errdefs.InvalidArgument("The provisioning operation can't be performed on node %s because it's in maintenance mode.", n.UUID)
 	}
-	t := &target{node: n, ports: ports, drv: drv}
+	t := &target{node: n, ports: ports, drv: drv, bootMode: e.bootMode(n)}
 	if err := drv.Validate(t.powerNode()); err != nil {
 		return errdefs.InvalidArgument("Failed to validate power driver interface for node %s. Error: %v", n.UUID, err)
 	}
@@ -95,25 +213,34 @@ func (e *Engine) prepareDeploy(n *store.Node, ports []*store.Port, drv power.Dri
 	if n.InstanceInfo == nil {
 		n.InstanceInfo = map[string]any{}
 	}
-	if configdrive != nil {
-		n.InstanceInfo["configdrive"] = configdrive
+	if cd != nil {
+		n.InstanceInfo["configdrive"] = *cd
 	} else {
 		delete(n.InstanceInfo, "configdrive")
 	}
-	if err := imageinfo.Validate(n); err != nil {
+	if err := imageinfo.Validate(n, e.cfg.ImageCache != nil); err != nil {
 		return err
 	}
 	n.InstanceInfo["image_url"] = n.InstanceInfo["image_source"]
-	if _, ok := n.InstanceInfo["image_type"]; !ok {
-		n.InstanceInfo["image_type"] = "whole-disk"
+	partition := imageinfo.IsPartition(n)
+	if partition {
+		n.InstanceInfo["image_type"] = wire.ImageTypePartition
+	} else {
+		n.InstanceInfo["image_type"] = wire.ImageTypeWholeDisk
 	}
 	n.DeployStep = map[string]any{}
-	wipeDeploy(n)
-	for _, k := range []string{"deploy_progress", "root_uuid_or_disk_id", "efi_system_partition_uuid"} {
+	wipeDeploySteps(n)
+	if !e.fastTrackable(n) {
+		wipeTokenAndURL(n)
+	}
+	for _, k := range []string{"deploy_progress", "root_uuid_or_disk_id", "efi_system_partition_uuid",
+		keyTimings, keyTimestamps, keyLogsPath} {
 		n.SetInternal(k, nil)
 	}
-	n.SetInternal("is_whole_disk_image", true)
-	n.SetInternal("deploy_steps", stepList())
+	n.SetInternal("is_whole_disk_image", !partition)
+	n.SetInternal("deploy_boot_mode", t.bootMode)
+	n.SetInternal("deploy_steps", anyList(e.deploySteps(n)))
+	markTime(n, markStarted, e.now())
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
@@ -44,11 +45,15 @@ func (d *vmDriver) NodeURL(node power.Node, hostURL string) (string, error) {
 // noAgent fails every agent call.
 type noAgent struct{}
 
-func (noAgent) Execute(context.Context, string, string, string, any, bool) (*wire.CommandResult, error) {
+func (noAgent) Execute(context.Context, agentclient.Endpoint, string, any, bool) (*wire.CommandResult, error) {
 	return nil, errors.New("no agent")
 }
 
-func (noAgent) Commands(context.Context, string, string) (*wire.CommandList, error) {
+func (noAgent) Commands(context.Context, agentclient.Endpoint) (*wire.CommandList, error) {
+	return nil, errors.New("no agent")
+}
+
+func (noAgent) Wait(context.Context, agentclient.Endpoint, string, time.Duration, int) (*wire.CommandResult, error) {
 	return nil, errors.New("no agent")
 }
 
@@ -59,6 +64,7 @@ func newTestEngine(t *testing.T, drv power.Driver, cfg Config) (*Engine, store.S
 		t.Fatal(err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.StateDir = t.TempDir()
 	cfg.PowerStateInterval = 5 * time.Millisecond
 	cfg.CheckInterval = 20 * time.Millisecond
 	e, err := New(st, []power.Driver{drv}, noAgent{}, cfg)
@@ -208,7 +214,7 @@ func newTestEngineAt(t *testing.T, path string, drv power.Driver) (*Engine, stor
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(st, []power.Driver{drv}, noAgent{}, Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	e, err := New(st, []power.Driver{drv}, noAgent{}, Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,10 +226,4 @@ func newTestEngineAt(t *testing.T, path string, drv power.Driver) (*Engine, stor
 		st.Close()
 	})
 	return e, st
-}
-
-func TestAutomatedCleanRefused(t *testing.T) {
-	if _, err := New(nil, nil, noAgent{}, Config{AutomatedClean: true}); err == nil {
-		t.Fatal("AutomatedClean accepted although not implemented")
-	}
 }

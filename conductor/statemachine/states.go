@@ -54,11 +54,14 @@ const (
 	EvDeploy  Event = "deploy"
 	EvDelete  Event = "delete"
 	EvClean   Event = "clean"
+	EvInspect Event = "inspect"
+	EvAdopt   Event = "adopt"
+	EvAbort   Event = "abort"
+	EvRebuild Event = "rebuild"
 	EvWait    Event = "wait"
 	EvResume  Event = "resume"
 	EvDone    Event = "done"
 	EvFail    Event = "fail"
-	EvError   Event = "error"
 )
 
 // LookupAllowed are the states in which GET /v1/lookup finds a node
@@ -66,9 +69,20 @@ const (
 var LookupAllowed = setOf(Deploying, DeployWait, Cleaning, CleanWait,
 	Inspecting, InspectWait, Rescuing, RescueWait)
 
-// HeartbeatAllowed are the states in which a heartbeat is recorded and
-// processed; in any other state it is accepted (202) and only logged.
-var HeartbeatAllowed = setOf(DeployWait, Deploying, CleanWait, Cleaning)
+// FastTrackLookupAllowed are the states in which lookup is also allowed
+// when fast-track applies (contract §3.3, §4.7).
+var FastTrackLookupAllowed = setOf(Enroll, Manageable, Available)
+
+// HeartbeatAllowed are the states in which a heartbeat is recorded (and,
+// in the wait states, processed); in any other state it is accepted (202)
+// and only logged. With fast-track, heartbeats are also recorded in
+// FastTrackLookupAllowed.
+var HeartbeatAllowed = setOf(DeployWait, Deploying, CleanWait, Cleaning,
+	InspectWait, Inspecting)
+
+// AgentWait are the states in which the engine waits for the agent's
+// heartbeat; the callback timeouts apply to them.
+var AgentWait = setOf(DeployWait, CleanWait, InspectWait)
 
 // DeleteAllowed are the states in which a node may be deleted (outside
 // maintenance).

@@ -58,7 +58,7 @@ type Node struct {
 // function that sets ProvisionState and TargetProvisionState, together, and
 // it stamps ProvisionUpdatedAt.
 func (n *Node) Advance(ev statemachine.Event, now time.Time) (statemachine.Move, error) {
-	m, err := statemachine.Next(n.ProvisionState, ev)
+	m, err := statemachine.Step(n.ProvisionState, n.TargetProvisionState, ev)
 	if err != nil {
 		return m, fmt.Errorf("node %s: %w", n.UUID, err)
 	}
@@ -89,6 +89,35 @@ func (n *Node) SetInternal(key string, v any) {
 		n.DriverInternalInfo = map[string]any{}
 	}
 	n.DriverInternalInfo[key] = v
+}
+
+// CleanStep returns the clean step the node is on: the entry of
+// driver_internal_info.clean_steps at clean_step_index ({} when the node is
+// not cleaning). It is what Ironic shows as node.clean_step.
+func (n *Node) CleanStep() map[string]any {
+	steps, _ := n.DriverInternalInfo["clean_steps"].([]any)
+	var i int
+	switch x := n.DriverInternalInfo["clean_step_index"].(type) {
+	case int:
+		i = x
+	case int64:
+		i = int(x)
+	case float64:
+		if x != float64(int(x)) {
+			return map[string]any{}
+		}
+		i = int(x)
+	default:
+		return map[string]any{}
+	}
+	if i < 0 || i >= len(steps) {
+		return map[string]any{}
+	}
+	step, ok := steps[i].(map[string]any)
+	if !ok {
+		return map[string]any{}
+	}
+	return step
 }
 
 // Port is a NIC of a node, identified by its MAC address.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/rivetmetal/rivet/conductor/power"
@@ -48,9 +49,17 @@ type nodeState struct {
 	Power      power.State      `json:"power"`
 	BootDevice power.BootDevice `json:"boot_device"`
 	Persistent bool             `json:"persistent"`
+	BootMode   power.BootMode   `json:"boot_mode,omitempty"`
 }
 
-var _ power.Driver = (*Driver)(nil)
+var (
+	_ power.Driver           = (*Driver)(nil)
+	_ power.BootDeviceReader = (*Driver)(nil)
+	_ power.BootDeviceLister = (*Driver)(nil)
+)
+
+// bootDevices are the devices the fake machine can boot from.
+var bootDevices = []power.BootDevice{power.BootPXE, power.BootDisk, "cdrom", "bios"}
 
 // New returns a driver, loading Config.StateFile when it exists.
 func New(cfg Config) (*Driver, error) {
@@ -79,6 +88,9 @@ func (d *Driver) Validate(node power.Node) error { return nil }
 
 // PowerState implements power.Driver. A node never seen is off.
 func (d *Driver) PowerState(ctx context.Context, node power.Node) (power.State, error) {
+	if err := ctx.Err(); err != nil {
+		return power.Error, fmt.Errorf("fake driver: node %s: get power state: %w", node.UUID, err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.get(node.UUID).Power, nil
@@ -87,6 +99,9 @@ func (d *Driver) PowerState(ctx context.Context, node power.Node) (power.State, 
 // SetPowerState implements power.Driver. Reboot ends powered on; the soft
 // variants behave as their hard counterparts.
 func (d *Driver) SetPowerState(ctx context.Context, node power.Node, target power.State) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("fake driver: node %s: set power %q: %w", node.UUID, target, err)
+	}
 	var st power.State
 	switch target {
 	case power.On, power.Reboot, power.SoftReboot:
@@ -105,15 +120,47 @@ func (d *Driver) SetPowerState(ctx context.Context, node power.Node, target powe
 	return nil
 }
 
-// SetBootDevice implements power.Driver.
+// SetBootDevice implements power.Driver; the boot mode is recorded too
+// (UEFI unless the node asks for BIOS).
 func (d *Driver) SetBootDevice(ctx context.Context, node power.Node, dev power.BootDevice, persistent bool) error {
-	if err := d.update(node.UUID, func(s *nodeState) { s.BootDevice, s.Persistent = dev, persistent }); err != nil {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("fake driver: node %s: set boot device %s: %w", node.UUID, dev, err)
+	}
+	if !slices.Contains(bootDevices, dev) {
+		return fmt.Errorf("fake driver: node %s: set boot device %q: %w", node.UUID, dev, power.ErrUnsupported)
+	}
+	mode := node.BootMode
+	if mode == "" {
+		mode = power.BootModeUEFI
+	}
+	if err := d.update(node.UUID, func(s *nodeState) { s.BootDevice, s.Persistent, s.BootMode = dev, persistent, mode }); err != nil {
 		return err
 	}
 	if h := d.hooks().OnBootDevice; h != nil {
 		return h(node, dev, persistent)
 	}
 	return nil
+}
+
+// GetBootDevice implements power.BootDeviceReader.
+func (d *Driver) GetBootDevice(ctx context.Context, node power.Node) (power.BootDevice, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return "", false, fmt.Errorf("fake driver: node %s: get boot device: %w", node.UUID, err)
+	}
+	dev, persistent := d.BootDevice(node.UUID)
+	return dev, persistent, nil
+}
+
+// SupportedBootDevices implements power.BootDeviceLister.
+func (d *Driver) SupportedBootDevices(node power.Node) []power.BootDevice {
+	return slices.Clone(bootDevices)
+}
+
+// BootMode returns the boot mode recorded with a node's boot device.
+func (d *Driver) BootMode(uuid string) power.BootMode {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.get(uuid).BootMode
 }
 
 // SetHooks replaces the hooks (for tests that build the driver before the

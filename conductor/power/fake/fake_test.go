@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/rivetmetal/rivet/conductor/power"
+	"github.com/rivetmetal/rivet/conductor/power/drivertest"
 )
 
 func TestPowerAndBootDevicePersist(t *testing.T) {
@@ -52,4 +53,32 @@ func TestPowerAndBootDevicePersist(t *testing.T) {
 	if st, _ := d2.PowerState(ctx, n); st != power.Off {
 		t.Fatalf("after Force: %q", st)
 	}
+}
+
+func TestConformance(t *testing.T) {
+	drivertest.Run(t, func(t *testing.T) drivertest.Harness {
+		d, err := New(Config{StateFile: filepath.Join(t.TempDir(), "power.json")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const uuid = "1be26c0b-03f2-4d2e-ae87-c02d1829bcc2"
+		return drivertest.Harness{
+			Driver: d,
+			Node:   power.Node{UUID: uuid},
+			Machine: func() drivertest.Machine {
+				st, _ := d.PowerState(context.Background(), power.Node{UUID: uuid})
+				dev, persistent := d.BootDevice(uuid)
+				return drivertest.Machine{On: st == power.On, BootDevice: dev, Persistent: persistent, BootMode: d.BootMode(uuid)}
+			},
+			SetMachinePower: func(on bool) {
+				st := power.Off
+				if on {
+					st = power.On
+				}
+				if err := d.Force(uuid, st); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
+	})
 }

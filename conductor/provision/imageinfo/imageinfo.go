@@ -1,9 +1,11 @@
 // Package imageinfo checks a node's instance_info for deployment and
 // builds the image_info of the agent's write_image step from it, as Ironic
-// does for an http image_source (contract §2.1).
+// does for an http image_source (contract §2.1): whole-disk images, and
+// partition images with their layout (root_gb, swap_mb, ephemeral_gb, ...).
 package imageinfo
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"path"
@@ -11,20 +13,33 @@ import (
 
 	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/images"
 	"github.com/rivetmetal/rivet/conductor/store"
 )
 
-// Validate checks that instance_info describes an image the
-// skeleton can deploy: an http(s) image_source, a checksum (image_checksum,
-// or image_os_hash_algo with image_os_hash_value), and a whole-disk image.
-func Validate(n *store.Node) error {
+// Validate checks that instance_info describes an image Rivet can deploy:
+// an http(s) image_source, a checksum (image_checksum, or
+// image_os_hash_algo with image_os_hash_value), for a partition image a
+// root_gb and valid sizes, and a config drive that is a string (a JSON
+// one has been built into an ISO by then).
+//
+// canCache says whether the conductor has an image cache: a file://
+// image_source, or image_download_source "http"/"local", needs one.
+func Validate(n *store.Node, canCache bool) error {
 	ii := n.InstanceInfo
 	src, _ := ii["image_source"].(string)
 	if src == "" {
 		return errdefs.InvalidArgument("Some parameters were missing in node's instance_info. Missing are: ['image_source']")
 	}
-	if !IsHTTPURL(src) {
-		return errdefs.InvalidArgument("Image source %q is not an http(s) URL; only HTTP image sources are supported.", src)
+	switch {
+	case images.NeedsCache(ii) && !canCache:
+		return errdefs.InvalidArgument("Image %s must be served by the conductor (a file:// source or image_download_source %v), but this conductor has no image cache.", src, ii["image_download_source"])
+	case images.NeedsCache(ii):
+		if !IsHTTPURL(src) && !strings.HasPrefix(strings.ToLower(src), "file://") {
+			return errdefs.InvalidArgument("Image source %q is neither an http(s) nor a file:// URL.", src)
+		}
+	case !IsHTTPURL(src):
+		return errdefs.InvalidArgument("Image source %q is not an http(s) URL; file:// sources and image_download_source \"http\" are served from the conductor's image cache.", src)
 	}
 	checksum, _ := ii["image_checksum"].(string)
 	algo, _ := ii["image_os_hash_algo"].(string)
@@ -37,21 +52,71 @@ func Validate(n *store.Node) error {
 	if (algo == "") != (value == "") {
 		return errdefs.InvalidArgument("instance_info image_os_hash_algo and image_os_hash_value must be set together.")
 	}
-	if t, _ := ii["image_type"].(string); t == wire.ImageTypePartition || ii["kernel"] != nil || ii["ramdisk"] != nil {
-		return errdefs.InvalidArgument("Partition images are not supported yet (they need image.install_bootloader); use a whole-disk image.")
+	if t, _ := ii["image_type"].(string); t != "" && t != wire.ImageTypePartition && t != wire.ImageTypeWholeDisk {
+		return errdefs.InvalidArgument("instance_info image_type %q is neither %q nor %q.", t, wire.ImageTypeWholeDisk, wire.ImageTypePartition)
+	}
+	if IsPartition(n) {
+		if _, ok := ii["root_gb"]; !ok {
+			return errdefs.InvalidArgument("Some parameters were missing in node's instance_info. Missing are: ['root_gb']")
+		}
+		for _, k := range []string{"root_gb", "swap_mb", "ephemeral_gb"} {
+			v, err := intField(ii, k)
+			switch {
+			case err != nil:
+				return errdefs.InvalidArgument("instance_info %s: %v", k, err)
+			case k == "root_gb" && v <= 0:
+				return errdefs.InvalidArgument("instance_info root_gb must be a positive integer, got %d.", v)
+			case v < 0:
+				return errdefs.InvalidArgument("instance_info %s must not be negative, got %d.", k, v)
+			}
+		}
+		if v, ok := ii["preserve_ephemeral"]; ok {
+			if _, isBool := v.(bool); !isBool {
+				return errdefs.InvalidArgument("instance_info preserve_ephemeral must be a boolean.")
+			}
+		}
 	}
 	if cd, ok := ii["configdrive"]; ok && cd != nil {
 		if _, isString := cd.(string); !isString {
-			return errdefs.InvalidArgument("Building a config drive from a dictionary is not supported yet; pass a gzipped, base64-encoded ISO image or an URL.")
+			return errdefs.InvalidArgument("instance_info configdrive must be a string: a gzipped, base64-encoded ISO image or a URL.")
 		}
 	}
 	return nil
 }
 
-// Build builds the write_image image_info the way Ironic does for
-// an http image_source (contract §2.1). nodeURL maps conductor-reachable
-// URLs (image and checksum file) to the node's view.
-func Build(n *store.Node, nodeURL func(string) (string, error)) (wire.ImageInfo, error) {
+// IsPartition reports whether instance_info describes a partition image:
+// image_type "partition", or (with no image_type) a kernel and a ramdisk,
+// as Ironic decides for images that are not in Glance.
+func IsPartition(n *store.Node) bool {
+	ii := n.InstanceInfo
+	if t, _ := ii["image_type"].(string); t != "" {
+		return t == wire.ImageTypePartition
+	}
+	k, _ := ii["kernel"].(string)
+	r, _ := ii["ramdisk"].(string)
+	return k != "" && r != ""
+}
+
+// intField reads an integer instance_info field that may be a number or a
+// numeric string (0 when absent).
+func intField(ii map[string]any, k string) (int64, error) {
+	v, ok := ii[k]
+	if !ok || v == nil {
+		return 0, nil
+	}
+	b, _ := json.Marshal(v)
+	var f wire.FlexInt
+	if err := json.Unmarshal(b, &f); err != nil {
+		return 0, fmt.Errorf("not an integer: %s", b)
+	}
+	return int64(f), nil
+}
+
+// Build builds the write_image image_info the way Ironic does for an
+// http image_source (contract §2.1). nodeURL maps conductor-reachable URLs
+// (image and checksum file) to the node's view; bootMode ("uefi" or
+// "bios") is the node's, which a partition image's layout follows.
+func Build(n *store.Node, nodeURL func(string) (string, error), bootMode string) (wire.ImageInfo, error) {
 	ii := n.InstanceInfo
 	src, _ := ii["image_source"].(string)
 	imgURL, _ := ii["image_url"].(string)
@@ -99,7 +164,94 @@ func Build(n *store.Node, nodeURL func(string) (string, error)) (wire.ImageInfo,
 		info.Proxies = proxies
 		info.NoProxy, _ = n.DriverInfo["image_no_proxy"].(string)
 	}
+	if IsPartition(n) {
+		if err := partitionFields(&info, n, bootMode); err != nil {
+			return wire.ImageInfo{}, err
+		}
+	}
 	return info, nil
+}
+
+// partitionFields adds the layout of a partition image (contract §2.1 and
+// §6.3): sizes in MiB, the ephemeral file system, the boot mode and the
+// partition table type (GPT under UEFI, else the disk_label capability).
+func partitionFields(info *wire.ImageInfo, n *store.Node, bootMode string) error {
+	ii := n.InstanceInfo
+	rootGB, err := intField(ii, "root_gb")
+	if err != nil {
+		return fmt.Errorf("instance_info root_gb: %w", err)
+	}
+	swapMB, err := intField(ii, "swap_mb")
+	if err != nil {
+		return fmt.Errorf("instance_info swap_mb: %w", err)
+	}
+	ephGB, err := intField(ii, "ephemeral_gb")
+	if err != nil {
+		return fmt.Errorf("instance_info ephemeral_gb: %w", err)
+	}
+	info.ImageType = wire.ImageTypePartition
+	info.Kernel = optString(ii["kernel"])
+	info.Ramdisk = optString(ii["ramdisk"])
+	info.RootGB = wire.FlexInt(rootGB)
+	info.RootMB = wire.FlexInt(1024 * rootGB)
+	info.SwapMB = wire.FlexInt(swapMB)
+	info.EphemeralMB = wire.FlexInt(1024 * ephGB)
+	info.EphemeralFormat = optString(ii["ephemeral_format"])
+	if info.EphemeralFormat == nil && ephGB > 0 {
+		ext4 := "ext4"
+		info.EphemeralFormat = &ext4
+	}
+	info.PreserveEphemeral, _ = ii["preserve_ephemeral"].(bool)
+	info.DeployBootMode = bootMode
+	info.BootOption = "local"
+	switch label := Capabilities(n.Properties)["disk_label"]; {
+	case bootMode == "uefi":
+		info.DiskLabel = "gpt"
+	case label == "gpt" || label == "msdos":
+		info.DiskLabel = label
+	}
+	return nil
+}
+
+// WireMap renders image_info as Ironic sends it: for a partition image
+// every layout key is present, null or zero when unset (the agent's wire
+// type leaves them out).
+func WireMap(info wire.ImageInfo) (map[string]any, error) {
+	b, err := json.Marshal(info)
+	if err != nil {
+		return nil, fmt.Errorf("encode image_info: %w", err)
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("encode image_info: %w", err)
+	}
+	if info.IsPartitionImage() {
+		for k, v := range map[string]any{"kernel": nil, "ramdisk": nil, "root_gb": 0, "root_mb": 0,
+			"swap_mb": 0, "ephemeral_mb": 0, "ephemeral_format": nil, "configdrive": nil, "preserve_ephemeral": false} {
+			if _, ok := m[k]; !ok {
+				m[k] = v
+			}
+		}
+	}
+	return m, nil
+}
+
+// Capabilities parses properties.capabilities: "k1:v1,k2:v2" or an object.
+func Capabilities(props map[string]any) map[string]string {
+	out := map[string]string{}
+	switch c := props["capabilities"].(type) {
+	case string:
+		for _, kv := range strings.Split(c, ",") {
+			if k, v, ok := strings.Cut(strings.TrimSpace(kv), ":"); ok {
+				out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+			}
+		}
+	case map[string]any:
+		for k, v := range c {
+			out[k] = fmt.Sprint(v)
+		}
+	}
+	return out
 }
 
 // IsHTTPURL reports whether s is an absolute http(s) URL.

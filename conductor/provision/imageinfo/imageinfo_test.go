@@ -24,12 +24,25 @@ func TestValidateInstanceInfo(t *testing.T) {
 		{"glance", map[string]any{"image_source": "1215c45f-5c01-4883-84e1-a2a82a7c8a52", "image_checksum": sum}, "not an http(s) URL"},
 		{"no checksum", map[string]any{"image_source": "http://h/disk.raw"}, "Unable to verify image"},
 		{"half hash", map[string]any{"image_source": "http://h/disk.raw", "image_checksum": sum, "image_os_hash_algo": "sha256"}, "must be set together"},
-		{"partition", map[string]any{"image_source": "http://h/p.img", "image_checksum": sum, "image_type": "partition"}, "Partition images"},
-		{"dict configdrive", map[string]any{"image_source": "http://h/disk.raw", "image_checksum": sum, "configdrive": map[string]any{"user_data": "x"}}, "config drive"},
+		{"partition", map[string]any{"image_source": "http://h/p.img", "image_checksum": sum, "image_type": "partition", "root_gb": 10}, ""},
+		{"partition by kernel", map[string]any{"image_source": "http://h/p.img", "image_checksum": sum, "kernel": "http://h/k", "ramdisk": "http://h/r", "root_gb": "4"}, ""},
+		{"partition without root_gb", map[string]any{"image_source": "http://h/p.img", "image_checksum": sum, "image_type": "partition"}, "Missing are: ['root_gb']"},
+		{"partition zero root", map[string]any{"image_source": "http://h/p.img", "image_checksum": sum, "image_type": "partition", "root_gb": 0}, "positive"},
+		{"partition bad swap", map[string]any{"image_source": "http://h/p.img", "image_checksum": sum, "image_type": "partition", "root_gb": 1, "swap_mb": "lots"}, "swap_mb"},
+		{"partition negative ephemeral", map[string]any{"image_source": "http://h/p.img", "image_checksum": sum, "image_type": "partition", "root_gb": 1, "ephemeral_gb": -1}, "negative"},
+		{"bad image_type", map[string]any{"image_source": "http://h/p.img", "image_checksum": sum, "image_type": "lvm"}, "neither"},
+		{"dict configdrive", map[string]any{"image_source": "http://h/disk.raw", "image_checksum": sum, "configdrive": map[string]any{"user_data": "x"}}, "configdrive must be a string"},
+		{"file source, no cache", map[string]any{"image_source": "file:///srv/disk.raw", "image_checksum": sum}, "has no image cache"},
+		{"cached download, no cache", map[string]any{"image_source": "http://h/disk.raw", "image_checksum": sum, "image_download_source": "http"}, "has no image cache"},
+		{"file source, cache", map[string]any{"image_source": "file:///srv/disk.raw", "image_checksum": sum, "cache": true}, ""},
+		{"cached download, cache", map[string]any{"image_source": "http://h/disk.raw", "image_checksum": sum, "image_download_source": "local", "cache": true}, ""},
+		{"ftp source, cache", map[string]any{"image_source": "ftp://h/disk.raw", "image_checksum": sum, "image_download_source": "http", "cache": true}, "neither an http(s) nor a file://"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := Validate(&store.Node{InstanceInfo: tc.ii})
+			cache, _ := tc.ii["cache"].(bool)
+			delete(tc.ii, "cache")
+			err := Validate(&store.Node{InstanceInfo: tc.ii}, cache)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -59,7 +72,7 @@ func TestBuildImageInfo(t *testing.T) {
 	nodeView := func(u string) (string, error) {
 		return strings.Replace(u, "127.0.0.1:6385", "10.0.2.100:6385", 1), nil
 	}
-	info, err := Build(n, nodeView)
+	info, err := Build(n, nodeView, "uefi")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,5 +82,65 @@ func TestBuildImageInfo(t *testing.T) {
 		`"proxies":{"http":"http://proxy:3128"},"no_proxy":"10.0.0.1","node_uuid":"1215c45f-5c01-4883-84e1-a2a82a7c8a52"}`
 	if string(b) != want {
 		t.Fatalf("image_info =\n%s\nwant\n%s", b, want)
+	}
+}
+
+func TestBuildPartitionImageInfo(t *testing.T) {
+	n := &store.Node{
+		UUID: "3f603778-f6c2-4a4d-b205-d2e7b2df5470",
+		InstanceInfo: map[string]any{
+			"image_source": "http://127.0.0.1:18089/part.raw", "image_disk_format": "raw",
+			"image_os_hash_algo": "sha256", "image_os_hash_value": "246f", "image_type": "partition",
+			"root_gb": 1, "swap_mb": "512", "ephemeral_gb": 2,
+		},
+		Properties: map[string]any{"capabilities": "boot_mode:bios,disk_label:msdos"},
+	}
+	same := func(u string) (string, error) { return u, nil }
+	info, err := Build(n, same, "uefi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := WireMap(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The keys and values of Ironic's partition-image transcript, with the
+	// sizes given here.
+	want := map[string]any{"id": "part.raw", "image_type": "partition", "root_gb": 1.0, "root_mb": 1024.0,
+		"swap_mb": 512.0, "ephemeral_mb": 2048.0, "ephemeral_format": "ext4", "kernel": nil, "ramdisk": nil,
+		"configdrive": nil, "preserve_ephemeral": false, "deploy_boot_mode": "uefi", "boot_option": "local",
+		"disk_label": "gpt", "node_uuid": n.UUID, "os_hash_algo": "sha256", "stream_raw_images": true}
+	b, _ := json.Marshal(m)
+	var got map[string]any
+	json.Unmarshal(b, &got)
+	for k, v := range want {
+		if gv, ok := got[k]; !ok || gv != v {
+			t.Errorf("image_info[%q] = %v (present %v), want %v", k, gv, ok, v)
+		}
+	}
+	// BIOS takes the disk_label capability.
+	info, _ = Build(n, same, "bios")
+	if info.DiskLabel != "msdos" || info.DeployBootMode != "bios" {
+		t.Errorf("bios: disk_label %q boot mode %q", info.DiskLabel, info.DeployBootMode)
+	}
+	// A whole-disk image carries no layout keys at all.
+	n.InstanceInfo["image_type"] = "whole-disk"
+	info, _ = Build(n, same, "uefi")
+	m, _ = WireMap(info)
+	for _, k := range []string{"image_type", "root_mb", "kernel", "disk_label", "deploy_boot_mode"} {
+		if _, ok := m[k]; ok {
+			t.Errorf("whole-disk image_info has %q", k)
+		}
+	}
+}
+
+func TestCapabilities(t *testing.T) {
+	c := Capabilities(map[string]any{"capabilities": "boot_mode:uefi, secure_boot:true"})
+	if c["boot_mode"] != "uefi" || c["secure_boot"] != "true" {
+		t.Errorf("string capabilities = %v", c)
+	}
+	c = Capabilities(map[string]any{"capabilities": map[string]any{"boot_mode": "bios"}})
+	if c["boot_mode"] != "bios" {
+		t.Errorf("object capabilities = %v", c)
 	}
 }

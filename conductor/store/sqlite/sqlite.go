@@ -1,6 +1,20 @@
 // Package sqlite is the conductor's embedded store: nodes and ports in one
 // SQLite file (modernc.org/sqlite, pure Go), WAL mode, versioned schema
 // migrations, and per-node exclusive locks around write transactions.
+//
+// SQLite runs one writer at a time, and with synchronous=FULL every commit
+// waits for an fsync. The store therefore writes through one connection
+// owned by a committer goroutine that groups the writes queued meanwhile
+// into one transaction — each in its own savepoint, so each still commits
+// or rolls back alone — and one fsync (group commit). Everything else runs
+// on the callers' goroutines, in parallel: reads go through a separate pool
+// that WAL lets run beside the writer, and a node transaction reads the
+// node, runs its function and encodes the result before handing the one
+// UPDATE to the committer. Writers never meet SQLite's busy handler, whose
+// sleeps (1 to 100 ms) would otherwise set the tail latency under load.
+// Statements are prepared once per connection and reused. The store
+// assumes it is the file's only writer (the node locks are in-process);
+// a write from elsewhere is detected and refused as a conflict.
 package sqlite
 
 import (
@@ -25,11 +39,34 @@ import (
 
 // Store is a store.Store on an SQLite file.
 type Store struct {
-	db    *sql.DB
-	now   func() time.Time
+	// db is the writer: one connection, used by the committer only.
+	db *sql.DB
+	// rdb is the read pool (query_only connections).
+	rdb *sql.DB
+	// ops queues writes for the committer; stop ends it.
+	ops  chan *writeOp
+	stop chan struct{}
+	wg   sync.WaitGroup
+	now  func() time.Time
+
 	mu    sync.Mutex
 	locks map[int64]chan struct{}
+	stmts map[stmtKey]*sql.Stmt
 }
+
+type stmtKey struct {
+	db    *sql.DB
+	query string
+}
+
+// Readers is the size of the read pool.
+const Readers = 8
+
+// MaxBatch bounds the writes committed together.
+const MaxBatch = 128
+
+// ErrClosed is returned by writes on a closed store.
+var ErrClosed = errors.New("store closed")
 
 var _ store.Store = (*Store)(nil)
 
@@ -42,12 +79,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Set("_txlock", "immediate")
-	dsn := "file:" + path + "?" + q.Encode()
-	db, err := sql.Open("sqlite", dsn)
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	db.SetMaxOpenConns(4)
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -56,11 +93,195 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &Store{db: db, now: time.Now, locks: map[int64]chan struct{}{}}, nil
+	q.Add("_pragma", "query_only(1)")
+	q.Del("_txlock")
+	rdb, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: readers: %w", path, err)
+	}
+	rdb.SetMaxOpenConns(Readers)
+	rdb.SetMaxIdleConns(Readers)
+	s := &Store{db: db, rdb: rdb, ops: make(chan *writeOp), stop: make(chan struct{}), now: time.Now,
+		locks: map[int64]chan struct{}{}, stmts: map[stmtKey]*sql.Stmt{}}
+	for _, q := range txStatements {
+		if _, err := s.stmt(ctx, db, q); err != nil {
+			s.closeDB()
+			return nil, fmt.Errorf("open store %s: prepare: %w", path, err)
+		}
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.commitLoop()
+	}()
+	return s, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// txStatements are prepared on the writer at Open, for node transactions.
+var txStatements = []string{updateNode, deleteNode}
+
+// Close stops the committer, after the batch it runs, and closes the
+// database.
+func (s *Store) Close() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	close(s.stop)
+	s.wg.Wait()
+	return s.closeDB()
+}
+
+func (s *Store) closeDB() error {
+	s.mu.Lock()
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	s.stmts = map[stmtKey]*sql.Stmt{}
+	s.mu.Unlock()
+	return errors.Join(s.rdb.Close(), s.db.Close())
+}
+
+// stmt is query prepared on db, prepared on first use and kept.
+func (s *Store) stmt(ctx context.Context, db *sql.DB, query string) (*sql.Stmt, error) {
+	k := stmtKey{db, query}
+	s.mu.Lock()
+	st, ok := s.stmts[k]
+	s.mu.Unlock()
+	if ok {
+		return st, nil
+	}
+	st, err := db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if prev, ok := s.stmts[k]; ok {
+		st.Close()
+		return prev, nil
+	}
+	s.stmts[k] = st
+	return st, nil
+}
+
+// writeOp is a write run by the committer inside a transaction.
+type writeOp struct {
+	// ctx is the caller's; the op is skipped when it has ended. The
+	// statements themselves run under the committer's context: an
+	// interrupted statement would roll back the whole batch.
+	ctx  context.Context
+	run  func(tx *sql.Tx) error
+	done chan error
+}
+
+// do queues a write for the committer and waits for its outcome: nil once
+// committed, run's error (its changes rolled back), or the commit's error.
+// Once queued, the op is waited for even if ctx ends meanwhile.
+func (s *Store) do(ctx context.Context, run func(tx *sql.Tx) error) error {
+	op := &writeOp{ctx: ctx, run: run, done: make(chan error, 1)}
+	select {
+	case s.ops <- op:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stop:
+		return ErrClosed
+	}
+	return <-op.done
+}
+
+// commitLoop runs queued writes in batches until Close.
+func (s *Store) commitLoop() {
+	for {
+		var batch []*writeOp
+		select {
+		case op := <-s.ops:
+			batch = append(batch, op)
+		case <-s.stop:
+			return
+		}
+	gather:
+		for len(batch) < MaxBatch {
+			select {
+			case op := <-s.ops:
+				batch = append(batch, op)
+			default:
+				break gather
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit runs a batch in one transaction, each op in a savepoint, and
+// reports every op's outcome.
+func (s *Store) commit(batch []*writeOp) {
+	ctx := context.Background()
+	results := make([]error, len(batch))
+	finish := func(all error) {
+		for i, op := range batch {
+			if results[i] == nil {
+				results[i] = all
+			}
+			op.done <- results[i]
+		}
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		finish(fmt.Errorf("begin: %w", err))
+		return
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	single := len(batch) == 1
+	for i, op := range batch {
+		if err := op.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		if !single {
+			if _, err := tx.ExecContext(ctx, `SAVEPOINT op`); err != nil {
+				finish(fmt.Errorf("savepoint: %w", err))
+				return
+			}
+		}
+		results[i] = runOp(op, tx)
+		switch {
+		case single && results[i] != nil:
+			finish(nil) // the deferred rollback undoes it
+			return
+		case single:
+		case results[i] != nil:
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO op`); err != nil {
+				finish(fmt.Errorf("roll back to savepoint: %w", err))
+				return
+			}
+			fallthrough
+		default:
+			if _, err := tx.ExecContext(ctx, `RELEASE op`); err != nil {
+				finish(fmt.Errorf("release savepoint: %w", err))
+				return
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		finish(fmt.Errorf("commit: %w", err))
+		return
+	}
+	finish(nil)
+}
+
+// runOp runs one op, turning a panic into its error so that the
+// committer survives it.
+func runOp(op *writeOp, tx *sql.Tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("store write panicked: %v", r)
+		}
+	}()
+	return op.run(tx)
+}
 
 const nodeColumns = `id, uuid, name, driver, provision_state, target_provision_state,
 	provision_updated_at, power_state, target_power_state, maintenance, maintenance_reason,
@@ -73,6 +294,14 @@ const portColumns = `p.id, p.uuid, p.node_id, n.uuid, p.address, p.pxe_enabled, 
 type rowScanner interface{ Scan(dest ...any) error }
 
 func scanNode(r rowScanner) (*store.Node, error) {
+	n, _, err := scanNodeRaw(r)
+	return n, err
+}
+
+// scanNodeRaw scans a node and also returns its columns (but id) as
+// stored, which equal nodeValues of the node until it is changed: a node
+// transaction compares against them instead of encoding the node twice.
+func scanNodeRaw(r rowScanner) (*store.Node, []any, error) {
 	var (
 		n                               store.Node
 		name                            sql.NullString
@@ -85,8 +314,15 @@ func scanNode(r rowScanner) (*store.Node, error) {
 		&n.ResourceClass, &n.Description, &n.Owner, &ii, &di, &dii, &props, &extra, &step,
 		&created, &updated)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var rawName any
+	if name.Valid {
+		rawName = name.String
+	}
+	raw := []any{n.UUID, rawName, n.Driver, ps, tps, pua, n.PowerState, n.TargetPowerState, maint,
+		n.MaintenanceReason, n.LastError, n.InstanceUUID, n.ResourceClass, n.Description, n.Owner,
+		ii, di, dii, props, extra, step, created, updated}
 	n.Name = name.String
 	n.ProvisionState = statemachine.State(ps)
 	n.TargetProvisionState = statemachine.State(tps)
@@ -100,10 +336,10 @@ func scanNode(r rowScanner) (*store.Node, error) {
 	}{{ii, &n.InstanceInfo}, {di, &n.DriverInfo}, {dii, &n.DriverInternalInfo},
 		{props, &n.Properties}, {extra, &n.Extra}, {step, &n.DeployStep}} {
 		if err := decodeMap(f.raw, f.dst); err != nil {
-			return nil, fmt.Errorf("node %s: %w", n.UUID, err)
+			return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
 		}
 	}
-	return &n, nil
+	return &n, raw, nil
 }
 
 func scanPort(r rowScanner) (*store.Port, error) {
@@ -165,12 +401,15 @@ func (s *Store) CreateNode(ctx context.Context, n *store.Node) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO nodes (`+strings.TrimPrefix(nodeColumns, "id, ")+
-		`) VALUES (`+placeholders(len(vals))+`)`, vals...)
-	if err != nil {
-		return fmt.Errorf("create node %s: %w", n.UUID, uniqueErr(err, n.UUID, n.Name))
-	}
-	n.ID, err = res.LastInsertId()
+	err = s.do(ctx, func(tx *sql.Tx) error {
+		res, err := s.inTx(tx).ExecContext(context.Background(), `INSERT INTO nodes (`+strings.TrimPrefix(nodeColumns, "id, ")+
+			`) VALUES (`+placeholders(len(vals))+`)`, vals...)
+		if err != nil {
+			return uniqueErr(err, n.UUID, n.Name)
+		}
+		n.ID, err = res.LastInsertId()
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("create node %s: %w", n.UUID, err)
 	}
@@ -179,16 +418,67 @@ func (s *Store) CreateNode(ctx context.Context, n *store.Node) error {
 
 // GetNode implements store.NodeReader.
 func (s *Store) GetNode(ctx context.Context, ident string) (*store.Node, error) {
-	return getNode(ctx, s.db, ident)
+	return getNode(ctx, s.reader(), ident)
 }
 
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+// conn runs prepared statements on the read pool, or on the writer inside
+// a transaction.
+type conn struct {
+	s  *Store
+	db *sql.DB
+	tx *sql.Tx
 }
 
-func getNode(ctx context.Context, q querier, ident string) (*store.Node, error) {
+func (s *Store) reader() conn         { return conn{s: s, db: s.rdb} }
+func (s *Store) inTx(tx *sql.Tx) conn { return conn{s: s, db: s.db, tx: tx} }
+
+// stmt is the prepared statement of query on c. Inside a transaction
+// (which holds the writer's only connection) a statement not prepared at
+// Open is prepared for this transaction alone.
+func (c conn) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if c.tx != nil {
+		c.s.mu.Lock()
+		st, ok := c.s.stmts[stmtKey{c.db, query}]
+		c.s.mu.Unlock()
+		if !ok {
+			return c.tx.PrepareContext(ctx, query)
+		}
+		return c.tx.StmtContext(ctx, st), nil
+	}
+	return c.s.stmt(ctx, c.db, query)
+}
+
+// errRow is a row whose statement could not be prepared.
+type errRow struct{ err error }
+
+// Scan implements rowScanner.
+func (r errRow) Scan(...any) error { return r.err }
+
+func (c conn) QueryRowContext(ctx context.Context, query string, args ...any) rowScanner {
+	st, err := c.stmt(ctx, query)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func (c conn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := c.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+func (c conn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := c.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func getNode(ctx context.Context, q conn, ident string) (*store.Node, error) {
 	col := "name"
 	if _, err := uuid.Parse(ident); err == nil {
 		col = "uuid"
@@ -204,8 +494,8 @@ func getNode(ctx context.Context, q querier, ident string) (*store.Node, error) 
 	return n, nil
 }
 
-func getNodeByID(ctx context.Context, q querier, id int64, ident string) (*store.Node, error) {
-	n, err := scanNode(q.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE id = ?`, id))
+func getNodeByID(ctx context.Context, q conn, id int64, ident string) (*store.Node, error) {
+	n, err := scanNode(q.QueryRowContext(ctx, selectNodeByID, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errdefs.NotFound("Node %s could not be found.", ident)
 	}
@@ -237,7 +527,7 @@ func (s *Store) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.Nod
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	rows, err := s.db.QueryContext(ctx, q+" ORDER BY id", args...)
+	rows, err := s.reader().QueryContext(ctx, q+" ORDER BY id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
@@ -261,12 +551,18 @@ func (s *Store) NodeByMACs(ctx context.Context, macs []string) (*store.Node, err
 	if len(macs) == 0 {
 		return nil, errdefs.NotFound("Resource could not be found.")
 	}
-	args := make([]any, len(macs))
+	lower := make([]string, len(macs))
 	for i, m := range macs {
-		args[i] = strings.ToLower(m)
+		lower[i] = strings.ToLower(m)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT node_id FROM ports WHERE address IN (`+
-		placeholders(len(macs))+`)`, args...)
+	list, err := json.Marshal(lower)
+	if err != nil {
+		return nil, fmt.Errorf("lookup node by MACs %v: %w", macs, err)
+	}
+	// One statement for any number of MACs; the address index serves
+	// each of them.
+	rows, err := s.reader().QueryContext(ctx, `SELECT DISTINCT node_id FROM ports
+		WHERE address IN (SELECT value FROM json_each(?))`, string(list))
 	if err != nil {
 		return nil, fmt.Errorf("lookup node by MACs %v: %w", macs, err)
 	}
@@ -286,69 +582,95 @@ func (s *Store) NodeByMACs(ctx context.Context, macs []string) (*store.Node, err
 	if len(ids) != 1 {
 		return nil, errdefs.NotFound("Resource could not be found.")
 	}
-	return getNodeByID(ctx, s.db, ids[0], strings.Join(macs, ","))
+	return getNodeByID(ctx, s.reader(), ids[0], strings.Join(macs, ","))
 }
 
-// WithNodeLock implements store.NodeLocker.
+// WithNodeLock implements store.NodeLocker. Under the node's in-process
+// lock — which every write of the node takes, and which is released only
+// once that write committed — the node is read from the read pool and fn
+// runs on the caller's goroutine; only the resulting UPDATE (or DELETE)
+// goes to the committer. The statement is guarded by the node's
+// updated_at as read, so a write from outside this store (another
+// process on the same file) is detected as a conflict, not overwritten.
 func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx) error) error {
-	n, err := s.GetNode(ctx, ident)
+	id, uuid, err := s.resolve(ctx, ident)
 	if err != nil {
 		return err
 	}
-	unlock, err := s.lock(ctx, n.ID)
+	unlock, err := s.lock(ctx, id)
 	if err != nil {
-		return fmt.Errorf("lock node %s: %w", n.UUID, err)
+		return fmt.Errorf("lock node %s: %w", uuid, err)
 	}
 	defer unlock()
-
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("lock node %s: begin: %w", n.UUID, err)
+	n, before, err := scanNodeRaw(s.reader().QueryRowContext(ctx, selectNodeByID, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return errdefs.NotFound("Node %s could not be found.", ident)
 	}
-	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	n, err = getNodeByID(ctx, tx, n.ID, ident)
 	if err != nil {
-		return err
+		return fmt.Errorf("get node %s: %w", ident, err)
 	}
-	before, err := nodeValues(n)
-	if err != nil {
-		return err
-	}
-	t := &nodeTx{tx: tx, node: n}
+	version := before[len(before)-1] // updated_at as read
+	t := &nodeTx{s: s, node: n}
 	if err := fn(t); err != nil {
 		return err
 	}
-	switch {
-	case t.deleted:
-		if _, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE id = ?`, n.ID); err != nil {
-			return fmt.Errorf("delete node %s: %w", n.UUID, err)
-		}
-	default:
+	var (
+		query string
+		args  []any
+		op    = "save"
+	)
+	if t.deleted {
+		query, args, op = deleteNode, []any{n.ID, version}, "delete"
+	} else {
 		after, err := nodeValues(n)
 		if err != nil {
 			return err
 		}
 		if reflect.DeepEqual(before, after) {
-			break
+			return nil
 		}
 		n.UpdatedAt = s.now().UTC()
-		after, err = nodeValues(n)
-		if err != nil {
+		if after, err = nodeValues(n); err != nil {
 			return err
 		}
-		sets := strings.Split(strings.TrimPrefix(nodeColumns, "id, "), ",")
-		for i := range sets {
-			sets[i] = strings.TrimSpace(sets[i]) + " = ?"
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET `+strings.Join(sets, ", ")+` WHERE id = ?`,
-			append(after, n.ID)...); err != nil {
-			return fmt.Errorf("save node %s: %w", n.UUID, uniqueErr(err, n.UUID, n.Name))
-		}
+		query, args = updateNode, append(after, n.ID, version)
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit node %s: %w", n.UUID, err)
+	err = s.do(ctx, func(tx *sql.Tx) error {
+		res, err := s.inTx(tx).ExecContext(context.Background(), query, args...)
+		if err != nil {
+			return uniqueErr(err, n.UUID, n.Name)
+		}
+		if rows, err := res.RowsAffected(); err != nil || rows != 1 {
+			return errdefs.Conflict("Node %s was changed by another writer of the database; retry.", n.UUID)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s node %s: %w", op, n.UUID, err)
 	}
 	return nil
+}
+
+// resolve finds the ID and UUID of the node ident names, without reading
+// the whole node.
+func (s *Store) resolve(ctx context.Context, ident string) (int64, string, error) {
+	col := "name"
+	if _, err := uuid.Parse(ident); err == nil {
+		col = "uuid"
+		ident = strings.ToLower(ident)
+	}
+	var (
+		id int64
+		u  string
+	)
+	err := s.reader().QueryRowContext(ctx, `SELECT id, uuid FROM nodes WHERE `+col+` = ?`, ident).Scan(&id, &u)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, "", errdefs.NotFound("Node %s could not be found.", ident)
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("get node %s: %w", ident, err)
+	}
+	return id, u, nil
 }
 
 // lock takes node id's in-process exclusive lock, waiting at most as long
@@ -370,17 +692,34 @@ func (s *Store) lock(ctx context.Context, id int64) (func(), error) {
 }
 
 type nodeTx struct {
-	tx      *sql.Tx
+	s       *Store
 	node    *store.Node
 	deleted bool
 }
+
+// Statements of node transactions.
+const (
+	selectNodeByID = `SELECT ` + nodeColumns + ` FROM nodes WHERE id = ?`
+	// deleteNode deletes the node with id ? if its updated_at is still ?.
+	deleteNode = `DELETE FROM nodes WHERE id = ? AND updated_at = ?`
+)
+
+// updateNode saves every column but id of the node with id ? if its
+// updated_at is still ?.
+var updateNode = func() string {
+	sets := strings.Split(strings.TrimPrefix(nodeColumns, "id, "), ",")
+	for i := range sets {
+		sets[i] = strings.TrimSpace(sets[i]) + " = ?"
+	}
+	return `UPDATE nodes SET ` + strings.Join(sets, ", ") + ` WHERE id = ? AND updated_at = ?`
+}()
 
 // Node implements store.Tx.
 func (t *nodeTx) Node() *store.Node { return t.node }
 
 // Ports implements store.Tx.
 func (t *nodeTx) Ports(ctx context.Context) ([]*store.Port, error) {
-	return listPorts(ctx, t.tx, store.PortFilter{NodeID: t.node.ID})
+	return listPorts(ctx, t.s.reader(), store.PortFilter{NodeID: t.node.ID})
 }
 
 // DeleteNode implements store.Tx.
@@ -404,17 +743,20 @@ func (s *Store) CreatePort(ctx context.Context, p *store.Port) error {
 		}
 		vals = append(vals, v)
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO ports (uuid, node_id, address, pxe_enabled,
-		physical_network, extra, local_link_connection, internal_info, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, p.UUID, p.NodeID, p.Address, boolInt(p.PXEEnabled),
-		p.PhysicalNetwork, vals[0], vals[1], vals[2], formatTime(p.CreatedAt))
-	if err != nil {
-		if strings.Contains(err.Error(), "FOREIGN KEY") {
-			return fmt.Errorf("create port %s: %w", p.Address, errdefs.InvalidArgument("Node %d could not be found.", p.NodeID))
+	err := s.do(ctx, func(tx *sql.Tx) error {
+		res, err := s.inTx(tx).ExecContext(context.Background(), `INSERT INTO ports (uuid, node_id, address, pxe_enabled,
+			physical_network, extra, local_link_connection, internal_info, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, p.UUID, p.NodeID, p.Address, boolInt(p.PXEEnabled),
+			p.PhysicalNetwork, vals[0], vals[1], vals[2], formatTime(p.CreatedAt))
+		if err != nil {
+			if strings.Contains(err.Error(), "FOREIGN KEY") {
+				return errdefs.InvalidArgument("Node %d could not be found.", p.NodeID)
+			}
+			return uniqueErr(err, p.UUID, p.Address)
 		}
-		return fmt.Errorf("create port %s: %w", p.Address, uniqueErr(err, p.UUID, p.Address))
-	}
-	p.ID, err = res.LastInsertId()
+		p.ID, err = res.LastInsertId()
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("create port %s: %w", p.Address, err)
 	}
@@ -428,7 +770,7 @@ func (s *Store) CreatePort(ctx context.Context, p *store.Port) error {
 
 // GetPort implements store.NodeReader.
 func (s *Store) GetPort(ctx context.Context, id string) (*store.Port, error) {
-	p, err := scanPort(s.db.QueryRowContext(ctx, `SELECT `+portColumns+
+	p, err := scanPort(s.reader().QueryRowContext(ctx, `SELECT `+portColumns+
 		` FROM ports p JOIN nodes n ON n.id = p.node_id WHERE p.uuid = ?`, strings.ToLower(id)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errdefs.NotFound("Port %s could not be found.", id)
@@ -441,10 +783,10 @@ func (s *Store) GetPort(ctx context.Context, id string) (*store.Port, error) {
 
 // ListPorts implements store.NodeReader.
 func (s *Store) ListPorts(ctx context.Context, f store.PortFilter) ([]*store.Port, error) {
-	return listPorts(ctx, s.db, f)
+	return listPorts(ctx, s.reader(), f)
 }
 
-func listPorts(ctx context.Context, q querier, f store.PortFilter) ([]*store.Port, error) {
+func listPorts(ctx context.Context, q conn, f store.PortFilter) ([]*store.Port, error) {
 	var (
 		where []string
 		args  []any
@@ -482,11 +824,19 @@ func listPorts(ctx context.Context, q querier, f store.PortFilter) ([]*store.Por
 
 // DeletePort implements store.Store.
 func (s *Store) DeletePort(ctx context.Context, id string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM ports WHERE uuid = ?`, strings.ToLower(id))
+	var deleted int64
+	err := s.do(ctx, func(tx *sql.Tx) error {
+		res, err := s.inTx(tx).ExecContext(context.Background(), `DELETE FROM ports WHERE uuid = ?`, strings.ToLower(id))
+		if err != nil {
+			return err
+		}
+		deleted, err = res.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("delete port %s: %w", id, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if deleted == 0 {
 		return errdefs.NotFound("Port %s could not be found.", id)
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -28,18 +29,32 @@ var ErrUsage = errors.New("usage error")
 const usage = `usage: rivet [--url URL] [-o table|json] COMMAND
 
   node create --name N --driver D [--driver-info k=v]... [--property k=v]...
-  node list
+  node list [--provision-state S] [--maintenance true|false] [--driver D]
   node show N
   node manage N [--wait] [--timeout D]
   node provide N [--wait] [--timeout D]
   node deploy N --image URL --checksum HASH [--os-hash-algo ALGO] [--disk-format F]
-                [--configdrive DATA] [--wait] [--timeout D]
+                [--download-source http] [--configdrive DATA] [--wait] [--timeout D]
+  node rebuild N [--configdrive DATA] [--wait] [--timeout D]
   node undeploy N [--wait] [--timeout D]
+  node clean N --step INTERFACE.STEP[=ARGS-JSON]... [--wait] [--timeout D]
+  node inspect N [--wait] [--timeout D]
+  node abort N
+  node power N on|off|reboot|soft-off|soft-reboot [--power-timeout SECONDS]
+  node boot-device N [pxe|disk|cdrom|bios [--persistent]]
+  node maintenance N on [--reason TEXT] | off
+  node validate N
+  node watch N [--timeout D]
+  node timings N
   node delete N
   port create MAC --node N
   port list
+  port delete UUID
 
 The conductor URL comes from --url, else $RIVET_URL, else ` + DefaultURL + `.
+Exit status: 0 success, 1 error (API refusal, network), 2 usage error,
+3 the node ended in a failure state (deploy failed, clean failed, ...),
+4 a --wait or watch timed out.
 `
 
 // env is one invocation's settings and outputs.
@@ -68,16 +83,27 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: missing command", ErrUsage)
 	}
 	cmds := map[string]func(context.Context, []string) error{
-		"node create":   e.nodeCreate,
-		"node list":     e.nodeList,
-		"node show":     e.nodeShow,
-		"node manage":   e.simpleAction("manage", "manageable"),
-		"node provide":  e.simpleAction("provide", "available"),
-		"node deploy":   e.nodeDeploy,
-		"node undeploy": e.simpleAction("deleted", "available"),
-		"node delete":   e.nodeDelete,
-		"port create":   e.portCreate,
-		"port list":     e.portList,
+		"node create":      e.nodeCreate,
+		"node list":        e.nodeList,
+		"node show":        e.nodeShow,
+		"node manage":      e.simpleAction("manage", "manageable"),
+		"node provide":     e.simpleAction("provide", "available"),
+		"node deploy":      e.nodeDeploy,
+		"node undeploy":    e.simpleAction("deleted", "available"),
+		"node inspect":     e.simpleAction("inspect", "manageable"),
+		"node abort":       e.nodeAbort,
+		"node rebuild":     e.nodeRebuild,
+		"node clean":       e.nodeClean,
+		"node power":       e.nodePower,
+		"node boot-device": e.nodeBootDevice,
+		"node maintenance": e.nodeMaintenance,
+		"node validate":    e.nodeValidate,
+		"node watch":       e.nodeWatch,
+		"node timings":     e.nodeTimings,
+		"node delete":      e.nodeDelete,
+		"port create":      e.portCreate,
+		"port list":        e.portList,
+		"port delete":      e.portDelete,
 	}
 	cmd, ok := cmds[rest[0]+" "+rest[1]]
 	if !ok {
@@ -112,6 +138,12 @@ func (e *env) addCommon(fs *flag.FlagSet) {
 // parse parses a subcommand's flags, which may come before or after its
 // positional arguments, and checks the positional count.
 func (e *env) parse(name string, fs *flag.FlagSet, args []string, npos int) ([]string, error) {
+	return e.parseRange(name, fs, args, npos, npos)
+}
+
+// parseRange is parse for commands taking between minPos and maxPos
+// positional arguments.
+func (e *env) parseRange(name string, fs *flag.FlagSet, args []string, minPos, maxPos int) ([]string, error) {
 	e.addCommon(fs)
 	fs.SetOutput(io.Discard)
 	var pos []string
@@ -127,9 +159,13 @@ func (e *env) parse(name string, fs *flag.FlagSet, args []string, npos int) ([]s
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
-	if len(pos) != npos {
+	if len(pos) < minPos || len(pos) > maxPos {
 		fmt.Fprint(e.stderr, usage)
-		return nil, fmt.Errorf("%w: %s takes %d argument(s), got %d", ErrUsage, name, npos, len(pos))
+		want := fmt.Sprint(minPos)
+		if maxPos != minPos {
+			want = fmt.Sprintf("%d to %d", minPos, maxPos)
+		}
+		return nil, fmt.Errorf("%w: %s takes %s argument(s), got %d", ErrUsage, name, want, len(pos))
 	}
 	if e.output != "table" && e.output != "json" {
 		return nil, fmt.Errorf("%w: unknown output format %q", ErrUsage, e.output)
@@ -191,10 +227,20 @@ func (e *env) nodeCreate(ctx context.Context, args []string) error {
 }
 
 func (e *env) nodeList(ctx context.Context, args []string) error {
-	if _, err := e.parse("node list", flag.NewFlagSet("node list", flag.ContinueOnError), args, 0); err != nil {
+	fs := flag.NewFlagSet("node list", flag.ContinueOnError)
+	state := fs.String("provision-state", "", "only nodes in this provision state")
+	maint := fs.String("maintenance", "", "only nodes with maintenance true or false")
+	driver := fs.String("driver", "", "only nodes of this driver")
+	if _, err := e.parse("node list", fs, args, 0); err != nil {
 		return err
 	}
-	nodes, err := e.c.ListNodes(ctx)
+	filters := url.Values{}
+	for k, v := range map[string]string{"provision_state": *state, "maintenance": *maint, "driver": *driver} {
+		if v != "" {
+			filters.Set(k, v)
+		}
+	}
+	nodes, err := e.c.ListNodes(ctx, filters)
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
@@ -294,6 +340,7 @@ func (e *env) nodeDeploy(ctx context.Context, args []string) error {
 	checksum := fs.String("checksum", "", "image checksum (or URL of a checksum file)")
 	algo := fs.String("os-hash-algo", "", "hash algorithm of --checksum (sha256, sha512, ...); legacy checksum when empty")
 	diskFormat := fs.String("disk-format", "", "image disk format (raw, qcow2, ...)")
+	downloadSource := fs.String("download-source", "", `"http" makes the conductor cache the image and serve it to the node`)
 	configdrive := fs.String("configdrive", "", "config drive: gzipped, base64-encoded ISO, or its URL")
 	wait := fs.Bool("wait", false, "wait for the deploy to end, showing progress")
 	timeout := fs.Duration("timeout", 30*time.Minute, "how long --wait waits")
@@ -323,6 +370,9 @@ func (e *env) nodeDeploy(ctx context.Context, args []string) error {
 	}
 	if *diskFormat != "" {
 		ii["image_disk_format"] = *diskFormat
+	}
+	if *downloadSource != "" {
+		ii["image_download_source"] = *downloadSource
 	}
 	if _, err := e.c.PatchNode(ctx, ident, []client.PatchOp{{Op: "add", Path: "/instance_info", Value: ii}}); err != nil {
 		return fmt.Errorf("deploy %s: set instance_info: %w", ident, err)

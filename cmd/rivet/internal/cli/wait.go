@@ -28,7 +28,7 @@ func (e *env) waitFor(ctx context.Context, ident, target string, timeout time.Du
 		n, err := e.c.GetNode(ctx, ident)
 		if err != nil {
 			if ctx.Err() != nil {
-				return fmt.Errorf("%s: timed out after %s waiting for %s (last seen: %s)", ident, timeout, target, dash(lastState))
+				return exitf(ExitTimeout, "%s: timed out after %s waiting for %s (last seen: %s)", ident, timeout, target, dash(lastState))
 			}
 			return fmt.Errorf("wait for %s: %w", ident, err)
 		}
@@ -44,9 +44,9 @@ func (e *env) waitFor(ctx context.Context, ident, target string, timeout time.Du
 			e.statusf("%s: %s after %s", n.Label(), target, time.Since(started).Round(time.Second))
 			return nil
 		case failureStates[n.ProvisionState]:
-			return fmt.Errorf("%s: %s: %s", n.Label(), n.ProvisionState, dash(n.LastError))
+			return exitf(ExitNodeFailed, "%s: %s: %s", n.Label(), n.ProvisionState, dash(n.LastError))
 		case n.TargetProvisionState == "" && n.ProvisionState != target:
-			return fmt.Errorf("%s: settled in %s, not %s (last error: %s)", n.Label(), n.ProvisionState, target, dash(n.LastError))
+			return exitf(ExitNodeFailed, "%s: settled in %s, not %s (last error: %s)", n.Label(), n.ProvisionState, target, dash(n.LastError))
 		}
 		// Each state once: a deploy goes back and forth between deploying
 		// and wait call-back on every heartbeat.
@@ -58,7 +58,7 @@ func (e *env) waitFor(ctx context.Context, ident, target string, timeout time.Du
 		lastState = state
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: timed out after %s waiting for %s (now %s)", n.Label(), timeout, target, state)
+			return exitf(ExitTimeout, "%s: timed out after %s waiting for %s (now %s)", n.Label(), timeout, target, state)
 		case <-tick.C:
 		}
 	}

@@ -17,7 +17,7 @@ import (
 )
 
 // APIVersion is the microversion the CLI requests.
-const APIVersion = "1.82"
+const APIVersion = "1.89"
 
 // Client talks to one conductor.
 type Client struct {
@@ -67,6 +67,22 @@ func (n *Node) Label() string {
 	return n.UUID
 }
 
+// Timings are the per-phase deploy timings the engine records in
+// driver_internal_info.deploy_timings (phase → seconds), or nil.
+func (n *Node) Timings() map[string]float64 {
+	m, ok := n.DriverInternalInfo["deploy_timings"].(map[string]any)
+	if !ok {
+		return nil
+	}
+	out := make(map[string]float64, len(m))
+	for k, v := range m {
+		if f, ok := v.(float64); ok {
+			out[k] = f
+		}
+	}
+	return out
+}
+
 // Progress is the image write progress the conductor recorded, or nil.
 func (n *Node) Progress() *wire.Progress {
 	v, ok := n.DriverInternalInfo["deploy_progress"]
@@ -111,12 +127,17 @@ func (c *Client) GetNode(ctx context.Context, ident string) (*Node, error) {
 	return &n, c.doNode(ctx, http.MethodGet, "/v1/nodes/"+url.PathEscape(ident), nil, &n)
 }
 
-// ListNodes lists every node, in detail.
-func (c *Client) ListNodes(ctx context.Context) ([]*Node, error) {
+// ListNodes lists the nodes matching the query filters
+// (provision_state, maintenance, driver; nil for all), in detail.
+func (c *Client) ListNodes(ctx context.Context, filters url.Values) ([]*Node, error) {
 	var body struct {
 		Nodes []json.RawMessage `json:"nodes"`
 	}
-	if err := c.do(ctx, http.MethodGet, "/v1/nodes/detail", nil, &body); err != nil {
+	path := "/v1/nodes/detail"
+	if len(filters) > 0 {
+		path += "?" + filters.Encode()
+	}
+	if err := c.do(ctx, http.MethodGet, path, nil, &body); err != nil {
 		return nil, err
 	}
 	out := make([]*Node, 0, len(body.Nodes))
@@ -143,7 +164,59 @@ func (c *Client) SetProvisionState(ctx context.Context, ident, target string, co
 	if configdrive != nil {
 		body["configdrive"] = configdrive
 	}
+	return c.Provision(ctx, ident, body)
+}
+
+// Provision sends a provision request body ({"target": ..., "clean_steps":
+// ..., ...}) as is.
+func (c *Client) Provision(ctx context.Context, ident string, body map[string]any) error {
 	return c.do(ctx, http.MethodPut, "/v1/nodes/"+url.PathEscape(ident)+"/states/provision", body, nil)
+}
+
+// SetPowerState asks for a power state ("power on", "power off",
+// "rebooting", "soft power off", "soft rebooting"); timeout > 0 is sent.
+func (c *Client) SetPowerState(ctx context.Context, ident, target string, timeout int) error {
+	body := map[string]any{"target": target}
+	if timeout > 0 {
+		body["timeout"] = timeout
+	}
+	return c.do(ctx, http.MethodPut, "/v1/nodes/"+url.PathEscape(ident)+"/states/power", body, nil)
+}
+
+// SetBootDevice sets a node's next boot device.
+func (c *Client) SetBootDevice(ctx context.Context, ident, dev string, persistent bool) error {
+	return c.do(ctx, http.MethodPut, "/v1/nodes/"+url.PathEscape(ident)+"/management/boot_device",
+		map[string]any{"boot_device": dev, "persistent": persistent}, nil)
+}
+
+// BootDevice reads a node's next boot device ({"boot_device", "persistent"}).
+func (c *Client) BootDevice(ctx context.Context, ident string) (map[string]any, error) {
+	var out map[string]any
+	return out, c.do(ctx, http.MethodGet, "/v1/nodes/"+url.PathEscape(ident)+"/management/boot_device", nil, &out)
+}
+
+// SetMaintenance turns maintenance on (with an optional reason) or off.
+func (c *Client) SetMaintenance(ctx context.Context, ident string, on bool, reason string) error {
+	path := "/v1/nodes/" + url.PathEscape(ident) + "/maintenance"
+	if !on {
+		return c.do(ctx, http.MethodDelete, path, nil, nil)
+	}
+	var body map[string]any
+	if reason != "" {
+		body = map[string]any{"reason": reason}
+	}
+	return c.do(ctx, http.MethodPut, path, body, nil)
+}
+
+// Validate returns the node's per-interface validation.
+func (c *Client) Validate(ctx context.Context, ident string) (map[string]map[string]any, error) {
+	var out map[string]map[string]any
+	return out, c.do(ctx, http.MethodGet, "/v1/nodes/"+url.PathEscape(ident)+"/validate", nil, &out)
+}
+
+// DeletePort deletes a port by UUID.
+func (c *Client) DeletePort(ctx context.Context, uuid string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/ports/"+url.PathEscape(uuid), nil, nil)
 }
 
 // DeleteNode deletes a node.

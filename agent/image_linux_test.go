@@ -1,0 +1,238 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/filesystem/iso9660"
+	"github.com/klauspost/compress/gzip"
+	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/imagewriter"
+	"github.com/rivetmetal/rivet/internal/loopdev"
+	"golang.org/x/sys/unix"
+)
+
+func strp(s string) *string { return &s }
+
+func TestImageValidateImageInfo(t *testing.T) {
+	base := func() wire.ImageInfo {
+		return wire.ImageInfo{ID: "img", URLs: []string{"http://127.0.0.1/img"}, OSHashAlgo: "sha256", OSHashVal: strings.Repeat("a", 64)}
+	}
+	cases := []struct {
+		name string
+		edit func(*wire.ImageInfo)
+		cd   *string
+		err  string
+	}{
+		{"whole disk raw", func(i *wire.ImageInfo) { i.DiskFormat = strp("raw") }, nil, ""},
+		{"qcow2", func(i *wire.ImageInfo) { i.DiskFormat = strp("qcow2") }, nil, ""},
+		{"partition image", func(i *wire.ImageInfo) {
+			i.ImageType, i.RootMB, i.SwapMB, i.DeployBootMode = "partition", 1024, 64, "uefi"
+		}, nil, ""},
+		{"checksum file URL", func(i *wire.ImageInfo) { i.OSHashAlgo, i.OSHashVal, i.Checksum = "", "", "http://127.0.0.1/SHA256SUMS" }, nil, ""},
+		{"configdrive", func(i *wire.ImageInfo) {}, strp(base64.StdEncoding.EncodeToString([]byte("iso"))), ""},
+		{"configdrive URL", func(i *wire.ImageInfo) { i.Configdrive = strp("http://127.0.0.1/cd") }, nil, ""},
+		{"vmdk", func(i *wire.ImageInfo) { i.DiskFormat = strp("vmdk") }, nil, `disk_format "vmdk" is not supported`},
+		{"bad image_type", func(i *wire.ImageInfo) { i.ImageType = "lvm" }, nil, "image_type"},
+		{"preserve_ephemeral", func(i *wire.ImageInfo) { i.ImageType, i.PreserveEphemeral = "partition", true }, nil, "preserve_ephemeral"},
+		{"xfs ephemeral", func(i *wire.ImageInfo) {
+			i.ImageType, i.EphemeralMB, i.EphemeralFormat = "partition", 10, strp("xfs")
+		}, nil, "ephemeral_format"},
+		{"bad boot mode", func(i *wire.ImageInfo) { i.ImageType, i.DeployBootMode = "partition", "ppc" }, nil, "boot mode"},
+		{"no checksum", func(i *wire.ImageInfo) { i.OSHashAlgo, i.OSHashVal = "", "" }, nil, "no checksum"},
+	}
+	for _, c := range cases {
+		info := base()
+		c.edit(&info)
+		err := validateImageInfo(&info, c.cd)
+		if c.err == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.name, err)
+			}
+			continue
+		}
+		var ae *Error
+		if !errors.As(err, &ae) || ae.Code != 400 || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%s: err = %v; want a 400 containing %q", c.name, err, c.err)
+		}
+	}
+}
+
+func TestImageErrorClasses(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("x: %w", imagewriter.ErrChecksum), "ImageChecksumError"},
+		{fmt.Errorf("x: %w", imagewriter.ErrDownload), "ImageDownloadError"},
+		{fmt.Errorf("x: %w", imagewriter.ErrTruncated), "ImageDownloadError"},
+		{fmt.Errorf("x: %w", imagewriter.ErrFormat), "InvalidImage"},
+		{fmt.Errorf("x: %w", imagewriter.ErrConfigdrive), "InstanceDeployFailure"},
+		{fmt.Errorf("x: %w", imagewriter.ErrTooLarge), "ImageWriteError"},
+		{fmt.Errorf("x: %w", imagewriter.ErrTarget), "ImageWriteError"},
+	} {
+		var ae *Error
+		if err := imageError("img", "/dev/x", c.err); !errors.As(err, &ae) || ae.Type != c.want {
+			t.Errorf("imageError(%v) = %v, want %s", c.err, err, c.want)
+		}
+	}
+}
+
+func TestImageBootMode(t *testing.T) {
+	a := &Agent{cfg: Config{SysRoot: t.TempDir()}}
+	if got := a.bootMode(wire.ImageInfo{DeployBootMode: "UEFI"}); got != "uefi" {
+		t.Errorf("deploy_boot_mode: %s", got)
+	}
+	a.nodes.setNode(map[string]any{"properties": map[string]any{"capabilities": "cpu_vt:true,boot_mode:uefi"}})
+	if got := a.bootMode(wire.ImageInfo{}); got != "uefi" {
+		t.Errorf("capabilities: %s", got)
+	}
+	a.nodes.setNode(map[string]any{"instance_info": map[string]any{"deploy_boot_mode": "bios"}})
+	if got := a.bootMode(wire.ImageInfo{}); got != "bios" {
+		t.Errorf("instance_info: %s", got)
+	}
+	a.nodes.setNode(map[string]any{"uuid": "x"})
+	os.MkdirAll(filepath.Join(a.cfg.SysRoot, "sys/firmware/efi"), 0o755)
+	if got := a.bootMode(wire.ImageInfo{}); got != "uefi" {
+		t.Errorf("ramdisk booted UEFI: %s", got)
+	}
+}
+
+// imageConfigdrive is Ironic's config drive parameter: base64 of a gzipped
+// ISO 9660 image labelled config-2.
+func imageConfigdrive(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "cd.iso")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "ws"), 0o755)
+	fs, err := iso9660.Create(file.New(f, false), 0, 0, 2048, filepath.Join(dir, "ws"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.Mkdir("/openstack/latest")
+	w, _ := fs.OpenFile("/openstack/latest/meta_data.json", os.O_CREATE|os.O_RDWR)
+	w.Write([]byte(`{"hostname": "agent-test"}`))
+	w.Close()
+	if err := fs.Finalize(iso9660.FinalizeOptions{VolumeIdentifier: "config-2", RockRidge: true}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	iso, _ := os.ReadFile(p)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(iso)
+	zw.Close()
+	return base64.StdEncoding.EncodeToString(gz.Bytes())
+}
+
+// TestImagePartitionImageThroughAPI deploys a partition image the way
+// Ironic asks for one (write_image with image_type partition, a checksum
+// file URL and a config drive), then checks get_partition_uuids against
+// the disk and mounts the deployed root.
+func TestImagePartitionImageThroughAPI(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		if os.Getenv("RIVET_REQUIRE_E2E") == "1" {
+			t.Fatal("RIVET_REQUIRE_E2E=1 but mkfs.ext4 (e2fsprogs) is not installed")
+		}
+		t.Skip("mkfs.ext4 (e2fsprogs) is not installed")
+	}
+	disk := loopdev.New(t, 1<<30)
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	os.MkdirAll(filepath.Join(tree, "etc"), 0o755)
+	os.WriteFile(filepath.Join(tree, "etc/hostname"), []byte("deployed\n"), 0o644)
+	rootImg := filepath.Join(dir, "root.img")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", tree, rootImg, "32M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	root, _ := os.ReadFile(rootImg)
+	sum := sha256.Sum256(root)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/images/root.img", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "root.img", time.Time{}, bytes.NewReader(root))
+	})
+	mux.HandleFunc("/images/SHA256SUMS", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s  root.img\n", hex.EncodeToString(sum[:]))
+	})
+	images := httptest.NewServer(mux)
+	defer images.Close()
+
+	_, base := startAgent(t, standaloneConfig(disk.Path), &fakePower{})
+	c := client{t: t, base: base}
+	step := map[string]any{
+		"interface": "deploy", "step": "write_image", "priority": 80,
+		"args": map[string]any{"image_info": map[string]any{
+			"id": "root.img", "urls": []string{images.URL + "/images/root.img"}, "disk_format": "raw", "container_format": "bare",
+			"checksum": images.URL + "/images/SHA256SUMS", "node_uuid": nodeUUID, "image_type": "partition",
+			"root_mb": 128, "swap_mb": 16, "ephemeral_mb": 0, "deploy_boot_mode": "uefi", "boot_option": "local",
+		}, "configdrive": imageConfigdrive(t)},
+	}
+	res := executeStep(c, step, nodeWithHints(map[string]any{"name": disk.Path}))
+	if res.CommandStatus != wire.StatusSucceeded {
+		t.Fatalf("write_image: %+v", res.CommandError)
+	}
+	var dr wire.DeployStepResult
+	res.DecodeResult(&dr)
+	var ir wire.ImageResult
+	json.Unmarshal(dr.DeployResult, &ir)
+
+	pu := c.run("standby.get_partition_uuids", map[string]any{}, true)
+	var u wire.PartitionUUIDs
+	if err := pu.DecodeResult(&u); err != nil {
+		t.Fatal(err)
+	}
+	blkid, err := exec.Command("blkid", "-s", "UUID", "-o", "value", rootImg).Output()
+	if err == nil && strings.TrimSpace(string(blkid)) != u.RootUUID {
+		t.Fatalf("root uuid = %q, blkid says %q", u.RootUUID, blkid)
+	}
+	if u.RootUUID == "" || u.EFISystemPartUUID == "" {
+		t.Fatalf("partition uuids = %+v", u)
+	}
+	want := fmt.Sprintf("prepare_image: image (root.img) written to device %s root_uuid=%s efi_system_partition_uuid=%s", disk.Path, u.RootUUID, u.EFISystemPartUUID)
+	if ir.Result != want {
+		t.Fatalf("result = %q\nwant     %q", ir.Result, want)
+	}
+	wantParts := map[string]string{"efi system partition": disk.Path + "p1", "swap": disk.Path + "p2", "configdrive": disk.Path + "p3", "root": disk.Path + "p4"}
+	for role, dev := range wantParts {
+		if u.Partitions[role] != dev {
+			t.Fatalf("partitions = %v, want %v", u.Partitions, wantParts)
+		}
+	}
+	mnt := t.TempDir()
+	if err := unix.Mount(u.Partitions["root"], mnt, "ext4", unix.MS_RDONLY, ""); err != nil {
+		t.Fatalf("mount the deployed root: %v", err)
+	}
+	host, _ := os.ReadFile(filepath.Join(mnt, "etc/hostname"))
+	unix.Unmount(mnt, 0)
+	if string(host) != "deployed\n" {
+		t.Fatalf("deployed /etc/hostname = %q", host)
+	}
+	head := make([]byte, 64<<10)
+	f, _ := os.Open(u.Partitions["configdrive"])
+	f.ReadAt(head, 0)
+	f.Close()
+	if string(head[32769:32774]) != "CD001" || !strings.HasPrefix(string(head[32808:32816]), "config-2") {
+		t.Fatal("the configdrive partition does not hold the config-2 ISO")
+	}
+	if p := ir.Progress; p == nil || p.Timings["download"] <= 0 || p.Timings["flush"] <= 0 || p.Phase != "done" {
+		t.Fatalf("final progress = %+v", ir.Progress)
+	}
+}

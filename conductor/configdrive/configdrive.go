@@ -1,0 +1,239 @@
+// Package configdrive turns the config drive of a deploy request into what
+// the agent takes (contract §6.4): a string passes through (an http(s) URL
+// the agent downloads, or a gzipped, base64-encoded ISO 9660 image), and a
+// JSON description ({meta_data, user_data, network_data, vendor_data}) is
+// built into an ISO 9660 image labelled config-2 with the OpenStack
+// metadata tree, then gzipped and base64-encoded, as Ironic does.
+package configdrive
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/filesystem/iso9660"
+)
+
+// Label is the volume label cloud-init looks for.
+const Label = "config-2"
+
+// MaxSize is the largest decoded config drive the agent accepts (64 MiB).
+const MaxSize = 64 << 20
+
+// Versions are the metadata versions written, as openstacksdk writes them.
+var Versions = []string{"2012-08-10", "latest"}
+
+// ErrInvalid wraps every rejection of a config drive value.
+var ErrInvalid = errors.New("invalid config drive")
+
+// Node names the node a config drive is built for; its UUID and name
+// become meta_data "uuid" and "name" unless the request sets them.
+type Node struct {
+	UUID string
+	Name string
+}
+
+// Normalize returns the config drive to store in instance_info: a string
+// is checked (an http(s) URL, or base64 text) and returned as is; a JSON
+// object is built with Build. dir is a scratch directory ("" = the system
+// temporary directory).
+func Normalize(v any, node Node, dir string) (string, error) {
+	switch cd := v.(type) {
+	case string:
+		if err := checkString(cd); err != nil {
+			return "", err
+		}
+		return cd, nil
+	case map[string]any:
+		return Build(cd, node, dir)
+	default:
+		return "", fmt.Errorf("%w: expected a string or an object, got %T", ErrInvalid, v)
+	}
+}
+
+// checkString accepts an http(s) URL or base64 text whose decoded size is
+// within MaxSize.
+func checkString(s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: empty", ErrInvalid)
+	}
+	if u, err := url.Parse(s); err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
+		return nil
+	}
+	if base64.StdEncoding.DecodedLen(len(s)) > MaxSize*2 {
+		return fmt.Errorf("%w: larger than %d MiB", ErrInvalid, MaxSize>>20)
+	}
+	return nil
+}
+
+// Build writes the config drive described by cd (keys meta_data,
+// user_data, network_data, vendor_data, all optional) as an ISO 9660 image
+// labelled config-2 holding openstack/<version>/meta_data.json, user_data,
+// network_data.json and vendor_data2.json for each of Versions, and
+// returns it gzipped and base64-encoded. A user_data object or list is
+// written as JSON, a string as is.
+func Build(cd map[string]any, node Node, dir string) (string, error) {
+	for k := range cd {
+		switch k {
+		case "meta_data", "user_data", "network_data", "vendor_data":
+		default:
+			return "", fmt.Errorf("%w: unknown key %q (allowed: meta_data, user_data, network_data, vendor_data)", ErrInvalid, k)
+		}
+	}
+	meta := map[string]any{}
+	if m, ok := cd["meta_data"]; ok && m != nil {
+		mm, ok := m.(map[string]any)
+		if !ok {
+			return "", fmt.Errorf("%w: meta_data must be an object", ErrInvalid)
+		}
+		for k, v := range mm {
+			meta[k] = v
+		}
+	}
+	if _, ok := meta["uuid"]; !ok {
+		meta["uuid"] = node.UUID
+	}
+	if _, ok := meta["name"]; !ok && node.Name != "" {
+		meta["name"] = node.Name
+	}
+	files := map[string][]byte{}
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return "", fmt.Errorf("%w: meta_data: %w", ErrInvalid, err)
+	}
+	files["meta_data.json"] = b
+	for key, name := range map[string]string{"network_data": "network_data.json", "vendor_data": "vendor_data2.json"} {
+		v, ok := cd[key]
+		if !ok || v == nil {
+			continue
+		}
+		if _, isObj := v.(map[string]any); !isObj {
+			return "", fmt.Errorf("%w: %s must be an object", ErrInvalid, key)
+		}
+		if b, err = json.Marshal(v); err != nil {
+			return "", fmt.Errorf("%w: %s: %w", ErrInvalid, key, err)
+		}
+		files[name] = b
+	}
+	switch ud := cd["user_data"].(type) {
+	case nil:
+	case string:
+		if ud != "" {
+			files["user_data"] = []byte(ud)
+		}
+	case map[string]any, []any:
+		if b, err = json.Marshal(ud); err != nil {
+			return "", fmt.Errorf("%w: user_data: %w", ErrInvalid, err)
+		}
+		files["user_data"] = b
+	default:
+		return "", fmt.Errorf("%w: user_data must be a string, an object or a list", ErrInvalid)
+	}
+	iso, err := buildISO(files, dir)
+	if err != nil {
+		return "", err
+	}
+	if len(iso) > MaxSize {
+		return "", fmt.Errorf("%w: the image is %d bytes, more than %d MiB", ErrInvalid, len(iso), MaxSize>>20)
+	}
+	return Encode(iso)
+}
+
+// buildISO writes files into openstack/<version>/ of a fresh ISO 9660
+// image (with Rock Ridge, so long names survive; go-diskfs v1.9.4 writes a broken Joliet tree, so none) and returns it.
+func buildISO(files map[string][]byte, dir string) ([]byte, error) {
+	tmp, err := os.MkdirTemp(dir, "rivet-configdrive-")
+	if err != nil {
+		return nil, fmt.Errorf("config drive: scratch directory: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	workspace := filepath.Join(tmp, "tree")
+	if err := os.Mkdir(workspace, 0o700); err != nil {
+		return nil, fmt.Errorf("config drive: workspace: %w", err)
+	}
+	imgPath := filepath.Join(tmp, "configdrive.iso")
+	f, err := os.OpenFile(imgPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("config drive: create %s: %w", imgPath, err)
+	}
+	defer f.Close()
+	fsys, err := iso9660.Create(file.New(f, false), 0, 0, 2048, workspace)
+	if err != nil {
+		return nil, fmt.Errorf("config drive: create ISO 9660 file system: %w", err)
+	}
+	for _, v := range Versions {
+		d := path.Join("/openstack", v)
+		if err := fsys.Mkdir(d); err != nil {
+			return nil, fmt.Errorf("config drive: mkdir %s: %w", d, err)
+		}
+		for name, data := range files {
+			p := path.Join(d, name)
+			w, err := fsys.OpenFile(p, os.O_CREATE|os.O_RDWR)
+			if err != nil {
+				return nil, fmt.Errorf("config drive: create %s: %w", p, err)
+			}
+			_, err = w.Write(data)
+			if cerr := w.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return nil, fmt.Errorf("config drive: write %s: %w", p, err)
+			}
+		}
+	}
+	if err := fsys.Finalize(iso9660.FinalizeOptions{RockRidge: true, VolumeIdentifier: Label}); err != nil {
+		return nil, fmt.Errorf("config drive: finalize ISO 9660 image: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("config drive: rewind %s: %w", imgPath, err)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config drive: read %s: %w", imgPath, err)
+	}
+	return data, nil
+}
+
+// Encode gzips and base64-encodes an image, the form the agent decodes.
+func Encode(image []byte) (string, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(image); err != nil {
+		return "", fmt.Errorf("config drive: gzip: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return "", fmt.Errorf("config drive: gzip: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(buf.Bytes()), nil
+}
+
+// Decode reverses Encode: base64, then gunzip, within MaxSize.
+func Decode(s string) ([]byte, error) {
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("%w: base64: %w", ErrInvalid, err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("%w: gzip: %w", ErrInvalid, err)
+	}
+	defer zr.Close()
+	data, err := io.ReadAll(io.LimitReader(zr, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: gunzip: %w", ErrInvalid, err)
+	}
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("%w: larger than %d MiB", ErrInvalid, MaxSize>>20)
+	}
+	return data, nil
+}

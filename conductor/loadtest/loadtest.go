@@ -1,0 +1,661 @@
+// Package loadtest measures a conductor under the traffic of a fleet of
+// deploy ramdisks. It starts a rivet-conductor process on SQLite, enrolls
+// N fake-hardware nodes through the API and deploys them all; N simulated
+// agents then look their nodes up and heartbeat as IPA does (every
+// heartbeat_timeout × U(0.3, 0.6), the cadence compressed by a short
+// heartbeat timeout), and answer the conductor's command polling and
+// step calls from one HTTP server, with image writes that outlast the run.
+// It reports the latency percentiles and errors of lookups and heartbeats,
+// the request rate, and the CPU used by the conductor and by the machine.
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rivetmetal/rivet/agent/wire"
+)
+
+// Config configures one run. Zero values take the defaults.
+type Config struct {
+	// Conductor is the rivet-conductor binary (required).
+	Conductor string
+	// ConductorArgs are extra flags for the conductor (e.g. to tune or
+	// profile it).
+	ConductorArgs []string
+	// Agents is the number of nodes and simulated agents (default 1000).
+	Agents int
+	// HeartbeatTimeout is the conductor's ramdisk heartbeat timeout, which
+	// sets the agents' cadence (default 30 s: a heartbeat every 9–18 s).
+	HeartbeatTimeout time.Duration
+	// Boot spreads the agents' first lookup over this long (default one
+	// heartbeat interval, 0.45 × HeartbeatTimeout).
+	Boot time.Duration
+	// Duration is the measured window, after every agent has looked up and
+	// heartbeated once (default 60 s).
+	Duration time.Duration
+	// Seeders is the number of concurrent API clients enrolling nodes
+	// (default 16).
+	Seeders int
+	// Dir holds the conductor's database and logs (default a new
+	// temporary directory, removed afterwards).
+	Dir string
+	// Logger receives progress messages (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Conductor == "" {
+		return errors.New("loadtest: no conductor binary")
+	}
+	if c.Agents <= 0 {
+		c.Agents = 1000
+	}
+	if c.HeartbeatTimeout <= 0 {
+		c.HeartbeatTimeout = 30 * time.Second
+	}
+	if c.Boot <= 0 {
+		c.Boot = c.HeartbeatTimeout * 45 / 100
+	}
+	if c.Duration <= 0 {
+		c.Duration = 60 * time.Second
+	}
+	if c.Seeders <= 0 {
+		c.Seeders = 16
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Report is the outcome of one run.
+type Report struct {
+	Agents           int
+	HeartbeatTimeout time.Duration
+	Window           time.Duration
+	Lookups          Stats // every lookup, boot phase included
+	Heartbeats       Stats // heartbeats sent in the measured window
+	// Polls and Posts count the conductor's calls to the agents' command
+	// API in the window.
+	Polls, Posts int64
+	// ConductorCPU is the conductor process's CPU time over the window,
+	// in cores (1.0 = one core busy); MachineCPU is the whole machine's
+	// busy fraction of all its cores; Load1 is the 1-minute load average
+	// at the end; Cores is the number of CPUs.
+	ConductorCPU float64
+	MachineCPU   float64
+	Load1        float64
+	Cores        int
+	// ConductorRSS is the conductor's resident memory at the end (bytes).
+	ConductorRSS int64
+	// Stuck counts nodes that left wait call-back / deploying (failed).
+	Stuck int
+}
+
+// Stats summarises requests of one kind.
+type Stats struct {
+	Count, Errors int
+	P50, P99, Max time.Duration
+	// Rate is Count per second of the window.
+	Rate float64
+	// FirstError is an example of the errors.
+	FirstError string
+}
+
+// recorder collects request latencies.
+type recorder struct {
+	mu       sync.Mutex
+	lat      []time.Duration
+	errs     int
+	firstErr string
+}
+
+func (r *recorder) add(d time.Duration, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lat = append(r.lat, d)
+	if err != nil {
+		r.errs++
+		if r.firstErr == "" {
+			r.firstErr = err.Error()
+		}
+	}
+}
+
+func (r *recorder) stats(window time.Duration) Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := Stats{Count: len(r.lat), Errors: r.errs, FirstError: r.firstErr}
+	if len(r.lat) == 0 {
+		return s
+	}
+	l := slices.Clone(r.lat)
+	slices.Sort(l)
+	pct := func(p float64) time.Duration { return l[min(len(l)-1, int(p*float64(len(l))))] }
+	s.P50, s.P99, s.Max = pct(0.50), pct(0.99), l[len(l)-1]
+	if window > 0 {
+		s.Rate = float64(len(l)) / window.Seconds()
+	}
+	return s
+}
+
+// Run performs one load run and stops everything it started before
+// returning.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	dir := cfg.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "rivet-loadtest-")
+		if err != nil {
+			return nil, fmt.Errorf("loadtest: %w", err)
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+
+	// The simulated agents' command API.
+	agents := newAgentServer(cfg.Agents, 24*time.Hour)
+	aln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: agents listen: %w", err)
+	}
+	asrv := &http.Server{Handler: agents.handler(), ReadHeaderTimeout: 10 * time.Second}
+	go asrv.Serve(aln) //nolint:errcheck // ends with Close
+	defer asrv.Close()
+	agentURL := func(i int) string { return fmt.Sprintf("http://%s/agent/%d", aln.Addr(), i) }
+
+	cond, err := startConductor(ctx, cfg, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer cond.stop()
+
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute}}
+	defer client.CloseIdleConnections()
+	api := &apiClient{base: cond.url, c: client}
+
+	log.Info("enrolling and deploying nodes", "nodes", cfg.Agents)
+	start := time.Now()
+	if err := seed(ctx, api, cfg); err != nil {
+		return nil, fmt.Errorf("loadtest: %w (conductor log %s)", err, cond.logPath)
+	}
+	log.Info("nodes waiting for their agents", "nodes", cfg.Agents, "took", time.Since(start).Round(time.Second))
+
+	// Boot the agents: lookup, then heartbeat until the run ends.
+	var lookups, heartbeats recorder
+	var measuring struct {
+		sync.Mutex
+		on bool
+	}
+	actx, stopAgents := context.WithCancel(ctx)
+	defer stopAgents()
+	var wg sync.WaitGroup
+	ready := make(chan struct{}, cfg.Agents)
+	for i := range cfg.Agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(i), 7))
+			if !sleep(actx, time.Duration(rng.Float64()*float64(cfg.Boot))) {
+				return
+			}
+			node, token, ok := lookupUntilFound(actx, api, fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", i>>24&0xff, i>>16&0xff, i>>8&0xff, i&0xff), &lookups)
+			if !ok {
+				return
+			}
+			agents.agents[i].setToken(token)
+			first := true
+			for actx.Err() == nil && !agents.agents[i].poweredOff() {
+				t0 := time.Now()
+				err := api.heartbeat(actx, node, wire.HeartbeatRequest{CallbackURL: agentURL(i), AgentToken: token, AgentVersion: "10.0.0"})
+				if actx.Err() != nil {
+					return
+				}
+				measuring.Lock()
+				on := measuring.on
+				measuring.Unlock()
+				if on {
+					heartbeats.add(time.Since(t0), err)
+				}
+				if first {
+					ready <- struct{}{}
+					first = false
+				}
+				interval := time.Duration((0.3 + 0.3*rng.Float64()) * float64(cfg.HeartbeatTimeout))
+				if err != nil {
+					interval = time.Duration((5 + 5*rng.Float64()) * float64(time.Second))
+				}
+				if !sleep(actx, interval) {
+					return
+				}
+			}
+		}()
+	}
+	for range cfg.Agents {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(cfg.Boot + 5*time.Minute):
+			return nil, fmt.Errorf("loadtest: agents did not all heartbeat (conductor log %s)", cond.logPath)
+		}
+	}
+	log.Info("all agents heartbeating; measuring", "window", cfg.Duration)
+
+	cpu0, err := cond.cpuTime()
+	if err != nil {
+		return nil, err
+	}
+	m0, err := machineCPU()
+	if err != nil {
+		return nil, err
+	}
+	polls0, posts0 := agents.polls.Load(), agents.posts.Load()
+	measuring.Lock()
+	measuring.on = true
+	measuring.Unlock()
+	t0 := time.Now()
+	if !sleep(ctx, cfg.Duration) {
+		return nil, ctx.Err()
+	}
+	measuring.Lock()
+	measuring.on = false
+	measuring.Unlock()
+	window := time.Since(t0)
+	cpu1, err := cond.cpuTime()
+	if err != nil {
+		return nil, err
+	}
+	m1, err := machineCPU()
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Agents: cfg.Agents, HeartbeatTimeout: cfg.HeartbeatTimeout, Window: window,
+		Lookups: lookups.stats(0), Heartbeats: heartbeats.stats(window),
+		Polls: agents.polls.Load() - polls0, Posts: agents.posts.Load() - posts0,
+		ConductorCPU: (cpu1 - cpu0).Seconds() / window.Seconds(),
+		MachineCPU:   m1.busyFraction(m0), Cores: m1.cores}
+	rep.Load1, _ = loadavg()
+	rep.ConductorRSS, _ = cond.rss()
+	stopAgents()
+	wg.Wait()
+	if rep.Stuck, err = api.countOutside(ctx, "wait call-back", "deploying"); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// lookupUntilFound looks the node up as IPA does until it is found,
+// recording every attempt.
+func lookupUntilFound(ctx context.Context, api *apiClient, mac string, rec *recorder) (node, token string, ok bool) {
+	for ctx.Err() == nil {
+		t0 := time.Now()
+		node, token, err := api.lookup(ctx, mac)
+		if ctx.Err() != nil {
+			return "", "", false
+		}
+		rec.add(time.Since(t0), err)
+		if err == nil {
+			return node, token, true
+		}
+		if !sleep(ctx, 5*time.Second) {
+			return "", "", false
+		}
+	}
+	return "", "", false
+}
+
+// conductorProc is the conductor under test.
+type conductorProc struct {
+	cmd     *exec.Cmd
+	url     string
+	logPath string
+	done    chan error
+}
+
+func startConductor(ctx context.Context, cfg Config, dir string) (*conductorProc, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: %w", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	logPath := filepath.Join(dir, "conductor.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: %w", err)
+	}
+	defer logf.Close()
+	args := append([]string{"--listen", addr, "--db", filepath.Join(dir, "rivet.db"),
+		"--state-dir", filepath.Join(dir, "state"), "--log-level", "warn",
+		"--ramdisk-heartbeat-timeout", cfg.HeartbeatTimeout.String(),
+		"--deploy-callback-timeout", "24h"}, cfg.ConductorArgs...)
+	cmd := exec.Command(cfg.Conductor, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = conductorProcAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("loadtest: start conductor: %w", err)
+	}
+	p := &conductorProc{cmd: cmd, url: "http://" + addr, logPath: logPath, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(p.url + "/")
+		if err == nil {
+			resp.Body.Close()
+			return p, nil
+		}
+		select {
+		case err := <-p.done:
+			return nil, fmt.Errorf("loadtest: conductor exited: %v (log %s)", err, logPath)
+		case <-ctx.Done():
+			p.stop()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, fmt.Errorf("loadtest: conductor not serving after 60 s (log %s)", logPath)
+		}
+	}
+}
+
+// stop ends the conductor (SIGTERM, then SIGKILL after 15 s).
+func (p *conductorProc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// cpuTime is the conductor's user + system CPU time so far.
+func (p *conductorProc) cpuTime() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("loadtest: conductor CPU: %w", err)
+	}
+	// Fields after the command name (which may hold spaces) start at ")".
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks, nil
+}
+
+// rss is the conductor's resident memory.
+func (p *conductorProc) rss() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+// cpuSample is the machine's aggregate CPU counters.
+type cpuSample struct {
+	busy, total int64
+	cores       int
+}
+
+func machineCPU() (cpuSample, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuSample{}, fmt.Errorf("loadtest: machine CPU: %w", err)
+	}
+	var s cpuSample
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 4 && f[0] == "cpu":
+			for i, v := range f[1:] {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				s.total += n
+				if i != 3 && i != 4 { // idle, iowait
+					s.busy += n
+				}
+			}
+		case len(f) > 0 && strings.HasPrefix(f[0], "cpu"):
+			s.cores++
+		}
+	}
+	return s, nil
+}
+
+func (s cpuSample) busyFraction(before cpuSample) float64 {
+	if s.total == before.total {
+		return 0
+	}
+	return float64(s.busy-before.busy) / float64(s.total-before.total)
+}
+
+func loadavg() (float64, error) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseFloat(strings.Fields(string(b))[0], 64)
+}
+
+// apiClient speaks the conductor's Ironic API.
+type apiClient struct {
+	base string
+	c    *http.Client
+}
+
+// do sends a request and decodes a JSON answer into out; a status other
+// than want is an error.
+func (a *apiClient) do(ctx context.Context, method, path, version string, body, out any, want int) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set(wire.APIVersionHeader, version)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := a.c.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode != want {
+		return fmt.Errorf("%s %s: HTTP %d: %s", method, strings.SplitN(path, "?", 2)[0], resp.StatusCode, wire.FaultText(data))
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("%s %s: decode: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+func (a *apiClient) lookup(ctx context.Context, mac string) (node, token string, err error) {
+	var lr wire.LookupResponse
+	if err := a.do(ctx, http.MethodGet, "/v1/lookup?"+url.Values{"addresses": {mac}}.Encode(),
+		wire.LookupAPIVersion, nil, &lr, http.StatusOK); err != nil {
+		return "", "", err
+	}
+	if lr.Config.AgentToken == nil || *lr.Config.AgentToken == wire.Masked {
+		return "", "", fmt.Errorf("lookup %s: no agent token handed out", mac)
+	}
+	return lr.Node.UUID, *lr.Config.AgentToken, nil
+}
+
+func (a *apiClient) heartbeat(ctx context.Context, node string, hb wire.HeartbeatRequest) error {
+	return a.do(ctx, http.MethodPost, "/v1/heartbeat/"+node, wire.HeartbeatAPIVersion, hb, nil, http.StatusAccepted)
+}
+
+// count is the number of nodes in a provision state.
+func (a *apiClient) count(ctx context.Context, state string) (int, error) {
+	var list struct {
+		Nodes []json.RawMessage `json:"nodes"`
+	}
+	err := a.do(ctx, http.MethodGet, "/v1/nodes?"+url.Values{"provision_state": {state}, "fields": {"uuid"}, "limit": {"0"}}.Encode(),
+		"1.82", nil, &list, http.StatusOK)
+	return len(list.Nodes), err
+}
+
+// countOutside is the number of nodes in none of the states.
+func (a *apiClient) countOutside(ctx context.Context, states ...string) (int, error) {
+	var list struct {
+		Nodes []struct {
+			State string `json:"provision_state"`
+		} `json:"nodes"`
+	}
+	if err := a.do(ctx, http.MethodGet, "/v1/nodes?fields=uuid,provision_state&limit=0", "1.82", nil, &list, http.StatusOK); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, nd := range list.Nodes {
+		if !slices.Contains(states, nd.State) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// seed enrolls cfg.Agents fake-hardware nodes and deploys them, phase by
+// phase, until all wait for their agent's call-back.
+func seed(ctx context.Context, api *apiClient, cfg Config) error {
+	uuids := make([]string, cfg.Agents)
+	each := func(what string, fn func(i int) error) error {
+		var (
+			wg    sync.WaitGroup
+			mu    sync.Mutex
+			first error
+		)
+		next := make(chan int)
+		for range cfg.Seeders {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range next {
+					if err := fn(i); err != nil {
+						mu.Lock()
+						if first == nil {
+							first = fmt.Errorf("%s node %d: %w", what, i, err)
+						}
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+	feed:
+		for i := range cfg.Agents {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				break feed
+			}
+		}
+		close(next)
+		wg.Wait()
+		if first == nil {
+			first = ctx.Err()
+		}
+		return first
+	}
+	waitAll := func(state string) error {
+		for {
+			n, err := api.count(ctx, state)
+			if err != nil {
+				return err
+			}
+			if n == cfg.Agents {
+				return nil
+			}
+			if !sleep(ctx, 500*time.Millisecond) {
+				return ctx.Err()
+			}
+		}
+	}
+	provision := func(target string) func(i int) error {
+		return func(i int) error {
+			return api.do(ctx, http.MethodPut, "/v1/nodes/"+uuids[i]+"/states/provision", "1.82",
+				map[string]any{"target": target}, nil, http.StatusAccepted)
+		}
+	}
+	err := each("create", func(i int) error {
+		var n struct {
+			UUID string `json:"uuid"`
+		}
+		body := map[string]any{"name": fmt.Sprintf("load-%05d", i), "driver": "fake-hardware",
+			"instance_info": map[string]any{
+				"image_source": "http://127.0.0.1:1/image.raw", "image_os_hash_algo": "sha256",
+				"image_os_hash_value": strings.Repeat("ab", 32), "image_disk_format": "raw"}}
+		if err := api.do(ctx, http.MethodPost, "/v1/nodes", "1.82", body, &n, http.StatusCreated); err != nil {
+			return err
+		}
+		uuids[i] = n.UUID
+		mac := fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", i>>24&0xff, i>>16&0xff, i>>8&0xff, i&0xff)
+		return api.do(ctx, http.MethodPost, "/v1/ports", "1.82", map[string]any{"address": mac, "node_uuid": n.UUID}, nil, http.StatusCreated)
+	})
+	if err != nil {
+		return err
+	}
+	for _, phase := range []struct{ target, state string }{
+		{"manage", "manageable"}, {"provide", "available"}, {"active", "wait call-back"},
+	} {
+		if err := each(phase.target, provision(phase.target)); err != nil {
+			return err
+		}
+		if err := waitAll(phase.state); err != nil {
+			return fmt.Errorf("waiting for %s: %w", phase.state, err)
+		}
+	}
+	return nil
+}

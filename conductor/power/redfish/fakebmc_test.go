@@ -1,0 +1,227 @@
+package redfish
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+)
+
+// fakeBMC is a Redfish service with one ComputerSystem, written from the
+// DMTF schema shapes (ServiceRoot, ComputerSystemCollection,
+// ComputerSystem with Boot and Actions/#ComputerSystem.Reset,
+// SessionService/Sessions). It checks credentials (HTTP basic or a
+// session token), validates the reset types and boot override values it
+// is sent against the allowable values it advertises, and keeps the
+// machine's state for tests to read.
+type fakeBMC struct {
+	srv      *httptest.Server
+	user     string
+	password string
+
+	mu         sync.Mutex
+	on         bool
+	enabled    string // BootSourceOverrideEnabled
+	target     string // BootSourceOverrideTarget
+	mode       string // BootSourceOverrideMode
+	sessions   map[string]bool
+	resets     []string
+	badRequest []string
+}
+
+const systemPath = "/redfish/v1/Systems/437XR1138R2"
+
+var (
+	resetTypes    = []string{"On", "ForceOff", "GracefulShutdown", "GracefulRestart", "ForceRestart", "Nmi", "PushPowerButton"}
+	targetValues  = []string{"None", "Pxe", "Cd", "Hdd", "BiosSetup", "UefiHttp"}
+	enabledValues = []string{"Disabled", "Once", "Continuous"}
+	modeValues    = []string{"Legacy", "UEFI"}
+)
+
+func newFakeBMC(t *testing.T) *fakeBMC {
+	b := &fakeBMC{user: "admin", password: "s3cret-pw", enabled: "Disabled", target: "None",
+		mode: "UEFI", sessions: map[string]bool{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /redfish/v1/{$}", b.serviceRoot)
+	mux.HandleFunc("GET /redfish/v1/Systems", b.auth(b.systems))
+	mux.HandleFunc("GET "+systemPath, b.auth(b.system))
+	mux.HandleFunc("PATCH "+systemPath, b.auth(b.patchSystem))
+	mux.HandleFunc("POST "+systemPath+"/Actions/ComputerSystem.Reset", b.auth(b.reset))
+	mux.HandleFunc("POST /redfish/v1/SessionService/Sessions", b.createSession)
+	mux.HandleFunc("DELETE /redfish/v1/SessionService/Sessions/{id}", b.auth(b.deleteSession))
+	b.srv = httptest.NewServer(mux)
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+func (b *fakeBMC) machine() (on bool, enabled, target, mode string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.on, b.enabled, b.target, b.mode
+}
+
+func (b *fakeBMC) setPower(on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.on = on
+}
+
+func (b *fakeBMC) openSessions() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.sessions)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("OData-Version", "4.0")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// redfishError answers with the Redfish error shape.
+func redfishError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]any{
+		"code": "Base.1.8." + code, "message": msg,
+		"@Message.ExtendedInfo": []any{map[string]any{"MessageId": "Base.1.8." + code, "Message": msg}},
+	}})
+}
+
+func (b *fakeBMC) auth(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		b.mu.Lock()
+		ok := b.sessions[r.Header.Get("X-Auth-Token")]
+		b.mu.Unlock()
+		if u, p, basic := r.BasicAuth(); basic && u == b.user && p == b.password {
+			ok = true
+		}
+		if !ok {
+			redfishError(w, http.StatusUnauthorized, "NoValidSession", "There is no valid session established with the implementation.")
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (b *fakeBMC) serviceRoot(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.type": "#ServiceRoot.v1_11_0.ServiceRoot", "@odata.id": "/redfish/v1/",
+		"Id": "RootService", "Name": "Root Service", "RedfishVersion": "1.11.0",
+		"UUID":           "92384634-2938-2342-8820-489239905423",
+		"Systems":        map[string]any{"@odata.id": "/redfish/v1/Systems"},
+		"SessionService": map[string]any{"@odata.id": "/redfish/v1/SessionService"},
+		"Links":          map[string]any{"Sessions": map[string]any{"@odata.id": "/redfish/v1/SessionService/Sessions"}},
+	})
+}
+
+func (b *fakeBMC) systems(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.type": "#ComputerSystemCollection.ComputerSystemCollection", "@odata.id": "/redfish/v1/Systems",
+		"Name": "Computer System Collection", "Members@odata.count": 1,
+		"Members": []any{map[string]any{"@odata.id": systemPath}},
+	})
+}
+
+func (b *fakeBMC) system(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ps := "Off"
+	if b.on {
+		ps = "On"
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.type": "#ComputerSystem.v1_13_0.ComputerSystem", "@odata.id": systemPath,
+		"@odata.etag": fmt.Sprintf(`W/"%d"`, len(b.resets)),
+		"Id":          "437XR1138R2", "Name": "WebFrontEnd483", "SystemType": "Physical",
+		"PowerState": ps,
+		"Boot": map[string]any{
+			"BootSourceOverrideEnabled":                        b.enabled,
+			"BootSourceOverrideTarget":                         b.target,
+			"BootSourceOverrideTarget@Redfish.AllowableValues": targetValues,
+			"BootSourceOverrideMode":                           b.mode,
+		},
+		"Actions": map[string]any{"#ComputerSystem.Reset": map[string]any{
+			"target":                            systemPath + "/Actions/ComputerSystem.Reset",
+			"ResetType@Redfish.AllowableValues": resetTypes,
+		}},
+	})
+}
+
+func (b *fakeBMC) reset(w http.ResponseWriter, r *http.Request) {
+	var body struct{ ResetType string }
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || !slices.Contains(resetTypes, body.ResetType) {
+		redfishError(w, http.StatusBadRequest, "ActionParameterNotSupported", "invalid ResetType")
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.resets = append(b.resets, body.ResetType)
+	switch body.ResetType {
+	case "On", "ForceRestart", "GracefulRestart":
+		b.on = true
+	case "ForceOff", "GracefulShutdown":
+		b.on = false
+	case "PushPowerButton":
+		b.on = !b.on
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (b *fakeBMC) patchSystem(w http.ResponseWriter, r *http.Request) {
+	var body map[string]map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || len(body) != 1 || body["Boot"] == nil {
+		redfishError(w, http.StatusBadRequest, "PropertyUnknown", "only Boot may be patched")
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	boot := body["Boot"]
+	check := func(key string, allowed []string, dst *string) bool {
+		v, ok := boot[key]
+		if !ok {
+			return true
+		}
+		s, isString := v.(string)
+		if !isString || !slices.Contains(allowed, s) {
+			b.badRequest = append(b.badRequest, fmt.Sprintf("%s=%v", key, v))
+			return false
+		}
+		*dst = s
+		return true
+	}
+	enabled, target, mode := b.enabled, b.target, b.mode
+	if !check("BootSourceOverrideEnabled", enabledValues, &enabled) || !check("BootSourceOverrideTarget", targetValues, &target) ||
+		!check("BootSourceOverrideMode", modeValues, &mode) {
+		redfishError(w, http.StatusBadRequest, "PropertyValueNotInList", "invalid Boot value")
+		return
+	}
+	b.enabled, b.target, b.mode = enabled, target, mode
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (b *fakeBMC) createSession(w http.ResponseWriter, r *http.Request) {
+	var body struct{ UserName, Password string }
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.UserName != b.user || body.Password != b.password {
+		redfishError(w, http.StatusUnauthorized, "NoValidSession", "invalid credentials")
+		return
+	}
+	b.mu.Lock()
+	id := fmt.Sprint(len(b.sessions) + 1)
+	token := "token-" + id
+	b.sessions[token] = true
+	b.mu.Unlock()
+	w.Header().Set("X-Auth-Token", token)
+	w.Header().Set("Location", "/redfish/v1/SessionService/Sessions/"+token)
+	writeJSON(w, http.StatusCreated, map[string]any{"@odata.id": "/redfish/v1/SessionService/Sessions/" + token,
+		"Id": id, "UserName": body.UserName})
+}
+
+func (b *fakeBMC) deleteSession(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	delete(b.sessions, r.PathValue("id"))
+	b.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}

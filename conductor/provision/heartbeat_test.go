@@ -1,0 +1,105 @@
+package provision
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/conductor/agentclient"
+	"github.com/rivetmetal/rivet/conductor/power"
+	"github.com/rivetmetal/rivet/conductor/power/fake"
+	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/conductor/store/sqlite"
+)
+
+// writingAgent reports an execute_deploy_step that is still writing, with
+// the progress the test sets; anything else is an error.
+type writingAgent struct {
+	noAgent
+	mu      sync.Mutex
+	written int64
+}
+
+func (a *writingAgent) Commands(context.Context, agentclient.Endpoint) (*wire.CommandList, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	res, _ := json.Marshal(wire.ProgressResult{Progress: &wire.Progress{Phase: "download", BytesWritten: a.written, TotalBytes: 1 << 30}})
+	return &wire.CommandList{Commands: []wire.CommandResult{
+		{ID: "1", CommandName: "get_deploy_steps", CommandStatus: wire.StatusSucceeded},
+		{ID: "2", CommandName: "execute_deploy_step", CommandStatus: wire.StatusRunning, CommandResult: res},
+	}}, nil
+}
+
+// TestHeartbeatWhileWritingChangesNoState: the heartbeat of a node whose
+// agent is still writing is recorded and its progress stored in one
+// update, with the node kept in wait call-back; an unchanged progress is
+// not written again.
+func TestHeartbeatWhileWritingChangesNoState(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "rivet.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fk, _ := fake.New(fake.Config{})
+	agent := &writingAgent{written: 4 << 20}
+	start := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	now := start
+	e, err := New(st, []power.Driver{fk}, agent, Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		StateDir: t.TempDir(), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &store.Node{Name: "n1", Driver: fk.Name()}
+	if err := st.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	err = st.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
+		n := tx.Node()
+		n.ProvisionState, n.TargetProvisionState = statemachine.DeployWait, statemachine.Active
+		for k, v := range map[string]any{
+			"agent_url": "http://127.0.0.1:9", "agent_secret_token": "t", "agent_cached_deploy_steps": map[string]any{},
+			"deploy_steps": []any{
+				map[string]any{"step": "deploy", "interface": "deploy", "priority": 100},
+				map[string]any{"step": "write_image", "interface": "deploy", "priority": 80},
+			},
+			"deploy_step_index": 1, keyStepStarted: true, keyHeartbeatPending: true,
+		} {
+			n.SetInternal(k, v)
+		}
+		n.ProvisionUpdatedAt = start
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	now = start.Add(time.Minute)
+	e.processHeartbeat(ctx, n.UUID)
+	got, _ := st.GetNode(ctx, n.UUID)
+	p, _ := got.DriverInternalInfo["deploy_progress"].(map[string]any)
+	if got.ProvisionState != statemachine.DeployWait || got.DriverInternalInfo[keyHeartbeatPending] != nil ||
+		!got.ProvisionUpdatedAt.Equal(now) || p["bytes_written"] != float64(4<<20) {
+		t.Fatalf("after a heartbeat during the write: state %q, pending %v, updated %v, progress %v",
+			got.ProvisionState, got.DriverInternalInfo[keyHeartbeatPending], got.ProvisionUpdatedAt, p)
+	}
+	if _, ok := e.writing[n.UUID]; !ok {
+		t.Fatal("the node is not known to be writing")
+	}
+
+	// The same progress a second time: the heartbeat is still recorded,
+	// the progress is left as it was.
+	now = start.Add(2 * time.Minute)
+	e.processHeartbeat(ctx, n.UUID)
+	again, _ := st.GetNode(ctx, n.UUID)
+	if !again.ProvisionUpdatedAt.Equal(now) || again.ProvisionState != statemachine.DeployWait {
+		t.Fatalf("second heartbeat: updated %v, state %q", again.ProvisionUpdatedAt, again.ProvisionState)
+	}
+}

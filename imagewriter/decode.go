@@ -1,0 +1,260 @@
+package imagewriter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/rivetmetal/rivet/imagewriter/qcow2"
+	"github.com/rivetmetal/rivet/imagewriter/source"
+	"github.com/ulikunitz/xz"
+)
+
+// chunkReader is an io.Reader over the bytes of the chunks arriving on ch,
+// releasing each chunk once consumed. A closed channel is the end of the
+// stream; a cancelled ctx (another stage failed) is an error.
+type chunkReader struct {
+	ctx context.Context
+	ch  <-chan *chunk
+	cur *chunk
+	pos int
+	n   int64
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for r.cur == nil || r.pos >= r.cur.n {
+		if r.cur != nil {
+			r.cur.release()
+			r.cur = nil
+		}
+		select {
+		case c, ok := <-r.ch:
+			if !ok {
+				return 0, io.EOF
+			}
+			r.cur, r.pos = c, 0
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+	n := copy(p, r.cur.buf[r.pos:r.cur.n])
+	r.pos += n
+	r.n += int64(n)
+	return n, nil
+}
+
+func (r *chunkReader) close() {
+	if r.cur != nil {
+		r.cur.release()
+		r.cur = nil
+	}
+}
+
+// emitter gathers output bytes into pool chunks, sending a chunk to every
+// sink when it is full or the next bytes are not contiguous with it.
+type emitter struct {
+	ctx  context.Context
+	pool *bufferPool
+	outs []chan *chunk
+	cur  *chunk
+	// wrote counts output bytes emitted.
+	wrote int64
+}
+
+func (e *emitter) write(p []byte, off int64) error {
+	for len(p) > 0 {
+		if e.cur != nil && (e.cur.off+int64(e.cur.n) != off || e.cur.n == len(e.cur.buf)) {
+			if err := e.flush(); err != nil {
+				return err
+			}
+		}
+		if e.cur == nil {
+			c, err := e.pool.get(e.ctx)
+			if err != nil {
+				return err
+			}
+			c.off, c.n = off, 0
+			e.cur = c
+		}
+		k := copy(e.cur.buf[e.cur.n:], p)
+		e.cur.n += k
+		p = p[k:]
+		off += int64(k)
+		e.wrote += int64(k)
+	}
+	return nil
+}
+
+// zero asks every sink to make [off, off+n) read as zeros.
+func (e *emitter) zero(off, n int64) error {
+	if err := e.flush(); err != nil {
+		return err
+	}
+	return e.send(&chunk{off: off, zero: n})
+}
+
+func (e *emitter) flush() error {
+	if e.cur == nil {
+		return nil
+	}
+	c := e.cur
+	e.cur = nil
+	if c.n == 0 {
+		c.refs.Store(1)
+		c.release()
+		return nil
+	}
+	return e.send(c)
+}
+
+func (e *emitter) send(c *chunk) error {
+	c.refs.Store(int32(len(e.outs)))
+	for _, ch := range e.outs {
+		select {
+		case ch <- c:
+		case <-e.ctx.Done():
+			return e.ctx.Err()
+		}
+	}
+	return nil
+}
+
+// newDecompressor opens the decoder of a compression container.
+func newDecompressor(f Format, r io.Reader) (io.Reader, func(), error) {
+	switch f {
+	case FormatGzip:
+		z, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		return z, func() { z.Close() }, nil
+	case FormatZstd:
+		z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxMemory(1<<40))
+		if err != nil {
+			return nil, nil, err
+		}
+		return z, z.Close, nil
+	case FormatXz:
+		z, err := xz.NewReader(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		return z, func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("no decoder for %s", f)
+}
+
+// decompress is the decode stage of a compressed image: it decodes the
+// served bytes from in and emits the raw disk. The stream must end exactly
+// where the compressed data ends: a truncated stream or trailing bytes are
+// errors.
+func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *emitter) error {
+	dec, closeDec, err := newDecompressor(f, in)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w: %s stream of %s: %w", ErrFormat, f, w.srcName(), err)
+	}
+	defer closeDec()
+	var off int64
+	for {
+		c, err := em.pool.get(ctx)
+		if err != nil {
+			return err
+		}
+		n, eof, err := fill(dec, c.buf)
+		c.n, c.off = n, off
+		if off == 0 && n > 0 {
+			if DetectFormat(c.data()) == FormatQcow2 {
+				c.refs.Store(1)
+				c.release()
+				return fmt.Errorf("%w: a qcow2 image inside %s cannot be streamed; serve it uncompressed (qcow2 compresses its own clusters)", ErrFormat, f)
+			}
+			if err := checkFormat(f, w.req.DiskFormat, w.req.PermittedFormats, c.data()); err != nil {
+				c.refs.Store(1)
+				c.release()
+				return err
+			}
+		}
+		off += int64(n)
+		em.wrote += int64(n)
+		w.decoded.Store(off)
+		if n > 0 {
+			if serr := em.send(c); serr != nil {
+				return serr
+			}
+		} else {
+			c.refs.Store(1)
+			c.release()
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, source.ErrTruncated) || errors.Is(err, source.ErrDownload) {
+				return err
+			}
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return fmt.Errorf("%w: the %s stream of %s ended before its end marker after %d served bytes (%d decoded)", ErrTruncated, f, w.srcName(), in.n, off)
+			}
+			return fmt.Errorf("%w: decoding the %s stream of %s at served byte %d: %w", ErrFormat, f, w.srcName(), in.n, err)
+		}
+		if eof {
+			break
+		}
+	}
+	// Nothing may follow the compressed data.
+	var probe [1]byte
+	if n, _ := in.Read(probe[:]); n > 0 {
+		return fmt.Errorf("%w: %s has bytes after the end of its %s stream (at served byte %d)", ErrFormat, w.srcName(), f, in.n-1)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	w.decoded.Store(off)
+	return em.flush()
+}
+
+// convertMap is the decode stage of a qcow2 image: it zeroes the holes on
+// the sinks, then streams the file once, in order, emitting each data
+// cluster at its guest offset.
+func (w *writer) convertMap(ctx context.Context, m *qcow2.Map, in *chunkReader, em *emitter) error {
+	for _, h := range m.Holes() {
+		if err := em.zero(h.Off, h.Len); err != nil {
+			return err
+		}
+	}
+	if _, err := m.Convert(ctx, in, em.write); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, source.ErrTruncated) || errors.Is(err, source.ErrDownload) {
+			return err
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: qcow2 image %s: %w", ErrTruncated, w.srcName(), err)
+		}
+		return fmt.Errorf("%w: %s: %w", ErrFormat, w.srcName(), err)
+	}
+	w.decoded.Store(int64(m.Header.Size))
+	return em.flush()
+}
+
+// rangeSource is what the qcow2 stage needs of the source.
+type rangeSource interface {
+	ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
+	Size() int64
+}
+
+type readerAtCtx struct {
+	ctx context.Context
+	s   rangeSource
+}
+
+func (r readerAtCtx) ReadAt(p []byte, off int64) (int, error) {
+	return r.s.ReadAtContext(r.ctx, p, off)
+}
