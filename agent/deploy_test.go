@@ -325,3 +325,70 @@ func TestDeployVersionMismatch(t *testing.T) {
 		t.Fatalf("version mismatch: %+v %+v", r, r.CommandError)
 	}
 }
+
+// rivet_target_disks=all_matching writes one image to every disk the hints
+// match, at once, and to no other; without hints, or for a partition
+// image, it is refused before anything is written.
+func TestWriteImageToAllMatchingDisks(t *testing.T) {
+	a := loopdev.New(t, 32<<20)
+	b := loopdev.New(t, 32<<20)
+	other := loopdev.New(t, 32<<20)
+	img, sum := diskImage(t, 3<<20+512, 11)
+	images := imageServer(t, img)
+	_, base := startAgent(t, standaloneConfig(a.Path, b.Path, other.Path), &fakePower{})
+	c := client{t: t, base: base}
+	fanOut := func(imageType string) map[string]any {
+		step := writeImageStep(images.URL+"/disk.raw", sum)
+		info := step["args"].(map[string]any)["image_info"].(map[string]any)
+		info["rivet_target_disks"] = "all_matching"
+		if imageType != "" {
+			info["image_type"] = imageType
+		}
+		return step
+	}
+	both := nodeWithHints(map[string]any{"name": "<or> " + a.Path + " <or> " + b.Path})
+
+	// Without hints the choice fails when the step runs.
+	res := executeStep(c, fanOut(""), nodeWithHints(nil))
+	if res.CommandStatus != wire.StatusFailed || res.CommandError == nil || res.CommandError.Type != "DeviceNotFound" {
+		t.Fatalf("no hints: result = %+v %+v", res, res.CommandError)
+	}
+	mustContain(t, "no hints", res.CommandError.Details, "writing every matching disk needs root device hints")
+	// A partition image is refused with the request, as invalid parameters.
+	code, body := c.post("deploy.execute_deploy_step", map[string]any{
+		"step": fanOut("partition"), "node": both, "ports": []any{},
+		"deploy_version": map[string]string{"generic_hardware_manager": "1.2"}}, true)
+	if code != http.StatusBadRequest {
+		t.Fatalf("partition image to several disks: HTTP %d %s", code, body)
+	}
+	mustContain(t, "partition image", string(body), "only whole-disk images go to several disks")
+	zero := make([]byte, 1<<20)
+	for _, d := range []string{a.Path, b.Path, other.Path} {
+		if !bytes.Equal(readDisk(t, d, 1<<20), zero) {
+			t.Fatalf("%s written by a refused request", d)
+		}
+	}
+
+	res = executeStep(c, fanOut(""), both)
+	if res.CommandStatus != wire.StatusSucceeded {
+		t.Fatalf("write to two disks: %+v", res.CommandError)
+	}
+	var dr wire.DeployStepResult
+	res.DecodeResult(&dr)
+	var ir wire.ImageResult
+	if err := json.Unmarshal(dr.DeployResult, &ir); err != nil {
+		t.Fatal(err)
+	}
+	if len(ir.Devices) != 2 || ir.Devices[0] != a.Path || ir.Devices[1] != b.Path {
+		t.Fatalf("devices = %v, want [%s %s]", ir.Devices, a.Path, b.Path)
+	}
+	mustContain(t, "result", ir.Result, "written to device "+a.Path+" ")
+	for _, d := range []string{a.Path, b.Path} {
+		if !bytes.Equal(readDisk(t, d, len(img)), img) {
+			t.Fatalf("%s does not hold the image", d)
+		}
+	}
+	if !bytes.Equal(readDisk(t, other.Path, 1<<20), zero) {
+		t.Fatal("the disk the hints did not match was written")
+	}
+}

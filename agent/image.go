@@ -70,6 +70,14 @@ func validateImageInfo(info *wire.ImageInfo, cdParam *string) error {
 	default:
 		return ErrInvalidParams("image %s: image_type %q is neither %q nor %q", info.ID, info.ImageType, wire.ImageTypePartition, wire.ImageTypeWholeDisk)
 	}
+	switch info.TargetDisks {
+	case "", wire.TargetAllMatching:
+	default:
+		return ErrInvalidParams("image %s: rivet_target_disks %q is not %q", info.ID, info.TargetDisks, wire.TargetAllMatching)
+	}
+	if info.TargetDisks != "" && info.IsPartitionImage() {
+		return ErrInvalidParams("image %s: rivet_target_disks: only whole-disk images go to several disks", info.ID)
+	}
 	if info.IsPartitionImage() {
 		if info.PreserveEphemeral {
 			return ErrInvalidParams("image %s: preserve_ephemeral is not supported by this agent", info.ID)
@@ -113,9 +121,14 @@ func withConfigdrive(info wire.ImageInfo, cdParam *string) wire.ImageInfo {
 // and the final progress with per-phase timings; get_partition_uuids then
 // reports the disk's identifiers.
 func (a *Agent) writeImage(ctx context.Context, job *Job, info wire.ImageInfo) (*wire.ImageResult, error) {
-	dev, err := a.chooseDisk()
+	disks, err := a.chooseDisks(info.TargetDisks == wire.TargetAllMatching)
 	if err != nil {
 		return nil, err
+	}
+	dev := disks[0]
+	targets := make([]string, len(disks))
+	for i, d := range disks {
+		targets[i] = d.Path
 	}
 	src, err := a.imageSource(info)
 	if err != nil {
@@ -128,7 +141,7 @@ func (a *Agent) writeImage(ctx context.Context, job *Job, info wire.ImageInfo) (
 	req := imagewriter.Request{
 		Source:     src,
 		Checksum:   sum,
-		Targets:    []string{dev.Path},
+		Targets:    targets,
 		DiskFormat: info.DiskFormatString(),
 		Progress:   func(p imagewriter.Progress) { job.SetProgress(toWireProgress(p)) },
 		Logger:     a.log,
@@ -150,7 +163,7 @@ func (a *Agent) writeImage(ctx context.Context, job *Job, info wire.ImageInfo) (
 			req.Partition.EphemeralFormat = *info.EphemeralFormat
 		}
 	}
-	a.log.Info("writing image", "image", info.ID, "device", dev.Path, "checksum", sum.Algo, "disk_format", info.DiskFormatString(),
+	a.log.Info("writing image", "image", info.ID, "devices", targets, "checksum", sum.Algo, "disk_format", info.DiskFormatString(),
 		"image_type", info.ImageType, "configdrive_bytes", len(req.Configdrive))
 	res, err := imagewriter.Write(ctx, req)
 	if err != nil {
@@ -167,10 +180,14 @@ func (a *Agent) writeImage(ctx context.Context, job *Job, info wire.ImageInfo) (
 	if uuids.EFISystemPartUUID != "" {
 		text += " efi_system_partition_uuid=" + uuids.EFISystemPartUUID
 	}
-	a.log.Info("image deployed", "image", info.ID, "device", dev.Path, "format", res.Format, "bytes", res.Size,
+	a.log.Info("image deployed", "image", info.ID, "devices", targets, "format", res.Format, "bytes", res.Size,
 		"image_bytes", res.ImageSize, "skipped", d.Skipped, "resumes", res.Resumes, "seconds", res.Duration.Seconds(),
 		"root_uuid", uuids.RootUUID, "agent_peak_rss_mib", peakRSS()>>20)
-	return &wire.ImageResult{Result: text, Progress: &final}, nil
+	out := &wire.ImageResult{Result: text, Progress: &final}
+	if len(targets) > 1 {
+		out.Devices = targets
+	}
+	return out, nil
 }
 
 // partitionUUIDs is get_partition_uuids' answer (contract §2.2): for a
@@ -324,28 +341,54 @@ func unixSeconds(t time.Time) float64 {
 // chooseDisk picks the install disk from the cached node's root device
 // hints among the candidate disks, and refuses one that is in use.
 func (a *Agent) chooseDisk() (hardware.BlockDevice, error) {
-	raw, err := a.nodes.rootDeviceHints()
+	devs, err := a.chooseDisks(false)
 	if err != nil {
 		return hardware.BlockDevice{}, err
 	}
+	return devs[0], nil
+}
+
+// chooseDisks returns the install disk the root device hints pick or, with
+// all, every disk they match (image_info rivet_target_disks), the install
+// disk first. Each is refused if it or a partition of it is in use; with
+// all, one disk in use fails the whole choice: nothing is written to a set
+// the operator did not get.
+func (a *Agent) chooseDisks(all bool) ([]hardware.BlockDevice, error) {
+	notFound := func(err error, format string, args ...any) error {
+		return newError("DeviceNotFound", 404, "Error finding the disk or partition device to deploy the image onto", err, format, args...)
+	}
+	raw, err := a.nodes.rootDeviceHints()
+	if err != nil {
+		return nil, err
+	}
 	hints, err := hardware.ParseHints(raw)
 	if err != nil {
-		return hardware.BlockDevice{}, newError("DeviceNotFound", 404, "Error finding the disk or partition device to deploy the image onto", err, "%v", err)
+		return nil, notFound(err, "%v", err)
 	}
 	devs, err := a.lister().List()
 	if err != nil {
-		return hardware.BlockDevice{}, newError("DeviceNotFound", 404, "Error finding the disk or partition device to deploy the image onto", err, "%v", err)
+		return nil, notFound(err, "%v", err)
 	}
-	dev, err := hardware.SelectRootDevice(devs, hints)
+	var chosen []hardware.BlockDevice
+	if all {
+		chosen, err = hardware.SelectMatchingDevices(devs, hints)
+	} else {
+		var dev hardware.BlockDevice
+		dev, err = hardware.SelectRootDevice(devs, hints)
+		chosen = []hardware.BlockDevice{dev}
+	}
 	if err != nil {
-		return dev, newError("DeviceNotFound", 404, "Error finding the disk or partition device to deploy the image onto", err, "%v", err)
+		return nil, notFound(err, "%v", err)
 	}
-	if err := hardware.InUse(a.cfg.SysRoot, dev); err != nil {
-		return dev, newError("DeviceNotFound", 404, "Error finding the disk or partition device to deploy the image onto", err,
-			"refusing %s chosen by the root device hints %s: %v", dev.Path, hints, err)
+	for _, dev := range chosen {
+		if err := hardware.InUse(a.cfg.SysRoot, dev); err != nil {
+			return nil, notFound(err, "refusing %s chosen by the root device hints %s: %v", dev.Path, hints, err)
+		}
 	}
-	a.log.Info("install disk chosen", "device", dev.String(), "hints", hints.String())
-	return dev, nil
+	for _, dev := range chosen {
+		a.log.Info("install disk chosen", "device", dev.String(), "hints", hints.String(), "disks", len(chosen))
+	}
+	return chosen, nil
 }
 
 func (a *Agent) lister() hardware.Lister {

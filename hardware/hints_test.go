@@ -120,3 +120,34 @@ func TestSelectRootDevice(t *testing.T) {
 		t.Fatalf("hints pick the first match in order, got %s", d.Name)
 	}
 }
+
+func TestSelectMatchingDevices(t *testing.T) {
+	devs := append(testDevices(),
+		BlockDevice{Name: "sde", Path: "/dev/sde", Size: 60 * GiB, Serial: "RO", ReadOnly: true},
+		BlockDevice{Name: "sdf", Path: "/dev/sdf", Size: 60 * GiB, Serial: "BOOT", BootMedia: "vfat label RIVET"},
+	)
+	none, _ := ParseHints(nil)
+	if _, err := SelectMatchingDevices(devs, none); !errors.Is(err, ErrDeviceNotFound) || !strings.Contains(err.Error(), "needs root device hints") {
+		t.Fatalf("no hints: %v", err)
+	}
+	h, _ := ParseHints(map[string]any{"size": ">= 60"})
+	got, err := SelectMatchingDevices(devs, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := SelectRootDevice(devs, h)
+	var names []string
+	for _, d := range got {
+		names = append(names, d.Name)
+		if d.ReadOnly || d.BootMedia != "" {
+			t.Fatalf("%s chosen: read-only or the ramdisk's boot medium", d.Name)
+		}
+	}
+	if len(got) < 2 || got[0].Name != first.Name {
+		t.Fatalf("matching >= 60 GiB: %v; want several, %s first", names, first.Name)
+	}
+	h, _ = ParseHints(map[string]any{"serial": "nothing"})
+	if _, err := SelectMatchingDevices(devs, h); !errors.Is(err, ErrDeviceNotFound) || !strings.Contains(err.Error(), "serial=nothing") {
+		t.Fatalf("no match: %v", err)
+	}
+}

@@ -28,12 +28,7 @@ func FindDevices(devs []BlockDevice, hints Hints) []BlockDevice {
 // never chosen. The error names the hints and every device seen, so an
 // operator can tell why nothing matched.
 func SelectRootDevice(devs []BlockDevice, hints Hints) (BlockDevice, error) {
-	var writable []BlockDevice
-	for _, d := range devs {
-		if !d.ReadOnly && d.BootMedia == "" {
-			writable = append(writable, d)
-		}
-	}
+	writable := writableDevices(devs)
 	if !hints.Empty() {
 		if m := FindDevices(writable, hints); len(m) > 0 {
 			return m[0], nil
@@ -58,6 +53,33 @@ func SelectRootDevice(devs []BlockDevice, hints Hints) (BlockDevice, error) {
 		return cands[i].Name < cands[j].Name
 	})
 	return cands[0], nil
+}
+
+// SelectMatchingDevices returns every device the hints match, in the order
+// FindDevices gives (the first is SelectRootDevice's choice), skipping
+// read-only devices and the ramdisk's boot medium. Hints are required: with
+// none, every large disk would match.
+func SelectMatchingDevices(devs []BlockDevice, hints Hints) ([]BlockDevice, error) {
+	if hints.Empty() {
+		return nil, fmt.Errorf("%w: writing every matching disk needs root device hints", ErrDeviceNotFound)
+	}
+	writable := writableDevices(devs)
+	if m := FindDevices(writable, hints); len(m) > 0 {
+		return m, nil
+	}
+	return nil, fmt.Errorf("%w: no disk matches the root device hints %s; disks seen: %s",
+		ErrDeviceNotFound, hints, describe(devs))
+}
+
+// writableDevices drops read-only devices and the ramdisk's boot medium.
+func writableDevices(devs []BlockDevice) []BlockDevice {
+	var writable []BlockDevice
+	for _, d := range devs {
+		if !d.ReadOnly && d.BootMedia == "" {
+			writable = append(writable, d)
+		}
+	}
+	return writable
 }
 
 func describe(devs []BlockDevice) string {

@@ -155,4 +155,7 @@ type ProgressResult struct {
 type ImageResult struct {
 	Result   string    `json:"result"`
 	Progress *Progress `json:"progress,omitempty"`
+	// Devices lists every disk written when the image went to several
+	// (rivet_target_disks); the first is the one Result names.
+	Devices []string `json:"devices,omitempty"`
 }

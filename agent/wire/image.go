@@ -34,6 +34,10 @@ type ImageInfo struct {
 	Proxies                   map[string]string `json:"proxies,omitempty"`
 	NoProxy                   string            `json:"no_proxy,omitempty"`
 	NodeUUID                  string            `json:"node_uuid,omitempty"`
+	// TargetDisks is Rivet's extension (instance_info.rivet_target_disks):
+	// TargetAllMatching writes a whole-disk image to every disk the root
+	// device hints match, at once; empty writes the one disk IPA would.
+	TargetDisks string `json:"rivet_target_disks,omitempty"`
 
 	// Partition images only.
 	ImageType         string  `json:"image_type,omitempty"`
@@ -50,6 +54,10 @@ type ImageInfo struct {
 	DiskLabel         string  `json:"disk_label,omitempty"`
 	Configdrive       *string `json:"configdrive,omitempty"`
 }
+
+// TargetAllMatching is the TargetDisks value that writes the image to every
+// disk matching the root device hints.
+const TargetAllMatching = "all_matching"
 
 // IsPartitionImage reports whether the image is a partition image; the
 // decision rests only on image_type, as in IPA.

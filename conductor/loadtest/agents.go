@@ -22,6 +22,8 @@ type agentServer struct {
 	// writeDuration is how long a simulated image write runs.
 	writeDuration time.Duration
 	polls, posts  atomic.Int64
+	// writesStarted counts agents whose first write_image has started.
+	writesStarted atomic.Int64
 }
 
 // simAgent is the command-side state of one simulated agent.
@@ -148,6 +150,9 @@ func (s *agentServer) post(w http.ResponseWriter, r *http.Request) {
 		})
 	case "deploy.execute_deploy_step":
 		res.CommandStatus = wire.StatusRunning
+		if a.written == nil {
+			s.writesStarted.Add(1)
+		}
 		a.writing, a.written = time.Now(), res
 		a.refresh(s.writeDuration)
 	case "standby.get_partition_uuids":

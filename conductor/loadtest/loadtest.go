@@ -49,8 +49,9 @@ type Config struct {
 	// Boot spreads the agents' first lookup over this long (default one
 	// heartbeat interval, 0.45 × HeartbeatTimeout).
 	Boot time.Duration
-	// Duration is the measured window, after every agent has looked up and
-	// heartbeated once (default 60 s).
+	// Duration is the measured window (default 60 s). It opens once the
+	// boot storm is over: every agent has looked up, heartbeated and been
+	// given its image write, so that the window measures the steady state.
 	Duration time.Duration
 	// Seeders is the number of concurrent API clients enrolling nodes
 	// (default 16).
@@ -94,6 +95,11 @@ type Report struct {
 	Window           time.Duration
 	Lookups          Stats // every lookup, boot phase included
 	Heartbeats       Stats // heartbeats sent in the measured window
+	// BootHeartbeats are the heartbeats sent during the boot storm, from
+	// the first agent's boot until every agent's write had started, which
+	// took Boot.
+	BootHeartbeats Stats
+	Boot           time.Duration
 	// Polls and Posts count the conductor's calls to the agents' command
 	// API in the window.
 	Polls, Posts int64
@@ -205,11 +211,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	log.Info("nodes waiting for their agents", "nodes", cfg.Agents, "took", time.Since(start).Round(time.Second))
 
 	// Boot the agents: lookup, then heartbeat until the run ends.
-	var lookups, heartbeats recorder
+	var lookups, heartbeats, bootBeats recorder
+	// phase is what a heartbeat is recorded as: during the boot storm,
+	// in the measured window, or not at all (between and after).
+	const (
+		phaseBoot = iota
+		phaseSettled
+		phaseMeasuring
+		phaseDone
+	)
 	var measuring struct {
 		sync.Mutex
-		on bool
+		phase int
 	}
+	bootStart := time.Now()
 	actx, stopAgents := context.WithCancel(ctx)
 	defer stopAgents()
 	var wg sync.WaitGroup
@@ -235,9 +250,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 					return
 				}
 				measuring.Lock()
-				on := measuring.on
+				phase := measuring.phase
 				measuring.Unlock()
-				if on {
+				switch phase {
+				case phaseBoot:
+					bootBeats.add(time.Since(t0), err)
+				case phaseMeasuring:
 					heartbeats.add(time.Since(t0), err)
 				}
 				if first {
@@ -263,7 +281,29 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, fmt.Errorf("loadtest: agents did not all heartbeat (conductor log %s)", cond.logPath)
 		}
 	}
-	log.Info("all agents heartbeating; measuring", "window", cfg.Duration)
+	// The conductor may still be working through the boot storm's backlog
+	// (steps to fetch and start on every node): wait until every agent
+	// writes its image.
+	for agents.writesStarted.Load() < int64(cfg.Agents) {
+		if time.Since(bootStart) > cfg.Boot+5*time.Minute {
+			return nil, fmt.Errorf("loadtest: only %d of %d agents were given their image write (conductor log %s)",
+				agents.writesStarted.Load(), cfg.Agents, cond.logPath)
+		}
+		if !sleep(ctx, 100*time.Millisecond) {
+			return nil, ctx.Err()
+		}
+	}
+	bootTook := time.Since(bootStart)
+	measuring.Lock()
+	measuring.phase = phaseSettled
+	measuring.Unlock()
+	log.Info("boot storm over: every agent writes its image", "took", bootTook.Round(time.Second))
+	// Heartbeats sent before that moment may still be in flight; give the
+	// cadence one short breath so the window starts clean.
+	if !sleep(ctx, time.Second) {
+		return nil, ctx.Err()
+	}
+	log.Info("measuring", "window", cfg.Duration)
 
 	cpu0, err := cond.cpuTime()
 	if err != nil {
@@ -275,14 +315,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	polls0, posts0 := agents.polls.Load(), agents.posts.Load()
 	measuring.Lock()
-	measuring.on = true
+	measuring.phase = phaseMeasuring
 	measuring.Unlock()
 	t0 := time.Now()
 	if !sleep(ctx, cfg.Duration) {
 		return nil, ctx.Err()
 	}
 	measuring.Lock()
-	measuring.on = false
+	measuring.phase = phaseDone
 	measuring.Unlock()
 	window := time.Since(t0)
 	cpu1, err := cond.cpuTime()
@@ -295,6 +335,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep := &Report{Agents: cfg.Agents, HeartbeatTimeout: cfg.HeartbeatTimeout, Window: window,
 		Lookups: lookups.stats(0), Heartbeats: heartbeats.stats(window),
+		BootHeartbeats: bootBeats.stats(bootTook), Boot: bootTook,
 		Polls: agents.polls.Load() - polls0, Posts: agents.posts.Load() - posts0,
 		ConductorCPU: (cpu1 - cpu0).Seconds() / window.Seconds(),
 		MachineCPU:   m1.busyFraction(m0), Cores: m1.cores}

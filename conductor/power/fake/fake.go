@@ -33,7 +33,9 @@ type Hooks struct {
 // Config configures the driver; the zero value is an in-memory driver.
 type Config struct {
 	// StateFile, when set, is where power states and boot devices are
-	// persisted (written atomically on every change, read by New).
+	// persisted (read by New; a change returns once a write of the file
+	// that includes it has been renamed into place — changes made while a
+	// write runs share the next one).
 	StateFile string
 	Hooks     Hooks
 }
@@ -43,6 +45,13 @@ type Driver struct {
 	cfg   Config
 	mu    sync.Mutex
 	nodes map[string]*nodeState
+	// changes counts changes to nodes (under mu).
+	changes uint64
+
+	// writeMu serializes writes of the state file; persisted is the change
+	// count the file last written holds (under writeMu).
+	writeMu   sync.Mutex
+	persisted uint64
 }
 
 type nodeState struct {
@@ -202,20 +211,43 @@ func (d *Driver) get(uuid string) *nodeState {
 
 func (d *Driver) update(uuid string, fn func(*nodeState)) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	fn(d.get(uuid))
-	return d.persist()
+	d.changes++
+	change := d.changes
+	d.mu.Unlock()
+	return d.persist(change)
 }
 
-// persist writes the state file atomically; called with d.mu held.
-func (d *Driver) persist() error {
+// persist returns once the state file holds change: either a write that
+// started after it already did, or a new write of every node. A whole-file
+// write per change would make enrolling N nodes cost O(N²); this way the
+// changes made while one write runs are all carried by the next.
+func (d *Driver) persist(change uint64) error {
 	if d.cfg.StateFile == "" {
 		return nil
 	}
-	b, err := json.MarshalIndent(d.nodes, "", "  ")
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	if d.persisted >= change {
+		return nil
+	}
+	d.mu.Lock()
+	b, err := json.Marshal(d.nodes)
+	snapshot := d.changes
+	d.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("fake driver: encode state: %w", err)
 	}
+	if err := d.writeFile(b); err != nil {
+		return err
+	}
+	d.persisted = snapshot
+	return nil
+}
+
+// writeFile replaces the state file with b atomically (temporary file and
+// rename in the same directory).
+func (d *Driver) writeFile(b []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(d.cfg.StateFile), ".fake-power-*")
 	if err != nil {
 		return fmt.Errorf("fake driver: write state: %w", err)

@@ -2,7 +2,11 @@ package fake
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/rivetmetal/rivet/conductor/power"
@@ -81,4 +85,56 @@ func TestConformance(t *testing.T) {
 			},
 		}
 	})
+}
+
+// Changes made concurrently share state-file writes, and every change is in
+// the file once its call has returned: a reload sees them all, and each
+// caller, right after its own call, finds its node in the file.
+func TestConcurrentChangesAllPersisted(t *testing.T) {
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "power.json")
+	d, err := New(Config{StateFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const nodes = 400
+	errs := make(chan error, nodes)
+	var wg sync.WaitGroup
+	for i := range nodes {
+		wg.Go(func() {
+			uuid := fmt.Sprintf("node-%03d", i)
+			if err := d.SetPowerState(ctx, power.Node{UUID: uuid}, power.On); err != nil {
+				errs <- err
+				return
+			}
+			b, err := os.ReadFile(file)
+			if err != nil {
+				errs <- err
+				return
+			}
+			var onDisk map[string]nodeState
+			if err := json.Unmarshal(b, &onDisk); err != nil {
+				errs <- err
+				return
+			}
+			if onDisk[uuid].Power != power.On {
+				errs <- fmt.Errorf("%s returned before the file held its change", uuid)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	d2, err := New(Config{StateFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range nodes {
+		uuid := fmt.Sprintf("node-%03d", i)
+		if st, _ := d2.PowerState(ctx, power.Node{UUID: uuid}); st != power.On {
+			t.Fatalf("reloaded %s: %q, want on", uuid, st)
+		}
+	}
 }

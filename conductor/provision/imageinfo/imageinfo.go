@@ -55,6 +55,9 @@ func Validate(n *store.Node, canCache bool) error {
 	if t, _ := ii["image_type"].(string); t != "" && t != wire.ImageTypePartition && t != wire.ImageTypeWholeDisk {
 		return errdefs.InvalidArgument("instance_info image_type %q is neither %q nor %q.", t, wire.ImageTypeWholeDisk, wire.ImageTypePartition)
 	}
+	if _, err := targetDisks(n); err != nil {
+		return err
+	}
 	if IsPartition(n) {
 		if _, ok := ii["root_gb"]; !ok {
 			return errdefs.InvalidArgument("Some parameters were missing in node's instance_info. Missing are: ['root_gb']")
@@ -164,12 +167,32 @@ func Build(n *store.Node, nodeURL func(string) (string, error), bootMode string)
 		info.Proxies = proxies
 		info.NoProxy, _ = n.DriverInfo["image_no_proxy"].(string)
 	}
+	if info.TargetDisks, err = targetDisks(n); err != nil {
+		return wire.ImageInfo{}, err
+	}
 	if IsPartition(n) {
 		if err := partitionFields(&info, n, bootMode); err != nil {
 			return wire.ImageInfo{}, err
 		}
 	}
 	return info, nil
+}
+
+// targetDisks reads instance_info.rivet_target_disks, Rivet's extension
+// that writes a whole-disk image to every disk the root device hints match
+// ("" when unset).
+func targetDisks(n *store.Node) (string, error) {
+	v, ok := n.InstanceInfo["rivet_target_disks"]
+	if !ok || v == nil {
+		return "", nil
+	}
+	if t, _ := v.(string); t != wire.TargetAllMatching {
+		return "", errdefs.InvalidArgument("instance_info rivet_target_disks: %v is not %q.", v, wire.TargetAllMatching)
+	}
+	if IsPartition(n) {
+		return "", errdefs.InvalidArgument("instance_info rivet_target_disks: only whole-disk images go to several disks.")
+	}
+	return wire.TargetAllMatching, nil
 }
 
 // partitionFields adds the layout of a partition image (contract §2.1 and

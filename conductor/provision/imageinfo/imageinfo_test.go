@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/store"
 )
@@ -142,5 +143,39 @@ func TestCapabilities(t *testing.T) {
 	c = Capabilities(map[string]any{"capabilities": map[string]any{"boot_mode": "bios"}})
 	if c["boot_mode"] != "bios" {
 		t.Errorf("object capabilities = %v", c)
+	}
+}
+
+// instance_info.rivet_target_disks reaches the agent for whole-disk images
+// only, with its one known value.
+func TestBuildTargetDisks(t *testing.T) {
+	same := func(u string) (string, error) { return u, nil }
+	node := func(extra map[string]any) *store.Node {
+		ii := map[string]any{"image_source": "http://127.0.0.1:6385/images/disk.raw",
+			"image_os_hash_algo": "sha256", "image_os_hash_value": "abc"}
+		for k, v := range extra {
+			ii[k] = v
+		}
+		return &store.Node{UUID: "u1", InstanceInfo: ii}
+	}
+	info, err := Build(node(map[string]any{"rivet_target_disks": "all_matching"}), same, "uefi")
+	if err != nil || info.TargetDisks != wire.TargetAllMatching {
+		t.Fatalf("Build = %+v, %v", info, err)
+	}
+	m, _ := WireMap(info)
+	if m["rivet_target_disks"] != "all_matching" {
+		t.Fatalf("image_info on the wire = %v", m)
+	}
+	for _, extra := range []map[string]any{
+		{"rivet_target_disks": "every"},
+		{"rivet_target_disks": true},
+		{"rivet_target_disks": "all_matching", "image_type": "partition", "root_gb": 1},
+	} {
+		if _, err := Build(node(extra), same, "uefi"); err == nil {
+			t.Errorf("Build accepted %v", extra)
+		}
+		if err := Validate(node(extra), false); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("Validate(%v) = %v, want an invalid argument", extra, err)
+		}
 	}
 }

@@ -34,7 +34,8 @@ const usage = `usage: rivet [--url URL] [-o table|json] COMMAND
   node manage N [--wait] [--timeout D]
   node provide N [--wait] [--timeout D]
   node deploy N --image URL --checksum HASH [--os-hash-algo ALGO] [--disk-format F]
-                [--download-source http] [--configdrive DATA] [--wait] [--timeout D]
+                [--download-source http] [--configdrive DATA] [--all-matching-disks]
+                [--wait] [--timeout D]
   node rebuild N [--configdrive DATA] [--wait] [--timeout D]
   node undeploy N [--wait] [--timeout D]
   node clean N --step INTERFACE.STEP[=ARGS-JSON]... [--wait] [--timeout D]
@@ -342,6 +343,7 @@ func (e *env) nodeDeploy(ctx context.Context, args []string) error {
 	diskFormat := fs.String("disk-format", "", "image disk format (raw, qcow2, ...)")
 	downloadSource := fs.String("download-source", "", `"http" makes the conductor cache the image and serve it to the node`)
 	configdrive := fs.String("configdrive", "", "config drive: gzipped, base64-encoded ISO, or its URL")
+	allMatching := fs.Bool("all-matching-disks", false, "write the whole-disk image to every disk the root device hints match (instance_info rivet_target_disks)")
 	wait := fs.Bool("wait", false, "wait for the deploy to end, showing progress")
 	timeout := fs.Duration("timeout", 30*time.Minute, "how long --wait waits")
 	pos, err := e.parse("node deploy", fs, args, 1)
@@ -358,11 +360,14 @@ func (e *env) nodeDeploy(ctx context.Context, args []string) error {
 	}
 	ii := map[string]any{}
 	for k, v := range n.InstanceInfo {
-		if !strings.HasPrefix(k, "image_") && k != "configdrive" {
+		if !strings.HasPrefix(k, "image_") && k != "configdrive" && k != "rivet_target_disks" {
 			ii[k] = v
 		}
 	}
 	ii["image_source"] = *image
+	if *allMatching {
+		ii["rivet_target_disks"] = "all_matching"
+	}
 	if *algo != "" {
 		ii["image_os_hash_algo"], ii["image_os_hash_value"] = *algo, *checksum
 	} else {

@@ -107,7 +107,7 @@ func TestDeployWithProgress(t *testing.T) {
 	mustRivet(t, "node", "provide", "n1", "--wait", fast)
 
 	out = mustRivet(t, "node", "deploy", "n1", "--image", image, "--checksum", sum, "--os-hash-algo", "sha256",
-		"--disk-format", "raw", "--wait", fast, "--timeout", "30s")
+		"--disk-format", "raw", "--all-matching-disks", "--wait", fast, "--timeout", "30s")
 	for _, want := range []string{"n1: deploying (target active)", "n1: wait call-back (target active)",
 		"n1: image write ", "of 2.0 MiB", "n1: image done 2.0 MiB of 2.0 MiB (100%)", "n1: active after"} {
 		if !strings.Contains(out, want) {
@@ -116,6 +116,13 @@ func TestDeployWithProgress(t *testing.T) {
 	}
 	if strings.Count(out, "n1: image write ") < 2 || strings.Count(out, "n1: deploying") != 1 {
 		t.Errorf("want several live progress lines, got:\n%s", out)
+	}
+	var shown struct {
+		InstanceInfo map[string]any `json:"instance_info"`
+	}
+	if err := json.Unmarshal([]byte(mustRivet(t, "-o", "json", "node", "show", "n1")), &shown); err != nil ||
+		shown.InstanceInfo["rivet_target_disks"] != "all_matching" {
+		t.Errorf("--all-matching-disks: instance_info = %v (%v)", shown.InstanceInfo, err)
 	}
 
 	if out := mustRivet(t, "node", "list"); !strings.Contains(out, "n1") || !strings.Contains(out, "active") ||

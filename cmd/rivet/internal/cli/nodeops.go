@@ -382,11 +382,7 @@ func watchLine(n *client.Node) string {
 // progressBar draws [#####.....] for the written fraction (an empty bar
 // when the total is unknown).
 func progressBar(p *wire.Progress, width int) string {
-	filled := 0
-	if p.TotalBytes > 0 {
-		filled = int(float64(width) * float64(p.BytesWritten) / float64(p.TotalBytes))
-		filled = max(0, min(width, filled))
-	}
+	filled := int(float64(width) * progressFraction(p))
 	return "[" + strings.Repeat("#", filled) + strings.Repeat(".", width-filled) + "]"
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
 )
 
@@ -162,5 +163,30 @@ func TestNoTimingsIsAnError(t *testing.T) {
 	newFakeAPI(t, map[string]any{"uuid": "u1", "name": "n1", "provision_state": "active"})
 	if _, err := rivet(t, "node", "timings", "n1"); err == nil || !strings.Contains(err.Error(), "no deploy timings") {
 		t.Fatalf("timings without data: %v", err)
+	}
+}
+
+// A sparse image writes less than it reads: the percentage follows the
+// image as served, and the skipped zeros are shown, not taken for a
+// shortfall.
+func TestFormatProgressSparseImage(t *testing.T) {
+	const mib = 1 << 20
+	p := &wire.Progress{Phase: "done", BytesRead: 48 * mib, BytesWritten: 16 * mib,
+		BytesSkipped: 32 * mib, TotalBytes: 48 * mib, ETASeconds: -1}
+	want := "done 48.0 MiB of 48.0 MiB (100%), 16.0 MiB written, 32.0 MiB zeros skipped"
+	if got := formatProgress(p); got != want {
+		t.Errorf("formatProgress = %q, want %q", got, want)
+	}
+	if got := progressBar(p, 4); got != "[####]" {
+		t.Errorf("progressBar = %q, want a full bar", got)
+	}
+	p = &wire.Progress{Phase: "write", BytesRead: 12 * mib, BytesWritten: 4 * mib, TotalBytes: 48 * mib,
+		RateBytesPerSec: 2 * mib, ETASeconds: 18}
+	want = "write 12.0 MiB of 48.0 MiB (25%), 4.0 MiB written, 2.0 MiB/s, ETA 18s"
+	if got := formatProgress(p); got != want {
+		t.Errorf("formatProgress = %q, want %q", got, want)
+	}
+	if got := progressBar(p, 4); got != "[#...]" {
+		t.Errorf("progressBar = %q, want a quarter", got)
 	}
 }

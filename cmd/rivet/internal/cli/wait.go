@@ -68,11 +68,19 @@ func (e *env) statusf(format string, args ...any) {
 	fmt.Fprintf(e.stdout, format+"\n", args...)
 }
 
-// formatProgress renders write progress: bytes, percentage, rate, ETA.
+// formatProgress renders write progress: image bytes read of the total,
+// bytes written and zero bytes skipped (a sparse image writes far less than
+// it reads), rate, ETA.
 func formatProgress(p *wire.Progress) string {
-	s := fmt.Sprintf("%s %s", p.Phase, bytesIEC(p.BytesWritten))
+	s := fmt.Sprintf("%s %s", p.Phase, bytesIEC(p.BytesRead))
 	if p.TotalBytes > 0 {
-		s += fmt.Sprintf(" of %s (%.0f%%)", bytesIEC(p.TotalBytes), 100*float64(p.BytesWritten)/float64(p.TotalBytes))
+		s += fmt.Sprintf(" of %s (%.0f%%)", bytesIEC(p.TotalBytes), 100*progressFraction(p))
+	}
+	if p.BytesWritten != p.BytesRead || p.BytesSkipped > 0 {
+		s += fmt.Sprintf(", %s written", bytesIEC(p.BytesWritten))
+	}
+	if p.BytesSkipped > 0 {
+		s += fmt.Sprintf(", %s zeros skipped", bytesIEC(p.BytesSkipped))
 	}
 	if p.RateBytesPerSec > 0 {
 		s += fmt.Sprintf(", %s/s", bytesIEC(int64(p.RateBytesPerSec)))
@@ -81,6 +89,15 @@ func formatProgress(p *wire.Progress) string {
 		s += fmt.Sprintf(", ETA %s", (time.Duration(p.ETASeconds * float64(time.Second))).Round(time.Second))
 	}
 	return s
+}
+
+// progressFraction is how far through the image (as served) a write is,
+// between 0 and 1; 0 when the size is unknown.
+func progressFraction(p *wire.Progress) float64 {
+	if p.TotalBytes <= 0 {
+		return 0
+	}
+	return max(0, min(1, float64(p.BytesRead)/float64(p.TotalBytes)))
 }
 
 // bytesIEC formats a byte count with binary units ("512.0 MiB").

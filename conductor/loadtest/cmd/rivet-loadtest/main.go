@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	fmt.Fprintf(stdout, "\nConductor load (SQLite, fake-hardware nodes in wait call-back, image writes running; "+
-		"heartbeat_timeout %s → one heartbeat per agent every %s–%s; %s window)\n\n",
+		"heartbeat_timeout %s → one heartbeat per agent every %s–%s; %s window once every agent writes its image)\n\n",
 		*hbTimeout, *hbTimeout*3/10, *hbTimeout*6/10, *window)
 	fmt.Fprintln(stdout, "| agents | heartbeats/s | hb p50 | hb p99 | hb max | hb errors | lookups | lookup p50 | lookup p99 | lookup errors | agent polls/s | conductor CPU | machine CPU | load1 | RSS | failed nodes |")
 	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -80,6 +80,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			r.Lookups.Count, ms(r.Lookups.P50), ms(r.Lookups.P99), r.Lookups.Errors,
 			float64(r.Polls)/r.Window.Seconds(), 100*r.ConductorCPU, 100*r.MachineCPU, r.Cores, r.Load1,
 			r.ConductorRSS>>20, r.Stuck)
+	}
+	fmt.Fprintf(stdout, "\nBoot storm (agents boot over %s, look up, heartbeat; ends when every agent writes its image)\n\n", *hbTimeout*45/100)
+	fmt.Fprintln(stdout, "| agents | every agent writing after | heartbeats | hb p50 | hb p99 | hb max | hb errors | lookup p50 | lookup p99 |")
+	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range reports {
+		fmt.Fprintf(stdout, "| %d | %.1f s | %d | %s | %s | %s | %d | %s | %s |\n",
+			r.Agents, r.Boot.Seconds(), r.BootHeartbeats.Count, ms(r.BootHeartbeats.P50), ms(r.BootHeartbeats.P99),
+			ms(r.BootHeartbeats.Max), r.BootHeartbeats.Errors, ms(r.Lookups.P50), ms(r.Lookups.P99))
 	}
 	return nil
 }
