@@ -291,11 +291,17 @@ func TestDeadMembersNodesAreTakenOver(t *testing.T) {
 	}
 	a.crash()
 	eventually(t, "b owns every node", ownedAsChosen(reg, []string{"b"}))
-	got := b.gainedSet()
-	for _, n := range aNodes {
-		if !got[n] {
-			t.Fatalf("node %s of the dead conductor was taken over but not reported on Gained", n)
+	// Gained is delivered by its own goroutine: it may trail the lease.
+	eventually(t, "b reports the dead conductor's nodes on Gained", func() error {
+		got := b.gainedSet()
+		for _, n := range aNodes {
+			if !got[n] {
+				return fmt.Errorf("node %s was taken over but not reported on Gained", n)
+			}
 		}
+		return nil
+	})
+	for _, n := range aNodes {
 		if g := reg.generation(n); g < 2 {
 			t.Fatalf("node %s: lease generation %d after a takeover", n, g)
 		}

@@ -2,8 +2,9 @@
 
 // Command testuinit is the uinit of the initramfs package's VM test: it
 // reports what the deploy ramdisk's init set up (kernel modules loaded, a
-// virtio NIC, the virtio disk) on the console and powers off. See
-// ../README.md.
+// virtio NIC, the virtio disk) on the console and, since kernel messages
+// can cut into a console line, also in the first sector of the virtio disk;
+// then it powers off. See ../README.md.
 package main
 
 import (
@@ -27,12 +28,35 @@ func main() {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	fmt.Printf("RIVET-TEST-UINIT uptime=%s nic=%s disk=%s modules=%s\n", uptime(), orNone(nic), orNone(disk), strings.Join(virtioModules(), ","))
+	report := fmt.Sprintf("RIVET-TEST-UINIT uptime=%s nic=%s disk=%s modules=%s\n", uptime(), orNone(nic), orNone(disk), strings.Join(virtioModules(), ","))
+	fmt.Print(report)
+	if disk != "" {
+		if err := writeReport("/dev/vda", report); err != nil {
+			fmt.Println("RIVET-TEST-UINIT disk report failed:", err)
+		}
+	}
 	unix.Sync()
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
 		fmt.Println("RIVET-TEST-UINIT poweroff failed:", err)
 	}
 	select {}
+}
+
+// writeReport puts the report at the start of the disk, flushed.
+func writeReport(path, report string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt([]byte(report), 0); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // findNIC returns name/driver/mac of the first network interface bound to
