@@ -97,9 +97,9 @@ type Report struct {
 	Heartbeats       Stats // heartbeats sent in the measured window
 	// BootHeartbeats are the heartbeats sent during the boot storm, from
 	// the first agent's boot until every agent's write had started, which
-	// took Boot.
+	// took BootStorm.
 	BootHeartbeats Stats
-	Boot           time.Duration
+	BootStorm      time.Duration
 	// Polls and Posts count the conductor's calls to the agents' command
 	// API in the window.
 	Polls, Posts int64
@@ -244,14 +244,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			agents.agents[i].setToken(token)
 			first := true
 			for actx.Err() == nil && !agents.agents[i].poweredOff() {
+				// A heartbeat counts in the phase it was sent in.
+				measuring.Lock()
+				phase := measuring.phase
+				measuring.Unlock()
 				t0 := time.Now()
 				err := api.heartbeat(actx, node, wire.HeartbeatRequest{CallbackURL: agentURL(i), AgentToken: token, AgentVersion: "10.0.0"})
 				if actx.Err() != nil {
 					return
 				}
-				measuring.Lock()
-				phase := measuring.phase
-				measuring.Unlock()
 				switch phase {
 				case phaseBoot:
 					bootBeats.add(time.Since(t0), err)
@@ -298,11 +299,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	measuring.phase = phaseSettled
 	measuring.Unlock()
 	log.Info("boot storm over: every agent writes its image", "took", bootTook.Round(time.Second))
-	// Heartbeats sent before that moment may still be in flight; give the
-	// cadence one short breath so the window starts clean.
-	if !sleep(ctx, time.Second) {
-		return nil, ctx.Err()
-	}
 	log.Info("measuring", "window", cfg.Duration)
 
 	cpu0, err := cond.cpuTime()
@@ -335,7 +331,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep := &Report{Agents: cfg.Agents, HeartbeatTimeout: cfg.HeartbeatTimeout, Window: window,
 		Lookups: lookups.stats(0), Heartbeats: heartbeats.stats(window),
-		BootHeartbeats: bootBeats.stats(bootTook), Boot: bootTook,
+		BootHeartbeats: bootBeats.stats(bootTook), BootStorm: bootTook,
 		Polls: agents.polls.Load() - polls0, Posts: agents.posts.Load() - posts0,
 		ConductorCPU: (cpu1 - cpu0).Seconds() / window.Seconds(),
 		MachineCPU:   m1.busyFraction(m0), Cores: m1.cores}

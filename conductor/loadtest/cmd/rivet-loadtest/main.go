@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range reports {
 		fmt.Fprintf(stdout, "| %d | %.1f s | %d | %s | %s | %s | %d | %s | %s |\n",
-			r.Agents, r.Boot.Seconds(), r.BootHeartbeats.Count, ms(r.BootHeartbeats.P50), ms(r.BootHeartbeats.P99),
+			r.Agents, r.BootStorm.Seconds(), r.BootHeartbeats.Count, ms(r.BootHeartbeats.P50), ms(r.BootHeartbeats.P99),
 			ms(r.BootHeartbeats.Max), r.BootHeartbeats.Errors, ms(r.Lookups.P50), ms(r.Lookups.P99))
 	}
 	return nil
