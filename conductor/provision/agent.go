@@ -285,6 +285,18 @@ func stepName(s map[string]any) string  { v, _ := s["step"].(string); return v }
 func stepIface(s map[string]any) string { v, _ := s["interface"].(string); return v }
 func stepPriority(s map[string]any) int { v, _ := asInt(s["priority"]); return v }
 
+// sortSteps orders steps as Ironic runs them: highest priority first, ties
+// broken by the interface's rank in ifacePriority, otherwise kept in order.
+func sortSteps(steps []map[string]any, ifacePriority map[string]int) {
+	sort.SliceStable(steps, func(i, j int) bool {
+		pi, pj := stepPriority(steps[i]), stepPriority(steps[j])
+		if pi != pj {
+			return pi > pj
+		}
+		return ifacePriority[stepIface(steps[i])] > ifacePriority[stepIface(steps[j])]
+	})
+}
+
 func asInt(v any) (int, bool) {
 	switch x := v.(type) {
 	case int:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 
 	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/agentclient"
@@ -299,13 +298,7 @@ func (e *Engine) planCleaning(ctx context.Context, n *store.Node) (*store.Node, 
 			c["priority"] = p
 			plan = append(plan, c)
 		}
-		sort.SliceStable(plan, func(i, j int) bool {
-			pi, pj := stepPriority(plan[i]), stepPriority(plan[j])
-			if pi != pj {
-				return pi > pj
-			}
-			return cleanIfacePriority[stepIface(plan[i])] > cleanIfacePriority[stepIface(plan[j])]
-		})
+		sortSteps(plan, cleanIfacePriority)
 	}
 	names := make([]string, len(plan))
 	for i, s := range plan {

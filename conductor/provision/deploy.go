@@ -122,13 +122,7 @@ func (e *Engine) deploySteps(n *store.Node) []map[string]any {
 		}
 		steps = append(steps, c)
 	}
-	sort.SliceStable(steps, func(i, j int) bool {
-		pi, pj := stepPriority(steps[i]), stepPriority(steps[j])
-		if pi != pj {
-			return pi > pj
-		}
-		return deployIfacePriority[stepIface(steps[i])] > deployIfacePriority[stepIface(steps[j])]
-	})
+	sortSteps(steps, deployIfacePriority)
 	return steps
 }
 

@@ -78,15 +78,7 @@ func (e *Engine) ContinueInspection(ctx context.Context, nodeUUID string, data m
 	if len(macs) == 0 {
 		return nil, errdefs.InvalidArgument("The inventory has no interfaces with a MAC address")
 	}
-	var (
-		n   *store.Node
-		err error
-	)
-	if nodeUUID != "" {
-		n, err = e.st.GetNode(ctx, nodeUUID)
-	} else {
-		n, err = e.st.NodeByMACs(ctx, macs)
-	}
+	n, err := e.nodeByUUIDOrMACs(ctx, nodeUUID, macs)
 	if errors.Is(err, errdefs.ErrNotFound) || (err == nil && n.ProvisionState != statemachine.InspectWait) {
 		e.log.Warn("inspection data for no node in inspect wait", "node_uuid", nodeUUID, "addresses", macs)
 		return nil, errdefs.NotFound("Node could not be found or is not being inspected.")

@@ -67,6 +67,15 @@ func errLookupNotFound() error { return errdefs.NotFound("Resource could not be 
 // lookupAllowed reports whether the ramdisk may look a node up in its
 // current state (contract §3.3; with fast-track also enroll, manageable
 // and available).
+// nodeByUUIDOrMACs finds the node a ramdisk speaks for: by its UUID when
+// the ramdisk knows it, else by the MACs of its ports.
+func (e *Engine) nodeByUUIDOrMACs(ctx context.Context, nodeUUID string, macs []string) (*store.Node, error) {
+	if nodeUUID != "" {
+		return e.st.GetNode(ctx, nodeUUID)
+	}
+	return e.st.NodeByMACs(ctx, macs)
+}
+
 func (e *Engine) lookupAllowed(n *store.Node) bool {
 	return statemachine.LookupAllowed[n.ProvisionState] ||
 		(statemachine.FastTrackLookupAllowed[n.ProvisionState] && e.fastTrackEnabled(n))
@@ -79,15 +88,7 @@ func (e *Engine) lookupAllowed(n *store.Node) bool {
 // "******" (contract §4.6). The returned node is the committed one. A
 // lookup during a deploy records the boot_to_lookup timing.
 func (e *Engine) Lookup(ctx context.Context, macs []string, nodeUUID string, withToken bool) (*store.Node, *string, error) {
-	var (
-		n   *store.Node
-		err error
-	)
-	if nodeUUID != "" {
-		n, err = e.st.GetNode(ctx, nodeUUID)
-	} else {
-		n, err = e.st.NodeByMACs(ctx, macs)
-	}
+	n, err := e.nodeByUUIDOrMACs(ctx, nodeUUID, macs)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		e.log.Warn("lookup found no node", "addresses", macs, "node_uuid", nodeUUID)
 		return nil, nil, errLookupNotFound()

@@ -1,13 +1,16 @@
 // Package store defines the conductor's persistent model (nodes and ports)
-// and the storage interface behind which the embedded SQLite store (and
-// later PostgreSQL) sit. Every provision-state change happens under a node
+// and the storage interface behind which the embedded SQLite store and
+// PostgreSQL sit. Every provision-state change happens under a node
 // lock, inside one transaction, through Node.Advance.
 package store
 
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 )
@@ -71,6 +74,19 @@ func (n *Node) Advance(ev statemachine.Event, now time.Time) (statemachine.Move,
 // Touch records provisioning progress without a state change (Ironic's
 // touch_provisioning), which resets the callback timeout.
 func (n *Node) Touch(now time.Time) { n.ProvisionUpdatedAt = now.UTC() }
+
+// InitNew sets what a store sets on a node it creates: a UUID when none
+// was given, provision state enroll with no target, created at now (in the
+// store's precision), never updated.
+func (n *Node) InitNew(now time.Time) {
+	if n.UUID == "" {
+		n.UUID = uuid.NewString()
+	}
+	n.ProvisionState = statemachine.Enroll
+	n.TargetProvisionState = statemachine.NoState
+	n.CreatedAt = now
+	n.UpdatedAt = time.Time{}
+}
 
 // InternalString returns driver_internal_info[key] as a string ("" when
 // absent or not a string).
@@ -136,6 +152,17 @@ type Port struct {
 	InternalInfo        map[string]any
 	CreatedAt           time.Time
 	UpdatedAt           time.Time
+}
+
+// InitNew sets what a store sets on a port it creates: a UUID when none
+// was given, the MAC address in lower case, created at now (in the store's
+// precision).
+func (p *Port) InitNew(now time.Time) {
+	if p.UUID == "" {
+		p.UUID = uuid.NewString()
+	}
+	p.Address = strings.ToLower(p.Address)
+	p.CreatedAt = now
 }
 
 // NodeFilter selects nodes in ListNodes; zero fields do not filter.

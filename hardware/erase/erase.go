@@ -157,17 +157,26 @@ func Errors(results []Result) error {
 	return errors.Join(errs...)
 }
 
-// MetadataFunc is the Func of erase_devices_metadata.
-func MetadataFunc() Func {
+// unlessSkipped wraps an erase so that the devices skip names (read-only
+// devices, the ramdisk's boot medium) are reported as skipped and never
+// reach it.
+func unlessSkipped(erase Func) Func {
 	return func(ctx context.Context, d hardware.BlockDevice, progress ProgressFunc) Result {
 		if why := skip(d); why != "" {
 			return Result{Skipped: why}
 		}
+		return erase(ctx, d, progress)
+	}
+}
+
+// MetadataFunc is the Func of erase_devices_metadata.
+func MetadataFunc() Func {
+	return unlessSkipped(func(ctx context.Context, d hardware.BlockDevice, progress ProgressFunc) Result {
 		if err := Metadata(ctx, d, progress); err != nil {
 			return Result{Err: err}
 		}
 		return Result{Method: MethodMetadata}
-	}
+	})
 }
 
 // DeviceFunc is the Func of erase_devices with the node's settings.
@@ -175,12 +184,9 @@ func DeviceFunc(s Settings, log *slog.Logger) Func {
 	if log == nil {
 		log = slog.Default()
 	}
-	return func(ctx context.Context, d hardware.BlockDevice, progress ProgressFunc) Result {
-		if why := skip(d); why != "" {
-			return Result{Skipped: why}
-		}
+	return unlessSkipped(func(ctx context.Context, d hardware.BlockDevice, progress ProgressFunc) Result {
 		return eraseDevice(ctx, d, s, orNop(progress), log)
-	}
+	})
 }
 
 // ExpressFunc is the Func of erase_devices_express.
@@ -188,10 +194,7 @@ func ExpressFunc(s Settings, log *slog.Logger) Func {
 	if log == nil {
 		log = slog.Default()
 	}
-	return func(ctx context.Context, d hardware.BlockDevice, progress ProgressFunc) Result {
-		if why := skip(d); why != "" {
-			return Result{Skipped: why}
-		}
+	return unlessSkipped(func(ctx context.Context, d hardware.BlockDevice, progress ProgressFunc) Result {
 		return eraseExpress(ctx, d, s, orNop(progress), log)
-	}
+	})
 }

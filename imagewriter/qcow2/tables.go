@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -277,24 +278,8 @@ func ReadMap(ctx context.Context, r io.ReaderAt, fileSize int64, parallel int) (
 		}
 		r.extents = nil
 	}
-	slices.SortFunc(m.Extents, func(a, b Extent) int {
-		switch {
-		case a.Host < b.Host:
-			return -1
-		case a.Host > b.Host:
-			return 1
-		}
-		return 0
-	})
-	slices.SortFunc(m.meta, func(a, b metaRegion) int {
-		switch {
-		case a.Off < b.Off:
-			return -1
-		case a.Off > b.Off:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(m.Extents, func(a, b Extent) int { return cmp.Compare(a.Host, b.Host) })
+	slices.SortFunc(m.meta, func(a, b metaRegion) int { return cmp.Compare(a.Off, b.Off) })
 	return m, nil
 }
 
@@ -335,15 +320,7 @@ func (m *Map) Holes() []Range {
 	for i, e := range m.Extents {
 		ext[i] = Range{e.Guest, e.GuestLen}
 	}
-	slices.SortFunc(ext, func(a, b Range) int {
-		switch {
-		case a.Off < b.Off:
-			return -1
-		case a.Off > b.Off:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(ext, func(a, b Range) int { return cmp.Compare(a.Off, b.Off) })
 	var holes []Range
 	pos := int64(0)
 	for _, r := range ext {

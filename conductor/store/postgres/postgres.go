@@ -10,7 +10,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -25,6 +24,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/conductor/store/internal/jsoncol"
 )
 
 // DefaultMaxConns is the connection pool size when the DSN sets no
@@ -138,14 +138,8 @@ func scanNode(r pgx.Row) (*store.Node, error) {
 	n.ProvisionUpdatedAt = timeOf(pua)
 	n.CreatedAt = n.CreatedAt.UTC()
 	n.UpdatedAt = timeOf(updated)
-	for _, f := range []struct {
-		raw []byte
-		dst *map[string]any
-	}{{ii, &n.InstanceInfo}, {di, &n.DriverInfo}, {dii, &n.DriverInternalInfo},
-		{props, &n.Properties}, {extra, &n.Extra}, {step, &n.DeployStep}} {
-		if err := decodeMap(f.raw, f.dst); err != nil {
-			return nil, fmt.Errorf("node %s: %w", n.UUID, err)
-		}
+	if err := jsoncol.DecodeAll([][]byte{ii, di, dii, props, extra, step}, jsoncol.NodeMaps(&n)); err != nil {
+		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
 	}
 	return &n, nil
 }
@@ -162,13 +156,8 @@ func scanPort(r pgx.Row) (*store.Port, error) {
 	}
 	p.CreatedAt = p.CreatedAt.UTC()
 	p.UpdatedAt = timeOf(updated)
-	for _, f := range []struct {
-		raw []byte
-		dst *map[string]any
-	}{{extra, &p.Extra}, {llc, &p.LocalLinkConnection}, {ii, &p.InternalInfo}} {
-		if err := decodeMap(f.raw, f.dst); err != nil {
-			return nil, fmt.Errorf("port %s: %w", p.UUID, err)
-		}
+	if err := jsoncol.DecodeAll([][]byte{extra, llc, ii}, jsoncol.PortMaps(&p)); err != nil {
+		return nil, fmt.Errorf("port %s: %w", p.UUID, err)
 	}
 	return &p, nil
 }
@@ -192,26 +181,17 @@ func nodeValues(n *store.Node) ([]any, error) {
 	vals := []any{n.UUID, name, n.Driver, string(n.ProvisionState), string(n.TargetProvisionState),
 		timeArg(n.ProvisionUpdatedAt), n.PowerState, n.TargetPowerState, n.Maintenance,
 		n.MaintenanceReason, n.LastError, n.InstanceUUID, n.ResourceClass, n.Description, n.Owner}
-	for _, m := range []map[string]any{n.InstanceInfo, n.DriverInfo, n.DriverInternalInfo,
-		n.Properties, n.Extra, n.DeployStep} {
-		s, err := encodeMap(m)
-		if err != nil {
-			return nil, fmt.Errorf("node %s: %w", n.UUID, err)
-		}
-		vals = append(vals, s)
+	maps, err := jsoncol.EncodeAll(jsoncol.NodeMaps(n))
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
 	}
+	vals = append(vals, maps...)
 	return append(vals, timeArg(n.CreatedAt), timeArg(n.UpdatedAt)), nil
 }
 
 // CreateNode implements store.Store.
 func (s *Store) CreateNode(ctx context.Context, n *store.Node) error {
-	if n.UUID == "" {
-		n.UUID = uuid.NewString()
-	}
-	n.ProvisionState = statemachine.Enroll
-	n.TargetProvisionState = statemachine.NoState
-	n.CreatedAt = s.now()
-	n.UpdatedAt = time.Time{}
+	n.InitNew(s.now())
 	normalizeTimes(n)
 	vals, err := nodeValues(n)
 	if err != nil {
@@ -389,20 +369,12 @@ func (t *nodeTx) DeleteNode(ctx context.Context) error {
 
 // CreatePort implements store.Store.
 func (s *Store) CreatePort(ctx context.Context, p *store.Port) error {
-	if p.UUID == "" {
-		p.UUID = uuid.NewString()
+	p.InitNew(dbTime(s.now()))
+	vals, err := jsoncol.EncodeAll(jsoncol.PortMaps(p))
+	if err != nil {
+		return fmt.Errorf("create port %s: %w", p.Address, err)
 	}
-	p.Address = strings.ToLower(p.Address)
-	p.CreatedAt = dbTime(s.now())
-	var vals []any
-	for _, m := range []map[string]any{p.Extra, p.LocalLinkConnection, p.InternalInfo} {
-		v, err := encodeMap(m)
-		if err != nil {
-			return fmt.Errorf("create port %s: %w", p.Address, err)
-		}
-		vals = append(vals, v)
-	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO ports (uuid, node_id, address, pxe_enabled,
+	_, err = s.pool.Exec(ctx, `INSERT INTO ports (uuid, node_id, address, pxe_enabled,
 		physical_network, extra, local_link_connection, internal_info, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, p.UUID, p.NodeID, p.Address, p.PXEEnabled,
 		p.PhysicalNetwork, vals[0], vals[1], vals[2], p.CreatedAt)
@@ -535,28 +507,4 @@ func timeOf(t *time.Time) time.Time {
 		return time.Time{}
 	}
 	return t.UTC()
-}
-
-// encodeMap is a JSON column's value ("{}" for an empty map). pgx sends a
-// string to a jsonb parameter as JSON text.
-func encodeMap(m map[string]any) (string, error) {
-	if len(m) == 0 {
-		return "{}", nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return "", fmt.Errorf("encode JSON column: %w", err)
-	}
-	return string(b), nil
-}
-
-func decodeMap(raw []byte, dst *map[string]any) error {
-	m := map[string]any{}
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &m); err != nil {
-			return fmt.Errorf("decode JSON column: %w", err)
-		}
-	}
-	*dst = m
-	return nil
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/conductor/store/internal/jsoncol"
 )
 
 // Store is a store.Store on an SQLite file.
@@ -330,14 +331,8 @@ func scanNodeRaw(r rowScanner) (*store.Node, []any, error) {
 	n.ProvisionUpdatedAt = parseTime(pua)
 	n.CreatedAt = parseTime(created)
 	n.UpdatedAt = parseTime(updated)
-	for _, f := range []struct {
-		raw string
-		dst *map[string]any
-	}{{ii, &n.InstanceInfo}, {di, &n.DriverInfo}, {dii, &n.DriverInternalInfo},
-		{props, &n.Properties}, {extra, &n.Extra}, {step, &n.DeployStep}} {
-		if err := decodeMap(f.raw, f.dst); err != nil {
-			return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
-		}
+	if err := jsoncol.DecodeAll([]string{ii, di, dii, props, extra, step}, jsoncol.NodeMaps(&n)); err != nil {
+		return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
 	}
 	return &n, raw, nil
 }
@@ -356,13 +351,8 @@ func scanPort(r rowScanner) (*store.Port, error) {
 	p.PXEEnabled = pxe != 0
 	p.CreatedAt = parseTime(created)
 	p.UpdatedAt = parseTime(updated)
-	for _, f := range []struct {
-		raw string
-		dst *map[string]any
-	}{{extra, &p.Extra}, {llc, &p.LocalLinkConnection}, {ii, &p.InternalInfo}} {
-		if err := decodeMap(f.raw, f.dst); err != nil {
-			return nil, fmt.Errorf("port %s: %w", p.UUID, err)
-		}
+	if err := jsoncol.DecodeAll([]string{extra, llc, ii}, jsoncol.PortMaps(&p)); err != nil {
+		return nil, fmt.Errorf("port %s: %w", p.UUID, err)
 	}
 	return &p, nil
 }
@@ -377,26 +367,17 @@ func nodeValues(n *store.Node) ([]any, error) {
 	vals := []any{n.UUID, name, n.Driver, string(n.ProvisionState), string(n.TargetProvisionState),
 		formatTime(n.ProvisionUpdatedAt), n.PowerState, n.TargetPowerState, boolInt(n.Maintenance),
 		n.MaintenanceReason, n.LastError, n.InstanceUUID, n.ResourceClass, n.Description, n.Owner}
-	for _, m := range []map[string]any{n.InstanceInfo, n.DriverInfo, n.DriverInternalInfo,
-		n.Properties, n.Extra, n.DeployStep} {
-		s, err := encodeMap(m)
-		if err != nil {
-			return nil, fmt.Errorf("node %s: %w", n.UUID, err)
-		}
-		vals = append(vals, s)
+	maps, err := jsoncol.EncodeAll(jsoncol.NodeMaps(n))
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
 	}
+	vals = append(vals, maps...)
 	return append(vals, formatTime(n.CreatedAt), formatTime(n.UpdatedAt)), nil
 }
 
 // CreateNode implements store.Store.
 func (s *Store) CreateNode(ctx context.Context, n *store.Node) error {
-	if n.UUID == "" {
-		n.UUID = uuid.NewString()
-	}
-	n.ProvisionState = statemachine.Enroll
-	n.TargetProvisionState = statemachine.NoState
-	n.CreatedAt = s.now().UTC()
-	n.UpdatedAt = time.Time{}
+	n.InitNew(s.now().UTC())
 	vals, err := nodeValues(n)
 	if err != nil {
 		return err
@@ -730,20 +711,12 @@ func (t *nodeTx) DeleteNode(ctx context.Context) error {
 
 // CreatePort implements store.Store.
 func (s *Store) CreatePort(ctx context.Context, p *store.Port) error {
-	if p.UUID == "" {
-		p.UUID = uuid.NewString()
+	p.InitNew(s.now().UTC())
+	vals, err := jsoncol.EncodeAll(jsoncol.PortMaps(p))
+	if err != nil {
+		return fmt.Errorf("create port %s: %w", p.Address, err)
 	}
-	p.Address = strings.ToLower(p.Address)
-	p.CreatedAt = s.now().UTC()
-	var vals []any
-	for _, m := range []map[string]any{p.Extra, p.LocalLinkConnection, p.InternalInfo} {
-		v, err := encodeMap(m)
-		if err != nil {
-			return fmt.Errorf("create port %s: %w", p.Address, err)
-		}
-		vals = append(vals, v)
-	}
-	err := s.do(ctx, func(tx *sql.Tx) error {
+	err = s.do(ctx, func(tx *sql.Tx) error {
 		res, err := s.inTx(tx).ExecContext(context.Background(), `INSERT INTO ports (uuid, node_id, address, pxe_enabled,
 			physical_network, extra, local_link_connection, internal_info, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, p.UUID, p.NodeID, p.Address, boolInt(p.PXEEnabled),
@@ -888,26 +861,4 @@ func parseTime(s string) time.Time {
 		return time.Time{}
 	}
 	return t
-}
-
-func encodeMap(m map[string]any) (string, error) {
-	if len(m) == 0 {
-		return "{}", nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return "", fmt.Errorf("encode JSON column: %w", err)
-	}
-	return string(b), nil
-}
-
-func decodeMap(s string, dst *map[string]any) error {
-	m := map[string]any{}
-	if s != "" {
-		if err := json.Unmarshal([]byte(s), &m); err != nil {
-			return fmt.Errorf("decode JSON column: %w", err)
-		}
-	}
-	*dst = m
-	return nil
 }
