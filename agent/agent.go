@@ -16,10 +16,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/hardware"
 	"github.com/rivetmetal/rivet/heartbeat"
 	"github.com/rivetmetal/rivet/lookup"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // Version is the agent version reported to Ironic (agent_version and

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // maxRequestBody caps a command request: a configdrive may be up to 64 MiB

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 const testToken = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"

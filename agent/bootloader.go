@@ -11,8 +11,8 @@ import (
 	"strings"
 
 	"github.com/rivetmetal/rivet/agent/bootloader"
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/hardware/efivar"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // imageExt is IPA's image extension: install_bootloader.

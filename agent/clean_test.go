@@ -7,9 +7,9 @@ import (
 	"os"
 	"testing"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/hardware/gpt"
 	"github.com/rivetmetal/rivet/internal/loopdev"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // gptDisk puts a one-partition GPT and a filesystem-like signature on a

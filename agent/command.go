@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"sync"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // Mode says whether a command runs inside its HTTP request (Sync) or in the

@@ -3,7 +3,7 @@ package agent
 import (
 	"context"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // deploy is IPA's deploy extension: in-band deploy steps.

@@ -4,8 +4,8 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/internal/loopdev"
+	"github.com/rivetmetal/rivet/wire"
 	"golang.org/x/sys/unix"
 )
 

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/internal/loopdev"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 const nodeUUID = "1215c45f-5c01-4883-84e1-a2a82a7c8a52"

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/hardware"
 	"github.com/rivetmetal/rivet/hardware/erase"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // eraseSettings are the node's erase settings (driver_internal_info) and

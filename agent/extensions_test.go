@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/hardware/efivar"
 	"github.com/rivetmetal/rivet/internal/loopdev"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 func TestInstallBootloaderOnHost(t *testing.T) {

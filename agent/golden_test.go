@@ -6,11 +6,11 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/internal/loopdev"
+	"github.com/rivetmetal/rivet/wire"
 )
 
-// golden loads a request a real Ironic 21.4 sent (agent/wire/testdata).
+// golden loads a request a real Ironic 21.4 sent (wire/testdata).
 func golden(t *testing.T, name string) wire.CommandRequest {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("wire", "testdata", name))

@@ -13,11 +13,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/hardware"
 	"github.com/rivetmetal/rivet/imagewriter"
 	"github.com/rivetmetal/rivet/imagewriter/configdrive"
 	"github.com/rivetmetal/rivet/imagewriter/layout"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // imageState remembers what the last image write produced, for

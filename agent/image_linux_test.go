@@ -20,9 +20,9 @@ import (
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
 	"github.com/klauspost/compress/gzip"
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/imagewriter"
 	"github.com/rivetmetal/rivet/internal/loopdev"
+	"github.com/rivetmetal/rivet/wire"
 	"golang.org/x/sys/unix"
 )
 

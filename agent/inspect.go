@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/agent/logcollect"
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/hardware"
 	"github.com/rivetmetal/rivet/hardware/inventory"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // collectInventory reads the hardware inventory and logs how long it took.

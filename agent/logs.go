@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/agent/logcollect"
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // logExt is IPA's log extension: collect_system_logs.

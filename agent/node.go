@@ -3,7 +3,7 @@ package agent
 import (
 	"sync"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // nodeCache keeps the node dict the agent last saw: from lookup at first,

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // rotatingIronic hands out one token, and once wiped rejects heartbeats

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // runner executes commands one at a time and keeps every result for the

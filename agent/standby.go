@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // standby is IPA's standby extension: image writing and power actions.

@@ -6,7 +6,7 @@ import (
 	"maps"
 	"net/http"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // Hardware manager identity reported with the steps. Ironic hands the

@@ -7,7 +7,7 @@ import (
 	"os"
 
 	"github.com/rivetmetal/rivet/agent/autotls"
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // autoTLSVersion is the Ironic API version from which Ironic accepts

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 func TestVersionNegotiation(t *testing.T) {

@@ -15,7 +15,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/api"
 	"github.com/rivetmetal/rivet/conductor/boot"
@@ -25,6 +24,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/provision"
 	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/conductor/store/backend"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // Config configures a conductor.

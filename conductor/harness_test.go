@@ -15,13 +15,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor"
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
 	"github.com/rivetmetal/rivet/conductor/provision"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 const testMAC = "52:54:00:12:34:56"

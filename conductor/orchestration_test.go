@@ -2,7 +2,7 @@ package conductor_test
 
 import (
 	"context"
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 	"net/http"
 	"os"
 	"path/filepath"

@@ -28,7 +28,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // Timing defaults from IPA's heartbeater.

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // Config controls a lookup. Zero values mean IPA's defaults.

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 const goodToken = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"

@@ -26,7 +26,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // ErrAgentBusy is returned (wrapped) when the agent refuses a command

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 const token = "tok-0123456789abcdef0123456789abcdef012"

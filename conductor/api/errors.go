@@ -5,10 +5,10 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // statusOf is the one mapping from error classes to HTTP statuses.

@@ -8,9 +8,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/ironicjson"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // API minor versions of the ramdisk endpoints (contract §3.2).

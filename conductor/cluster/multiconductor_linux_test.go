@@ -23,9 +23,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
 	"github.com/rivetmetal/rivet/conductor/store/postgres/pgtest"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }

@@ -1,7 +1,7 @@
 // Package fakeagent is an in-process stand-in for the deploy ramdisk agent,
 // for tests of the conductor: it looks its node up and heartbeats against a
 // conductor API exactly as IPA does, and serves the agent command API
-// (agent/wire shapes) on 127.0.0.1 — over auto-TLS with its own
+// (wire shapes) on 127.0.0.1 — over auto-TLS with its own
 // certificate when asked — with a write_image that really downloads and
 // checksums the image and reports progress while it runs, clean steps,
 // install_bootloader, and system log collection.
@@ -37,7 +37,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // Config configures an agent. Zero values give a well-behaved agent.

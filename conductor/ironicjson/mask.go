@@ -7,7 +7,7 @@ package ironicjson
 import (
 	"strings"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // sensitiveKeys are the key fragments whose values are masked (the list

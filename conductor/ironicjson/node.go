@@ -4,9 +4,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // MaxMinor is the newest API minor version whose node shape is rendered

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // TestSimulatedAgent drives one simulated agent as the conductor does:

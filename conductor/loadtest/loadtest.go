@@ -31,7 +31,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // Config configures one run. Zero values take the defaults.

@@ -9,12 +9,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision/imageinfo"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // outcome is what a deploy step asks for next.

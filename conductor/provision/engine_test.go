@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/power"
@@ -19,6 +18,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/conductor/store/sqlite"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // vmDriver is a fake driver that boots the ramdisk itself and sees the

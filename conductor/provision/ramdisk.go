@@ -12,11 +12,11 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // keyKernelParams records, while the deploy ramdisk boots for an

@@ -5,8 +5,8 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 func TestTokens(t *testing.T) {

@@ -4,8 +4,8 @@ import (
 	"math"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // Deploy timings are kept on the node in driver_internal_info.deploy_timings,

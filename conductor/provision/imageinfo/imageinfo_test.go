@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 func TestValidateInstanceInfo(t *testing.T) {

@@ -12,8 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
 	"github.com/rivetmetal/rivet/cmd/rivet/internal/client"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // Exit statuses beyond 0 (success), 1 (error) and 2 (usage).

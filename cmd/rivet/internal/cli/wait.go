@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // failureStates end a wait with an error.

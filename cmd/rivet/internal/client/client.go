@@ -13,7 +13,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/rivetmetal/rivet/agent/wire"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // APIVersion is the microversion the CLI requests.
