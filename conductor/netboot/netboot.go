@@ -252,19 +252,22 @@ func (s *Service) Listen() (*Listeners, error) {
 	return &l, nil
 }
 
-// Run listens and serves until ctx ends.
+// Run listens and serves until ctx ends, then closes the service.
 func (s *Service) Run(ctx context.Context) error {
+	defer s.Close()
 	l, err := s.Listen()
 	if err != nil {
-		s.firmware.Close()
 		return err
 	}
 	return s.Serve(ctx, l)
 }
 
-// Serve serves on l until ctx ends, then closes l and the iPXE directory.
+// Close closes the iPXE directory (the Firmware handler then serves
+// nothing). Call it once Serve has returned.
+func (s *Service) Close() { s.firmware.Close() }
+
+// Serve serves on l until ctx ends, then closes l.
 func (s *Service) Serve(ctx context.Context, l *Listeners) error {
-	defer s.firmware.Close()
 	defer l.Close()
 	s.log.Info("boot services serving", "dhcp_mode", string(s.cfg.Mode), "server_ip", s.cfg.ServerIP.String(),
 		"ipxe_dir", s.cfg.IPXEDir, "tftp", l.tftp != nil, "http_url", s.cfg.HTTPURL)
