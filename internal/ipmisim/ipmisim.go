@@ -179,6 +179,12 @@ func Start(ctx context.Context, cfg Config) (*BMC, error) {
 		}
 		cfg.Helper = []string{self}
 	}
+	// lan.conf quotes these in double quotes without escapes.
+	for _, s := range append([]string{cfg.Dir, cfg.Name}, cfg.Helper...) {
+		if strings.ContainsAny(s, "\\\"\n") {
+			return nil, fmt.Errorf("ipmisim: %q: lan.conf cannot carry quotes, backslashes or newlines", s)
+		}
+	}
 	bin, err := exec.LookPath(Binary)
 	if err != nil {
 		return nil, fmt.Errorf("ipmisim: %w", err)
@@ -408,7 +414,7 @@ func helperCommand(helper []string, args ...string) string {
 // channel 15, and one administrator.
 func lanConf(cfg Config, sock string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by rivet's ipmisim fixture.\nname %q\n\nset_working_mc 0x20\n", cfg.Name)
+	fmt.Fprintf(&b, "# Written by rivet's ipmisim fixture.\nname \"%s\"\n\nset_working_mc 0x20\n", cfg.Name)
 	b.WriteString("  startlan 1\n")
 	fmt.Fprintf(&b, "    addr %s %d\n", cfg.Address, cfg.Port)
 	b.WriteString("    priv_limit admin\n")
@@ -418,11 +424,11 @@ func lanConf(cfg Config, sock string) string {
 	b.WriteString("    guid a123456789abcdefa123456789abcdef\n")
 	lan := helperCommand(cfg.Helper, helperLAN, cfg.LAN.IP.String(), cfg.LAN.Netmask.String(),
 		cfg.LAN.Gateway.String(), cfg.LAN.MAC.String())
-	fmt.Fprintf(&b, "    lan_config_program %q\n", lan)
+	fmt.Fprintf(&b, "    lan_config_program \"%s\"\n", lan)
 	b.WriteString("  endlan\n")
-	fmt.Fprintf(&b, "  chassis_control %q\n", helperCommand(cfg.Helper, helperChassis, sock))
+	fmt.Fprintf(&b, "  chassis_control \"%s\"\n", helperCommand(cfg.Helper, helperChassis, sock))
 	fmt.Fprintf(&b, "  serial 15 %s %d codec VM\n", cfg.Address, cfg.VMPort)
-	fmt.Fprintf(&b, "  user 2 true %q %q admin 10 md5 straight\n", cfg.Username, cfg.Password)
+	fmt.Fprintf(&b, "  user 2 true \"%s\" \"%s\" admin 10 md5 straight\n", cfg.Username, cfg.Password)
 	return b.String()
 }
 

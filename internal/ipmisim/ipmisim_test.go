@@ -189,3 +189,25 @@ func TestStartRefusesBadCredentials(t *testing.T) {
 		}
 	}
 }
+
+func TestStartRefusesUnquotablePaths(t *testing.T) {
+	if _, err := Start(context.Background(), Config{Dir: filepath.Join(t.TempDir(), `a"b`)}); err == nil {
+		t.Fatal("a directory with a double quote accepted")
+	}
+}
+
+func TestLANConf(t *testing.T) {
+	c := lanConf(Config{Name: "n1", Address: "127.0.0.1", Port: 6230, VMPort: 9002, Username: "admin", Password: "pw",
+		Helper: []string{"/x/it's"}, LAN: LAN{IP: net.IPv4(10, 0, 0, 5), Netmask: net.IPv4(255, 255, 255, 0),
+			Gateway: net.IPv4zero, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}}, "/run/s.sock")
+	for _, want := range []string{
+		"name \"n1\"\n", "addr 127.0.0.1 6230\n", "serial 15 127.0.0.1 9002 codec VM\n",
+		`user 2 true "admin" "pw" admin 10 md5 straight`,
+		`chassis_control "GORACE=atexit_sleep_ms=0 '/x/it'\''s' '__rivet-ipmisim-chassis-control' '/run/s.sock'"`,
+		`'10.0.0.5' '255.255.255.0' '0.0.0.0' '02:00:00:00:00:01'`,
+	} {
+		if !strings.Contains(c, want) {
+			t.Errorf("lan.conf lacks %q:\n%s", want, c)
+		}
+	}
+}
