@@ -13,7 +13,7 @@ all: build
 
 ## deps: install the Debian packages the VM, the demo and the tests need
 deps:
-	scripts/install-deps.sh vm test ironic postgres
+	scripts/install-deps.sh vm test ironic postgres netboot
 
 ## build: the three programs into build/bin
 build: $(BIN)/rivet-agent $(BIN)/rivet-conductor $(BIN)/rivet

@@ -20,6 +20,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/boot"
 	"github.com/rivetmetal/rivet/conductor/cluster"
 	"github.com/rivetmetal/rivet/conductor/images"
+	"github.com/rivetmetal/rivet/conductor/netboot"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision"
 	"github.com/rivetmetal/rivet/conductor/store"
@@ -60,6 +61,10 @@ type Config struct {
 	Provision provision.Config
 	// Agent configures the agent client.
 	Agent agentclient.Config
+	// NetBoot, when set, runs the network boot services (DHCP, TFTP, HTTP
+	// boot) on its Interface; its Nodes is the store, its HTTPURL defaults
+	// to the API URL and its Logger to Logger.
+	NetBoot *netboot.Config
 	// ShutdownTimeout bounds the wait for in-flight requests on shutdown
 	// (default 10 s).
 	ShutdownTimeout time.Duration
@@ -80,6 +85,8 @@ type Conductor struct {
 	images *images.Handler
 	cache  *images.Cache
 	srv    *http.Server
+	boot   *netboot.Service
+	bootLn *netboot.Listeners
 }
 
 // New opens the store and the listener and builds the engine and the API.
@@ -147,8 +154,14 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		}
 		pc.ImageCache, agentImages = c.cache, c.cache
 	}
+	var firmware http.Handler
+	if cfg.NetBoot != nil {
+		if firmware, err = c.openNetBoot(*cfg.NetBoot, st); err != nil {
+			return nil, err
+		}
+	}
 	bootHandler, err := boot.New(boot.Config{Nodes: st, APIURL: c.url,
-		DeployKernel: pc.DeployKernel, DeployRamdisk: pc.DeployRamdisk, Logger: log})
+		DeployKernel: pc.DeployKernel, DeployRamdisk: pc.DeployRamdisk, Firmware: firmware, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
@@ -197,8 +210,23 @@ func (c *Conductor) Run(ctx context.Context) error {
 	if err := c.engine.Start(ctx); err != nil {
 		return fmt.Errorf("conductor: %w", err)
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- c.srv.Serve(c.ln) }()
+	bootDone := make(chan struct{})
+	bootCtx, stopBoot := context.WithCancel(ctx)
+	defer func() { stopBoot(); <-bootDone }()
+	if c.boot != nil {
+		ln := c.bootLn
+		c.bootLn = nil // Serve owns it now
+		go func() {
+			defer close(bootDone)
+			if err := c.boot.Serve(bootCtx, ln); err != nil {
+				errc <- fmt.Errorf("boot services: %w", err)
+			}
+		}()
+	} else {
+		close(bootDone)
+	}
 	drivers := make([]string, len(c.cfg.Drivers))
 	for i, d := range c.cfg.Drivers {
 		drivers[i] = d.Name()
@@ -234,7 +262,33 @@ func Run(ctx context.Context, cfg Config) error {
 	return c.Run(ctx)
 }
 
+// openNetBoot prepares the network boot services and opens their sockets,
+// so that a conductor that cannot serve them fails at start.
+func (c *Conductor) openNetBoot(nc netboot.Config, st store.Store) (http.Handler, error) {
+	nc.Nodes = st
+	if nc.HTTPURL == "" {
+		nc.HTTPURL = c.url
+	}
+	if nc.Logger == nil {
+		nc.Logger = c.log
+	}
+	var err error
+	if c.boot, err = netboot.New(nc); err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	if c.bootLn, err = c.boot.Listen(); err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	return c.boot.Firmware(), nil
+}
+
 func (c *Conductor) close() {
+	if c.bootLn != nil {
+		c.bootLn.Close()
+	}
+	if c.boot != nil {
+		c.boot.Close()
+	}
 	if c.engine != nil {
 		c.engine.Close()
 	}

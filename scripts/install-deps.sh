@@ -4,7 +4,7 @@
 # refreshed only when something is missing. Package scripts are kept from
 # starting services (there is no init system here; tests start what they need).
 #
-# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test, ironic, postgres
+# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test, ironic, postgres, netboot
 set -euo pipefail
 
 groups=("$@")
@@ -23,6 +23,11 @@ for g in "${groups[@]}"; do
     ironic) pkgs+=(ironic-api ironic-conductor python3-ironicclient) ;;
     # The conductor's second store backend, started on loopback by the tests.
     postgres) pkgs+=(postgresql) ;;
+    # Network boot and real BMCs: the iPXE binaries the boot services
+    # serve, OpenIPMI's ipmi_sim as each test node's BMC, ipmitool and the
+    # real DHCP/TFTP clients the boot services are tested with, iproute2
+    # for the tests' network namespaces.
+    netboot) pkgs+=(ipxe openipmi ipmitool udhcpc tftp-hpa iproute2) ;;
     *) echo "install-deps: unknown group $g" >&2; exit 2 ;;
   esac
 done

@@ -16,14 +16,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor"
 	"github.com/rivetmetal/rivet/conductor/cluster"
+	"github.com/rivetmetal/rivet/conductor/netboot"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
 	"github.com/rivetmetal/rivet/conductor/power/ipmi"
@@ -58,6 +61,14 @@ type options struct {
 	progressPoll                           time.Duration
 	pprofListen                            string
 	progressPollRate                       int
+	netboot                                netbootFlags
+}
+
+// netbootFlags are the network boot services' settings.
+type netbootFlags struct {
+	iface, mode, dhcpRange, router, dns, serverAddr string
+	ipxeDir, biosFile, uefiFile                     string
+	leaseTime                                       time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -85,6 +96,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.progressPoll, "progress-poll-interval", 5*time.Second, "read a writing agent's progress this often between heartbeats (negative disables)")
 	fs.StringVar(&o.pprofListen, "pprof-listen", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (off when empty)")
 	fs.IntVar(&o.progressPollRate, "progress-poll-rate", 50, "at most this many progress polls per second over all nodes; with more writing nodes each is polled less often")
+	fs.StringVar(&o.netboot.iface, "boot-interface", "", "serve network boot (DHCP, TFTP, UEFI HTTP boot) on this interface (off when empty); see docs/netboot.md")
+	fs.StringVar(&o.netboot.mode, "dhcp-mode", "proxy", "with --boot-interface: proxy (an existing DHCP server hands out addresses; Rivet adds boot options) or full (Rivet leases --dhcp-range)")
+	fs.StringVar(&o.netboot.dhcpRange, "dhcp-range", "", "with --dhcp-mode full: the leased addresses, START,END")
+	fs.StringVar(&o.netboot.router, "dhcp-router", "", "with --dhcp-mode full: the router given with leases")
+	fs.StringVar(&o.netboot.dns, "dhcp-dns", "", "with --dhcp-mode full: DNS servers given with leases, comma-separated")
+	fs.DurationVar(&o.netboot.leaseTime, "dhcp-lease-time", time.Hour, "with --dhcp-mode full: lease duration")
+	fs.StringVar(&o.netboot.serverAddr, "boot-server-address", "", "the conductor's IPv4 address on the boot interface (default: the interface's first)")
+	fs.StringVar(&o.netboot.ipxeDir, "ipxe-dir", netboot.DefaultIPXEDir, "directory of the iPXE binaries served over TFTP and HTTP (Debian package ipxe)")
+	fs.StringVar(&o.netboot.biosFile, "ipxe-bios-file", netboot.DefaultBIOSFile, "iPXE binary for BIOS PXE clients")
+	fs.StringVar(&o.netboot.uefiFile, "ipxe-uefi-file", netboot.DefaultUEFIFile, "iPXE binary for UEFI PXE and UEFI HTTP boot clients")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -133,7 +154,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return err
 	}
+	netBoot, err := o.netboot.config()
+	if err != nil {
+		return err
+	}
 	return conductor.Run(ctx, conductor.Config{
+		NetBoot:       netBoot,
 		Listen:        o.listen,
 		DBPath:        o.db,
 		APIURL:        o.apiURL,
@@ -162,6 +188,67 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		},
 		Logger: log,
 	})
+}
+
+// config turns the flags into the boot services' configuration; nil when
+// --boot-interface is not set.
+func (f netbootFlags) config() (*netboot.Config, error) {
+	if f.iface == "" {
+		if f.mode == string(netboot.FullDHCP) || f.dhcpRange != "" {
+			return nil, errors.New("--dhcp-mode full and --dhcp-range need --boot-interface")
+		}
+		return nil, nil
+	}
+	c := &netboot.Config{Interface: f.iface, Mode: netboot.DHCPMode(f.mode), IPXEDir: f.ipxeDir,
+		BIOSFile: f.biosFile, UEFIFile: f.uefiFile, LeaseTime: f.leaseTime}
+	ipv4 := func(flag, s string) (net.IP, error) {
+		ip := net.ParseIP(strings.TrimSpace(s))
+		if ip == nil || ip.To4() == nil {
+			return nil, fmt.Errorf("--%s: %q is not an IPv4 address", flag, s)
+		}
+		return ip.To4(), nil
+	}
+	var err error
+	if f.serverAddr != "" {
+		if c.ServerIP, err = ipv4("boot-server-address", f.serverAddr); err != nil {
+			return nil, err
+		}
+	}
+	switch c.Mode {
+	case netboot.ProxyDHCP:
+		if f.dhcpRange != "" || f.router != "" || f.dns != "" {
+			return nil, errors.New("--dhcp-range, --dhcp-router and --dhcp-dns need --dhcp-mode full")
+		}
+		return c, nil
+	case netboot.FullDHCP:
+	default:
+		return nil, fmt.Errorf("--dhcp-mode: %q is not proxy or full", f.mode)
+	}
+	start, end, ok := strings.Cut(f.dhcpRange, ",")
+	if !ok {
+		return nil, fmt.Errorf("--dhcp-range: %q is not START,END", f.dhcpRange)
+	}
+	if c.RangeStart, err = ipv4("dhcp-range", start); err != nil {
+		return nil, err
+	}
+	if c.RangeEnd, err = ipv4("dhcp-range", end); err != nil {
+		return nil, err
+	}
+	if f.router != "" {
+		if c.Router, err = ipv4("dhcp-router", f.router); err != nil {
+			return nil, err
+		}
+	}
+	if f.dns != "" {
+		for _, d := range strings.Split(f.dns, ",") {
+			ip, err := ipv4("dhcp-dns", d)
+			if err != nil {
+				return nil, err
+			}
+			c.DNS = append(c.DNS, ip)
+		}
+	}
+	return c, nil
 }
 
 // buildDrivers is the conductor's driver list.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rivetmetal/rivet/conductor/netboot"
 )
 
 func TestParseFlagsDefaults(t *testing.T) {
@@ -69,5 +71,42 @@ func TestServesUntilCancelled(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("conductor did not stop on cancel")
+	}
+}
+
+func TestNetbootFlags(t *testing.T) {
+	parse := func(args ...string) (*netboot.Config, error) {
+		t.Helper()
+		o, err := parseFlags(append([]string{"--state-dir", "/tmp/x"}, args...), io.Discard)
+		if err != nil {
+			return nil, err
+		}
+		return o.netboot.config()
+	}
+	if c, err := parse(); err != nil || c != nil {
+		t.Fatalf("no --boot-interface: %v, %v; want off", c, err)
+	}
+	c, err := parse("--boot-interface", "br0")
+	if err != nil || c.Mode != netboot.ProxyDHCP || c.Interface != "br0" || c.IPXEDir != netboot.DefaultIPXEDir {
+		t.Fatalf("proxy default: %+v, %v", c, err)
+	}
+	c, err = parse("--boot-interface", "br0", "--dhcp-mode", "full", "--dhcp-range", "10.9.0.100,10.9.0.200",
+		"--dhcp-router", "10.9.0.1", "--dhcp-dns", "10.9.0.2,10.9.0.3", "--boot-server-address", "10.9.0.1")
+	if err != nil || c.Mode != netboot.FullDHCP || c.RangeStart.String() != "10.9.0.100" || c.RangeEnd.String() != "10.9.0.200" ||
+		c.Router.String() != "10.9.0.1" || len(c.DNS) != 2 || c.ServerIP.String() != "10.9.0.1" {
+		t.Fatalf("full: %+v, %v", c, err)
+	}
+	for _, bad := range [][]string{
+		{"--dhcp-mode", "full", "--dhcp-range", "10.9.0.100,10.9.0.200"},
+		{"--boot-interface", "br0", "--dhcp-mode", "relay"},
+		{"--boot-interface", "br0", "--dhcp-mode", "full"},
+		{"--boot-interface", "br0", "--dhcp-mode", "full", "--dhcp-range", "10.9.0.100"},
+		{"--boot-interface", "br0", "--dhcp-mode", "full", "--dhcp-range", "10.9.0.100,fe80::1"},
+		{"--boot-interface", "br0", "--dhcp-range", "10.9.0.100,10.9.0.200"},
+		{"--boot-interface", "br0", "--boot-server-address", "nope"},
+	} {
+		if c, err := parse(bad...); err == nil {
+			t.Errorf("%v accepted: %+v", bad, c)
+		}
 	}
 }

@@ -11,6 +11,7 @@
 //	GET {mac}.ipxe                  the node's script (aa:bb:cc:dd:ee:ff, dashes, or 01-… pxelinux form)
 //	GET {uuid}/deploy_kernel        the node's deploy kernel
 //	GET {uuid}/deploy_ramdisk       the node's deploy initramfs
+//	GET firmware/{file}             Config.Firmware: network boot programs (UEFI HTTP boot)
 package boot
 
 import (
@@ -57,6 +58,9 @@ type Config struct {
 	// KernelParams come before the agent's parameters (nil means
 	// DefaultKernelParams).
 	KernelParams []string
+	// Firmware, when set, serves the network boot programs (iPXE
+	// binaries) under firmware/ for UEFI HTTP boot (conductor/netboot).
+	Firmware http.Handler
 	// Logger receives request logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -82,6 +86,10 @@ func New(cfg Config) (*Handler, error) {
 	h.mux.HandleFunc("GET /boot.ipxe", h.chain)
 	h.mux.HandleFunc("GET /{script}", h.script)
 	h.mux.HandleFunc("GET /{uuid}/{file}", h.file)
+	if cfg.Firmware != nil {
+		// More specific than {uuid}/{file}, so it wins for firmware/*.
+		h.mux.Handle("GET /firmware/{file}", http.StripPrefix("/firmware", cfg.Firmware))
+	}
 	return h, nil
 }
 

@@ -134,3 +134,18 @@ func TestParseMAC(t *testing.T) {
 		}
 	}
 }
+
+func TestFirmwareRoute(t *testing.T) {
+	fw := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "firmware "+r.URL.Path)
+	})
+	h, err := New(Config{Nodes: nodes{}, Firmware: fw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/firmware/snponly.efi", nil))
+	if rec.Code != 200 || rec.Body.String() != "firmware /snponly.efi" {
+		t.Fatalf("GET firmware/snponly.efi = %d %q", rec.Code, rec.Body.String())
+	}
+}

@@ -88,6 +88,14 @@ type BootDeviceLister interface {
 	SupportedBootDevices(node Node) []BootDevice
 }
 
+// ConnectionValidator is implemented by drivers that talk to a management
+// controller: beyond Validate's check of DriverInfo, ValidateConnection
+// checks that the controller answers and accepts the credentials (GET
+// /v1/nodes/{id}/validate). Its error names the controller's address.
+type ConnectionValidator interface {
+	ValidateConnection(ctx context.Context, node Node) error
+}
+
 // Ramdisk describes a deploy ramdisk network boot prepared by the
 // conductor's boot interface: the kernel, the initramfs and the kernel
 // command line parameters (ipa-api-url=…, BOOTIF=…).

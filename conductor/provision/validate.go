@@ -19,7 +19,8 @@ type InterfaceValidation struct {
 
 // ValidateNode validates a node's interfaces without changing it (GET
 // /v1/nodes/{id}/validate): power and management from the driver's
-// Validate, deploy from the checks made before a deploy (instance_info,
+// Validate (and, for drivers that talk to a BMC, a connection to it),
+// deploy from the checks made before a deploy (instance_info,
 // ports), boot from the deploy ramdisk settings; the interfaces Rivet does
 // not implement are "not supported".
 func (e *Engine) ValidateNode(ctx context.Context, ident string) (map[string]InterfaceValidation, error) {
@@ -49,7 +50,12 @@ func (e *Engine) ValidateNode(ctx context.Context, ident string) (map[string]Int
 	if err != nil {
 		return nil, err
 	}
-	if err := drv.Validate(t.powerNode()); err != nil {
+	err = drv.Validate(t.powerNode())
+	if cv, ok := drv.(power.ConnectionValidator); ok && err == nil {
+		// The BMC must answer, too; the driver bounds the wait.
+		err = cv.ValidateConnection(ctx, t.powerNode())
+	}
+	if err != nil {
 		out["power"], out["management"] = bad(err), bad(err)
 	} else {
 		out["power"], out["management"] = ok(), ok()

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -20,9 +21,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jaypipes/ghw"
 	"github.com/rivetmetal/rivet/hardware"
+	"github.com/rivetmetal/rivet/hardware/bmc"
 )
 
 // Inventory is IPA's hardware inventory.
@@ -101,6 +104,9 @@ type Options struct {
 	// Logger receives one warning per component that could not be read.
 	// Nil: slog.Default().
 	Logger *slog.Logger
+	// BMC is the BMC's in-band interface. Nil: /dev/ipmi0 when Root is
+	// "/" and the device exists, else none.
+	BMC bmc.Conn
 }
 
 // Collect reads the inventory. A component that cannot be read is logged
@@ -187,7 +193,39 @@ func Collect(ctx context.Context, opts Options) (*Inventory, error) {
 	}
 	inv.Boot.PXEInterface = opts.BootIF
 	inv.Hostname = hostname(root)
+	readBMC(ctx, inv, opts.BMC, root, log)
 	return inv, nil
+}
+
+// readBMC fills in the BMC's addresses read in-band (IPA's
+// get_bmc_address, get_bmc_mac and get_bmc_v6address); a machine without
+// an IPMI device keeps "0.0.0.0", "::/0" and no MAC.
+func readBMC(ctx context.Context, inv *Inventory, conn bmc.Conn, root string, log *slog.Logger) {
+	if conn == nil {
+		if root != "/" {
+			return
+		}
+		dev, err := bmc.Open(bmc.DefaultDevice)
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				log.WarnContext(ctx, "inventory: cannot open the BMC's device", "error", err)
+			}
+			return
+		}
+		defer dev.Close()
+		conn = dev
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	info, err := bmc.Read(ctx, conn)
+	if err != nil {
+		log.WarnContext(ctx, "inventory: cannot read the BMC's addresses", "error", err)
+		return
+	}
+	inv.BMCAddress, inv.BMCv6Address = info.Address, info.V6Address
+	if info.MAC != "" {
+		inv.BMCMAC = &info.MAC
+	}
 }
 
 // dmi drops ghw's placeholder for values it could not read.

@@ -221,3 +221,32 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// lanBMC answers Get LAN Configuration Parameters for channel 1 only.
+type lanBMC struct{}
+
+func (lanBMC) Exchange(_ context.Context, netFn, cmd byte, data []byte) ([]byte, error) {
+	if netFn != 0x0c || cmd != 0x02 || len(data) < 2 || data[0] != 1 {
+		return []byte{0xcc}, nil
+	}
+	switch data[1] {
+	case 3:
+		return []byte{0, 0x11, 192, 0, 2, 99}, nil
+	case 5:
+		return []byte{0, 0x11, 0x52, 0x54, 0, 0xb3, 0xc0, 0x01}, nil
+	}
+	return []byte{0x80}, nil
+}
+
+func TestCollectReadsBMC(t *testing.T) {
+	inv, err := Collect(context.Background(), Options{Root: fixtureMachine(t), Logger: quiet(), BMC: lanBMC{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(inv)
+	for _, k := range []string{`"bmc_address":"192.0.2.99"`, `"bmc_mac":"52:54:00:b3:c0:01"`, `"bmc_v6address":"::/0"`} {
+		if !strings.Contains(string(b), k) {
+			t.Errorf("inventory JSON lacks %s", k)
+		}
+	}
+}

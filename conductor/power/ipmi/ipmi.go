@@ -10,7 +10,19 @@
 //	ipmi_username, ipmi_password
 //	ipmi_protocol_version  "2.0" (default, lanplus) or "1.5" (lan)
 //	ipmi_priv_level        ADMINISTRATOR (default), OPERATOR, USER or CALLBACK
-//	ipmi_cipher_suite      RMCP+ cipher suite number (default: negotiated)
+//	ipmi_cipher_suite      RMCP+ cipher suite number (default: Config.CipherSuites)
+//
+// Cipher suites. A node with ipmi_cipher_suite uses that suite only, as
+// Ironic does. Without it the driver does not ask the BMC which suites it
+// has: Get Channel Cipher Suites is optional and some BMCs (OpenIPMI's
+// ipmi_sim among them) never answer it, which cost a timeout with every
+// retry on every call. Instead it offers the suites of
+// Config.CipherSuites in order (Ironic's [ipmi]cipher_suite_versions; by
+// default 17, then 3, the order Ironic's documentation recommends). A BMC
+// refuses a suite it lacks in its Open Session response at once, so
+// falling back costs one round trip.
+//
+// Every error names the node, the operation and the BMC's address.
 package ipmi
 
 import (
@@ -43,10 +55,21 @@ type Config struct {
 	// (default 1 s).
 	SoftOffTimeout time.Duration
 	PollInterval   time.Duration
+	// CipherSuites are the RMCP+ cipher suites offered, in order, to a
+	// BMC of a node without ipmi_cipher_suite (Ironic's
+	// [ipmi]cipher_suite_versions; default DefaultCipherSuites).
+	CipherSuites []int
+	// ProbeTimeout bounds ValidateConnection (default Timeout, one try).
+	ProbeTimeout time.Duration
 	// Logger receives debug logs (default slog.Default()); credentials are
 	// never logged.
 	Logger *slog.Logger
 }
+
+// DefaultCipherSuites are the suites offered when neither driver_info nor
+// Config name one: 17 (RAKP-HMAC-SHA256, AES-CBC-128) and 3
+// (RAKP-HMAC-SHA1, AES-CBC-128), which the IPMI 2.0 spec requires.
+var DefaultCipherSuites = []int{17, 3}
 
 // Driver is the ipmi driver. It implements power.Driver,
 // power.BootDeviceReader and power.BootDeviceLister.
@@ -55,9 +78,10 @@ type Driver struct {
 }
 
 var (
-	_ power.Driver           = (*Driver)(nil)
-	_ power.BootDeviceReader = (*Driver)(nil)
-	_ power.BootDeviceLister = (*Driver)(nil)
+	_ power.Driver              = (*Driver)(nil)
+	_ power.BootDeviceReader    = (*Driver)(nil)
+	_ power.BootDeviceLister    = (*Driver)(nil)
+	_ power.ConnectionValidator = (*Driver)(nil)
 )
 
 // New returns a driver.
@@ -73,6 +97,12 @@ func New(cfg Config) *Driver {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
+	}
+	if len(cfg.CipherSuites) == 0 {
+		cfg.CipherSuites = DefaultCipherSuites
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = cfg.Timeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -192,28 +222,39 @@ func (d *Driver) Validate(node power.Node) error {
 
 // with runs fn in an IPMI session with the node's BMC.
 func (d *Driver) with(ctx context.Context, node power.Node, op string, fn func(c *goipmi.Client) error) error {
+	return d.session(ctx, node, op, d.cfg.Retries, fn)
+}
+
+// session runs fn in an IPMI session, each request sent up to retries+1
+// times.
+func (d *Driver) session(ctx context.Context, node power.Node, op string, retries int, fn func(c *goipmi.Client) error) error {
 	in, err := parseInfo(node)
 	if err != nil {
 		return err
 	}
+	addr := net.JoinHostPort(in.host, strconv.Itoa(in.port))
+	wrap := func(err error) error {
+		return fmt.Errorf("ipmi: node %s: BMC %s: %s: %w", node.UUID, addr, op, err)
+	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("ipmi: node %s: %s: %w", node.UUID, op, err)
+		return wrap(err)
 	}
 	c, err := goipmi.NewClient(in.host, in.port, in.username, in.password)
 	if err != nil {
-		return fmt.Errorf("ipmi: node %s: %s: %w", node.UUID, op, err)
+		return wrap(err)
 	}
-	c = c.WithTimeout(d.cfg.Timeout).WithRetry(d.cfg.Retries).WithMaxPrivilegeLevel(in.priv)
+	c = c.WithTimeout(d.cfg.Timeout).WithRetry(retries).WithMaxPrivilegeLevel(in.priv)
 	if in.lan15 {
 		c = c.WithInterface(goipmi.InterfaceLan)
+	} else {
+		c = c.WithCipherSuiteID(d.cipherSuites(in)...)
 	}
-	if in.cipherSuite != nil {
-		c = c.WithCipherSuiteID(*in.cipherSuite)
-	}
-	addr := net.JoinHostPort(in.host, strconv.Itoa(in.port))
+	start := time.Now()
 	if err := c.Connect(ctx); err != nil {
-		return fmt.Errorf("ipmi: node %s: %s: connect to %s: %w", node.UUID, op, addr, err)
+		return wrap(fmt.Errorf("open session: %w", err))
 	}
+	d.cfg.Logger.Debug("ipmi session open", "node", node.UUID, "bmc", addr, "op", op,
+		"took", time.Since(start).Round(time.Millisecond))
 	defer func() {
 		// Close with a fresh, short context: the session must be closed
 		// on the BMC even when ctx was cancelled mid-operation.
@@ -224,9 +265,34 @@ func (d *Driver) with(ctx context.Context, node power.Node, op string, fn func(c
 		}
 	}()
 	if err := fn(c); err != nil {
-		return fmt.Errorf("ipmi: node %s: %s (bmc %s): %w", node.UUID, op, addr, err)
+		return wrap(err)
 	}
 	return nil
+}
+
+// cipherSuites are the RMCP+ suites offered to a node's BMC, in order.
+func (d *Driver) cipherSuites(in info) []types.CipherSuiteID {
+	if in.cipherSuite != nil {
+		return []types.CipherSuiteID{*in.cipherSuite}
+	}
+	out := make([]types.CipherSuiteID, len(d.cfg.CipherSuites))
+	for i, cs := range d.cfg.CipherSuites {
+		out[i] = types.CipherSuiteID(cs)
+	}
+	return out
+}
+
+// ValidateConnection implements power.ConnectionValidator: it opens a
+// session with the node's BMC and reads the chassis status, each request
+// tried once and the whole bounded by ProbeTimeout, so that validating a
+// node whose BMC does not answer fails quickly, naming the BMC.
+func (d *Driver) ValidateConnection(ctx context.Context, node power.Node) error {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
+	defer cancel()
+	return d.session(ctx, node, "validate connection", 0, func(c *goipmi.Client) error {
+		_, err := isOn(ctx, c)
+		return err
+	})
 }
 
 func isOn(ctx context.Context, c *goipmi.Client) (bool, error) {
@@ -354,6 +420,9 @@ func (d *Driver) SetBootDevice(ctx context.Context, node power.Node, dev power.B
 }
 
 // GetBootDevice implements power.BootDeviceReader from the boot flags.
+// Like Ironic's ipmitool driver it reads the device selector whether or
+// not the BMC marks the flags valid: some BMCs (ipmi_sim) never set that
+// bit. No override reads as no device.
 func (d *Driver) GetBootDevice(ctx context.Context, node power.Node) (power.BootDevice, bool, error) {
 	var flags types.BootOptionParam_BootFlags
 	err := d.with(ctx, node, "get boot device", func(c *goipmi.Client) error {
@@ -361,9 +430,6 @@ func (d *Driver) GetBootDevice(ctx context.Context, node power.Node) (power.Boot
 	})
 	if err != nil {
 		return "", false, err
-	}
-	if !flags.BootFlagsValid {
-		return "", false, nil
 	}
 	for dev, sel := range selectors {
 		if sel == flags.BootDeviceSelector {
