@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor"
+	"github.com/rivetmetal/rivet/conductor/auth"
 	"github.com/rivetmetal/rivet/conductor/cluster"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
@@ -58,6 +59,9 @@ type options struct {
 	progressPoll                           time.Duration
 	pprofListen                            string
 	progressPollRate                       int
+	authStrategy, userFile, rolesFile      string
+	insecureAllowNoAuth, requireAgentTLS   bool
+	tlsCertFile, tlsKeyFile                string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -85,8 +89,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.progressPoll, "progress-poll-interval", 5*time.Second, "read a writing agent's progress this often between heartbeats (negative disables)")
 	fs.StringVar(&o.pprofListen, "pprof-listen", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (off when empty)")
 	fs.IntVar(&o.progressPollRate, "progress-poll-rate", 50, "at most this many progress polls per second over all nodes; with more writing nodes each is polled less often")
+	fs.StringVar(&o.authStrategy, "auth-strategy", "", "API authentication: noauth or http_basic (default: http_basic unless --listen is a loopback address)")
+	fs.StringVar(&o.userFile, "http-basic-auth-user-file", "", "Apache htpasswd file of the API's users (bcrypt entries only, htpasswd -B); re-read when it changes and on SIGHUP")
+	fs.StringVar(&o.rolesFile, "http-basic-auth-roles-file", "", "USER:ROLE lines (admin or reader) giving the users their roles; unnamed users are readers (without it every user is an admin)")
+	fs.BoolVar(&o.insecureAllowNoAuth, "insecure-allow-noauth", false, "permit --auth-strategy noauth on a listen address that is not loopback (anyone reaching it can then deploy, power off or delete nodes)")
+	fs.StringVar(&o.tlsCertFile, "tls-cert-file", "", "serve the API over HTTPS with this PEM certificate (chain); re-read on SIGHUP")
+	fs.StringVar(&o.tlsKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file; re-read on SIGHUP")
+	fs.BoolVar(&o.requireAgentTLS, "require-agent-tls", false, "refuse agent heartbeats whose callback URL is not https:// (Ironic's [agent]require_tls)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if (o.tlsCertFile == "") != (o.tlsKeyFile == "") {
+		return o, errors.New("--tls-cert-file and --tls-key-file go together")
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
@@ -133,13 +147,21 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	return conductor.Run(ctx, conductor.Config{
+	c, err := conductor.New(ctx, conductor.Config{
 		Listen:        o.listen,
 		DBPath:        o.db,
 		APIURL:        o.apiURL,
 		ImageDir:      o.imageDir,
 		ImageCacheDir: o.imageCacheDir,
 		Drivers:       drivers,
+		Auth: auth.Config{
+			Strategy:            auth.Strategy(o.authStrategy),
+			UserFile:            o.userFile,
+			RolesFile:           o.rolesFile,
+			AllowInsecureNoAuth: o.insecureAllowNoAuth,
+		},
+		TLSCertFile: o.tlsCertFile,
+		TLSKeyFile:  o.tlsKeyFile,
 		Provision: provision.Config{
 			DeployKernel:         o.deployKernel,
 			DeployRamdisk:        o.deployRamdisk,
@@ -153,6 +175,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			DefaultBootMode:      o.defaultBootMode,
 			ProgressPollInterval: o.progressPoll,
 			ProgressPollRate:     o.progressPollRate,
+			RequireAgentTLS:      o.requireAgentTLS,
 		},
 		Cluster: cluster.Config{
 			Name:      o.conductorName,
@@ -162,6 +185,39 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		},
 		Logger: log,
 	})
+	if err != nil {
+		return err
+	}
+	stopReload := reloadOnSIGHUP(c, log)
+	defer stopReload()
+	return c.Run(ctx)
+}
+
+// reloadOnSIGHUP makes SIGHUP re-read the API's TLS certificate and user
+// files (errors are logged by Reload; what was in use stays) until the
+// returned function is called.
+func reloadOnSIGHUP(c *conductor.Conductor, log *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading the API's TLS certificate and user files")
+				_ = c.Reload()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-finished
+	}
 }
 
 // buildDrivers is the conductor's driver list.
