@@ -301,7 +301,7 @@ func lanListener(t *testing.T) addrListener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	// The conductor given it closes it, also when New fails.
 	return addrListener{Listener: ln, addr: &net.TCPAddr{IP: net.ParseIP("192.0.2.10"), Port: 6385}}
 }
 

@@ -114,9 +114,6 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	return v, nil
 }
 
-// Users is the user set in force.
-func (v *Verifier) Users() *Users { return v.cur.Load().users }
-
 // Reload re-reads the files. On error the users read before stay in
 // force and the error is returned.
 func (v *Verifier) Reload() error {
