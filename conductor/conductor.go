@@ -13,16 +13,19 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/api"
+	"github.com/rivetmetal/rivet/conductor/auth"
 	"github.com/rivetmetal/rivet/conductor/boot"
 	"github.com/rivetmetal/rivet/conductor/cluster"
 	"github.com/rivetmetal/rivet/conductor/images"
 	"github.com/rivetmetal/rivet/conductor/netboot"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision"
+	"github.com/rivetmetal/rivet/conductor/servercert"
 	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/conductor/store/backend"
 	"github.com/rivetmetal/rivet/wire"
@@ -45,8 +48,17 @@ type Config struct {
 	// its Logger to Logger.
 	Cluster cluster.Config
 	// APIURL is the API URL as nodes should use it; empty means
-	// http://<listen address>, with 127.0.0.1 for a wildcard host.
+	// http://<listen address> (https:// with TLS), with 127.0.0.1 for a
+	// wildcard host.
 	APIURL string
+	// Auth configures the API's authentication (conductor/auth). Its
+	// zero Strategy means noauth on a loopback listen address and
+	// http_basic (which needs Auth.UserFile) on any other; its Logger
+	// defaults to Logger.
+	Auth auth.Config
+	// TLSCertFile and TLSKeyFile, when set, serve the API over HTTPS
+	// with this PEM certificate (chain) and key; Reload re-reads them.
+	TLSCertFile, TLSKeyFile string
 	// ImageDir, when set, is served read-only under /images/.
 	ImageDir string
 	// ImageCacheDir, when set, holds the conductor's image cache: images
@@ -84,6 +96,8 @@ type Conductor struct {
 	agents *agentclient.Client
 	images *images.Handler
 	cache  *images.Cache
+	guard  *auth.Guard
+	cert   *servercert.Pair
 	srv    *http.Server
 	boot   *netboot.Service
 	bootLn *netboot.Listeners
@@ -123,9 +137,25 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 			return nil, fmt.Errorf("conductor: listen %s: %w", cfg.Listen, err)
 		}
 	}
+	scheme := "http"
+	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
+		if c.cert, err = servercert.Load(cfg.TLSCertFile, cfg.TLSKeyFile, log); err != nil {
+			return nil, fmt.Errorf("conductor: API TLS: %w", err)
+		}
+		scheme = "https"
+	}
+	authCfg := cfg.Auth
+	if authCfg.Logger == nil {
+		authCfg.Logger = log
+	}
+	if c.guard, err = auth.New(authCfg, c.ln.Addr()); err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
 	c.url = cfg.APIURL
 	if c.url == "" {
-		c.url = urlOf(c.ln.Addr())
+		c.url = urlOf(scheme, c.ln.Addr())
+	} else if c.cert != nil && !strings.HasPrefix(strings.ToLower(c.url), "https://") {
+		log.Warn("the API serves TLS but the API URL given to nodes is not https", "api_url", c.url)
 	}
 	host, _ := os.Hostname()
 
@@ -181,12 +211,35 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 	handler := api.New(api.Config{Store: st, Provisioner: c.engine, Conductor: host, Images: imgs,
 		AgentImages: agentImages, Boot: bootHandler, Logger: log})
 	c.srv = &http.Server{
-		Handler:           accessLog(log, handler),
+		Handler:           c.guard.Wrap(accessLog(log, handler)),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if c.cert != nil {
+		c.srv.TLSConfig = c.cert.TLSConfig()
+	}
 	ok = true
 	return c, nil
+}
+
+// Reload re-reads the API's TLS certificate and key and its user and
+// roles files (SIGHUP). What fails to load is logged and returned, and
+// the version in use stays.
+func (c *Conductor) Reload() error {
+	var errs []error
+	if c.cert != nil {
+		if err := c.cert.Reload(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := c.guard.Reload(); err != nil {
+		errs = append(errs, err)
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		c.log.Error("reload failed; what was in use stays in use", "error", err)
+	}
+	return err
 }
 
 // URL is the conductor's API URL (as nodes use it).
@@ -211,7 +264,13 @@ func (c *Conductor) Run(ctx context.Context) error {
 		return fmt.Errorf("conductor: %w", err)
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- c.srv.Serve(c.ln) }()
+	go func() {
+		if c.cert != nil {
+			errc <- c.srv.ServeTLS(c.ln, "", "")
+			return
+		}
+		errc <- c.srv.Serve(c.ln)
+	}()
 	bootDone := make(chan struct{})
 	bootCtx, stopBoot := context.WithCancel(ctx)
 	defer func() { stopBoot(); <-bootDone }()
@@ -232,7 +291,8 @@ func (c *Conductor) Run(ctx context.Context) error {
 		drivers[i] = d.Name()
 	}
 	c.log.Info("conductor serving", "listen", c.ln.Addr().String(), "api_url", c.url,
-		"db", backend.Describe(c.cfg.DBPath), "drivers", drivers, "image_dir", c.cfg.ImageDir)
+		"db", backend.Describe(c.cfg.DBPath), "drivers", drivers, "image_dir", c.cfg.ImageDir,
+		"auth_strategy", string(c.guard.Strategy()), "tls", c.cert != nil)
 
 	var serveErr error
 	select {
@@ -323,29 +383,34 @@ func (c *Conductor) leaveCluster() {
 	}
 }
 
-// urlOf is the http URL of a listen address, 127.0.0.1 standing for a
+// urlOf is the URL of a listen address, 127.0.0.1 standing for a
 // wildcard host.
-func urlOf(a net.Addr) string {
+func urlOf(scheme string, a net.Addr) string {
 	tcp, ok := a.(*net.TCPAddr)
 	if !ok {
-		return "http://" + a.String()
+		return scheme + "://" + a.String()
 	}
 	ip := tcp.IP
 	if ip == nil || ip.IsUnspecified() {
 		ip = net.IPv4(127, 0, 0, 1)
 	}
-	return "http://" + net.JoinHostPort(ip.String(), fmt.Sprint(tcp.Port))
+	return scheme + "://" + net.JoinHostPort(ip.String(), fmt.Sprint(tcp.Port))
 }
 
-// accessLog logs each request at debug level (method, path and status;
-// never the query string or body, which may carry secrets).
+// accessLog logs each request at debug level (method, path, status and
+// the authenticated user; never the query string, body or credentials,
+// which may carry secrets).
 func accessLog(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(sw, r)
+		var user string
+		if id, ok := auth.IdentityFrom(r.Context()); ok {
+			user = id.Name
+		}
 		log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
-			"api_version", r.Header.Get(wire.APIVersionHeader),
+			"api_version", r.Header.Get(wire.APIVersionHeader), "user", user,
 			"duration", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr)
 	})
 }

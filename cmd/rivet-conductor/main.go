@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor"
+	"github.com/rivetmetal/rivet/conductor/auth"
 	"github.com/rivetmetal/rivet/conductor/cluster"
 	"github.com/rivetmetal/rivet/conductor/netboot"
 	"github.com/rivetmetal/rivet/conductor/power"
@@ -62,6 +63,9 @@ type options struct {
 	pprofListen                            string
 	progressPollRate                       int
 	netboot                                netbootFlags
+	authStrategy, userFile, rolesFile      string
+	insecureAllowNoAuth, requireAgentTLS   bool
+	tlsCertFile, tlsKeyFile                string
 }
 
 // netbootFlags are the network boot services' settings.
@@ -106,8 +110,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.netboot.ipxeDir, "ipxe-dir", netboot.DefaultIPXEDir, "directory of the iPXE binaries served over TFTP and HTTP (Debian package ipxe)")
 	fs.StringVar(&o.netboot.biosFile, "ipxe-bios-file", netboot.DefaultBIOSFile, "iPXE binary for BIOS PXE clients")
 	fs.StringVar(&o.netboot.uefiFile, "ipxe-uefi-file", netboot.DefaultUEFIFile, "iPXE binary for UEFI PXE and UEFI HTTP boot clients")
+	fs.StringVar(&o.authStrategy, "auth-strategy", "", "API authentication: noauth or http_basic (default: http_basic unless --listen is a loopback address)")
+	fs.StringVar(&o.userFile, "http-basic-auth-user-file", "", "Apache htpasswd file of the API's users (bcrypt entries only, htpasswd -B); re-read when it changes and on SIGHUP")
+	fs.StringVar(&o.rolesFile, "http-basic-auth-roles-file", "", "USER:ROLE lines (admin or reader) giving the users their roles; unnamed users are readers (without it every user is an admin)")
+	fs.BoolVar(&o.insecureAllowNoAuth, "insecure-allow-noauth", false, "permit --auth-strategy noauth on a listen address that is not loopback (anyone reaching it can then deploy, power off or delete nodes)")
+	fs.StringVar(&o.tlsCertFile, "tls-cert-file", "", "serve the API over HTTPS with this PEM certificate (chain); re-read on SIGHUP")
+	fs.StringVar(&o.tlsKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file; re-read on SIGHUP")
+	fs.BoolVar(&o.requireAgentTLS, "require-agent-tls", false, "refuse agent heartbeats whose callback URL is not https:// (Ironic's [agent]require_tls)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if (o.tlsCertFile == "") != (o.tlsKeyFile == "") {
+		return o, errors.New("--tls-cert-file and --tls-key-file go together")
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
@@ -158,7 +172,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	return conductor.Run(ctx, conductor.Config{
+	c, err := conductor.New(ctx, conductor.Config{
 		NetBoot:       netBoot,
 		Listen:        o.listen,
 		DBPath:        o.db,
@@ -166,6 +180,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		ImageDir:      o.imageDir,
 		ImageCacheDir: o.imageCacheDir,
 		Drivers:       drivers,
+		Auth: auth.Config{
+			Strategy:            auth.Strategy(o.authStrategy),
+			UserFile:            o.userFile,
+			RolesFile:           o.rolesFile,
+			AllowInsecureNoAuth: o.insecureAllowNoAuth,
+		},
+		TLSCertFile: o.tlsCertFile,
+		TLSKeyFile:  o.tlsKeyFile,
 		Provision: provision.Config{
 			DeployKernel:         o.deployKernel,
 			DeployRamdisk:        o.deployRamdisk,
@@ -179,6 +201,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			DefaultBootMode:      o.defaultBootMode,
 			ProgressPollInterval: o.progressPoll,
 			ProgressPollRate:     o.progressPollRate,
+			RequireAgentTLS:      o.requireAgentTLS,
 		},
 		Cluster: cluster.Config{
 			Name:      o.conductorName,
@@ -188,6 +211,39 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		},
 		Logger: log,
 	})
+	if err != nil {
+		return err
+	}
+	stopReload := reloadOnSIGHUP(c, log)
+	defer stopReload()
+	return c.Run(ctx)
+}
+
+// reloadOnSIGHUP makes SIGHUP re-read the API's TLS certificate and user
+// files (errors are logged by Reload; what was in use stays) until the
+// returned function is called.
+func reloadOnSIGHUP(c *conductor.Conductor, log *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading the API's TLS certificate and user files")
+				_ = c.Reload()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-finished
+	}
 }
 
 // config turns the flags into the boot services' configuration; nil when

@@ -3,14 +3,23 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
+	"net/http"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/netboot"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/rivetmetal/rivet/internal/testpki"
 )
 
 func TestParseFlagsDefaults(t *testing.T) {
@@ -108,5 +117,139 @@ func TestNetbootFlags(t *testing.T) {
 		if c, err := parse(bad...); err == nil {
 			t.Errorf("%v accepted: %+v", bad, c)
 		}
+	}
+}
+
+func TestTLSFlagsGoTogether(t *testing.T) {
+	for _, args := range [][]string{{"--tls-cert-file", "c.pem"}, {"--tls-key-file", "k.pem"}} {
+		if _, err := parseFlags(args, io.Discard); err == nil || !strings.Contains(err.Error(), "go together") {
+			t.Errorf("parseFlags(%v) = %v", args, err)
+		}
+	}
+	o, err := parseFlags([]string{"--auth-strategy", "http_basic", "--http-basic-auth-user-file", "u",
+		"--http-basic-auth-roles-file", "r", "--insecure-allow-noauth", "--require-agent-tls",
+		"--tls-cert-file", "c", "--tls-key-file", "k"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.authStrategy != "http_basic" || o.userFile != "u" || o.rolesFile != "r" || !o.insecureAllowNoAuth ||
+		!o.requireAgentTLS || o.tlsCertFile != "c" || o.tlsKeyFile != "k" {
+		t.Errorf("options %+v", o)
+	}
+}
+
+// syncBuffer collects the conductor's log lines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSIGHUPReloadsCertificate runs the command with TLS and http_basic
+// and sends the process SIGHUP: the renewed certificate is served from
+// then on.
+func TestSIGHUPReloadsCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "test CA")
+	leaf := ca.Issue(t, dir, "api", "127.0.0.1")
+	h, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(users, []byte("admin:"+string(h)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--state-dir", dir, "--tls-cert-file", leaf.CertFile,
+			"--tls-key-file", leaf.KeyFile, "--auth-strategy", "http_basic", "--http-basic-auth-user-file", users,
+			"--require-agent-tls"}, strings.NewReader(""), io.Discard, &logs)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("conductor did not stop on cancel")
+		}
+	}()
+	addr := waitFor(t, &logs, regexp.MustCompile(`msg="conductor serving" listen=(\S+)`))
+	if !strings.Contains(logs.String(), "api_url=https://127.0.0.1:") || !strings.Contains(logs.String(), "auth_strategy=http_basic") {
+		t.Errorf("serving log line:\n%s", logs.String())
+	}
+	serial := func() string {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	if got := serial(); got != leaf.Cert.SerialNumber.String() {
+		t.Fatalf("serial %s, want %s", got, leaf.Cert.SerialNumber)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("https://" + addr + "/v1/nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET /v1/nodes without credentials: %d", resp.StatusCode)
+	}
+
+	renewed := ca.Issue(t, t.TempDir(), "api", "127.0.0.1")
+	for from, to := range map[string]string{renewed.CertFile: leaf.CertFile, renewed.KeyFile: leaf.KeyFile} {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, &logs, regexp.MustCompile(`(?s)SIGHUP: reloading.*msg="API TLS certificate loaded" (file)=`))
+	deadline := time.Now().Add(20 * time.Second)
+	for serial() != renewed.Cert.SerialNumber.String() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the renewed certificate is not served after SIGHUP; log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitFor waits for a log line matching re and returns its first group.
+func waitFor(t *testing.T, logs *syncBuffer, re *regexp.Regexp) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if m := re.FindAllStringSubmatch(logs.String(), -1); len(m) > 0 {
+			return m[len(m)-1][1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line matching %s:\n%s", re, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -3,7 +3,9 @@ package images
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/md5"
+	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -61,9 +63,16 @@ type Resolved struct {
 // Range); the checksum is verified once, when the download completes, and
 // a verified image is served as is afterwards. Serve it under
 // /agent_images/ (ServeHTTP).
+//
+// The agents that download cached images send no credentials, so the
+// names they are served under are unguessable: an HMAC of source and
+// checksum under a random key kept in the cache directory (nameKeyFile).
+// Knowing an image's source and checksum is not enough to fetch it from
+// the conductor; the name is handed out in the node's deploy command.
 type Cache struct {
 	dir    string
 	root   *os.Root
+	key    []byte
 	client *grab.Client
 	log    *slog.Logger
 
@@ -87,12 +96,58 @@ func NewCache(dir string, log *slog.Logger) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image cache: open %s: %w", dir, err)
 	}
+	key, err := nameKey(root)
+	if err != nil {
+		root.Close()
+		return nil, fmt.Errorf("image cache: %s: %w", dir, err)
+	}
 	if log == nil {
 		log = slog.Default()
 	}
 	c := grab.NewClient()
 	c.UserAgent = "rivet-conductor"
-	return &Cache{dir: dir, root: root, client: c, log: log, inflight: map[string]*fetch{}}, nil
+	return &Cache{dir: dir, root: root, key: key, client: c, log: log, inflight: map[string]*fetch{}}, nil
+}
+
+// nameKeyFile holds the 32-byte secret key of the cache's names, made on
+// first use; it is never served (names are 32 hex digits).
+const nameKeyFile = ".name-key"
+
+// nameKey reads the cache's naming key, creating it if there is none.
+func nameKey(root *os.Root) ([]byte, error) {
+	for {
+		key, err := root.ReadFile(nameKeyFile)
+		if err == nil {
+			if len(key) != 32 {
+				return nil, fmt.Errorf("%s: %d bytes, want 32 (remove it to make a new key)", nameKeyFile, len(key))
+			}
+			return key, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		tmp := nameKeyFile + "." + hex.EncodeToString(key[:8])
+		f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		_, werr := f.Write(key)
+		if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+			_ = root.Remove(tmp)
+			return nil, fmt.Errorf("write %s: %w", nameKeyFile, err)
+		}
+		// Link, not rename: of two conductors starting on one
+		// directory, the second keeps the first one's key.
+		err = root.Link(tmp, nameKeyFile)
+		_ = root.Remove(tmp)
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("create %s: %w", nameKeyFile, err)
+		}
+	}
 }
 
 // Close releases the directory.
@@ -201,10 +256,12 @@ func newHash(algo string) (hash.Hash, error) {
 	}
 }
 
-// key is the cache name of an image: a digest of its source and checksum.
-func (img Image) key() string {
-	s := sha256.Sum256([]byte(img.Source + "\n" + img.Algo + ":" + img.Checksum))
-	return hex.EncodeToString(s[:16])
+// name is the cache name of an image: an HMAC of its source and checksum
+// under the cache's secret key.
+func (c *Cache) name(img Image) string {
+	m := hmac.New(sha256.New, c.key)
+	m.Write([]byte(img.Source + "\n" + img.Algo + ":" + img.Checksum))
+	return hex.EncodeToString(m.Sum(nil)[:16])
 }
 
 // Ensure makes sure the image is in the cache, downloaded (resuming a
@@ -212,7 +269,7 @@ func (img Image) key() string {
 // under. Concurrent calls for the same image share one download; a
 // verified image is never hashed again.
 func (c *Cache) Ensure(ctx context.Context, img Image) (string, error) {
-	name := img.key()
+	name := c.name(img)
 	if st, err := c.root.Stat(name); err == nil && st.Mode().IsRegular() {
 		return name, nil
 	}

@@ -99,6 +99,22 @@ func newCache(t *testing.T) (*Cache, string) {
 	return c, dir
 }
 
+// cachedFiles lists a cache directory but its naming key.
+func cachedFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.Name() != nameKeyFile {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
 func TestResolvePassesHTTPThrough(t *testing.T) {
 	c, dir := newCache(t)
 	ii := map[string]any{"image_source": "http://img.example/disk.raw", "image_checksum": strings.Repeat("a", 64)}
@@ -107,7 +123,7 @@ func TestResolvePassesHTTPThrough(t *testing.T) {
 	if err != nil || u != "http://img.example/disk.raw" {
 		t.Fatalf("Resolve = %q, %v", u, err)
 	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+	if entries := cachedFiles(t, dir); len(entries) != 0 {
 		t.Fatalf("pass-through image was cached: %v", entries)
 	}
 }
@@ -194,7 +210,7 @@ func TestCacheResumesAfterADroppedDownload(t *testing.T) {
 	if _, err := c.Ensure(context.Background(), img); err == nil {
 		t.Fatal("a dropped download succeeded")
 	}
-	part, err := os.Stat(filepath.Join(dir, img.key()+".part"))
+	part, err := os.Stat(filepath.Join(dir, c.name(img)+".part"))
 	if err != nil || part.Size() != 300<<10 {
 		t.Fatalf("partial file after the drop: %v %v", part, err)
 	}
@@ -223,7 +239,7 @@ func TestCacheRejectsABadChecksum(t *testing.T) {
 	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "checksum mismatch") {
 		t.Fatalf("Ensure with a wrong checksum = %v", err)
 	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+	if entries := cachedFiles(t, dir); len(entries) != 0 {
 		t.Fatalf("a bad image was kept: %v", entries)
 	}
 }
@@ -264,5 +280,54 @@ func TestCacheFileSourceAndChecksumFiles(t *testing.T) {
 	}
 	if _, err := ImageFromInstanceInfo(ctx, map[string]any{"image_source": s.srv.URL + "/disk.img"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("no checksum: %v", err)
+	}
+}
+
+// TestCacheNamesAreKeyed: the name an image is served under depends on a
+// secret key kept in the cache directory, so it cannot be computed from
+// the image's source and checksum; the key survives a restart, so cached
+// images keep their names.
+func TestCacheNamesAreKeyed(t *testing.T) {
+	img := Image{Source: "http://images.example/disk.img", Algo: "sha256", Checksum: strings.Repeat("ab", 32)}
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a, err := NewCache(dirA, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewCache(dirB, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.name(img) == b.name(img) {
+		t.Error("two caches with their own keys name an image alike")
+	}
+	if !nameRE.MatchString(a.name(img)) || nameRE.MatchString(nameKeyFile) {
+		t.Errorf("name %q, key file %q: only names are servable", a.name(img), nameKeyFile)
+	}
+	if st, err := os.Stat(filepath.Join(dirA, nameKeyFile)); err != nil || st.Mode().Perm() != 0o600 || st.Size() != 32 {
+		t.Errorf("key file: %v %v", st, err)
+	}
+	want := a.name(img)
+	a.Close()
+	again, err := NewCache(dirA, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if got := again.name(img); got != want {
+		t.Errorf("after a restart the image is named %q, was %q", got, want)
+	}
+	b.Close()
+	if err := os.WriteFile(filepath.Join(dirB, nameKeyFile), []byte("short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewCache(dirB, nil); err == nil || !strings.Contains(err.Error(), "5 bytes, want 32") {
+		t.Errorf("a damaged key file: %v", err)
+	}
+	// The key file is never served.
+	rec := httptest.NewRecorder()
+	again.ServeHTTP(rec, httptest.NewRequest("GET", "/"+nameKeyFile, nil))
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("GET %s: %d", nameKeyFile, rec.Code)
 	}
 }

@@ -127,6 +127,10 @@ type Config struct {
 	// DefaultBootMode is the boot mode of nodes that set none ("uefi",
 	// the default, or "bios").
 	DefaultBootMode string
+	// RequireAgentTLS refuses heartbeats whose callback_url is not
+	// https:// ([agent]require_tls), with Ironic's 400 "TLS is required
+	// by configuration". Off by default.
+	RequireAgentTLS bool
 	// ImageCache, when set, serves nodes the images they must not fetch
 	// from the source themselves (file:// sources, image_download_source
 	// "http"/"local"); nil refuses such images.

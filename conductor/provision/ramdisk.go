@@ -175,6 +175,10 @@ func (e *Engine) checkHeartbeat(n *store.Node, hb wire.HeartbeatRequest) error {
 		e.log.Error("heartbeat with an invalid or missing agent token", "node", n.UUID)
 		return errdefs.InvalidArgument("Invalid or missing agent token received.")
 	}
+	if e.cfg.RequireAgentTLS && hb.CallbackURL != "" && !strings.HasPrefix(strings.ToLower(hb.CallbackURL), "https://") {
+		e.log.Error("heartbeat refused: its callback URL does not use TLS", "node", n.UUID, "callback_url", hb.CallbackURL)
+		return errdefs.InvalidArgument("TLS is required by configuration")
+	}
 	return nil
 }
 

@@ -5,11 +5,13 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"sort"
@@ -26,7 +28,7 @@ const DefaultURL = "http://127.0.0.1:6385"
 // ErrUsage marks command-line mistakes (exit status 2).
 var ErrUsage = errors.New("usage error")
 
-const usage = `usage: rivet [--url URL] [-o table|json] COMMAND
+const usage = `usage: rivet [--url URL] [--username U --password P] [--cacert FILE] [-o table|json] COMMAND
 
   node create --name N --driver D [--driver-info k=v]... [--property k=v]...
   node list [--provision-state S] [--maintenance true|false] [--driver D]
@@ -53,6 +55,10 @@ const usage = `usage: rivet [--url URL] [-o table|json] COMMAND
   port delete UUID
 
 The conductor URL comes from --url, else $RIVET_URL, else ` + DefaultURL + `.
+Credentials for a conductor with http_basic authentication come from
+--username and --password, else $RIVET_USERNAME and $RIVET_PASSWORD (prefer
+the environment: arguments are visible to other users in ps). --cacert (else
+$RIVET_CACERT) is a PEM bundle of the CAs that verify an https:// conductor.
 Exit status: 0 success, 1 error (API refusal, network), 2 usage error,
 3 the node ended in a failure state (deploy failed, clean failed, ...),
 4 a --wait or watch timed out.
@@ -61,6 +67,9 @@ Exit status: 0 success, 1 error (API refusal, network), 2 usage error,
 // env is one invocation's settings and outputs.
 type env struct {
 	url          string
+	username     string
+	password     string
+	cacert       string
 	output       string
 	pollInterval time.Duration
 	stdout       io.Writer
@@ -111,7 +120,22 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("%w: unknown command %q", ErrUsage, strings.Join(rest[:2], " "))
 	}
-	return cmd(ctx, rest[2:])
+	return e.explain(cmd(ctx, rest[2:]))
+}
+
+// explain adds a hint to errors whose cure is a flag: missing
+// credentials, an untrusted certificate.
+func (e *env) explain(err error) error {
+	var unknownCA x509.UnknownAuthorityError
+	switch {
+	case err == nil:
+		return nil
+	case client.IsUnauthorized(err) && (e.c == nil || !e.c.HasCredentials()):
+		return fmt.Errorf("%w; the conductor requires credentials: set RIVET_USERNAME and RIVET_PASSWORD (or --username and --password)", err)
+	case errors.As(err, &unknownCA):
+		return fmt.Errorf("%w; give the CA that signed the conductor's certificate with --cacert or RIVET_CACERT", err)
+	}
+	return err
 }
 
 // addCommon registers the flags every level accepts.
@@ -131,6 +155,9 @@ func (e *env) addCommon(fs *flag.FlagSet) {
 		poll = time.Second
 	}
 	fs.StringVar(&e.url, "url", def, "conductor API URL")
+	fs.StringVar(&e.username, "username", orEnv(e.username, "RIVET_USERNAME"), "user name for http_basic authentication")
+	fs.StringVar(&e.password, "password", orEnv(e.password, "RIVET_PASSWORD"), "password for http_basic authentication (prefer $RIVET_PASSWORD)")
+	fs.StringVar(&e.cacert, "cacert", orEnv(e.cacert, "RIVET_CACERT"), "PEM bundle of the CAs that verify the conductor's TLS certificate")
 	fs.StringVar(&e.output, "o", out, "output format: table or json")
 	fs.StringVar(&e.output, "output", out, "output format: table or json")
 	fs.DurationVar(&e.pollInterval, "poll-interval", poll, "how often --wait polls")
@@ -171,8 +198,37 @@ func (e *env) parseRange(name string, fs *flag.FlagSet, args []string, minPos, m
 	if e.output != "table" && e.output != "json" {
 		return nil, fmt.Errorf("%w: unknown output format %q", ErrUsage, e.output)
 	}
-	e.c = client.New(e.url, nil)
+	c, err := client.New(e.url, client.Options{Username: e.username, Password: e.password, CACertFile: e.cacert})
+	if err != nil {
+		return nil, fmt.Errorf("--cacert: %w", err)
+	}
+	e.c = c
+	if e.username != "" {
+		e.warnPlainCredentials()
+	}
 	return pos, nil
+}
+
+// orEnv is the value set on an earlier level, else the environment's.
+func orEnv(set, name string) string {
+	if set != "" {
+		return set
+	}
+	return os.Getenv(name)
+}
+
+// warnPlainCredentials warns when credentials would cross the network
+// unencrypted: an http:// URL whose host is not loopback.
+func (e *env) warnPlainCredentials() {
+	u, err := url.Parse(e.url)
+	if err != nil || u.Scheme != "http" {
+		return
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return
+	}
+	fmt.Fprintf(e.stderr, "rivet: warning: sending credentials unencrypted to %s; use an https:// URL\n", u.Host)
 }
 
 // kvFlag collects repeated k=v flags; values that parse as JSON (numbers,

@@ -1,16 +1,21 @@
 // Package client is the rivet CLI's client of the conductor's Ironic-style
 // API: nodes, ports and provision states, with Ironic's error bodies
-// turned into Go errors.
+// turned into Go errors, HTTP basic credentials (http_basic) and a CA
+// bundle to verify the conductor's TLS certificate.
 package client
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/rivetmetal/rivet/wire"
@@ -21,16 +26,74 @@ const APIVersion = "1.89"
 
 // Client talks to one conductor.
 type Client struct {
-	base string
-	hc   *http.Client
+	base               string
+	hc                 *http.Client
+	username, password string
 }
 
+// Options configure a Client; the zero value talks without credentials
+// and verifies TLS certificates against the system's CAs.
+type Options struct {
+	// Username and Password, when Username is set, are sent as HTTP
+	// basic credentials on every request.
+	Username, Password string
+	// CACertFile, when set, is a PEM bundle of the CAs that verify the
+	// conductor's certificate, instead of the system's.
+	CACertFile string
+	// HTTPClient, when set, is used as is (CACertFile is then ignored).
+	HTTPClient *http.Client
+}
+
+// maxCABundle caps a CA bundle file.
+const maxCABundle = 4 << 20
+
 // New returns a client of the conductor at baseURL.
-func New(baseURL string, hc *http.Client) *Client {
+func New(baseURL string, o Options) (*Client, error) {
+	hc := o.HTTPClient
 	if hc == nil {
 		hc = http.DefaultClient
+		if o.CACertFile != "" {
+			pool, err := loadCAs(o.CACertFile)
+			if err != nil {
+				return nil, err
+			}
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+			hc = &http.Client{Transport: tr}
+		}
 	}
-	return &Client{base: strings.TrimSuffix(baseURL, "/"), hc: hc}
+	return &Client{base: strings.TrimSuffix(baseURL, "/"), hc: hc, username: o.Username, password: o.Password}, nil
+}
+
+// loadCAs reads a PEM CA bundle.
+func loadCAs(path string) (*x509.CertPool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("CA bundle: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxCABundle+1))
+	if err != nil {
+		return nil, fmt.Errorf("CA bundle %s: %w", path, err)
+	}
+	if len(data) > maxCABundle {
+		return nil, fmt.Errorf("CA bundle %s: larger than %d bytes", path, maxCABundle)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("CA bundle %s: no PEM certificate in it", path)
+	}
+	return pool, nil
+}
+
+// HasCredentials reports whether the client sends credentials.
+func (c *Client) HasCredentials() bool { return c.username != "" }
+
+// IsUnauthorized reports whether err is the API refusing missing or
+// wrong credentials (HTTP 401).
+func IsUnauthorized(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusUnauthorized
 }
 
 // Error is an error answer of the API.
@@ -290,6 +353,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	req.Header.Set(wire.APIVersionHeader, APIVersion)
+	if c.username != "" {
+		req.SetBasicAuth(c.username, c.password)
+	}
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
