@@ -58,6 +58,7 @@ type options struct {
 	progressPoll                           time.Duration
 	pprofListen                            string
 	progressPollRate                       int
+	metricsListen                          string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -85,6 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.progressPoll, "progress-poll-interval", 5*time.Second, "read a writing agent's progress this often between heartbeats (negative disables)")
 	fs.StringVar(&o.pprofListen, "pprof-listen", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (off when empty)")
 	fs.IntVar(&o.progressPollRate, "progress-poll-rate", 50, "at most this many progress polls per second over all nodes; with more writing nodes each is polled less often")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "also serve Prometheus /metrics on this loopback address, e.g. 127.0.0.1:9608 (the API serves /metrics in any case)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -139,6 +141,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		APIURL:        o.apiURL,
 		ImageDir:      o.imageDir,
 		ImageCacheDir: o.imageCacheDir,
+		MetricsListen: o.metricsListen,
 		Drivers:       drivers,
 		Provision: provision.Config{
 			DeployKernel:         o.deployKernel,

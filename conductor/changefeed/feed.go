@@ -34,6 +34,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
 )
 
@@ -78,11 +79,39 @@ type Change struct {
 	NodeUUID string
 	Node     *store.Node
 	Port     *store.Port
+	// Moves are the provision-state changes the node went through since
+	// the subscriber last took a change of it, oldest first (a change that
+	// replaced others not yet taken keeps theirs, up to MaxMoves). Nil for
+	// another conductor's changes, which are known only by their result.
+	Moves []Move
 	// Remote is set on changes committed by another conductor sharing the
 	// store.
 	Remote bool
 	// At is when the feed published the change (this conductor's clock).
 	At time.Time
+}
+
+// Move is one provision-state change, at the node's ProvisionUpdatedAt.
+type Move struct {
+	From, To statemachine.State
+	At       time.Time
+}
+
+// MaxMoves bounds the moves one pending change keeps.
+const MaxMoves = 32
+
+// mergeChanges keeps the moves of a replaced change.
+func mergeChanges(old, new Change) Change {
+	if len(old.Moves) == 0 || new.Kind != NodeChanged && new.Kind != NodeDeleted {
+		return new
+	}
+	moves := make([]Move, 0, len(old.Moves)+len(new.Moves))
+	moves = append(append(moves, old.Moves...), new.Moves...)
+	if len(moves) > MaxMoves {
+		moves = moves[len(moves)-MaxMoves:]
+	}
+	new.Moves = moves
+	return new
 }
 
 // Key is the coalescing key of changes to one node (NodeChanged,
@@ -167,7 +196,7 @@ func New(st store.Store, cfg Config) *Feed {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	f := &Feed{inner: st, cfg: cfg, log: cfg.Logger, hub: NewHub[Change](cfg.MaxPending)}
+	f := &Feed{inner: st, cfg: cfg, log: cfg.Logger, hub: NewMergingHub(cfg.MaxPending, mergeChanges)}
 	if pc, ok := st.(PeerChannel); ok {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
@@ -301,7 +330,8 @@ func (s feedStore) CreateNode(ctx context.Context, n *store.Node) error {
 	if err := s.f.inner.CreateNode(ctx, n); err != nil {
 		return err
 	}
-	s.f.publish(Change{Kind: NodeChanged, NodeUUID: n.UUID, Node: CloneNode(n)})
+	s.f.publish(Change{Kind: NodeChanged, NodeUUID: n.UUID, Node: CloneNode(n),
+		Moves: []Move{{From: statemachine.NoState, To: n.ProvisionState, At: n.CreatedAt}}})
 	return nil
 }
 
@@ -314,6 +344,7 @@ func (s feedStore) WithNodeLock(ctx context.Context, ident string, fn func(store
 		unlock  func()
 		node    *store.Node
 		before  time.Time
+		from    statemachine.State
 		deleted bool
 	)
 	defer func() {
@@ -326,7 +357,7 @@ func (s feedStore) WithNodeLock(ctx context.Context, ident string, fn func(store
 		if unlock == nil {
 			unlock = s.f.order.lock("node/" + n.UUID)
 		}
-		before = n.UpdatedAt
+		before, from = n.UpdatedAt, n.ProvisionState
 		ft := &feedTx{Tx: tx}
 		if err := fn(ft); err != nil {
 			return err
@@ -341,7 +372,11 @@ func (s feedStore) WithNodeLock(ctx context.Context, ident string, fn func(store
 	case deleted:
 		s.f.publish(Change{Kind: NodeDeleted, NodeUUID: node.UUID, Node: CloneNode(node)})
 	case !node.UpdatedAt.Equal(before):
-		s.f.publish(Change{Kind: NodeChanged, NodeUUID: node.UUID, Node: CloneNode(node)})
+		c := Change{Kind: NodeChanged, NodeUUID: node.UUID, Node: CloneNode(node)}
+		if node.ProvisionState != from {
+			c.Moves = []Move{{From: from, To: node.ProvisionState, At: node.ProvisionUpdatedAt}}
+		}
+		s.f.publish(c)
 	}
 	return nil
 }

@@ -28,7 +28,17 @@ type Hub[T any] struct {
 	mu         sync.Mutex
 	seq        uint64
 	maxPending int
+	merge      func(old, new T) T
 	subs       map[*Subscription[T]]struct{}
+}
+
+// NewMergingHub is NewHub whose subscriptions, when a value replaces one
+// not yet taken, keep merge(old, new) instead of new. merge must not
+// modify its arguments (they are shared by every subscription).
+func NewMergingHub[T any](maxPending int, merge func(old, new T) T) *Hub[T] {
+	h := NewHub[T](maxPending)
+	h.merge = merge
+	return h
 }
 
 // NewHub returns a hub whose subscriptions hold at most maxPending keys
@@ -129,6 +139,9 @@ func (s *Subscription[T]) offer(it Item[T]) {
 		return
 	}
 	if i, ok := s.pending[it.Key]; ok {
+		if s.hub.merge != nil {
+			it.Value = s.hub.merge(s.queue[i].Value, it.Value)
+		}
 		s.queue[i] = it
 	} else if len(s.queue) >= s.max {
 		s.dropLocked()
