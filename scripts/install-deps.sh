@@ -24,8 +24,11 @@ for g in "${groups[@]}"; do
     # The conductor's second store backend, started on loopback by the tests.
     postgres) pkgs+=(postgresql) ;;
     # Headless Chromium, driven over the DevTools protocol by the dashboard's
-    # browser test, with a font so that its screenshots have legible text.
-    browser) pkgs+=(chromium fonts-dejavu-core) ;;
+    # browser test, with a font so that its screenshots have legible text;
+    # node and npm for `make dashboard` (npm ci of its pinned libraries).
+    # A nodejs that bundles npm (NodeSource's) needs no separate npm.
+    browser) pkgs+=(chromium fonts-dejavu-core nodejs)
+             command -v npm >/dev/null || pkgs+=(npm) ;;
     *) echo "install-deps: unknown group $g" >&2; exit 2 ;;
   esac
 done

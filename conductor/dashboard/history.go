@@ -201,7 +201,7 @@ func (h *FeedHistory) observeLocked(r *nodeRecord, n *store.Node, moves []change
 	}
 	if old.UUID != "" && old.PowerState != s.PowerState && s.PowerState != "" {
 		h.addLocked(r, HistoryEvent{EventType: "power", Severity: severityInfo, CreatedAt: h.now().UTC(),
-			Event: fmt.Sprintf("Power %s → %s", displayState(statemachine.State(old.PowerState)), s.PowerState)})
+			Event: fmt.Sprintf("%s → %s", displayState(statemachine.State(old.PowerState)), s.PowerState)})
 	}
 	if old.UUID != "" && old.Maintenance != s.Maintenance {
 		ev := HistoryEvent{EventType: "maintenance", Severity: severityInfo, CreatedAt: h.now().UTC(), Event: "Maintenance cleared"}

@@ -187,7 +187,7 @@
         el('td', {}, powerCell(n.power_state)),
         el('td', { text: n.driver }),
         el('td', {}, detail),
-        el('td', { class: 'when', 'data-t': n.provision_updated_at || '', title: fmt.time(n.provision_updated_at), text: fmt.ago(n.provision_updated_at) }));
+        el('td', { class: 'when', 'data-t': n.provision_updated_at || '', title: fmt.time(n.provision_updated_at), text: fmt.ago(n.provision_updated_at) || '–' }));
     }
 
     function renderCounts() {
@@ -238,7 +238,7 @@
     }
 
     setInterval(() => {
-      for (const td of tbody.querySelectorAll('td.when')) td.textContent = fmt.ago(td.dataset.t);
+      for (const td of tbody.querySelectorAll('td.when')) td.textContent = fmt.ago(td.dataset.t) || '–';
     }, 30000);
 
     stream('/dashboard/api/events', snap => {
@@ -286,7 +286,7 @@
       if (n.deploy_step) facts.push(fact('Deploy step', n.deploy_step));
       if (n.maintenance) facts.push(fact('Maintenance', n.maintenance_reason || 'yes'));
       facts.push(fact('State changed', el('span', { title: fmt.time(n.provision_updated_at), text: fmt.ago(n.provision_updated_at) || '–' })));
-      if (detail.image) facts.push(fact('Image', el('span', { class: 'mono', text: detail.image })));
+      if (detail.image) facts.push(fact('Image', el('span', { class: 'mono', text: detail.image }), 'wide'));
       const hw = [];
       if (props.cpus) hw.push(props.cpus + ' CPUs');
       if (props.cpu_arch) hw.push(props.cpu_arch);
@@ -300,6 +300,9 @@
 
     function deployLabel(d, i) {
       return d.finished_at ? 'Deploy ' + (i + 1) + ' · ' + fmt.time(d.finished_at) : 'Deploy ' + (i + 1) + ' (last recorded)';
+    }
+    function shortLabel(d, i) {
+      return '#' + (i + 1) + (d.finished_at ? ' · ' + new Date(d.finished_at).toLocaleTimeString() : '');
     }
 
     function phasesOf(d) {
@@ -332,7 +335,7 @@
         const rowsOf = deploys.map(phasesOf);
         const series = [...PHASES, 'other'];
         const data = {
-          labels: deploys.map((d, i) => deployLabel(d, i)),
+          labels: deploys.map((d, i) => shortLabel(d, i)),
           datasets: series.map(p => ({
             label: phaseLabel(p), backgroundColor: PHASE_COLOR[p], borderWidth: 0,
             data: rowsOf.map(m => p === 'other'
@@ -365,8 +368,8 @@
         el('caption', { class: 'visually-hidden', text: 'Phases of ' + deployLabel(d, chosen) }),
         el('thead', {}, el('tr', {}, el('th', { scope: 'col', text: 'Phase' }), el('th', { scope: 'col', class: 'num', text: 'Duration' }),
           el('th', { scope: 'col', class: 'num', text: 'Share of total' }))),
-        el('tbody', {}, d.phases.map(p => el('tr', {},
-          el('th', { scope: 'row', text: phaseLabel(p.name) }),
+        el('tbody', {}, d.phases.map(p => el('tr', { class: p.name.startsWith('agent_') ? 'sub' : (p.name === 'total' ? 'total' : '') },
+          el('th', { scope: 'row', text: p.name.startsWith('agent_') ? '↳ ' + phaseLabel(p.name) + ' (part of the write)' : phaseLabel(p.name) }),
           el('td', { class: 'num', text: fmt.dur(p.seconds) }),
           el('td', { class: 'num', text: total > 0 && p.name !== 'total' ? Math.round(100 * p.seconds / total) + '%' : '' }))))));
     }
