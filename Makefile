@@ -72,7 +72,9 @@ bench:
 BENCH_AGENTS ?= 1000,5000
 BENCH_HEARTBEAT_TIMEOUT ?= 30s
 BENCH_WINDOW ?= 60s
+BENCH_DASHBOARD_SUBSCRIBERS ?= 0
 .PHONY: bench-conductor
 bench-conductor: $(BIN)/rivet-conductor
 	$(GO) run ./conductor/loadtest/cmd/rivet-loadtest -conductor $(BIN)/rivet-conductor \
-		-n $(BENCH_AGENTS) -heartbeat-timeout $(BENCH_HEARTBEAT_TIMEOUT) -duration $(BENCH_WINDOW)
+		-n $(BENCH_AGENTS) -heartbeat-timeout $(BENCH_HEARTBEAT_TIMEOUT) -duration $(BENCH_WINDOW) \
+		-dashboard-subscribers $(BENCH_DASHBOARD_SUBSCRIBERS)

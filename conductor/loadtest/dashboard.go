@@ -42,7 +42,7 @@ type DashboardReport struct {
 	Latency Stats
 	// Writes is the latency of the probe writes themselves (the API call).
 	Writes Stats
-	// Snapshots counts full snapshots received after each stream's first
+	// Snapshots counts full snapshots received during the measurement
 	// (a subscriber that fell behind is sent the fleet again).
 	Snapshots int64
 	// Bytes counts the event-stream bytes received by all subscribers in
@@ -51,10 +51,31 @@ type DashboardReport struct {
 	BytesPerSec float64
 }
 
-// MeasureDashboard opens the subscribers on the conductor at base, waits
-// for each one's first snapshot, then probes for window and reports. It
-// stops everything it started before returning.
+// MeasureDashboard opens the subscribers on the conductor at base, probes
+// for window and reports, stopping everything it started.
 func MeasureDashboard(ctx context.Context, base string, cfg DashboardConfig, window time.Duration) (*DashboardReport, error) {
+	d, err := OpenDashboard(ctx, base, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Probe(ctx, window)
+}
+
+// Dashboard is a set of open event streams on a conductor.
+type Dashboard struct {
+	cfg    DashboardConfig
+	base   string
+	client *http.Client
+	subs   []*subscriber
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// OpenDashboard opens cfg.Subscribers event streams on the conductor at
+// base and returns once each has received its first snapshot, so that a
+// measurement can start in the steady state.
+func OpenDashboard(ctx context.Context, base string, cfg DashboardConfig) (*Dashboard, error) {
 	if cfg.Subscribers <= 0 {
 		cfg.Subscribers = 100
 	}
@@ -67,40 +88,50 @@ func MeasureDashboard(ctx context.Context, base string, cfg DashboardConfig, win
 	if len(cfg.Nodes) == 0 {
 		return nil, errors.New("loadtest: dashboard: no nodes to probe")
 	}
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Subscribers + 8}}
-	defer client.CloseIdleConnections()
-
-	subs := make([]*subscriber, cfg.Subscribers)
-	var wg sync.WaitGroup
+	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	d := &Dashboard{cfg: cfg, base: base, stop: stop,
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Subscribers + 8}}}
 	ready := make(chan error, cfg.Subscribers)
-	for i := range subs {
+	for range cfg.Subscribers {
 		s := &subscriber{seen: map[int]time.Time{}}
-		subs[i] = s
-		wg.Add(1)
+		d.subs = append(d.subs, s)
+		d.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			s.run(sctx, client, base+"/dashboard/api/events", ready)
+			defer d.wg.Done()
+			s.run(sctx, d.client, base+"/dashboard/api/events", ready)
 		}()
 	}
-	defer wg.Wait()
-	defer stop()
-	for range subs {
+	for range d.subs {
 		select {
 		case err := <-ready:
 			if err != nil {
+				d.Close()
 				return nil, fmt.Errorf("loadtest: dashboard: %w", err)
 			}
 		case <-ctx.Done():
+			d.Close()
 			return nil, ctx.Err()
 		}
 	}
-	for _, s := range subs {
-		s.bytes.Store(0)
-	}
+	return d, nil
+}
 
-	api := &apiClient{base: base, c: client}
+// Close ends the event streams and waits for their readers.
+func (d *Dashboard) Close() {
+	d.stop()
+	d.wg.Wait()
+	d.client.CloseIdleConnections()
+}
+
+// Probe makes a probe write every ProbeInterval for window, waits for the
+// last ones to arrive (at most ProbeTimeout), and reports what the
+// streams saw meanwhile.
+func (d *Dashboard) Probe(ctx context.Context, window time.Duration) (*DashboardReport, error) {
+	cfg, subs := d.cfg, d.subs
+	for _, s := range subs {
+		s.reset()
+	}
+	api := &apiClient{base: d.base, c: d.client}
 	var (
 		writes recorder
 		sent   []time.Time
@@ -143,10 +174,8 @@ func MeasureDashboard(ctx context.Context, base string, cfg DashboardConfig, win
 			return nil, ctx.Err()
 		}
 	}
-	stop()
-	wg.Wait()
 
-	rep := &DashboardReport{Subscribers: cfg.Subscribers, Probes: len(sent), Writes: writes.stats(elapsed)}
+	rep := &DashboardReport{Subscribers: len(subs), Probes: len(sent), Writes: writes.stats(elapsed)}
 	var lat recorder
 	for _, s := range subs {
 		s.mu.Lock()
@@ -158,7 +187,7 @@ func MeasureDashboard(ctx context.Context, base string, cfg DashboardConfig, win
 			}
 		}
 		s.mu.Unlock()
-		rep.Snapshots += s.snapshots.Load() - 1
+		rep.Snapshots += s.snapshots.Load()
 		rep.Bytes += s.bytes.Load()
 	}
 	rep.Latency = lat.stats(0)
@@ -244,6 +273,15 @@ func (s *subscriber) run(ctx context.Context, c *http.Client, url string, ready 
 			}
 		}
 	}
+}
+
+// reset starts a measurement: counts from zero, no probe seen.
+func (s *subscriber) reset() {
+	s.snapshots.Store(0)
+	s.bytes.Store(0)
+	s.mu.Lock()
+	clear(s.seen)
+	s.mu.Unlock()
 }
 
 // note records the probes an event carries.
