@@ -125,17 +125,6 @@ func (f *fleet) snapshot(uuid string) []*fleetItem {
 	return out
 }
 
-// get returns the summary of a node.
-func (f *fleet) get(uuid string) (Summary, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	it, ok := f.nodes[uuid]
-	if !ok {
-		return Summary{}, false
-	}
-	return it.Summary, true
-}
-
 func equalSummary(a, b Summary) bool {
 	pa, pb := a.Progress, b.Progress
 	a.Progress, b.Progress = nil, nil
