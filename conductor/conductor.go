@@ -221,6 +221,15 @@ func (c *Conductor) URL() string { return c.url }
 // Addr is the address the API listens on.
 func (c *Conductor) Addr() net.Addr { return c.ln.Addr() }
 
+// MetricsAddr is the address of the separate metrics listener, nil when
+// there is none.
+func (c *Conductor) MetricsAddr() net.Addr {
+	if c.metricsLn == nil {
+		return nil
+	}
+	return c.metricsLn.Addr()
+}
+
 // Run resumes interrupted work, serves until ctx ends, then shuts down:
 // in-flight requests finish, background work stops (its state is
 // persisted for the next run), and the store is closed.
@@ -253,7 +262,9 @@ func (c *Conductor) Run(ctx context.Context) error {
 		c.feed.Follow(vctx, c.nodeStates, changefeed.FollowOptions{Reload: 5 * time.Minute})
 	}()
 	if c.metricsLn != nil {
-		msrv := &http.Server{Handler: c.metrics.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", c.metrics.Handler())
+		msrv := &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
 		go msrv.Serve(c.metricsLn) //nolint:errcheck // ends with Close
 		defer msrv.Close()
 	}
