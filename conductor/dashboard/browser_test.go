@@ -165,6 +165,41 @@ func (a api) makeAvailable(name string) {
 	a.waitState(name, "available")
 }
 
+// inspect inspects a manageable node: the conductor boots it into
+// inspect wait, and the test posts the inventory as the ramdisk does
+// (POST /v1/continue_inspection, without a microversion, as IPA sends it).
+func (a api) inspect(name, mac string) {
+	a.t.Helper()
+	a.must(http.StatusAccepted, "PUT", "/v1/nodes/"+name+"/states/provision", map[string]any{"target": "inspect"})
+	a.waitState(name, "inspect wait")
+	disk := func(dev, model, serial string, size float64, rotational bool) map[string]any {
+		return map[string]any{"name": dev, "model": model, "vendor": "ATA", "size": size, "rotational": rotational, "serial": serial}
+	}
+	inv := map[string]any{
+		"cpu":           map[string]any{"model_name": "AMD EPYC 9354P 32-Core Processor", "count": 64, "architecture": "x86_64"},
+		"memory":        map[string]any{"total": 270000000000.0, "physical_mb": 262144},
+		"system_vendor": map[string]any{"manufacturer": "Supermicro", "product_name": "AS-1115CS-TNR", "serial_number": "S123456X"},
+		"boot":          map[string]any{"current_boot_mode": "uefi"},
+		"bmc_address":   "10.10.3.17",
+		"disks": []any{disk("/dev/nvme0n1", "SAMSUNG MZQL21T9HCJR", "S64GNE0R101234", 1.92e12, false),
+			disk("/dev/sda", "ST8000NM017B", "ZA1B2C3D", 8e12, true)},
+		"interfaces": []any{
+			map[string]any{"name": "enp65s0f0", "mac_address": mac, "ipv4_address": "10.20.3.17", "speed_mbps": 25000},
+			map[string]any{"name": "enp65s0f1", "mac_address": "52:54:00:bb:00:01", "speed_mbps": 25000},
+		},
+	}
+	b, _ := json.Marshal(map[string]any{"inventory": inv, "root_disk": inv["disks"].([]any)[0]})
+	resp, err := http.Post(a.base+"/v1/continue_inspection", "application/json", bytes.NewReader(b))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		a.t.Fatalf("continue_inspection: %d", resp.StatusCode)
+	}
+	a.waitState(name, "manageable")
+}
+
 func (a api) deploy(name string, image []byte) {
 	a.t.Helper()
 	sum := sha256.Sum256(image)
@@ -371,7 +406,11 @@ func TestDashboardInChromium(t *testing.T) {
 	waitJS("n2 in maintenance", fmt.Sprintf(`!!document.querySelector('tr[data-uuid="%s"] .maint')`, n2))
 
 	// A deploy: its progress bar moves, then the node goes active.
-	a.makeAvailable("n1-rack3")
+	a.must(http.StatusAccepted, "PUT", "/v1/nodes/n1-rack3/states/provision", map[string]any{"target": "manage"})
+	a.waitState("n1-rack3", "manageable")
+	a.inspect("n1-rack3", "52:54:00:aa:00:01")
+	a.must(http.StatusAccepted, "PUT", "/v1/nodes/n1-rack3/states/provision", map[string]any{"target": "provide"})
+	a.waitState("n1-rack3", "available")
 	a.makeAvailable("n3-rack4")
 	a.deploy("n1-rack3", image)
 	bar := fmt.Sprintf(`document.querySelector('tr[data-uuid="%s"] [role=progressbar]')`, n1)
@@ -445,6 +484,9 @@ func TestDashboardInChromium(t *testing.T) {
 		if !strings.Contains(history, want) {
 			t.Errorf("history lacks %q:\n%s", want, history)
 		}
+	}
+	if inv := evalString(`document.getElementById('inventory').innerText`); !strings.Contains(inv, "AMD EPYC") || !strings.Contains(inv, "/dev/nvme0n1") {
+		t.Errorf("inventory: %q", inv)
 	}
 	ports := evalString(`document.getElementById('ports').innerText`)
 	if !strings.Contains(ports, "52:54:00:aa:00:01") {

@@ -292,7 +292,7 @@
       if (props.cpu_arch) hw.push(props.cpu_arch);
       if (props.memory_mb) hw.push(fmt.bytes(props.memory_mb * 1048576) + ' RAM');
       if (props.local_gb) hw.push(props.local_gb + ' GiB disk');
-      if (hw.length) facts.push(fact('Properties', hw.join(' · ')));
+      if (hw.length) facts.push(fact('Properties', hw.join(' · '), 'wide'));
       if (n.progress) facts.push(fact('Image write', progressBar(n), 'full'));
       if (n.last_error) facts.push(fact('Last error', el('span', { class: 'lasterr', text: n.last_error }), 'full'));
       document.getElementById('summary').replaceChildren(...facts);
