@@ -3,24 +3,32 @@ SHELL := /bin/bash
 GO ?= go
 BUILD := build
 BIN := $(BUILD)/bin
+DASHBOARD_WEB := conductor/dashboard/web
+DASHBOARD_ASSETS := $(DASHBOARD_WEB)/static/vendor/chart.umd.js
 GOFILES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 export CGO_ENABLED := 0
 export GOAMD64 := v1
 
-.PHONY: all deps build kernel initramfs testimage demo test test-unit lint bench clean
+.PHONY: all deps build kernel initramfs testimage demo test test-unit lint bench clean dashboard
 
 all: build
 
 ## deps: install the Debian packages the VM, the demo and the tests need
 deps:
-	scripts/install-deps.sh vm test ironic postgres netboot
+	scripts/install-deps.sh vm test ironic postgres netboot browser
 
 ## build: the three programs into build/bin
 build: $(BIN)/rivet-agent $(BIN)/rivet-conductor $(BIN)/rivet
 
-$(BIN)/%: $(GOFILES)
+$(BIN)/%: $(GOFILES) $(DASHBOARD_ASSETS)
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -o $@ ./cmd/$*
+
+## dashboard: the dashboard's pinned browser libraries (npm ci in its web/ dir) copied into its embedded assets
+dashboard: $(DASHBOARD_ASSETS)
+$(DASHBOARD_ASSETS): $(DASHBOARD_WEB)/package.json $(DASHBOARD_WEB)/package-lock.json
+	cd $(DASHBOARD_WEB) && npm ci --ignore-scripts --no-audit --no-fund
+	cp $(DASHBOARD_WEB)/node_modules/chart.js/dist/chart.umd.min.js $@
 
 ## kernel: the Debian cloud kernel and its virtio modules (build/kernel)
 kernel: $(BUILD)/kernel/vmlinuz
@@ -64,7 +72,9 @@ bench:
 BENCH_AGENTS ?= 1000,5000
 BENCH_HEARTBEAT_TIMEOUT ?= 30s
 BENCH_WINDOW ?= 60s
+BENCH_DASHBOARD_SUBSCRIBERS ?= 0
 .PHONY: bench-conductor
 bench-conductor: $(BIN)/rivet-conductor
 	$(GO) run ./conductor/loadtest/cmd/rivet-loadtest -conductor $(BIN)/rivet-conductor \
-		-n $(BENCH_AGENTS) -heartbeat-timeout $(BENCH_HEARTBEAT_TIMEOUT) -duration $(BENCH_WINDOW)
+		-n $(BENCH_AGENTS) -heartbeat-timeout $(BENCH_HEARTBEAT_TIMEOUT) -duration $(BENCH_WINDOW) \
+		-dashboard-subscribers $(BENCH_DASHBOARD_SUBSCRIBERS)

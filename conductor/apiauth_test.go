@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -596,5 +597,67 @@ func TestGophercloudHTTPBasicOverTLS(t *testing.T) {
 
 	if err := nodes.Delete(ctx, admin, node.UUID).ExtractErr(); err != nil {
 		t.Fatalf("delete: %v", err)
+	}
+}
+
+// TestDashboardUsesAPIUsers: behind http_basic the dashboard is not open:
+// its pages send a browser to its login form, the API's users log in
+// there (a wrong password is refused), and /metrics needs a user.
+func TestDashboardUsesAPIUsers(t *testing.T) {
+	s := newSecureSetup(t)
+	h := newHarness(t, fakeagent.Config{})
+	cfg := h.config()
+	s.apply(&cfg)
+	h.start(cfg)
+	base := h.baseURL()
+	hc := s.httpClient()
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+	if a := send(t, hc, "GET", base+"/dashboard/", nil, "", ""); a.status != http.StatusSeeOther ||
+		!strings.HasPrefix(a.header.Get("Location"), "/dashboard/login") {
+		t.Fatalf("GET /dashboard/ without a session: %d, Location %q; want a redirect to the login form", a.status, a.header.Get("Location"))
+	}
+	if a := send(t, hc, "GET", base+"/dashboard/api/events", nil, "", ""); a.status != http.StatusUnauthorized {
+		t.Errorf("event stream without a session: %d, want 401", a.status)
+	}
+	if a := send(t, hc, "GET", base+"/metrics", nil, "", ""); a.status != http.StatusUnauthorized {
+		t.Errorf("/metrics without credentials: %d, want 401", a.status)
+	}
+	if a := send(t, hc, "GET", base+"/metrics", nil, readerUser, readerPass); a.status != http.StatusOK ||
+		!bytes.Contains(a.body, []byte("rivet_conductor_http_request_duration_seconds")) {
+		t.Errorf("/metrics as a reader: %d", a.status)
+	}
+
+	login := func(user, pass string) *http.Response {
+		t.Helper()
+		form := url.Values{"username": {user}, "password": {pass}, "next": {"/dashboard/"}}
+		resp, err := hc.PostForm(base+"/dashboard/login", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := login(adminUser, "wrong"); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("login with a wrong password: %d, want 401", resp.StatusCode)
+	}
+	resp := login(readerUser, readerPass)
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) == 0 {
+		t.Fatalf("login as %s: %d, cookies %v", readerUser, resp.StatusCode, resp.Cookies())
+	}
+	req, err := http.NewRequest("GET", base+"/dashboard/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range resp.Cookies() {
+		req.AddCookie(c)
+	}
+	page, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page.Body.Close()
+	if page.StatusCode != http.StatusOK {
+		t.Errorf("GET /dashboard/ with the session: %d", page.StatusCode)
 	}
 }

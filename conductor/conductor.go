@@ -14,14 +14,18 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/api"
 	"github.com/rivetmetal/rivet/conductor/auth"
 	"github.com/rivetmetal/rivet/conductor/boot"
+	"github.com/rivetmetal/rivet/conductor/changefeed"
 	"github.com/rivetmetal/rivet/conductor/cluster"
+	"github.com/rivetmetal/rivet/conductor/dashboard"
 	"github.com/rivetmetal/rivet/conductor/images"
+	"github.com/rivetmetal/rivet/conductor/metrics"
 	"github.com/rivetmetal/rivet/conductor/netboot"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision"
@@ -77,6 +81,14 @@ type Config struct {
 	// boot) on its Interface; its Nodes is the store, its HTTPURL defaults
 	// to the API URL and its Logger to Logger.
 	NetBoot *netboot.Config
+	// MetricsListen, when set, also serves /metrics (and nothing else) on
+	// this address, which must be a loopback one: it has neither TLS nor
+	// authentication. The API listener always serves /metrics.
+	MetricsListen string
+	// DashboardAuth checks the dashboard's logins; nil means the API's
+	// own users with http_basic, and no login with noauth (the dashboard
+	// is then as open as the API).
+	DashboardAuth dashboard.Authenticator
 	// ShutdownTimeout bounds the wait for in-flight requests on shutdown
 	// (default 10 s).
 	ShutdownTimeout time.Duration
@@ -101,6 +113,13 @@ type Conductor struct {
 	srv    *http.Server
 	boot   *netboot.Service
 	bootLn *netboot.Listeners
+
+	feed       *changefeed.Feed
+	metrics    *metrics.Metrics
+	nodeStates *metrics.NodeStates
+	dash       *dashboard.Dashboard
+	metricsLn  net.Listener
+	views      sync.WaitGroup
 }
 
 // New opens the store and the listener and builds the engine and the API.
@@ -131,6 +150,9 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	c.st = st
+	// Everything but the cluster registry writes through the change feed.
+	c.feed = changefeed.New(st, changefeed.Config{Logger: log})
+	fed := c.feed.Store()
 	c.ln = cfg.Listener
 	if c.ln == nil {
 		if c.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -190,7 +212,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 			return nil, err
 		}
 	}
-	bootHandler, err := boot.New(boot.Config{Nodes: st, APIURL: c.url,
+	bootHandler, err := boot.New(boot.Config{Nodes: fed, APIURL: c.url,
 		DeployKernel: pc.DeployKernel, DeployRamdisk: pc.DeployRamdisk, Firmware: firmware, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
@@ -198,7 +220,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 	ac := cfg.Agent
 	ac.Logger = log
 	c.agents = agentclient.New(ac)
-	if c.engine, err = provision.New(st, cfg.Drivers, c.agents, pc); err != nil {
+	if c.engine, err = provision.New(fed, cfg.Drivers, c.agents, pc); err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	var imgs http.Handler
@@ -208,10 +230,33 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		}
 		imgs = c.images
 	}
-	handler := api.New(api.Config{Store: st, Provisioner: c.engine, Conductor: host, Images: imgs,
+	handler := api.New(api.Config{Store: fed, Provisioner: c.engine, Conductor: host, Images: imgs,
 		AgentImages: agentImages, Boot: bootHandler, Logger: log})
+	dashAuth := cfg.DashboardAuth
+	if dashAuth == nil && c.guard.Strategy() == auth.HTTPBasic {
+		// The dashboard logs browsers in with the API's users and roles.
+		dashAuth = c.guard
+	}
+	if c.dash, err = dashboard.New(dashboard.Config{Store: fed, Feed: c.feed, Auth: dashAuth,
+		Conductor: host, Logger: log}); err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	c.metrics = metrics.New()
+	c.nodeStates = metrics.NewNodeStates(fed)
+	c.metrics.Registry().MustRegister(c.nodeStates)
+	c.metrics.GaugeFunc("dashboard_clients", "Open dashboard event streams.", func() float64 { return float64(c.dash.Clients()) })
+	c.metrics.GaugeFunc("changefeed_subscribers", "Open change-feed subscriptions.", func() float64 { return float64(c.feed.Subscribers()) })
+	if cfg.MetricsListen != "" {
+		if c.metricsLn, err = listenLoopback(cfg.MetricsListen); err != nil {
+			return nil, fmt.Errorf("conductor: metrics: %w", err)
+		}
+	}
+	top := http.NewServeMux()
+	top.Handle("/dashboard/", c.dash)
+	top.Handle("GET /metrics", c.metrics.Handler())
+	top.Handle("/", handler)
 	c.srv = &http.Server{
-		Handler:           c.guard.Wrap(accessLog(log, handler)),
+		Handler:           c.guard.Wrap(accessLog(log, c.metrics.Middleware(top))),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -248,6 +293,15 @@ func (c *Conductor) URL() string { return c.url }
 // Addr is the address the API listens on.
 func (c *Conductor) Addr() net.Addr { return c.ln.Addr() }
 
+// MetricsAddr is the address of the separate metrics listener, nil when
+// there is none.
+func (c *Conductor) MetricsAddr() net.Addr {
+	if c.metricsLn == nil {
+		return nil
+	}
+	return c.metricsLn.Addr()
+}
+
 // Run resumes interrupted work, serves until ctx ends, then shuts down:
 // in-flight requests finish, background work stops (its state is
 // persisted for the next run), and the store is closed.
@@ -262,6 +316,29 @@ func (c *Conductor) Run(ctx context.Context) error {
 	}
 	if err := c.engine.Start(ctx); err != nil {
 		return fmt.Errorf("conductor: %w", err)
+	}
+	vctx, stopViews := context.WithCancel(ctx)
+	defer func() {
+		stopViews()
+		c.views.Wait()
+		c.feed.Close()
+	}()
+	c.feed.Start(vctx)
+	c.views.Add(2)
+	go func() {
+		defer c.views.Done()
+		c.dash.Run(vctx)
+	}()
+	go func() {
+		defer c.views.Done()
+		c.feed.Follow(vctx, c.nodeStates, changefeed.FollowOptions{Reload: 5 * time.Minute})
+	}()
+	if c.metricsLn != nil {
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", c.metrics.Handler())
+		msrv := &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+		go msrv.Serve(c.metricsLn) //nolint:errcheck // ends with Close
+		defer msrv.Close()
 	}
 	errc := make(chan error, 2)
 	go func() {
@@ -290,7 +367,7 @@ func (c *Conductor) Run(ctx context.Context) error {
 	for i, d := range c.cfg.Drivers {
 		drivers[i] = d.Name()
 	}
-	c.log.Info("conductor serving", "listen", c.ln.Addr().String(), "api_url", c.url,
+	c.log.Info("conductor serving", "listen", c.ln.Addr().String(), "api_url", c.url, "dashboard", c.url+"/dashboard/",
 		"db", backend.Describe(c.cfg.DBPath), "drivers", drivers, "image_dir", c.cfg.ImageDir,
 		"auth_strategy", string(c.guard.Strategy()), "tls", c.cert != nil)
 
@@ -299,6 +376,8 @@ func (c *Conductor) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
+	// Event streams end first, so that the shutdown need not wait for them.
+	stopViews()
 	sctx, cancel := context.WithTimeout(context.Background(), c.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := c.srv.Shutdown(sctx); err != nil {
@@ -359,6 +438,9 @@ func (c *Conductor) close() {
 	if c.ln != nil {
 		c.ln.Close()
 	}
+	if c.metricsLn != nil {
+		c.metricsLn.Close()
+	}
 	if c.images != nil {
 		c.images.Close()
 	}
@@ -381,6 +463,18 @@ func (c *Conductor) leaveCluster() {
 	if err := c.member.Close(); err != nil {
 		c.log.Warn("leaving the conductor cluster failed; peers take over when the leases expire", "error", err)
 	}
+}
+
+// listenLoopback listens on addr, which must name a loopback address.
+func listenLoopback(addr string) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("listen %s: not a loopback address (this listener has no TLS or authentication; scrape the API's /metrics instead)", addr)
+	}
+	return net.Listen("tcp", addr)
 }
 
 // urlOf is the URL of a listen address, 127.0.0.1 standing for a

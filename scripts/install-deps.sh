@@ -4,7 +4,7 @@
 # refreshed only when something is missing. Package scripts are kept from
 # starting services (there is no init system here; tests start what they need).
 #
-# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test, ironic, postgres, netboot
+# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test, ironic, postgres, netboot, browser
 set -euo pipefail
 
 groups=("$@")
@@ -29,6 +29,12 @@ for g in "${groups[@]}"; do
     # real DHCP/TFTP clients the boot services are tested with, iproute2
     # for the tests' network namespaces.
     netboot) pkgs+=(ipxe openipmi ipmitool udhcpc tftp-hpa iproute2) ;;
+    # Headless Chromium, driven over the DevTools protocol by the dashboard's
+    # browser test, with a font so that its screenshots have legible text;
+    # node and npm for `make dashboard` (npm ci of its pinned libraries).
+    # A nodejs that bundles npm (NodeSource's) needs no separate npm.
+    browser) pkgs+=(chromium fonts-dejavu-core nodejs)
+             command -v npm >/dev/null || pkgs+=(npm) ;;
     *) echo "install-deps: unknown group $g" >&2; exit 2 ;;
   esac
 done

@@ -66,6 +66,7 @@ type options struct {
 	authStrategy, userFile, rolesFile      string
 	insecureAllowNoAuth, requireAgentTLS   bool
 	tlsCertFile, tlsKeyFile                string
+	metricsListen                          string
 }
 
 // netbootFlags are the network boot services' settings.
@@ -117,6 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.tlsCertFile, "tls-cert-file", "", "serve the API over HTTPS with this PEM certificate (chain); re-read on SIGHUP")
 	fs.StringVar(&o.tlsKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file; re-read on SIGHUP")
 	fs.BoolVar(&o.requireAgentTLS, "require-agent-tls", false, "refuse agent heartbeats whose callback URL is not https:// (Ironic's [agent]require_tls)")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "also serve Prometheus /metrics on this loopback address, e.g. 127.0.0.1:9608 (the API serves /metrics in any case)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -179,6 +181,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		APIURL:        o.apiURL,
 		ImageDir:      o.imageDir,
 		ImageCacheDir: o.imageCacheDir,
+		MetricsListen: o.metricsListen,
 		Drivers:       drivers,
 		Auth: auth.Config{
 			Strategy:            auth.Strategy(o.authStrategy),

@@ -151,7 +151,7 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if Public(r.Method, r.URL.Path) {
+		if Public(r.Method, r.URL.Path) || under(path.Clean(r.URL.Path), DashboardPath) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -187,6 +187,29 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 		r2.Header.Del("Authorization")
 		next.ServeHTTP(w, r2)
 	})
+}
+
+// DashboardPath is the tree the dashboard serves; the guard leaves it to
+// the dashboard's own login (a session cookie), which checks the same
+// users through Authenticate.
+const DashboardPath = "/dashboard"
+
+// Authenticate checks a user name and password against the user file, for
+// logins that do not come as basic credentials (the dashboard's form). It
+// returns the user's role; ok is false for bad credentials, and always
+// with NoAuth (there are no users).
+func (g *Guard) Authenticate(user, password string) (role string, ok bool) {
+	if g.verifier == nil {
+		return "", false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id, err := g.verifier.Verify(ctx, user, password)
+	if err != nil {
+		g.log.Warn("dashboard login failed", "user", user)
+		return "", false
+	}
+	return string(id.Role), true
 }
 
 // basicCredentials parses an Authorization header; a non-zero status

@@ -59,6 +59,10 @@ type Config struct {
 	// Dir holds the conductor's database and logs (default a new
 	// temporary directory, removed afterwards).
 	Dir string
+	// DashboardSubscribers, when positive, keeps this many dashboard event
+	// streams open through the measured window and times probe writes
+	// until they reach them (Report.Dashboard; see MeasureDashboard).
+	DashboardSubscribers int
 	// Logger receives progress messages (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -115,6 +119,8 @@ type Report struct {
 	ConductorRSS int64
 	// Stuck counts nodes that left wait call-back / deploying (failed).
 	Stuck int
+	// Dashboard is the dashboard measurement (DashboardSubscribers > 0).
+	Dashboard *DashboardReport
 }
 
 // Stats summarises requests of one kind.
@@ -299,6 +305,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	measuring.phase = phaseSettled
 	measuring.Unlock()
 	log.Info("boot storm over: every agent writes its image", "took", bootTook.Round(time.Second))
+	var dash *Dashboard
+	if cfg.DashboardSubscribers > 0 {
+		probe := make([]string, min(cfg.Agents, maxProbeNodes))
+		for i := range probe {
+			probe[i] = fmt.Sprintf("load-%05d", i)
+		}
+		if dash, err = OpenDashboard(ctx, cond.url, DashboardConfig{Subscribers: cfg.DashboardSubscribers, Nodes: probe}); err != nil {
+			return nil, err
+		}
+		defer dash.Close()
+		log.Info("dashboard streams open", "subscribers", cfg.DashboardSubscribers)
+	}
 	log.Info("measuring", "window", cfg.Duration)
 
 	cpu0, err := cond.cpuTime()
@@ -314,7 +332,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	measuring.phase = phaseMeasuring
 	measuring.Unlock()
 	t0 := time.Now()
-	if !sleep(ctx, cfg.Duration) {
+	var dashRep *DashboardReport
+	if dash != nil {
+		if dashRep, err = dash.Probe(ctx, cfg.Duration); err != nil {
+			return nil, err
+		}
+	} else if !sleep(ctx, cfg.Duration) {
 		return nil, ctx.Err()
 	}
 	measuring.Lock()
@@ -333,6 +356,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Lookups: lookups.stats(0), Heartbeats: heartbeats.stats(window),
 		BootHeartbeats: bootBeats.stats(bootTook), BootStorm: bootTook,
 		Polls: agents.polls.Load() - polls0, Posts: agents.posts.Load() - posts0,
+		Dashboard:    dashRep,
 		ConductorCPU: (cpu1 - cpu0).Seconds() / window.Seconds(),
 		MachineCPU:   m1.busyFraction(m0), Cores: m1.cores}
 	rep.Load1, _ = loadavg()

@@ -40,6 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sizes := fs.String("n", "1000,5000", "comma-separated numbers of simulated agents, one run each")
 	hbTimeout := fs.Duration("heartbeat-timeout", 30*time.Second, "ramdisk heartbeat timeout; agents beat every 0.3–0.6 × this")
 	window := fs.Duration("duration", 60*time.Second, "measured window of each run")
+	dashSubs := fs.Int("dashboard-subscribers", 0, "keep this many dashboard event streams open through the window and time probe writes until they arrive (0: none)")
 	var extra []string
 	fs.Func("conductor-arg", "an extra flag for the conductor, e.g. -conductor-arg=--pprof-listen=127.0.0.1:6060 (repeatable)", func(s string) error {
 		extra = append(extra, s)
@@ -60,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var reports []*loadtest.Report
 	for _, n := range ns {
 		rep, err := loadtest.Run(ctx, loadtest.Config{Conductor: *bin, ConductorArgs: extra, Agents: n,
-			HeartbeatTimeout: *hbTimeout, Duration: *window, Logger: log})
+			HeartbeatTimeout: *hbTimeout, Duration: *window, DashboardSubscribers: *dashSubs, Logger: log})
 		if err != nil {
 			return fmt.Errorf("%d agents: %w", n, err)
 		}
@@ -88,6 +89,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "| %d | %.1f s | %d | %s | %s | %s | %d | %s | %s |\n",
 			r.Agents, r.BootStorm.Seconds(), r.BootHeartbeats.Count, ms(r.BootHeartbeats.P50), ms(r.BootHeartbeats.P99),
 			ms(r.BootHeartbeats.Max), r.BootHeartbeats.Errors, ms(r.Lookups.P50), ms(r.Lookups.P99))
+	}
+	if *dashSubs > 0 {
+		fmt.Fprintf(stdout, "\nDashboard (%d event streams open through the window; a probe write every second, timed until every stream has it)\n\n", *dashSubs)
+		fmt.Fprintln(stdout, "| agents | streams | probes | update p50 | update p99 | update max | missed | re-snapshots | stream bytes/s | probe write p50 |")
+		fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		for _, r := range reports {
+			d := r.Dashboard
+			fmt.Fprintf(stdout, "| %d | %d | %d | %s | %s | %s | %d | %d | %.0f | %s |\n", r.Agents, d.Subscribers, d.Probes,
+				ms(d.Latency.P50), ms(d.Latency.P99), ms(d.Latency.Max), d.Latency.Errors, d.Snapshots, d.BytesPerSec, ms(d.Writes.P50))
+		}
 	}
 	return nil
 }
