@@ -7,7 +7,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/rivetmetal/rivet/hardware/gpt"
+	"github.com/rivetmetal/rivet/hardware/ondisk"
 	"github.com/rivetmetal/rivet/internal/loopdev"
 	"github.com/rivetmetal/rivet/wire"
 )
@@ -100,7 +100,7 @@ func TestCleanStepsLikeIronic(t *testing.T) {
 	}
 	for _, l := range []*loopdev.Device{a, b} {
 		f, _ := os.Open(l.Path)
-		_, err := gpt.Read(f, 64<<20, 512)
+		_, err := ondisk.ReadGPT(f, 64<<20, 512)
 		head := make([]byte, 1<<20)
 		f.ReadAt(head, 0)
 		f.Close()

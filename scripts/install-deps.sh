@@ -17,7 +17,7 @@ for g in "${groups[@]}"; do
     vm) pkgs+=(qemu-system-x86 qemu-utils ovmf grub-efi-amd64-bin grub-common kmod
                e2fsprogs dosfstools util-linux zstd xz-utils ca-certificates curl python3) ;;
     # Real peers the test suite talks to.
-    test) pkgs+=(python3-ironicclient fuseiso) ;;
+    test) pkgs+=(python3-ironicclient fuseiso xfsprogs btrfs-progs genisoimage) ;;
     # The real Ironic (API + conductor) that drives rivet-agent in the
     # compatibility tests.
     ironic) pkgs+=(ironic-api ironic-conductor python3-ironicclient) ;;
