@@ -212,6 +212,9 @@ func TestEraseProgressPerDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := a.selectManagers(t.Context()); err != nil { // as Run does
+		t.Fatal(err)
+	}
 	a.nodes.setNode(cleanNode(map[string]any{"agent_erase_devices_iterations": float64(1), "disk_erasure_concurrency": float64(2)}))
 	job := &Job{}
 	res, err := a.eraseDevicesStep(t.Context(), job)

@@ -16,10 +16,11 @@ import (
 	"github.com/rivetmetal/rivet/wire"
 )
 
-// collectInventory reads the hardware inventory and logs how long it took.
+// collectInventory reads the hardware inventory, as the hardware managers
+// contribute it, and logs how long it took.
 func (a *Agent) collectInventory(ctx context.Context) (*wire.Inventory, error) {
 	start := time.Now()
-	inv, err := inventory.Collect(ctx, inventory.Options{Root: a.cfg.SysRoot, BlockDevices: a.cfg.BlockDevices, BootIF: a.bootIF(), Logger: a.log})
+	inv, err := a.managers.Inventory(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +57,7 @@ func (a *Agent) inspect(ctx context.Context, client *http.Client, inv *wire.Inve
 	}
 	data := wire.InspectionData{Inventory: invJSON, BootInterface: inv.Boot.PXEInterface,
 		Configuration: wire.InspectionConfiguration{Collectors: a.cfg.InspectionCollectors,
-			Managers: []wire.InspectionManager{{Name: hardwareManagerName, Version: hardwareManagerVersion}}}}
+			Managers: a.managers.Inspection()}}
 	data.RootDisk = a.guessRootDisk()
 	for _, c := range a.cfg.InspectionCollectors {
 		if c == "logs" {

@@ -12,5 +12,7 @@
 //
 // Subpackages: inventory (IPA's inventory, with ghw), erase (disk erasure),
 // ondisk (the on-disk format readers: partition tables, filesystem
-// signatures, disk identifiers), efivar (UEFI variables through efivarfs).
+// signatures, disk identifiers), efivar (UEFI variables through efivarfs),
+// manager (the hardware-manager seam: support levels, steps, per-disk
+// erase and inventory dispatch).
 package hardware
