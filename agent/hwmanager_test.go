@@ -302,3 +302,23 @@ func TestManagersNeverSeeProtectedDisks(t *testing.T) {
 		t.Fatalf("the manager was handed %v", g.handed)
 	}
 }
+
+// TestGenericStepsHaveFunctions checks that every step the generic
+// manager lists finds its function through the name map.
+func TestGenericStepsHaveFunctions(t *testing.T) {
+	g := genericManager{&Agent{}}
+	for _, kind := range []manager.Kind{manager.Deploy, manager.Clean, manager.Service} {
+		steps, err := g.Steps(t.Context(), kind, manager.NodeInfo{})
+		if err != nil || len(steps) == 0 {
+			t.Fatalf("%s: %v %v", kind, steps, err)
+		}
+		for _, st := range steps {
+			if st.Prepare == nil {
+				t.Errorf("%s step %s has no function", kind, st.Name)
+			}
+		}
+	}
+	if len(g.stepFuncs()) != 6 {
+		t.Errorf("step functions %d, want one per generic step name", len(g.stepFuncs()))
+	}
+}
