@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/hardware"
+	"github.com/rivetmetal/rivet/hardware/manager"
 	"github.com/rivetmetal/rivet/heartbeat"
 	"github.com/rivetmetal/rivet/lookup"
 	"github.com/rivetmetal/rivet/wire"
@@ -42,6 +43,10 @@ type Options struct {
 	// LogBuffer holds the agent's recent log lines for
 	// log.collect_system_logs; the caller tees the logger's output into it.
 	LogBuffer *LogBuffer
+	// Managers are hardware managers (vendor or site ones) consulted
+	// with the generic manager, by their support level; none: the generic
+	// manager alone (docs/hardware-managers.md).
+	Managers []manager.Manager
 }
 
 // stopReason says why the API was stopped while the agent stays up.
@@ -64,6 +69,9 @@ type Agent struct {
 	nodes  nodeCache
 	images imageState
 	tokens tokenGate
+
+	extraManagers []manager.Manager
+	managers      *manager.Set // selected at the start of Run
 
 	mu         sync.Mutex
 	addr       net.Addr
@@ -101,7 +109,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		cfg.SysRoot = "/"
 	}
 	a := &Agent{cfg: cfg, log: opts.Logger, power: opts.Power, network: opts.Network, logs: opts.LogBuffer,
-		ready: make(chan struct{}), stopCh: make(chan struct{})}
+		extraManagers: opts.Managers, ready: make(chan struct{}), stopCh: make(chan struct{})}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -155,6 +163,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.ensureEFIVars()
+	if err := a.selectManagers(ctx); err != nil {
+		return err
+	}
 	client, err := a.ironicClient()
 	if err != nil {
 		return err

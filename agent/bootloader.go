@@ -12,6 +12,7 @@ import (
 
 	"github.com/rivetmetal/rivet/agent/bootloader"
 	"github.com/rivetmetal/rivet/hardware/efivar"
+	"github.com/rivetmetal/rivet/hardware/manager"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -77,26 +78,23 @@ func (e imageExt) installBootloader(raw json.RawMessage) (RunFunc, error) {
 	}, nil
 }
 
-// cleanUEFINVRAMStep is the clean_uefi_nvram step's description.
-func cleanUEFINVRAMStep(priority int) wire.Step {
-	st := stepOf("clean_uefi_nvram", "deploy", priority, true)
-	st.ArgsInfo = map[string]any{"match_patterns": map[string]any{
+// uefiNVRAMStep is the clean_uefi_nvram step's description.
+var uefiNVRAMStep = manager.Step{Name: "clean_uefi_nvram", Interface: "deploy", Priority: 0, Abortable: true,
+	ArgsInfo: map[string]any{"match_patterns": map[string]any{
 		"description": "A list of regular expressions; UEFI boot entries whose device path matches any of them are removed.",
 		"required":    false,
-	}}
-	return st
-}
+	}}}
 
 // defaultNVRAMPatterns are IPA's defaults for clean_uefi_nvram.
 var defaultNVRAMPatterns = []string{`^HD\(`, `shim.*\.efi`, `grub.*\.efi`}
 
 // cleanUEFINVRAMStep removes UEFI boot entries whose device path matches
 // one of the patterns (case-insensitive).
-func (a *Agent) cleanUEFINVRAMStep(args map[string]any) (RunFunc, error) {
+func (a *Agent) cleanUEFINVRAMStep(call manager.StepCall) (manager.StepFunc, error) {
 	var p struct {
 		MatchPatterns []string `json:"match_patterns"`
 	}
-	if err := decodeArgs("clean_uefi_nvram", args, &p); err != nil {
+	if err := decodeArgs("clean_uefi_nvram", call.Args, &p); err != nil {
 		return nil, err
 	}
 	if len(p.MatchPatterns) == 0 {
@@ -110,7 +108,7 @@ func (a *Agent) cleanUEFINVRAMStep(args map[string]any) (RunFunc, error) {
 		}
 		res = append(res, re)
 	}
-	return func(ctx context.Context, _ *Job) (any, error) {
+	return func(ctx context.Context, _ manager.Progress) (any, error) {
 		s := a.efiStore()
 		if !s.Available() {
 			return nil, newError("CommandExecutionError", http.StatusInternalServerError, "Command execution failed", nil,

@@ -7,7 +7,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/rivetmetal/rivet/hardware/gpt"
+	"github.com/rivetmetal/rivet/hardware/ondisk"
 	"github.com/rivetmetal/rivet/internal/loopdev"
 	"github.com/rivetmetal/rivet/wire"
 )
@@ -100,7 +100,7 @@ func TestCleanStepsLikeIronic(t *testing.T) {
 	}
 	for _, l := range []*loopdev.Device{a, b} {
 		f, _ := os.Open(l.Path)
-		_, err := gpt.Read(f, 64<<20, 512)
+		_, err := ondisk.ReadGPT(f, 64<<20, 512)
 		head := make([]byte, 1<<20)
 		f.ReadAt(head, 0)
 		f.Close()
@@ -210,6 +210,9 @@ func TestEraseProgressPerDisk(t *testing.T) {
 	cfg := standaloneConfig(a1.Path, a2.Path)
 	a, err := New(cfg, Options{Logger: testLogger(t), Power: &fakePower{}})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.selectManagers(t.Context()); err != nil { // as Run does
 		t.Fatal(err)
 	}
 	a.nodes.setNode(cleanNode(map[string]any{"agent_erase_devices_iterations": float64(1), "disk_erasure_concurrency": float64(2)}))

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 
+	"github.com/rivetmetal/rivet/hardware/manager"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -11,27 +12,13 @@ type deploy struct{ a *Agent }
 
 func (deploy) Name() string { return "deploy" }
 
-func (d deploy) Commands() []Command {
-	s := stepSet{a: d.a, kind: kindDeploy, steps: d.steps}
-	return []Command{s.getCommand(), s.executeCommand()}
-}
+func (d deploy) Commands() []Command { return stepSet{a: d.a, kind: manager.Deploy}.commands() }
 
-// steps are IPA's generic deploy steps this agent implements, priority 0:
-// they run only when a deploy template asks, except write_image, which
-// Ironic's out-of-band step of the same name drives.
-func (d deploy) steps() []stepImpl {
-	return []stepImpl{
-		{Step: stepOf("erase_devices_metadata", "deploy", 0, false), prepare: noArgs("erase_devices_metadata", d.a.eraseMetadataStep)},
-		{Step: stepOf("write_image", "deploy", 0, false), prepare: d.writeImageStep},
-		{Step: cleanUEFINVRAMStep(0), prepare: d.a.cleanUEFINVRAMStep},
-	}
-}
-
-// writeImageStep is the in-band write_image step: the same work as
-// standby.prepare_image, whose result it reports.
-func (d deploy) writeImageStep(raw map[string]any) (RunFunc, error) {
+// writeImageStep is the in-band write_image step (deploy and service): the
+// same work as standby.prepare_image, whose result it reports.
+func (a *Agent) writeImageStep(call manager.StepCall) (manager.StepFunc, error) {
 	var args wire.WriteImageArgs
-	if err := decodeArgs("write_image", raw, &args); err != nil {
+	if err := decodeArgs("write_image", call.Args, &args); err != nil {
 		return nil, err
 	}
 	if args.ImageInfo.ID == "" && len(args.ImageInfo.URLs) == 0 {
@@ -40,8 +27,8 @@ func (d deploy) writeImageStep(raw map[string]any) (RunFunc, error) {
 	if err := validateImageInfo(&args.ImageInfo, args.Configdrive); err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context, job *Job) (any, error) {
+	return func(ctx context.Context, p manager.Progress) (any, error) {
 		// IPA's step calls prepare_image and reports its result.
-		return d.a.writeImage(ctx, job, withConfigdrive(args.ImageInfo, args.Configdrive))
+		return a.writeImage(ctx, p, withConfigdrive(args.ImageInfo, args.Configdrive))
 	}, nil
 }

@@ -8,10 +8,11 @@
 // Extensions and their commands, as IPA names them:
 //
 //   - standby: prepare_image, get_partition_uuids, sync, power_off, run_image
-//   - deploy, clean, service: get_*_steps and execute_*_step, with IPA's
-//     generic steps (write_image, erase_devices, erase_devices_metadata,
-//     erase_devices_express, erase_pstore, clean_uefi_nvram), priorities
-//     and hardware manager version
+//   - deploy, clean, service: get_*_steps and execute_*_step, served by
+//     the hardware managers (hardware/manager): the generic manager's
+//     steps (write_image, erase_devices, erase_devices_metadata,
+//     erase_devices_express, erase_pstore, clean_uefi_nvram) with IPA's
+//     priorities and version, and those of Options.Managers
 //   - image: install_bootloader (agent/bootloader)
 //   - log: collect_system_logs (agent/logcollect)
 //   - rescue: finalize_rescue; system: lockdown; poll: get_hardware_info

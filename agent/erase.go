@@ -12,6 +12,7 @@ import (
 
 	"github.com/rivetmetal/rivet/hardware"
 	"github.com/rivetmetal/rivet/hardware/erase"
+	"github.com/rivetmetal/rivet/hardware/manager"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -69,22 +70,47 @@ func (a *Agent) diskLister() hardware.Lister {
 	return hardware.Lister{Root: a.cfg.SysRoot, Allow: a.cfg.BlockDevices}
 }
 
-func (a *Agent) eraseMetadataStep(ctx context.Context, job *Job) (any, error) {
-	return a.eraseDisks(ctx, job, "erase_devices_metadata", func(eraseSettings) erase.Func { return erase.MetadataFunc() })
+// eraseMetadataStep is erase_devices_metadata: each disk goes to the
+// hardware managers' metadata erasers, the most supported first.
+func (a *Agent) eraseMetadataStep(ctx context.Context, job manager.Progress) (any, error) {
+	return a.eraseDisks(ctx, job, "erase_devices_metadata", func(s eraseSettings) erase.Func {
+		return func(ctx context.Context, d hardware.BlockDevice, p erase.ProgressFunc) erase.Result {
+			return a.managers.EraseMetadata(ctx, d, a.eraseRequest(s, p))
+		}
+	})
 }
 
-func (a *Agent) eraseDevicesStep(ctx context.Context, job *Job) (any, error) {
-	return a.eraseDisks(ctx, job, "erase_devices", func(s eraseSettings) erase.Func { return erase.DeviceFunc(s.Settings, a.log) })
+// eraseDevicesStep is erase_devices: each disk goes to the hardware
+// managers' device erasers (IPA's erase_block_device), the most supported
+// first.
+func (a *Agent) eraseDevicesStep(ctx context.Context, job manager.Progress) (any, error) {
+	return a.eraseDisks(ctx, job, "erase_devices", func(s eraseSettings) erase.Func {
+		return func(ctx context.Context, d hardware.BlockDevice, p erase.ProgressFunc) erase.Result {
+			return a.managers.EraseDevice(ctx, d, a.eraseRequest(s, p))
+		}
+	})
 }
 
-func (a *Agent) eraseExpressStep(ctx context.Context, job *Job) (any, error) {
+// eraseExpressStep is the generic erase_devices_express: a hardware erase
+// where the disk offers a fast one, else its metadata.
+func (a *Agent) eraseExpressStep(ctx context.Context, job manager.Progress) (any, error) {
 	return a.eraseDisks(ctx, job, "erase_devices_express", func(s eraseSettings) erase.Func { return erase.ExpressFunc(s.Settings, a.log) })
+}
+
+// eraseRequest is what a hardware manager is told about one disk's erase.
+func (a *Agent) eraseRequest(s eraseSettings, p erase.ProgressFunc) manager.EraseRequest {
+	a.nodes.mu.Lock()
+	node := a.nodes.node
+	a.nodes.mu.Unlock()
+	return manager.EraseRequest{NodeInfo: manager.NodeInfo{Node: node}, Settings: s.Settings, Progress: p}
 }
 
 // eraseDisks runs an erase over every disk this agent may touch, in
 // parallel, publishing per-disk progress, and returns the per-disk
 // results. Any failed disk fails the step (after the others finished).
-func (a *Agent) eraseDisks(ctx context.Context, job *Job, step string, method func(eraseSettings) erase.Func) (any, error) {
+// Disks that are read-only, the ramdisk's boot medium or in use never
+// reach method.
+func (a *Agent) eraseDisks(ctx context.Context, job manager.Progress, step string, method func(eraseSettings) erase.Func) (any, error) {
 	s := a.eraseSettingsFromNode()
 	devs, err := a.diskLister().List()
 	if err != nil {
@@ -113,6 +139,10 @@ func (a *Agent) eraseDisks(ctx context.Context, job *Job, step string, method fu
 	fn := func(ctx context.Context, d hardware.BlockDevice, p erase.ProgressFunc) erase.Result {
 		if err := hardware.InUse(a.cfg.SysRoot, d); err != nil {
 			return erase.Result{Err: fmt.Errorf("refusing to erase %s: %w", d.Path, err)}
+		}
+		if why := erase.SkipReason(d); why != "" {
+			job.SetDiskProgress(wire.DiskProgress{Device: d.Path, State: "skipped", Message: why, TotalBytes: d.Size})
+			return erase.Result{Skipped: why}
 		}
 		job.SetDiskProgress(wire.DiskProgress{Device: d.Path, State: "running", TotalBytes: d.Size})
 		r := inner(ctx, d, p)
@@ -159,7 +189,7 @@ func (a *Agent) devRoot() string { return a.cfg.SysRoot }
 
 // erasePstoreStep removes the kernel's saved crash records
 // (/sys/fs/pstore), which survive a reboot in firmware storage.
-func (a *Agent) erasePstoreStep(ctx context.Context, _ *Job) (any, error) {
+func (a *Agent) erasePstoreStep(ctx context.Context, _ manager.Progress) (any, error) {
 	dir := filepath.Join(a.cfg.SysRoot, "sys/fs/pstore")
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {

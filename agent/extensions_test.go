@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/hardware/efivar"
+	"github.com/rivetmetal/rivet/hardware/manager"
 	"github.com/rivetmetal/rivet/internal/loopdev"
 	"github.com/rivetmetal/rivet/wire"
 )
@@ -192,7 +193,7 @@ func TestCleanUEFINVRAM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run, err := a.cleanUEFINVRAMStep(nil)
+	run, err := a.cleanUEFINVRAMStep(manager.StepCall{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +211,7 @@ func TestCleanUEFINVRAM(t *testing.T) {
 	add("UEFI PXEv4", efivar.NewDevicePath())
 	add("debian", efivar.NewDevicePath(efivar.HardDrive(1, 2048, 4096, guid), efivar.FilePath(`\EFI\debian\shimx64.efi`)))
 	add("old grub", efivar.NewDevicePath(efivar.FilePath(`\EFI\old\GRUBX64.EFI`)))
-	run, err = a.cleanUEFINVRAMStep(map[string]any{"match_patterns": []any{`shim.*\.efi`, `grub.*\.efi`}})
+	run, err = a.cleanUEFINVRAMStep(manager.StepCall{Args: map[string]any{"match_patterns": []any{`shim.*\.efi`, `grub.*\.efi`}}})
 	if err != nil {
 		t.Fatal(err)
 	}

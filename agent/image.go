@@ -120,7 +120,7 @@ func withConfigdrive(info wire.ImageInfo, cdParam *string) wire.ImageInfo {
 // (<id>) written to device <dev> root_uuid=<uuid>[ efi_system_partition_uuid=<uuid>]"
 // and the final progress with per-phase timings; get_partition_uuids then
 // reports the disk's identifiers.
-func (a *Agent) writeImage(ctx context.Context, job *Job, info wire.ImageInfo) (*wire.ImageResult, error) {
+func (a *Agent) writeImage(ctx context.Context, job jobProgress, info wire.ImageInfo) (*wire.ImageResult, error) {
 	disks, err := a.chooseDisks(info.TargetDisks == wire.TargetAllMatching)
 	if err != nil {
 		return nil, err

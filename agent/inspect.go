@@ -16,10 +16,11 @@ import (
 	"github.com/rivetmetal/rivet/wire"
 )
 
-// collectInventory reads the hardware inventory and logs how long it took.
-func (a *Agent) collectInventory(ctx context.Context) (*inventory.Inventory, error) {
+// collectInventory reads the hardware inventory, as the hardware managers
+// contribute it, and logs how long it took.
+func (a *Agent) collectInventory(ctx context.Context) (*wire.Inventory, error) {
 	start := time.Now()
-	inv, err := inventory.Collect(ctx, inventory.Options{Root: a.cfg.SysRoot, BlockDevices: a.cfg.BlockDevices, BootIF: a.bootIF(), Logger: a.log})
+	inv, err := a.managers.Inventory(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -47,19 +48,17 @@ const inspectAttempts = 5
 // collector, the logs) to the inspection callback once, and returns the
 // node UUID the inspector answered with, "" when none. Failures are logged
 // and the agent carries on with lookup by MAC.
-func (a *Agent) inspect(ctx context.Context, client *http.Client, inv *inventory.Inventory) string {
+func (a *Agent) inspect(ctx context.Context, client *http.Client, inv *wire.Inventory) string {
 	url := a.cfg.InspectionCallbackURL
 	invJSON, err := json.Marshal(inv)
 	if err != nil {
 		a.log.Error("inspection: cannot encode the inventory; continuing with lookup", "error", err)
 		return ""
 	}
-	data := wire.InspectionData{Inventory: invJSON, RootDisk: json.RawMessage("null"), BootInterface: inv.Boot.PXEInterface,
+	data := wire.InspectionData{Inventory: invJSON, BootInterface: inv.Boot.PXEInterface,
 		Configuration: wire.InspectionConfiguration{Collectors: a.cfg.InspectionCollectors,
-			Managers: []wire.InspectionManager{{Name: hardwareManagerName, Version: hardwareManagerVersion}}}}
-	if root, err := hardware.SelectRootDevice(inv.Disks, hardware.Hints{}); err == nil {
-		data.RootDisk, _ = json.Marshal(root)
-	}
+			Managers: a.managers.Inspection()}}
+	data.RootDisk = a.guessRootDisk()
 	for _, c := range a.cfg.InspectionCollectors {
 		if c == "logs" {
 			if s, err := logcollect.Archive(a.logSources(nil), time.Now()); err == nil {
@@ -86,6 +85,24 @@ func (a *Agent) inspect(ctx context.Context, client *http.Client, inv *inventory
 		case <-time.After(wait):
 		}
 	}
+}
+
+// guessRootDisk is the inspection's root_disk: the disk picked with no
+// hints, as an inventory disk entry; null when none qualifies.
+func (a *Agent) guessRootDisk() json.RawMessage {
+	devs, err := a.diskLister().List()
+	if err != nil {
+		return json.RawMessage("null")
+	}
+	root, err := hardware.SelectRootDevice(devs, hardware.Hints{})
+	if err != nil {
+		return json.RawMessage("null")
+	}
+	b, err := json.Marshal(inventory.Disk(root))
+	if err != nil {
+		return json.RawMessage("null")
+	}
+	return b
 }
 
 func postInspection(ctx context.Context, client *http.Client, url string, body []byte) (string, int, error) {

@@ -3,67 +3,31 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"net/http"
 
+	"github.com/rivetmetal/rivet/hardware/manager"
 	"github.com/rivetmetal/rivet/wire"
 )
 
-// Hardware manager identity reported with the steps. Ironic hands the
-// version back with every step call; a mismatch means the agent changed
-// between get_*_steps and execute_*_step.
-const (
-	hardwareManagerClass   = "GenericHardwareManager"
-	hardwareManagerName    = "generic_hardware_manager"
-	hardwareManagerVersion = "1.2"
-)
+// jobProgress is where a running step or image write publishes its
+// progress: the command's *Job.
+type jobProgress = manager.Progress
 
-func managerVersion() wire.HardwareManagerVersion {
-	return wire.HardwareManagerVersion{hardwareManagerName: hardwareManagerVersion}
-}
-
-// stepKind is one of IPA's three step families. Its name prefixes the
-// result keys ("clean_steps", "clean_result", "clean_step") and the
-// version parameter ("clean_version").
-type stepKind string
-
-const (
-	kindDeploy  stepKind = "deploy"
-	kindClean   stepKind = "clean"
-	kindService stepKind = "service"
-)
-
-// stepImpl is an in-band step this agent implements.
-type stepImpl struct {
-	wire.Step
-	// prepare validates the step's args (an error is a 400 answer) and
-	// returns the work.
-	prepare func(args map[string]any) (RunFunc, error)
-}
-
-// stepSet is the steps of one family and the commands that serve them.
+// stepSet is the commands of one step family: get_<kind>_steps and
+// execute_<kind>_step, served by the agent's hardware managers.
 type stepSet struct {
-	a     *Agent
-	kind  stepKind
-	steps func() []stepImpl
+	a    *Agent
+	kind manager.Kind
 }
 
-// getCommand is get_<kind>_steps: the step list (sync).
-func (s stepSet) getCommand() Command {
-	return Command{Name: "get_" + string(s.kind) + "_steps", Mode: Sync, Prepare: s.getSteps}
-}
-
-// executeCommand is execute_<kind>_step (async).
-func (s stepSet) executeCommand() Command {
-	return Command{Name: "execute_" + string(s.kind) + "_step", Mode: Async, Prepare: s.executeStep}
-}
-
-func (s stepSet) list() []wire.Step {
-	var out []wire.Step
-	for _, st := range s.steps() {
-		out = append(out, st.Step)
+// commands are get_<kind>_steps (sync) and execute_<kind>_step (async).
+func (s stepSet) commands() []Command {
+	return []Command{
+		{Name: "get_" + string(s.kind) + "_steps", Mode: Sync, Prepare: s.getSteps},
+		{Name: "execute_" + string(s.kind) + "_step", Mode: Async, Prepare: s.executeStep},
 	}
-	return out
 }
 
 func (s stepSet) getSteps(raw json.RawMessage) (RunFunc, error) {
@@ -73,9 +37,13 @@ func (s stepSet) getSteps(raw json.RawMessage) (RunFunc, error) {
 	}
 	return func(ctx context.Context, _ *Job) (any, error) {
 		s.a.nodes.setNode(p.Node)
+		steps, err := s.a.managers.Steps(ctx, s.kind, manager.NodeInfo{Node: p.Node, Ports: p.Ports})
+		if err != nil {
+			return nil, err
+		}
 		return map[string]any{
-			string(s.kind) + "_steps":  map[string][]wire.Step{hardwareManagerClass: s.list()},
-			"hardware_manager_version": managerVersion(),
+			string(s.kind) + "_steps":  steps,
+			"hardware_manager_version": s.a.managers.Versions(),
 		}, nil
 	}, nil
 }
@@ -126,34 +94,37 @@ func (s stepSet) executeStep(raw json.RawMessage) (RunFunc, error) {
 		return nil, err
 	}
 	s.a.nodes.setNode(p.Node)
-	given := map[stepKind]wire.HardwareManagerVersion{kindDeploy: p.DeployVersion, kindClean: p.CleanVersion, kindService: p.ServiceVersion}[s.kind]
-	if len(given) > 0 && !maps.Equal(given, managerVersion()) {
+	name := step.Interface + "." + step.Step
+	given := map[manager.Kind]wire.HardwareManagerVersion{manager.Deploy: p.DeployVersion, manager.Clean: p.CleanVersion, manager.Service: p.ServiceVersion}[s.kind]
+	if ours := s.a.managers.Versions(); len(given) > 0 && !maps.Equal(given, ours) {
 		// Ironic refreshes its steps and calls again (or restarts an
 		// automated clean); the args may belong to another agent's step,
 		// so they are not checked.
 		return func(context.Context, *Job) (any, error) {
 			s.a.log.Warn("step from a different hardware manager version; Ironic will refresh its steps and retry",
-				"step", step.Interface+"."+step.Step, "given", given, "ours", managerVersion())
-			return nil, errVersionMismatch("%s_version %v does not match this agent's %v", s.kind, given, managerVersion())
+				"step", name, "given", given, "ours", ours)
+			return nil, errVersionMismatch("%s_version %v does not match this agent's %v", s.kind, given, ours)
 		}, nil
 	}
-	var work RunFunc
-	for _, impl := range s.steps() {
-		if impl.Step.Step == step.Step && impl.Interface == step.Interface {
-			if work, err = impl.prepare(step.Args); err != nil {
-				return nil, err
-			}
-			break
-		}
+	call := manager.StepCall{Kind: s.kind, Args: step.Args, NodeInfo: manager.NodeInfo{Node: p.Node, Ports: p.Ports}}
+	work, prepErr := s.a.managers.PrepareStep(context.Background(), step.Step, step.Interface, call)
+	switch {
+	case errors.Is(prepErr, manager.ErrInvalidArgs):
+		return nil, ErrInvalidParams("%s: %v", name, prepErr)
+	case prepErr != nil && !errors.Is(prepErr, manager.ErrNoManager):
+		return nil, prepErr
 	}
 	return func(ctx context.Context, job *Job) (any, error) {
-		if work == nil {
-			s.a.log.Error("unknown step; the command fails and Ironic fails the "+string(s.kind)+" operation",
-				"step", step.Interface+"."+step.Step, "known", s.list())
-			return nil, newError("HardwareManagerMethodNotFound", http.StatusNotFound, "No HardwareManager found to handle method", nil,
-				"Could not find a hardware manager with the %s step %s.%s", s.kind, step.Interface, step.Step)
+		res, err := any(nil), prepErr
+		if work != nil {
+			res, err = work(ctx, job)
 		}
-		res, err := work(ctx, job)
+		if errors.Is(err, manager.ErrNoManager) {
+			s.a.log.Error("no hardware manager has this step; the command fails and Ironic fails the "+string(s.kind)+" operation",
+				"step", name, "managers", s.a.managers.Versions())
+			return nil, newError("HardwareManagerMethodNotFound", http.StatusNotFound, "No HardwareManager found to handle method", err,
+				"Could not find a hardware manager with the %s step %s", s.kind, name)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -180,27 +151,17 @@ func decodeArgs(step string, args map[string]any, v any) error {
 	return nil
 }
 
-// noArgs is the prepare of a step that takes no arguments; unexpected
+// noArgs is the Prepare of a step that takes no arguments; unexpected
 // ones are refused (IPA would fail on an unknown keyword argument).
-func noArgs(name string, run RunFunc) func(map[string]any) (RunFunc, error) {
-	return func(args map[string]any) (RunFunc, error) {
-		if len(args) > 0 {
-			keys := make([]string, 0, len(args))
-			for k := range args {
+func noArgs(name string, run manager.StepFunc) func(manager.StepCall) (manager.StepFunc, error) {
+	return func(call manager.StepCall) (manager.StepFunc, error) {
+		if len(call.Args) > 0 {
+			keys := make([]string, 0, len(call.Args))
+			for k := range call.Args {
 				keys = append(keys, k)
 			}
 			return nil, ErrInvalidParams("step %s takes no arguments, got %v", name, keys)
 		}
 		return run, nil
 	}
-}
-
-// stepOf builds a step with IPA's defaults for the flags.
-func stepOf(name, iface string, priority int, abortable bool) wire.Step {
-	st := wire.Step{Step: name, Interface: iface, Priority: priority}
-	if abortable {
-		t := true
-		st.Abortable = &t
-	}
-	return st
 }

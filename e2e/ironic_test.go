@@ -21,7 +21,7 @@ import (
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
 	dgpt "github.com/diskfs/go-diskfs/partition/gpt"
-	"github.com/rivetmetal/rivet/hardware/gpt"
+	"github.com/rivetmetal/rivet/hardware/ondisk"
 	"github.com/rivetmetal/rivet/internal/loopdev"
 )
 
@@ -94,7 +94,7 @@ func TestIronic(t *testing.T) {
 		ir.waitState(t, id, "available", 5*time.Minute, func() { agentAlive(t, agent) })
 		cleanTime := time.Since(start)
 		f, _ := os.Open(loop.Path)
-		_, gerr := gpt.Read(f, 5<<30, 512)
+		_, gerr := ondisk.ReadGPT(f, 5<<30, 512)
 		head := make([]byte, 1<<20)
 		f.ReadAt(head, 0)
 		f.Close()
@@ -133,11 +133,11 @@ func checkWholeDiskImage(t *testing.T, path string, size int64, img []byte) {
 			t.Fatalf("%s does not hold the image: first difference at byte %d", path, r[0]+i)
 		}
 	}
-	want, err := gpt.Read(bytes.NewReader(img), int64(len(img)), 512)
+	want, err := ondisk.ReadGPT(bytes.NewReader(img), int64(len(img)), 512)
 	if err != nil {
 		t.Fatalf("GPT of the image: %v", err)
 	}
-	tab, err := gpt.Read(f, size, 512)
+	tab, err := ondisk.ReadGPT(f, size, 512)
 	if err != nil || tab.BackupLBA != uint64(size/512-1) || tab.DiskGUID != want.DiskGUID ||
 		!slices.Equal(tab.Partitions, want.Partitions) {
 		t.Fatalf("GPT on %s after the deploy: %+v %v; want the image's partitions with the backup header at the disk's end", path, tab, err)

@@ -15,37 +15,37 @@ import (
 const GiB = 1 << 30
 
 // BlockDevice is a whole disk as the inventory and the root device hints see
-// it (contract §5.1 "disks").
+// it (hardware/inventory turns it into the inventory's "disks" entry).
 type BlockDevice struct {
 	// Name is the kernel name, e.g. "sda", "nvme0n1", "vda", "loop3".
-	Name string `json:"-"`
+	Name string
 	// Path is the device node, e.g. "/dev/sda". It is the inventory's "name".
-	Path       string `json:"name"`
-	Model      string `json:"model"`
-	Vendor     string `json:"vendor"`
-	Serial     string `json:"serial"`
-	WWN        string `json:"wwn"`
-	WWNWithExt string `json:"wwn_with_extension"`
-	WWNVendExt string `json:"wwn_vendor_extension"`
-	HCTL       string `json:"hctl"`
-	ByPath     string `json:"by_path"`
+	Path       string
+	Model      string
+	Vendor     string
+	Serial     string
+	WWN        string
+	WWNWithExt string
+	WWNVendExt string
+	HCTL       string
+	ByPath     string
 	// Size is in bytes.
-	Size       int64 `json:"size"`
-	Rotational bool  `json:"rotational"`
+	Size       int64
+	Rotational bool
 	// LogicalSectorSize and PhysicalSectorSize are in bytes.
-	LogicalSectorSize  int    `json:"logical_sectors"`
-	PhysicalSectorSize int    `json:"physical_sectors"`
-	Tran               string `json:"tran"`
-	ReadOnly           bool   `json:"-"`
-	Removable          bool   `json:"-"`
+	LogicalSectorSize  int
+	PhysicalSectorSize int
+	Tran               string
+	ReadOnly           bool
+	Removable          bool
 	// BootMedia, when not empty, says why this device is the medium the
 	// ramdisk itself came from (virtual media, the UEFI boot entry in use);
 	// such a device is never chosen as the install disk nor erased.
-	BootMedia string `json:"-"`
+	BootMedia string
 	// Major and Minor are the device numbers.
-	Major, Minor int `json:"-"`
+	Major, Minor int
 	// Partitions are the device's partitions as the kernel knows them.
-	Partitions []Partition `json:"-"`
+	Partitions []Partition
 }
 
 // Partition is a partition of a BlockDevice.

@@ -1,14 +1,13 @@
 package hardware
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/rivetmetal/rivet/hardware/efivar"
-	"github.com/rivetmetal/rivet/hardware/gpt"
+	"github.com/rivetmetal/rivet/hardware/ondisk"
 )
 
 // Labels of the media Ironic boots a ramdisk from: the virtual-media ISO
@@ -34,8 +33,8 @@ func markBootMedia(root string, devs []BlockDevice) {
 		if label := mediaLabel(f, d); label != "" {
 			d.BootMedia = fmt.Sprintf("Ironic boot medium (label %q)", label)
 		} else if bootGUID != nil && d.LogicalSectorSize > 0 {
-			if t, err := gpt.Read(f, d.Size, d.LogicalSectorSize); err == nil {
-				if p, ok := t.ByUnique(gpt.GUID(*bootGUID)); ok {
+			if t, err := ondisk.ReadGPT(f, d.Size, d.LogicalSectorSize); err == nil {
+				if p, ok := t.ByUnique(ondisk.GUID(*bootGUID)); ok {
 					d.BootMedia = fmt.Sprintf("the UEFI boot entry in use (%s) is on its partition %d", bootEntry, p.Number)
 				}
 			}
@@ -75,41 +74,15 @@ func mediaLabel(f *os.File, d *BlockDevice) string {
 		offsets = append(offsets, p.Start)
 	}
 	for _, off := range offsets {
-		for _, l := range []string{isoLabel(f, off), fatLabel(f, off)} {
-			for _, want := range bootMediaLabels {
-				if l != "" && strings.EqualFold(l, want) {
-					return l
-				}
+		fs, ok := ondisk.Probe(f, off)
+		if !ok || (fs.Type != "iso9660" && fs.Type != "vfat") {
+			continue
+		}
+		for _, want := range bootMediaLabels {
+			if fs.Label != "" && strings.EqualFold(fs.Label, want) {
+				return fs.Label
 			}
 		}
-	}
-	return ""
-}
-
-// isoLabel reads the volume identifier of an ISO 9660 primary volume
-// descriptor (sector 16 of 2048 bytes).
-func isoLabel(f *os.File, off int64) string {
-	var b [72]byte
-	if _, err := f.ReadAt(b[:], off+16*2048); err != nil {
-		return ""
-	}
-	if b[0] != 1 || string(b[1:6]) != "CD001" {
-		return ""
-	}
-	return strings.TrimSpace(string(b[40:72]))
-}
-
-// fatLabel reads the volume label of a FAT12/16 or FAT32 boot sector.
-func fatLabel(f *os.File, off int64) string {
-	var b [512]byte
-	if _, err := f.ReadAt(b[:], off); err != nil || b[510] != 0x55 || b[511] != 0xAA {
-		return ""
-	}
-	switch {
-	case bytes.Equal(b[82:87], []byte("FAT32")) && b[66] == 0x29:
-		return strings.TrimSpace(string(b[71:82]))
-	case bytes.HasPrefix(b[54:62], []byte("FAT")) && b[38] == 0x29:
-		return strings.TrimSpace(string(b[43:54]))
 	}
 	return ""
 }

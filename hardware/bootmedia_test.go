@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,7 +12,7 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 	dgpt "github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/rivetmetal/rivet/hardware/efivar"
-	"github.com/rivetmetal/rivet/hardware/gpt"
+	"github.com/rivetmetal/rivet/hardware/ondisk"
 )
 
 // devFile makes root/dev/<name> a regular file of size bytes: the readers
@@ -100,7 +101,7 @@ func TestBootMediaFromUEFIBootCurrent(t *testing.T) {
 	devFile(t, fs.root, "sda", 1<<20)
 	store := efivar.Store{Dir: filepath.Join(fs.root, "sys/firmware/efi/efivars")}
 	os.MkdirAll(store.Dir, 0o755)
-	g := gpt.MustGUID(espGUID)
+	g := ondisk.MustGUID(espGUID)
 	opt := efivar.LoadOption{Attributes: efivar.LoadOptionActive, Description: "USB stick",
 		FilePath: efivar.NewDevicePath(efivar.HardDrive(1, 2048, 2048, g), efivar.FilePath(`\EFI\BOOT\BOOTX64.EFI`))}
 	if err := store.Set("Boot0003", efivar.GlobalGUID, efivar.BootVarAttrs, opt.Marshal()); err != nil {
@@ -158,5 +159,30 @@ func TestCheckSpecialFilesystems(t *testing.T) {
 	writeAt(t, p, 0, mbr)
 	if err := CheckSpecialFilesystems(fs.root, devs[0]); !errors.Is(err, ErrProtectedDevice) || !strings.Contains(err.Error(), "VMFS partition (MBR") {
 		t.Fatalf("VMFS MBR: %v", err)
+	}
+}
+
+// TestBootMediaParametersFloppy marks the disk holding Ironic's virtual
+// floppy (a FAT image labelled ir-vfd-dev, made by the real mkfs.vfat) as
+// a boot medium.
+func TestBootMediaParametersFloppy(t *testing.T) {
+	mkfs, err := exec.LookPath("mkfs.vfat")
+	if err != nil {
+		t.Skip("mkfs.vfat not installed (scripts/install-deps.sh vm)")
+	}
+	fs := newFakeSys(t)
+	fs.disk("pci0000:00/0000:00:05.0/virtio2", "vda", "254:0", 8<<30/512, nil)
+	fs.disk("pci0000:00/0000:00:06.0/virtio3", "vdb", "254:16", 8<<30/512, nil)
+	vda := devFile(t, fs.root, "vda", 2<<20)
+	devFile(t, fs.root, "vdb", 2<<20)
+	if out, err := exec.Command(mkfs, "-n", "ir-vfd-dev", vda).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.vfat: %v %s", err, out)
+	}
+	devs, err := Lister{Root: fs.root}.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(devs) != 2 || !strings.Contains(devs[0].BootMedia, `"ir-vfd-dev"`) || devs[1].BootMedia != "" {
+		t.Fatalf("boot media: %q, %q", devs[0].BootMedia, devs[1].BootMedia)
 	}
 }

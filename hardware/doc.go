@@ -11,6 +11,8 @@
 // Package hardware knows nothing about HTTP, the agent API or the conductor.
 //
 // Subpackages: inventory (IPA's inventory, with ghw), erase (disk erasure),
-// gpt (partition tables), fsprobe (filesystem signatures), efivar (UEFI
-// variables through efivarfs).
+// ondisk (the on-disk format readers: partition tables, filesystem
+// signatures, disk identifiers), efivar (UEFI variables through efivarfs),
+// manager (the hardware-manager seam: support levels, steps, per-disk
+// erase and inventory dispatch).
 package hardware

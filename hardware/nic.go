@@ -9,31 +9,21 @@ import (
 	"strings"
 )
 
-// Interface is a physical network interface, with the fields of IPA's
-// inventory "interfaces" entries.
+// Interface is a physical network interface as sysfs describes it
+// (hardware/inventory turns it into the inventory's "interfaces" entry).
 type Interface struct {
-	Name       string `json:"name"`
-	MACAddress string `json:"mac_address"`
-	// IPv4Address and IPv6Address are the first address of each family,
-	// empty when none (filled by the inventory, not by ListInterfaces).
-	IPv4Address string `json:"ipv4_address"`
-	IPv6Address string `json:"ipv6_address"`
-	HasCarrier  bool   `json:"has_carrier"`
-	// LLDP is IPA's deprecated raw LLDP list; always null here.
-	LLDP []any `json:"lldp"`
+	Name       string
+	MACAddress string
+	HasCarrier bool
 	// Vendor and Product are the PCI (or virtio) IDs, e.g. "0x8086".
-	Vendor  string `json:"vendor"`
-	Product string `json:"product"`
-	// ClientID is the DHCP client id of an InfiniBand port.
-	ClientID *string `json:"client_id"`
-	// BIOSDevName is the biosdevname name; null (not available here).
-	BIOSDevName *string `json:"biosdevname"`
+	Vendor  string
+	Product string
 	// SpeedMbps is the link speed, 0 when unknown or down.
-	SpeedMbps int `json:"speed_mbps"`
+	SpeedMbps int
 	// PCIAddress is the NIC's PCI function, e.g. "0000:00:03.0".
-	PCIAddress string `json:"pci_address"`
+	PCIAddress string
 	// Driver is the kernel driver bound to the device, e.g. "virtio_net".
-	Driver string `json:"driver"`
+	Driver string
 }
 
 // ListInterfaces returns the physical network interfaces (those backed by a

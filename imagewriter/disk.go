@@ -2,7 +2,6 @@ package imagewriter
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/diskfs/go-diskfs/partition/mbr"
 	"github.com/google/uuid"
+	"github.com/rivetmetal/rivet/hardware/ondisk"
 	"github.com/rivetmetal/rivet/imagewriter/configdrive"
 	"github.com/rivetmetal/rivet/imagewriter/layout"
 	"golang.org/x/sync/errgroup"
@@ -238,12 +238,12 @@ func (w *writer) finishPartitionImage(p *diskPlan) (DiskResult, error) {
 		res.Partitions[string(part.Role)] = t.PartitionPath(part.Number)
 	}
 	root, _ := l.Find(layout.RoleRoot)
-	res.RootUUID = probeFS(t, root.Start).UUID
+	res.RootUUID = fsUUID(t, root.Start)
 	if res.RootUUID == "" {
-		res.RootUUID = partUUID(t, l.Table, root.Number, res.DiskID)
+		res.RootUUID = ondisk.PartUUID(t, t.Size(), int(t.SectorSize()), root.Number)
 	}
 	if esp, ok := l.Find(layout.RoleESP); ok {
-		res.ESPUUID = probeFS(t, esp.Start).UUID
+		res.ESPUUID = fsUUID(t, esp.Start)
 	}
 	return res, nil
 }
@@ -256,8 +256,8 @@ func (w *writer) finishWholeDisk(p *diskPlan) (DiskResult, error) {
 	var parts []layout.Partition
 	var gt *gpt.Table
 	var mt *mbr.Table
-	switch {
-	case isGPT(t, sector):
+	switch ondisk.DetectTable(t, sector) {
+	case ondisk.GPTTable:
 		res.PartitionTable = string(layout.GPT)
 		var err error
 		if gt, err = gpt.Read(b, sector, sector); err != nil {
@@ -280,7 +280,7 @@ func (w *writer) finishWholeDisk(p *diskPlan) (DiskResult, error) {
 			parts = append(parts, layout.Partition{Number: gp.Index, Start: int64(gp.Start) * int64(sector),
 				Size: int64(gp.End-gp.Start+1) * int64(sector), GPTType: string(gp.Type)})
 		}
-	case isMBR(t):
+	case ondisk.MBRTable:
 		res.PartitionTable = string(layout.MSDOS)
 		var err error
 		if mt, err = mbr.Read(b, sector, sector); err != nil {
@@ -313,7 +313,7 @@ func (w *writer) finishWholeDisk(p *diskPlan) (DiskResult, error) {
 	for _, part := range parts {
 		if strings.EqualFold(part.GPTType, layout.TypeESP) || part.MBRType == 0xef {
 			res.Partitions[string(layout.RoleESP)] = t.PartitionPath(part.Number)
-			res.ESPUUID = probeFS(t, part.Start).UUID
+			res.ESPUUID = fsUUID(t, part.Start)
 			break
 		}
 	}
@@ -325,7 +325,7 @@ func (w *writer) finishWholeDisk(p *diskPlan) (DiskResult, error) {
 // partition in the last 64 MiB of the disk.
 func (w *writer) placeConfigdrive(t target, b *diskBackend, gt *gpt.Table, mt *mbr.Table, parts *[]layout.Partition) (layout.Partition, error) {
 	for _, p := range *parts {
-		if probeFS(t, p.Start).Label == "config-2" {
+		if fs, _ := ondisk.Probe(t, p.Start); fs.Label == "config-2" {
 			if int64(len(w.req.Configdrive)) > p.Size {
 				return p, fmt.Errorf("%w: the %d-byte config drive does not fit the image's %d-byte config-2 partition", ErrConfigdrive, len(w.req.Configdrive), p.Size)
 			}
@@ -404,51 +404,20 @@ func writeConfigdrive(t target, p layout.Partition, iso []byte) error {
 	return nil
 }
 
-func isGPT(t target, sector int) bool {
-	b := make([]byte, 8)
-	_, err := t.ReadAt(b, int64(sector))
-	return err == nil && string(b) == "EFI PART"
-}
-
-func isMBR(t target) bool {
-	b := make([]byte, 512)
-	if _, err := t.ReadAt(b, 0); err != nil || b[510] != 0x55 || b[511] != 0xaa {
-		return false
-	}
-	for i := 0; i < 4; i++ {
-		if e := b[446+16*i:]; e[4] != 0 && binary.LittleEndian.Uint32(e[12:]) != 0 {
-			return true
-		}
-	}
-	return false
-}
-
 // diskID is the MBR disk signature, as IPA reports it for whole-disk
-// images ("0x" and eight hex digits).
+// images ("0x" and eight hex digits); "" when it cannot be read.
 func diskID(t target) string {
-	var b [4]byte
-	if _, err := t.ReadAt(b[:], 440); err != nil {
-		return ""
-	}
-	return fmt.Sprintf("0x%08x", binary.LittleEndian.Uint32(b[:]))
-}
-
-// partUUID is a partition's PARTUUID: its GPT GUID, or on msdos the disk
-// signature and number ("1a2b3c4d-02").
-func partUUID(t target, table layout.Table, n int, disk string) string {
-	if table == layout.MSDOS {
-		return fmt.Sprintf("%s-%02d", strings.TrimPrefix(disk, "0x"), n)
-	}
-	gt, err := gpt.Read(&diskBackend{t: t}, int(t.SectorSize()), int(t.SectorSize()))
+	id, err := ondisk.DiskIdentifier(t)
 	if err != nil {
 		return ""
 	}
-	for _, p := range gt.Partitions {
-		if p.Index == n {
-			return strings.ToLower(p.GUID)
-		}
-	}
-	return ""
+	return id
+}
+
+// fsUUID is the UUID of the filesystem at off, "" when none is recognised.
+func fsUUID(t target, off int64) string {
+	fs, _ := ondisk.Probe(t, off)
+	return fs.UUID
 }
 
 // diskBackend is a go-diskfs backend.Storage over a target.

@@ -16,9 +16,10 @@ for g in "${groups[@]}"; do
     # Building and booting the deploy ramdisk and the demo disk.
     vm) pkgs+=(qemu-system-x86 qemu-utils ovmf grub-efi-amd64-bin grub-common kmod
                e2fsprogs dosfstools util-linux zstd xz-utils ca-certificates curl python3) ;;
-    # Real peers the test suite talks to, and Apache's htpasswd (apache2-utils),
-    # which writes the user files the conductor reads.
-    test) pkgs+=(python3-ironicclient fuseiso apache2-utils) ;;
+    # Real peers the test suite talks to; Apache's htpasswd (apache2-utils),
+    # which writes the user files the conductor reads; the mkfs tools whose
+    # output the disk-format readers are checked against.
+    test) pkgs+=(python3-ironicclient fuseiso apache2-utils xfsprogs btrfs-progs genisoimage) ;;
     # The real Ironic (API + conductor) that drives rivet-agent in the
     # compatibility tests.
     ironic) pkgs+=(ironic-api ironic-conductor python3-ironicclient) ;;

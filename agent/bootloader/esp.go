@@ -1,7 +1,6 @@
 package bootloader
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -19,8 +18,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
 	"github.com/rivetmetal/rivet/hardware"
 	"github.com/rivetmetal/rivet/hardware/efivar"
-	"github.com/rivetmetal/rivet/hardware/fsprobe"
-	"github.com/rivetmetal/rivet/hardware/gpt"
+	"github.com/rivetmetal/rivet/hardware/ondisk"
 )
 
 // esp locates an EFI system partition on the disk.
@@ -67,20 +65,20 @@ func findESP(f *os.File, d hardware.BlockDevice, efiUUID string) (esp, error) {
 	mk := func(num int, start, size uint64, node []byte) esp {
 		return esp{number: num, startLBA: start, sizeLBA: size, node: node, offset: int64(start) * int64(ss), size: int64(size) * int64(ss)}
 	}
-	if t, err := gpt.Read(f, d.Size, ss); err == nil {
-		if p, ok := t.Find(gpt.TypeEFISystem); ok {
+	if t, err := ondisk.ReadGPT(f, d.Size, ss); err == nil {
+		if p, ok := t.Find(ondisk.TypeEFISystem); ok {
 			return mk(p.Number, p.FirstLBA, p.Sectors(), efivar.HardDrive(uint32(p.Number), p.FirstLBA, p.Sectors(), p.Unique)), nil
 		}
 		if efiUUID != "" {
 			for _, p := range t.Partitions {
-				if strings.EqualFold(p.Unique.String(), efiUUID) || fsUUIDIs(f, int64(p.FirstLBA)*int64(ss), efiUUID) {
+				if strings.EqualFold(p.PartUUID(), efiUUID) || fsUUIDIs(f, int64(p.FirstLBA)*int64(ss), efiUUID) {
 					return mk(p.Number, p.FirstLBA, p.Sectors(), efivar.HardDrive(uint32(p.Number), p.FirstLBA, p.Sectors(), p.Unique)), nil
 				}
 			}
 		}
 		return esp{}, fmt.Errorf("%w on %s (GPT) and none with UUID %q", ErrNoESP, d.Path, efiUUID)
 	}
-	m, err := gpt.ReadMBR(f)
+	m, err := ondisk.ReadMBR(f)
 	if err != nil || !m.Valid {
 		return esp{}, fmt.Errorf("%w: %s has no partition table", ErrNoESP, d.Path)
 	}
@@ -88,8 +86,7 @@ func findESP(f *os.File, d hardware.BlockDevice, efiUUID string) (esp, error) {
 		if p.Type == 0 {
 			continue
 		}
-		partUUID := fmt.Sprintf("%08x-%02d", m.Signature, i+1)
-		if p.Type == 0xef || (efiUUID != "" && (strings.EqualFold(partUUID, efiUUID) || fsUUIDIs(f, int64(p.StartLBA)*int64(ss), efiUUID))) {
+		if p.Type == ondisk.MBRTypeEFISystem || (efiUUID != "" && (strings.EqualFold(m.PartUUID(i+1), efiUUID) || fsUUIDIs(f, int64(p.StartLBA)*int64(ss), efiUUID))) {
 			return mk(i+1, uint64(p.StartLBA), uint64(p.Sectors),
 				efivar.HardDriveMBR(uint32(i+1), uint64(p.StartLBA), uint64(p.Sectors), m.Signature)), nil
 		}
@@ -98,8 +95,8 @@ func findESP(f *os.File, d hardware.BlockDevice, efiUUID string) (esp, error) {
 }
 
 func fsUUIDIs(f *os.File, off int64, want string) bool {
-	info, ok := fsprobe.Probe(f, off)
-	return ok && strings.EqualFold(info.UUID, want)
+	fs, ok := ondisk.Probe(f, off)
+	return ok && strings.EqualFold(fs.UUID, want)
 }
 
 // fatFS is the read side of go-diskfs's FAT filesystems.
@@ -110,20 +107,20 @@ type fatFS interface {
 
 // openFAT reads the FAT filesystem of the ESP without mounting it.
 func openFAT(f *os.File, e esp) (fatFS, error) {
-	var bs [512]byte
-	if _, err := f.ReadAt(bs[:], e.offset); err != nil {
-		return nil, err
+	fs, ok := ondisk.Probe(f, e.offset)
+	if !ok || fs.Type != "vfat" {
+		return nil, fmt.Errorf("not a FAT filesystem (found %q)", fs.Type)
 	}
 	b := file.New(f, true)
-	switch {
-	case bytes.Equal(bs[82:87], []byte("FAT32")):
+	switch fs.Version {
+	case "FAT32":
 		return fat32.Read(b, e.size, e.offset, 512)
-	case bytes.Equal(bs[54:59], []byte("FAT16")):
+	case "FAT16":
 		return fat16.Read(b, e.size, e.offset, 512)
-	case bytes.Equal(bs[54:59], []byte("FAT12")):
+	case "FAT12":
 		return fat12.Read(b, e.size, e.offset, 512)
 	}
-	return nil, errors.New("not a FAT filesystem")
+	return nil, errors.New("a FAT filesystem that names neither FAT12, FAT16 nor FAT32")
 }
 
 // findLoaders walks the ESP the way IPA does: top-down; the first shim

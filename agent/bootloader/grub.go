@@ -10,8 +10,7 @@ import (
 	"strings"
 
 	"github.com/rivetmetal/rivet/hardware"
-	"github.com/rivetmetal/rivet/hardware/fsprobe"
-	"github.com/rivetmetal/rivet/hardware/gpt"
+	"github.com/rivetmetal/rivet/hardware/ondisk"
 )
 
 // Mounter mounts filesystems for the GRUB step.
@@ -42,33 +41,22 @@ func partUUID(f *os.File, d hardware.BlockDevice, number int) string {
 	if ss == 0 {
 		ss = 512
 	}
-	if t, err := gpt.Read(f, d.Size, ss); err == nil {
-		for _, p := range t.Partitions {
-			if p.Number == number {
-				return strings.ToLower(p.Unique.String())
-			}
-		}
-		return ""
-	}
-	if m, err := gpt.ReadMBR(f); err == nil && m.Valid {
-		return fmt.Sprintf("%08x-%02d", m.Signature, number)
-	}
-	return ""
+	return ondisk.PartUUID(f, d.Size, ss, number)
 }
 
 // findPartition returns the partition of d whose filesystem UUID or
 // PARTUUID is uuid, and its filesystem.
-func findPartition(f *os.File, d hardware.BlockDevice, uuid string) (hardware.Partition, fsprobe.Info, error) {
+func findPartition(f *os.File, d hardware.BlockDevice, uuid string) (hardware.Partition, ondisk.Filesystem, error) {
 	for _, p := range d.Partitions {
-		info, ok := fsprobe.Probe(f, p.Start)
-		if ok && strings.EqualFold(info.UUID, uuid) {
-			return p, info, nil
+		fs, ok := ondisk.Probe(f, p.Start)
+		if ok && strings.EqualFold(fs.UUID, uuid) {
+			return p, fs, nil
 		}
 		if strings.EqualFold(partUUID(f, d, p.Number), uuid) {
-			return p, info, nil
+			return p, fs, nil
 		}
 	}
-	return hardware.Partition{}, fsprobe.Info{}, fmt.Errorf("%w: no partition with UUID %s on %s (%d partitions)", ErrRootNotFound, uuid, d.Path, len(d.Partitions))
+	return hardware.Partition{}, ondisk.Filesystem{}, fmt.Errorf("%w: no partition with UUID %s on %s (%d partitions)", ErrRootNotFound, uuid, d.Path, len(d.Partitions))
 }
 
 // grubTarget is grub-install's EFI platform for this machine.
@@ -96,7 +84,7 @@ func (in *Installer) installGRUB(ctx context.Context, req Request, uefi bool) (e
 		return fmt.Errorf("install GRUB on %s: partition %s holds no root filesystem (%q)", d.Path, rootPart.Path, rootFS.Type)
 	}
 	var espPart *hardware.Partition
-	var espFS fsprobe.Info
+	var espFS ondisk.Filesystem
 	if uefi {
 		e, err := findESP(f, d, req.EFISystemPartUUID)
 		if err != nil {
@@ -110,7 +98,7 @@ func (in *Installer) installGRUB(ctx context.Context, req Request, uefi bool) (e
 		if espPart == nil {
 			return fmt.Errorf("install GRUB for UEFI on %s: the kernel lists no partition %d (the ESP)", d.Path, e.number)
 		}
-		espFS, _ = fsprobe.Probe(f, espPart.Start)
+		espFS, _ = ondisk.Probe(f, espPart.Start)
 	}
 
 	m := in.mounter()

@@ -13,7 +13,7 @@ import (
 	dgpt "github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/rivetmetal/rivet/hardware"
 	"github.com/rivetmetal/rivet/hardware/efivar"
-	"github.com/rivetmetal/rivet/hardware/fsprobe"
+	"github.com/rivetmetal/rivet/hardware/ondisk"
 	"github.com/rivetmetal/rivet/internal/loopdev"
 	"golang.org/x/sys/unix"
 )
@@ -119,7 +119,7 @@ func rootUUID(t *testing.T, dev hardware.BlockDevice) string {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	info, ok := fsprobe.Probe(f, dev.Partitions[1].Start)
+	info, ok := ondisk.Probe(f, dev.Partitions[1].Start)
 	if !ok || info.Type != "ext4" {
 		t.Fatalf("root fs %+v", info)
 	}

@@ -18,7 +18,7 @@ import (
 	dgpt "github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/rivetmetal/rivet/hardware"
 	"github.com/rivetmetal/rivet/hardware/efivar"
-	"github.com/rivetmetal/rivet/hardware/gpt"
+	"github.com/rivetmetal/rivet/hardware/ondisk"
 )
 
 const espGUID = "3E9B0F4A-6C1D-4E2F-8A7B-9C0D1E2F3A4B"
@@ -121,7 +121,7 @@ func TestUEFIEntriesFromKnownLoaders(t *testing.T) {
 		t.Error("the old ironic1 entry (Boot0003) was kept instead of replaced")
 	}
 	g, ok := e.FilePath.HardDriveGUID()
-	if !ok || gpt.GUID(g) != gpt.MustGUID(espGUID) || !strings.HasSuffix(e.FilePath.String(), `File(\EFI\BOOT\BOOTX64.EFI)`) ||
+	if !ok || ondisk.GUID(g) != ondisk.MustGUID(espGUID) || !strings.HasSuffix(e.FilePath.String(), `File(\EFI\BOOT\BOOTX64.EFI)`) ||
 		!strings.HasPrefix(e.FilePath.String(), "HD(1,GPT,") {
 		t.Errorf("entry path %s", e.FilePath)
 	}

@@ -87,8 +87,9 @@ func orNop(p ProgressFunc) ProgressFunc {
 	return p
 }
 
-// skip returns the reason a disk must not be erased, or "".
-func skip(d hardware.BlockDevice) string {
+// SkipReason returns why a disk must never be erased (it is read-only, or
+// the medium the ramdisk itself came from), or "" when it may be.
+func SkipReason(d hardware.BlockDevice) string {
 	switch {
 	case d.ReadOnly:
 		return "read-only device"
@@ -162,7 +163,7 @@ func Errors(results []Result) error {
 // reach it.
 func unlessSkipped(erase Func) Func {
 	return func(ctx context.Context, d hardware.BlockDevice, progress ProgressFunc) Result {
-		if why := skip(d); why != "" {
+		if why := SkipReason(d); why != "" {
 			return Result{Skipped: why}
 		}
 		return erase(ctx, d, progress)

@@ -19,7 +19,7 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 	dgpt "github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/rivetmetal/rivet/hardware"
-	"github.com/rivetmetal/rivet/hardware/gpt"
+	"github.com/rivetmetal/rivet/hardware/ondisk"
 	"github.com/rivetmetal/rivet/internal/loopdev"
 )
 
@@ -86,10 +86,10 @@ func TestMetadataOnLoopDevice(t *testing.T) {
 	}
 	f, _ := os.Open(loop.Path)
 	defer f.Close()
-	if _, err := gpt.Read(f, dev.Size, 512); !errors.Is(err, gpt.ErrNoTable) {
+	if _, err := ondisk.ReadGPT(f, dev.Size, 512); !errors.Is(err, ondisk.ErrNoGPT) {
 		t.Errorf("GPT still readable (primary or backup): %v", err)
 	}
-	if m, _ := gpt.ReadMBR(f); m.Valid {
+	if m, _ := ondisk.ReadMBR(f); m.Valid {
 		t.Error("MBR boot signature still there")
 	}
 	if blkid, err := exec.LookPath("blkid"); err == nil {

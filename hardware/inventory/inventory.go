@@ -1,9 +1,10 @@
-// Package inventory collects the machine's hardware inventory in the shape
-// the Ironic Python Agent reports it (list_hardware_info; contract §5.1):
-// interfaces, CPU, memory, disks, system vendor and firmware, boot mode,
-// hostname. CPU, memory and DMI data come from ghw; disks and NICs come
-// from the hardware package's sysfs readers, which fill what ghw would
-// only read from udev (absent in a u-root ramdisk).
+// Package inventory collects the machine's hardware inventory as a
+// wire.Inventory, the shape the Ironic Python Agent reports
+// (list_hardware_info; contract §5.1): interfaces, CPU, memory, disks,
+// system vendor and firmware, boot mode, hostname. CPU, memory and DMI data
+// come from ghw; disks and NICs come from the hardware package's sysfs
+// readers, which fill what ghw would only read from udev (absent in a
+// u-root ramdisk).
 //
 // Everything is read under a root directory, so tests run on fixture trees
 // and ghw snapshots, and the live machine is Root "/".
@@ -26,67 +27,8 @@ import (
 	"github.com/jaypipes/ghw"
 	"github.com/rivetmetal/rivet/hardware"
 	"github.com/rivetmetal/rivet/hardware/bmc"
+	"github.com/rivetmetal/rivet/wire"
 )
-
-// Inventory is IPA's hardware inventory.
-type Inventory struct {
-	Interfaces []hardware.Interface   `json:"interfaces"`
-	CPU        CPU                    `json:"cpu"`
-	Disks      []hardware.BlockDevice `json:"disks"`
-	Memory     Memory                 `json:"memory"`
-	// BMCAddress and BMCv6Address are the BMC's LAN addresses; IPA reports
-	// "0.0.0.0" and "::/0" when there is none or detection is skipped.
-	BMCAddress   string       `json:"bmc_address"`
-	BMCv6Address string       `json:"bmc_v6address"`
-	BMCMAC       *string      `json:"bmc_mac"`
-	SystemVendor SystemVendor `json:"system_vendor"`
-	Boot         Boot         `json:"boot"`
-	Hostname     string       `json:"hostname"`
-}
-
-// CPU describes the processors.
-type CPU struct {
-	ModelName string `json:"model_name"`
-	// Frequency is the maximum (else current) clock in MHz, as lscpu
-	// prints it; empty when unknown.
-	Frequency string `json:"frequency"`
-	// Count is the number of logical CPUs.
-	Count        int      `json:"count"`
-	Architecture string   `json:"architecture"`
-	Flags        []string `json:"flags"`
-	SocketCount  int      `json:"socket_count"`
-}
-
-// Memory is the machine's RAM.
-type Memory struct {
-	// Total is the usable memory in bytes (MemTotal).
-	Total int64 `json:"total"`
-	// PhysicalMB is the installed memory in MiB.
-	PhysicalMB int64 `json:"physical_mb"`
-}
-
-// SystemVendor is the DMI system identity.
-type SystemVendor struct {
-	ProductName  string   `json:"product_name"`
-	SerialNumber string   `json:"serial_number"`
-	Manufacturer string   `json:"manufacturer"`
-	Firmware     Firmware `json:"firmware"`
-}
-
-// Firmware is the DMI BIOS/UEFI firmware identity.
-type Firmware struct {
-	Vendor    string `json:"vendor"`
-	Version   string `json:"version"`
-	BuildDate string `json:"build_date"`
-}
-
-// Boot says how the ramdisk booted.
-type Boot struct {
-	// CurrentBootMode is "uefi" when /sys/firmware/efi exists, else "bios".
-	CurrentBootMode string `json:"current_boot_mode"`
-	// PXEInterface is the MAC from BOOTIF, when given.
-	PXEInterface string `json:"pxe_interface"`
-}
 
 // Options say where and what to read. The zero value reads the live
 // machine and lists every non-virtual disk.
@@ -112,7 +54,7 @@ type Options struct {
 // Collect reads the inventory. A component that cannot be read is logged
 // and left empty; only a machine whose disks and NICs both cannot be
 // listed is an error.
-func Collect(ctx context.Context, opts Options) (*Inventory, error) {
+func Collect(ctx context.Context, opts Options) (*wire.Inventory, error) {
 	root := opts.Root
 	if root == "" {
 		root = "/"
@@ -125,7 +67,8 @@ func Collect(ctx context.Context, opts Options) (*Inventory, error) {
 	if addrs == nil && root == "/" {
 		addrs = liveAddresses
 	}
-	inv := &Inventory{BMCAddress: "0.0.0.0", BMCv6Address: "::/0", Interfaces: []hardware.Interface{}, Disks: []hardware.BlockDevice{}}
+	inv := &wire.Inventory{BMCAddress: wire.NoBMCAddress, BMCv6Address: wire.NoBMCv6Address,
+		Interfaces: []wire.NetworkInterface{}, Disks: []wire.Disk{}}
 	ghwOpts := []any{ghw.WithChroot(root), ghw.WithDisableTools(), ghw.WithDisableWarnings()}
 
 	var errs []error
@@ -133,20 +76,23 @@ func Collect(ctx context.Context, opts Options) (*Inventory, error) {
 	if err != nil {
 		errs = append(errs, err)
 		log.WarnContext(ctx, "inventory: cannot list disks", "error", err)
-	} else if disks != nil {
-		inv.Disks = disks
+	} else {
+		for _, d := range disks {
+			inv.Disks = append(inv.Disks, Disk(d))
+		}
 	}
 	ifs, err := hardware.ListInterfaces(root)
 	if err != nil {
 		errs = append(errs, err)
 		log.WarnContext(ctx, "inventory: cannot list network interfaces", "error", err)
-	} else if ifs != nil {
-		for i := range ifs {
+	} else {
+		for _, it := range ifs {
+			nic := networkInterface(it)
 			if addrs != nil {
-				ifs[i].IPv4Address, ifs[i].IPv6Address = addrs(ifs[i].Name)
+				nic.IPv4Address, nic.IPv6Address = addrs(it.Name)
 			}
+			inv.Interfaces = append(inv.Interfaces, nic)
 		}
-		inv.Interfaces = ifs
 	}
 	if len(errs) == 2 {
 		return nil, fmt.Errorf("inventory: %w", errors.Join(errs...))
@@ -182,7 +128,7 @@ func Collect(ctx context.Context, opts Options) (*Inventory, error) {
 		log.WarnContext(ctx, "inventory: cannot read the DMI product", "error", err)
 	}
 	if b, err := ghw.BIOS(ghwOpts...); err == nil {
-		inv.SystemVendor.Firmware = Firmware{Vendor: dmi(b.Vendor), Version: dmi(b.Version), BuildDate: dmi(b.Date)}
+		inv.SystemVendor.Firmware = wire.SystemFirmware{Vendor: dmi(b.Vendor), Version: dmi(b.Version), BuildDate: dmi(b.Date)}
 	} else {
 		log.WarnContext(ctx, "inventory: cannot read the DMI firmware", "error", err)
 	}
@@ -200,7 +146,7 @@ func Collect(ctx context.Context, opts Options) (*Inventory, error) {
 // readBMC fills in the BMC's addresses read in-band (IPA's
 // get_bmc_address, get_bmc_mac and get_bmc_v6address); a machine without
 // an IPMI device keeps "0.0.0.0", "::/0" and no MAC.
-func readBMC(ctx context.Context, inv *Inventory, conn bmc.Conn, root string, log *slog.Logger) {
+func readBMC(ctx context.Context, inv *wire.Inventory, conn bmc.Conn, root string, log *slog.Logger) {
 	if conn == nil {
 		if root != "/" {
 			return
@@ -225,6 +171,29 @@ func readBMC(ctx context.Context, inv *Inventory, conn bmc.Conn, root string, lo
 	inv.BMCAddress, inv.BMCv6Address = info.Address, info.V6Address
 	if info.MAC != "" {
 		inv.BMCMAC = &info.MAC
+	}
+}
+
+// Disk is a block device as the inventory's "disks" (and the inspection's
+// "root_disk") describe it.
+func Disk(d hardware.BlockDevice) wire.Disk {
+	return wire.Disk{
+		Name: d.Path, Model: d.Model, Vendor: d.Vendor, Serial: d.Serial,
+		WWN: d.WWN, WWNWithExt: d.WWNWithExt, WWNVendExt: d.WWNVendExt,
+		HCTL: d.HCTL, ByPath: d.ByPath, Size: d.Size, Rotational: d.Rotational,
+		LogicalSectors: d.LogicalSectorSize, PhysicalSectors: d.PhysicalSectorSize, Tran: d.Tran,
+	}
+}
+
+// networkInterface is a NIC as the inventory's "interfaces" describe it,
+// without its addresses; LLDP, the InfiniBand client id and the
+// biosdevname name are not collected (null, as IPA sends them when
+// unknown).
+func networkInterface(it hardware.Interface) wire.NetworkInterface {
+	return wire.NetworkInterface{
+		Name: it.Name, MACAddress: it.MACAddress, HasCarrier: it.HasCarrier,
+		Vendor: it.Vendor, Product: it.Product, SpeedMbps: it.SpeedMbps,
+		PCIAddress: it.PCIAddress, Driver: it.Driver,
 	}
 }
 

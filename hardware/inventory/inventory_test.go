@@ -15,6 +15,7 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2/openstack/baremetal/inventory"
 	"github.com/jaypipes/ghw/pkg/snapshot"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -113,7 +114,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 
 // decodeOracle decodes our JSON with gophercloud's inventory types, the
 // client-side definition of IPA's shape.
-func decodeOracle(t *testing.T, inv *Inventory) inventory.InventoryType {
+func decodeOracle(t *testing.T, inv *wire.Inventory) inventory.InventoryType {
 	t.Helper()
 	b, err := json.Marshal(inv)
 	if err != nil {
