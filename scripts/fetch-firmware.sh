@@ -10,7 +10,8 @@
 #   OUT_DIR     default build/firmware:
 #     OUT_DIR/tree/lib/firmware/...  the files (a tree to copy to the ramdisk's /)
 #     OUT_DIR/manifest.tsv           file<TAB>package<TAB>version<TAB>bytes<TAB>modules
-#                                    (package "-" for a file no package has)
+#                                    (package "-" for a file no package has),
+#                                    also in the tree as lib/firmware/rivet-firmware-manifest.tsv
 #
 # The machine's apt sources are never changed: the non-free-firmware
 # component of the same Debian archive and release is read through a
@@ -92,6 +93,8 @@ while IFS=$'\t' read -r file mods; do
   fi
 done
 mv "$manifest" "$out/manifest.tsv"
+# The ramdisk carries its manifest too, for whoever looks at a machine.
+cp "$out/manifest.tsv" "$out/tree/lib/firmware/rivet-firmware-manifest.tsv"
 echo "$stamp" > "$out/stamp"
 committed="$(dirname "$0")/../initramfs/firmware-manifest.tsv"
 if [ -f "$committed" ] && ! diff -q <(cut -f1,2,5 "$committed") <(cut -f1,2,5 "$out/manifest.tsv") >/dev/null; then

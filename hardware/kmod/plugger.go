@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // ReportBuses are the buses whose devices Report lists when no driver is
@@ -43,6 +45,10 @@ type Plugger struct {
 	log     *slog.Logger
 	sem     chan struct{}
 	wg      sync.WaitGroup
+	// pending counts loads started by Handle and not finished; lastAdd
+	// is when Handle last saw a device (UnixNano): Settle watches both.
+	pending atomic.Int64
+	lastAdd atomic.Int64
 
 	mu      sync.Mutex
 	devices map[string]*Device // by DevPath
@@ -186,11 +192,14 @@ func (p *Plugger) Handle(ctx context.Context, ev Event) {
 	if ev.Action != "add" || ev.Modalias == "" {
 		return
 	}
+	p.lastAdd.Store(time.Now().UnixNano())
 	mods := p.add(Device{DevPath: ev.DevPath, Subsystem: ev.Subsystem, Modalias: ev.Modalias})
 	for _, m := range mods {
 		p.wg.Add(1)
+		p.pending.Add(1)
 		go func() {
 			defer p.wg.Done()
+			defer p.pending.Add(-1)
 			if p.acquire(ctx) != nil {
 				return
 			}
@@ -230,6 +239,30 @@ func (p *Plugger) Follow(ctx context.Context, src EventSource) error {
 
 // Wait waits for the loads Handle started.
 func (p *Plugger) Wait() { p.wg.Wait() }
+
+// Settle waits, while Follow runs, until no load is in progress and no
+// device has been announced for quiet, or until limit has passed, or ctx
+// ends (what udevadm settle does for udev). It reports whether the
+// devices settled.
+func (p *Plugger) Settle(ctx context.Context, quiet, limit time.Duration) bool {
+	start := time.Now()
+	tick := time.NewTicker(quiet / 5)
+	defer tick.Stop()
+	for {
+		last := time.Unix(0, p.lastAdd.Load())
+		if p.pending.Load() == 0 && time.Since(last) >= quiet && time.Since(start) >= quiet {
+			return true
+		}
+		if time.Since(start) >= limit {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+}
 
 // Report says which modules were loaded or failed and which devices on
 // ReportBuses have no driver bound now.

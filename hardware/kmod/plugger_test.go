@@ -218,3 +218,35 @@ func TestColdplugNoSysfs(t *testing.T) {
 		t.Errorf("err = %v, want ErrNotExist", err)
 	}
 }
+
+func TestSettle(t *testing.T) {
+	ix, err := LoadIndex(writeIndex(t, testIndex))
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	l := NewLoader(ix, LoaderOptions{Present: []string{}, Logger: quietLog()})
+	l.initModule = func(string, string) error { <-release; return nil }
+	p := NewPlugger(ix, l, PluggerOptions{SysRoot: t.TempDir(), Logger: quietLog()})
+	ctx := context.Background()
+	if !p.Settle(ctx, 5*time.Millisecond, time.Minute) {
+		t.Error("nothing happening: not settled")
+	}
+	p.Handle(ctx, Event{Action: "add", DevPath: "/devices/x", Subsystem: "scsi", Modalias: "scsi:t-0x00"})
+	// The load blocks: Settle gives up at its limit.
+	if p.Settle(ctx, 5*time.Millisecond, 50*time.Millisecond) {
+		t.Error("settled while a load was in progress")
+	}
+	close(release)
+	if !p.Settle(ctx, 5*time.Millisecond, time.Minute) {
+		t.Error("not settled after the load finished")
+	}
+	p.Wait()
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	p.Handle(ctx, Event{Action: "add", DevPath: "/devices/y", Subsystem: "scsi", Modalias: "scsi:t-0x0E"})
+	if p.Settle(cctx, time.Hour, 2*time.Hour) {
+		t.Error("settled with a cancelled context")
+	}
+	p.Wait()
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 )
 
 // Config configures Start. The zero value loads from the running kernel's
@@ -20,10 +21,22 @@ type Config struct {
 	Cmdline *string
 	// Workers bounds the modules loaded at once. Zero: DefaultWorkers.
 	Workers int
+	// SettleQuiet and SettleLimit: after coldplug, Start waits until no
+	// device has been announced and no load has run for SettleQuiet, at
+	// most SettleLimit (devices made by the drivers just loaded, such as
+	// virtio NICs and SCSI disks, get their modules before Start
+	// returns). Zero: DefaultSettleQuiet and DefaultSettleLimit.
+	SettleQuiet, SettleLimit time.Duration
 	// Logger receives what was loaded, what failed and which devices have
 	// no driver. Zero: slog.Default().
 	Logger *slog.Logger
 }
+
+// Defaults for Config.SettleQuiet and Config.SettleLimit.
+const (
+	DefaultSettleQuiet = 300 * time.Millisecond
+	DefaultSettleLimit = 10 * time.Second
+)
 
 // Session is module loading for the running machine: Start returns once
 // the devices present at boot have their modules (coldplug), and the
@@ -38,7 +51,8 @@ type Session struct {
 }
 
 // Start opens the uevent socket, walks sysfs loading the module of every
-// device, logs the report, and follows uevents in the background. If the
+// device, follows uevents in the background, waits for the devices to
+// settle (see Config) and logs the report. If the
 // uevent socket cannot be opened, coldplug still runs and the error is
 // logged. It fails only when the module index cannot be read.
 func Start(ctx context.Context, cfg Config) (*Session, error) {
@@ -74,6 +88,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	if lerr != nil {
 		log.Warn("no uevents: devices that appear after boot get no module", "error", lerr)
 	}
+	start := time.Now()
 	if err := p.Coldplug(ctx); err != nil {
 		if lis != nil {
 			lis.Close()
@@ -83,7 +98,6 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 		}
 		log.Warn("coldplug", "error", err)
 	}
-	LogReport(log, p.Report())
 
 	fctx, cancel := context.WithCancel(ctx)
 	s := &Session{plugger: p, log: log, cancel: cancel, done: make(chan struct{})}
@@ -99,6 +113,17 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 			log.Warn("uevents: stopped following", "error", err)
 		}
 	}()
+	quiet, limit := cfg.SettleQuiet, cfg.SettleLimit
+	if quiet <= 0 {
+		quiet = DefaultSettleQuiet
+	}
+	if limit <= 0 {
+		limit = DefaultSettleLimit
+	}
+	settled := lis == nil || p.Settle(ctx, quiet, limit)
+	log.Info("kernel modules for the devices present loaded", "settled", settled,
+		"took", time.Since(start).Round(time.Millisecond))
+	LogReport(log, p.Report())
 	return s, nil
 }
 
