@@ -59,9 +59,12 @@ alias scsi:t-0x0E* sd_mod
 alias pci:v00001000d00000079sv*sd*bc*sc*i* megaraid_sas
 alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e
 alias fs-vfat vfat
+alias crypto-crc32c crc32c_generic
+alias crc32c crc32c_generic
 `,
 	"modules.softdep": `# Soft dependencies extracted from modules themselves.
 softdep e1000e pre: crc32c_generic post: vfat
+softdep sd_mod pre: crc32c crct10dif
 `,
 	"modules.builtin": "kernel/drivers/block/loop.ko\nkernel/drivers/nvme/host/nvme-core.ko\n",
 }

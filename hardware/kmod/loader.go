@@ -155,11 +155,7 @@ func (l *Loader) loadNew(ctx context.Context, name string, stack []string) error
 		return fmt.Errorf("kmod: %s: %w in %s", name, ErrNoModule, l.ix.Dir())
 	}
 	pre, post := l.ix.Softdeps(name)
-	for _, s := range pre {
-		if err := l.load(ctx, s, stack, false); err != nil && ctx.Err() == nil {
-			l.log.Warn("soft dependency not loaded", "module", name, "softdep", s, "error", err)
-		}
-	}
+	l.loadSoft(ctx, name, pre, stack)
 	for _, d := range l.ix.Deps(name) {
 		if err := l.load(ctx, d, stack, true); err != nil {
 			return fmt.Errorf("kmod: %s needs %s: %w", name, d, err)
@@ -189,10 +185,24 @@ func (l *Loader) loadNew(ctx context.Context, name string, stack []string) error
 		}
 		l.log.Info("kernel module loaded", args...)
 	}
-	for _, s := range post {
-		if err := l.load(ctx, s, stack, false); err != nil && ctx.Err() == nil {
-			l.log.Warn("soft dependency not loaded", "module", name, "softdep", s, "error", err)
+	l.loadSoft(ctx, name, post, stack)
+	return nil
+}
+
+// loadSoft loads soft dependencies, each a module name or an alias (often
+// a crypto algorithm, "crc32c"), when this kernel has them: one that is
+// built in or absent is skipped, one that fails is logged.
+func (l *Loader) loadSoft(ctx context.Context, name string, softdeps, stack []string) {
+	for _, s := range softdeps {
+		mods := l.ix.Resolve(s)
+		if len(mods) == 0 {
+			l.log.Debug("soft dependency not in this ramdisk (or built in)", "module", name, "softdep", s)
+			continue
+		}
+		for _, m := range mods {
+			if err := l.load(ctx, m, stack, false); err != nil && ctx.Err() == nil {
+				l.log.Warn("soft dependency not loaded", "module", name, "softdep", m, "error", err)
+			}
 		}
 	}
-	return nil
 }
