@@ -36,6 +36,7 @@ type fakeIronic struct {
 	inventory  json.RawMessage
 	lookupMACs string
 	heartbeats []time.Time
+	lastBeat   wire.HeartbeatRequest
 }
 
 func (f *fakeIronic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -64,6 +65,7 @@ func (f *fakeIronic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		})
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/heartbeat/"+f.node:
 		f.heartbeats = append(f.heartbeats, time.Now())
+		_ = json.Unmarshal(body, &f.lastBeat)
 		w.WriteHeader(http.StatusAccepted)
 	default:
 		w.WriteHeader(http.StatusNotFound)
