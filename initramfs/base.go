@@ -63,6 +63,19 @@ func baseArchive(modulesDir string, loadModules []string) (*cpio.Archive, error)
 	return a, nil
 }
 
+// modprobePath is where the kernel runs modprobe from (CONFIG_MODPROBE_PATH).
+const modprobePath = "sbin/modprobe"
+
+// addModprobeLink links /sbin/modprobe to the busybox's modprobe.
+func addModprobeLink(a *cpio.Archive) error {
+	if _, ok := a.Get("sbin"); !ok {
+		if err := a.WriteRecord(cpio.Directory("sbin", 0o755)); err != nil {
+			return err
+		}
+	}
+	return a.WriteRecord(cpio.Symlink(modprobePath, "../bbin/modprobe"))
+}
+
 // addTree adds every file, directory and symlink under root to a, at the
 // same path relative to the archive's root, parents before children. A
 // directory already in a (lib/ of an earlier tree) is not added again; a

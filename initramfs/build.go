@@ -76,6 +76,11 @@ func Build(ctx context.Context, opts Options) (Result, error) {
 			return Result{}, err
 		}
 	}
+	if slices.ContainsFunc(commands, func(c string) bool { return commandName(c) == "modprobe" }) {
+		if err := addModprobeLink(base); err != nil {
+			return Result{}, err
+		}
+	}
 	tmp, err := os.MkdirTemp("", "rivet-initramfs-")
 	if err != nil {
 		return Result{}, fmt.Errorf("initramfs: temp dir: %w", err)

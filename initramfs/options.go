@@ -11,9 +11,17 @@ const DefaultAgentPackage = "github.com/rivetmetal/rivet/cmd/rivet-agent"
 // InitPackage is u-root's init, always part of the busybox binary.
 const InitPackage = "github.com/u-root/u-root/cmds/core/init"
 
-// DefaultCommands are the u-root commands built into the busybox binary
-// besides init: enough for an operator on the console to look around.
+// ModprobePackage is Rivet's modprobe (hardware/kmod): built into the
+// busybox binary and linked as /sbin/modprobe, the program the kernel runs
+// to load a module it needs (a filesystem, an md personality, a crypto
+// algorithm).
+const ModprobePackage = "github.com/rivetmetal/rivet/initramfs/cmds/modprobe"
+
+// DefaultCommands are the commands built into the busybox binary besides
+// init: enough for an operator on the console to look around, and
+// modprobe.
 var DefaultCommands = []string{
+	ModprobePackage,
 	"github.com/u-root/u-root/cmds/core/cat",
 	"github.com/u-root/u-root/cmds/core/dmesg",
 	"github.com/u-root/u-root/cmds/core/gosh",

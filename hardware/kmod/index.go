@@ -160,7 +160,7 @@ func (ix *Index) parseSoftdep(r io.Reader) error {
 				into = &ix.softPost
 			default:
 				if into == nil {
-					return fmt.Errorf("line %d: %q before pre: or post:", n, w)
+					return fmt.Errorf("line %d: %q comes before any \"pre:\" or \"post:\" list", n, w)
 				}
 				(*into)[mod] = append((*into)[mod], ModuleName(w))
 			}

@@ -65,11 +65,15 @@ type Failure struct {
 	Error  string `json:"error"`
 }
 
+// defaultInitModule is what a new Loader loads modules with: the kernel
+// (tests put a fake here).
+var defaultInitModule = kernelInitModule
+
 // NewLoader returns a Loader for ix that loads modules into the running
 // kernel with finit_module(2).
 func NewLoader(ix *Index, opts LoaderOptions) *Loader {
 	l := &Loader{ix: ix, log: opts.Logger, params: map[string]string{}, blacklist: map[string]bool{},
-		present: map[string]bool{}, initModule: kernelInitModule, mods: map[string]*modState{}}
+		present: map[string]bool{}, initModule: defaultInitModule, mods: map[string]*modState{}}
 	if l.log == nil {
 		l.log = slog.Default()
 	}
