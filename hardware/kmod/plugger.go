@@ -186,9 +186,16 @@ func (p *Plugger) acquire(ctx context.Context) error {
 func (p *Plugger) release() { <-p.sem }
 
 // Handle loads the modules for a uevent that announces a device with a
-// modalias ("add"); other events are ignored. The loads run in the
+// modalias ("add") and forgets a device that was removed; other events are
+// ignored. The loads run in the
 // background (Wait waits for them).
 func (p *Plugger) Handle(ctx context.Context, ev Event) {
+	if ev.Action == "remove" {
+		p.mu.Lock()
+		delete(p.devices, ev.DevPath)
+		p.mu.Unlock()
+		return
+	}
 	if ev.Action != "add" || ev.Modalias == "" {
 		return
 	}

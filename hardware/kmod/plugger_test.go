@@ -250,3 +250,23 @@ func TestSettle(t *testing.T) {
 	}
 	p.Wait()
 }
+
+func TestHandleRemove(t *testing.T) {
+	ix, err := LoadIndex(writeIndex(t, testIndex))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPlugger(ix, NewLoader(ix, LoaderOptions{Present: []string{}, Logger: quietLog()}),
+		PluggerOptions{SysRoot: t.TempDir(), Logger: quietLog()})
+	ctx := context.Background()
+	dev := "/devices/pci0000:00/0000:00:07.0"
+	p.Handle(ctx, Event{Action: "add", DevPath: dev, Subsystem: "pci", Modalias: "pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80"})
+	if r := p.Report(); r.Devices != 1 || len(r.NoDriver) != 1 {
+		t.Errorf("after add: %+v", r)
+	}
+	p.Handle(ctx, Event{Action: "remove", DevPath: dev})
+	if r := p.Report(); r.Devices != 0 || len(r.NoDriver) != 0 {
+		t.Errorf("after remove: %+v", r)
+	}
+	p.Wait()
+}
