@@ -46,7 +46,15 @@ func run(ctx context.Context, args []string, w io.Writer, cfg kmod.Config) error
 	if !*all {
 		names, params = fs.Args()[:1], strings.Join(fs.Args()[1:], " ")
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(w, nil)).With("component", "modprobe", "request", strings.Join(names, ","))
+	// The kernel log stamps each line itself.
+	noTime := func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{ReplaceAttr: noTime})).
+		With("component", "modprobe", "request", strings.Join(names, ","))
 	loaded, err := kmod.Modprobe(ctx, cfg, names, params)
 	if err != nil && !*quiet {
 		cfg.Logger.Warn("modprobe failed", "loaded", strings.Join(loaded, ","), "error", err)
