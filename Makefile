@@ -37,27 +37,55 @@ $(DASHBOARD_ASSETS): $(DASHBOARD_WEB)/package.json $(DASHBOARD_WEB)/package-lock
 	cd $(DASHBOARD_WEB) && npm ci --ignore-scripts --no-audit --no-fund
 	cp $(DASHBOARD_WEB)/node_modules/chart.js/dist/chart.umd.min.js $@
 
-## kernel: the Debian cloud kernel and its virtio modules (build/kernel)
+## kernel: the Debian cloud kernel and its virtio modules (build/kernel), for the virtual ramdisk
 kernel: $(BUILD)/kernel/vmlinuz
 $(BUILD)/kernel/vmlinuz: scripts/fetch-kernel.sh
-	scripts/fetch-kernel.sh $(BUILD)/kernel
+	scripts/fetch-kernel.sh -f virtual $(BUILD)/kernel
 
-## initramfs: the deploy ramdisk (u-root + rivet-agent)
-initramfs: $(BUILD)/initramfs.cpio.zst
-$(BUILD)/initramfs.cpio.zst: $(GOFILES) $(BUILD)/kernel/vmlinuz
-	$(GO) run ./cmd/rivet-initramfs -modules $(BUILD)/kernel/modules -o $@
+## kernel-generic: Debian's generic kernel and the drivers of real servers (build/kernel-generic), for the hardware ramdisk
+kernel-generic: $(BUILD)/kernel-generic/vmlinuz
+$(BUILD)/kernel-generic/vmlinuz: scripts/fetch-kernel.sh
+	scripts/fetch-kernel.sh -f hardware $(BUILD)/kernel-generic
+
+## firmware: the firmware files the hardware ramdisk's modules request, from Debian's non-free-firmware (build/firmware)
+firmware: $(BUILD)/firmware/manifest.tsv
+$(BUILD)/firmware/manifest.tsv: scripts/fetch-firmware.sh $(BUILD)/kernel-generic/vmlinuz
+	scripts/fetch-firmware.sh $(BUILD)/kernel-generic $(BUILD)/firmware
+
+## initramfs: the deploy ramdisk (u-root + rivet-agent + modules); FLAVOR=hardware (default: real servers, build/initramfs.cpio.zst) or FLAVOR=virtual (QEMU nodes, build/initramfs-virtual.cpio.zst)
+FLAVOR ?= hardware
+ifeq ($(FLAVOR),virtual)
+initramfs: initramfs-virtual
+else ifeq ($(FLAVOR),hardware)
+initramfs: initramfs-hardware
+else
+initramfs:
+	@echo "FLAVOR=$(FLAVOR): want hardware or virtual" >&2; exit 2
+endif
+.PHONY: kernel-generic firmware initramfs-hardware initramfs-virtual
+
+## initramfs-hardware: the ramdisk for real servers, booted with build/kernel-generic/vmlinuz
+initramfs-hardware: $(BUILD)/initramfs.cpio.zst
+$(BUILD)/initramfs.cpio.zst: $(GOFILES) $(BUILD)/kernel-generic/vmlinuz $(BUILD)/firmware/manifest.tsv
+	$(GO) run ./cmd/rivet-initramfs -flavour hardware -modules $(BUILD)/kernel-generic/modules \
+		-firmware $(BUILD)/firmware/tree -o $@
+
+## initramfs-virtual: the lean ramdisk for QEMU nodes (virtio only), booted with build/kernel/vmlinuz
+initramfs-virtual: $(BUILD)/initramfs-virtual.cpio.zst
+$(BUILD)/initramfs-virtual.cpio.zst: $(GOFILES) $(BUILD)/kernel/vmlinuz
+	$(GO) run ./cmd/rivet-initramfs -flavour virtual -modules $(BUILD)/kernel/modules -o $@
 
 ## testimage: the small bootable OS disk image the demo and e2e test deploy
 testimage: $(BUILD)/testimage/disk.raw
 $(BUILD)/testimage/disk.raw: $(GOFILES) $(BUILD)/kernel/vmlinuz
 	$(GO) run ./internal/testimage/mktestimage -kernel $(BUILD)/kernel/vmlinuz -o $@
 
-## demo: conductor + QEMU node + real deploy, end to end
-demo: deps-demo build kernel initramfs testimage
+## demo: conductor + QEMU node (virtual ramdisk, kernel shortcut) + real deploy, end to end
+demo: deps-demo build kernel initramfs-virtual testimage
 	scripts/demo.sh
 
 ## test: unit tests and the end-to-end deploy in QEMU (the race detector needs cgo)
-test: deps dashboard build kernel initramfs testimage
+test: deps dashboard build kernel initramfs-virtual initramfs-hardware testimage
 	RIVET_REQUIRE_E2E=1 CGO_ENABLED=1 $(GO) test -race -timeout 30m ./...
 
 ## lint: gofmt, go vet (linux and darwin), go mod tidy, staticcheck

@@ -30,7 +30,7 @@ func needArtefacts(t *testing.T) artefacts {
 	vmtest.QEMU(t)
 	a := artefacts{
 		kernel:    vmtest.Kernel(t),
-		ramdisk:   filepath.Join(root, "build/initramfs.cpio.zst"),
+		ramdisk:   filepath.Join(root, "build/initramfs-virtual.cpio.zst"),
 		image:     filepath.Join(root, "build/testimage/disk.raw"),
 		conductor: filepath.Join(root, "build/bin/rivet-conductor"),
 		cli:       filepath.Join(root, "build/bin/rivet"),

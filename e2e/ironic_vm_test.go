@@ -27,17 +27,14 @@ const (
 )
 
 // ironicRamdisk is the deploy ramdisk the VM boots: RIVET_IRONIC_RAMDISK,
-// else build/initramfs.cpio.zst (make initramfs).
+// else build/initramfs-virtual.cpio.zst (make initramfs-virtual), which
+// boots with build/kernel's cloud kernel.
 func ironicRamdisk(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("RIVET_IRONIC_RAMDISK"); p != "" {
 		return p
 	}
-	p := filepath.Join(vmtest.RepoRoot(t), "build/initramfs.cpio.zst")
-	if _, err := os.Stat(p); err != nil {
-		vmtest.Unavailable(t, "%s is missing: run make initramfs", p)
-	}
-	return p
+	return vmtest.VirtualRamdisk(t)
 }
 
 // imageProxy is a forward HTTP proxy that only reaches the test's file

@@ -63,20 +63,41 @@ func baseArchive(modulesDir string, loadModules []string) (*cpio.Archive, error)
 	return a, nil
 }
 
+// modprobePath is where the kernel runs modprobe from (CONFIG_MODPROBE_PATH).
+const modprobePath = "sbin/modprobe"
+
+// addModprobeLink links /sbin/modprobe to the busybox's modprobe.
+func addModprobeLink(a *cpio.Archive) error {
+	if _, ok := a.Get("sbin"); !ok {
+		if err := a.WriteRecord(cpio.Directory("sbin", 0o755)); err != nil {
+			return err
+		}
+	}
+	return a.WriteRecord(cpio.Symlink(modprobePath, "../bbin/modprobe"))
+}
+
 // addTree adds every file, directory and symlink under root to a, at the
-// same path relative to the archive's root, parents before children.
+// same path relative to the archive's root, parents before children. A
+// directory already in a (lib/ of an earlier tree) is not added again; a
+// file already in a is an error.
 func addTree(a *cpio.Archive, root string) error {
 	rec := cpio.NewRecorder()
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			return fmt.Errorf("initramfs: walk modules tree: %w", err)
+			return fmt.Errorf("initramfs: walk tree %s: %w", root, err)
 		}
 		rel, err := filepath.Rel(root, p)
 		if err != nil {
-			return fmt.Errorf("initramfs: walk modules tree %s: %w", p, err)
+			return fmt.Errorf("initramfs: walk tree %s: %w", p, err)
 		}
 		if rel == "." {
 			return nil
+		}
+		if old, ok := a.Get(filepath.ToSlash(rel)); ok {
+			if d.IsDir() && old.Mode&cpio.S_IFMT == cpio.S_IFDIR {
+				return nil
+			}
+			return fmt.Errorf("initramfs: %s from %s is already in the archive", rel, root)
 		}
 		r, err := rec.GetRecord(p)
 		if err != nil {

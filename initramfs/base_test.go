@@ -121,3 +121,34 @@ func TestCommandName(t *testing.T) {
 		}
 	}
 }
+
+func TestFirmwareTree(t *testing.T) {
+	modules := modulesTree(t, true)
+	fw := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(fw, "lib", "firmware", "tigon"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(fw, "lib", "firmware", "tigon", "tg3.bin"), []byte("fw"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, err := baseArchive(modules, HardwareLoadModules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := addTree(a, fw); err != nil {
+		t.Fatalf("firmware tree beside the modules tree: %v", err)
+	}
+	if _, content := readRecord(t, a, "lib/firmware/tigon/tg3.bin"); content != "fw" {
+		t.Errorf("firmware content %q", content)
+	}
+	seen := map[string]bool{}
+	for _, n := range a.Order {
+		if seen[n] {
+			t.Errorf("%s twice in the archive", n)
+		}
+		seen[n] = true
+	}
+	if err := addTree(a, fw); err == nil {
+		t.Error("the same files twice: no error")
+	}
+}

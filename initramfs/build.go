@@ -71,6 +71,16 @@ func Build(ctx context.Context, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if opts.FirmwareDir != "" {
+		if err := addTree(base, opts.FirmwareDir); err != nil {
+			return Result{}, err
+		}
+	}
+	if slices.ContainsFunc(commands, func(c string) bool { return commandName(c) == "modprobe" }) {
+		if err := addModprobeLink(base); err != nil {
+			return Result{}, err
+		}
+	}
 	tmp, err := os.MkdirTemp("", "rivet-initramfs-")
 	if err != nil {
 		return Result{}, fmt.Errorf("initramfs: temp dir: %w", err)
@@ -108,7 +118,8 @@ func Build(ctx context.Context, opts Options) (Result, error) {
 	}
 	start := time.Now()
 	log.InfoContext(ctx, "building initramfs", "output", opts.Output, "agent", agent,
-		"commands", strings.Join(commandNames(commands), ","), "modules", opts.ModulesDir, "compression", comp)
+		"commands", strings.Join(commandNames(commands), ","), "modules", opts.ModulesDir, "firmware", opts.FirmwareDir,
+		"compression", comp)
 	if err := uimage.CreateInitramfs(llogFor(ctx, log), uopts); err != nil {
 		out.abort()
 		return Result{}, fmt.Errorf("initramfs: build %s: %w", opts.Output, err)

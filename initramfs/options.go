@@ -11,9 +11,17 @@ const DefaultAgentPackage = "github.com/rivetmetal/rivet/cmd/rivet-agent"
 // InitPackage is u-root's init, always part of the busybox binary.
 const InitPackage = "github.com/u-root/u-root/cmds/core/init"
 
-// DefaultCommands are the u-root commands built into the busybox binary
-// besides init: enough for an operator on the console to look around.
+// ModprobePackage is Rivet's modprobe (hardware/kmod): built into the
+// busybox binary and linked as /sbin/modprobe, the program the kernel runs
+// to load a module it needs (a filesystem, an md personality, a crypto
+// algorithm).
+const ModprobePackage = "github.com/rivetmetal/rivet/initramfs/cmds/modprobe"
+
+// DefaultCommands are the commands built into the busybox binary besides
+// init: enough for an operator on the console to look around, and
+// modprobe.
 var DefaultCommands = []string{
+	ModprobePackage,
 	"github.com/u-root/u-root/cmds/core/cat",
 	"github.com/u-root/u-root/cmds/core/dmesg",
 	"github.com/u-root/u-root/cmds/core/gosh",
@@ -33,6 +41,13 @@ var DefaultCommands = []string{
 // modules.dep at boot.
 var DefaultLoadModules = []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_rng",
 	"efivarfs", "vfat", "nls_cp437", "nls_ascii"}
+
+// HardwareLoadModules are the modules named in modules-load.d by the
+// hardware flavour: only those no device asks for (filesystems of a UEFI
+// deploy, the IPMI device interface the agent reads the BMC through).
+// Device drivers are loaded by the agent from each device's modalias
+// (hardware/kmod), not from a list.
+var HardwareLoadModules = []string{"efivarfs", "vfat", "nls_cp437", "nls_ascii", "ipmi_devintf"}
 
 // Compression is the compression of the output archive.
 type Compression string
@@ -74,6 +89,11 @@ type Options struct {
 	// normally lib/modules/<kernel version>/... with a modules.dep made
 	// by depmod. Zero: no kernel modules.
 	ModulesDir string
+
+	// FirmwareDir is a directory tree copied to the archive's root,
+	// normally lib/firmware/... with the files the modules request
+	// (scripts/fetch-firmware.sh). Zero: no firmware.
+	FirmwareDir string
 
 	// LoadModules are written to /lib/modules-load.d/rivet.conf, which
 	// u-root's init reads at boot. Zero (nil): DefaultLoadModules when

@@ -15,7 +15,8 @@ import (
 // TestBootInQEMU boots build/kernel/vmlinuz with the test ramdisk. The VM
 // has one virtio NIC (MAC 52:54:00:12:34:56, user networking with no
 // forwards), one 64 MiB virtio disk (a sparse temp file) and virtio-rng.
-// testuinit reports what it found and powers off.
+// testuinit reports what it found, mounts the blank disk as vfat (not
+// loaded at boot, so the kernel runs /sbin/modprobe for it) and powers off.
 func TestBootInQEMU(t *testing.T) {
 	kernel := vmtest.Kernel(t)
 	vmtest.QEMU(t)
@@ -62,7 +63,7 @@ func TestBootInQEMU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`^RIVET-TEST-UINIT uptime=(\S+) nic=(\S+) disk=(\S+) modules=(\S*)\n`).FindStringSubmatch(string(sector))
+	m := regexp.MustCompile(`^RIVET-TEST-UINIT uptime=(\S+) nic=(\S+) disk=(\S+) modules=(\S*) vfat=(\S+)\n`).FindStringSubmatch(string(sector))
 	if m == nil {
 		t.Fatalf("no report on the disk; its first bytes: %q", strings.TrimRight(string(sector[:128]), "\x00"))
 	}
@@ -72,6 +73,11 @@ func TestBootInQEMU(t *testing.T) {
 	}
 	if m[3] != "/dev/vda/67108864" {
 		t.Errorf("disk = %s, want /dev/vda of 64 MiB", m[3])
+	}
+	// vfat is not in this ramdisk's modules-load.d: the kernel loaded it
+	// on demand through /sbin/modprobe when testuinit mounted vfat.
+	if m[5] != "loaded" {
+		t.Errorf("vfat = %s, want loaded on demand by /sbin/modprobe", m[5])
 	}
 	loaded := strings.Split(m[4], ",")
 	for _, want := range []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_rng"} {

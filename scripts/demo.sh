@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 bin=build/bin
 image=build/testimage/disk.raw
-for f in $bin/rivet-conductor $bin/rivet build/kernel/vmlinuz build/initramfs.cpio.zst "$image"; do
+for f in $bin/rivet-conductor $bin/rivet build/kernel/vmlinuz build/initramfs-virtual.cpio.zst "$image"; do
   [ -e "$f" ] || { echo "demo: $f is missing; run 'make demo'" >&2; exit 1; }
 done
 
@@ -31,7 +31,7 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 say "Starting rivet-conductor on $url (SQLite at $state/rivet.db)"
 "$bin/rivet-conductor" --listen "127.0.0.1:$port" --state-dir "$state" \
   --image-dir "$(dirname "$image")" \
-  --deploy-kernel build/kernel/vmlinuz --deploy-ramdisk build/initramfs.cpio.zst \
+  --deploy-kernel build/kernel/vmlinuz --deploy-ramdisk build/initramfs-virtual.cpio.zst \
   --ramdisk-heartbeat-timeout 30s >"$state/conductor.log" 2>&1 &
 cpid=$!
 for _ in $(seq 1 100); do curl -sf "$url/v1" >/dev/null && break; sleep 0.1; done
@@ -73,4 +73,4 @@ print(f"    deploy -> active:          {active-start:6.1f} s")
 print(f"    deploy -> OS booted:       {booted-start:6.1f} s")
 print(f"    agent peak RSS:            {rss:>6} MiB")
 PY
-printf '    deploy ramdisk:            %6s MiB (zstd)\n' "$(python3 -c "import os; print(f'{os.path.getsize(\"build/initramfs.cpio.zst\")/2**20:.1f}')")"
+printf '    deploy ramdisk:            %6s MiB (zstd)\n' "$(python3 -c "import os; print(f'{os.path.getsize(\"build/initramfs-virtual.cpio.zst\")/2**20:.1f}')")"

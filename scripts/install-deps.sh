@@ -14,7 +14,9 @@ pkgs=()
 for g in "${groups[@]}"; do
   case "$g" in
     # Building and booting the deploy ramdisk and the demo disk.
-    vm) pkgs+=(qemu-system-x86 qemu-utils ovmf grub-efi-amd64-bin grub-common kmod
+    # seabios and ipxe-qemu: BIOS and the NICs' option ROMs for qemu_boot=network;
+    # iproute2: taps and bridges for qemu_bridge.
+    vm) pkgs+=(qemu-system-x86 qemu-utils ovmf seabios ipxe-qemu iproute2 grub-efi-amd64-bin grub-common kmod
                e2fsprogs dosfstools util-linux zstd xz-utils ca-certificates curl python3) ;;
     # Real peers the test suite talks to; Apache's htpasswd (apache2-utils),
     # which writes the user files the conductor reads; the mkfs tools whose

@@ -27,6 +27,9 @@ func main() {
 	inRamdisk := agent.InRamdisk()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if inRamdisk {
+		defer startModuleLoading(ctx, slog.Default())()
+	}
 	for {
 		err := run(ctx, os.Args[1:], os.Stderr, inRamdisk)
 		if err == nil || ctx.Err() != nil {

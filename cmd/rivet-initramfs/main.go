@@ -1,7 +1,10 @@
 // Command rivet-initramfs builds the deploy ramdisk: u-root's init and a few
-// console commands, rivet-agent as the uinit, and the kernel modules.
+// console commands, rivet-agent as the uinit, the kernel modules and the
+// firmware they need. Two flavours (docs/ramdisk.md):
 //
-//	go run ./cmd/rivet-initramfs -modules build/kernel/modules -o build/initramfs.cpio.zst
+//	go run ./cmd/rivet-initramfs -flavour hardware -modules build/kernel-generic/modules \
+//	    -firmware build/firmware/tree -o build/initramfs.cpio.zst
+//	go run ./cmd/rivet-initramfs -flavour virtual -modules build/kernel/modules -o build/initramfs-virtual.cpio.zst
 package main
 
 import (
@@ -31,9 +34,12 @@ func run(args []string) error {
 		comp     string
 		commands string
 		load     string
+		flavour  string
 	)
 	fs.StringVar(&opts.Output, "o", "", "output archive path (required)")
 	fs.StringVar(&opts.ModulesDir, "modules", "", "kernel-modules tree copied to the archive root (lib/modules/<kver>/... with modules.dep)")
+	fs.StringVar(&opts.FirmwareDir, "firmware", "", "firmware tree copied to the archive root (lib/firmware/...)")
+	fs.StringVar(&flavour, "flavour", "virtual", "virtual (modules-load.d lists the virtio drivers) or hardware (drivers loaded by device; modules-load.d lists only "+strings.Join(initramfs.HardwareLoadModules, ",")+")")
 	fs.StringVar(&comp, "compression", "zstd", "zstd, gzip, xz or none")
 	fs.StringVar(&opts.AgentPackage, "agent", initramfs.DefaultAgentPackage, "Go package built as /bin/uinit")
 	fs.StringVar(&commands, "commands", "", "comma-separated u-root command packages besides init (default: "+strings.Join(initramfs.DefaultCommands, ",")+")")
@@ -54,6 +60,13 @@ func run(args []string) error {
 	opts.Compression = c
 	if commands != "" {
 		opts.Commands = strings.Split(commands, ",")
+	}
+	switch flavour {
+	case "virtual":
+	case "hardware":
+		opts.LoadModules = initramfs.HardwareLoadModules
+	default:
+		return fmt.Errorf("-flavour %q: want virtual or hardware", flavour)
 	}
 	if load != "" {
 		opts.LoadModules = strings.Split(load, ",")

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"strings"
@@ -34,7 +35,7 @@ type vmSpec struct {
 func vmName(uuid string) string { return "rivet-" + uuid }
 
 // qemuArgs returns QEMU's arguments (without the program name).
-func qemuArgs(v vmSpec) []string {
+func qemuArgs(v vmSpec) ([]string, error) {
 	args := []string{
 		"-name", vmName(v.uuid),
 		"-no-user-config", "-nodefaults",
@@ -58,34 +59,56 @@ func qemuArgs(v vmSpec) []string {
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+optValue(v.ovmfCode),
 			"-drive", "if=pflash,format=raw,unit=1,file="+optValue(v.paths.vars))
 	}
-	netdev := []string{"user", "id=net0", "restrict=on",
-		fmt.Sprintf("hostfwd=tcp:127.0.0.1:%d-:%d", v.agentPort, agentGuestPort)}
-	for _, f := range v.forwards {
-		cmd := strings.Join(append(append([]string{}, v.relay...), f.Target, strconv.Itoa(f.Port)), " ")
-		netdev = append(netdev, fmt.Sprintf("guestfwd=tcp:%s:%d-cmd:%s", v.guestHost, f.Port, cmd))
+	netBoot := v.set.boot == BootNetwork
+	nicBoot, diskBoot := 0, 1
+	if netBoot && v.boot == power.BootPXE {
+		// Network first, then the disk, as a server set to PXE.
+		nicBoot, diskBoot = 1, 2
 	}
-	nic := "virtio-net-pci,netdev=net0,romfile="
-	if v.set.mac != "" {
-		nic += ",mac=" + v.set.mac
+	var netdev []string
+	if v.set.bridge != "" {
+		// QEMU creates the tap, runs the ifup script that puts it on the
+		// bridge, and the tap disappears when QEMU exits.
+		netdev = []string{"tap", "id=net0", "ifname=" + tapName(v.uuid), "script=" + optValue(v.paths.ifup), "downscript=no"}
+	} else {
+		netdev = []string{"user", "id=net0", "restrict=on",
+			fmt.Sprintf("hostfwd=tcp:127.0.0.1:%d-:%d", v.agentPort, agentGuestPort)}
+		for _, f := range v.forwards {
+			cmd := strings.Join(append(append([]string{}, v.relay...), f.Target, strconv.Itoa(f.Port)), " ")
+			netdev = append(netdev, fmt.Sprintf("guestfwd=tcp:%s:%d-cmd:%s", v.guestHost, f.Port, cmd))
+		}
 	}
+	args = append(args, "-netdev", strings.Join(netdev, ","))
+	// Without network boot the NIC has no option ROM: the kernel shortcut
+	// is the network boot, and a PXE attempt would only add timeouts.
+	nic, err := NICArgs(cmp.Or(v.set.nicModel, DefaultNICModel), "net0", v.set.mac, netBoot, nicBoot)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, nic...)
+	disk, err := DiskArgs(cmp.Or(v.set.diskBus, DefaultDiskBus), "disk0", v.set.disk, diskSerial(v.uuid), diskBoot)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, disk...)
 	args = append(args,
-		"-netdev", strings.Join(netdev, ","),
-		// romfile= drops the NIC's iPXE ROM: network boot is the direct
-		// kernel boot below, and a PXE attempt would only add timeouts.
-		"-device", nic,
-		"-drive", "file="+optValue(v.set.disk)+",if=none,id=disk0,format=raw",
-		"-device", "virtio-blk-pci,drive=disk0,bootindex=1",
 		// Without a hardware RNG, getrandom blocks for minutes under TCG.
 		"-object", "rng-random,id=rng0,filename=/dev/urandom",
 		"-device", "virtio-rng-pci,rng=rng0",
 	)
-	if v.boot == power.BootPXE && v.ramdisk != nil {
+	if v.boot == power.BootPXE && !netBoot && v.ramdisk != nil {
+		params := v.ramdisk.Params
+		if v.set.bridge == "" {
+			params = kernelParams(params, v.agentPort)
+		} else {
+			params = append(append([]string{}, params...), "console=ttyS0")
+		}
 		args = append(args,
 			"-kernel", v.ramdisk.Kernel,
 			"-initrd", v.ramdisk.Initramfs,
-			"-append", strings.Join(kernelParams(v.ramdisk.Params, v.agentPort), " "))
+			"-append", strings.Join(params, " "))
 	}
-	return args
+	return args, nil
 }
 
 // kernelParams are the conductor's parameters followed by the driver's:

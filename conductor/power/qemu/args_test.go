@@ -37,7 +37,10 @@ func TestQemuArgs(t *testing.T) {
 	t.Run("pxe uefi", func(t *testing.T) {
 		v := base
 		v.boot = power.BootPXE
-		args := qemuArgs(v)
+		args, err := qemuArgs(v)
+		if err != nil {
+			t.Fatal(err)
+		}
 		netdev, _ := argAfter(args, "-netdev", "user,")
 		for _, want := range []string{
 			"restrict=on",
@@ -61,7 +64,7 @@ func TestQemuArgs(t *testing.T) {
 			}
 		}
 		for flag, want := range map[string]string{
-			"-device":  "virtio-net-pci,netdev=net0,romfile=,mac=" + testMAC,
+			"-device":  "virtio-net-pci,netdev=net0,mac=" + testMAC + ",romfile=",
 			"-drive":   "file=/disks/a,,b.raw,if=none,id=disk0,format=raw",
 			"-chardev": "file,id=console,path=/s/" + id + "/console.log,append=on",
 		} {
@@ -69,7 +72,7 @@ func TestQemuArgs(t *testing.T) {
 				t.Errorf("no %s %s in %q", flag, want, args)
 			}
 		}
-		for _, want := range []string{"virtio-blk-pci,drive=disk0,bootindex=1", "virtio-rng-pci,rng=rng0"} {
+		for _, want := range []string{"virtio-blk-pci,drive=disk0,serial=RVT0b2c8a527f0e4c1e,bootindex=1", "virtio-rng-pci,rng=rng0"} {
 			if _, ok := argAfter(args, "-device", want); !ok {
 				t.Errorf("no -device %s", want)
 			}
@@ -92,7 +95,10 @@ func TestQemuArgs(t *testing.T) {
 		v.boot = power.BootDisk
 		v.set.bootMode = BootBIOS
 		v.uuid = "not-a-uuid"
-		args := qemuArgs(v)
+		args, err := qemuArgs(v)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, flag := range []string{"-kernel", "-initrd", "-append", "-uuid"} {
 			if slices.Contains(args, flag) {
 				t.Errorf("%s in a disk boot of a non-UUID node", flag)
@@ -100,6 +106,67 @@ func TestQemuArgs(t *testing.T) {
 		}
 		if _, ok := argAfter(args, "-drive", "if=pflash"); ok {
 			t.Error("pflash in bios mode")
+		}
+	})
+
+	t.Run("network boot bridge", func(t *testing.T) {
+		v := base
+		v.boot = power.BootPXE
+		v.set.boot = BootNetwork
+		v.set.bridge = "br-rack0"
+		v.set.nicModel = "e1000e"
+		v.set.diskBus = DiskNVMe
+		v.paths.ifup = "/s/" + id + "/ifup"
+		args, err := qemuArgs(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, flag := range []string{"-kernel", "-initrd", "-append"} {
+			if slices.Contains(args, flag) {
+				t.Errorf("%s in a network boot", flag)
+			}
+		}
+		if got, _ := argAfter(args, "-netdev", ""); got != "tap,id=net0,ifname="+tapName(id)+",script=/s/"+id+"/ifup,downscript=no" {
+			t.Errorf("-netdev %q", got)
+		}
+		// Network first (with the iPXE option ROM), then the disk.
+		if _, ok := argAfter(args, "-device", "e1000e,netdev=net0,mac="+testMAC+",bootindex=1"); !ok {
+			t.Errorf("no bootable e1000e in %q", args)
+		}
+		if _, ok := argAfter(args, "-device", "nvme,drive=disk0,serial=RVT0b2c8a527f0e4c1e,bootindex=2"); !ok {
+			t.Errorf("no nvme disk second in the boot order in %q", args)
+		}
+		v.boot = power.BootDisk
+		args, _ = qemuArgs(v)
+		if _, ok := argAfter(args, "-device", "e1000e,netdev=net0,mac="+testMAC); !ok || slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "e1000e") && strings.Contains(a, "bootindex") }) {
+			t.Errorf("disk boot: NIC should not be in the boot order: %q", args)
+		}
+	})
+
+	t.Run("kernel shortcut on a bridge", func(t *testing.T) {
+		v := base
+		v.boot = power.BootPXE
+		v.set.bridge = "br0"
+		v.set.diskBus = DiskMegaSAS
+		args, err := qemuArgs(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// No forwards and no advertise address: the node is on a real
+		// network.
+		if got, _ := argAfter(args, "-append", ""); got != "ipa-api-url=http://10.0.2.100:6385 console=ttyS0" {
+			t.Errorf("-append %q", got)
+		}
+		if _, ok := argAfter(args, "-device", "megasas-gen2,id=disk0-ctl"); !ok {
+			t.Errorf("no megasas controller in %q", args)
+		}
+	})
+
+	t.Run("bad model", func(t *testing.T) {
+		v := base
+		v.set.nicModel = "ne2k"
+		if _, err := qemuArgs(v); err == nil {
+			t.Error("no error")
 		}
 	})
 }

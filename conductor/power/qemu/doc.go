@@ -14,6 +14,16 @@
 // host, which the driver passes to the agent as ipa-advertise-host and
 // ipa-advertise-port so its heartbeat callback URL is directly usable.
 //
+// Nodes can also look like physical servers (driver_info, docs/ramdisk.md):
+// qemu_nic_model and qemu_disk_bus pick an emulated NIC (e1000e, e1000,
+// vmxnet3, rtl8139) and disk controller (NVMe, AHCI, MegaRAID SAS, LSI SAS,
+// USB); qemu_boot=network boots through the firmware and the NIC's iPXE
+// option ROM instead of the kernel shortcut; qemu_bridge puts the NIC on a
+// Linux bridge through a tap instead of user networking (no forwards, no
+// URL translation). NICArgs and DiskArgs build those devices for anyone
+// running QEMU, and Driver.Command returns the whole command line of a
+// node's next power on for callers that run the VM themselves.
+//
 // Per-node state (boot device, prepared ramdisk, ports, OVMF variables,
 // pid file, console log) lives in Config.StateDir/<node uuid>/. VMs keep
 // running when the conductor exits; a new Driver finds them through the

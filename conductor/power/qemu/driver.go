@@ -1,10 +1,12 @@
 package qemu
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,46 +124,14 @@ func (d *Driver) start(ctx context.Context, e *nodeEntry, uuid string, s setting
 	if on, err := d.running(e, uuid, p); err != nil || on {
 		return err
 	}
-	if s.mac == "" {
-		return fmt.Errorf("%w: the node has no port (its first MAC is the VM's NIC)", power.ErrInvalidDriverInfo)
-	}
-	if fi, err := os.Stat(s.disk); err != nil {
-		return fmt.Errorf("disk: %w", err)
-	} else if fi.IsDir() {
-		return fmt.Errorf("disk %s is a directory", s.disk)
-	}
-	if len(p.qmp) > maxSocketPath {
-		return fmt.Errorf("QMP socket path %s is longer than %d bytes: use a shorter StateDir", p.qmp, maxSocketPath)
-	}
-	st, err := loadState(p)
+	args, st, boot, err := d.prepare(uuid, s, p)
 	if err != nil {
-		return err
-	}
-	boot := st.nextBoot()
-	spec := vmSpec{uuid: uuid, set: s, paths: p, boot: boot, forwards: st.Forwards,
-		guestHost: d.guestHost.String(), relay: d.relay}
-	if spec.agentPort, err = d.agentPort(s, &st); err != nil {
-		return err
-	}
-	if boot == power.BootPXE {
-		if st.Ramdisk == nil {
-			return errors.New("boot device is pxe but no deploy ramdisk was prepared")
-		}
-		spec.ramdisk = st.Ramdisk
-	}
-	if s.bootMode == BootUEFI {
-		if err := d.prepareOVMF(p); err != nil {
-			return err
-		}
-		spec.ovmfCode = d.cfg.OVMFCode
-	}
-	if err := saveState(p, st); err != nil {
 		return err
 	}
 	if err := appendConsoleHeader(p.console, boot, s.bootMode); err != nil {
 		return err
 	}
-	c, logStart, err := d.launch(uuid, p, qemuArgs(spec), func(c *child) { d.reaped(uuid, p, c) })
+	c, logStart, err := d.launch(uuid, p, args, func(c *child) { d.reaped(uuid, p, c) })
 	if err != nil {
 		return err
 	}
@@ -173,16 +143,125 @@ func (d *Driver) start(ctx context.Context, e *nodeEntry, uuid string, s setting
 		removePidFile(p.pid, c.pid)
 		return err
 	}
-	if st.OneTimeBoot != "" {
-		st.OneTimeBoot = ""
-		if err := saveState(p, st); err != nil {
-			return err
-		}
+	if err := d.consumeOneTimeBoot(p, st); err != nil {
+		return err
 	}
 	d.log.InfoContext(ctx, "qemu started", "node", uuid, "pid", c.pid, "boot_device", boot, "boot_mode", s.bootMode,
-		"agent_port", spec.agentPort, "forwards", forwardPorts(st.Forwards), "console_log", p.console,
+		"boot", s.boot, "bridge", s.bridge, "nic_model", s.nicModel, "disk_bus", s.diskBus,
+		"agent_port", cmp.Or(s.agentPort, st.AgentPort), "forwards", forwardPorts(st.Forwards), "console_log", p.console,
 		"ready_after", time.Since(started).Round(time.Millisecond))
 	return nil
+}
+
+// prepare readies everything a power on needs but the process (ports,
+// OVMF variables, the bridge's ifup script, saved state) and returns
+// QEMU's arguments, the node's state and the boot device used.
+func (d *Driver) prepare(uuid string, s settings, p nodePaths) ([]string, nodeState, power.BootDevice, error) {
+	fail := func(err error) ([]string, nodeState, power.BootDevice, error) { return nil, nodeState{}, "", err }
+	if s.mac == "" {
+		return fail(fmt.Errorf("%w: the node has no port (its first MAC is the VM's NIC)", power.ErrInvalidDriverInfo))
+	}
+	if fi, err := os.Stat(s.disk); err != nil {
+		return fail(fmt.Errorf("disk: %w", err))
+	} else if fi.IsDir() {
+		return fail(fmt.Errorf("disk %s is a directory", s.disk))
+	}
+	if len(p.qmp) > maxSocketPath {
+		return fail(fmt.Errorf("QMP socket path %s is longer than %d bytes: use a shorter StateDir", p.qmp, maxSocketPath))
+	}
+	st, err := loadState(p)
+	if err != nil {
+		return fail(err)
+	}
+	boot := st.nextBoot()
+	spec := vmSpec{uuid: uuid, set: s, paths: p, boot: boot, forwards: st.Forwards,
+		guestHost: d.guestHost.String(), relay: d.relay}
+	if s.bridge == "" {
+		if spec.agentPort, err = d.agentPort(s, &st); err != nil {
+			return fail(err)
+		}
+	} else if err := writeIfup(p.ifup, s.bridge); err != nil {
+		return fail(err)
+	}
+	if boot == power.BootPXE && s.boot == BootKernel {
+		if st.Ramdisk == nil {
+			return fail(errors.New("boot device is pxe but no deploy ramdisk was prepared"))
+		}
+		spec.ramdisk = st.Ramdisk
+	}
+	if s.bootMode == BootUEFI {
+		if err := d.prepareOVMF(p); err != nil {
+			return fail(err)
+		}
+		spec.ovmfCode = d.cfg.OVMFCode
+	}
+	if err := saveState(p, st); err != nil {
+		return fail(err)
+	}
+	args, err := qemuArgs(spec)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %w", power.ErrInvalidDriverInfo, err))
+	}
+	return args, st, boot, nil
+}
+
+// consumeOneTimeBoot clears a one-time boot device after the power on that
+// used it.
+func (d *Driver) consumeOneTimeBoot(p nodePaths, st nodeState) error {
+	if st.OneTimeBoot == "" {
+		return nil
+	}
+	st.OneTimeBoot = ""
+	return saveState(p, st)
+}
+
+// Command returns the command line (QEMU first) of the VM the node's next
+// power on would start, with everything it needs made ready: the node's
+// state directory, OVMF variables, the host port forwarded to the agent,
+// the bridge's ifup script, and the deploy ramdisk prepared for a pxe
+// boot. It is for a caller that runs the VM itself (a BMC simulator whose
+// power on runs a command) instead of SetPowerState: that caller starts
+// and stops the process, and this Driver then neither sees it nor stops
+// it. A one-time boot device is used up by the call, as by a power on.
+func (d *Driver) Command(ctx context.Context, node power.Node) ([]string, error) {
+	s, err := parseSettings(node)
+	if err != nil {
+		return nil, err
+	}
+	e := d.entry(node.UUID)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("qemu: node %s: command: %w", node.UUID, err)
+	}
+	p := d.pathsFor(node.UUID, s)
+	args, st, _, err := d.prepare(node.UUID, s, p)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: node %s: command: %w", node.UUID, err)
+	}
+	if err := d.consumeOneTimeBoot(p, st); err != nil {
+		return nil, fmt.Errorf("qemu: node %s: command: %w", node.UUID, err)
+	}
+	bin, err := exec.LookPath(d.cfg.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: node %s: qemu program: %w", node.UUID, err)
+	}
+	return append([]string{bin}, args...), nil
+}
+
+// writeIfup writes the script QEMU runs with the name of the tap it made:
+// it puts the tap on the bridge and brings it up.
+func writeIfup(path, bridge string) error {
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		return fmt.Errorf("qemu_bridge needs ip (iproute2): %w", err)
+	}
+	script := "#!/bin/sh\n# Written by the rivet qemu driver: QEMU runs it with the name of the tap it created.\n" +
+		"exec " + ip + " link set dev \"$1\" master " + bridge + " up\n"
+	if err := writeFileAtomic(path, []byte(script)); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o755)
 }
 
 // agentPort returns the host port forwarded to the agent: the fixed

@@ -7,7 +7,9 @@ import (
 	"net"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/rivetmetal/rivet/conductor/power"
 )
@@ -20,6 +22,23 @@ const (
 	InfoBootMode   = "qemu_boot_mode"   // "uefi" (default, OVMF) or "bios" (SeaBIOS)
 	InfoAgentPort  = "qemu_agent_port"  // fixed host port forwarded to the agent's 9999
 	InfoConsoleLog = "qemu_console_log" // default StateDir/<uuid>/console.log
+	InfoBoot       = "qemu_boot"        // "kernel" (default) or "network": how a pxe boot device boots
+	InfoBridge     = "qemu_bridge"      // a Linux bridge: the NIC is a tap on it instead of user networking
+	InfoNICModel   = "qemu_nic_model"   // NICModels; default virtio
+	InfoDiskBus    = "qemu_disk_bus"    // DiskBuses; default virtio
+)
+
+// Values of qemu_boot.
+const (
+	// BootKernel boots the prepared deploy ramdisk directly (-kernel,
+	// -initrd) when the boot device is pxe: fast, and all user
+	// networking needs.
+	BootKernel = "kernel"
+	// BootNetwork boots through the firmware (OVMF or SeaBIOS) and the
+	// NIC's iPXE option ROM, network first when the boot device is pxe,
+	// as a real server does; the node needs DHCP and TFTP/HTTP boot
+	// services on its network (normally qemu_bridge).
+	BootNetwork = "network"
 )
 
 // Boot modes.
@@ -43,6 +62,10 @@ type settings struct {
 	agentPort  int // 0: allocated by the driver
 	consoleLog string
 	mac        string // "" when the node has no port yet
+	boot       string // BootKernel or BootNetwork
+	bridge     string // "" for user networking
+	nicModel   string
+	diskBus    string
 }
 
 // uuidPattern keeps node UUIDs usable as directory names and QEMU option
@@ -51,7 +74,8 @@ var uuidPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 
 // parseSettings validates a node's driver_info and MACs.
 func parseSettings(node power.Node) (settings, error) {
-	s := settings{memoryMB: DefaultMemoryMB, cpus: DefaultCPUs, bootMode: BootUEFI}
+	s := settings{memoryMB: DefaultMemoryMB, cpus: DefaultCPUs, bootMode: BootUEFI, boot: BootKernel,
+		nicModel: DefaultNICModel, diskBus: DefaultDiskBus}
 	bad := func(format string, args ...any) (settings, error) {
 		return settings{}, fmt.Errorf("%w: node %s: %s", power.ErrInvalidDriverInfo, node.UUID, fmt.Sprintf(format, args...))
 	}
@@ -90,6 +114,34 @@ func parseSettings(node power.Node) (settings, error) {
 			return bad("%s %v: want an absolute path", InfoConsoleLog, v)
 		}
 		s.consoleLog = filepath.Clean(p)
+	}
+	if v, ok := info[InfoBoot]; ok {
+		b, _ := v.(string)
+		if b != BootKernel && b != BootNetwork {
+			return bad("%s %v: want %q or %q", InfoBoot, v, BootKernel, BootNetwork)
+		}
+		s.boot = b
+	}
+	if v, ok := info[InfoBridge]; ok {
+		b, _ := v.(string)
+		if !bridgePattern.MatchString(b) {
+			return bad("%s %v: want a Linux bridge name (up to 15 letters, digits, '.', '-' or '_')", InfoBridge, v)
+		}
+		s.bridge = b
+	}
+	if v, ok := info[InfoNICModel]; ok {
+		m, _ := v.(string)
+		if _, known := nicDevices[m]; !known {
+			return bad("%s %v: want one of %s", InfoNICModel, v, strings.Join(NICModels, ", "))
+		}
+		s.nicModel = m
+	}
+	if v, ok := info[InfoDiskBus]; ok {
+		b, _ := v.(string)
+		if !slices.Contains(DiskBuses, b) {
+			return bad("%s %v: want one of %s", InfoDiskBus, v, strings.Join(DiskBuses, ", "))
+		}
+		s.diskBus = b
 	}
 	if len(node.MACs) > 0 {
 		hw, err := net.ParseMAC(node.MACs[0])

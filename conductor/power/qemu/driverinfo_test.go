@@ -21,7 +21,8 @@ func TestParseSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := settings{disk: "/var/lib/rivet/disk.raw", memoryMB: 1024, cpus: 1, bootMode: BootUEFI, mac: "52:54:00:ab:cd:ef"}
+	want := settings{disk: "/var/lib/rivet/disk.raw", memoryMB: 1024, cpus: 1, bootMode: BootUEFI, mac: "52:54:00:ab:cd:ef",
+		boot: BootKernel, nicModel: "virtio", diskBus: "virtio"}
 	if s != want {
 		t.Errorf("defaults = %+v, want %+v", s, want)
 	}
@@ -35,7 +36,36 @@ func TestParseSettings(t *testing.T) {
 	if s.memoryMB != 2048 || s.cpus != 2 || s.bootMode != BootBIOS || s.agentPort != 40000 || s.consoleLog != "/tmp/c.log" {
 		t.Errorf("settings = %+v", s)
 	}
+	s, err = parseSettings(good(map[string]any{InfoBoot: BootNetwork, InfoBridge: "br-rack0", InfoNICModel: "e1000e", InfoDiskBus: "lsi-sas"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.boot != BootNetwork || s.bridge != "br-rack0" || s.nicModel != "e1000e" || s.diskBus != DiskLSISAS {
+		t.Errorf("hardware settings = %+v", s)
+	}
+	for _, m := range NICModels {
+		if _, err := parseSettings(good(map[string]any{InfoNICModel: m})); err != nil {
+			t.Errorf("NIC model %s: %v", m, err)
+		}
+	}
+	for _, b := range DiskBuses {
+		if _, err := parseSettings(good(map[string]any{InfoDiskBus: b})); err != nil {
+			t.Errorf("disk bus %s: %v", b, err)
+		}
+	}
 	for name, node := range map[string]power.Node{
+		"boot word":      good(map[string]any{InfoBoot: "pxe"}),
+		"boot not str":   good(map[string]any{InfoBoot: true}),
+		"bridge long":    good(map[string]any{InfoBridge: "a-very-long-bridge-name"}),
+		"bridge shell":   good(map[string]any{InfoBridge: "br0;reboot"}),
+		"bridge space":   good(map[string]any{InfoBridge: "br 0"}),
+		"bridge comma":   good(map[string]any{InfoBridge: "br0,x"}),
+		"bridge empty":   good(map[string]any{InfoBridge: ""}),
+		"nic model":      good(map[string]any{InfoNICModel: "ne2k_pci"}),
+		"nic not string": good(map[string]any{InfoNICModel: 1}),
+		"disk bus":       good(map[string]any{InfoDiskBus: "ide"}),
+		"disk bus case":  good(map[string]any{InfoDiskBus: "NVMe"}),
+
 		"no disk":       {UUID: id, DriverInfo: map[string]any{}},
 		"relative disk": {UUID: id, DriverInfo: map[string]any{InfoDisk: "disk.raw"}},
 		"disk not str":  {UUID: id, DriverInfo: map[string]any{InfoDisk: 5}},

@@ -16,7 +16,8 @@ import (
 // reachable.
 var ErrUnreachable = errors.New("not reachable from a qemu node (only the conductor host's loopback is forwarded)")
 
-// NodeURL implements power.NodeView. A URL on the host's loopback
+// NodeURL implements power.NodeView. A node on qemu_bridge gets the URL
+// unchanged. For user networking, a URL on the host's loopback
 // (127.0.0.1, localhost or ::1) becomes the same URL at GuestHost, and its
 // port is recorded so that the node's next power on forwards it: call it
 // before powering the node on. Any other URL is returned unchanged with an
@@ -29,6 +30,11 @@ func (d *Driver) NodeURL(node power.Node, hostURL string) (string, error) {
 	u, err := url.Parse(hostURL)
 	if err != nil {
 		return "", fmt.Errorf("qemu: node %s: URL %q: %w", node.UUID, hostURL, err)
+	}
+	if s.bridge != "" {
+		// On a bridge the node is on a real network: it reaches what the
+		// network routes, with no translation.
+		return hostURL, nil
 	}
 	var target string
 	switch u.Hostname() {

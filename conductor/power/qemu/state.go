@@ -54,7 +54,7 @@ func (s *nodeState) nextBoot() power.BootDevice {
 
 // nodePaths are the files of one node under StateDir.
 type nodePaths struct {
-	dir, state, pid, qemuLog, qmp, vars, kernel, initramfs, console string
+	dir, state, pid, qemuLog, qmp, vars, kernel, initramfs, console, ifup string
 }
 
 func (d *Driver) pathsFor(uuid string, s settings) nodePaths {
@@ -69,6 +69,7 @@ func (d *Driver) pathsFor(uuid string, s settings) nodePaths {
 		kernel:    filepath.Join(dir, "ramdisk", "kernel"),
 		initramfs: filepath.Join(dir, "ramdisk", "initramfs"),
 		console:   filepath.Join(dir, "console.log"),
+		ifup:      filepath.Join(dir, "ifup"),
 	}
 	if s.consoleLog != "" {
 		p.console = s.consoleLog

@@ -28,7 +28,8 @@ func main() {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	report := fmt.Sprintf("RIVET-TEST-UINIT uptime=%s nic=%s disk=%s modules=%s\n", uptime(), orNone(nic), orNone(disk), strings.Join(virtioModules(), ","))
+	report := fmt.Sprintf("RIVET-TEST-UINIT uptime=%s nic=%s disk=%s modules=%s vfat=%s\n", uptime(), orNone(nic), orNone(disk),
+		strings.Join(virtioModules(), ","), onDemandVFAT())
 	fmt.Print(report)
 	if disk != "" {
 		if err := writeReport("/dev/vda", report); err != nil {
@@ -86,6 +87,36 @@ func findDisk(path string) string {
 		return ""
 	}
 	return fmt.Sprintf("%s/%d", path, size)
+}
+
+// onDemandVFAT mounts the (blank) virtio disk as vfat read-only: vfat is
+// not loaded at boot, so the kernel asks /sbin/modprobe for "fs-vfat"
+// before the mount fails. It returns "loaded" when vfat is then in the
+// kernel.
+func onDemandVFAT() string {
+	if loaded("vfat") {
+		return "loaded-at-boot"
+	}
+	_ = os.MkdirAll("/mnt", 0o755)
+	err := unix.Mount("/dev/vda", "/mnt", "vfat", unix.MS_RDONLY, "")
+	if err == nil {
+		_ = unix.Unmount("/mnt", 0)
+	}
+	if loaded("vfat") {
+		return "loaded"
+	}
+	return "missing"
+}
+
+// loaded reports whether a module is in /proc/modules.
+func loaded(name string) bool {
+	b, _ := os.ReadFile("/proc/modules")
+	for _, line := range strings.Split(string(b), "\n") {
+		if n, _, _ := strings.Cut(line, " "); n == name {
+			return true
+		}
+	}
+	return false
 }
 
 // virtioModules lists the loaded kernel modules whose names start with virtio.

@@ -1,0 +1,85 @@
+package vmtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Netns makes a network namespace with a name unique to this test run
+// ("rivet-test-<random>") and deletes it when the test ends. Tests put
+// bridges, taps and addresses in it, so that nothing they send leaves it.
+func Netns(t testing.TB) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Unavailable(t, "network namespaces need root")
+	}
+	ip := Tool(t, "ip")
+	b := make([]byte, 4)
+	rand.Read(b)
+	ns := "rivet-test-" + hex.EncodeToString(b)
+	Run(t, ip, "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command(ip, "netns", "del", ns).Run() })
+	return ns
+}
+
+// Run runs a program and returns its output; a failure fails the test.
+func Run(t testing.TB, prog string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(prog, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", prog, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// InNetns runs fn on an OS thread that has entered the named namespace:
+// sockets fn opens stay in that namespace.
+func InNetns(ns string, fn func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return err
+	}
+	defer self.Close()
+	target, err := os.Open(filepath.Join("/run/netns", ns))
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return os.NewSyscallError("setns", err)
+	}
+	ferr := fn()
+	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+		// The thread cannot go back: end it with the goroutine
+		// (UnlockOSThread is skipped) rather than let it serve others.
+		runtime.Goexit()
+	}
+	return ferr
+}
+
+// NetnsDialer dials from inside the named namespace, for an http.Client
+// that reaches addresses there.
+func NetnsDialer(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := InNetns(ns, func() error {
+			var d net.Dialer
+			var err error
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}
