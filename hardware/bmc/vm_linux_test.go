@@ -39,10 +39,12 @@ func kernelAndModules(t *testing.T) (string, []string) {
 	t.Helper()
 	kernel, modDir := os.Getenv("RIVET_BMC_TEST_KERNEL"), os.Getenv("RIVET_BMC_TEST_MODULES")
 	if kernel == "" {
-		kernel = vmtest.Kernel(t)
+		// The hardware ramdisk's kernel: Debian's generic kernel, whose
+		// module tree (make kernel-generic) has the IPMI drivers.
+		kernel = vmtest.GenericKernel(t)
 	}
 	if modDir == "" {
-		modDir = vmtest.ModulesDir(t)
+		modDir = filepath.Join(filepath.Dir(kernel), "modules")
 	}
 	found := map[string]string{}
 	_ = filepath.WalkDir(modDir, func(p string, d fs.DirEntry, err error) error {
