@@ -13,7 +13,7 @@ import (
 // golden loads a request a real Ironic 21.4 sent (wire/testdata).
 func golden(t *testing.T, name string) wire.CommandRequest {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("wire", "testdata", name))
+	b, err := os.ReadFile(filepath.Join("..", "wire", "testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}

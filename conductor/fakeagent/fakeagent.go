@@ -521,14 +521,17 @@ func (a *Agent) handlePost(w http.ResponseWriter, r *http.Request) {
 		err = a.finish(res, map[string]string{"system_logs": systemLogs()}, nil)
 	case "deploy.execute_deploy_step":
 		var p wire.ExecuteStepParams
-		if json.Unmarshal(req.Params, &p) != nil || p.Step.Step != "write_image" {
+		if json.Unmarshal(req.Params, &p) != nil || p.Step.Step != wire.WriteImageStep {
 			writeFault(w, http.StatusBadRequest, "Invalid command parameters: unknown deploy step")
 			return
 		}
 		var args wire.WriteImageArgs
-		b, _ := json.Marshal(p.Step.Args)
-		if json.Unmarshal(b, &args) != nil || len(args.ImageInfo.URLs) == 0 {
-			writeFault(w, http.StatusBadRequest, "Invalid command parameters: image_info")
+		if err := json.Unmarshal(p.Step.Args, &args); err != nil {
+			writeFault(w, http.StatusBadRequest, "Invalid command parameters: write_image args: "+err.Error())
+			return
+		}
+		if err := args.ImageInfo.Validate(); err != nil {
+			writeFault(w, http.StatusBadRequest, "Invalid command parameters: "+err.Error())
 			return
 		}
 		a.mu.Lock()
@@ -679,7 +682,7 @@ func selfSigned() (tls.Certificate, string, error) {
 
 // writeImage downloads the image, verifies its checksum and reports
 // progress, like a streamed raw write to a disk that is then discarded.
-func (a *Agent) writeImage(res *wire.CommandResult, step wire.Step, info wire.ImageInfo) {
+func (a *Agent) writeImage(res *wire.CommandResult, step wire.PlannedStep, info wire.ImageInfo) {
 	defer a.forceHeartbeat()
 	start := time.Now()
 	progress := &wire.Progress{Phase: "download", StartedAt: unix(start), ETASeconds: -1}

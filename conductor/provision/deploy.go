@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/rivetmetal/rivet/internal/pause"
@@ -339,12 +340,10 @@ func (e *Engine) stepWriteImage(ctx context.Context, t *target) (outcome, error)
 		cd = &s
 		info.Configdrive = &s
 	}
-	infoMap, err := imageinfo.WireMap(info)
+	step, err := wire.WriteImageArgs{ImageInfo: info, Configdrive: cd}.Step()
 	if err != nil {
 		return 0, err
 	}
-	step := map[string]any{"interface": "deploy", "step": "write_image",
-		"args": map[string]any{"image_info": infoMap, "configdrive": cd}}
 	e.log.Info("starting image write", "node", n.UUID, "image", info.ID, "urls", info.URLs,
 		"image_type", info.ImageType, "configdrive", cd != nil)
 	if err := e.executeDeployStep(ctx, t, step); err != nil {
@@ -363,9 +362,13 @@ func (e *Engine) stepWriteImage(ctx context.Context, t *target) (outcome, error)
 // startInBandDeployStep starts a step the agent runs (from its
 // get_deploy_steps, e.g. inject_files with a priority).
 func (e *Engine) startInBandDeployStep(ctx context.Context, t *target, step map[string]any) (outcome, error) {
-	s := map[string]any{"interface": stepIface(step), "step": stepName(step)}
+	s := wire.PlannedStep{Interface: stepIface(step), Step: stepName(step)}
 	if args, ok := step["args"]; ok {
-		s["args"] = args
+		b, err := json.Marshal(args)
+		if err != nil {
+			return 0, fmt.Errorf("step %s.%s: encode args: %w", s.Interface, s.Step, err)
+		}
+		s.Args = b
 	}
 	if err := e.executeDeployStep(ctx, t, s); err != nil {
 		return 0, err
@@ -375,18 +378,19 @@ func (e *Engine) startInBandDeployStep(ctx context.Context, t *target, step map[
 
 // executeDeployStep sends deploy.execute_deploy_step (fire and forget) and
 // records that the agent accepted it.
-func (e *Engine) executeDeployStep(ctx context.Context, t *target, step map[string]any) error {
+func (e *Engine) executeDeployStep(ctx context.Context, t *target, step wire.PlannedStep) error {
 	n := t.node
 	ep, err := e.endpoint(n)
 	if err != nil {
 		return err
 	}
-	params := map[string]any{
-		"step":           step,
-		"node":           e.agentNode(n),
-		"ports":          agentPorts(t.ports),
-		"deploy_version": n.DriverInternalInfo["hardware_manager_version"],
+	version := wire.HardwareManagerVersion{}
+	if m, ok := n.DriverInternalInfo["hardware_manager_version"].(map[string]any); ok {
+		for k, v := range m {
+			version[k] = fmt.Sprint(v)
+		}
 	}
+	params := wire.DeployStepKind.ExecuteStepParams(step, e.agentNode(n), agentPorts(t.ports), version)
 	res, err := e.agent.Execute(ctx, ep, "deploy.execute_deploy_step", params, false)
 	if err != nil {
 		return err
