@@ -165,8 +165,9 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		}
 		imgs = c.images
 	}
-	handler := api.New(api.Config{Store: st, Provisioner: c.engine, Conductor: host, Images: imgs,
-		AgentImages: agentImages, Boot: bootHandler, Logger: log})
+	handler := api.New(api.Config{Store: st, Provisioner: c.engine.Provisioning(), Power: c.engine.Power(),
+		Ramdisk: c.engine.Ramdisk(), Inspector: c.engine.Inspection(), Drivers: c.engine,
+		Conductor: host, Images: imgs, AgentImages: agentImages, Boot: bootHandler, Logger: log})
 	c.srv = &http.Server{
 		Handler:           accessLog(log, handler),
 		ReadHeaderTimeout: 30 * time.Second,
