@@ -66,5 +66,5 @@ BENCH_HEARTBEAT_TIMEOUT ?= 30s
 BENCH_WINDOW ?= 60s
 .PHONY: bench-conductor
 bench-conductor: $(BIN)/rivet-conductor
-	$(GO) run ./conductor/loadtest/cmd/rivet-loadtest -conductor $(BIN)/rivet-conductor \
+	$(GO) run ./cmd/rivet-loadtest -conductor $(BIN)/rivet-conductor \
 		-n $(BENCH_AGENTS) -heartbeat-timeout $(BENCH_HEARTBEAT_TIMEOUT) -duration $(BENCH_WINDOW)

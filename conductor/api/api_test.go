@@ -122,7 +122,7 @@ func newTestAPI(t *testing.T) *testAPI {
 	}
 	p := &fakeProvisioner{}
 	srv := httptest.NewServer(New(Config{Store: st, Provisioner: p, Power: p, Ramdisk: p, Inspector: p, Drivers: p, Conductor: "c1",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+		Logger: slog.New(slog.DiscardHandler)}))
 	t.Cleanup(func() {
 		srv.Close()
 		st.Close()

@@ -3,7 +3,6 @@ package provision
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -96,7 +95,7 @@ func openEngine(t *testing.T, path string, drv power.Driver, agent Agent, cfg Co
 	return e, st
 }
 
-func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func waitState(t *testing.T, st store.Store, uuid string, want statemachine.State) *store.Node {
 	t.Helper()

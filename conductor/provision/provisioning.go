@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/rivetmetal/rivet/conductor/configdrive"
+	"github.com/rivetmetal/rivet/conductor/configiso"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision/imageinfo"
@@ -180,8 +180,8 @@ func (p *Provisioning) buildConfigdrive(ctx context.Context, ident string, v any
 	if err != nil {
 		return "", err
 	}
-	s, err := configdrive.Normalize(v, configdrive.Node{UUID: n.UUID, Name: n.Name}, p.cfg.StateDir)
-	if errors.Is(err, configdrive.ErrInvalid) {
+	s, err := configiso.Normalize(v, configiso.Node{UUID: n.UUID, Name: n.Name}, p.cfg.StateDir)
+	if errors.Is(err, configiso.ErrInvalid) {
 		return "", errdefs.InvalidArgument("Invalid configdrive for node %s: %v", n.UUID, err)
 	}
 	if err != nil {

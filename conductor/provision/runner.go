@@ -235,6 +235,13 @@ func toWait(ctx context.Context, ns *nodes, j *jobs, working statemachine.State,
 // heartbeat advances a node in the kind's wait state on its agent's word
 // (contract §4.2 steps 4-6, §4.5).
 func (r *runner) heartbeat(ctx context.Context, k *kind, n *store.Node, info *internalinfo.Info) {
+	if info.Agent.URL == "" {
+		// The agent was forgotten (a power off or reboot) after its
+		// heartbeat was accepted: the heartbeat is stale.
+		r.beats.take(n.UUID)
+		r.log.Debug("heartbeat of an agent forgotten since; not processed", "node", n.UUID)
+		return
+	}
 	if r.whileRunning(ctx, k, n, info) {
 		return
 	}
