@@ -92,13 +92,7 @@ func TestLookup(t *testing.T) {
 	h.SetImage("n1")
 	h.Provision("n1", "active", nil)
 	h.WaitState("n1", "wait call-back", 5*time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for h.Agent() == nil || h.Agent().Token() == "" {
-		if time.Now().After(deadline) {
-			t.Fatal("the agent did not look its node up")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	h.WaitFor("the agent's lookup", 10*time.Second, func() bool { return h.Agent() != nil && h.Agent().Token() != "" })
 	var lr wire.LookupResponse
 	if st := h.CallVersion("1.68", "GET", q, nil, &lr); st != 200 {
 		t.Fatalf("second lookup: %d", st)

@@ -206,13 +206,8 @@ func TestRestartMidClean(t *testing.T) {
 	h.Provision("n1", "manage", nil)
 	h.WaitState("n1", "manageable", 10*time.Second)
 	h.Provision("n1", "provide", nil)
-	deadline := time.Now().Add(10 * time.Second)
-	for conductortest.Internal(h.Node("n1"))["clean_step_started"] != true {
-		if time.Now().After(deadline) {
-			t.Fatal("the clean step never started")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	h.WaitInternal("n1", "the clean step to start", 10*time.Second,
+		func(dii map[string]any) bool { return dii["clean_step_started"] == true })
 	h.Stop()
 
 	n := h.StoredNode(uuid)
@@ -244,13 +239,8 @@ func TestFastTrackReusesTheCleaningAgent(t *testing.T) {
 	}
 	// It keeps heartbeating in available: recorded only.
 	before := conductortest.Internal(n)["agent_last_heartbeat"]
-	deadline := time.Now().Add(5 * time.Second)
-	for conductortest.Internal(h.Node("n1"))["agent_last_heartbeat"] == before {
-		if time.Now().After(deadline) {
-			t.Fatal("heartbeats in available are not recorded with fast-track")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	h.WaitInternal("n1", "a heartbeat recorded in available with fast-track", 5*time.Second,
+		func(dii map[string]any) bool { return dii["agent_last_heartbeat"] != before })
 	h.SetImage("n1")
 	h.Provision("n1", "active", nil)
 	h.WaitState("n1", "active", 20*time.Second)

@@ -140,13 +140,7 @@ func TestBadTokenHeartbeatAndCallbackTimeout(t *testing.T) {
 	h.WaitState("n1", "wait call-back", 5*time.Second)
 
 	// The agent's heartbeats carry a wrong token: 400 with Ironic's text.
-	deadline := time.Now().Add(5 * time.Second)
-	for h.Agent() == nil || len(h.Agent().HeartbeatStatuses()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no heartbeat sent")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	h.WaitFor("a heartbeat", 5*time.Second, func() bool { return h.Agent() != nil && len(h.Agent().HeartbeatStatuses()) > 0 })
 	for _, st := range h.Agent().HeartbeatStatuses() {
 		if st != http.StatusBadRequest {
 			t.Fatalf("heartbeat with a bad token answered %d", st)

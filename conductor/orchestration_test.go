@@ -156,18 +156,8 @@ func TestAgentTLSWithItsOwnCertificate(t *testing.T) {
 	h.Provision("n1", "active", nil)
 
 	// While the agent writes: its certificate is pinned on the node.
-	deadline := time.Now().Add(10 * time.Second)
-	var dii map[string]any
-	for {
-		dii = conductortest.Internal(h.Node("n1"))
-		if dii["agent_verify_ca"] != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("agent_verify_ca never recorded")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	dii := conductortest.Internal(h.WaitInternal("n1", "agent_verify_ca", 10*time.Second,
+		func(dii map[string]any) bool { return dii["agent_verify_ca"] != nil }))
 	a := h.Agent()
 	path, _ := dii["agent_verify_ca"].(string)
 	if b, err := os.ReadFile(path); err != nil || string(b) != a.CertificatePEM() || !strings.HasSuffix(path, uuid+".crt") {
@@ -204,6 +194,17 @@ func otherCertificate(t *testing.T) string {
 	return a.CertificatePEM()
 }
 
+// writeStarted says the agent accepted the image write.
+func writeStarted(dii map[string]any) bool {
+	step, _ := dii["deploy_steps"].([]any)
+	i, _ := dii["deploy_step_index"].(float64)
+	if int(i) >= len(step) {
+		return false
+	}
+	cur, _ := step[int(i)].(map[string]any)
+	return cur["step"] == "write_image" && dii["deploy_step_started"] == true
+}
+
 func TestPowerChangeWipesTheAgent(t *testing.T) {
 	h := conductortest.New(t, fakeagent.Config{WriteDuration: 2 * time.Second, WriteChunks: 20})
 	h.Start(h.Config())
@@ -217,13 +218,7 @@ func TestPowerChangeWipesTheAgent(t *testing.T) {
 	// one and writes the image again.
 	h.SetImage("n1")
 	h.Provision("n1", "active", nil)
-	deadline := time.Now().Add(10 * time.Second)
-	for conductortest.Internal(h.Node("n1"))["deploy_step_started"] != true {
-		if time.Now().After(deadline) {
-			t.Fatal("the write never started")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	h.WaitInternal("n1", "the write to start", 10*time.Second, writeStarted)
 	old := h.Agent()
 	h.RetryOn409("PUT", "/v1/nodes/n1/states/power", map[string]any{"target": "rebooting"})
 	h.WaitState("n1", "active", 20*time.Second)
@@ -304,13 +299,7 @@ func TestRestartMidDeployKeepsTimingsAndStep(t *testing.T) {
 	h.SetImage("n1")
 	h.Provision("n1", "active", nil)
 	h.WaitState("n1", "wait call-back", 10*time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for conductortest.Internal(h.Node("n1"))["deploy_step_started"] != true {
-		if time.Now().After(deadline) {
-			t.Fatal("the write never started")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	h.WaitInternal("n1", "the write to start", 10*time.Second, writeStarted)
 	h.Stop()
 	n := h.StoredNode(uuid)
 	if tm, _ := n.DriverInternalInfo["deploy_timings"].(map[string]any); tm["boot_to_lookup"] == nil {

@@ -64,51 +64,28 @@ type ImageInfo struct {
 	TargetDisks string `json:"rivet_target_disks,omitempty"`
 }
 
-// partitionImageInfo is ImageInfo as Ironic sends it for a partition image:
-// the layout keys are always present. Its fields must stay those of
-// ImageInfo, in the same order (MarshalJSON converts between the two).
-type partitionImageInfo struct {
-	ID                        string            `json:"id"`
-	URLs                      []string          `json:"urls"`
-	DiskFormat                *string           `json:"disk_format"`
-	ContainerFormat           *string           `json:"container_format"`
-	StreamRawImages           *bool             `json:"stream_raw_images,omitempty"`
-	Checksum                  string            `json:"checksum,omitempty"`
-	OSHashAlgo                string            `json:"os_hash_algo,omitempty"`
-	OSHashVal                 string            `json:"os_hash_value,omitempty"`
-	ImageServerAuthStrategy   string            `json:"image_server_auth_strategy,omitempty"`
-	ImageServerUser           string            `json:"image_server_user,omitempty"`
-	ImageServerPassword       string            `json:"image_server_password,omitempty"`
-	ImageRequestAuthorization string            `json:"image_request_authorization,omitempty"`
-	Proxies                   map[string]string `json:"proxies,omitempty"`
-	NoProxy                   string            `json:"no_proxy,omitempty"`
-	NodeUUID                  string            `json:"node_uuid,omitempty"`
-	Kernel                    *string           `json:"kernel"`
-	Ramdisk                   *string           `json:"ramdisk"`
-	RootGB                    FlexInt           `json:"root_gb"`
-	RootMB                    FlexInt           `json:"root_mb"`
-	SwapMB                    FlexInt           `json:"swap_mb"`
-	EphemeralMB               FlexInt           `json:"ephemeral_mb"`
-	EphemeralFormat           *string           `json:"ephemeral_format"`
-	Configdrive               *string           `json:"configdrive"`
-	PreserveEphemeral         bool              `json:"preserve_ephemeral"`
-	ImageType                 string            `json:"image_type,omitempty"`
-	DeployBootMode            string            `json:"deploy_boot_mode,omitempty"`
-	BootOption                string            `json:"boot_option,omitempty"`
-	DiskLabel                 string            `json:"disk_label,omitempty"`
-	TargetDisks               string            `json:"rivet_target_disks,omitempty"`
-}
-
 // MarshalJSON encodes image_info as Ironic does: for a partition image the
 // layout keys (kernel, ramdisk, root_gb, root_mb, swap_mb, ephemeral_mb,
 // ephemeral_format, configdrive, preserve_ephemeral) are always present,
 // null or zero when unset.
 func (i ImageInfo) MarshalJSON() ([]byte, error) {
-	if i.IsPartitionImage() {
-		return json.Marshal(partitionImageInfo(i))
+	type plain ImageInfo // the fields without this method
+	if !i.IsPartitionImage() {
+		return json.Marshal(plain(i))
 	}
-	type plain ImageInfo // without the method, to avoid recursion
-	return json.Marshal(plain(i))
+	// The outer fields shadow the embedded ones of the same JSON name.
+	return json.Marshal(struct {
+		plain
+		Kernel            *string `json:"kernel"`
+		Ramdisk           *string `json:"ramdisk"`
+		RootGB            FlexInt `json:"root_gb"`
+		RootMB            FlexInt `json:"root_mb"`
+		SwapMB            FlexInt `json:"swap_mb"`
+		EphemeralMB       FlexInt `json:"ephemeral_mb"`
+		EphemeralFormat   *string `json:"ephemeral_format"`
+		Configdrive       *string `json:"configdrive"`
+		PreserveEphemeral bool    `json:"preserve_ephemeral"`
+	}{plain(i), i.Kernel, i.Ramdisk, i.RootGB, i.RootMB, i.SwapMB, i.EphemeralMB, i.EphemeralFormat, i.Configdrive, i.PreserveEphemeral})
 }
 
 // TargetAllMatching is the TargetDisks value that writes the image to every

@@ -350,6 +350,31 @@ func (h *Harness) WaitState(ident, want string, timeout time.Duration) map[strin
 	}
 }
 
+// WaitFor polls done every 10 ms until it reports true; after timeout it
+// fails the test, saying what was waited for.
+func (h *Harness) WaitFor(what string, timeout time.Duration, done func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !done() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("waited %s for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// WaitInternal polls the node until its driver_internal_info satisfies
+// cond, and returns the node; after timeout it fails the test.
+func (h *Harness) WaitInternal(ident, what string, timeout time.Duration, cond func(dii map[string]any) bool) map[string]any {
+	h.t.Helper()
+	var n map[string]any
+	h.WaitFor(what, timeout, func() bool {
+		n = h.Node(ident)
+		return cond(Internal(n))
+	})
+	return n
+}
+
 // WaitPower polls the node until its power state is want.
 func (h *Harness) WaitPower(ident, want string, timeout time.Duration) map[string]any {
 	h.t.Helper()

@@ -304,32 +304,36 @@ func (i *Info) eraseFields() []field {
 	if e == nil {
 		e = &EraseSettings{}
 	}
-	present := func() bool { return i.Erase != nil }
-	seen := func() {
-		if i.Erase == nil {
-			i.Erase = e
-		}
-	}
-	num := func(key string, p *int) field {
-		return field{key: key,
-			decode: func(v any) error { seen(); return decodeJSON(key, v, p) },
-			encode: func() (any, bool, error) { return float64(*p), present(), nil }} // as JSON decodes it
-	}
-	boolean := func(key string, p *bool) field {
-		return field{key: key,
-			decode: func(v any) error { seen(); return decodeJSON(key, v, p) },
-			encode: func() (any, bool, error) { return *p, present(), nil }}
-	}
 	return []field{
-		num("agent_erase_devices_iterations", &e.Iterations),
-		boolean("agent_erase_devices_zeroize", &e.Zeroize),
-		boolean("agent_continue_if_secure_erase_failed", &e.ContinueIfSecureEraseFails),
-		boolean("agent_continue_if_ata_erase_failed", &e.ContinueIfATAEraseFails),
-		boolean("agent_enable_nvme_secure_erase", &e.EnableNVMeSecureErase),
-		boolean("agent_enable_ata_secure_erase", &e.EnableATASecureErase),
-		num("disk_erasure_concurrency", &e.Concurrency),
-		boolean("agent_erase_skip_read_only", &e.SkipReadOnly),
+		i.eraseField("agent_erase_devices_iterations", &e.Iterations, e),
+		i.eraseField("agent_erase_devices_zeroize", &e.Zeroize, e),
+		i.eraseField("agent_continue_if_secure_erase_failed", &e.ContinueIfSecureEraseFails, e),
+		i.eraseField("agent_continue_if_ata_erase_failed", &e.ContinueIfATAEraseFails, e),
+		i.eraseField("agent_enable_nvme_secure_erase", &e.EnableNVMeSecureErase, e),
+		i.eraseField("agent_enable_ata_secure_erase", &e.EnableATASecureErase, e),
+		i.eraseField("disk_erasure_concurrency", &e.Concurrency, e),
+		i.eraseField("agent_erase_skip_read_only", &e.SkipReadOnly, e),
 	}
+}
+
+// eraseField binds one erase setting of e: decoding it makes e the
+// node's settings; it is written, as JSON decodes it, when the node has
+// settings.
+func (i *Info) eraseField(key string, p any, e *EraseSettings) field {
+	return field{key: key,
+		decode: func(v any) error {
+			i.Erase = e
+			return decodeJSON(key, v, p)
+		},
+		encode: func() (any, bool, error) {
+			switch x := p.(type) {
+			case *int:
+				return float64(*x), i.Erase != nil, nil
+			case *bool:
+				return *x, i.Erase != nil, nil
+			}
+			return nil, false, fmt.Errorf("driver_internal_info %s: %T is no erase setting", key, p)
+		}}
 }
 
 // str binds a string key; "" is absent.
