@@ -3,6 +3,9 @@ package imageinfo
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -176,6 +179,49 @@ func TestBuildTargetDisks(t *testing.T) {
 		}
 		if err := Validate(node(extra), false); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("Validate(%v) = %v, want an invalid argument", extra, err)
+		}
+	}
+}
+
+// TestBuildAsIronic builds image_info from the instance_info Ironic held in
+// its recorded deploys (wire/testdata) and compares it with the
+// image_info Ironic sent the agent: the same JSON, key for key.
+func TestBuildAsIronic(t *testing.T) {
+	for _, scenario := range []string{"direct-deploy", "partition-image"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "..", "wire", "testdata", scenario+"-deploy.execute_deploy_step.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var req struct {
+			Params struct {
+				Step struct {
+					Args struct {
+						ImageInfo json.RawMessage `json:"image_info"`
+					} `json:"args"`
+				} `json:"step"`
+				Node struct {
+					UUID         string         `json:"uuid"`
+					InstanceInfo map[string]any `json:"instance_info"`
+					Properties   map[string]any `json:"properties"`
+					DriverInfo   map[string]any `json:"driver_info"`
+				} `json:"node"`
+			} `json:"params"`
+		}
+		if err := json.Unmarshal(b, &req); err != nil {
+			t.Fatal(err)
+		}
+		nd := req.Params.Node
+		n := &store.Node{UUID: nd.UUID, InstanceInfo: nd.InstanceInfo, Properties: nd.Properties, DriverInfo: nd.DriverInfo}
+		info, err := Build(n, func(u string) (string, error) { return u, nil }, "uefi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := json.Marshal(info)
+		var g, w any
+		json.Unmarshal(got, &g)
+		json.Unmarshal(req.Params.Step.Args.ImageInfo, &w)
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("%s: image_info\n got %s\nwant %s", scenario, got, req.Params.Step.Args.ImageInfo)
 		}
 	}
 }
