@@ -378,17 +378,12 @@ func (h *Harness) WaitInternal(ident, what string, timeout time.Duration, cond f
 // WaitPower polls the node until its power state is want.
 func (h *Harness) WaitPower(ident, want string, timeout time.Duration) map[string]any {
 	h.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		n := h.Node(ident)
-		if n["power_state"] == want {
-			return n
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("node %s: power state %v after %s, want %q", ident, n["power_state"], timeout, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var n map[string]any
+	h.WaitFor("node "+ident+" to reach power state "+want, timeout, func() bool {
+		n = h.Node(ident)
+		return n["power_state"] == want
+	})
+	return n
 }
 
 // Internal is a node document's driver_internal_info.
