@@ -110,6 +110,6 @@ BENCH_WINDOW ?= 60s
 BENCH_DASHBOARD_SUBSCRIBERS ?= 0
 .PHONY: bench-conductor
 bench-conductor: $(BIN)/rivet-conductor
-	$(GO) run ./conductor/loadtest/cmd/rivet-loadtest -conductor $(BIN)/rivet-conductor \
+	$(GO) run ./cmd/rivet-loadtest -conductor $(BIN)/rivet-conductor \
 		-n $(BENCH_AGENTS) -heartbeat-timeout $(BENCH_HEARTBEAT_TIMEOUT) -duration $(BENCH_WINDOW) \
 		-dashboard-subscribers $(BENCH_DASHBOARD_SUBSCRIBERS)

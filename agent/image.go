@@ -39,51 +39,21 @@ func (s *imageState) get() wire.PartitionUUIDs {
 	return s.uuids
 }
 
-// validateImageInfo checks image_info before any work starts, the way IPA's
-// _validate_image_info does, plus what this agent cannot do yet.
+// validateImageInfo checks image_info before any work starts: the rules
+// both ends share (wire.ImageInfo.Validate, IPA's _validate_image_info),
+// then what this agent cannot do.
 func validateImageInfo(info *wire.ImageInfo, cdParam *string) error {
-	var missing []string
-	if info.ID == "" {
-		missing = append(missing, "id")
-	}
-	if len(info.URLs) == 0 {
-		missing = append(missing, "urls")
-	}
-	if len(missing) > 0 {
-		return ErrInvalidParams("image_info is missing %s", strings.Join(missing, ", "))
-	}
-	for _, u := range info.URLs {
-		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https" && pu.Scheme != "file") {
-			return ErrInvalidParams("image_info.urls: %q is not an http(s) or file URL", u)
-		}
-	}
-	if (info.OSHashAlgo == "" || info.OSHashVal == "") && info.Checksum == "" {
-		return ErrInvalidParams("image_info has no checksum: set os_hash_algo and os_hash_value, or checksum")
+	if err := info.Validate(); err != nil {
+		return ErrInvalidParams("%v", err)
 	}
 	switch f := strings.ToLower(info.DiskFormatString()); f {
 	case "", "raw", "qcow2", "gpt":
 	default:
 		return ErrInvalidParams("image %s: disk_format %q is not supported (raw, gpt, qcow2; raw may be gzip-, zstd- or xz-compressed)", info.ID, f)
 	}
-	switch info.ImageType {
-	case "", wire.ImageTypeWholeDisk, wire.ImageTypePartition:
-	default:
-		return ErrInvalidParams("image %s: image_type %q is neither %q nor %q", info.ID, info.ImageType, wire.ImageTypePartition, wire.ImageTypeWholeDisk)
-	}
-	switch info.TargetDisks {
-	case "", wire.TargetAllMatching:
-	default:
-		return ErrInvalidParams("image %s: rivet_target_disks %q is not %q", info.ID, info.TargetDisks, wire.TargetAllMatching)
-	}
-	if info.TargetDisks != "" && info.IsPartitionImage() {
-		return ErrInvalidParams("image %s: rivet_target_disks: only whole-disk images go to several disks", info.ID)
-	}
 	if info.IsPartitionImage() {
 		if info.PreserveEphemeral {
 			return ErrInvalidParams("image %s: preserve_ephemeral is not supported by this agent", info.ID)
-		}
-		if info.RootMB < 0 || info.SwapMB < 0 || info.EphemeralMB < 0 {
-			return ErrInvalidParams("image %s: negative partition size (root_mb %d, swap_mb %d, ephemeral_mb %d)", info.ID, info.RootMB, info.SwapMB, info.EphemeralMB)
 		}
 		if f := info.EphemeralFormat; info.EphemeralMB > 0 && f != nil && *f != "" && !strings.EqualFold(*f, "ext4") {
 			return ErrInvalidParams("image %s: ephemeral_format %q is not supported (ext4)", info.ID, *f)

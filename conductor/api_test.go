@@ -7,15 +7,16 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
+	"github.com/rivetmetal/rivet/internal/conductortest"
 	"github.com/rivetmetal/rivet/wire"
 )
 
 func TestVersionNegotiation(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{})
-	h.start(h.config())
+	h := conductortest.New(t, fakeagent.Config{})
+	h.Start(h.Config())
 
 	var root wire.RootDocument
-	if st := h.callVersion("", "GET", "/", nil, &root); st != 200 || root.DefaultVersion.Version != "1.89" ||
+	if st := h.CallVersion("", "GET", "/", nil, &root); st != 200 || root.DefaultVersion.Version != "1.89" ||
 		root.DefaultVersion.MinVersion != "1.1" || root.Name != "OpenStack Ironic API" {
 		t.Fatalf("GET / = %d %+v", st, root)
 	}
@@ -32,7 +33,7 @@ func TestVersionNegotiation(t *testing.T) {
 		{"bogus", "", 406, "Invalid value for X-OpenStack-Ironic-API-Version header"},
 	}
 	for _, tc := range tests {
-		req, _ := http.NewRequest("GET", h.baseURL()+"/v1", nil)
+		req, _ := http.NewRequest("GET", h.URL()+"/v1", nil)
 		if tc.header != "" {
 			req.Header.Set(wire.APIVersionHeader, tc.header)
 		}
@@ -47,16 +48,16 @@ func TestVersionNegotiation(t *testing.T) {
 		}
 		if tc.wantFault != "" {
 			var body map[string]any
-			h.callVersion(tc.header, "GET", "/v1/nodes", nil, &body)
-			if f := ironicFault(t, body); f.FaultString != tc.wantFault {
+			h.CallVersion(tc.header, "GET", "/v1/nodes", nil, &body)
+			if f := conductortest.IronicFault(t, body); f.FaultString != tc.wantFault {
 				t.Errorf("version %q: fault %q", tc.header, f.FaultString)
 			}
 		}
 	}
 	// Fields newer than the requested version are hidden.
-	h.call("POST", "/v1/nodes", map[string]any{"name": "n1", "driver": "fake-hardware"}, nil)
+	h.Call("POST", "/v1/nodes", map[string]any{"name": "n1", "driver": "fake-hardware"}, nil)
 	var old map[string]any
-	h.callVersion("1.1", "GET", "/v1/nodes/detail", nil, &old)
+	h.CallVersion("1.1", "GET", "/v1/nodes/detail", nil, &old)
 	n := old["nodes"].([]any)[0].(map[string]any)
 	if _, ok := n["name"]; ok {
 		t.Errorf("name shown at 1.1: %v", n)
@@ -64,49 +65,50 @@ func TestVersionNegotiation(t *testing.T) {
 }
 
 func TestLookup(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{})
-	h.start(h.config())
+	h := conductortest.New(t, fakeagent.Config{})
+	h.Start(h.Config())
 	var body map[string]any
 	q := "/v1/lookup?addresses=" + url.QueryEscape("52:54:00:aa:bb:cc")
-	if st := h.callVersion("1.68", "GET", q, nil, &body); st != 404 || ironicFault(t, body).FaultString != "Resource could not be found." {
+	if st := h.CallVersion("1.68", "GET", q, nil, &body); st != 404 || conductortest.IronicFault(t, body).FaultString != "Resource could not be found." {
 		t.Fatalf("unknown MAC: %d %v", st, body)
 	}
-	if st := h.callVersion("1.68", "GET", "/v1/lookup?addresses=zz", nil, &body); st != 400 {
+	if st := h.CallVersion("1.68", "GET", "/v1/lookup?addresses=zz", nil, &body); st != 400 {
 		t.Fatalf("no valid MAC: %d %v", st, body)
 	}
 
 	// A node that exists but is not in a lookup state gets the same 404.
-	uuid := h.enrollNode()
-	q = "/v1/lookup?addresses=" + url.QueryEscape(testMAC)
-	if st := h.callVersion("1.68", "GET", q, nil, &body); st != 404 || ironicFault(t, body).FaultString != "Resource could not be found." {
+	uuid := h.EnrollNode()
+	q = "/v1/lookup?addresses=" + url.QueryEscape(conductortest.MAC)
+	if st := h.CallVersion("1.68", "GET", q, nil, &body); st != 404 || conductortest.IronicFault(t, body).FaultString != "Resource could not be found." {
 		t.Fatalf("node in available: %d %v", st, body)
 	}
-	if st := h.callVersion("1.21", "GET", q, nil, &body); st != 404 {
+	if st := h.CallVersion("1.21", "GET", q, nil, &body); st != 404 {
 		t.Fatalf("lookup below 1.22: %d", st)
 	}
 
 	// In wait call-back (the agent here never heartbeats with a valid
 	// token): the first lookup gets the token, later ones "******".
-	h.machines.SetConfig(fakeagent.Config{TokenOverride: "bad-token-bad-token-bad-token-bad-token-bad"})
-	h.setImage("n1")
-	h.provision("n1", "active", nil)
-	h.waitState("n1", "wait call-back", 5*time.Second)
+	h.Machines().SetConfig(fakeagent.Config{TokenOverride: "bad-token-bad-token-bad-token-bad-token-bad"})
+	h.SetImage("n1")
+	h.Provision("n1", "active", nil)
+	h.WaitState("n1", "wait call-back", 5*time.Second)
+	h.WaitFor("the agent's lookup", 10*time.Second, func() bool { return h.Agent() != nil && h.Agent().Token() != "" })
 	var lr wire.LookupResponse
-	if st := h.callVersion("1.68", "GET", q, nil, &lr); st != 200 {
+	if st := h.CallVersion("1.68", "GET", q, nil, &lr); st != 200 {
 		t.Fatalf("second lookup: %d", st)
 	}
 	if lr.Node.UUID != uuid || lr.Config.AgentToken == nil || *lr.Config.AgentToken != "******" ||
 		lr.Node.DriverInternalInfo["agent_secret_token"] != "******" || lr.Node.InstanceInfo["image_url"] != "******" {
 		t.Fatalf("lookup after token = %+v", lr)
 	}
-	if len(h.agent().Token()) != 43 {
-		t.Fatalf("agent token %q, want 43 characters", h.agent().Token())
+	if len(h.Agent().Token()) != 43 {
+		t.Fatalf("agent token %q, want 43 characters", h.Agent().Token())
 	}
 }
 
 func TestNodeAndPortErrors(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{})
-	h.start(h.config())
+	h := conductortest.New(t, fakeagent.Config{})
+	h.Start(h.Config())
 	var body map[string]any
 	check := func(what string, st, want int, wantMsg string) {
 		t.Helper()
@@ -114,45 +116,45 @@ func TestNodeAndPortErrors(t *testing.T) {
 			t.Errorf("%s: status %d, want %d (%v)", what, st, want, body)
 			return
 		}
-		if f := ironicFault(t, body); wantMsg != "" && f.FaultString != wantMsg {
+		if f := conductortest.IronicFault(t, body); wantMsg != "" && f.FaultString != wantMsg {
 			t.Errorf("%s: %q, want %q", what, f.FaultString, wantMsg)
 		}
 	}
-	check("no driver", h.call("POST", "/v1/nodes", map[string]any{"name": "x"}, &body), 400, "'driver' is a required property")
-	check("bad driver", h.call("POST", "/v1/nodes", map[string]any{"driver": "ipmi"}, &body), 400,
+	check("no driver", h.Call("POST", "/v1/nodes", map[string]any{"name": "x"}, &body), 400, "'driver' is a required property")
+	check("bad driver", h.Call("POST", "/v1/nodes", map[string]any{"driver": "ipmi"}, &body), 400,
 		`No valid host was found. Reason: No conductor service registered which supports driver ipmi for conductor group "".`)
-	check("bad field", h.call("POST", "/v1/nodes", map[string]any{"driver": "fake-hardware", "color": 1}, &body), 400, "")
-	if st := h.call("POST", "/v1/nodes", map[string]any{"name": "n1", "driver": "fake-hardware"}, &body); st != 201 {
+	check("bad field", h.Call("POST", "/v1/nodes", map[string]any{"driver": "fake-hardware", "color": 1}, &body), 400, "")
+	if st := h.Call("POST", "/v1/nodes", map[string]any{"name": "n1", "driver": "fake-hardware"}, &body); st != 201 {
 		t.Fatalf("create: %d", st)
 	}
 	uuid := body["uuid"].(string)
-	check("duplicate name", h.call("POST", "/v1/nodes", map[string]any{"name": "n1", "driver": "fake-hardware"}, &body), 409,
+	check("duplicate name", h.Call("POST", "/v1/nodes", map[string]any{"name": "n1", "driver": "fake-hardware"}, &body), 409,
 		"A node with name n1 already exists.")
-	check("bad MAC", h.call("POST", "/v1/ports", map[string]any{"address": "nope", "node_uuid": uuid}, &body), 400,
+	check("bad MAC", h.Call("POST", "/v1/ports", map[string]any{"address": "nope", "node_uuid": uuid}, &body), 400,
 		"Expected a MAC address but received nope.")
-	h.call("POST", "/v1/ports", map[string]any{"address": "52:54:00:12:34:56", "node_uuid": uuid}, nil)
-	check("duplicate MAC", h.call("POST", "/v1/ports", map[string]any{"address": "52:54:00:12:34:56", "node_uuid": uuid}, &body), 409,
+	h.Call("POST", "/v1/ports", map[string]any{"address": "52:54:00:12:34:56", "node_uuid": uuid}, nil)
+	check("duplicate MAC", h.Call("POST", "/v1/ports", map[string]any{"address": "52:54:00:12:34:56", "node_uuid": uuid}, &body), 409,
 		"A port with MAC address 52:54:00:12:34:56 already exists.")
-	check("patch internal", h.call("PATCH", "/v1/nodes/n1", []map[string]any{{"op": "replace", "path": "/provision_state", "value": "active"}}, &body), 400,
+	check("patch internal", h.Call("PATCH", "/v1/nodes/n1", []map[string]any{{"op": "replace", "path": "/provision_state", "value": "active"}}, &body), 400,
 		"'/provision_state' is an internal attribute and can not be updated")
-	check("bad verb", h.call("PUT", "/v1/nodes/n1/states/provision", map[string]any{"target": "fly"}, &body), 400,
+	check("bad verb", h.Call("PUT", "/v1/nodes/n1/states/provision", map[string]any{"target": "fly"}, &body), 400,
 		`The requested action "fly" could not be understood.`)
-	check("bad transition", h.call("PUT", "/v1/nodes/n1/states/provision", map[string]any{"target": "active"}, &body), 400,
+	check("bad transition", h.Call("PUT", "/v1/nodes/n1/states/provision", map[string]any{"target": "active"}, &body), 400,
 		`The requested action "active" can not be performed on node "`+uuid+`" while it is in state "enroll".`)
-	check("unknown node", h.call("GET", "/v1/nodes/nope", nil, &body), 404, "Node nope could not be found.")
-	check("bad heartbeat field", h.callVersion("1.68", "POST", "/v1/heartbeat/"+uuid,
+	check("unknown node", h.Call("GET", "/v1/nodes/nope", nil, &body), 404, "Node nope could not be found.")
+	check("bad heartbeat field", h.CallVersion("1.68", "POST", "/v1/heartbeat/"+uuid,
 		map[string]any{"callback_url": "http://x", "agent_token": "t", "agent_version": "1", "foo": 1}, &body), 400,
 		"Unexpected arguments: foo")
-	check("heartbeat without version", h.callVersion("1.68", "POST", "/v1/heartbeat/"+uuid,
+	check("heartbeat without version", h.CallVersion("1.68", "POST", "/v1/heartbeat/"+uuid,
 		map[string]any{"callback_url": "http://x", "agent_token": "t"}, &body), 400,
 		"Agent did not transmit a version, and a version is required. Please update the agent being used.")
-	check("heartbeat without token", h.callVersion("1.68", "POST", "/v1/heartbeat/"+uuid,
+	check("heartbeat without token", h.CallVersion("1.68", "POST", "/v1/heartbeat/"+uuid,
 		map[string]any{"callback_url": "http://x", "agent_version": "1"}, &body), 400,
 		"Agent token is required for heartbeat processing.")
 
 	// JSON Patch and the node document.
 	var n map[string]any
-	if st := h.call("PATCH", "/v1/nodes/n1", []map[string]any{
+	if st := h.Call("PATCH", "/v1/nodes/n1", []map[string]any{
 		{"op": "add", "path": "/driver_info/ipmi_password", "value": "s3cret"},
 		{"op": "replace", "path": "/name", "value": "n2"},
 		{"op": "add", "path": "/properties/memory_mb", "value": 4096},
@@ -165,11 +167,11 @@ func TestNodeAndPortErrors(t *testing.T) {
 	}
 
 	// Deleting a node removes its ports.
-	if st := h.call("DELETE", "/v1/nodes/n2", nil, nil); st != 204 {
+	if st := h.Call("DELETE", "/v1/nodes/n2", nil, nil); st != 204 {
 		t.Fatalf("delete: %d", st)
 	}
 	var ports map[string][]any
-	h.call("GET", "/v1/ports", nil, &ports)
+	h.Call("GET", "/v1/ports", nil, &ports)
 	if len(ports["ports"]) != 0 {
 		t.Errorf("ports after node delete: %v", ports)
 	}

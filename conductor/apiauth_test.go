@@ -29,6 +29,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor"
 	"github.com/rivetmetal/rivet/conductor/auth"
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
+	"github.com/rivetmetal/rivet/internal/conductortest"
 	"github.com/rivetmetal/rivet/internal/testpki"
 	"github.com/rivetmetal/rivet/wire"
 )
@@ -170,11 +171,11 @@ func servedSerial(t *testing.T, s *secureSetup, addr string) string {
 // certificate are re-read without a restart.
 func TestAPIAuthenticationOverTLS(t *testing.T) {
 	s := newSecureSetup(t)
-	h := newHarness(t, fakeagent.Config{})
-	cfg := h.config()
+	h := conductortest.New(t, fakeagent.Config{})
+	cfg := h.Config()
 	s.apply(&cfg)
-	c := h.start(cfg)
-	base := h.baseURL()
+	c := h.Start(cfg)
+	base := h.URL()
 	if !strings.HasPrefix(base, "https://127.0.0.1:") {
 		t.Fatalf("API URL %q, want https://127.0.0.1:…", base)
 	}
@@ -196,14 +197,14 @@ func TestAPIAuthenticationOverTLS(t *testing.T) {
 	if a := send(t, hc, "GET", base+"/v1", nil, "", ""); a.status != http.StatusOK {
 		t.Errorf("GET /v1: %d %s", a.status, a.body)
 	}
-	if a := send(t, hc, "GET", base+"/v1/lookup?addresses="+testMAC, nil, "", ""); a.status != http.StatusNotFound {
+	if a := send(t, hc, "GET", base+"/v1/lookup?addresses="+conductortest.MAC, nil, "", ""); a.status != http.StatusNotFound {
 		t.Errorf("lookup of an unknown MAC: %d %s, want 404 (not 401)", a.status, a.body)
 	}
 	if a := send(t, hc, "POST", base+"/v1/heartbeat/1be26c0b-03f2-4d2e-ae87-c02d7f33c123",
 		map[string]any{"callback_url": "https://127.0.0.1:9999", "agent_token": "x", "agent_version": "9.0.0"}, "", ""); a.status != http.StatusNotFound {
 		t.Errorf("heartbeat of an unknown node: %d %s, want 404 (not 401)", a.status, a.body)
 	}
-	if a := send(t, hc, "GET", base+"/images/disk.raw", nil, "", ""); a.status != http.StatusOK || !bytes.Equal(a.body, h.image) {
+	if a := send(t, hc, "GET", base+"/images/disk.raw", nil, "", ""); a.status != http.StatusOK || !bytes.Equal(a.body, h.Image()) {
 		t.Errorf("image download: %d, %d bytes", a.status, len(a.body))
 	}
 	if a := send(t, hc, "GET", base+"/boot/boot.ipxe", nil, "", ""); a.status != http.StatusOK || !bytes.HasPrefix(a.body, []byte("#!ipxe")) {
@@ -329,9 +330,9 @@ func (s *syncBuffer) String() string {
 // logged as a warning.
 func TestAuthDefaultsOffLoopback(t *testing.T) {
 	s := newSecureSetup(t)
-	h := newHarness(t, fakeagent.Config{})
+	h := conductortest.New(t, fakeagent.Config{})
 
-	cfg := h.config()
+	cfg := h.Config()
 	lan := lanListener(t)
 	cfg.Listener = lan
 	if _, err := conductor.New(context.Background(), cfg); err == nil ||
@@ -348,7 +349,7 @@ func TestAuthDefaultsOffLoopback(t *testing.T) {
 	lan = lanListener(t)
 	cfg.Listener = lan
 	cfg.Auth = auth.Config{UserFile: s.userFile}
-	h.start(cfg)
+	h.Start(cfg)
 	base := "http://" + lan.Listener.Addr().String()
 	if a := send(t, http.DefaultClient, "GET", base+"/v1/nodes", nil, "", ""); a.status != http.StatusUnauthorized {
 		t.Errorf("default strategy off loopback: GET /v1/nodes without credentials = %d", a.status)
@@ -356,16 +357,16 @@ func TestAuthDefaultsOffLoopback(t *testing.T) {
 	if a := send(t, http.DefaultClient, "GET", base+"/v1/nodes", nil, readerUser, readerPass); a.status != http.StatusOK {
 		t.Errorf("with credentials: %d %s", a.status, a.body)
 	}
-	h.stop()
+	h.Stop()
 
 	// noauth allowed explicitly: served, with a warning.
 	var logs syncBuffer
-	cfg = h.config()
+	cfg = h.Config()
 	lan = lanListener(t)
 	cfg.Listener = lan
 	cfg.Auth = auth.Config{Strategy: auth.NoAuth, AllowInsecureNoAuth: true}
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	h.start(cfg)
+	h.Start(cfg)
 	base = "http://" + lan.Listener.Addr().String()
 	if a := send(t, http.DefaultClient, "GET", base+"/v1/nodes", nil, "", ""); a.status != http.StatusOK {
 		t.Errorf("allowed noauth: %d", a.status)
@@ -378,12 +379,12 @@ func TestAuthDefaultsOffLoopback(t *testing.T) {
 // TestTLSConfigErrors: a TLS pair that does not load stops the start.
 func TestTLSConfigErrors(t *testing.T) {
 	s := newSecureSetup(t)
-	h := newHarness(t, fakeagent.Config{})
+	h := conductortest.New(t, fakeagent.Config{})
 	for _, tc := range []struct{ cert, key, want string }{
 		{s.leaf.CertFile, "", "both a certificate file and a key file"},
 		{s.leaf.KeyFile, s.leaf.CertFile, "API TLS"},
 	} {
-		cfg := h.config()
+		cfg := h.Config()
 		cfg.TLSCertFile, cfg.TLSKeyFile = tc.cert, tc.key
 		if _, err := conductor.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New(cert %q, key %q) = %v, want %q", tc.cert, tc.key, err, tc.want)
@@ -395,44 +396,44 @@ func TestTLSConfigErrors(t *testing.T) {
 // is http:// are refused as Ironic's [agent]require_tls does; an agent
 // serving https deploys.
 func TestRequireAgentTLS(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{})
-	cfg := h.config()
+	h := conductortest.New(t, fakeagent.Config{})
+	cfg := h.Config()
 	cfg.Provision.RequireAgentTLS = true
-	h.start(cfg)
-	uuid := h.enrollNode()
-	h.setImage("n1")
-	h.provision("n1", "active", nil)
-	h.waitState("n1", "wait call-back", 5*time.Second)
+	h.Start(cfg)
+	uuid := h.EnrollNode()
+	h.SetImage("n1")
+	h.Provision("n1", "active", nil)
+	h.WaitState("n1", "wait call-back", 5*time.Second)
 	deadline := time.Now().Add(10 * time.Second)
-	for h.agent() == nil || len(h.agent().HeartbeatStatuses()) == 0 || h.agent().Token() == "" {
+	for h.Agent() == nil || len(h.Agent().HeartbeatStatuses()) == 0 || h.Agent().Token() == "" {
 		if time.Now().After(deadline) {
 			t.Fatal("no heartbeat sent")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for _, st := range h.agent().HeartbeatStatuses() {
+	for _, st := range h.Agent().HeartbeatStatuses() {
 		if st != http.StatusBadRequest {
 			t.Errorf("plain-http agent's heartbeat answered %d, want 400", st)
 		}
 	}
 	var errBody map[string]any
-	st := h.callVersion("1.68", "POST", "/v1/heartbeat/"+uuid, map[string]any{
-		"callback_url": h.agent().URL(), "agent_token": h.agent().Token(), "agent_version": "9.0.0"}, &errBody)
-	if f := ironicFault(t, errBody); st != http.StatusBadRequest || f.FaultString != "TLS is required by configuration" {
+	st := h.CallVersion("1.68", "POST", "/v1/heartbeat/"+uuid, map[string]any{
+		"callback_url": h.Agent().URL(), "agent_token": h.Agent().Token(), "agent_version": "9.0.0"}, &errBody)
+	if f := conductortest.IronicFault(t, errBody); st != http.StatusBadRequest || f.FaultString != "TLS is required by configuration" {
 		t.Errorf("http callback heartbeat: %d %+v", st, f)
 	}
-	if n := h.node("n1"); internal(n)["agent_url"] != nil {
-		t.Errorf("the http callback URL was recorded: %v", internal(n)["agent_url"])
+	if n := h.Node("n1"); conductortest.Internal(n)["agent_url"] != nil {
+		t.Errorf("the http callback URL was recorded: %v", conductortest.Internal(n)["agent_url"])
 	}
 
 	// The same deploy with an agent serving https goes through.
-	h.provision("n1", "deleted", nil)
-	h.waitState("n1", "available", 20*time.Second)
-	h.machines.SetConfig(fakeagent.Config{TLS: true})
-	h.setImage("n1")
-	h.provision("n1", "active", nil)
-	h.waitState("n1", "active", 30*time.Second)
-	if u := h.agent().URL(); !strings.HasPrefix(u, "https://") {
+	h.Provision("n1", "deleted", nil)
+	h.WaitState("n1", "available", 20*time.Second)
+	h.Machines().SetConfig(fakeagent.Config{TLS: true})
+	h.SetImage("n1")
+	h.Provision("n1", "active", nil)
+	h.WaitState("n1", "active", 30*time.Second)
+	if u := h.Agent().URL(); !strings.HasPrefix(u, "https://") {
 		t.Errorf("agent URL %q", u)
 	}
 }
@@ -462,11 +463,11 @@ func runBaremetal(t *testing.T, bm *baremetalCLI, caFile, user, pass string, arg
 // an Ironic operator would.
 func TestBaremetalCLIHTTPBasicOverTLS(t *testing.T) {
 	s := newSecureSetup(t)
-	h := newHarness(t, fakeagent.Config{})
-	cfg := h.config()
+	h := conductortest.New(t, fakeagent.Config{})
+	cfg := h.Config()
 	s.apply(&cfg)
-	h.start(cfg)
-	bm := newBaremetalCLI(t, h.baseURL())
+	h.Start(cfg)
+	bm := newBaremetalCLI(t, h.URL())
 	admin := func(args ...string) string {
 		t.Helper()
 		out, stderr, err := runBaremetal(t, bm, s.caFile, adminUser, adminPass, args...)
@@ -481,7 +482,7 @@ func TestBaremetalCLIHTTPBasicOverTLS(t *testing.T) {
 		created["name"] != "bm1" || created["provision_state"] != "enroll" {
 		t.Fatalf("node create: %v %v", created, err)
 	}
-	admin("port", "create", testMAC, "--node", created["uuid"].(string))
+	admin("port", "create", conductortest.MAC, "--node", created["uuid"].(string))
 	admin("node", "manage", "bm1", "--wait", "30")
 
 	// The reader lists and shows, and is refused changes with the API's
@@ -522,15 +523,15 @@ func TestBaremetalCLIHTTPBasicOverTLS(t *testing.T) {
 // baremetal-operator does.
 func TestGophercloudHTTPBasicOverTLS(t *testing.T) {
 	s := newSecureSetup(t)
-	h := newHarness(t, fakeagent.Config{})
-	cfg := h.config()
+	h := conductortest.New(t, fakeagent.Config{})
+	cfg := h.Config()
 	s.apply(&cfg)
-	h.start(cfg)
+	h.Start(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	client := func(user, pass string) *gophercloud.ServiceClient {
 		t.Helper()
-		c, err := httpbasic.NewBareMetalHTTPBasic(httpbasic.EndpointOpts{IronicEndpoint: h.baseURL() + "/v1/",
+		c, err := httpbasic.NewBareMetalHTTPBasic(httpbasic.EndpointOpts{IronicEndpoint: h.URL() + "/v1/",
 			IronicUser: user, IronicUserPassword: pass})
 		if err != nil {
 			t.Fatal(err)
@@ -546,7 +547,7 @@ func TestGophercloudHTTPBasicOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create node: %v", err)
 	}
-	if _, err := ports.Create(ctx, admin, ports.CreateOpts{NodeUUID: node.UUID, Address: testMAC}).Extract(); err != nil {
+	if _, err := ports.Create(ctx, admin, ports.CreateOpts{NodeUUID: node.UUID, Address: conductortest.MAC}).Extract(); err != nil {
 		t.Fatalf("create port: %v", err)
 	}
 	if _, err := nodes.Update(ctx, admin, node.UUID, nodes.UpdateOpts{
@@ -605,11 +606,11 @@ func TestGophercloudHTTPBasicOverTLS(t *testing.T) {
 // there (a wrong password is refused), and /metrics needs a user.
 func TestDashboardUsesAPIUsers(t *testing.T) {
 	s := newSecureSetup(t)
-	h := newHarness(t, fakeagent.Config{})
-	cfg := h.config()
+	h := conductortest.New(t, fakeagent.Config{})
+	cfg := h.Config()
 	s.apply(&cfg)
-	h.start(cfg)
-	base := h.baseURL()
+	h.Start(cfg)
+	base := h.URL()
 	hc := s.httpClient()
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
+	"github.com/rivetmetal/rivet/internal/conductortest"
 )
 
 // baremetalCLI runs Debian's `baremetal` (python3-ironicclient) against a
@@ -65,9 +66,9 @@ func (b *baremetalCLI) json(out any, args ...string) {
 }
 
 func TestBaremetalCLICompatibility(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{})
-	h.start(h.config())
-	bm := newBaremetalCLI(t, h.baseURL())
+	h := conductortest.New(t, fakeagent.Config{})
+	h.Start(h.Config())
+	bm := newBaremetalCLI(t, h.URL())
 
 	var created map[string]any
 	bm.json(&created, "node", "create", "--driver", "fake-hardware", "--name", "n1")
@@ -77,15 +78,15 @@ func TestBaremetalCLICompatibility(t *testing.T) {
 	}
 
 	var port map[string]any
-	bm.json(&port, "port", "create", testMAC, "--node", uuid)
-	if port["address"] != testMAC || port["node_uuid"] != uuid || port["pxe_enabled"] != true {
+	bm.json(&port, "port", "create", conductortest.MAC, "--node", uuid)
+	if port["address"] != conductortest.MAC || port["node_uuid"] != uuid || port["pxe_enabled"] != true {
 		t.Fatalf("port create = %v", port)
 	}
 
 	if _, stderr, err := bm.run("node", "manage", "n1"); err != nil {
 		t.Fatalf("node manage: %v\n%s", err, stderr)
 	}
-	h.waitState("n1", "manageable", 10*time.Second)
+	h.WaitState("n1", "manageable", 10*time.Second)
 
 	var shown map[string]any
 	bm.json(&shown, "node", "show", "n1")
@@ -112,9 +113,9 @@ func TestBaremetalCLICompatibility(t *testing.T) {
 	if _, stderr, err := bm.run("node", "provide", "n1", "--wait", "30"); err != nil {
 		t.Fatalf("node provide: %v\n%s", err, stderr)
 	}
-	sum := sha256.Sum256(h.image)
+	sum := sha256.Sum256(h.Image())
 	if _, stderr, err := bm.run("node", "set", "n1",
-		"--instance-info", "image_source="+h.baseURL()+"/images/disk.raw",
+		"--instance-info", "image_source="+h.URL()+"/images/disk.raw",
 		"--instance-info", "image_os_hash_algo=sha256",
 		"--instance-info", "image_os_hash_value="+hex.EncodeToString(sum[:]),
 		"--instance-info", "image_disk_format=raw"); err != nil {
@@ -133,10 +134,10 @@ func TestBaremetalCLICompatibility(t *testing.T) {
 	bm.json(&shown, "node", "show", "n1")
 	ii, _ := shown["instance_info"].(map[string]any)
 	if shown["provision_state"] != "active" || shown["power_state"] != "power on" || shown["last_error"] != nil ||
-		ii["configdrive"] != "******" || ii["image_source"] != h.baseURL()+"/images/disk.raw" {
+		ii["configdrive"] != "******" || ii["image_source"] != h.URL()+"/images/disk.raw" {
 		t.Fatalf("node show after deploy = %v", shown)
 	}
-	if got := h.agent().ImageInfo(); got == nil || got.Configdrive == nil || *got.Configdrive != configdrive {
+	if got := h.Agent().ImageInfo(); got == nil || got.Configdrive == nil || *got.Configdrive != configdrive {
 		t.Fatalf("the agent did not get the config drive: %+v", got)
 	}
 	if _, stderr, err := bm.run("node", "undeploy", "n1", "--wait", "60"); err != nil {

@@ -1,25 +1,23 @@
 package conductor_test
 
 import (
-	"context"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
-	"github.com/rivetmetal/rivet/conductor/store/sqlite"
+	"github.com/rivetmetal/rivet/internal/conductortest"
 )
 
 // cleaningHarness is a harness whose conductor runs automated cleaning.
-func cleaningHarness(t *testing.T, agentCfg fakeagent.Config) *harness {
-	h := newHarness(t, agentCfg)
-	cfg := h.config()
+func cleaningHarness(t *testing.T, agentCfg fakeagent.Config) *conductortest.Harness {
+	h := conductortest.New(t, agentCfg)
+	cfg := h.Config()
 	cfg.Provision.AutomatedClean = true
-	h.start(cfg)
+	h.Start(cfg)
 	return h
 }
 
@@ -34,9 +32,9 @@ func stepNames(steps []map[string]any) []string {
 
 func TestAutomatedCleaningOnProvideAndUndeploy(t *testing.T) {
 	h := cleaningHarness(t, fakeagent.Config{})
-	uuid := h.enrollNode() // provide: cleaning through the agent -> available
+	uuid := h.EnrollNode() // provide: cleaning through the agent -> available
 
-	a := h.agent()
+	a := h.Agent()
 	if a == nil {
 		t.Fatal("provide booted no agent")
 	}
@@ -54,8 +52,8 @@ func TestAutomatedCleaningOnProvideAndUndeploy(t *testing.T) {
 		s["requires_ramdisk"] != true || s["abortable"] != true {
 		t.Errorf("clean step = %v", s)
 	}
-	n := h.node("n1")
-	dii := internal(n)
+	n := h.Node("n1")
+	dii := conductortest.Internal(n)
 	for _, k := range []string{"clean_steps", "clean_step_index", "agent_secret_token", "agent_url", "agent_cached_clean_steps"} {
 		if _, ok := dii[k]; ok {
 			t.Errorf("driver_internal_info keeps %s after cleaning: %v", k, dii[k])
@@ -69,12 +67,12 @@ func TestAutomatedCleaningOnProvideAndUndeploy(t *testing.T) {
 	}
 
 	// Deploy, then undeploy: deleting -> cleaning (a new ramdisk boot) -> available.
-	h.setImage("n1")
-	h.provision("n1", "active", nil)
-	h.waitState("n1", "active", 20*time.Second)
-	h.provision("n1", "deleted", nil)
-	n = h.waitState("n1", "available", 20*time.Second)
-	last := h.agent()
+	h.SetImage("n1")
+	h.Provision("n1", "active", nil)
+	h.WaitState("n1", "active", 20*time.Second)
+	h.Provision("n1", "deleted", nil)
+	n = h.WaitState("n1", "available", 20*time.Second)
+	last := h.Agent()
 	if last == a {
 		t.Fatal("undeploy booted no cleaning ramdisk")
 	}
@@ -88,25 +86,25 @@ func TestAutomatedCleaningOnProvideAndUndeploy(t *testing.T) {
 }
 
 func TestManualCleanRunsTheOperatorsSteps(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{})
-	h.start(h.config()) // automated cleaning off: provide needs no agent
-	h.enrollNode()
-	h.provision("n1", "manage", nil)
-	h.waitState("n1", "manageable", 10*time.Second)
+	h := conductortest.New(t, fakeagent.Config{})
+	h.Start(h.Config()) // automated cleaning off: provide needs no agent
+	h.EnrollNode()
+	h.Provision("n1", "manage", nil)
+	h.WaitState("n1", "manageable", 10*time.Second)
 
 	body := map[string]any{"target": "clean", "clean_steps": []any{
 		map[string]any{"interface": "deploy", "step": "erase_devices", "args": map[string]any{"zeroize": false}},
 		map[string]any{"interface": "deploy", "step": "erase_devices_metadata"},
 	}}
 	var errBody map[string]any
-	if st := h.call("PUT", "/v1/nodes/n1/states/provision", body, &errBody); st != http.StatusAccepted {
+	if st := h.Call("PUT", "/v1/nodes/n1/states/provision", body, &errBody); st != http.StatusAccepted {
 		t.Fatalf("clean: %d %v", st, errBody)
 	}
-	n := h.waitState("n1", "manageable", 20*time.Second)
+	n := h.WaitState("n1", "manageable", 20*time.Second)
 	if n["last_error"] != nil {
 		t.Fatalf("last_error %v", n["last_error"])
 	}
-	steps := h.agent().CleanStepsRun()
+	steps := h.Agent().CleanStepsRun()
 	if got := stepNames(steps); !slices.Equal(got, []string{"deploy.erase_devices", "deploy.erase_devices_metadata"}) {
 		t.Fatalf("manual steps run = %v (the operator's order)", got)
 	}
@@ -118,28 +116,25 @@ func TestManualCleanRunsTheOperatorsSteps(t *testing.T) {
 
 	// A step the agent does not have fails the cleaning, in maintenance.
 	body["clean_steps"] = []any{map[string]any{"interface": "deploy", "step": "erase_everything"}}
-	if st := h.call("PUT", "/v1/nodes/n1/states/provision", body, &errBody); st != http.StatusAccepted {
+	if st := h.Call("PUT", "/v1/nodes/n1/states/provision", body, &errBody); st != http.StatusAccepted {
 		t.Fatalf("clean: %d %v", st, errBody)
 	}
-	n = h.waitState("n1", "clean failed", 20*time.Second)
+	n = h.WaitState("n1", "clean failed", 20*time.Second)
 	if le, _ := n["last_error"].(string); !strings.Contains(le, "does not support this clean step") || !strings.Contains(le, "erase_everything") {
 		t.Errorf("last_error = %q", le)
 	}
-	h.waitPower("n1", "power off", 5*time.Second)
-	h.provision("n1", "manage", nil)
-	h.waitState("n1", "manageable", 5*time.Second)
+	h.WaitPower("n1", "power off", 5*time.Second)
+	h.Provision("n1", "manage", nil)
+	h.WaitState("n1", "manageable", 5*time.Second)
 }
 
 func TestCleanStepFailureCollectsLogsAndSetsMaintenance(t *testing.T) {
 	h := cleaningHarness(t, fakeagent.Config{CleanError: "wipefs failed on /dev/vda"})
-	var node map[string]any
-	h.call("POST", "/v1/nodes", map[string]any{"name": "n1", "driver": "fake-hardware"}, &node)
-	uuid := node["uuid"].(string)
-	h.call("POST", "/v1/ports", map[string]any{"address": testMAC, "node_uuid": uuid}, nil)
-	h.provision("n1", "manage", nil)
-	h.waitState("n1", "manageable", 10*time.Second)
-	h.provision("n1", "provide", nil)
-	n := h.waitState("n1", "clean failed", 20*time.Second)
+	uuid := h.CreateNode()
+	h.Provision("n1", "manage", nil)
+	h.WaitState("n1", "manageable", 10*time.Second)
+	h.Provision("n1", "provide", nil)
+	n := h.WaitState("n1", "clean failed", 20*time.Second)
 
 	le, _ := n["last_error"].(string)
 	want := "Agent returned error for clean step {'step': 'erase_devices_metadata', 'priority': 99, 'interface': 'deploy', " +
@@ -150,42 +145,40 @@ func TestCleanStepFailureCollectsLogsAndSetsMaintenance(t *testing.T) {
 	if n["maintenance"] != true || n["maintenance_reason"] != le {
 		t.Errorf("maintenance %v reason %v", n["maintenance"], n["maintenance_reason"])
 	}
-	logs, _ := internal(n)["agent_logs_path"].(string)
+	logs, _ := conductortest.Internal(n)["agent_logs_path"].(string)
 	if b, err := os.ReadFile(logs); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
 		t.Errorf("agent logs at %q: %v (want a gzip file)", logs, err)
 	}
-	if got := h.agent().Calls(); !slices.Contains(got, "log.collect_system_logs") {
+	if got := h.Agent().Calls(); !slices.Contains(got, "log.collect_system_logs") {
 		t.Errorf("logs not collected: %v", got)
 	}
-	h.waitPower("n1", "power off", 5*time.Second)
+	h.WaitPower("n1", "power off", 5*time.Second)
 }
 
 func TestCleanVersionMismatchRestartsAutomatedCleaning(t *testing.T) {
 	h := cleaningHarness(t, fakeagent.Config{CleanMismatchOnce: true})
-	h.enrollNode()
+	h.EnrollNode()
 	var executes int
-	for _, c := range h.agent().Calls() {
+	for _, c := range h.Agent().Calls() {
 		if c == "clean.execute_clean_step" {
 			executes++
 		}
 	}
 	if executes != 2 {
-		t.Errorf("execute_clean_step sent %d times, want 2 (mismatch, then again): %v", executes, h.agent().Calls())
+		t.Errorf("execute_clean_step sent %d times, want 2 (mismatch, then again): %v", executes, h.Agent().Calls())
 	}
 }
 
 func TestAbortCleanWait(t *testing.T) {
 	h := cleaningHarness(t, fakeagent.Config{CleanDuration: 20 * time.Second})
-	var node map[string]any
-	h.call("POST", "/v1/nodes", map[string]any{"name": "n1", "driver": "fake-hardware"}, &node)
-	h.call("POST", "/v1/ports", map[string]any{"address": testMAC, "node_uuid": node["uuid"]}, nil)
-	h.provision("n1", "manage", nil)
-	h.waitState("n1", "manageable", 10*time.Second)
-	h.provision("n1", "provide", nil)
+	h.CreateNode()
+	h.Provision("n1", "manage", nil)
+	h.WaitState("n1", "manageable", 10*time.Second)
+	h.Provision("n1", "provide", nil)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		n := h.node("n1")
-		if n["provision_state"] == "clean wait" && internal(n)["clean_step_started"] == true {
+		n := h.Node("n1")
+		if n["provision_state"] == "clean wait" && conductortest.Internal(n)["clean_step_started"] == true {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -193,47 +186,31 @@ func TestAbortCleanWait(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	h.provision("n1", "abort", nil)
-	n := h.waitState("n1", "clean failed", 5*time.Second)
+	h.Provision("n1", "abort", nil)
+	n := h.WaitState("n1", "clean failed", 5*time.Second)
 	if le, _ := n["last_error"].(string); !strings.Contains(le, "aborted") || !strings.Contains(le, "erase_devices_metadata") {
 		t.Errorf("last_error = %q", le)
 	}
-	h.waitPower("n1", "power off", 5*time.Second)
-	if _, ok := internal(h.node("n1"))["agent_secret_token"]; ok {
+	h.WaitPower("n1", "power off", 5*time.Second)
+	if _, ok := conductortest.Internal(h.Node("n1"))["agent_secret_token"]; ok {
 		t.Error("token kept after abort")
 	}
 }
 
 func TestRestartMidClean(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{CleanDuration: 1500 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond})
-	cfg := h.config()
+	h := conductortest.New(t, fakeagent.Config{CleanDuration: 1500 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond})
+	cfg := h.Config()
 	cfg.Provision.AutomatedClean = true
-	h.start(cfg)
-	var node map[string]any
-	h.call("POST", "/v1/nodes", map[string]any{"name": "n1", "driver": "fake-hardware"}, &node)
-	uuid := node["uuid"].(string)
-	h.call("POST", "/v1/ports", map[string]any{"address": testMAC, "node_uuid": uuid}, nil)
-	h.provision("n1", "manage", nil)
-	h.waitState("n1", "manageable", 10*time.Second)
-	h.provision("n1", "provide", nil)
-	deadline := time.Now().Add(10 * time.Second)
-	for internal(h.node("n1"))["clean_step_started"] != true {
-		if time.Now().After(deadline) {
-			t.Fatal("the clean step never started")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	h.stop()
+	h.Start(cfg)
+	uuid := h.CreateNode()
+	h.Provision("n1", "manage", nil)
+	h.WaitState("n1", "manageable", 10*time.Second)
+	h.Provision("n1", "provide", nil)
+	h.WaitInternal("n1", "the clean step to start", 10*time.Second,
+		func(dii map[string]any) bool { return dii["clean_step_started"] == true })
+	h.Stop()
 
-	st, err := sqlite.Open(context.Background(), filepath.Join(h.dir, "rivet.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := st.GetNode(context.Background(), uuid)
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := h.StoredNode(uuid)
 	if ps := string(n.ProvisionState); ps != "clean wait" && ps != "cleaning" {
 		t.Fatalf("after stop: provision state %q", ps)
 	}
@@ -241,46 +218,40 @@ func TestRestartMidClean(t *testing.T) {
 		t.Fatalf("after stop the cleaning state is lost: %v", n.DriverInternalInfo)
 	}
 
-	h.start(cfg)
-	h.agent().SetAPIURL(h.baseURL())
-	h.waitState("n1", "available", 20*time.Second)
-	if got := stepNames(h.agent().CleanStepsRun()); !slices.Equal(got, []string{"deploy.erase_devices_metadata"}) {
+	h.Restart(cfg)
+	h.WaitState("n1", "available", 20*time.Second)
+	if got := stepNames(h.Agent().CleanStepsRun()); !slices.Equal(got, []string{"deploy.erase_devices_metadata"}) {
 		t.Errorf("steps run across the restart = %v, want the one step once", got)
 	}
 }
 
 func TestFastTrackReusesTheCleaningAgent(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{})
-	cfg := h.config()
+	h := conductortest.New(t, fakeagent.Config{})
+	cfg := h.Config()
 	cfg.Provision.AutomatedClean = true
 	cfg.Provision.FastTrack = true
-	h.start(cfg)
-	h.enrollNode()
-	n := h.node("n1")
-	a := h.agent()
-	if n["power_state"] != "power on" || internal(n)["agent_url"] != a.URL() {
-		t.Fatalf("fast-track: the agent should keep running after cleaning (power %v, agent_url %v)", n["power_state"], internal(n)["agent_url"])
+	h.Start(cfg)
+	h.EnrollNode()
+	n := h.Node("n1")
+	a := h.Agent()
+	if n["power_state"] != "power on" || conductortest.Internal(n)["agent_url"] != a.URL() {
+		t.Fatalf("fast-track: the agent should keep running after cleaning (power %v, agent_url %v)", n["power_state"], conductortest.Internal(n)["agent_url"])
 	}
 	// It keeps heartbeating in available: recorded only.
-	before := internal(n)["agent_last_heartbeat"]
-	deadline := time.Now().Add(5 * time.Second)
-	for internal(h.node("n1"))["agent_last_heartbeat"] == before {
-		if time.Now().After(deadline) {
-			t.Fatal("heartbeats in available are not recorded with fast-track")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	h.setImage("n1")
-	h.provision("n1", "active", nil)
-	h.waitState("n1", "active", 20*time.Second)
-	if h.agent() != a {
+	before := conductortest.Internal(n)["agent_last_heartbeat"]
+	h.WaitInternal("n1", "a heartbeat recorded in available with fast-track", 5*time.Second,
+		func(dii map[string]any) bool { return dii["agent_last_heartbeat"] != before })
+	h.SetImage("n1")
+	h.Provision("n1", "active", nil)
+	h.WaitState("n1", "active", 20*time.Second)
+	if h.Agent() != a {
 		t.Fatal("the deploy rebooted the node although fast-track applies")
 	}
 	calls := a.Calls()
 	if !slices.Contains(calls, "deploy.get_deploy_steps") || !slices.Contains(calls, "deploy.execute_deploy_step") {
 		t.Errorf("deploy through the running agent: %v", calls)
 	}
-	if tm, _ := internal(h.node("n1"))["deploy_timings"].(map[string]any); tm["boot_to_lookup"] != nil {
+	if tm, _ := conductortest.Internal(h.Node("n1"))["deploy_timings"].(map[string]any); tm["boot_to_lookup"] != nil {
 		t.Errorf("fast-track deploy has a boot_to_lookup timing: %v", tm)
 	}
 }

@@ -230,8 +230,9 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		}
 		imgs = c.images
 	}
-	handler := api.New(api.Config{Store: fed, Provisioner: c.engine, Conductor: host, Images: imgs,
-		AgentImages: agentImages, Boot: bootHandler, Logger: log})
+	handler := api.New(api.Config{Store: fed, Provisioner: c.engine.Provisioning(), Power: c.engine.Power(),
+		Ramdisk: c.engine.Ramdisk(), Inspector: c.engine.Inspection(), Drivers: c.engine,
+		Conductor: host, Images: imgs, AgentImages: agentImages, Boot: bootHandler, Logger: log})
 	dashAuth := cfg.DashboardAuth
 	if dashAuth == nil && c.guard.Strategy() == auth.HTTPBasic {
 		// The dashboard logs browsers in with the API's users and roles.

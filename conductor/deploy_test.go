@@ -1,7 +1,6 @@
 package conductor_test
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -12,21 +11,21 @@ import (
 
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
 	"github.com/rivetmetal/rivet/conductor/power"
-	"github.com/rivetmetal/rivet/conductor/store/sqlite"
+	"github.com/rivetmetal/rivet/internal/conductortest"
 )
 
 func TestDeployEnrollToActiveAndBack(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{WriteDuration: 200 * time.Millisecond})
-	h.start(h.config())
-	uuid := h.enrollNode()
-	if n := h.node("n1"); n["power_state"] != "power off" || n["target_provision_state"] != nil {
+	h := conductortest.New(t, fakeagent.Config{WriteDuration: 200 * time.Millisecond})
+	h.Start(h.Config())
+	uuid := h.EnrollNode()
+	if n := h.Node("n1"); n["power_state"] != "power off" || n["target_provision_state"] != nil {
 		t.Fatalf("after provide: power %v target %v", n["power_state"], n["target_provision_state"])
 	}
-	h.setImage("n1")
-	h.provision("n1", "active", "H4sIAAAAAAAA/wMAAAAAAAAAAAA=")
-	n := h.waitState("n1", "active", 20*time.Second)
+	h.SetImage("n1")
+	h.Provision("n1", "active", "H4sIAAAAAAAA/wMAAAAAAAAAAAA=")
+	n := h.WaitState("n1", "active", 20*time.Second)
 
-	a := h.agent()
+	a := h.Agent()
 	if a == nil {
 		t.Fatal("no agent was booted")
 	}
@@ -39,7 +38,7 @@ func TestDeployEnrollToActiveAndBack(t *testing.T) {
 	if info == nil {
 		t.Fatal("no image_info received")
 	}
-	if info.ID != "disk.raw" || len(info.URLs) != 1 || info.URLs[0] != h.baseURL()+"/images/disk.raw" ||
+	if info.ID != "disk.raw" || len(info.URLs) != 1 || info.URLs[0] != h.URL()+"/images/disk.raw" ||
 		info.OSHashAlgo != "sha256" || info.NodeUUID != uuid || info.DiskFormatString() != "raw" ||
 		info.StreamRawImages == nil || !*info.StreamRawImages || info.ContainerFormat != nil ||
 		info.Configdrive == nil || *info.Configdrive != "H4sIAAAAAAAA/wMAAAAAAAAAAAA=" {
@@ -49,10 +48,10 @@ func TestDeployEnrollToActiveAndBack(t *testing.T) {
 		t.Errorf("lookup config %+v, token length %d", cfg, len(a.Token()))
 	}
 
-	dii := internal(n)
+	dii := conductortest.Internal(n)
 	prog, _ := dii["deploy_progress"].(map[string]any)
-	if prog == nil || prog["bytes_written"] != float64(len(h.image)) || prog["total_bytes"] != float64(len(h.image)) {
-		t.Errorf("deploy_progress = %v, want %d bytes written", prog, len(h.image))
+	if prog == nil || prog["bytes_written"] != float64(len(h.Image())) || prog["total_bytes"] != float64(len(h.Image())) {
+		t.Errorf("deploy_progress = %v, want %d bytes written", prog, len(h.Image()))
 	}
 	if dii["root_uuid_or_disk_id"] != "0x1a2b3c4d" {
 		t.Errorf("root_uuid_or_disk_id = %v", dii["root_uuid_or_disk_id"])
@@ -65,7 +64,7 @@ func TestDeployEnrollToActiveAndBack(t *testing.T) {
 	if ds, _ := n["deploy_step"].(map[string]any); len(ds) != 0 || n["last_error"] != nil || n["power_state"] != "power on" {
 		t.Errorf("deploy_step %v, last_error %v, power %v", n["deploy_step"], n["last_error"], n["power_state"])
 	}
-	if dev, persistent := h.drv.BootDevice(uuid); dev != power.BootDisk || !persistent {
+	if dev, persistent := h.Driver().BootDevice(uuid); dev != power.BootDisk || !persistent {
 		t.Errorf("boot device %q persistent=%v, want disk, persistent", dev, persistent)
 	}
 	if ii := n["instance_info"].(map[string]any); ii["configdrive"] != "******" || ii["image_url"] != "******" {
@@ -73,14 +72,14 @@ func TestDeployEnrollToActiveAndBack(t *testing.T) {
 	}
 	// The agent's token was wiped: a late heartbeat is refused.
 	var errBody map[string]any
-	st := h.callVersion("1.68", "POST", "/v1/heartbeat/"+uuid, map[string]any{
+	st := h.CallVersion("1.68", "POST", "/v1/heartbeat/"+uuid, map[string]any{
 		"callback_url": a.URL(), "agent_token": a.Token(), "agent_version": "9.0.0"}, &errBody)
-	if st != http.StatusBadRequest || ironicFault(t, errBody).FaultString != "Invalid or missing agent token received." {
+	if st != http.StatusBadRequest || conductortest.IronicFault(t, errBody).FaultString != "Invalid or missing agent token received." {
 		t.Errorf("heartbeat after deploy: %d %v", st, errBody)
 	}
 
-	h.provision("n1", "deleted", nil)
-	n = h.waitState("n1", "available", 10*time.Second)
+	h.Provision("n1", "deleted", nil)
+	n = h.WaitState("n1", "available", 10*time.Second)
 	if ii, _ := n["instance_info"].(map[string]any); len(ii) != 0 {
 		t.Errorf("instance_info after undeploy = %v", ii)
 	}
@@ -90,12 +89,12 @@ func TestDeployEnrollToActiveAndBack(t *testing.T) {
 }
 
 func TestDeployWriteFailure(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{WriteError: "No space left on device"})
-	h.start(h.config())
-	uuid := h.enrollNode()
-	h.setImage("n1")
-	h.provision("n1", "active", nil)
-	n := h.waitState("n1", "deploy failed", 20*time.Second)
+	h := conductortest.New(t, fakeagent.Config{WriteError: "No space left on device"})
+	h.Start(h.Config())
+	uuid := h.EnrollNode()
+	h.SetImage("n1")
+	h.Provision("n1", "active", nil)
+	n := h.WaitState("n1", "deploy failed", 20*time.Second)
 	want := "Deploy step deploy.write_image failed on node " + uuid + ". No space left on device"
 	if n["last_error"] != want {
 		t.Errorf("last_error = %q, want %q", n["last_error"], want)
@@ -103,112 +102,98 @@ func TestDeployWriteFailure(t *testing.T) {
 	if n["target_provision_state"] != nil {
 		t.Errorf("target %v after failure", n["target_provision_state"])
 	}
-	n = h.waitPower("n1", "power off", 5*time.Second)
-	if _, ok := internal(n)["agent_secret_token"]; ok {
+	n = h.WaitPower("n1", "power off", 5*time.Second)
+	if _, ok := conductortest.Internal(n)["agent_secret_token"]; ok {
 		t.Error("token kept after a failed deploy")
 	}
 	// A failed deploy can be torn down.
-	h.provision("n1", "deleted", nil)
-	h.waitState("n1", "available", 10*time.Second)
+	h.Provision("n1", "deleted", nil)
+	h.WaitState("n1", "available", 10*time.Second)
 }
 
 func TestAgentBusyIsRetried(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{BusyOnce: true})
-	h.start(h.config())
-	h.enrollNode()
-	h.setImage("n1")
-	h.provision("n1", "active", nil)
-	h.waitState("n1", "active", 20*time.Second)
+	h := conductortest.New(t, fakeagent.Config{BusyOnce: true})
+	h.Start(h.Config())
+	h.EnrollNode()
+	h.SetImage("n1")
+	h.Provision("n1", "active", nil)
+	h.WaitState("n1", "active", 20*time.Second)
 	var executes int
-	for _, c := range h.agent().Calls() {
+	for _, c := range h.Agent().Calls() {
 		if c == "deploy.execute_deploy_step" {
 			executes++
 		}
 	}
 	if executes != 2 {
-		t.Errorf("execute_deploy_step sent %d times, want 2 (409 then retry): %v", executes, h.agent().Calls())
+		t.Errorf("execute_deploy_step sent %d times, want 2 (409 then retry): %v", executes, h.Agent().Calls())
 	}
 }
 
 func TestBadTokenHeartbeatAndCallbackTimeout(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{TokenOverride: strings.Repeat("x", 43)})
-	cfg := h.config()
+	h := conductortest.New(t, fakeagent.Config{TokenOverride: strings.Repeat("x", 43)})
+	cfg := h.Config()
 	cfg.Provision.CallbackTimeout = 700 * time.Millisecond
-	h.start(cfg)
-	uuid := h.enrollNode()
-	h.setImage("n1")
-	h.provision("n1", "active", nil)
-	h.waitState("n1", "wait call-back", 5*time.Second)
+	h.Start(cfg)
+	uuid := h.EnrollNode()
+	h.SetImage("n1")
+	h.Provision("n1", "active", nil)
+	h.WaitState("n1", "wait call-back", 5*time.Second)
 
 	// The agent's heartbeats carry a wrong token: 400 with Ironic's text.
-	deadline := time.Now().Add(5 * time.Second)
-	for h.agent() == nil || len(h.agent().HeartbeatStatuses()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no heartbeat sent")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for _, st := range h.agent().HeartbeatStatuses() {
+	h.WaitFor("a heartbeat", 5*time.Second, func() bool { return h.Agent() != nil && len(h.Agent().HeartbeatStatuses()) > 0 })
+	for _, st := range h.Agent().HeartbeatStatuses() {
 		if st != http.StatusBadRequest {
 			t.Fatalf("heartbeat with a bad token answered %d", st)
 		}
 	}
 	var errBody map[string]any
-	st := h.callVersion("1.68", "POST", "/v1/heartbeat/"+uuid, map[string]any{
-		"callback_url": h.agent().URL(), "agent_token": "wrong", "agent_version": "9.0.0"}, &errBody)
-	if f := ironicFault(t, errBody); st != 400 || f.FaultCode != "Client" || f.FaultString != "Invalid or missing agent token received." {
+	st := h.CallVersion("1.68", "POST", "/v1/heartbeat/"+uuid, map[string]any{
+		"callback_url": h.Agent().URL(), "agent_token": "wrong", "agent_version": "9.0.0"}, &errBody)
+	if f := conductortest.IronicFault(t, errBody); st != 400 || f.FaultCode != "Client" || f.FaultString != "Invalid or missing agent token received." {
 		t.Errorf("bad token heartbeat: %d %+v", st, f)
 	}
 
 	// No heartbeat is processed, so the callback timeout fails the deploy.
-	n := h.waitState("n1", "deploy failed", 10*time.Second)
+	n := h.WaitState("n1", "deploy failed", 10*time.Second)
 	if want := "Timeout reached while waiting for callback for node " + uuid; n["last_error"] != want {
 		t.Errorf("last_error = %q, want %q", n["last_error"], want)
 	}
-	h.waitPower("n1", "power off", 5*time.Second)
+	h.WaitPower("n1", "power off", 5*time.Second)
 }
 
 func TestRestartMidDeploy(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{WriteDuration: 3 * time.Second, WriteChunks: 30,
+	h := conductortest.New(t, fakeagent.Config{WriteDuration: 3 * time.Second, WriteChunks: 30,
 		HeartbeatInterval: 100 * time.Millisecond})
-	cfg := h.config()
-	h.start(cfg)
-	uuid := h.enrollNode()
+	cfg := h.Config()
+	h.Start(cfg)
+	uuid := h.EnrollNode()
 	// The image comes from its own server, so stopping the conductor does
 	// not wait for the download.
-	imgSrv := httptest.NewServer(http.StripPrefix("/images/", http.FileServer(http.Dir(filepath.Join(h.dir, "images")))))
+	imgSrv := httptest.NewServer(http.StripPrefix("/images/", http.FileServer(http.Dir(filepath.Join(h.Dir(), "images")))))
 	defer imgSrv.Close()
-	h.setImageURL("n1", imgSrv.URL+"/images/disk.raw")
-	h.provision("n1", "active", nil)
+	h.SetImageURL("n1", imgSrv.URL+"/images/disk.raw")
+	h.Provision("n1", "active", nil)
 
 	// Wait until the write runs and its progress is visible.
 	deadline := time.Now().Add(10 * time.Second)
 	var written float64
 	for {
-		n := h.node("n1")
-		if p, ok := internal(n)["deploy_progress"].(map[string]any); ok {
+		n := h.Node("n1")
+		if p, ok := conductortest.Internal(n)["deploy_progress"].(map[string]any); ok {
 			written, _ = p["bytes_written"].(float64)
 		}
-		if written > 0 && written < float64(len(h.image)) {
+		if written > 0 && written < float64(len(h.Image())) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no partial progress seen (state %v, progress %v)", n["provision_state"], internal(n)["deploy_progress"])
+			t.Fatalf("no partial progress seen (state %v, progress %v)", n["provision_state"], conductortest.Internal(n)["deploy_progress"])
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	h.stop()
+	h.Stop()
 
 	// The database holds the deploy: state, token, agent URL, current step.
-	st, err := sqlite.Open(context.Background(), filepath.Join(h.dir, "rivet.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := st.GetNode(context.Background(), uuid)
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := h.StoredNode(uuid)
 	if ps := string(n.ProvisionState); ps != "wait call-back" && ps != "deploying" {
 		t.Fatalf("after stop: provision state %q", ps)
 	}
@@ -219,16 +204,15 @@ func TestRestartMidDeploy(t *testing.T) {
 
 	// A new conductor on the same database picks the deploy up from the
 	// agent's next heartbeat.
-	h.start(cfg)
-	h.agent().SetAPIURL(h.baseURL())
-	h.waitState("n1", "active", 20*time.Second)
+	h.Restart(cfg)
+	h.WaitState("n1", "active", 20*time.Second)
 	var executes int
-	for _, c := range h.agent().Calls() {
+	for _, c := range h.Agent().Calls() {
 		if c == "deploy.execute_deploy_step" {
 			executes++
 		}
 	}
 	if executes != 1 {
-		t.Errorf("image written %d times, want once: %v", executes, h.agent().Calls())
+		t.Errorf("image written %d times, want once: %v", executes, h.Agent().Calls())
 	}
 }

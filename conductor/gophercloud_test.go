@@ -15,6 +15,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/baremetal/v1/ports"
 
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
+	"github.com/rivetmetal/rivet/internal/conductortest"
 )
 
 // TestGophercloudCompatibility drives a conductor with gophercloud's
@@ -23,12 +24,12 @@ import (
 // drive, show, undeploy. The fake-hardware nodes boot the in-process fake
 // agent, which really downloads and checksums the image.
 func TestGophercloudCompatibility(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{})
-	h.start(h.config())
+	h := conductortest.New(t, fakeagent.Config{})
+	h.Start(h.Config())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	client, err := noauth.NewBareMetalNoAuth(noauth.EndpointOpts{IronicEndpoint: h.baseURL() + "/v1/"})
+	client, err := noauth.NewBareMetalNoAuth(noauth.EndpointOpts{IronicEndpoint: h.URL() + "/v1/"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,11 +51,11 @@ func TestGophercloudCompatibility(t *testing.T) {
 	}
 
 	pxe := true
-	port, err := ports.Create(ctx, client, ports.CreateOpts{NodeUUID: node.UUID, Address: testMAC, PXEEnabled: &pxe}).Extract()
+	port, err := ports.Create(ctx, client, ports.CreateOpts{NodeUUID: node.UUID, Address: conductortest.MAC, PXEEnabled: &pxe}).Extract()
 	if err != nil {
 		t.Fatalf("create port: %v", err)
 	}
-	if port.Address != testMAC || port.NodeUUID != node.UUID || !port.PXEEnabled {
+	if port.Address != conductortest.MAC || port.NodeUUID != node.UUID || !port.PXEEnabled {
 		t.Fatalf("created port = %+v", port)
 	}
 
@@ -90,9 +91,9 @@ func TestGophercloudCompatibility(t *testing.T) {
 	change(nodes.TargetProvide, nil)
 	wait("available")
 
-	sum := sha256.Sum256(h.image)
+	sum := sha256.Sum256(h.Image())
 	if _, err := nodes.Update(ctx, client, node.UUID, nodes.UpdateOpts{
-		nodes.UpdateOperation{Op: nodes.AddOp, Path: "/instance_info/image_source", Value: h.baseURL() + "/images/disk.raw"},
+		nodes.UpdateOperation{Op: nodes.AddOp, Path: "/instance_info/image_source", Value: h.URL() + "/images/disk.raw"},
 		nodes.UpdateOperation{Op: nodes.AddOp, Path: "/instance_info/image_os_hash_algo", Value: "sha256"},
 		nodes.UpdateOperation{Op: nodes.AddOp, Path: "/instance_info/image_os_hash_value", Value: hex.EncodeToString(sum[:])},
 		nodes.UpdateOperation{Op: nodes.AddOp, Path: "/instance_info/image_disk_format", Value: "raw"},
@@ -105,7 +106,7 @@ func TestGophercloudCompatibility(t *testing.T) {
 	if active.PowerState != "power on" || active.LastError != "" || active.InstanceInfo["configdrive"] != "******" {
 		t.Fatalf("deployed node = power %q, last_error %q, instance_info %v", active.PowerState, active.LastError, active.InstanceInfo)
 	}
-	if got := h.agent().ImageInfo(); got == nil || got.Configdrive == nil || *got.Configdrive != configdrive {
+	if got := h.Agent().ImageInfo(); got == nil || got.Configdrive == nil || *got.Configdrive != configdrive {
 		t.Fatalf("the agent did not get the config drive: %+v", got)
 	}
 

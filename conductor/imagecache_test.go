@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
+	"github.com/rivetmetal/rivet/internal/conductortest"
 )
 
 // TestDeployThroughImageCache deploys images the conductor must serve
@@ -20,20 +21,20 @@ import (
 // cached copy under /agent_images/ with the checksum the copy was
 // verified with, downloads it and checks it.
 func TestDeployThroughImageCache(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{WriteDuration: 100 * time.Millisecond})
-	cfg := h.config()
-	cfg.ImageCacheDir = filepath.Join(h.dir, "cache")
-	h.start(cfg)
-	h.enrollNode()
-	sum := sha256.Sum256(h.image)
+	h := conductortest.New(t, fakeagent.Config{WriteDuration: 100 * time.Millisecond})
+	cfg := h.Config()
+	cfg.ImageCacheDir = filepath.Join(h.Dir(), "cache")
+	h.Start(cfg)
+	h.EnrollNode()
+	sum := sha256.Sum256(h.Image())
 	hexSum := hex.EncodeToString(sum[:])
 
-	local := "file://" + filepath.Join(h.dir, "images", "disk.raw")
-	h.patchInstanceInfo("n1", map[string]any{"image_source": local, "image_os_hash_algo": "sha256", "image_os_hash_value": hexSum})
-	h.provision("n1", "active", nil)
-	h.waitState("n1", "active", 20*time.Second)
-	info := h.agent().ImageInfo()
-	if info == nil || len(info.URLs) != 1 || !strings.HasPrefix(info.URLs[0], h.baseURL()+"/agent_images/") ||
+	local := "file://" + filepath.Join(h.Dir(), "images", "disk.raw")
+	patchInstanceInfo(t, h, "n1", map[string]any{"image_source": local, "image_os_hash_algo": "sha256", "image_os_hash_value": hexSum})
+	h.Provision("n1", "active", nil)
+	h.WaitState("n1", "active", 20*time.Second)
+	info := h.Agent().ImageInfo()
+	if info == nil || len(info.URLs) != 1 || !strings.HasPrefix(info.URLs[0], h.URL()+"/agent_images/") ||
 		info.OSHashAlgo != "sha256" || info.OSHashVal != hexSum || info.ID != "disk.raw" {
 		t.Fatalf("image_info for a file:// source = %+v", info)
 	}
@@ -43,7 +44,7 @@ func TestDeployThroughImageCache(t *testing.T) {
 	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/disk.raw":
-			w.Write(h.image)
+			w.Write(h.Image())
 		case "/SHA256SUMS":
 			fmt.Fprintf(w, "%s  other.raw\n%s  disk.raw\n", strings.Repeat("0", 64), hexSum)
 		default:
@@ -51,14 +52,14 @@ func TestDeployThroughImageCache(t *testing.T) {
 		}
 	}))
 	defer src.Close()
-	h.provision("n1", "deleted", nil)
-	h.waitState("n1", "available", 10*time.Second)
-	h.patchInstanceInfo("n1", map[string]any{"image_source": src.URL + "/disk.raw", "image_checksum": src.URL + "/SHA256SUMS",
+	h.Provision("n1", "deleted", nil)
+	h.WaitState("n1", "available", 10*time.Second)
+	patchInstanceInfo(t, h, "n1", map[string]any{"image_source": src.URL + "/disk.raw", "image_checksum": src.URL + "/SHA256SUMS",
 		"image_download_source": "http"})
-	h.provision("n1", "active", nil)
-	h.waitState("n1", "active", 20*time.Second)
-	info = h.agent().ImageInfo()
-	if info == nil || !strings.HasPrefix(info.URLs[0], h.baseURL()+"/agent_images/") || info.Checksum != "" ||
+	h.Provision("n1", "active", nil)
+	h.WaitState("n1", "active", 20*time.Second)
+	info = h.Agent().ImageInfo()
+	if info == nil || !strings.HasPrefix(info.URLs[0], h.URL()+"/agent_images/") || info.Checksum != "" ||
 		info.OSHashAlgo != "sha256" || info.OSHashVal != hexSum {
 		t.Fatalf("image_info for a cached http source = %+v", info)
 	}
@@ -67,22 +68,22 @@ func TestDeployThroughImageCache(t *testing.T) {
 // TestFileImageNeedsACache: without an image cache a file:// source is
 // refused when the deploy is asked for, with Ironic's error shape.
 func TestFileImageNeedsACache(t *testing.T) {
-	h := newHarness(t, fakeagent.Config{})
-	h.start(h.config())
-	h.enrollNode()
-	h.patchInstanceInfo("n1", map[string]any{"image_source": "file:///srv/disk.raw", "image_checksum": strings.Repeat("a", 64)})
+	h := conductortest.New(t, fakeagent.Config{})
+	h.Start(h.Config())
+	h.EnrollNode()
+	patchInstanceInfo(t, h, "n1", map[string]any{"image_source": "file:///srv/disk.raw", "image_checksum": strings.Repeat("a", 64)})
 	var out map[string]any
-	st := h.call("PUT", "/v1/nodes/n1/states/provision", map[string]any{"target": "active"}, &out)
-	if st != http.StatusBadRequest || !strings.Contains(ironicFault(t, out).FaultString, "has no image cache") {
+	st := h.Call("PUT", "/v1/nodes/n1/states/provision", map[string]any{"target": "active"}, &out)
+	if st != http.StatusBadRequest || !strings.Contains(conductortest.IronicFault(t, out).FaultString, "has no image cache") {
 		t.Fatalf("deploy of a file:// image without a cache: %d %v", st, out)
 	}
 }
 
 // patchInstanceInfo replaces the node's instance_info with ii.
-func (h *harness) patchInstanceInfo(node string, ii map[string]any) {
-	h.t.Helper()
+func patchInstanceInfo(t *testing.T, h *conductortest.Harness, node string, ii map[string]any) {
+	t.Helper()
 	var out map[string]any
-	if st := h.call("PATCH", "/v1/nodes/"+node, []map[string]any{{"op": "add", "path": "/instance_info", "value": ii}}, &out); st != http.StatusOK {
-		h.t.Fatalf("patch instance_info: %d %v", st, out)
+	if st := h.Call("PATCH", "/v1/nodes/"+node, []map[string]any{{"op": "add", "path": "/instance_info", "value": ii}}, &out); st != http.StatusOK {
+		t.Fatalf("patch instance_info: %d %v", st, out)
 	}
 }

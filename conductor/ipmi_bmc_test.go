@@ -12,6 +12,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/ipmi"
+	"github.com/rivetmetal/rivet/internal/conductortest"
 	"github.com/rivetmetal/rivet/internal/ipmisim"
 	"github.com/rivetmetal/rivet/internal/testimage/vmtest"
 )
@@ -29,9 +30,9 @@ func TestIPMINodeWithDeadBMC(t *testing.T) {
 	if ok, why := ipmisim.Available(); !ok {
 		vmtest.Unavailable(t, "%s", why)
 	}
-	h := newHarness(t, fakeagent.Config{})
+	h := conductortest.New(t, fakeagent.Config{})
 	bmc, err := ipmisim.Start(context.Background(), ipmisim.Config{
-		Dir:         filepath.Join(h.dir, "bmc"),
+		Dir:         filepath.Join(h.Dir(), "bmc"),
 		Command:     func(string) []string { return []string{"sleep", "600"} },
 		StopTimeout: time.Second,
 	})
@@ -39,27 +40,27 @@ func TestIPMINodeWithDeadBMC(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bmc.Close()
-	cfg := h.config()
+	cfg := h.Config()
 	cfg.Drivers = append(cfg.Drivers, ipmi.New(ipmi.Config{Timeout: 500 * time.Millisecond, Retries: 1}))
-	h.start(cfg)
+	h.Start(cfg)
 
 	var node map[string]any
-	if st := h.call("POST", "/v1/nodes", map[string]any{"name": "n1", "driver": "ipmi", "driver_info": bmc.DriverInfo()}, &node); st != http.StatusCreated {
+	if st := h.Call("POST", "/v1/nodes", map[string]any{"name": "n1", "driver": "ipmi", "driver_info": bmc.DriverInfo()}, &node); st != http.StatusCreated {
 		t.Fatalf("create node: %d %v", st, node)
 	}
-	if st := h.call("POST", "/v1/ports", map[string]any{"address": testMAC, "node_uuid": node["uuid"]}, nil); st != http.StatusCreated {
+	if st := h.Call("POST", "/v1/ports", map[string]any{"address": conductortest.MAC, "node_uuid": node["uuid"]}, nil); st != http.StatusCreated {
 		t.Fatalf("create port: %d", st)
 	}
-	h.provision("n1", "manage", nil)
-	h.waitState("n1", "manageable", 20*time.Second)
-	h.provision("n1", "provide", nil)
-	h.waitState("n1", "available", 20*time.Second)
-	if n := h.node("n1"); n["power_state"] != string(power.Off) {
+	h.Provision("n1", "manage", nil)
+	h.WaitState("n1", "manageable", 20*time.Second)
+	h.Provision("n1", "provide", nil)
+	h.WaitState("n1", "available", 20*time.Second)
+	if n := h.Node("n1"); n["power_state"] != string(power.Off) {
 		t.Fatalf("power state read through ipmi_sim = %v", n["power_state"])
 	}
 	validate := func() map[string]any {
 		var v map[string]any
-		if st := h.call("GET", "/v1/nodes/n1/validate", nil, &v); st != http.StatusOK {
+		if st := h.Call("GET", "/v1/nodes/n1/validate", nil, &v); st != http.StatusOK {
 			t.Fatalf("validate: %d %v", st, v)
 		}
 		p, _ := v["power"].(map[string]any)
@@ -77,9 +78,9 @@ func TestIPMINodeWithDeadBMC(t *testing.T) {
 	if p["result"] != false || !strings.Contains(reason, bmc.Addr()) {
 		t.Fatalf("validate with a dead BMC: power %v; want false naming %s", p, bmc.Addr())
 	}
-	h.setImage("n1")
-	h.provision("n1", "active", nil)
-	n := h.waitState("n1", "deploy failed", 60*time.Second)
+	h.SetImage("n1")
+	h.Provision("n1", "active", nil)
+	n := h.WaitState("n1", "deploy failed", 60*time.Second)
 	if msg, _ := n["last_error"].(string); !strings.Contains(msg, bmc.Addr()) {
 		t.Fatalf("last_error %q does not name the BMC %s", msg, bmc.Addr())
 	}

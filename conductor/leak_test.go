@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
+	"github.com/rivetmetal/rivet/internal/conductortest"
 )
 
 // TestNoGoroutineLeft runs a whole deploy, stops everything, and checks
@@ -18,13 +19,13 @@ func TestNoGoroutineLeft(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	before := runtime.NumGoroutine()
 
-	h := newHarness(t, fakeagent.Config{WriteDuration: 100 * time.Millisecond})
-	h.start(h.config())
-	h.enrollNode()
-	h.setImage("n1")
-	h.provision("n1", "active", nil)
-	h.waitState("n1", "active", 20*time.Second)
-	h.close()
+	h := conductortest.New(t, fakeagent.Config{WriteDuration: 100 * time.Millisecond})
+	h.Start(h.Config())
+	h.EnrollNode()
+	h.SetImage("n1")
+	h.Provision("n1", "active", nil)
+	h.WaitState("n1", "active", 20*time.Second)
+	h.Close()
 
 	deadline := time.Now().Add(5 * time.Second)
 	for {

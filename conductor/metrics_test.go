@@ -11,6 +11,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
+	"github.com/rivetmetal/rivet/internal/conductortest"
 )
 
 // The API listener serves /metrics and /dashboard/; --metrics-listen adds
@@ -22,7 +23,7 @@ func TestMetricsListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := conductor.Config{Listen: "127.0.0.1:0", DBPath: filepath.Join(t.TempDir(), "rivet.db"),
-		Drivers: []power.Driver{drv}, MetricsListen: "0.0.0.0:0", Logger: testLogger(t)}
+		Drivers: []power.Driver{drv}, MetricsListen: "0.0.0.0:0", Logger: conductortest.Logger(t)}
 	if _, err := conductor.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
 		t.Fatalf("non-loopback metrics listener: %v", err)
 	}

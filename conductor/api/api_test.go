@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,12 +23,14 @@ import (
 	"github.com/rivetmetal/rivet/wire"
 )
 
-// fakeProvisioner records what the API hands to the engine.
+// fakeProvisioner records what the API hands to the engine's services; it
+// stands for all of them (Provisioner, PowerManager, RamdiskEndpoints,
+// Inspector, Drivers).
 type fakeProvisioner struct {
 	mu        sync.Mutex
 	calls     []string
 	requests  []provision.Request
-	steps     []wire.Step
+	steps     []wire.PlannedStep
 	power     []power.State
 	timeout   time.Duration
 	bootDev   power.BootDevice
@@ -49,7 +53,7 @@ func (f *fakeProvisioner) Provision(_ context.Context, ident string, req provisi
 	return f.record("provision " + req.Target)
 }
 
-func (f *fakeProvisioner) ManualClean(_ context.Context, ident string, steps []wire.Step, disableRamdisk bool) error {
+func (f *fakeProvisioner) ManualClean(_ context.Context, ident string, steps []wire.PlannedStep, disableRamdisk bool) error {
 	f.mu.Lock()
 	f.steps = steps
 	f.mu.Unlock()
@@ -90,12 +94,12 @@ func (f *fakeProvisioner) Lookup(context.Context, []string, string, bool) (*stor
 }
 
 func (f *fakeProvisioner) Heartbeat(context.Context, string, wire.HeartbeatRequest) error { return nil }
-func (f *fakeProvisioner) ContinueInspection(_ context.Context, nodeUUID string, data map[string]any) (*store.Node, error) {
+func (f *fakeProvisioner) ContinueInspection(_ context.Context, nodeUUID string, data wire.InspectionData) (*store.Node, error) {
 	if err := f.record("continue_inspection " + nodeUUID); err != nil {
 		return nil, err
 	}
-	if _, ok := data["inventory"]; !ok {
-		return nil, errdefs.InvalidArgument("The inspection data has no inventory")
+	if len(data.Inventory) == 0 {
+		return nil, errors.New("the API passed inspection data without an inventory")
 	}
 	return &store.Node{UUID: "6a5a3c8e-1d2b-4f6e-9a0c-2b7d8e9f0a11"}, nil
 }
@@ -117,8 +121,8 @@ func newTestAPI(t *testing.T) *testAPI {
 		t.Fatal(err)
 	}
 	p := &fakeProvisioner{}
-	srv := httptest.NewServer(New(Config{Store: st, Provisioner: p, Conductor: "c1",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+	srv := httptest.NewServer(New(Config{Store: st, Provisioner: p, Power: p, Ramdisk: p, Inspector: p, Drivers: p, Conductor: "c1",
+		Logger: slog.New(slog.DiscardHandler)}))
 	t.Cleanup(func() {
 		srv.Close()
 		st.Close()
@@ -375,7 +379,7 @@ func TestProvisionRequests(t *testing.T) {
 		t.Errorf("rebuild request = %+v", rb)
 	}
 	if len(a.p.steps) != 2 || a.p.steps[1].Interface != "raid" || a.p.steps[1].Step != "create_configuration" ||
-		!a.p.steps[1].RebootRequested || a.p.steps[1].Args["create_root_volume"] != true {
+		!a.p.steps[1].Reboots() || !strings.Contains(string(a.p.steps[1].Args), `"create_root_volume":true`) {
 		t.Errorf("clean steps = %+v", a.p.steps)
 	}
 }

@@ -65,7 +65,7 @@ func (s *Server) setPowerState(w http.ResponseWriter, r *http.Request, v version
 	if body.Timeout != nil {
 		timeout = time.Duration(*body.Timeout) * time.Second
 	}
-	if err := s.cfg.Provisioner.ChangePowerState(r.Context(), n.UUID, target, timeout); err != nil {
+	if err := s.cfg.Power.ChangePowerState(r.Context(), n.UUID, target, timeout); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -107,7 +107,7 @@ func (s *Server) setBootDevice(w http.ResponseWriter, r *http.Request, v version
 		s.writeError(w, r, err)
 		return
 	}
-	if err := s.cfg.Provisioner.SetNodeBootDevice(r.Context(), n.UUID, dev, body.Persistent); err != nil {
+	if err := s.cfg.Power.SetNodeBootDevice(r.Context(), n.UUID, dev, body.Persistent); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -122,7 +122,7 @@ func (s *Server) getBootDevice(w http.ResponseWriter, r *http.Request, v version
 		s.writeError(w, r, err)
 		return
 	}
-	dev, persistent, err := s.cfg.Provisioner.NodeBootDevice(r.Context(), n.UUID)
+	dev, persistent, err := s.cfg.Power.NodeBootDevice(r.Context(), n.UUID)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -142,7 +142,7 @@ func (s *Server) supportedBootDevices(w http.ResponseWriter, r *http.Request, v 
 		s.writeError(w, r, err)
 		return
 	}
-	devs, err := s.cfg.Provisioner.NodeSupportedBootDevices(r.Context(), n.UUID)
+	devs, err := s.cfg.Power.NodeSupportedBootDevices(r.Context(), n.UUID)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

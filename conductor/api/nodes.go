@@ -221,7 +221,7 @@ func (s *Server) createNode(w http.ResponseWriter, r *http.Request, v version) {
 		s.writeError(w, r, errdefs.InvalidArgument("'driver' is a required property"))
 		return
 	}
-	if !s.cfg.Provisioner.HasDriver(body.Driver) {
+	if !s.cfg.Drivers.HasDriver(body.Driver) {
 		s.writeError(w, r, errdefs.InvalidArgument(`No valid host was found. Reason: No conductor service registered which supports driver %s for conductor group "".`, body.Driver))
 		return
 	}
@@ -421,7 +421,7 @@ func (s *Server) applyPatch(n *store.Node, ops []jsonpatch.Op) error {
 		return errdefs.InvalidArgument("Node %s can not be updated with invalid name %s", n.UUID, name)
 	}
 	n.Name = name
-	if driver != n.Driver && !s.cfg.Provisioner.HasDriver(driver) {
+	if driver != n.Driver && !s.cfg.Drivers.HasDriver(driver) {
 		return errdefs.InvalidArgument(`No valid host was found. Reason: No conductor service registered which supports driver %s for conductor group "".`, driver)
 	}
 	n.Driver = driver
@@ -531,18 +531,28 @@ func (s *Server) setProvisionState(w http.ResponseWriter, r *http.Request, v ver
 	w.WriteHeader(http.StatusAccepted)
 }
 
-// checkProvision validates a provision request and returns the engine's
-// request and, for "clean", the steps.
-func checkProvision(body provisionBody, v version) (provision.Request, []wire.Step, error) {
+// errNotUnderstood refuses a provision verb.
+func errNotUnderstood(verb string) error {
+	return errdefs.InvalidArgument(`The requested action "%s" could not be understood.`, verb)
+}
+
+// checkProvision validates a provision request's shape and microversion
+// (the engine checks what the node's state allows) and returns the
+// engine's request and, for "clean", the steps.
+func checkProvision(body provisionBody, v version) (provision.Request, []wire.PlannedStep, error) {
 	present := func(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
 	t := body.Target
 	switch {
 	case t == "":
 		return provision.Request{}, nil, errdefs.InvalidArgument(`Missing argument: "target"`)
 	case !knownVerbs[t]:
-		return provision.Request{}, nil, errdefs.InvalidArgument(`The requested action "%s" could not be understood.`, t)
+		return provision.Request{}, nil, errNotUnderstood(t)
 	case v.minor < verbMinor[t]:
 		return provision.Request{}, nil, errdefs.NotAcceptable("Request not acceptable.")
+	case statemachine.Verbs[t] == "":
+		// One of Ironic's verbs this conductor has no transitions for
+		// (rescue, unrescue, unhold, service).
+		return provision.Request{}, nil, errNotUnderstood(t)
 	case present(body.CleanSteps) && t != "clean":
 		return provision.Request{}, nil, errdefs.InvalidArgument(`"clean_steps" is only valid when setting target provision state to clean`)
 	case present(body.ServiceSteps) && t != "service":
@@ -616,7 +626,8 @@ func checkConfigdrive(raw json.RawMessage, target string, v version) (any, error
 
 // checkCleanSteps validates manual clean steps against Ironic's schema: a
 // non-empty list of {interface, step, args?, reboot_requested?} objects.
-func checkCleanSteps(raw json.RawMessage) ([]wire.Step, error) {
+// The args pass through as given.
+func checkCleanSteps(raw json.RawMessage) ([]wire.PlannedStep, error) {
 	var list []map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return nil, errdefs.InvalidArgument("Invalid clean_steps: a list of steps is required")
@@ -625,22 +636,24 @@ func checkCleanSteps(raw json.RawMessage) ([]wire.Step, error) {
 		return nil, errdefs.InvalidArgument(`No clean steps specified. Clean steps are required when setting the target provision state to "clean".`)
 	}
 	allowed := map[string]bool{"interface": true, "step": true, "args": true, "reboot_requested": true}
-	steps := make([]wire.Step, 0, len(list))
+	steps := make([]wire.PlannedStep, 0, len(list))
 	for i, m := range list {
 		for _, k := range slices.Sorted(maps.Keys(m)) {
 			if !allowed[k] {
 				return nil, errdefs.InvalidArgument("Invalid clean step %d: Additional properties are not allowed ('%s' was unexpected)", i, k)
 			}
 		}
-		var st struct {
-			Interface       string         `json:"interface"`
-			Step            string         `json:"step"`
-			Args            map[string]any `json:"args"`
-			RebootRequested *bool          `json:"reboot_requested"`
-		}
-		b, _ := json.Marshal(m)
-		if err := json.Unmarshal(b, &st); err != nil {
-			return nil, errdefs.InvalidArgument("Invalid clean step %d: %v", i, err)
+		var (
+			st     wire.PlannedStep
+			args   map[string]json.RawMessage
+			reboot *bool
+		)
+		for k, dst := range map[string]any{"interface": &st.Interface, "step": &st.Step, "args": &args, "reboot_requested": &reboot} {
+			if v, ok := m[k]; ok {
+				if err := json.Unmarshal(v, dst); err != nil {
+					return nil, errdefs.InvalidArgument("Invalid clean step %d: %s: %v", i, k, err)
+				}
+			}
 		}
 		switch {
 		case st.Interface == "":
@@ -650,8 +663,13 @@ func checkCleanSteps(raw json.RawMessage) ([]wire.Step, error) {
 		case st.Step == "":
 			return nil, errdefs.InvalidArgument("Invalid clean step %d: 'step' is a required property", i)
 		}
-		steps = append(steps, wire.Step{Interface: st.Interface, Step: st.Step, Args: st.Args,
-			RebootRequested: st.RebootRequested != nil && *st.RebootRequested})
+		if args != nil {
+			st.Args = m["args"]
+		}
+		if reboot != nil && *reboot {
+			st.RebootRequested = reboot
+		}
+		steps = append(steps, st)
 	}
 	return steps, nil
 }

@@ -55,7 +55,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request, v version) {
 		s.writeError(w, r, errdefs.InvalidArgument("At least one of 'addresses' and 'node_uuid' parameters is required"))
 		return
 	}
-	n, token, err := s.cfg.Provisioner.Lookup(r.Context(), macs, nodeUUID, v.minor >= minorAgentToken)
+	n, token, err := s.cfg.Ramdisk.Lookup(r.Context(), macs, nodeUUID, v.minor >= minorAgentToken)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -71,7 +71,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request, v version) {
 func (s *Server) lookupConfig(token *string) wire.LookupConfig {
 	bootloader := true
 	return wire.LookupConfig{
-		HeartbeatTimeout:            s.cfg.Provisioner.HeartbeatTimeout().Seconds(),
+		HeartbeatTimeout:            s.cfg.Ramdisk.HeartbeatTimeout().Seconds(),
 		AgentToken:                  token,
 		AgentTokenRequired:          true,
 		Metrics:                     json.RawMessage(`{"backend":"noop","prepend_host":false,"prepend_uuid":false,"prepend_host_reverse":true,"global_prefix":null}`),
@@ -81,10 +81,6 @@ func (s *Server) lookupConfig(token *string) wire.LookupConfig {
 		EnableBIOSBootloaderInstall: &bootloader,
 	}
 }
-
-// heartbeatFields are the keys a heartbeat body may hold.
-var heartbeatFields = map[string]bool{"callback_url": true, "agent_token": true,
-	"agent_version": true, "agent_verify_ca": true, "agent_status": true, "agent_status_message": true}
 
 // heartbeat serves POST /v1/heartbeat/{ident} (contract §3.4): 202 with an
 // empty body; processing is asynchronous.
@@ -98,21 +94,25 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, v version) {
 		s.writeError(w, r, err)
 		return
 	}
+	var hb wire.HeartbeatRequest
+	fields := map[string]*string{"callback_url": &hb.CallbackURL, "agent_token": &hb.AgentToken,
+		"agent_version": &hb.AgentVersion, "agent_verify_ca": &hb.AgentVerifyCA, "agent_status": &hb.AgentStatus,
+		"agent_status_message": &hb.AgentStatusMessage}
 	var unexpected []string
-	for k := range raw {
-		if !heartbeatFields[k] {
+	for k, v := range raw {
+		dst, ok := fields[k]
+		if !ok {
 			unexpected = append(unexpected, k)
+			continue
+		}
+		if err := json.Unmarshal(v, dst); err != nil {
+			s.writeError(w, r, errdefs.InvalidArgument("Invalid heartbeat: %s: %v", k, err))
+			return
 		}
 	}
 	if len(unexpected) > 0 {
 		sort.Strings(unexpected)
 		s.writeError(w, r, errdefs.InvalidArgument("Unexpected arguments: %s", strings.Join(unexpected, ", ")))
-		return
-	}
-	var hb wire.HeartbeatRequest
-	b, _ := json.Marshal(raw)
-	if err := json.Unmarshal(b, &hb); err != nil {
-		s.writeError(w, r, errdefs.InvalidArgument("Invalid heartbeat: %v", err))
 		return
 	}
 	var err error
@@ -129,7 +129,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, v version) {
 		err = errdefs.InvalidArgument("Agent status is invalid. Valid states are start,end,error.")
 	}
 	if err == nil {
-		err = s.cfg.Provisioner.Heartbeat(r.Context(), r.PathValue("ident"), hb)
+		err = s.cfg.Ramdisk.Heartbeat(r.Context(), r.PathValue("ident"), hb)
 	}
 	if err != nil {
 		s.writeError(w, r, err)
@@ -159,9 +159,13 @@ func (s *Server) continueInspection(w http.ResponseWriter, r *http.Request, v ve
 		s.writeError(w, r, errdefs.NotFound("Resource could not be found."))
 		return
 	}
-	var data map[string]any
+	var data wire.InspectionData
 	if err := decodeBody(w, r, maxInspectionBody, &data); err != nil {
 		s.writeError(w, r, err)
+		return
+	}
+	if len(data.Inventory) == 0 || string(data.Inventory) == "null" {
+		s.writeError(w, r, errdefs.InvalidArgument("The inspection data has no inventory"))
 		return
 	}
 	nodeUUID := r.URL.Query().Get("node_uuid")
@@ -173,7 +177,7 @@ func (s *Server) continueInspection(w http.ResponseWriter, r *http.Request, v ve
 		}
 		nodeUUID = u.String()
 	}
-	n, err := s.cfg.Provisioner.ContinueInspection(r.Context(), nodeUUID, data)
+	n, err := s.cfg.Inspector.ContinueInspection(r.Context(), nodeUUID, data)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -28,22 +28,40 @@ type Store interface {
 	DeletePort(ctx context.Context, uuid string) error
 }
 
-// Provisioner runs provision actions, power and boot-device changes and
-// the ramdisk protocol (provision.Engine; the contracts of the methods
-// beyond Provision are written in conductor/provision/api_hooks.go).
+// Provisioner takes provision actions and validates nodes
+// (provision.Provisioning). The API checks a request's shape and
+// microversion; the Provisioner checks what the node's state allows.
 type Provisioner interface {
 	Provision(ctx context.Context, ident string, req provision.Request) error
-	ManualClean(ctx context.Context, ident string, steps []wire.Step, disableRamdisk bool) error
+	ManualClean(ctx context.Context, ident string, steps []wire.PlannedStep, disableRamdisk bool) error
+	ValidateNode(ctx context.Context, ident string) (map[string]provision.InterfaceValidation, error)
+}
+
+// PowerManager changes power states and boot devices (provision.Power).
+type PowerManager interface {
 	ChangePowerState(ctx context.Context, ident string, target power.State, timeout time.Duration) error
 	SetNodeBootDevice(ctx context.Context, ident string, dev power.BootDevice, persistent bool) error
 	NodeBootDevice(ctx context.Context, ident string) (power.BootDevice, bool, error)
 	NodeSupportedBootDevices(ctx context.Context, ident string) ([]power.BootDevice, error)
-	ValidateNode(ctx context.Context, ident string) (map[string]provision.InterfaceValidation, error)
+}
+
+// RamdiskEndpoints answers the deploy ramdisk's lookup and heartbeats
+// (provision.Ramdisk).
+type RamdiskEndpoints interface {
 	Lookup(ctx context.Context, macs []string, nodeUUID string, withToken bool) (*store.Node, *string, error)
 	Heartbeat(ctx context.Context, ident string, hb wire.HeartbeatRequest) error
-	ContinueInspection(ctx context.Context, nodeUUID string, data map[string]any) (*store.Node, error)
-	HasDriver(name string) bool
 	HeartbeatTimeout() time.Duration
+}
+
+// Inspector takes the data an inspecting ramdisk posts
+// (provision.Inspection).
+type Inspector interface {
+	ContinueInspection(ctx context.Context, nodeUUID string, data wire.InspectionData) (*store.Node, error)
+}
+
+// Drivers says which power drivers are enabled (provision.Engine).
+type Drivers interface {
+	HasDriver(name string) bool
 }
 
 // PortUpdater is implemented by stores that can update a port in place
@@ -56,6 +74,10 @@ type PortUpdater interface {
 type Config struct {
 	Store       Store
 	Provisioner Provisioner
+	Power       PowerManager
+	Ramdisk     RamdiskEndpoints
+	Inspector   Inspector
+	Drivers     Drivers
 	// PublicURL is the base of links in documents; empty means the
 	// request's own scheme and host.
 	PublicURL string

@@ -1,6 +1,8 @@
 // Package fakeagent is an in-process stand-in for the deploy ramdisk agent,
 // for tests of the conductor: it looks its node up and heartbeats against a
-// conductor API exactly as IPA does, and serves the agent command API
+// conductor API with rivet-agent's own clients (lookup, heartbeat), and
+// looks the node up again when its token is refused, as IPA does; it serves
+// the agent command API
 // (wire shapes) on 127.0.0.1 — over auto-TLS with its own
 // certificate when asked — with a write_image that really downloads and
 // checksums the image and reports progress while it runs, clean steps,
@@ -27,16 +29,18 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/rivetmetal/rivet/heartbeat"
+	"github.com/rivetmetal/rivet/lookup"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -48,9 +52,13 @@ type Config struct {
 	MACs []string
 	// Version is the agent_version sent on heartbeats (default "9.0.0").
 	Version string
-	// HeartbeatInterval is the time between heartbeats (default 50 ms),
-	// overriding the heartbeat_timeout of the lookup config.
+	// HeartbeatInterval is the time between heartbeats, and between
+	// lookup attempts (default 50 ms), overriding the heartbeat_timeout of
+	// the lookup config.
 	HeartbeatInterval time.Duration
+	// Logger receives the lookup and heartbeat clients' logs (default:
+	// discarded).
+	Logger *slog.Logger
 	// WriteDuration is the minimum time an image write takes (default 0);
 	// WriteChunks is the number of progress updates (default 4).
 	WriteDuration time.Duration
@@ -124,7 +132,6 @@ type Agent struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	beat   chan struct{}
 
 	certPEM string
 
@@ -136,6 +143,9 @@ type Agent struct {
 	token      string
 	nodeUUID   string
 	lookupCfg  wire.LookupConfig
+	relookup   bool
+	beater     *heartbeat.Beater
+	stopRun    context.CancelFunc
 	commands   []*wire.CommandResult
 	calls      []string
 	heartbeats []int
@@ -174,11 +184,14 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.HardwareManagerVersion == "" {
 		cfg.HardwareManagerVersion = "1.1"
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("fakeagent: listen: %w", err)
 	}
-	a := &Agent{cfg: cfg, ln: ln, apiURL: cfg.APIURL, beat: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, ln: ln, apiURL: cfg.APIURL}
 	if cfg.TLS {
 		cert, pemText, err := selfSigned()
 		if err != nil {
@@ -238,11 +251,15 @@ func (a *Agent) BootloaderCalls() []wire.InstallBootloaderParams {
 	return append([]wire.InstallBootloaderParams(nil), a.bootloader...)
 }
 
-// SetAPIURL points the agent at another conductor URL (a restarted one).
+// SetAPIURL points the agent at another conductor URL (a restarted one):
+// the lookup or the heartbeats under way start again there.
 func (a *Agent) SetAPIURL(u string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.apiURL = u
+	if a.stopRun != nil {
+		a.stopRun()
+	}
 }
 
 // Token is the agent token received on lookup ("" before).
@@ -287,38 +304,85 @@ func (a *Agent) ImageInfo() *wire.ImageInfo {
 	return a.imageInfo
 }
 
-// loop looks the node up, then heartbeats until stopped or powered off.
+// loop looks the node up (lookup.Lookup), then heartbeats
+// (heartbeat.Beater) until stopped or powered off; a refused token or an
+// unknown node makes it look the node up again, a new API URL makes it
+// start over there.
 func (a *Agent) loop() {
 	for {
-		ok, err := a.lookup()
-		if ok {
-			break
-		}
-		_ = err
-		if !a.sleep(a.cfg.HeartbeatInterval) {
-			return
-		}
-	}
-	for {
 		a.mu.Lock()
-		off := a.poweredOff
+		if a.poweredOff || a.ctx.Err() != nil {
+			a.mu.Unlock()
+			return
+		}
+		ctx, stop := context.WithCancel(a.ctx)
+		a.stopRun = stop
+		apiURL := a.apiURL
+		needLookup := a.nodeUUID == "" || a.relookup
 		a.mu.Unlock()
-		if off {
-			return
+		if needLookup {
+			a.lookup(ctx, apiURL)
+		} else {
+			a.heartbeat(ctx, apiURL)
 		}
-		a.heartbeat()
-		t := time.NewTimer(a.cfg.HeartbeatInterval)
-		select {
-		case <-a.ctx.Done():
-			t.Stop()
-			return
-		case <-a.beat:
-			t.Stop()
-		case <-t.C:
-		}
+		stop()
 	}
 }
 
+// lookup finds the node with the real client, retrying every
+// HeartbeatInterval or so until it is handed a token.
+func (a *Agent) lookup(ctx context.Context, apiURL string) {
+	res, err := lookup.Lookup(ctx, lookup.Config{APIURLs: []string{apiURL}, MACs: a.cfg.MACs,
+		Interval: a.cfg.HeartbeatInterval, MaxInterval: a.cfg.HeartbeatInterval, Timeout: 24 * time.Hour,
+		Logger: a.cfg.Logger})
+	if err != nil {
+		return // stopped, or pointed elsewhere
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.nodeUUID, a.lookupCfg, a.token, a.relookup = res.Node.UUID, res.Config, res.Token(), false
+}
+
+// heartbeat beats with the real client every HeartbeatInterval (its
+// jitter pinned to the middle of IPA's range) until ctx ends or the
+// conductor refuses the token or the node.
+func (a *Agent) heartbeat(ctx context.Context, apiURL string) {
+	a.mu.Lock()
+	tok := a.token
+	if a.cfg.TokenOverride != "" {
+		tok = a.cfg.TokenOverride
+	}
+	cfg := heartbeat.Config{APIURL: apiURL, NodeUUID: a.nodeUUID, CallbackURL: a.URL(), Token: tok,
+		AgentVersion: a.cfg.Version, Logger: a.cfg.Logger,
+		// Beats come Timeout × (0.3 + 0.3 × 0.5) apart, retries
+		// ErrorInterval × 1.5: both HeartbeatInterval.
+		Timeout: a.cfg.HeartbeatInterval * 100 / 45, ErrorInterval: a.cfg.HeartbeatInterval * 2 / 3,
+		ForcedInterval: time.Millisecond, Rand: func() float64 { return 0.5 },
+		OnBeat: func(status int, _ error) {
+			if status != 0 {
+				a.mu.Lock()
+				a.heartbeats = append(a.heartbeats, status)
+				a.mu.Unlock()
+			}
+		}}
+	if a.cfg.TLS {
+		cfg.VerifyCA = a.certPEM
+		if a.cfg.VerifyCAOverride != "" {
+			cfg.VerifyCA = a.cfg.VerifyCAOverride
+		}
+	}
+	a.beater = heartbeat.New(cfg)
+	b := a.beater
+	a.mu.Unlock()
+	err := b.Run(ctx)
+	if errors.Is(err, heartbeat.ErrTokenRejected) || errors.Is(err, heartbeat.ErrNodeNotFound) {
+		a.mu.Lock()
+		a.relookup = true
+		a.mu.Unlock()
+	}
+}
+
+// sleep waits d unless the agent stops first.
 func (a *Agent) sleep(d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -330,81 +394,14 @@ func (a *Agent) sleep(d time.Duration) bool {
 	}
 }
 
-func (a *Agent) api() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return strings.TrimSuffix(a.apiURL, "/")
-}
-
-func (a *Agent) lookup() (bool, error) {
-	q := url.Values{"addresses": {strings.Join(a.cfg.MACs, ",")}}
-	req, err := http.NewRequestWithContext(a.ctx, http.MethodGet, a.api()+"/v1/lookup?"+q.Encode(), nil)
-	if err != nil {
-		return false, err
-	}
-	req.Header.Set(wire.APIVersionHeader, wire.LookupAPIVersion)
-	req.Header.Set("Accept", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, resp.Body)
-		return false, fmt.Errorf("lookup: HTTP %d", resp.StatusCode)
-	}
-	var lr wire.LookupResponse
-	if err := json.NewDecoder(resp.Body).Decode(&lr); err != nil {
-		return false, err
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.nodeUUID = lr.Node.UUID
-	a.lookupCfg = lr.Config
-	if lr.Config.AgentToken != nil && *lr.Config.AgentToken != wire.Masked {
-		a.token = *lr.Config.AgentToken
-	}
-	return true, nil
-}
-
-func (a *Agent) heartbeat() {
-	a.mu.Lock()
-	tok, node := a.token, a.nodeUUID
-	a.mu.Unlock()
-	if a.cfg.TokenOverride != "" {
-		tok = a.cfg.TokenOverride
-	}
-	hb := wire.HeartbeatRequest{CallbackURL: a.URL(), AgentToken: tok, AgentVersion: a.cfg.Version}
-	if a.cfg.TLS {
-		hb.AgentVerifyCA = a.certPEM
-		if a.cfg.VerifyCAOverride != "" {
-			hb.AgentVerifyCA = a.cfg.VerifyCAOverride
-		}
-	}
-	body, _ := json.Marshal(hb)
-	req, err := http.NewRequestWithContext(a.ctx, http.MethodPost, a.api()+"/v1/heartbeat/"+node, bytes.NewReader(body))
-	if err != nil {
-		return
-	}
-	req.Header.Set(wire.APIVersionHeader, wire.HeartbeatAPIVersion)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	a.mu.Lock()
-	a.heartbeats = append(a.heartbeats, resp.StatusCode)
-	a.mu.Unlock()
-}
-
-// forceHeartbeat wakes the heartbeat loop, as IPA does when an async
+// forceHeartbeat asks for a heartbeat now, as IPA does when an async
 // command ends.
 func (a *Agent) forceHeartbeat() {
-	select {
-	case a.beat <- struct{}{}:
-	default:
+	a.mu.Lock()
+	b := a.beater
+	a.mu.Unlock()
+	if b != nil {
+		b.Trigger()
 	}
 }
 
@@ -521,14 +518,17 @@ func (a *Agent) handlePost(w http.ResponseWriter, r *http.Request) {
 		err = a.finish(res, map[string]string{"system_logs": systemLogs()}, nil)
 	case "deploy.execute_deploy_step":
 		var p wire.ExecuteStepParams
-		if json.Unmarshal(req.Params, &p) != nil || p.Step.Step != "write_image" {
+		if json.Unmarshal(req.Params, &p) != nil || p.Step.Step != wire.WriteImageStep {
 			writeFault(w, http.StatusBadRequest, "Invalid command parameters: unknown deploy step")
 			return
 		}
 		var args wire.WriteImageArgs
-		b, _ := json.Marshal(p.Step.Args)
-		if json.Unmarshal(b, &args) != nil || len(args.ImageInfo.URLs) == 0 {
-			writeFault(w, http.StatusBadRequest, "Invalid command parameters: image_info")
+		if err := json.Unmarshal(p.Step.Args, &args); err != nil {
+			writeFault(w, http.StatusBadRequest, "Invalid command parameters: write_image args: "+err.Error())
+			return
+		}
+		if err := args.ImageInfo.Validate(); err != nil {
+			writeFault(w, http.StatusBadRequest, "Invalid command parameters: "+err.Error())
 			return
 		}
 		a.mu.Lock()
@@ -551,6 +551,9 @@ func (a *Agent) handlePost(w http.ResponseWriter, r *http.Request) {
 			a.mu.Lock()
 			res.CommandStatus = wire.StatusSucceeded
 			a.poweredOff = true
+			if a.stopRun != nil {
+				a.stopRun()
+			}
 			a.mu.Unlock()
 			if a.cfg.OnPowerOff != nil {
 				a.cfg.OnPowerOff()
@@ -679,7 +682,7 @@ func selfSigned() (tls.Certificate, string, error) {
 
 // writeImage downloads the image, verifies its checksum and reports
 // progress, like a streamed raw write to a disk that is then discarded.
-func (a *Agent) writeImage(res *wire.CommandResult, step wire.Step, info wire.ImageInfo) {
+func (a *Agent) writeImage(res *wire.CommandResult, step wire.PlannedStep, info wire.ImageInfo) {
 	defer a.forceHeartbeat()
 	start := time.Now()
 	progress := &wire.Progress{Phase: "download", StartedAt: unix(start), ETASeconds: -1}

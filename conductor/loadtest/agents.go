@@ -34,6 +34,8 @@ type simAgent struct {
 	writing  time.Time // start of the running write, zero if none
 	written  *wire.CommandResult
 	poweroff bool
+	// stop, when set, stops the agent's heartbeats at power off.
+	stop func()
 }
 
 func newAgentServer(n int, writeDuration time.Duration) *agentServer {
@@ -159,6 +161,9 @@ func (s *agentServer) post(w http.ResponseWriter, r *http.Request) {
 		res.CommandResult, _ = json.Marshal(wire.PartitionUUIDs{RootUUID: "0x1a2b3c4d"})
 	case "standby.power_off":
 		a.poweroff = true
+		if a.stop != nil {
+			a.stop()
+		}
 	default:
 		res.CommandResult = json.RawMessage(`{}`)
 	}
@@ -170,6 +175,16 @@ func (a *simAgent) setToken(tok string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.token = tok
+}
+
+// onPowerOff sets what stops the agent's heartbeats when it powers off.
+func (a *simAgent) onPowerOff(stop func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stop = stop
+	if a.poweroff {
+		stop()
+	}
 }
 
 func (a *simAgent) poweredOff() bool {

@@ -1,7 +1,8 @@
 // Package loadtest measures a conductor under the traffic of a fleet of
 // deploy ramdisks. It starts a rivet-conductor process on SQLite, enrolls
 // N fake-hardware nodes through the API and deploys them all; N simulated
-// agents then look their nodes up and heartbeat as IPA does (every
+// agents then look their nodes up and heartbeat with rivet-agent's own
+// lookup and heartbeat clients (IPA's timing: a heartbeat every
 // heartbeat_timeout × U(0.3, 0.6), the cadence compressed by a short
 // heartbeat timeout), and answer the conductor's command polling and
 // step calls from one HTTP server, with image writes that outlast the run.
@@ -28,9 +29,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/rivetmetal/rivet/heartbeat"
+	"github.com/rivetmetal/rivet/lookup"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -216,19 +220,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	log.Info("nodes waiting for their agents", "nodes", cfg.Agents, "took", time.Since(start).Round(time.Second))
 
-	// Boot the agents: lookup, then heartbeat until the run ends.
+	// Boot the agents: lookup, then heartbeat until the run ends, with
+	// rivet-agent's own clients; every request is timed on its way out.
 	var lookups, heartbeats, bootBeats recorder
 	// phase is what a heartbeat is recorded as: during the boot storm,
 	// in the measured window, or not at all (between and after).
-	const (
-		phaseBoot = iota
-		phaseSettled
-		phaseMeasuring
-		phaseDone
-	)
-	var measuring struct {
-		sync.Mutex
-		phase int
+	var phase atomic.Int32
+	record := func(req *http.Request, took time.Duration, err error) {
+		switch {
+		case strings.HasPrefix(req.URL.Path, "/v1/lookup"):
+			lookups.add(took, err)
+		case strings.HasPrefix(req.URL.Path, "/v1/heartbeat/"):
+			switch req.Context().Value(phaseKey{}) {
+			case phaseBoot:
+				bootBeats.add(took, err)
+			case phaseMeasuring:
+				heartbeats.add(took, err)
+			}
+		}
 	}
 	bootStart := time.Now()
 	actx, stopAgents := context.WithCancel(ctx)
@@ -243,39 +252,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			if !sleep(actx, time.Duration(rng.Float64()*float64(cfg.Boot))) {
 				return
 			}
-			node, token, ok := lookupUntilFound(actx, api, fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", i>>24&0xff, i>>16&0xff, i>>8&0xff, i&0xff), &lookups)
-			if !ok {
+			a := agents.agents[i]
+			c := &http.Client{Timeout: 30 * time.Second, Transport: &timedTransport{base: client.Transport, phase: &phase, record: record}}
+			res, err := lookup.Lookup(actx, lookup.Config{APIURLs: []string{cond.url}, MACs: []string{agentMAC(i)},
+				APIVersion: wire.LookupAPIVersion, Interval: 5 * time.Second, MaxInterval: 5 * time.Second,
+				Timeout: cfg.Boot + 10*time.Minute, Client: c, Logger: quiet})
+			if err != nil {
 				return
 			}
-			agents.agents[i].setToken(token)
-			first := true
-			for actx.Err() == nil && !agents.agents[i].poweredOff() {
-				// A heartbeat counts in the phase it was sent in.
-				measuring.Lock()
-				phase := measuring.phase
-				measuring.Unlock()
-				t0 := time.Now()
-				err := api.heartbeat(actx, node, wire.HeartbeatRequest{CallbackURL: agentURL(i), AgentToken: token, AgentVersion: "10.0.0"})
-				if actx.Err() != nil {
-					return
-				}
-				switch phase {
-				case phaseBoot:
-					bootBeats.add(time.Since(t0), err)
-				case phaseMeasuring:
-					heartbeats.add(time.Since(t0), err)
-				}
-				if first {
-					ready <- struct{}{}
-					first = false
-				}
-				interval := time.Duration((0.3 + 0.3*rng.Float64()) * float64(cfg.HeartbeatTimeout))
-				if err != nil {
-					interval = time.Duration((5 + 5*rng.Float64()) * float64(time.Second))
-				}
-				if !sleep(actx, interval) {
-					return
-				}
+			a.setToken(res.Token())
+			var first sync.Once
+			bctx, stop := context.WithCancel(actx)
+			defer stop()
+			a.onPowerOff(stop)
+			err = heartbeat.New(heartbeat.Config{APIURL: cond.url, NodeUUID: res.Node.UUID, CallbackURL: agentURL(i),
+				Token: res.Token(), AgentVersion: "10.0.0", Timeout: cfg.HeartbeatTimeout, Client: c, Logger: quiet,
+				Rand: rng.Float64, OnBeat: func(int, error) { first.Do(func() { ready <- struct{}{} }) },
+			}).Run(bctx)
+			if err != nil && actx.Err() == nil && bctx.Err() == nil {
+				log.Warn("agent stopped heartbeating", "agent", i, "error", err)
 			}
 		}()
 	}
@@ -301,9 +296,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	bootTook := time.Since(bootStart)
-	measuring.Lock()
-	measuring.phase = phaseSettled
-	measuring.Unlock()
+	phase.Store(phaseSettled)
 	log.Info("boot storm over: every agent writes its image", "took", bootTook.Round(time.Second))
 	var dash *Dashboard
 	if cfg.DashboardSubscribers > 0 {
@@ -328,9 +321,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	polls0, posts0 := agents.polls.Load(), agents.posts.Load()
-	measuring.Lock()
-	measuring.phase = phaseMeasuring
-	measuring.Unlock()
+	phase.Store(phaseMeasuring)
 	t0 := time.Now()
 	var dashRep *DashboardReport
 	if dash != nil {
@@ -340,9 +331,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	} else if !sleep(ctx, cfg.Duration) {
 		return nil, ctx.Err()
 	}
-	measuring.Lock()
-	measuring.phase = phaseDone
-	measuring.Unlock()
+	phase.Store(phaseDone)
 	window := time.Since(t0)
 	cpu1, err := cond.cpuTime()
 	if err != nil {
@@ -380,24 +369,48 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// lookupUntilFound looks the node up as IPA does until it is found,
-// recording every attempt.
-func lookupUntilFound(ctx context.Context, api *apiClient, mac string, rec *recorder) (node, token string, ok bool) {
-	for ctx.Err() == nil {
-		t0 := time.Now()
-		node, token, err := api.lookup(ctx, mac)
-		if ctx.Err() != nil {
-			return "", "", false
-		}
-		rec.add(time.Since(t0), err)
-		if err == nil {
-			return node, token, true
-		}
-		if !sleep(ctx, 5*time.Second) {
-			return "", "", false
-		}
+// Phases of a run, for the heartbeats sent in them.
+const (
+	phaseBoot int32 = iota
+	phaseSettled
+	phaseMeasuring
+	phaseDone
+)
+
+// phaseKey marks a heartbeat request with the phase it was sent in.
+type phaseKey struct{}
+
+// quiet drops the agents' client logs: thousands of agents retrying a
+// lookup would drown the report.
+var quiet = slog.New(slog.DiscardHandler)
+
+// agentMAC is the MAC of simulated agent i.
+func agentMAC(i int) string {
+	return fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", i>>24&0xff, i>>16&0xff, i>>8&0xff, i&0xff)
+}
+
+// timedTransport times every request a simulated agent sends and hands
+// its latency and outcome (a transport error, or a status other than 2xx)
+// to record; a heartbeat is tagged with the phase it was sent in.
+type timedTransport struct {
+	base   http.RoundTripper
+	phase  *atomic.Int32
+	record func(req *http.Request, took time.Duration, err error)
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *timedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.WithContext(context.WithValue(req.Context(), phaseKey{}, t.phase.Load()))
+	start := time.Now()
+	resp, err := t.base.RoundTrip(req)
+	outcome := err
+	if err == nil && resp.StatusCode/100 != 2 {
+		outcome = fmt.Errorf("%s %s: HTTP %d", req.Method, req.URL.Path, resp.StatusCode)
 	}
-	return "", "", false
+	if req.Context().Err() == nil {
+		t.record(req, time.Since(start), outcome)
+	}
+	return resp, err
 }
 
 // conductorProc is the conductor under test.
@@ -584,22 +597,6 @@ func (a *apiClient) do(ctx context.Context, method, path, version string, body, 
 	return nil
 }
 
-func (a *apiClient) lookup(ctx context.Context, mac string) (node, token string, err error) {
-	var lr wire.LookupResponse
-	if err := a.do(ctx, http.MethodGet, "/v1/lookup?"+url.Values{"addresses": {mac}}.Encode(),
-		wire.LookupAPIVersion, nil, &lr, http.StatusOK); err != nil {
-		return "", "", err
-	}
-	if lr.Config.AgentToken == nil || *lr.Config.AgentToken == wire.Masked {
-		return "", "", fmt.Errorf("lookup %s: no agent token handed out", mac)
-	}
-	return lr.Node.UUID, *lr.Config.AgentToken, nil
-}
-
-func (a *apiClient) heartbeat(ctx context.Context, node string, hb wire.HeartbeatRequest) error {
-	return a.do(ctx, http.MethodPost, "/v1/heartbeat/"+node, wire.HeartbeatAPIVersion, hb, nil, http.StatusAccepted)
-}
-
 // count is the number of nodes in a provision state.
 func (a *apiClient) count(ctx context.Context, state string) (int, error) {
 	var list struct {
@@ -702,8 +699,7 @@ func seed(ctx context.Context, api *apiClient, cfg Config) error {
 			return err
 		}
 		uuids[i] = n.UUID
-		mac := fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", i>>24&0xff, i>>16&0xff, i>>8&0xff, i&0xff)
-		return api.do(ctx, http.MethodPost, "/v1/ports", "1.82", map[string]any{"address": mac, "node_uuid": n.UUID}, nil, http.StatusCreated)
+		return api.do(ctx, http.MethodPost, "/v1/ports", "1.82", map[string]any{"address": agentMAC(i), "node_uuid": n.UUID}, nil, http.StatusCreated)
 	})
 	if err != nil {
 		return err

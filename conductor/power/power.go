@@ -1,6 +1,6 @@
 // Package power defines the conductor's power and boot-device drivers: the
 // out-of-band "BMC" operations a conductor performs on a node. Concrete
-// drivers live in sub-packages (fake, qemu, later ipmi and redfish); the
+// drivers live in sub-packages (fake, qemu, redfish, ipmi); the
 // conductor's driver list is written out in cmd/rivet-conductor.
 package power
 

@@ -3,7 +3,6 @@ package provision
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -57,17 +56,32 @@ func (noAgent) Wait(context.Context, agentclient.Endpoint, string, time.Duration
 	return nil, errors.New("no agent")
 }
 
+// newTestEngine is a started engine on a fresh SQLite store, with an agent
+// that never answers.
 func newTestEngine(t *testing.T, drv power.Driver, cfg Config) (*Engine, store.Store) {
 	t.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "rivet.db"))
+	return openEngine(t, filepath.Join(t.TempDir(), "rivet.db"), drv, noAgent{}, cfg)
+}
+
+// openEngine starts an engine on the SQLite store at path, with short
+// intervals unless cfg sets them; both are closed when the test ends.
+func openEngine(t *testing.T, path string, drv power.Driver, agent Agent, cfg Config) (*Engine, store.Store) {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.StateDir = t.TempDir()
-	cfg.PowerStateInterval = 5 * time.Millisecond
-	cfg.CheckInterval = 20 * time.Millisecond
-	e, err := New(st, []power.Driver{drv}, noAgent{}, cfg)
+	cfg.Logger = discardLogger()
+	if cfg.StateDir == "" {
+		cfg.StateDir = t.TempDir()
+	}
+	if cfg.PowerStateInterval == 0 {
+		cfg.PowerStateInterval = 5 * time.Millisecond
+	}
+	if cfg.CheckInterval == 0 {
+		cfg.CheckInterval = 20 * time.Millisecond
+	}
+	e, err := New(st, []power.Driver{drv}, agent, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +94,8 @@ func newTestEngine(t *testing.T, drv power.Driver, cfg Config) (*Engine, store.S
 	})
 	return e, st
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func waitState(t *testing.T, st store.Store, uuid string, want statemachine.State) *store.Node {
 	t.Helper()
@@ -110,17 +126,17 @@ func TestDeployBootsRamdiskThroughDriver(t *testing.T) {
 	if err := st.CreateNode(ctx, n); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Provision(ctx, "n1", Request{Target: "manage"}); err != nil {
+	if err := e.Provisioning().Provision(ctx, "n1", Request{Target: "manage"}); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, st, n.UUID, statemachine.Manageable)
-	if err := e.Provision(ctx, "n1", Request{Target: "provide"}); err != nil {
+	if err := e.Provisioning().Provision(ctx, "n1", Request{Target: "provide"}); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, st, n.UUID, statemachine.Available)
 
 	// No ports: refused before any transition.
-	err := e.Provision(ctx, "n1", Request{Target: "active"})
+	err := e.Provisioning().Provision(ctx, "n1", Request{Target: "active"})
 	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "has no ports") {
 		t.Fatalf("deploy without ports: %v", err)
 	}
@@ -130,7 +146,7 @@ func TestDeployBootsRamdiskThroughDriver(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := e.Provision(ctx, "n1", Request{Target: "active"}); err != nil {
+	if err := e.Provisioning().Provision(ctx, "n1", Request{Target: "active"}); err != nil {
 		t.Fatal(err)
 	}
 	got := waitState(t, st, n.UUID, statemachine.DeployWait)
@@ -171,11 +187,8 @@ func TestDeployBootsRamdiskThroughDriver(t *testing.T) {
 	}
 
 	// Actions that make no sense in the current state are refused.
-	if err := e.Provision(ctx, "n1", Request{Target: "provide"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := e.Provisioning().Provision(ctx, "n1", Request{Target: "provide"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("provide from deploy failed: %v", err)
-	}
-	if err := e.Provision(ctx, "n1", Request{Target: "manage", Configdrive: "x"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
-		t.Fatalf("configdrive with manage: %v", err)
 	}
 }
 
@@ -204,26 +217,6 @@ func TestRecoverResumesInterruptedWork(t *testing.T) {
 	}
 	st.Close()
 
-	_, st2 := newTestEngineAt(t, path, fk)
+	_, st2 := openEngine(t, path, fk, noAgent{}, Config{})
 	waitState(t, st2, n.UUID, statemachine.Manageable)
-}
-
-func newTestEngineAt(t *testing.T, path string, drv power.Driver) (*Engine, store.Store) {
-	t.Helper()
-	st, err := sqlite.Open(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := New(st, []power.Driver{drv}, noAgent{}, Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.Close()
-		st.Close()
-	})
-	return e, st
 }

@@ -3,8 +3,6 @@ package provision
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -13,6 +11,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
+	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/conductor/store/sqlite"
@@ -52,7 +51,7 @@ func TestHeartbeatWhileWritingChangesNoState(t *testing.T) {
 	agent := &writingAgent{written: 4 << 20}
 	start := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 	now := start
-	e, err := New(st, []power.Driver{fk}, agent, Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	e, err := New(st, []power.Driver{fk}, agent, Config{Logger: discardLogger(),
 		StateDir: t.TempDir(), Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +69,7 @@ func TestHeartbeatWhileWritingChangesNoState(t *testing.T) {
 				map[string]any{"step": "deploy", "interface": "deploy", "priority": 100},
 				map[string]any{"step": "write_image", "interface": "deploy", "priority": 80},
 			},
-			"deploy_step_index": 1, keyStepStarted: true, keyHeartbeatPending: true,
+			"deploy_step_index": 1, "deploy_step_started": true, "agent_heartbeat_pending": "2026-11-21T12:00:00.000000",
 		} {
 			n.SetInternal(k, v)
 		}
@@ -82,22 +81,22 @@ func TestHeartbeatWhileWritingChangesNoState(t *testing.T) {
 	}
 
 	now = start.Add(time.Minute)
-	e.processHeartbeat(ctx, n.UUID)
+	e.ramdisk.processHeartbeat(ctx, n.UUID)
 	got, _ := st.GetNode(ctx, n.UUID)
 	p, _ := got.DriverInternalInfo["deploy_progress"].(map[string]any)
-	if got.ProvisionState != statemachine.DeployWait || got.DriverInternalInfo[keyHeartbeatPending] != nil ||
+	if got.ProvisionState != statemachine.DeployWait || internalinfo.HeartbeatPending(got) ||
 		!got.ProvisionUpdatedAt.Equal(now) || p["bytes_written"] != float64(4<<20) {
 		t.Fatalf("after a heartbeat during the write: state %q, pending %v, updated %v, progress %v",
-			got.ProvisionState, got.DriverInternalInfo[keyHeartbeatPending], got.ProvisionUpdatedAt, p)
+			got.ProvisionState, internalinfo.HeartbeatPending(got), got.ProvisionUpdatedAt, p)
 	}
-	if _, ok := e.writing[n.UUID]; !ok {
+	if _, ok := e.jobs.polls.last[n.UUID]; !ok {
 		t.Fatal("the node is not known to be writing")
 	}
 
 	// The same progress a second time: the heartbeat is still recorded,
 	// the progress is left as it was.
 	now = start.Add(2 * time.Minute)
-	e.processHeartbeat(ctx, n.UUID)
+	e.ramdisk.processHeartbeat(ctx, n.UUID)
 	again, _ := st.GetNode(ctx, n.UUID)
 	if !again.ProvisionUpdatedAt.Equal(now) || again.ProvisionState != statemachine.DeployWait {
 		t.Fatalf("second heartbeat: updated %v, state %q", again.ProvisionUpdatedAt, again.ProvisionState)

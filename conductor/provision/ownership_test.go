@@ -3,8 +3,6 @@ package provision
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
+	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/conductor/store/sqlite"
@@ -107,7 +106,7 @@ func newPair(t *testing.T) *conductorPair {
 			APIURL: "http://127.0.0.1:6385", StateDir: t.TempDir(), Ownership: own,
 			PendingPollInterval: 20 * time.Millisecond, CheckInterval: 50 * time.Millisecond,
 			PowerStateInterval: 5 * time.Millisecond, ProgressPollInterval: -1,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Logger: discardLogger(),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -148,12 +147,15 @@ func seedDeployWait(t *testing.T, e *Engine, st store.Store, token string) *stor
 			}
 		}
 		n.InstanceInfo["image_url"] = n.InstanceInfo["image_source"]
-		n.SetInternal("deploy_steps", anyList(e.deploySteps(n)))
-		n.SetInternal("deploy_step_index", 0)
-		n.DeployStep = map[string]any{"step": "deploy", "interface": "deploy", "priority": 100}
-		n.SetInternal("agent_secret_token", token)
-		_, err := n.Advance(statemachine.EvWait, time.Now())
-		return err
+		info := &internalinfo.Info{}
+		info.Deploy.Plan = e.provisioning.deploy.planSteps(n, info)
+		info.Deploy.SetIndex(0)
+		info.Deploy.SkipCurrent = true
+		info.Agent.Token = token
+		if _, err := n.Advance(statemachine.EvWait, time.Now()); err != nil {
+			return err
+		}
+		return info.Encode(n)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +172,7 @@ func TestHeartbeatAtANonOwnerIsProcessedByTheOwner(t *testing.T) {
 	p.ownB.mu.Unlock()
 
 	hb := wire.HeartbeatRequest{CallbackURL: "http://10.0.0.5:9999", AgentToken: tok, AgentVersion: "9.0.0"}
-	if err := p.a.Heartbeat(context.Background(), n.UUID, hb); err != nil {
+	if err := p.a.Ramdisk().Heartbeat(context.Background(), n.UUID, hb); err != nil {
 		t.Fatal(err)
 	}
 	// Recorded by a (URL, time, pending marker) ...
@@ -182,11 +184,11 @@ func TestHeartbeatAtANonOwnerIsProcessedByTheOwner(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		got, _ = p.st.GetNode(context.Background(), n.UUID)
-		if got.ProvisionState == statemachine.DeployWait && got.DeployStep["step"] == "write_image" && !heartbeatPending(got) {
+		if got.ProvisionState == statemachine.DeployWait && got.DeployStep["step"] == "write_image" && !internalinfo.HeartbeatPending(got) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the owner did not process the heartbeat: %s step %v pending %v", got.ProvisionState, got.DeployStep, heartbeatPending(got))
+			t.Fatalf("the owner did not process the heartbeat: %s step %v pending %v", got.ProvisionState, got.DeployStep, internalinfo.HeartbeatPending(got))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -207,7 +209,7 @@ func TestWorkCommittedByANonOwnerAndTakeovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The API of a (which owns nothing) commits manage; a does not verify.
-	if err := p.a.Provision(ctx, "n1", Request{Target: "manage"}); err != nil {
+	if err := p.a.Provisioning().Provision(ctx, "n1", Request{Target: "manage"}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -228,5 +230,3 @@ func TestSingleConductorOwnsEverything(t *testing.T) {
 		t.Fatal("SingleConductor gains nodes or is not recognised")
 	}
 }
-
-func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

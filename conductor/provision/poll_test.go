@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // TestDuePollsAreRateLimitedOldestFirst: with more writing nodes than the
@@ -11,16 +13,15 @@ import (
 // the budget, and a node just refreshed (by a heartbeat) is not polled.
 func TestDuePollsAreRateLimitedOldestFirst(t *testing.T) {
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
-	e := &Engine{cfg: Config{ProgressPollInterval: 5 * time.Second, ProgressPollRate: 40, Now: func() time.Time { return now }},
-		writing: map[string]time.Time{}}
+	p := &progressPolls{interval: 5 * time.Second, rate: 40, now: func() time.Time { return now }, last: map[string]time.Time{}}
 	// 100 nodes, node i last refreshed i ms after t0; node-fresh just now.
 	t0 := now.Add(-10 * time.Second)
 	for i := 0; i < 100; i++ {
-		e.writing[fmt.Sprintf("node-%03d", i)] = t0.Add(time.Duration(i) * time.Millisecond)
+		p.last[fmt.Sprintf("node-%03d", i)] = t0.Add(time.Duration(i) * time.Millisecond)
 	}
-	e.writing["node-fresh"] = now
+	p.track("node-fresh")
 	// A tick is 250 ms: 40 polls/s give a budget of 10.
-	due := e.duePolls(now)
+	due := p.due()
 	if len(due) != 10 {
 		t.Fatalf("%d polls in one tick, want 10", len(due))
 	}
@@ -30,7 +31,8 @@ func TestDuePollsAreRateLimitedOldestFirst(t *testing.T) {
 		}
 	}
 	// The next tick takes the next ten; polled nodes wait a full interval.
-	due = e.duePolls(now.Add(250 * time.Millisecond))
+	now = now.Add(250 * time.Millisecond)
+	due = p.due()
 	if len(due) != 10 || due[0] != "node-010" {
 		t.Fatalf("second tick = %v", due)
 	}
@@ -39,21 +41,27 @@ func TestDuePollsAreRateLimitedOldestFirst(t *testing.T) {
 			t.Fatal("a node refreshed by a heartbeat was polled")
 		}
 	}
-	e.progressRefreshed("node-020")
-	if due = e.duePolls(now.Add(500 * time.Millisecond)); due[0] != "node-021" {
+	now = now.Add(250 * time.Millisecond)
+	p.refreshed("node-020")
+	if due = p.due(); due[0] != "node-021" {
 		t.Fatalf("a refreshed node stays due: %v", due)
+	}
+	p.stop("node-031")
+	now = now.Add(250 * time.Millisecond)
+	if due = p.due(); due[0] != "node-032" {
+		t.Fatalf("a node no longer written is polled: %v", due)
 	}
 }
 
 func TestProgressMoved(t *testing.T) {
-	old := map[string]any{"phase": "download", "bytes_written": float64(4096), "bytes_read": float64(8192), "updated_at": 1.0}
-	if progressMoved(old, map[string]any{"phase": "download", "bytes_written": 4096, "bytes_read": 8192, "updated_at": 2.0}) {
+	old := &wire.Progress{Phase: "download", BytesWritten: 4096, BytesRead: 8192, UpdatedAt: 1}
+	if progressMoved(old, &wire.Progress{Phase: "download", BytesWritten: 4096, BytesRead: 8192, UpdatedAt: 2}) {
 		t.Error("a progress that only has a new timestamp counts as moved")
 	}
-	if !progressMoved(old, map[string]any{"phase": "download", "bytes_written": 8192, "bytes_read": 8192}) {
+	if !progressMoved(old, &wire.Progress{Phase: "download", BytesWritten: 8192, BytesRead: 8192}) {
 		t.Error("more bytes written does not count as moved")
 	}
-	if !progressMoved(nil, map[string]any{"phase": "connect"}) {
+	if !progressMoved(nil, &wire.Progress{Phase: "connect"}) {
 		t.Error("a first progress does not count as moved")
 	}
 }

@@ -4,81 +4,59 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/rivetmetal/rivet/conductor/errdefs"
-	"github.com/rivetmetal/rivet/conductor/power"
+	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/wire"
 )
 
-// keyKernelParams records, while the deploy ramdisk boots for an
-// operation, the kernel parameters it needs beyond ipa-api-url and BOOTIF
-// (the inspection callback), for boot interfaces that build their own
-// command line (conductor/boot's iPXE scripts).
-const keyKernelParams = "ramdisk_kernel_params"
-
-// nodeURL translates a URL the conductor reaches into the one the node
-// reaches, for drivers that implement power.NodeView.
-func (e *Engine) nodeURL(t *target, hostURL string) (string, error) {
-	nv, ok := t.drv.(power.NodeView)
-	if !ok {
-		return hostURL, nil
-	}
-	u, err := nv.NodeURL(t.powerNode(), hostURL)
-	if err != nil {
-		return "", fmt.Errorf("node %s: map %s for the node: %w", t.node.UUID, hostURL, err)
-	}
-	return u, nil
+// Ramdisk answers the deploy ramdisk's two calls, lookup and heartbeat
+// (contract §3.3, §3.4), and processes the heartbeats of the nodes this
+// conductor owns.
+type Ramdisk struct {
+	nodes  *nodes
+	runner *runner
+	jobs   *jobs
+	beats  *beats
+	certs  *certificates
+	cfg    *Config
+	log    *slog.Logger
 }
 
-// ramdisk describes the deploy ramdisk boot of a node: kernel and
-// initramfs from driver_info or the conductor's defaults, and the kernel
-// parameters the agent reads (extra ones last).
-func (e *Engine) ramdisk(t *target, extra ...string) (power.Ramdisk, error) {
-	files, err := e.ramdiskFiles(t.node)
-	if err != nil {
-		return power.Ramdisk{}, err
-	}
-	apiURL, err := e.nodeURL(t, e.cfg.APIURL)
-	if err != nil {
-		return power.Ramdisk{}, err
-	}
-	params := []string{"ipa-api-url=" + apiURL}
-	if macs := t.powerNode().MACs; len(macs) > 0 {
-		params = append(params, "BOOTIF="+macs[0])
-	}
-	params = append(params, "ipa-global-request-id=req-"+uuid.NewString())
-	params = append(params, extra...)
-	return power.Ramdisk{Kernel: files[0], Initramfs: files[1], Params: params}, nil
-}
+// HeartbeatTimeout is the heartbeat timeout given to agents in the lookup
+// config.
+func (r *Ramdisk) HeartbeatTimeout() time.Duration { return r.cfg.HeartbeatTimeout }
 
 // errLookupNotFound is the one answer for an unknown node and a node in a
 // state that forbids lookup, so the two cannot be told apart.
 func errLookupNotFound() error { return errdefs.NotFound("Resource could not be found.") }
 
+// nodeByUUIDOrMACs finds the node a ramdisk speaks for: by its UUID when
+// the ramdisk knows it, else by the MACs of its ports.
+func nodeByUUIDOrMACs(ctx context.Context, st store.NodeReader, nodeUUID string, macs []string) (*store.Node, error) {
+	if nodeUUID != "" {
+		return st.GetNode(ctx, nodeUUID)
+	}
+	return st.NodeByMACs(ctx, macs)
+}
+
 // lookupAllowed reports whether the ramdisk may look a node up in its
 // current state (contract §3.3; with fast-track also enroll, manageable
 // and available).
-// nodeByUUIDOrMACs finds the node a ramdisk speaks for: by its UUID when
-// the ramdisk knows it, else by the MACs of its ports.
-func (e *Engine) nodeByUUIDOrMACs(ctx context.Context, nodeUUID string, macs []string) (*store.Node, error) {
-	if nodeUUID != "" {
-		return e.st.GetNode(ctx, nodeUUID)
-	}
-	return e.st.NodeByMACs(ctx, macs)
-}
-
-func (e *Engine) lookupAllowed(n *store.Node) bool {
+func (r *Ramdisk) lookupAllowed(n *store.Node) bool {
 	return statemachine.LookupAllowed[n.ProvisionState] ||
-		(statemachine.FastTrackLookupAllowed[n.ProvisionState] && e.fastTrackEnabled(n))
+		(statemachine.FastTrackLookupAllowed[n.ProvisionState] && fastTrackEnabled(r.cfg, n))
 }
 
 // Lookup finds the node a deploy ramdisk runs on, by node UUID or by the
@@ -87,17 +65,17 @@ func (e *Engine) lookupAllowed(n *store.Node) bool {
 // operation generates the agent token and returns it; later lookups get
 // "******" (contract §4.6). The returned node is the committed one. A
 // lookup during a deploy records the boot_to_lookup timing.
-func (e *Engine) Lookup(ctx context.Context, macs []string, nodeUUID string, withToken bool) (*store.Node, *string, error) {
-	n, err := e.nodeByUUIDOrMACs(ctx, nodeUUID, macs)
+func (r *Ramdisk) Lookup(ctx context.Context, macs []string, nodeUUID string, withToken bool) (*store.Node, *string, error) {
+	n, err := nodeByUUIDOrMACs(ctx, r.nodes.st, nodeUUID, macs)
 	if errors.Is(err, errdefs.ErrNotFound) {
-		e.log.Warn("lookup found no node", "addresses", macs, "node_uuid", nodeUUID)
+		r.log.Warn("lookup found no node", "addresses", macs, "node_uuid", nodeUUID)
 		return nil, nil, errLookupNotFound()
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if !e.lookupAllowed(n) {
-		e.log.Warn("lookup refused: provision state does not allow it", "node", n.UUID,
+	if !r.lookupAllowed(n) {
+		r.log.Warn("lookup refused: provision state does not allow it", "node", n.UUID,
 			"provision_state", string(n.ProvisionState))
 		return nil, nil, errLookupNotFound()
 	}
@@ -105,12 +83,12 @@ func (e *Engine) Lookup(ctx context.Context, macs []string, nodeUUID string, wit
 		return n, nil, nil
 	}
 	var token string
-	n, err = e.update(ctx, n.UUID, "", func(_ store.Tx, n *store.Node) error {
-		if !e.lookupAllowed(n) {
+	n, _, err = r.nodes.update(ctx, n.UUID, "", func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
+		if !r.lookupAllowed(n) {
 			return errLookupNotFound()
 		}
-		if n.InternalString("agent_secret_token") != "" {
-			e.log.Warn("agent token already handed out for this operation; answering with a masked token", "node", n.UUID)
+		if info.Agent.Token != "" {
+			r.log.Warn("agent token already handed out for this operation; answering with a masked token", "node", n.UUID)
 			token = wire.Masked
 			return nil
 		}
@@ -118,12 +96,10 @@ func (e *Engine) Lookup(ctx context.Context, macs []string, nodeUUID string, wit
 		if err != nil {
 			return fmt.Errorf("node %s: generate agent token: %w", n.UUID, err)
 		}
-		n.SetInternal("agent_secret_token", t)
-		token = t
+		info.Agent.Token, token = t, t
 		if n.ProvisionState == statemachine.DeployWait || n.ProvisionState == statemachine.Deploying {
-			tm, _ := n.DriverInternalInfo[keyTimings].(map[string]any)
-			if _, done := tm[PhaseBootToLookup]; !done {
-				timePhase(n, PhaseBootToLookup, markRamdiskOn, e.now())
+			if _, done := info.Image.Timings[PhaseBootToLookup]; !done {
+				timePhase(info, PhaseBootToLookup, markRamdiskOn, r.nodes.now())
 			}
 		}
 		return nil
@@ -132,7 +108,7 @@ func (e *Engine) Lookup(ctx context.Context, macs []string, nodeUUID string, wit
 		return nil, nil, err
 	}
 	if token != wire.Masked {
-		e.log.Info("agent token generated", "node", n.UUID)
+		r.log.Info("agent token generated", "node", n.UUID)
 	}
 	return n, &token, nil
 }
@@ -148,8 +124,8 @@ func newToken() (string, error) {
 }
 
 // tokenValid compares the presented token with the node's in constant time.
-func tokenValid(n *store.Node, presented string) bool {
-	stored := n.InternalString("agent_secret_token")
+func tokenValid(info *internalinfo.Info, presented string) bool {
+	stored := info.Agent.Token
 	if stored == "" || stored == wire.Masked || presented == "" {
 		return false
 	}
@@ -158,27 +134,53 @@ func tokenValid(n *store.Node, presented string) bool {
 
 // checkHeartbeat validates a heartbeat against the node: the callback URL
 // pinned since the last power off, the token, the agent's version.
-func (e *Engine) checkHeartbeat(n *store.Node, hb wire.HeartbeatRequest) error {
-	if url := n.InternalString("agent_url"); url != "" && url != hb.CallbackURL {
-		e.log.Error("heartbeat with a different callback URL; not processed", "node", n.UUID,
+func (r *Ramdisk) checkHeartbeat(n *store.Node, info *internalinfo.Info, hb wire.HeartbeatRequest) error {
+	if url := info.Agent.URL; url != "" && url != hb.CallbackURL {
+		r.log.Error("heartbeat with a different callback URL; not processed", "node", n.UUID,
 			"callback_url", hb.CallbackURL, "agent_url", url)
 		return errdefs.InvalidArgument(`Detected change in ramdisk provided "callback_url"`)
 	}
 	if hb.AgentToken == "" {
-		e.log.Error("heartbeat without an agent token", "node", n.UUID)
+		r.log.Error("heartbeat without an agent token", "node", n.UUID)
 		return errdefs.InvalidArgument("Agent token is required for heartbeat processing.")
 	}
 	if hb.AgentVersion == "" && hb.AgentStatus == "" {
 		return errdefs.InvalidArgument("Agent did not transmit a version, and a version is required. Please update the agent being used.")
 	}
-	if !tokenValid(n, hb.AgentToken) {
-		e.log.Error("heartbeat with an invalid or missing agent token", "node", n.UUID)
+	if !tokenValid(info, hb.AgentToken) {
+		r.log.Error("heartbeat with an invalid or missing agent token", "node", n.UUID)
 		return errdefs.InvalidArgument("Invalid or missing agent token received.")
 	}
-	if e.cfg.RequireAgentTLS && hb.CallbackURL != "" && !strings.HasPrefix(strings.ToLower(hb.CallbackURL), "https://") {
-		e.log.Error("heartbeat refused: its callback URL does not use TLS", "node", n.UUID, "callback_url", hb.CallbackURL)
+	if r.cfg.RequireAgentTLS && hb.CallbackURL != "" && !strings.HasPrefix(strings.ToLower(hb.CallbackURL), "https://") {
+		r.log.Error("heartbeat refused: its callback URL does not use TLS", "node", n.UUID, "callback_url", hb.CallbackURL)
 		return errdefs.InvalidArgument("TLS is required by configuration")
 	}
+	return nil
+}
+
+// pinAgentCA records the certificate a heartbeat carries and refuses a
+// different one until the next power off (contract §1.7): Ironic's 400
+// "Detected change in ramdisk provided "agent_verify_ca"".
+func (r *Ramdisk) pinAgentCA(n *store.Node, info *internalinfo.Info, pemText string) error {
+	if pemText == "" {
+		return nil
+	}
+	if old := info.Agent.VerifyCAPEM; old != "" {
+		if strings.TrimSpace(old) != strings.TrimSpace(pemText) {
+			r.log.Error("heartbeat with a different agent certificate; not processed", "node", n.UUID)
+			return errdefs.InvalidArgument(`Detected change in ramdisk provided "agent_verify_ca"`)
+		}
+		return nil
+	}
+	block, _ := pem.Decode([]byte(pemText))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return errdefs.InvalidArgument("Invalid agent_verify_ca: not a PEM certificate")
+	}
+	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		return errdefs.InvalidArgument("Invalid agent_verify_ca: %v", err)
+	}
+	info.Agent.VerifyCAPEM = pemText
+	info.Agent.VerifyCA = r.certs.path(n.UUID)
 	return nil
 }
 
@@ -186,51 +188,14 @@ func (e *Engine) checkHeartbeat(n *store.Node, hb wire.HeartbeatRequest) error {
 // record (callback URL, version, certificate unchanged, nothing else to
 // record) for a node waiting for it: such a heartbeat needs no write of
 // its own.
-func knownAgent(n *store.Node, hb wire.HeartbeatRequest) bool {
+func knownAgent(n *store.Node, info *internalinfo.Info, hb wire.HeartbeatRequest) bool {
 	if n.ProvisionState != statemachine.DeployWait && n.ProvisionState != statemachine.CleanWait {
 		return false
 	}
-	return hb.CallbackURL != "" && n.InternalString("agent_url") == hb.CallbackURL &&
-		n.InternalString("agent_version") == hb.AgentVersion &&
+	return hb.CallbackURL != "" && info.Agent.URL == hb.CallbackURL &&
+		info.Agent.Version == hb.AgentVersion &&
 		hb.AgentStatus == "" && hb.AgentStatusMessage == "" &&
-		strings.TrimSpace(hb.AgentVerifyCA) == strings.TrimSpace(n.InternalString(keyVerifyCAPEM))
-}
-
-// deferBeat remembers a heartbeat accepted without a write, for the job
-// that processes it to record (takeBeat).
-func (e *Engine) deferBeat(uuid string) {
-	e.mu.Lock()
-	e.beats[uuid] = e.now()
-	e.mu.Unlock()
-}
-
-// takeBeat returns and forgets the time of a heartbeat accepted without a
-// write, if there is one.
-func (e *Engine) takeBeat(uuid string) (time.Time, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	t, ok := e.beats[uuid]
-	delete(e.beats, uuid)
-	return t, ok
-}
-
-// requeueBeat puts back a deferred heartbeat whose recording update found
-// the node in another state, and queues its processing again: the job then
-// sees the new state and records it as pending.
-func (e *Engine) requeueBeat(uuid string, at time.Time) {
-	e.mu.Lock()
-	if _, newer := e.beats[uuid]; !newer {
-		e.beats[uuid] = at
-	}
-	e.mu.Unlock()
-	e.submit(uuid, jobHeartbeat)
-}
-
-// recordBeat writes a deferred heartbeat into the node within an update.
-func recordBeat(n *store.Node, at time.Time, ok bool) {
-	if ok {
-		n.SetInternal("agent_last_heartbeat", agentTimestamp(at))
-	}
+		strings.TrimSpace(hb.AgentVerifyCA) == strings.TrimSpace(info.Agent.VerifyCAPEM)
 }
 
 // processedStates are the states whose heartbeats drive work (marked
@@ -251,48 +216,45 @@ var processedStates = map[statemachine.State]bool{statemachine.DeployWait: true,
 // The common heartbeat — from the agent already on record, for a node in a
 // wait state that this conductor owns — is validated from a read and
 // recorded by the job that processes it, in that job's single update.
-func (e *Engine) Heartbeat(ctx context.Context, ident string, hb wire.HeartbeatRequest) error {
-	if n, err := e.st.GetNode(ctx, ident); err == nil && knownAgent(n, hb) && e.owns(ctx, n.UUID) {
-		if err := e.checkHeartbeat(n, hb); err != nil {
+func (r *Ramdisk) Heartbeat(ctx context.Context, ident string, hb wire.HeartbeatRequest) error {
+	if n, info, err := r.nodes.read(ctx, ident); err == nil && knownAgent(n, info, hb) && r.jobs.owns(ctx, n.UUID) {
+		if err := r.checkHeartbeat(n, info, hb); err != nil {
 			return err
 		}
-		e.deferBeat(n.UUID)
-		e.log.Debug("heartbeat accepted", "node", n.UUID)
-		e.submit(n.UUID, jobHeartbeat)
+		r.beats.put(n.UUID)
+		r.log.Debug("heartbeat accepted", "node", n.UUID)
+		r.jobs.submit(n.UUID, jobHeartbeat)
 		return nil
 	}
 	var (
-		uuid    string
 		pemText string
 		process bool
 	)
 	errIgnored := errors.New("heartbeat ignored")
-	_, err := e.update(ctx, ident, "", func(_ store.Tx, n *store.Node) error {
-		uuid = n.UUID
-		if err := e.checkHeartbeat(n, hb); err != nil {
+	n, _, err := r.nodes.update(ctx, ident, "", func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
+		if err := r.checkHeartbeat(n, info, hb); err != nil {
 			return err
 		}
-		recordOnly := statemachine.FastTrackLookupAllowed[n.ProvisionState] && e.fastTrackEnabled(n)
+		recordOnly := statemachine.FastTrackLookupAllowed[n.ProvisionState] && fastTrackEnabled(r.cfg, n)
 		if !statemachine.HeartbeatAllowed[n.ProvisionState] && !recordOnly {
-			e.log.Warn("heartbeat in a provision state that takes none; not taking any action",
+			r.log.Warn("heartbeat in a provision state that takes none; not taking any action",
 				"node", n.UUID, "provision_state", string(n.ProvisionState))
 			return errIgnored
 		}
-		if err := e.pinAgentCA(n, hb.AgentVerifyCA); err != nil {
+		if err := r.pinAgentCA(n, info, hb.AgentVerifyCA); err != nil {
 			return err
 		}
-		pemText = n.InternalString(keyVerifyCAPEM)
-		n.SetInternal("agent_url", hb.CallbackURL)
-		n.SetInternal("agent_version", hb.AgentVersion)
-		n.SetInternal("agent_last_heartbeat", agentTimestamp(e.now()))
+		pemText = info.Agent.VerifyCAPEM
+		now := agentTimestamp(r.nodes.now())
+		info.Agent.URL, info.Agent.Version, info.Agent.LastHeartbeat = hb.CallbackURL, hb.AgentVersion, now
 		if hb.AgentStatus != "" {
-			n.SetInternal("agent_status", hb.AgentStatus)
+			info.Agent.Status = hb.AgentStatus
 		}
 		if hb.AgentStatusMessage != "" {
-			n.SetInternal("agent_status_message", hb.AgentStatusMessage)
+			info.Agent.StatusMessage = hb.AgentStatusMessage
 		}
 		if processedStates[n.ProvisionState] {
-			n.SetInternal(keyHeartbeatPending, agentTimestamp(e.now()))
+			info.Agent.HeartbeatPending = now
 			process = true
 		}
 		return nil
@@ -304,11 +266,11 @@ func (e *Engine) Heartbeat(ctx context.Context, ident string, hb wire.HeartbeatR
 		return err
 	}
 	if pemText != "" {
-		e.ensureCAFile(uuid, pemText)
+		r.certs.ensure(n.UUID, pemText)
 	}
-	e.log.Debug("heartbeat recorded", "node", uuid, "process", process)
-	if process && e.owns(ctx, uuid) {
-		e.submit(uuid, jobHeartbeat)
+	r.log.Debug("heartbeat recorded", "node", n.UUID, "process", process)
+	if process && r.jobs.owns(ctx, n.UUID) {
+		r.jobs.submit(n.UUID, jobHeartbeat)
 	}
 	return nil
 }
@@ -316,33 +278,73 @@ func (e *Engine) Heartbeat(ctx context.Context, ident string, hb wire.HeartbeatR
 // processHeartbeat processes the recorded heartbeat of a node waiting
 // for its agent (a job). In a working state the heartbeat stays pending:
 // the running job processes it when it waits again.
-func (e *Engine) processHeartbeat(ctx context.Context, uuid string) {
-	n, err := e.st.GetNode(ctx, uuid)
+func (r *Ramdisk) processHeartbeat(ctx context.Context, uuid string) {
+	n, info, err := r.nodes.read(ctx, uuid)
 	if err != nil {
-		e.logJobError(uuid, "heartbeat", err)
+		r.jobs.logError(uuid, "heartbeat", err)
 		return
 	}
-	switch n.ProvisionState {
-	case statemachine.DeployWait:
-		e.heartbeatDeploy(ctx, n)
-	case statemachine.CleanWait:
-		e.heartbeatClean(ctx, uuid)
-	default:
-		// A heartbeat accepted without a write while the node waited,
-		// whose node has moved on since: record it as pending, for the
-		// job now running to process when it waits again.
-		if at, ok := e.takeBeat(uuid); ok && processedStates[n.ProvisionState] {
-			_, err := e.update(ctx, uuid, n.ProvisionState, func(_ store.Tx, n *store.Node) error {
-				recordBeat(n, at, true)
-				n.SetInternal(keyHeartbeatPending, agentTimestamp(at))
-				return nil
-			})
-			if err != nil && !isStateChanged(err) {
-				e.logJobError(uuid, "heartbeat", err)
-			}
+	if k := r.runner.waitingKind(n.ProvisionState); k != nil {
+		r.runner.heartbeat(ctx, k, n, info)
+		return
+	}
+	// A heartbeat accepted without a write while the node waited, whose
+	// node has moved on since: record it as pending, for the job now
+	// running to process when it waits again.
+	if at, ok := r.beats.take(uuid); ok && processedStates[n.ProvisionState] {
+		_, _, err := r.nodes.update(ctx, uuid, n.ProvisionState, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
+			recordBeat(info, at, true)
+			info.Agent.HeartbeatPending = agentTimestamp(at)
+			return nil
+		})
+		if err != nil && !isStateChanged(err) {
+			r.jobs.logError(uuid, "heartbeat", err)
 		}
 	}
 }
 
-// agentTimestamp formats a time as Ironic's timestamp_driver_internal_info.
-func agentTimestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000") }
+// beats holds the heartbeats accepted without a write, by node, until the
+// job that processes them records them.
+type beats struct {
+	jobs *jobs
+	now  func() time.Time
+
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+// put remembers a heartbeat accepted now.
+func (b *beats) put(uuid string) {
+	b.mu.Lock()
+	b.at[uuid] = b.now()
+	b.mu.Unlock()
+}
+
+// take returns and forgets the time of a heartbeat accepted without a
+// write, if there is one.
+func (b *beats) take(uuid string) (time.Time, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t, ok := b.at[uuid]
+	delete(b.at, uuid)
+	return t, ok
+}
+
+// requeue puts back a heartbeat whose recording update found the node in
+// another state, and queues its processing again: the job then sees the
+// new state and records it as pending.
+func (b *beats) requeue(uuid string, at time.Time) {
+	b.mu.Lock()
+	if _, newer := b.at[uuid]; !newer {
+		b.at[uuid] = at
+	}
+	b.mu.Unlock()
+	b.jobs.submit(uuid, jobHeartbeat)
+}
+
+// recordBeat writes a deferred heartbeat into the node within an update.
+func recordBeat(info *internalinfo.Info, at time.Time, ok bool) {
+	if ok {
+		info.Agent.LastHeartbeat = agentTimestamp(at)
+	}
+}

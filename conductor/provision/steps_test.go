@@ -13,124 +13,128 @@ import (
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
+	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
+	"github.com/rivetmetal/rivet/conductor/provision/internal/plan"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/wire"
 )
 
-func names(steps []map[string]any) []string {
-	out := make([]string, len(steps))
-	for i, s := range steps {
-		out[i] = stepIface(s) + "." + stepName(s)
+func steps(t *testing.T, js string) []wire.PlannedStep {
+	t.Helper()
+	var out []wire.PlannedStep
+	if err := json.Unmarshal([]byte(js), &out); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
 
 func TestDeployPlanSlotsInBandStepsByPriority(t *testing.T) {
-	e := &Engine{log: discardLogger()}
-	n := &store.Node{UUID: "u", DriverInternalInfo: map[string]any{"agent_cached_deploy_steps": map[string]any{
-		"deploy": []any{
-			map[string]any{"step": "write_image", "interface": "deploy", "priority": 90.0},           // shadowed
-			map[string]any{"step": "inject_files", "interface": "deploy", "priority": 50.0},          // slotted in
-			map[string]any{"step": "erase_devices_metadata", "interface": "deploy", "priority": 0.0}, // not run
-			map[string]any{"step": "too_early", "interface": "deploy", "priority": 150.0},            // before the ramdisk: ignored
-		},
-		"raid": []any{map[string]any{"step": "apply_configuration", "interface": "raid", "priority": 50.0,
-			"args": map[string]any{"raid_config": map[string]any{}}}},
-	}}}
-	got := e.deploySteps(n)
+	e, _ := newTestEngine(t, mustFake(t), Config{})
+	d := e.provisioning.deploy
+	info := &internalinfo.Info{}
+	info.Deploy.Cached = map[string][]wire.PlannedStep{
+		"deploy": steps(t, `[
+			{"step": "write_image", "interface": "deploy", "priority": 90, "requires_ramdisk": true},
+			{"step": "inject_files", "interface": "deploy", "priority": 50, "requires_ramdisk": true},
+			{"step": "erase_devices_metadata", "interface": "deploy", "priority": 0, "requires_ramdisk": true},
+			{"step": "too_early", "interface": "deploy", "priority": 150, "requires_ramdisk": true}]`),
+		"raid": steps(t, `[{"step": "apply_configuration", "interface": "raid", "priority": 50, "requires_ramdisk": true,
+			"args": {"raid_config": {}}}]`),
+	}
+	got := d.planSteps(&store.Node{UUID: "u"}, info)
 	want := []string{"deploy.deploy", "deploy.write_image", "deploy.prepare_instance_boot", "deploy.inject_files",
 		"raid.apply_configuration", "deploy.tear_down_agent", "deploy.switch_to_tenant_network", "deploy.boot_instance"}
-	if !slices.Equal(names(got), want) {
-		t.Fatalf("deploy plan = %v, want %v", names(got), want)
+	if !slices.Equal(plan.Names(got), want) {
+		t.Fatalf("deploy plan = %v, want %v", plan.Names(got), want)
 	}
-	if !agentDriven(got[3]) || oobStepNamed(got[3]) != nil || agentDriven(got[2]) || !agentDriven(got[1]) {
+	if !d.k.agentDriven(got[3]) || d.k.ownStep(got[3]) != nil || d.k.agentDriven(got[2]) || !d.k.agentDriven(got[1]) || d.k.ownStep(got[1]) == nil {
 		t.Error("in-band / out-of-band marking wrong")
 	}
-	if got[4]["args"] == nil {
+	if len(got[4].Args) == 0 {
 		t.Error("in-band step args lost")
+	}
+	// Ironic's own deploy steps are stored as Ironic stores them.
+	b, _ := json.Marshal(got[0])
+	if string(b) != `{"step":"deploy","priority":100,"interface":"deploy","argsinfo":null}` {
+		t.Errorf("own step stored as %s", b)
 	}
 }
 
+func mustFake(t *testing.T) *fake.Driver {
+	t.Helper()
+	fk, err := fake.New(fake.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fk
+}
+
 func TestAutomatedCleanPlan(t *testing.T) {
-	st, e := newPlanEngine(t, Config{CleanStepPriorities: map[string]int{"deploy.erase_devices": 5, "deploy.burnin_cpu": 99}})
-	n := seedCleaning(t, st, false, map[string]any{
-		"deploy": []any{
-			map[string]any{"step": "erase_devices", "interface": "deploy", "priority": 10.0, "abortable": true},
-			map[string]any{"step": "erase_devices_metadata", "interface": "deploy", "priority": 99.0, "abortable": true},
-			map[string]any{"step": "burnin_cpu", "interface": "deploy", "priority": 0.0},
-			map[string]any{"step": "erase_pstore", "interface": "deploy", "priority": 0.0},
-		},
-		"management": []any{map[string]any{"step": "reset_bmc", "interface": "management", "priority": 99.0}},
+	e, st := newTestEngine(t, mustFake(t), Config{CleanStepPriorities: map[string]int{"deploy.erase_devices": 5, "deploy.burnin_cpu": 99}})
+	n, info := seedCleaning(t, st, false, map[string][]wire.PlannedStep{
+		"deploy": steps(t, `[
+			{"step": "erase_devices", "interface": "deploy", "priority": 10, "abortable": true},
+			{"step": "erase_devices_metadata", "interface": "deploy", "priority": 99, "abortable": true},
+			{"step": "burnin_cpu", "interface": "deploy", "priority": 0},
+			{"step": "erase_pstore", "interface": "deploy", "priority": 0}]`),
+		"management": steps(t, `[{"step": "reset_bmc", "interface": "management", "priority": 99}]`),
 	})
-	n, err := e.planCleaning(context.Background(), n)
+	_, info, err := e.runner.makePlan(context.Background(), e.provisioning.clean.k, n, info)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Priority first (overrides applied), then the interface (management
 	// before deploy at equal priority); priority 0 never runs.
 	want := []string{"management.reset_bmc", "deploy.erase_devices_metadata", "deploy.burnin_cpu", "deploy.erase_devices"}
-	plan := stepList(n.DriverInternalInfo["clean_steps"])
-	if !slices.Equal(names(plan), want) {
-		t.Fatalf("plan = %v, want %v", names(plan), want)
+	if got := plan.Names(info.Clean.Plan); !slices.Equal(got, want) {
+		t.Fatalf("plan = %v, want %v", got, want)
 	}
-	if stepPriority(plan[3]) != 5 || n.DriverInternalInfo["clean_step_index"] != 0 {
-		t.Errorf("override not applied or no current step: %v", n.DriverInternalInfo)
+	if info.Clean.Plan[3].PriorityValue() != 5 || info.Clean.IndexValue() != 0 {
+		t.Errorf("override not applied or no current step: %+v", info.Clean)
 	}
 }
 
 func TestManualCleanPlan(t *testing.T) {
-	st, e := newPlanEngine(t, Config{})
-	agentSteps := map[string]any{"deploy": []any{
-		map[string]any{"step": "erase_devices", "interface": "deploy", "priority": 10.0, "abortable": true},
-		map[string]any{"step": "erase_devices_metadata", "interface": "deploy", "priority": 99.0, "abortable": true},
-	}}
-	n := seedCleaning(t, st, true, agentSteps)
-	err := st.WithNodeLock(context.Background(), n.UUID, func(tx store.Tx) error {
-		tx.Node().SetInternal(keyUserSteps, []any{
-			map[string]any{"interface": "deploy", "step": "erase_devices", "args": map[string]any{"zeroize": false}},
-			map[string]any{"interface": "deploy", "step": "erase_devices_metadata"},
-		})
-		return nil
-	})
+	e, st := newTestEngine(t, mustFake(t), Config{})
+	n, info := seedCleaning(t, st, true, map[string][]wire.PlannedStep{"deploy": steps(t, `[
+		{"step": "erase_devices", "interface": "deploy", "priority": 10, "abortable": true},
+		{"step": "erase_devices_metadata", "interface": "deploy", "priority": 99, "abortable": true}]`)})
+	info.UserCleanSteps = steps(t, `[{"interface": "deploy", "step": "erase_devices", "args": {"zeroize": false}},
+		{"interface": "deploy", "step": "erase_devices_metadata"}]`)
+	n, info, err := e.runner.makePlan(context.Background(), e.provisioning.clean.k, n, info)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, _ = st.GetNode(context.Background(), n.UUID)
-	n, err = e.planCleaning(context.Background(), n)
-	if err != nil {
-		t.Fatal(err)
+	p := info.Clean.Plan
+	if !slices.Equal(plan.Names(p), []string{"deploy.erase_devices", "deploy.erase_devices_metadata"}) {
+		t.Fatalf("manual plan = %v (the operator's order)", plan.Names(p))
 	}
-	plan := stepList(n.DriverInternalInfo["clean_steps"])
-	if !slices.Equal(names(plan), []string{"deploy.erase_devices", "deploy.erase_devices_metadata"}) {
-		t.Fatalf("manual plan = %v (the operator's order)", names(plan))
-	}
-	if plan[0]["priority"] != 10 || plan[0]["abortable"] != true || plan[0]["args"].(map[string]any)["zeroize"] != false {
-		t.Errorf("manual step = %v", plan[0])
+	if p[0].PriorityValue() != 10 || !p[0].IsAbortable() || string(p[0].Args) != `{"zeroize": false}` {
+		t.Errorf("manual step = %+v", p[0])
 	}
 	// Manual cleaning heads for manageable all along.
 	if n.TargetProvisionState != statemachine.Manageable {
 		t.Errorf("target = %q", n.TargetProvisionState)
 	}
-}
-
-// newPlanEngine is an engine without background work, for planning tests.
-func newPlanEngine(t *testing.T, cfg Config) (store.Store, *Engine) {
-	t.Helper()
-	fk, _ := fake.New(fake.Config{})
-	e, st := newTestEngine(t, fk, cfg)
-	return st, e
+	// A step the agent does not have is refused with Ironic's message.
+	info.UserCleanSteps = steps(t, `[{"interface": "deploy", "step": "erase_everything"}]`)
+	_, _, err = e.runner.makePlan(context.Background(), e.provisioning.clean.k, n, info)
+	if le, ok := err.(lastError); !ok || !strings.Contains(string(le), "does not support this clean step: {'step': 'erase_everything', 'interface': 'deploy'}") {
+		t.Errorf("unsupported step: %v", err)
+	}
 }
 
 // seedCleaning makes a node that is cleaning with the agent's steps
 // cached; manual cleaning heads for manageable.
-func seedCleaning(t *testing.T, st store.Store, manual bool, agentSteps map[string]any) *store.Node {
+func seedCleaning(t *testing.T, st store.Store, manual bool, agentSteps map[string][]wire.PlannedStep) (*store.Node, *internalinfo.Info) {
 	t.Helper()
 	ctx := context.Background()
 	n := &store.Node{Name: "c1", Driver: fake.Name}
 	if err := st.CreateNode(ctx, n); err != nil {
 		t.Fatal(err)
 	}
+	var info *internalinfo.Info
 	err := st.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
 		n := tx.Node()
 		evs := []statemachine.Event{statemachine.EvManage, statemachine.EvDone}
@@ -144,18 +148,19 @@ func seedCleaning(t *testing.T, st store.Store, manual bool, agentSteps map[stri
 				return err
 			}
 		}
-		n.SetInternal("agent_cached_clean_steps", agentSteps)
-		return nil
+		info = &internalinfo.Info{}
+		info.Clean.Cached = agentSteps
+		return info.Encode(n)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n, _ = st.GetNode(ctx, n.UUID)
-	return n
+	return n, info
 }
 
 func TestAgentStepStatus(t *testing.T) {
-	step := map[string]any{"step": "erase_devices_metadata", "interface": "deploy"}
+	step := wire.PlannedStep{Step: "erase_devices_metadata", Interface: "deploy"}
 	res := func(name string, status wire.CommandStatus, result string) wire.CommandResult {
 		r := wire.CommandResult{CommandName: name, CommandStatus: status}
 		if result != "" {
@@ -184,22 +189,10 @@ func TestAgentStepStatus(t *testing.T) {
 		{"weird", []wire.CommandResult{steps, res("execute_clean_step", "EXPLODED", "")}, true, stepUnknown},
 	}
 	for _, tc := range tests {
-		got, _ := agentStep(&wire.CommandList{Commands: tc.cmds}, "execute_clean_step", "clean_step", step, tc.started)
+		got, _ := agentStatus(&wire.CommandList{Commands: tc.cmds}, wire.CleanStepKind, step, tc.started)
 		if got != tc.want {
 			t.Errorf("%s: status %d, want %d", tc.name, got, tc.want)
 		}
-	}
-}
-
-func TestPyRepr(t *testing.T) {
-	got := pyRepr(map[string]any{"interface": "deploy", "step": "erase_devices", "priority": 10.0, "abortable": true,
-		"reboot_requested": false, "args": map[string]any{"k": []any{"v", nil}}})
-	want := "{'step': 'erase_devices', 'priority': 10, 'interface': 'deploy', 'args': {'k': ['v', None]}, 'reboot_requested': False, 'abortable': True}"
-	if got != want {
-		t.Errorf("pyRepr =\n%s\nwant\n%s", got, want)
-	}
-	if pyRepr(map[string]any{}) != "{}" {
-		t.Error("empty step")
 	}
 }
 
@@ -215,11 +208,11 @@ func TestInspection(t *testing.T) {
 	if err := st.CreatePort(ctx, &store.Port{NodeID: n.ID, Address: "52:54:00:00:00:01", PXEEnabled: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Provision(ctx, "n1", Request{Target: "manage"}); err != nil {
+	if err := e.Provisioning().Provision(ctx, "n1", Request{Target: "manage"}); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, st, n.UUID, statemachine.Manageable)
-	if err := e.Provision(ctx, "n1", Request{Target: "inspect"}); err != nil {
+	if err := e.Provisioning().Provision(ctx, "n1", Request{Target: "inspect"}); err != nil {
 		t.Fatal(err)
 	}
 	got := waitState(t, st, n.UUID, statemachine.InspectWait)
@@ -234,17 +227,17 @@ func TestInspection(t *testing.T) {
 	}
 
 	// The agent posts an inventory without interfaces, then the real one.
-	if _, err := e.ContinueInspection(ctx, "", map[string]any{"inventory": map[string]any{}}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := e.Inspection().ContinueInspection(ctx, "", wire.InspectionData{Inventory: json.RawMessage(`{}`)}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("inventory without interfaces: %v", err)
 	}
-	var data map[string]any
+	var data wire.InspectionData
 	json.Unmarshal([]byte(`{"inventory": {
 		"interfaces": [{"name": "eth0", "mac_address": "52:54:00:00:00:01"}],
 		"cpu": {"count": 4, "architecture": "x86_64"},
 		"memory": {"total": 8300000000, "physical_mb": 8192},
 		"disks": [{"name": "/dev/vda", "size": 21474836480}, {"name": "/dev/vdb", "size": 1073741824}]},
 		"logs": "aGVsbG8="}`), &data)
-	if _, err := e.ContinueInspection(ctx, "", data); err != nil {
+	if _, err := e.Inspection().ContinueInspection(ctx, "", data); err != nil {
 		t.Fatal(err)
 	}
 	got = waitState(t, st, n.UUID, statemachine.Manageable)
@@ -253,14 +246,14 @@ func TestInspection(t *testing.T) {
 			t.Errorf("properties[%s] = %s, want %s", k, v, want)
 		}
 	}
-	if inv, _ := got.DriverInternalInfo[keyInventory].(map[string]any); inv == nil || inv["cpu"] == nil {
+	if inv, _ := got.DriverInternalInfo["inspection_inventory"].(map[string]any); inv == nil || inv["cpu"] == nil {
 		t.Errorf("inventory not stored: %v", got.DriverInternalInfo)
 	}
 	if got.PowerState != string(power.Off) {
 		t.Errorf("power after inspection = %q", got.PowerState)
 	}
 	// A second post finds no node being inspected.
-	if _, err := e.ContinueInspection(ctx, "", data); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := e.Inspection().ContinueInspection(ctx, "", data); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("post outside inspection: %v", err)
 	}
 }
@@ -274,9 +267,9 @@ func TestInspectWaitTimeoutAndAbort(t *testing.T) {
 	n := &store.Node{Name: "n1", Driver: "vm"}
 	st.CreateNode(ctx, n)
 	st.CreatePort(ctx, &store.Port{NodeID: n.ID, Address: "52:54:00:00:00:01"})
-	e.Provision(ctx, "n1", Request{Target: "manage"})
+	e.Provisioning().Provision(ctx, "n1", Request{Target: "manage"})
 	waitState(t, st, n.UUID, statemachine.Manageable)
-	if err := e.Provision(ctx, "n1", Request{Target: "inspect"}); err != nil {
+	if err := e.Provisioning().Provision(ctx, "n1", Request{Target: "inspect"}); err != nil {
 		t.Fatal(err)
 	}
 	got := waitState(t, st, n.UUID, statemachine.InspectFail)
@@ -284,11 +277,11 @@ func TestInspectWaitTimeoutAndAbort(t *testing.T) {
 		t.Errorf("last_error = %q", got.LastError)
 	}
 	// inspect again, abort it.
-	if err := e.Provision(ctx, "n1", Request{Target: "inspect"}); err != nil {
+	if err := e.Provisioning().Provision(ctx, "n1", Request{Target: "inspect"}); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, st, n.UUID, statemachine.InspectWait)
-	if err := e.Provision(ctx, "n1", Request{Target: "abort"}); err != nil {
+	if err := e.Provisioning().Provision(ctx, "n1", Request{Target: "abort"}); err != nil {
 		t.Fatal(err)
 	}
 	got = waitState(t, st, n.UUID, statemachine.InspectFail)
@@ -303,7 +296,7 @@ func TestChangePowerStateAndBootDevice(t *testing.T) {
 	ctx := context.Background()
 	n := &store.Node{Name: "n1", Driver: fake.Name}
 	st.CreateNode(ctx, n)
-	if err := e.ChangePowerState(ctx, "n1", power.On, 0); err != nil {
+	if err := e.Power().ChangePowerState(ctx, "n1", power.On, 0); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -317,16 +310,16 @@ func TestChangePowerStateAndBootDevice(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if err := e.ChangePowerState(ctx, "n1", "sideways", 0); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := e.Power().ChangePowerState(ctx, "n1", "sideways", 0); err == nil {
 		t.Errorf("bad target: %v", err)
 	}
-	if err := e.SetNodeBootDevice(ctx, "n1", power.BootDisk, true); err != nil {
+	if err := e.Power().SetNodeBootDevice(ctx, "n1", power.BootDisk, true); err != nil {
 		t.Fatal(err)
 	}
-	if dev, persistent, err := e.NodeBootDevice(ctx, "n1"); err != nil || dev != power.BootDisk || !persistent {
+	if dev, persistent, err := e.Power().NodeBootDevice(ctx, "n1"); err != nil || dev != power.BootDisk || !persistent {
 		t.Errorf("boot device = %q %v %v", dev, persistent, err)
 	}
-	if devs, err := e.NodeSupportedBootDevices(ctx, "n1"); err != nil || !slices.Contains(devs, power.BootPXE) {
+	if devs, err := e.Power().NodeSupportedBootDevices(ctx, "n1"); err != nil || !slices.Contains(devs, power.BootPXE) {
 		t.Errorf("supported = %v %v", devs, err)
 	}
 	// While an operation owns the node, power and boot device are refused.
@@ -337,7 +330,7 @@ func TestChangePowerStateAndBootDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.ChangePowerState(ctx, "n1", power.Off, 0); !errors.Is(err, errdefs.ErrConflict) {
+	if err := e.Power().ChangePowerState(ctx, "n1", power.Off, 0); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("power change while verifying: %v", err)
 	}
 }
@@ -349,7 +342,7 @@ func TestValidateNode(t *testing.T) {
 	ctx := context.Background()
 	n := &store.Node{Name: "n1", Driver: "vm"}
 	st.CreateNode(ctx, n)
-	res, err := e.ValidateNode(ctx, "n1")
+	res, err := e.Provisioning().ValidateNode(ctx, "n1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,27 +366,30 @@ func TestProvisionRefusals(t *testing.T) {
 	ctx := context.Background()
 	n := &store.Node{Name: "n1", Driver: fake.Name}
 	st.CreateNode(ctx, n)
-	for _, tc := range []struct {
-		req  Request
-		want error
-	}{
-		{Request{Target: "fly"}, errdefs.ErrInvalidArgument},
-		{Request{Target: "clean"}, errdefs.ErrInvalidArgument},
-		{Request{Target: "provide"}, errdefs.ErrInvalidArgument}, // from enroll
-		{Request{Target: "abort"}, errdefs.ErrInvalidArgument},
-		{Request{Target: "manage", Configdrive: "x"}, errdefs.ErrInvalidArgument},
-	} {
-		if err := e.Provision(ctx, "n1", tc.req); !errors.Is(err, tc.want) {
-			t.Errorf("%+v: %v, want %v", tc.req, err, tc.want)
+	// What the node's state allows is the engine's to say.
+	for _, target := range []string{"provide", "abort", "active"} { // from enroll
+		if err := e.Provisioning().Provision(ctx, "n1", Request{Target: target}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s: %v, want an invalid argument", target, err)
 		}
 	}
-	if err := e.ManualClean(ctx, "n1", []wire.Step{{Interface: "deploy", Step: "x"}}, true); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	user := []wire.PlannedStep{{Interface: "deploy", Step: "x"}}
+	if err := e.Provisioning().ManualClean(ctx, "n1", user, true); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("disable_ramdisk: %v", err)
 	}
-	if err := e.ManualClean(ctx, "n1", []wire.Step{{Interface: "cpu", Step: "x"}}, false); !errors.Is(err, errdefs.ErrInvalidArgument) {
-		t.Errorf("bad interface: %v", err)
-	}
-	if err := e.ManualClean(ctx, "n1", []wire.Step{{Interface: "deploy", Step: "x"}}, false); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := e.Provisioning().ManualClean(ctx, "n1", user, false); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("manual clean from enroll: %v", err)
+	}
+	// A request's shape is the API's to check; what slips past it is an
+	// error, not a transition.
+	for _, req := range []Request{{Target: "fly"}, {Target: "clean"}, {Target: "manage", Configdrive: "x"}} {
+		if err := e.Provisioning().Provision(ctx, "n1", req); err == nil {
+			t.Errorf("%+v accepted", req)
+		}
+	}
+	if err := e.Provisioning().ManualClean(ctx, "n1", nil, false); err == nil {
+		t.Error("manual cleaning without steps accepted")
+	}
+	if got, _ := st.GetNode(ctx, n.UUID); got.ProvisionState != statemachine.Enroll {
+		t.Errorf("state after refusals = %q", got.ProvisionState)
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -21,10 +21,7 @@ import (
 // plus "agent_<phase>" for every per-phase timing the agent reports in its
 // final write progress. The instants the phases are measured from are kept
 // in driver_internal_info.deploy_timestamps while the deploy runs.
-const (
-	keyTimings    = "deploy_timings"
-	keyTimestamps = "deploy_timestamps"
-)
+// setTiming is the one place a duration is recorded.
 
 // Timing phases.
 const (
@@ -40,61 +37,48 @@ const (
 	markStarted     = "deploy_started"
 	markRamdiskOn   = "ramdisk_boot_started"
 	markWrite       = "write_started"
-	markBootloader  = "bootloader_started"
 	markPowerPhases = "power_started"
 )
 
 // markTime records an instant of the running deploy.
-func markTime(n *store.Node, mark string, t time.Time) {
-	ts, _ := n.DriverInternalInfo[keyTimestamps].(map[string]any)
-	if ts == nil {
-		ts = map[string]any{}
+func markTime(info *internalinfo.Info, mark string, t time.Time) {
+	if info.Image.Timestamps == nil {
+		info.Image.Timestamps = map[string]time.Time{}
 	}
-	ts[mark] = t.UTC().Format(time.RFC3339Nano)
-	n.SetInternal(keyTimestamps, ts)
-}
-
-// markedTime reads an instant recorded by markTime.
-func markedTime(n *store.Node, mark string) (time.Time, bool) {
-	ts, _ := n.DriverInternalInfo[keyTimestamps].(map[string]any)
-	s, _ := ts[mark].(string)
-	t, err := time.Parse(time.RFC3339Nano, s)
-	return t, err == nil
+	info.Image.Timestamps[mark] = t.UTC()
 }
 
 // setTiming records the duration of a phase, in seconds (millisecond
 // precision).
-func setTiming(n *store.Node, phase string, seconds float64) {
+func setTiming(info *internalinfo.Info, phase string, seconds float64) {
 	if seconds < 0 || math.IsNaN(seconds) || math.IsInf(seconds, 0) {
 		return
 	}
-	tm, _ := n.DriverInternalInfo[keyTimings].(map[string]any)
-	if tm == nil {
-		tm = map[string]any{}
+	if info.Image.Timings == nil {
+		info.Image.Timings = map[string]float64{}
 	}
-	tm[phase] = math.Round(seconds*1000) / 1000
-	n.SetInternal(keyTimings, tm)
+	info.Image.Timings[phase] = math.Round(seconds*1000) / 1000
 }
 
 // timePhase records the time from mark to now as phase, if mark was set.
-func timePhase(n *store.Node, phase, mark string, now time.Time) {
-	if t, ok := markedTime(n, mark); ok {
-		setTiming(n, phase, now.Sub(t).Seconds())
+func timePhase(info *internalinfo.Info, phase, mark string, now time.Time) {
+	if t, ok := info.Image.Timestamps[mark]; ok {
+		setTiming(info, phase, now.Sub(t).Seconds())
 	}
 }
 
 // recordWriteTimings records download_write from the agent's final
 // progress (its own start and end), else from the conductor's mark, and
 // the agent's per-phase timings.
-func recordWriteTimings(n *store.Node, p *wire.Progress, now time.Time) {
+func recordWriteTimings(info *internalinfo.Info, p *wire.Progress, now time.Time) {
 	if p != nil && p.StartedAt > 0 && p.UpdatedAt >= p.StartedAt {
-		setTiming(n, PhaseDownloadWrite, p.UpdatedAt-p.StartedAt)
+		setTiming(info, PhaseDownloadWrite, p.UpdatedAt-p.StartedAt)
 	} else {
-		timePhase(n, PhaseDownloadWrite, markWrite, now)
+		timePhase(info, PhaseDownloadWrite, markWrite, now)
 	}
 	if p != nil {
 		for phase, s := range p.Timings {
-			setTiming(n, "agent_"+phase, s)
+			setTiming(info, "agent_"+phase, s)
 		}
 	}
 }

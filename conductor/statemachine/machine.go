@@ -121,19 +121,6 @@ var Verbs = map[string]Event{
 	"undeploy": EvDelete,
 }
 
-// VerbMinVersion is the API minor version that introduced a verb (Ironic's
-// MIN_VERB_VERSIONS); verbs not listed exist in every version.
-var VerbMinVersion = map[string]int{
-	"manage":   4,
-	"provide":  4,
-	"inspect":  6,
-	"abort":    13,
-	"clean":    15,
-	"adopt":    17,
-	"deploy":   73,
-	"undeploy": 73,
-}
-
 // InvalidTransitionError is returned (wrapped) when an event is not allowed in
 // a state.
 type InvalidTransitionError struct {

@@ -5,10 +5,11 @@
 package imageinfo
 
 import (
-	"encoding/json"
 	"fmt"
+	"math"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
@@ -17,11 +18,13 @@ import (
 	"github.com/rivetmetal/rivet/wire"
 )
 
-// Validate checks that instance_info describes an image Rivet can deploy:
-// an http(s) image_source, a checksum (image_checksum, or
-// image_os_hash_algo with image_os_hash_value), for a partition image a
-// root_gb and valid sizes, and a config drive that is a string (a JSON
-// one has been built into an ISO by then).
+// Validate checks that instance_info describes an image Rivet can deploy,
+// with Ironic's messages for what is wrong in instance_info: an http(s)
+// image_source, a checksum (image_checksum, or image_os_hash_algo with
+// image_os_hash_value), for a partition image a positive root_gb and
+// integer sizes, and a config drive that is a string (a JSON one has been
+// built into an ISO by then). The image_info built from it must then pass
+// wire.ImageInfo.Validate, the rules the agent checks too.
 //
 // canCache says whether the conductor has an image cache: a file://
 // image_source, or image_download_source "http"/"local", needs one.
@@ -52,26 +55,12 @@ func Validate(n *store.Node, canCache bool) error {
 	if (algo == "") != (value == "") {
 		return errdefs.InvalidArgument("instance_info image_os_hash_algo and image_os_hash_value must be set together.")
 	}
-	if t, _ := ii["image_type"].(string); t != "" && t != wire.ImageTypePartition && t != wire.ImageTypeWholeDisk {
-		return errdefs.InvalidArgument("instance_info image_type %q is neither %q nor %q.", t, wire.ImageTypeWholeDisk, wire.ImageTypePartition)
-	}
-	if _, err := targetDisks(n); err != nil {
-		return err
-	}
 	if IsPartition(n) {
 		if _, ok := ii["root_gb"]; !ok {
 			return errdefs.InvalidArgument("Some parameters were missing in node's instance_info. Missing are: ['root_gb']")
 		}
-		for _, k := range []string{"root_gb", "swap_mb", "ephemeral_gb"} {
-			v, err := intField(ii, k)
-			switch {
-			case err != nil:
-				return errdefs.InvalidArgument("instance_info %s: %v", k, err)
-			case k == "root_gb" && v <= 0:
-				return errdefs.InvalidArgument("instance_info root_gb must be a positive integer, got %d.", v)
-			case v < 0:
-				return errdefs.InvalidArgument("instance_info %s must not be negative, got %d.", k, v)
-			}
+		if v, err := intField(ii, "root_gb"); err == nil && v <= 0 {
+			return errdefs.InvalidArgument("instance_info root_gb must be a positive integer, got %d.", v)
 		}
 		if v, ok := ii["preserve_ephemeral"]; ok {
 			if _, isBool := v.(bool); !isBool {
@@ -84,7 +73,8 @@ func Validate(n *store.Node, canCache bool) error {
 			return errdefs.InvalidArgument("instance_info configdrive must be a string: a gzipped, base64-encoded ISO image or a URL.")
 		}
 	}
-	return nil
+	_, err := Build(n, func(u string) (string, error) { return u, nil }, "")
+	return err
 }
 
 // IsPartition reports whether instance_info describes a partition image:
@@ -101,22 +91,37 @@ func IsPartition(n *store.Node) bool {
 }
 
 // intField reads an integer instance_info field that may be a number or a
-// numeric string (0 when absent).
+// numeric string (0 when absent or null).
 func intField(ii map[string]any, k string) (int64, error) {
-	v, ok := ii[k]
-	if !ok || v == nil {
+	switch v := ii[k].(type) {
+	case nil:
 		return 0, nil
+	case int:
+		return int64(v), nil
+	case int64:
+		return v, nil
+	case float64:
+		if v != math.Trunc(v) {
+			return 0, fmt.Errorf("not an integer: %v", v)
+		}
+		return int64(v), nil
+	case string:
+		if strings.TrimSpace(v) == "" {
+			return 0, nil
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("not an integer: %q", v)
+		}
+		return n, nil
+	default:
+		return 0, fmt.Errorf("not an integer: %v", v)
 	}
-	b, _ := json.Marshal(v)
-	var f wire.FlexInt
-	if err := json.Unmarshal(b, &f); err != nil {
-		return 0, fmt.Errorf("not an integer: %s", b)
-	}
-	return int64(f), nil
 }
 
 // Build builds the write_image image_info the way Ironic does for an
-// http image_source (contract §2.1). nodeURL maps conductor-reachable URLs
+// http image_source (contract §2.1), and checks it with
+// wire.ImageInfo.Validate (errdefs.InvalidArgument when it fails). nodeURL maps conductor-reachable URLs
 // (image and checksum file) to the node's view; bootMode ("uefi" or
 // "bios") is the node's, which a partition image's layout follows.
 func Build(n *store.Node, nodeURL func(string) (string, error), bootMode string) (wire.ImageInfo, error) {
@@ -167,32 +172,26 @@ func Build(n *store.Node, nodeURL func(string) (string, error), bootMode string)
 		info.Proxies = proxies
 		info.NoProxy, _ = n.DriverInfo["image_no_proxy"].(string)
 	}
-	if info.TargetDisks, err = targetDisks(n); err != nil {
-		return wire.ImageInfo{}, err
+	switch t := ii["rivet_target_disks"].(type) {
+	case nil:
+	case string:
+		info.TargetDisks = t
+	default:
+		return wire.ImageInfo{}, errdefs.InvalidArgument("instance_info rivet_target_disks: %v is not %q.", t, wire.TargetAllMatching)
 	}
 	if IsPartition(n) {
 		if err := partitionFields(&info, n, bootMode); err != nil {
-			return wire.ImageInfo{}, err
+			return wire.ImageInfo{}, errdefs.InvalidArgument("%v", err)
 		}
+	} else if t, _ := ii["image_type"].(string); t != wire.ImageTypeWholeDisk {
+		// Whole-disk images go without image_type, as Ironic sends them;
+		// anything else is passed on for Validate to judge.
+		info.ImageType = t
+	}
+	if err := info.Validate(); err != nil {
+		return wire.ImageInfo{}, errdefs.InvalidArgument("instance_info of node %s: %v", n.UUID, err)
 	}
 	return info, nil
-}
-
-// targetDisks reads instance_info.rivet_target_disks, Rivet's extension
-// that writes a whole-disk image to every disk the root device hints match
-// ("" when unset).
-func targetDisks(n *store.Node) (string, error) {
-	v, ok := n.InstanceInfo["rivet_target_disks"]
-	if !ok || v == nil {
-		return "", nil
-	}
-	if t, _ := v.(string); t != wire.TargetAllMatching {
-		return "", errdefs.InvalidArgument("instance_info rivet_target_disks: %v is not %q.", v, wire.TargetAllMatching)
-	}
-	if IsPartition(n) {
-		return "", errdefs.InvalidArgument("instance_info rivet_target_disks: only whole-disk images go to several disks.")
-	}
-	return wire.TargetAllMatching, nil
 }
 
 // partitionFields adds the layout of a partition image (contract §2.1 and
@@ -234,29 +233,6 @@ func partitionFields(info *wire.ImageInfo, n *store.Node, bootMode string) error
 		info.DiskLabel = label
 	}
 	return nil
-}
-
-// WireMap renders image_info as Ironic sends it: for a partition image
-// every layout key is present, null or zero when unset (the agent's wire
-// type leaves them out).
-func WireMap(info wire.ImageInfo) (map[string]any, error) {
-	b, err := json.Marshal(info)
-	if err != nil {
-		return nil, fmt.Errorf("encode image_info: %w", err)
-	}
-	m := map[string]any{}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("encode image_info: %w", err)
-	}
-	if info.IsPartitionImage() {
-		for k, v := range map[string]any{"kernel": nil, "ramdisk": nil, "root_gb": 0, "root_mb": 0,
-			"swap_mb": 0, "ephemeral_mb": 0, "ephemeral_format": nil, "configdrive": nil, "preserve_ephemeral": false} {
-			if _, ok := m[k]; !ok {
-				m[k] = v
-			}
-		}
-	}
-	return m, nil
 }
 
 // Capabilities parses properties.capabilities: "k1:v1,k2:v2" or an object.

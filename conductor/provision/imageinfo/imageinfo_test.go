@@ -3,6 +3,9 @@ package imageinfo
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -101,17 +104,13 @@ func TestBuildPartitionImageInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := WireMap(info)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The keys and values of Ironic's partition-image transcript, with the
 	// sizes given here.
 	want := map[string]any{"id": "part.raw", "image_type": "partition", "root_gb": 1.0, "root_mb": 1024.0,
 		"swap_mb": 512.0, "ephemeral_mb": 2048.0, "ephemeral_format": "ext4", "kernel": nil, "ramdisk": nil,
 		"configdrive": nil, "preserve_ephemeral": false, "deploy_boot_mode": "uefi", "boot_option": "local",
 		"disk_label": "gpt", "node_uuid": n.UUID, "os_hash_algo": "sha256", "stream_raw_images": true}
-	b, _ := json.Marshal(m)
+	b, _ := json.Marshal(info)
 	var got map[string]any
 	json.Unmarshal(b, &got)
 	for k, v := range want {
@@ -127,7 +126,9 @@ func TestBuildPartitionImageInfo(t *testing.T) {
 	// A whole-disk image carries no layout keys at all.
 	n.InstanceInfo["image_type"] = "whole-disk"
 	info, _ = Build(n, same, "uefi")
-	m, _ = WireMap(info)
+	b, _ = json.Marshal(info)
+	var m map[string]any
+	json.Unmarshal(b, &m)
 	for _, k := range []string{"image_type", "root_mb", "kernel", "disk_label", "deploy_boot_mode"} {
 		if _, ok := m[k]; ok {
 			t.Errorf("whole-disk image_info has %q", k)
@@ -162,7 +163,9 @@ func TestBuildTargetDisks(t *testing.T) {
 	if err != nil || info.TargetDisks != wire.TargetAllMatching {
 		t.Fatalf("Build = %+v, %v", info, err)
 	}
-	m, _ := WireMap(info)
+	b, _ := json.Marshal(info)
+	var m map[string]any
+	json.Unmarshal(b, &m)
 	if m["rivet_target_disks"] != "all_matching" {
 		t.Fatalf("image_info on the wire = %v", m)
 	}
@@ -176,6 +179,49 @@ func TestBuildTargetDisks(t *testing.T) {
 		}
 		if err := Validate(node(extra), false); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("Validate(%v) = %v, want an invalid argument", extra, err)
+		}
+	}
+}
+
+// TestBuildAsIronic builds image_info from the instance_info Ironic held in
+// its recorded deploys (wire/testdata) and compares it with the
+// image_info Ironic sent the agent: the same JSON, key for key.
+func TestBuildAsIronic(t *testing.T) {
+	for _, scenario := range []string{"direct-deploy", "partition-image"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "..", "wire", "testdata", scenario+"-deploy.execute_deploy_step.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var req struct {
+			Params struct {
+				Step struct {
+					Args struct {
+						ImageInfo json.RawMessage `json:"image_info"`
+					} `json:"args"`
+				} `json:"step"`
+				Node struct {
+					UUID         string         `json:"uuid"`
+					InstanceInfo map[string]any `json:"instance_info"`
+					Properties   map[string]any `json:"properties"`
+					DriverInfo   map[string]any `json:"driver_info"`
+				} `json:"node"`
+			} `json:"params"`
+		}
+		if err := json.Unmarshal(b, &req); err != nil {
+			t.Fatal(err)
+		}
+		nd := req.Params.Node
+		n := &store.Node{UUID: nd.UUID, InstanceInfo: nd.InstanceInfo, Properties: nd.Properties, DriverInfo: nd.DriverInfo}
+		info, err := Build(n, func(u string) (string, error) { return u, nil }, "uefi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := json.Marshal(info)
+		var g, w any
+		json.Unmarshal(got, &g)
+		json.Unmarshal(req.Params.Step.Args.ImageInfo, &w)
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("%s: image_info\n got %s\nwant %s", scenario, got, req.Params.Step.Args.ImageInfo)
 		}
 	}
 }

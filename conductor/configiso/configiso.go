@@ -1,10 +1,11 @@
-// Package configdrive turns the config drive of a deploy request into what
-// the agent takes (contract §6.4): a string passes through (an http(s) URL
-// the agent downloads, or a gzipped, base64-encoded ISO 9660 image), and a
-// JSON description ({meta_data, user_data, network_data, vendor_data}) is
-// built into an ISO 9660 image labelled config-2 with the OpenStack
-// metadata tree, then gzipped and base64-encoded, as Ironic does.
-package configdrive
+// Package configiso builds Ironic's config drive, the config-2 ISO: a JSON
+// description ({meta_data, user_data, network_data, vendor_data}) becomes
+// an ISO 9660 image labelled config-2 holding the OpenStack metadata tree,
+// gzipped and base64-encoded, as Ironic builds it for a deploy request
+// (contract §6.4). Normalize takes a request's config drive as a whole: a
+// string passes through once checked (an http(s) URL the agent downloads,
+// or an image already encoded), a description is built.
+package configiso
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package configdrive
+package configiso
 
 import (
 	"encoding/json"

@@ -1,0 +1,453 @@
+// Package internalinfo is the typed form of the driver_internal_info keys
+// the provision engine reads and writes: the steps of each kind (deploy,
+// clean, service) and where they stand, the agent on record, what a deploy
+// produced and how long it took, the cleaning settings, a requested power
+// change and inspection data.
+//
+// Decode reads them from a node once; Encode writes them back, leaving
+// every key it does not own alone, and keeps node.deploy_step equal to the
+// deploy's current step. The keys Ironic defines keep Ironic's names and
+// shapes (real Ironic clients read some of them); Rivet's own keys are
+// listed apart below. An empty value is an absent key, except where the
+// field is a pointer or the difference between nil and empty is noted.
+package internalinfo
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/wire"
+)
+
+// Info is the engine's typed view of a node's driver_internal_info.
+type Info struct {
+	// Deploy, Clean and Service are the steps of each kind.
+	Deploy, Clean, Service Steps
+	// Agent is the ramdisk agent on record.
+	Agent Agent
+	// Image is what the deploy produced and measured.
+	Image Image
+	// BootMode is the boot mode the node is deployed or cleaned in
+	// (deploy_boot_mode).
+	BootMode string
+	// KernelParams are the kernel parameters the deploy ramdisk needs
+	// beyond ipa-api-url and BOOTIF while it boots for an operation
+	// (ramdisk_kernel_params, Rivet's; read by conductor/boot).
+	KernelParams []string
+	// UserCleanSteps are the operator's manual clean steps
+	// (user_clean_steps).
+	UserCleanSteps []wire.PlannedStep
+	// CleaningFinishing marks that cleaning is tearing down
+	// (cleaning_finishing, Rivet's).
+	CleaningFinishing bool
+	// Erase are the erase settings the agent reads during cleaning
+	// (agent_erase_devices_iterations and friends).
+	Erase *EraseSettings
+	// PowerRequest is a power change asked for and not yet done
+	// (power_request, Rivet's).
+	PowerRequest *PowerRequest
+	// Inventory is the hardware inventory the last inspection stored
+	// (inspection_inventory, Rivet's).
+	Inventory map[string]any
+	// InspectionReceived marks that the agent's inspection data arrived
+	// (inspection_data_received, Rivet's).
+	InspectionReceived bool
+}
+
+// Steps are the steps of one kind and where they stand.
+type Steps struct {
+	// Plan is the ordered plan (<kind>_steps); nil when none is made, empty
+	// when made and empty.
+	Plan []wire.PlannedStep
+	// Index is the current step's index (<kind>_step_index); nil when
+	// the operation has not started.
+	Index *int
+	// Started says the agent accepted the current step
+	// (<kind>_step_started, Rivet's).
+	Started bool
+	// SkipCurrent says the current step, one of the conductor's own, is
+	// done and waited for the agent: the next heartbeat resumes with the
+	// step after it (skip_current_<kind>_step).
+	SkipCurrent bool
+	// Cached are the agent's steps by interface, each marked
+	// requires_ramdisk (agent_cached_<kind>_steps); nil when not fetched
+	// since the agent booted, empty when the agent has none.
+	Cached map[string][]wire.PlannedStep
+	// Refreshed is when Cached was fetched
+	// (agent_cached_<kind>_steps_refreshed).
+	Refreshed string
+	// Reboot marks a reboot between two steps (deployment_reboot,
+	// cleaning_reboot, servicing_reboot).
+	Reboot bool
+}
+
+// Current returns the current step, if the index points at one.
+func (s *Steps) Current() (wire.PlannedStep, bool) {
+	if s.Index == nil || *s.Index < 0 || *s.Index >= len(s.Plan) {
+		return wire.PlannedStep{}, false
+	}
+	return s.Plan[*s.Index], true
+}
+
+// IndexValue is the current index, -1 when none.
+func (s *Steps) IndexValue() int {
+	if s.Index == nil {
+		return -1
+	}
+	return *s.Index
+}
+
+// SetIndex makes step i current, not yet started.
+func (s *Steps) SetIndex(i int) {
+	s.Index = &i
+	s.Started, s.SkipCurrent = false, false
+}
+
+// Forget drops the plan and where it stands, keeping the agent's cached
+// steps.
+func (s *Steps) Forget() {
+	s.Plan, s.Index, s.Started, s.SkipCurrent, s.Reboot = nil, nil, false, false, false
+}
+
+// Wipe drops everything of the kind (Ironic's wipe of the deploy or
+// cleaning internal info).
+func (s *Steps) Wipe() { *s = Steps{} }
+
+// ForgetAgentSteps drops the agent's cached steps (the agent went away).
+func (s *Steps) ForgetAgentSteps() { s.Cached, s.Refreshed = nil, "" }
+
+// WipeOnPowerOff forgets the agent of the last ramdisk boot when the node
+// powers off or reboots (Ironic's wipe_internal_info_on_power_off): its
+// URL, its token unless pre-generated, its certificate, a pending
+// heartbeat and the steps it reported.
+func (i *Info) WipeOnPowerOff() {
+	a := &i.Agent
+	a.URL = ""
+	if !a.TokenPregenerated {
+		a.Token = ""
+	}
+	a.VerifyCA, a.VerifyCAPEM, a.HeartbeatPending = "", "", ""
+	for _, s := range []*Steps{&i.Deploy, &i.Clean, &i.Service} {
+		s.ForgetAgentSteps()
+	}
+}
+
+// Kind returns the steps of kind k.
+func (i *Info) Kind(k wire.StepKind) *Steps {
+	switch k {
+	case wire.DeployStepKind:
+		return &i.Deploy
+	case wire.CleanStepKind:
+		return &i.Clean
+	case wire.ServiceStepKind:
+		return &i.Service
+	}
+	panic(fmt.Sprintf("internalinfo: unknown step kind %q", k))
+}
+
+// Agent is the ramdisk agent on record.
+type Agent struct {
+	// URL is the callback URL, pinned until the next power off
+	// (agent_url).
+	URL string
+	// Token is the agent token handed out on lookup
+	// (agent_secret_token); TokenPregenerated says it survives power
+	// offs (agent_secret_token_pregenerated).
+	Token             string
+	TokenPregenerated bool
+	// Version is the agent's version (agent_version).
+	Version string
+	// LastHeartbeat is the time of its last heartbeat, in Ironic's format
+	// (agent_last_heartbeat).
+	LastHeartbeat string
+	// VerifyCA is the path of the agent's certificate file
+	// (agent_verify_ca); VerifyCAPEM the certificate itself, so that any
+	// conductor can verify the agent (agent_verify_ca_pem, Rivet's).
+	VerifyCA    string
+	VerifyCAPEM string
+	// HeartbeatPending is the time of a heartbeat recorded and not yet
+	// processed (agent_heartbeat_pending, Rivet's); "" when none.
+	HeartbeatPending string
+	// Status and StatusMessage are what the ramdisk reported
+	// (agent_status, agent_status_message).
+	Status, StatusMessage string
+	// HardwareManagerVersion is the agent's, from its last get_*_steps
+	// (hardware_manager_version).
+	HardwareManagerVersion wire.HardwareManagerVersion
+	// LogsPath is where the agent's logs were last saved
+	// (agent_logs_path, Rivet's).
+	LogsPath string
+}
+
+// WipeTokenAndURL forgets the agent and its token, pre-generated or not
+// (Ironic's wipe_token_and_url): at the end of an operation.
+func (a *Agent) WipeTokenAndURL() {
+	a.URL, a.Token, a.TokenPregenerated = "", "", false
+	a.VerifyCA, a.VerifyCAPEM, a.HeartbeatPending = "", "", ""
+}
+
+// Image is what a deploy produced and measured.
+type Image struct {
+	// WholeDisk says the image is a whole-disk image
+	// (is_whole_disk_image).
+	WholeDisk *bool
+	// RootUUIDOrDiskID and EFISystemPartitionUUID are what
+	// get_partition_uuids reported (root_uuid_or_disk_id,
+	// efi_system_partition_uuid).
+	RootUUIDOrDiskID       string
+	EFISystemPartitionUUID string
+	// Progress is the image write's last progress (deploy_progress).
+	Progress *wire.Progress
+	// Timings are the deploy's phase durations in seconds
+	// (deploy_timings, Rivet's).
+	Timings map[string]float64
+	// Timestamps are the instants the phases are measured from, while
+	// the deploy runs (deploy_timestamps, Rivet's).
+	Timestamps map[string]time.Time
+}
+
+// EraseSettings are the erase options the agent reads from
+// driver_internal_info during cleaning.
+type EraseSettings struct {
+	Iterations                 int  // agent_erase_devices_iterations
+	Zeroize                    bool // agent_erase_devices_zeroize
+	ContinueIfSecureEraseFails bool // agent_continue_if_secure_erase_failed
+	ContinueIfATAEraseFails    bool // agent_continue_if_ata_erase_failed
+	EnableNVMeSecureErase      bool // agent_enable_nvme_secure_erase
+	EnableATASecureErase       bool // agent_enable_ata_secure_erase
+	Concurrency                int  // disk_erasure_concurrency
+	SkipReadOnly               bool // agent_erase_skip_read_only
+}
+
+// DefaultEraseSettings are Ironic's defaults.
+func DefaultEraseSettings() *EraseSettings {
+	return &EraseSettings{Iterations: 1, Zeroize: true, EnableNVMeSecureErase: true, EnableATASecureErase: true, Concurrency: 4}
+}
+
+// PowerRequest is a power change asked for through the API.
+type PowerRequest struct {
+	// State is the power.State asked for.
+	State string `json:"state"`
+	// Timeout bounds the wait for it, in seconds; 0 is the default.
+	Timeout float64 `json:"timeout,omitempty"`
+}
+
+// stepKeys are the driver_internal_info keys of one step kind.
+type stepKeys struct{ plan, index, started, skip, cached, refreshed, reboot string }
+
+func keysOf(k wire.StepKind) stepKeys {
+	ing := map[wire.StepKind]string{wire.DeployStepKind: "deployment", wire.CleanStepKind: "cleaning",
+		wire.ServiceStepKind: "servicing"}[k]
+	s := string(k)
+	return stepKeys{plan: s + "_steps", index: s + "_step_index", started: s + "_step_started", skip: "skip_current_" + s + "_step",
+		cached: "agent_cached_" + s + "_steps", refreshed: "agent_cached_" + s + "_steps_refreshed",
+		reboot: ing + "_reboot"}
+}
+
+// field binds one key to its place in Info.
+type field struct {
+	key    string
+	decode func(v any) error
+	// encode returns the JSON value and whether the key is present.
+	encode func() (any, bool, error)
+}
+
+func (i *Info) fields() []field {
+	f := []field{
+		str("agent_url", &i.Agent.URL),
+		str("agent_secret_token", &i.Agent.Token),
+		flag("agent_secret_token_pregenerated", &i.Agent.TokenPregenerated),
+		str("agent_version", &i.Agent.Version),
+		str("agent_last_heartbeat", &i.Agent.LastHeartbeat),
+		str("agent_verify_ca", &i.Agent.VerifyCA),
+		str("agent_verify_ca_pem", &i.Agent.VerifyCAPEM),
+		str("agent_heartbeat_pending", &i.Agent.HeartbeatPending),
+		str("agent_status", &i.Agent.Status),
+		str("agent_status_message", &i.Agent.StatusMessage),
+		object("hardware_manager_version", &i.Agent.HardwareManagerVersion, func(v wire.HardwareManagerVersion) bool { return v != nil }),
+		str("agent_logs_path", &i.Agent.LogsPath),
+
+		object("is_whole_disk_image", &i.Image.WholeDisk, func(v *bool) bool { return v != nil }),
+		str("root_uuid_or_disk_id", &i.Image.RootUUIDOrDiskID),
+		str("efi_system_partition_uuid", &i.Image.EFISystemPartitionUUID),
+		object("deploy_progress", &i.Image.Progress, func(v *wire.Progress) bool { return v != nil }),
+		object("deploy_timings", &i.Image.Timings, func(v map[string]float64) bool { return len(v) > 0 }),
+		object("deploy_timestamps", &i.Image.Timestamps, func(v map[string]time.Time) bool { return len(v) > 0 }),
+
+		str("deploy_boot_mode", &i.BootMode),
+		object("ramdisk_kernel_params", &i.KernelParams, func(v []string) bool { return len(v) > 0 }),
+		object("user_clean_steps", &i.UserCleanSteps, func(v []wire.PlannedStep) bool { return v != nil }),
+		flag("cleaning_finishing", &i.CleaningFinishing),
+		object("power_request", &i.PowerRequest, func(v *PowerRequest) bool { return v != nil }),
+		object("inspection_inventory", &i.Inventory, func(v map[string]any) bool { return v != nil }),
+		flag("inspection_data_received", &i.InspectionReceived),
+	}
+	for _, k := range []wire.StepKind{wire.DeployStepKind, wire.CleanStepKind, wire.ServiceStepKind} {
+		s, keys := i.Kind(k), keysOf(k)
+		f = append(f,
+			object(keys.plan, &s.Plan, func(v []wire.PlannedStep) bool { return v != nil }),
+			object(keys.index, &s.Index, func(v *int) bool { return v != nil }),
+			flag(keys.started, &s.Started),
+			flag(keys.skip, &s.SkipCurrent),
+			object(keys.cached, &s.Cached, func(v map[string][]wire.PlannedStep) bool { return v != nil }),
+			str(keys.refreshed, &s.Refreshed),
+			flag(keys.reboot, &s.Reboot))
+	}
+	return append(f, i.eraseFields()...)
+}
+
+// eraseFields bind the erase settings, written all together.
+func (i *Info) eraseFields() []field {
+	e := i.Erase
+	if e == nil {
+		e = &EraseSettings{}
+	}
+	return []field{
+		i.eraseField("agent_erase_devices_iterations", &e.Iterations, e),
+		i.eraseField("agent_erase_devices_zeroize", &e.Zeroize, e),
+		i.eraseField("agent_continue_if_secure_erase_failed", &e.ContinueIfSecureEraseFails, e),
+		i.eraseField("agent_continue_if_ata_erase_failed", &e.ContinueIfATAEraseFails, e),
+		i.eraseField("agent_enable_nvme_secure_erase", &e.EnableNVMeSecureErase, e),
+		i.eraseField("agent_enable_ata_secure_erase", &e.EnableATASecureErase, e),
+		i.eraseField("disk_erasure_concurrency", &e.Concurrency, e),
+		i.eraseField("agent_erase_skip_read_only", &e.SkipReadOnly, e),
+	}
+}
+
+// eraseField binds one erase setting of e: decoding it makes e the
+// node's settings; it is written, as JSON decodes it, when the node has
+// settings.
+func (i *Info) eraseField(key string, p any, e *EraseSettings) field {
+	return field{key: key,
+		decode: func(v any) error {
+			i.Erase = e
+			return decodeJSON(key, v, p)
+		},
+		encode: func() (any, bool, error) {
+			switch x := p.(type) {
+			case *int:
+				return float64(*x), i.Erase != nil, nil
+			case *bool:
+				return *x, i.Erase != nil, nil
+			}
+			return nil, false, fmt.Errorf("driver_internal_info %s: %T is no erase setting", key, p)
+		}}
+}
+
+// str binds a string key; "" is absent.
+func str(key string, p *string) field {
+	return field{key: key,
+		decode: func(v any) error {
+			s, ok := v.(string)
+			if !ok {
+				return fmt.Errorf("driver_internal_info %s: %v is not a string", key, v)
+			}
+			*p = s
+			return nil
+		},
+		encode: func() (any, bool, error) { return *p, *p != "", nil }}
+}
+
+// flag binds a boolean key; false is absent.
+func flag(key string, p *bool) field {
+	return field{key: key,
+		decode: func(v any) error {
+			b, ok := v.(bool)
+			if !ok {
+				return fmt.Errorf("driver_internal_info %s: %v is not a boolean", key, v)
+			}
+			*p = b
+			return nil
+		},
+		encode: func() (any, bool, error) { return *p, *p, nil }}
+}
+
+// object binds a key whose value goes through JSON; present says whether
+// the key is written.
+func object[T any](key string, p *T, present func(T) bool) field {
+	return field{key: key,
+		decode: func(v any) error { return decodeJSON(key, v, p) },
+		encode: func() (any, bool, error) {
+			if !present(*p) {
+				return nil, false, nil
+			}
+			b, err := json.Marshal(*p)
+			if err != nil {
+				return nil, false, fmt.Errorf("driver_internal_info %s: %w", key, err)
+			}
+			var out any
+			if err := json.Unmarshal(b, &out); err != nil {
+				return nil, false, fmt.Errorf("driver_internal_info %s: %w", key, err)
+			}
+			return out, true, nil
+		}}
+}
+
+func decodeJSON(key string, v any, p any) error {
+	b, err := json.Marshal(v)
+	if err == nil {
+		err = json.Unmarshal(b, p)
+	}
+	if err != nil {
+		return fmt.Errorf("driver_internal_info %s: %w", key, err)
+	}
+	return nil
+}
+
+// Decode reads the typed view of a node's driver_internal_info. A key
+// whose value has the wrong shape is an error that names it.
+func Decode(n *store.Node) (*Info, error) {
+	i := &Info{}
+	for _, f := range i.fields() {
+		v, ok := n.DriverInternalInfo[f.key]
+		if !ok || v == nil {
+			continue
+		}
+		if err := f.decode(v); err != nil {
+			return nil, fmt.Errorf("node %s: %w", n.UUID, err)
+		}
+	}
+	return i, nil
+}
+
+// HeartbeatPending reports whether the node has a heartbeat recorded and
+// not yet processed (Agent.HeartbeatPending), reading only that key: the
+// search for pending work asks it of many nodes.
+func HeartbeatPending(n *store.Node) bool {
+	s, _ := n.DriverInternalInfo["agent_heartbeat_pending"].(string)
+	return s != ""
+}
+
+// Encode writes the typed view back into the node's driver_internal_info
+// (keys it does not own are kept) and sets node.deploy_step to the
+// deploy's current step ({} when none).
+func (i *Info) Encode(n *store.Node) error {
+	for _, f := range i.fields() {
+		v, ok, err := f.encode()
+		if err != nil {
+			return fmt.Errorf("node %s: %w", n.UUID, err)
+		}
+		if !ok {
+			delete(n.DriverInternalInfo, f.key)
+			continue
+		}
+		if n.DriverInternalInfo == nil {
+			n.DriverInternalInfo = map[string]any{}
+		}
+		n.DriverInternalInfo[f.key] = v
+	}
+	n.DeployStep = map[string]any{}
+	if step, ok := i.Deploy.Current(); ok {
+		step.RequiresRamdisk = false
+		b, err := json.Marshal(step)
+		if err == nil {
+			err = json.Unmarshal(b, &n.DeployStep)
+		}
+		if err != nil {
+			return fmt.Errorf("node %s: deploy_step: %w", n.UUID, err)
+		}
+	}
+	return nil
+}

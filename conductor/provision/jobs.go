@@ -1,0 +1,322 @@
+package provision
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
+	"github.com/rivetmetal/rivet/conductor/provision/internal/nodequeue"
+	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/conductor/store"
+)
+
+// jobKind is what a node's job does.
+type jobKind = nodequeue.Job
+
+const (
+	jobVerify    jobKind = iota // verifying -> manageable
+	jobClean                    // cleaning: prepare or resume
+	jobDeploy                   // deploying: run or resume the steps
+	jobHeartbeat                // a wait state: process the agent's state
+	jobPoll                     // wait call-back: refresh write progress only
+	jobTimeout                  // a wait state: callback timeout
+	jobTeardown                 // deleting -> cleaning
+	jobInspect                  // inspecting: boot the ramdisk, or finish
+	jobAdopt                    // adopting -> active
+	jobAbort                    // after abort: power off and clean up
+	jobPower                    // target_power_state set: change the power
+)
+
+var jobNames = map[jobKind]string{jobVerify: "verify", jobClean: "clean", jobDeploy: "deploy",
+	jobHeartbeat: "heartbeat", jobPoll: "poll", jobTimeout: "timeout", jobTeardown: "teardown",
+	jobInspect: "inspect", jobAdopt: "adopt", jobAbort: "abort", jobPower: "power"}
+
+// workFor is the job that carries on the work of a node in state s: the
+// one table from transient state to job, used after a transition and when
+// resuming. Wait states need none: the agent's next heartbeat (or the
+// timeout) moves them.
+func workFor(s statemachine.State) (jobKind, bool) {
+	switch s {
+	case statemachine.Verifying:
+		return jobVerify, true
+	case statemachine.Cleaning:
+		return jobClean, true
+	case statemachine.Deleting:
+		return jobTeardown, true
+	case statemachine.Deploying:
+		return jobDeploy, true
+	case statemachine.Inspecting:
+		return jobInspect, true
+	case statemachine.Adopting:
+		return jobAdopt, true
+	}
+	return 0, false
+}
+
+// jobs runs each node's jobs one at a time (nodequeue), only for nodes
+// this conductor owns, and the periodic work: callback timeouts, progress
+// polls, work other conductors left, nodes taken over.
+type jobs struct {
+	nodes    *nodes
+	cfg      *Config
+	log      *slog.Logger
+	queue    *nodequeue.Queue
+	handlers map[jobKind]func(ctx context.Context, uuid string)
+	// polls tracks the image writes whose progress is polled.
+	polls *progressPolls
+	wg    sync.WaitGroup
+}
+
+func newJobs(ns *nodes, cfg *Config) *jobs {
+	j := &jobs{nodes: ns, cfg: cfg, log: cfg.Logger, handlers: map[jobKind]func(context.Context, string){}}
+	j.polls = &progressPolls{interval: cfg.ProgressPollInterval, rate: cfg.ProgressPollRate, now: ns.now,
+		last: map[string]time.Time{}}
+	j.queue = nodequeue.New(context.Background(), nodequeue.Config{Run: j.run, Merge: mergeJobs})
+	return j
+}
+
+// mergeJobs folds a heartbeat or poll job into a pending one: a heartbeat
+// stands for a poll, never the other way round.
+func mergeJobs(pending, job jobKind) (jobKind, bool) {
+	refresh := func(k jobKind) bool { return k == jobHeartbeat || k == jobPoll }
+	if !refresh(pending) || !refresh(job) {
+		return 0, false
+	}
+	if pending == jobHeartbeat || job == jobHeartbeat {
+		return jobHeartbeat, true
+	}
+	return jobPoll, true
+}
+
+// handle sets the function that does jobs of kind k.
+func (j *jobs) handle(k jobKind, fn func(ctx context.Context, uuid string)) { j.handlers[k] = fn }
+
+// submit queues a job for a node.
+func (j *jobs) submit(uuid string, k jobKind) { j.queue.Submit(uuid, k) }
+
+// submitWork queues the job a node's new state needs, if any.
+func (j *jobs) submitWork(n *store.Node) {
+	if k, ok := workFor(n.ProvisionState); ok {
+		j.submit(n.UUID, k)
+	}
+}
+
+// busy reports whether a node has a job queued or running here.
+func (j *jobs) busy(uuid string) bool { return j.queue.Busy(uuid) }
+
+func (j *jobs) run(ctx context.Context, uuid string, k jobKind) {
+	if !j.owns(ctx, uuid) {
+		j.log.Debug("node job dropped: another conductor owns the node", "node", uuid, "job", jobNames[k])
+		return
+	}
+	j.log.Debug("node job", "node", uuid, "job", jobNames[k])
+	j.handlers[k](ctx, uuid)
+}
+
+// owns asks the Ownership whether this conductor drives the node; an
+// error counts as "no" (another conductor may hold it).
+func (j *jobs) owns(ctx context.Context, uuid string) bool {
+	ok, err := j.cfg.Ownership.Owns(ctx, uuid)
+	if err != nil {
+		if ctx.Err() == nil {
+			j.log.Warn("cannot tell whether this conductor owns the node; leaving it alone", "node", uuid, "error", err)
+		}
+		return false
+	}
+	return ok
+}
+
+// logError logs a job's failure to persist, unless it was cancelled or
+// the node moved on.
+func (j *jobs) logError(uuid, job string, err error) {
+	if err == nil || j.queue.Context().Err() != nil || isStateChanged(err) {
+		return
+	}
+	j.log.Error("node job failed", "node", uuid, "job", job, "error", err)
+}
+
+// start queues the work of owned nodes a previous run left behind, then
+// starts the periodic work and the watch for nodes taken over.
+func (j *jobs) start(ctx context.Context) error {
+	nodes, err := j.nodes.st.ListNodes(ctx, store.NodeFilter{})
+	if err != nil {
+		return fmt.Errorf("provision: resume nodes: %w", err)
+	}
+	for _, n := range nodes {
+		if j.owns(ctx, n.UUID) {
+			j.resume(n)
+		}
+	}
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		j.periodic(j.queue.Context())
+	}()
+	if ch := j.cfg.Ownership.Gained(); ch != nil {
+		j.wg.Add(1)
+		go func() {
+			defer j.wg.Done()
+			j.watchGained(j.queue.Context(), ch)
+		}()
+	}
+	return nil
+}
+
+// close stops the background work and waits for it.
+func (j *jobs) close() {
+	j.queue.Close()
+	j.wg.Wait()
+}
+
+// resume queues the work a node needs after a restart or a takeover: the
+// job of its transient state, a heartbeat recorded but not processed, and
+// a power change requested but not done.
+func (j *jobs) resume(n *store.Node) {
+	info, err := internalinfo.Decode(n)
+	if err != nil {
+		j.log.Error("node not resumed: its driver_internal_info does not decode", "node", n.UUID, "error", err)
+		return
+	}
+	if k, ok := workFor(n.ProvisionState); ok {
+		j.log.Info("resuming interrupted work", "node", n.UUID, "provision_state", string(n.ProvisionState),
+			"deploy_step", n.DeployStep["step"], "clean_step_index", info.Clean.IndexValue())
+		j.submit(n.UUID, k)
+	}
+	if info.Agent.HeartbeatPending != "" && (n.ProvisionState == statemachine.DeployWait || n.ProvisionState == statemachine.CleanWait) {
+		j.submit(n.UUID, jobHeartbeat)
+	}
+	if n.TargetPowerState != "" {
+		j.submit(n.UUID, jobPower)
+	}
+}
+
+// watchGained resumes the nodes this conductor takes over.
+func (j *jobs) watchGained(ctx context.Context, ch <-chan string) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case uuid, ok := <-ch:
+			if !ok {
+				return
+			}
+			n, err := j.nodes.st.GetNode(ctx, uuid)
+			if err != nil {
+				if ctx.Err() == nil {
+					j.log.Error("node taken over but not readable", "node", uuid, "error", err)
+				}
+				continue
+			}
+			j.log.Info("took over node from another conductor", "node", uuid, "provision_state", string(n.ProvisionState))
+			j.resume(n)
+		}
+	}
+}
+
+// periodic runs the timeout checks, the progress polls and the search for
+// work other conductors left, until ctx ends.
+func (j *jobs) periodic(ctx context.Context) {
+	check := time.NewTicker(j.cfg.CheckInterval)
+	defer check.Stop()
+	var pollC, pendingC <-chan time.Time
+	if j.cfg.ProgressPollInterval > 0 {
+		poll := time.NewTicker(j.polls.tick())
+		defer poll.Stop()
+		pollC = poll.C
+	}
+	if !ownsAll(j.cfg.Ownership) && j.cfg.PendingPollInterval > 0 {
+		pending := time.NewTicker(j.cfg.PendingPollInterval)
+		defer pending.Stop()
+		pendingC = pending.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-check.C:
+			j.checkTimeouts(ctx)
+		case <-pollC:
+			for _, uuid := range j.polls.due() {
+				j.submit(uuid, jobPoll)
+			}
+		case <-pendingC:
+			j.pickUpPending(ctx)
+		}
+	}
+}
+
+// pendingStates are searched for work left by other conductors.
+var pendingStates = []statemachine.State{statemachine.DeployWait, statemachine.CleanWait,
+	statemachine.Verifying, statemachine.Cleaning, statemachine.Deploying, statemachine.Deleting,
+	statemachine.Inspecting, statemachine.Adopting}
+
+// pickUpPending queues, for owned nodes with nothing running here, the
+// heartbeats other conductors recorded and the work whose transition
+// another conductor committed (after a grace period, so that a job this
+// conductor is about to queue itself is not doubled).
+func (j *jobs) pickUpPending(ctx context.Context) {
+	grace := 2 * j.cfg.PendingPollInterval
+	for _, s := range pendingStates {
+		nodes, err := j.nodes.st.ListNodes(ctx, store.NodeFilter{ProvisionState: s})
+		if err != nil {
+			if ctx.Err() == nil {
+				j.log.Error("searching for pending work failed", "provision_state", string(s), "error", err)
+			}
+			return
+		}
+		for _, n := range nodes {
+			if j.busy(n.UUID) || !j.owns(ctx, n.UUID) {
+				continue
+			}
+			if statemachine.AgentWait[s] {
+				if internalinfo.HeartbeatPending(n) {
+					j.submit(n.UUID, jobHeartbeat)
+				}
+				continue
+			}
+			if j.cfg.Now().Sub(n.ProvisionUpdatedAt) > grace {
+				j.resume(n)
+			}
+		}
+	}
+}
+
+// checkTimeouts queues the timeout job of owned nodes that waited too
+// long for their agent.
+func (j *jobs) checkTimeouts(ctx context.Context) {
+	for s := range statemachine.AgentWait {
+		nodes, err := j.nodes.st.ListNodes(ctx, store.NodeFilter{ProvisionState: s})
+		if err != nil {
+			if ctx.Err() == nil {
+				j.log.Error("callback timeout check failed", "error", err)
+			}
+			return
+		}
+		for _, n := range nodes {
+			if j.timedOut(n) && !j.busy(n.UUID) && j.owns(ctx, n.UUID) {
+				j.submit(n.UUID, jobTimeout)
+			}
+		}
+	}
+}
+
+// timeoutFor is the callback timeout of a wait state (0: none).
+func (j *jobs) timeoutFor(s statemachine.State) time.Duration {
+	switch s {
+	case statemachine.DeployWait:
+		return j.cfg.CallbackTimeout
+	case statemachine.CleanWait:
+		return j.cfg.CleanCallbackTimeout
+	case statemachine.InspectWait:
+		return j.cfg.InspectWaitTimeout
+	}
+	return 0
+}
+
+func (j *jobs) timedOut(n *store.Node) bool {
+	d := j.timeoutFor(n.ProvisionState)
+	return d > 0 && j.cfg.Now().Sub(n.ProvisionUpdatedAt) > d
+}

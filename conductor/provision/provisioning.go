@@ -1,0 +1,353 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/rivetmetal/rivet/conductor/configiso"
+	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/power"
+	"github.com/rivetmetal/rivet/conductor/provision/imageinfo"
+	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
+	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/wire"
+)
+
+// Provisioning takes provision actions and validates nodes. The API has
+// checked a request's shape and microversion; Provisioning checks what
+// the node's state, maintenance, driver and settings allow.
+type Provisioning struct {
+	nodes    *nodes
+	machines *machines
+	deploy   *deployKind
+	clean    *cleanKind
+	jobs     *jobs
+	cfg      *Config
+	log      *slog.Logger
+}
+
+// Request is a provision action: the target of PUT
+// /v1/nodes/{id}/states/provision and its optional configdrive.
+type Request struct {
+	// Target is the verb ("manage", "provide", "inspect", "adopt",
+	// "abort", "active", "rebuild", "deleted", ...), one of
+	// statemachine.Verbs. "clean" goes through ManualClean, which carries
+	// the steps.
+	Target string
+	// Configdrive is the config drive for "active" and "rebuild": a
+	// gzipped, base64-encoded ISO, an http(s) URL, or a JSON object
+	// (meta_data, user_data, network_data, vendor_data) built into an ISO
+	// here. Nil when absent.
+	Configdrive any
+}
+
+// errMaintenance refuses an operation on a node in maintenance.
+func errMaintenance(n *store.Node) error {
+	return errdefs.InvalidArgument("The provisioning operation can't be performed on node %s because it's in maintenance mode.", n.UUID)
+}
+
+// Provision applies a provision action to a node: the transition is
+// committed under the node lock, and only then the background work it
+// needs is queued. Errors carry errdefs classes.
+func (p *Provisioning) Provision(ctx context.Context, ident string, req Request) error {
+	ev, ok := statemachine.Verbs[req.Target]
+	if !ok || ev == statemachine.EvClean {
+		return fmt.Errorf("provision: %q is not a provision verb Provision takes", req.Target)
+	}
+	var cd *string
+	if req.Configdrive != nil && ev != statemachine.EvDeploy && ev != statemachine.EvRebuild {
+		return fmt.Errorf("provision: a config drive goes with active or rebuild, not %q", req.Target)
+	}
+	if req.Configdrive != nil {
+		s, err := p.buildConfigdrive(ctx, ident, req.Configdrive)
+		if err != nil {
+			return err
+		}
+		cd = &s
+	}
+	return p.act(ctx, ident, req.Target, ev, func(tx store.Tx, n *store.Node, info *internalinfo.Info, drv power.Driver) error {
+		switch ev {
+		case statemachine.EvDeploy, statemachine.EvRebuild:
+			ports, err := tx.Ports(ctx)
+			if err != nil {
+				return err
+			}
+			return p.deploy.prepare(n, info, ports, drv, cd)
+		case statemachine.EvProvide, statemachine.EvInspect, statemachine.EvAdopt:
+			if n.Maintenance {
+				return errMaintenance(n)
+			}
+			if ev == statemachine.EvProvide {
+				wipeClean(info)
+			}
+		case statemachine.EvAbort:
+			return p.prepareAbort(n, info)
+		}
+		return nil
+	})
+}
+
+// ManualClean starts manual cleaning of a manageable node with the
+// operator's steps (PUT /v1/nodes/{id}/states/provision with target
+// "clean", API >= 1.15; contract §4.5), whose shape the API has checked:
+// interface, step, and optional args and reboot_requested. The steps are
+// stored (driver_internal_info.user_clean_steps) with the transition;
+// once the agent is up they are matched against its steps, which fills
+// in priority and abortable, and run in the order given. disableRamdisk
+// (API >= 1.70) is refused: every Rivet clean step runs in the agent.
+func (p *Provisioning) ManualClean(ctx context.Context, ident string, steps []wire.PlannedStep, disableRamdisk bool) error {
+	if disableRamdisk {
+		return errdefs.InvalidArgument("Cleaning without the ramdisk (disable_ramdisk) is not supported: every clean step of this conductor runs in the agent.")
+	}
+	if len(steps) == 0 {
+		return errors.New("provision: manual cleaning without steps")
+	}
+	return p.act(ctx, ident, "clean", statemachine.EvClean, func(_ store.Tx, n *store.Node, info *internalinfo.Info, _ power.Driver) error {
+		if n.Maintenance {
+			return errMaintenance(n)
+		}
+		wipeClean(info)
+		info.UserCleanSteps = steps
+		return nil
+	})
+}
+
+// act applies event ev (verb) to a node under its lock: the state must
+// allow it, the driver must be enabled, prepare runs in the transaction,
+// and the job the new state needs is queued after the commit.
+func (p *Provisioning) act(ctx context.Context, ident, verb string, ev statemachine.Event,
+	prepare func(tx store.Tx, n *store.Node, info *internalinfo.Info, drv power.Driver) error) error {
+	n, _, err := p.nodes.update(ctx, ident, "", func(tx store.Tx, n *store.Node, info *internalinfo.Info) error {
+		if !statemachine.Allowed(n.ProvisionState, ev) {
+			if !statemachine.IsStable(n.ProvisionState) {
+				return errdefs.Conflict("Node %s is locked by a running operation (provision state %q), please retry after the current operation is completed.",
+					n.UUID, n.ProvisionState)
+			}
+			return errdefs.InvalidArgument(`The requested action "%s" can not be performed on node "%s" while it is in state "%s".`,
+				verb, n.UUID, n.ProvisionState)
+		}
+		if n.TargetPowerState != "" && ev != statemachine.EvAbort {
+			return errdefs.Conflict("Node %s is locked by a power state change to %q, please retry after it is completed.", n.UUID, n.TargetPowerState)
+		}
+		drv, err := p.machines.driver(n)
+		if err != nil {
+			return err
+		}
+		if err := prepare(tx, n, info, drv); err != nil {
+			return err
+		}
+		if ev != statemachine.EvAbort {
+			n.LastError = ""
+		}
+		return p.nodes.advance(n, ev)
+	})
+	if err != nil {
+		return err
+	}
+	if ev == statemachine.EvAbort {
+		p.jobs.submit(n.UUID, jobAbort)
+		return nil
+	}
+	p.jobs.submitWork(n)
+	return nil
+}
+
+// prepareAbort records an abort in the transaction that makes it (wait
+// call-back, clean wait or inspect wait -> the failure state): last_error
+// says what was aborted, and the operation's fields are wiped. A clean
+// step that is not abortable refuses it.
+func (p *Provisioning) prepareAbort(n *store.Node, info *internalinfo.Info) error {
+	switch n.ProvisionState {
+	case statemachine.DeployWait:
+		p.deploy.abort(n, info)
+	case statemachine.CleanWait:
+		return p.clean.abort(n, info)
+	case statemachine.InspectWait:
+		n.LastError = "By request, the inspection operation has been aborted"
+		info.InspectionReceived = false
+		info.Agent.WipeTokenAndURL()
+	}
+	return nil
+}
+
+// buildConfigdrive turns a requested config drive into the string stored
+// in instance_info (contract §6.4).
+func (p *Provisioning) buildConfigdrive(ctx context.Context, ident string, v any) (string, error) {
+	n, err := p.nodes.st.GetNode(ctx, ident)
+	if err != nil {
+		return "", err
+	}
+	s, err := configiso.Normalize(v, configiso.Node{UUID: n.UUID, Name: n.Name}, p.cfg.StateDir)
+	if errors.Is(err, configiso.ErrInvalid) {
+		return "", errdefs.InvalidArgument("Invalid configdrive for node %s: %v", n.UUID, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("node %s: build config drive: %w", n.UUID, err)
+	}
+	return s, nil
+}
+
+// afterAbort powers an aborted node off, stopping its agent (a job).
+func (p *Provisioning) afterAbort(ctx context.Context, uuid string) {
+	n, info, err := p.nodes.read(ctx, uuid)
+	if err != nil {
+		p.jobs.logError(uuid, "abort", err)
+		return
+	}
+	p.machines.powerOffAfterFailure(ctx, n, info)
+}
+
+// verify checks the driver can manage the node: driver_info is valid and
+// the power state can be read (enroll -> verifying -> manageable; a job).
+func (p *Provisioning) verify(ctx context.Context, uuid string) {
+	t, err := p.machines.load(ctx, uuid)
+	var st power.State
+	if err == nil {
+		if err = p.machines.validate(t); err == nil {
+			st, err = p.machines.powerState(ctx, t)
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	_, _, uerr := p.nodes.update(ctx, uuid, statemachine.Verifying, func(_ store.Tx, n *store.Node, _ *internalinfo.Info) error {
+		if err != nil {
+			n.LastError = fmt.Sprintf("Failed to get power state for node %s. Error: %v", uuid, err)
+			return p.nodes.advance(n, statemachine.EvFail)
+		}
+		n.PowerState = string(st)
+		n.LastError = ""
+		return p.nodes.advance(n, statemachine.EvDone)
+	})
+	p.jobs.logError(uuid, "verify", uerr)
+}
+
+// adopt takes over a node that already runs its instance (manageable ->
+// adopting -> active; a job): the image must be described and the power
+// state readable; nothing is written or rebooted.
+func (p *Provisioning) adopt(ctx context.Context, uuid string) {
+	t, err := p.machines.load(ctx, uuid)
+	var st power.State
+	if err == nil {
+		if err = p.machines.validate(t); err == nil {
+			if err = imageinfo.Validate(t.node, p.cfg.ImageCache != nil); err == nil {
+				st, err = p.machines.powerState(ctx, t)
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	_, _, uerr := p.nodes.update(ctx, uuid, statemachine.Adopting, func(_ store.Tx, n *store.Node, _ *internalinfo.Info) error {
+		if err != nil {
+			n.LastError = fmt.Sprintf("Error while attempting to adopt node %s: %v.", uuid, err)
+			return p.nodes.advance(n, statemachine.EvFail)
+		}
+		n.PowerState = string(st)
+		return p.nodes.advance(n, statemachine.EvDone)
+	})
+	p.jobs.logError(uuid, "adopt", uerr)
+}
+
+// teardown undeploys (a job): power off, forget the instance, then clean
+// (deleting -> cleaning); a failure moves the node to error.
+func (p *Provisioning) teardown(ctx context.Context, uuid string) {
+	p.jobs.polls.stop(uuid)
+	t, err := p.machines.load(ctx, uuid)
+	if err == nil {
+		err = p.machines.setPower(ctx, t, power.Off)
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	n, _, uerr := p.nodes.update(ctx, uuid, statemachine.Deleting, func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
+		if err != nil {
+			n.LastError = fmt.Sprintf("Failed to tear down. Error: %v", err)
+			return p.nodes.advance(n, statemachine.EvFail)
+		}
+		n.InstanceInfo = map[string]any{}
+		n.InstanceUUID = ""
+		wipeDeploy(info)
+		info.Image = internalinfo.Image{Timings: info.Image.Timings}
+		info.Agent.HardwareManagerVersion = nil
+		info.Agent.LastHeartbeat, info.Agent.Version = "", ""
+		info.BootMode = ""
+		wipeClean(info)
+		return p.nodes.advance(n, statemachine.EvClean)
+	})
+	if uerr != nil {
+		p.jobs.logError(uuid, "teardown", uerr)
+		return
+	}
+	if n.ProvisionState == statemachine.Cleaning {
+		p.clean.start(ctx, uuid)
+	}
+}
+
+// InterfaceValidation is the result of validating one hardware interface
+// of a node (an entry of GET /v1/nodes/{id}/validate): Result is true,
+// false, or nil when the interface is not in use ("not supported"), and
+// Reason says why it is false or nil.
+type InterfaceValidation struct {
+	Result *bool
+	Reason string
+}
+
+// ValidateNode validates a node's interfaces without changing it (GET
+// /v1/nodes/{id}/validate): power and management from the driver's
+// Validate (and, for drivers that talk to a BMC, a connection to it),
+// deploy from the checks made before a deploy (instance_info,
+// ports), boot from the deploy ramdisk settings; the interfaces Rivet does
+// not implement are "not supported".
+func (p *Provisioning) ValidateNode(ctx context.Context, ident string) (map[string]InterfaceValidation, error) {
+	n, info, err := p.nodes.read(ctx, ident)
+	if err != nil {
+		return nil, err
+	}
+	ok := func() InterfaceValidation { t := true; return InterfaceValidation{Result: &t} }
+	bad := func(err error) InterfaceValidation {
+		f := false
+		return InterfaceValidation{Result: &f, Reason: err.Error()}
+	}
+	out := map[string]InterfaceValidation{}
+	for _, k := range []string{"console", "network", "raid", "rescue", "storage", "bios", "firmware"} {
+		out[k] = InterfaceValidation{Reason: "not supported"}
+	}
+	if _, err := p.machines.driver(n); err != nil {
+		err := fmt.Errorf("no conductor service registered which supports driver %s", n.Driver)
+		for _, k := range []string{"boot", "deploy", "inspect", "management", "power"} {
+			out[k] = bad(err)
+		}
+		return out, nil
+	}
+	t, err := p.machines.targetFor(ctx, n, info)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.machines.validateConnection(ctx, t); err != nil {
+		out["power"], out["management"] = bad(err), bad(err)
+	} else {
+		out["power"], out["management"] = ok(), ok()
+	}
+	boot := ok()
+	if p.machines.bootsRamdisk(t.drv) {
+		if _, err := p.machines.ramdiskFiles(n); err != nil {
+			boot = bad(err)
+		}
+	}
+	out["boot"], out["inspect"] = boot, boot
+	switch {
+	case len(t.ports) == 0:
+		out["deploy"] = bad(fmt.Errorf("node %s has no ports: the deploy agent finds its node by the MAC addresses of its ports", n.UUID))
+	default:
+		if err := imageinfo.Validate(n, p.cfg.ImageCache != nil); err != nil {
+			out["deploy"] = bad(err)
+		} else {
+			out["deploy"] = ok()
+		}
+	}
+	return out, nil
+}

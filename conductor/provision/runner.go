@@ -1,0 +1,593 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/rivetmetal/rivet/conductor/agentclient"
+	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
+	"github.com/rivetmetal/rivet/conductor/provision/internal/plan"
+	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/wire"
+)
+
+// outcome is what one of the conductor's own steps asks for next.
+type outcome int
+
+const (
+	next outcome = iota // run the next step
+	wait                // wait for the agent: move to the wait state
+)
+
+// ownStep is one of the conductor's own (out-of-band) steps of a kind.
+type ownStep struct {
+	plan.Own
+	// delegates marks a step that starts the agent's in-band step of the
+	// same name and waits for it (write_image): heartbeats then follow
+	// the agent's command, as for the agent's own steps.
+	delegates bool
+	run       func(ctx context.Context, t *target) (outcome, error)
+}
+
+// kind is one kind of step operation the runner drives: its states, its
+// own steps, how its plan is made and how it ends. Deploy and clean are
+// kinds; service steps (Metal3's servicing) will be a third.
+type kind struct {
+	wire             wire.StepKind
+	working, waiting statemachine.State
+	// own are the conductor's own steps, by "<interface>.<step>".
+	own map[string]*ownStep
+	// plan makes the plan from the conductor's own steps and the agent's
+	// cached ones.
+	plan func(n *store.Node, info *internalinfo.Info) ([]wire.PlannedStep, error)
+	// replanOnRefresh makes the plan again whenever the agent's steps are
+	// fetched, keeping the current step (the deploy slots the agent's
+	// steps in around its own).
+	replanOnRefresh bool
+	// restartOnMismatch says whether a hardware manager version mismatch
+	// starts the operation over with a new plan (automated cleaning)
+	// rather than retrying the current step.
+	restartOnMismatch func(n *store.Node) bool
+	// progress says whether the agent's command of a step reports the
+	// progress of an image write (deploy_progress).
+	progress func(step wire.PlannedStep) bool
+	// finish ends the operation once every step is done; fail moves the
+	// node from state from to the kind's failure state with msg.
+	finish func(ctx context.Context, uuid string)
+	fail   func(ctx context.Context, uuid string, from statemachine.State, msg string)
+	// describe names a step in Ironic's messages of the kind.
+	describe func(step wire.PlannedStep) string
+	// Ironic's messages: a step the agent failed (or that failed to
+	// start), a step the conductor could not run, a heartbeat that could
+	// not be processed, a failure to fetch the agent's steps, a callback
+	// timeout.
+	stepFailed     func(n *store.Node, step wire.PlannedStep, detail string) string
+	stepError      func(n *store.Node, step wire.PlannedStep, err error) string
+	processFailed  func(n *store.Node, err error) string
+	loadFailed     func(n *store.Node, err error) string
+	timeoutMessage func(n *store.Node, info *internalinfo.Info) string
+}
+
+// ownStep returns the conductor's own step named like step, nil if the
+// step is the agent's (marked requires_ramdisk, or named like none of the
+// conductor's).
+func (k *kind) ownStep(step wire.PlannedStep) *ownStep {
+	if step.RequiresRamdisk {
+		return nil
+	}
+	return k.own[step.Name()]
+}
+
+// agentDriven reports whether the agent runs the step: any step that is
+// not one of the conductor's own, and those of the conductor's that
+// delegate to the agent.
+func (k *kind) agentDriven(step wire.PlannedStep) bool {
+	o := k.ownStep(step)
+	return o == nil || o.delegates
+}
+
+// runner is the one step machine for every kind (Ironic's
+// conductor/steps.py with the agent_base heartbeat handling): it runs the
+// plan from a step on, the conductor's own steps in process and the
+// agent's through execute_<kind>_step, and on each heartbeat looks at the
+// agent's last command to resume, wait, reboot, retry or fail.
+type runner struct {
+	nodes    *nodes
+	machines *machines
+	agents   *agents
+	jobs     *jobs
+	beats    *beats
+	cfg      *Config
+	log      *slog.Logger
+	kinds    map[wire.StepKind]*kind
+}
+
+// waitingKind is the kind whose wait state s is, nil if none.
+func (r *runner) waitingKind(s statemachine.State) *kind {
+	for _, k := range r.kinds {
+		if k.waiting == s {
+			return k
+		}
+	}
+	return nil
+}
+
+// run runs the plan from step from on, persisting each as the current
+// step before it runs, until one waits for the agent or all are done
+// (then the kind finishes). A failure fails the operation; "agent is
+// busy" waits for the next heartbeat; cancellation (shutdown) leaves the
+// node as it is, for the next run to resume.
+func (r *runner) run(ctx context.Context, k *kind, uuid string, from int) {
+	for i := from; ; i++ {
+		var (
+			step wire.PlannedStep
+			ok   bool
+		)
+		n, info, err := r.nodes.update(ctx, uuid, k.working, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
+			s := info.Kind(k.wire)
+			if i >= len(s.Plan) {
+				return nil
+			}
+			s.SetIndex(i)
+			step, ok = s.Plan[i], true
+			return nil
+		})
+		if err != nil {
+			r.jobs.logError(uuid, string(k.wire), err)
+			return
+		}
+		if !ok {
+			k.finish(ctx, uuid)
+			return
+		}
+		own := k.ownStep(step)
+		t, err := r.machines.targetFor(ctx, n, info)
+		out := wait
+		if err == nil {
+			r.log.Info("running "+string(k.wire)+" step", "node", uuid, "step", step.Name(), "priority", step.PriorityValue())
+			if own != nil {
+				out, err = own.run(ctx, t)
+			} else {
+				err = r.execute(ctx, k, t, step)
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, agentclient.ErrAgentBusy) {
+				r.log.Info("agent is busy; retrying on the next heartbeat", "node", uuid, "step", step.Name())
+				r.toWait(ctx, k, uuid, nil)
+				return
+			}
+			msg := err.Error()
+			var le lastError
+			if !errors.As(err, &le) {
+				msg = k.stepError(n, step, err)
+			}
+			k.fail(ctx, uuid, k.working, msg)
+			return
+		}
+		if out == wait {
+			// The step is under way: the agent's, one of the conductor's
+			// that the agent carries on, or one of the conductor's that is
+			// done and waits for the agent (the ramdisk boot).
+			r.toWait(ctx, k, uuid, func(s *internalinfo.Steps) {
+				switch {
+				case own == nil:
+					s.Started = true
+				case !own.delegates:
+					s.SkipCurrent = true
+				}
+			})
+			return
+		}
+	}
+}
+
+// execute starts a step on the agent (execute_<kind>_step, fire and
+// forget).
+func (r *runner) execute(ctx context.Context, k *kind, t *target, step wire.PlannedStep) error {
+	params := k.wire.ExecuteStepParams(step, r.agents.nodeDoc(t.node), portDocs(t.ports), t.info.Agent.HardwareManagerVersion)
+	res, err := r.agents.execute(ctx, t.node, t.info, k.wire.ExecuteStepCommand(), params, false)
+	if err != nil {
+		return err
+	}
+	if res.CommandStatus == wire.StatusFailed {
+		return lastError(k.stepFailed(t.node, step, res.CommandError.Text()))
+	}
+	return nil
+}
+
+// toWait moves a node from the kind's working state to its wait state,
+// with what mark records about the current step; a heartbeat that
+// arrived meanwhile is processed at once.
+func (r *runner) toWait(ctx context.Context, k *kind, uuid string, mark func(s *internalinfo.Steps)) {
+	toWait(ctx, r.nodes, r.jobs, k.working, uuid, func(info *internalinfo.Info) {
+		if mark != nil {
+			mark(info.Kind(k.wire))
+		}
+	})
+}
+
+// toWait moves a node from working to its wait state (EvWait), with
+// whatever else fn records; a heartbeat recorded meanwhile is queued.
+func toWait(ctx context.Context, ns *nodes, j *jobs, working statemachine.State, uuid string, fn func(info *internalinfo.Info)) {
+	n, info, err := ns.update(ctx, uuid, working, func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
+		if fn != nil {
+			fn(info)
+		}
+		return ns.advance(n, statemachine.EvWait)
+	})
+	if err != nil {
+		j.logError(uuid, "wait", err)
+		return
+	}
+	if info.Agent.HeartbeatPending != "" {
+		j.submit(n.UUID, jobHeartbeat)
+	}
+}
+
+// heartbeat advances a node in the kind's wait state on its agent's word
+// (contract §4.2 steps 4-6, §4.5).
+func (r *runner) heartbeat(ctx context.Context, k *kind, n *store.Node, info *internalinfo.Info) {
+	if info.Agent.URL == "" {
+		// The agent was forgotten (a power off or reboot) after its
+		// heartbeat was accepted: the heartbeat is stale.
+		r.beats.take(n.UUID)
+		r.log.Debug("heartbeat of an agent forgotten since; not processed", "node", n.UUID)
+		return
+	}
+	if r.whileRunning(ctx, k, n, info) {
+		return
+	}
+	n, info, err := r.resumeFromWait(ctx, k.waiting, n.UUID)
+	if err != nil {
+		return
+	}
+	r.advance(ctx, k, n, info)
+}
+
+// advance processes the agent's state for a node in the kind's working
+// state and handles the outcome: wait, fail, or (done inside) the next
+// step.
+func (r *runner) advance(ctx context.Context, k *kind, n *store.Node, info *internalinfo.Info) {
+	err := r.check(ctx, k, n, info)
+	var (
+		le   lastError
+		load *loadError
+	)
+	switch {
+	case err == nil, ctx.Err() != nil:
+	case errors.Is(err, agentclient.ErrAgentBusy):
+		r.log.Info("agent is busy; retrying on the next heartbeat", "node", n.UUID)
+		r.toWait(ctx, k, n.UUID, nil)
+	case errors.As(err, &le):
+		k.fail(ctx, n.UUID, k.working, string(le))
+	case errors.As(err, &load):
+		k.fail(ctx, n.UUID, k.working, k.loadFailed(n, load.err))
+	default:
+		k.fail(ctx, n.UUID, k.working, k.processFailed(n, err))
+	}
+}
+
+// loadError is a failure to fetch the agent's steps.
+type loadError struct{ err error }
+
+func (e *loadError) Error() string { return e.err.Error() }
+func (e *loadError) Unwrap() error { return e.err }
+
+// check is the body of heartbeat processing; the node is in the kind's
+// working state.
+func (r *runner) check(ctx context.Context, k *kind, n *store.Node, info *internalinfo.Info) error {
+	uuid := n.UUID
+	var err error
+	if info.Kind(k.wire).Cached == nil {
+		if n, info, err = r.refresh(ctx, k, n, info); err != nil {
+			return &loadError{err}
+		}
+	}
+	if info.Kind(k.wire).Plan == nil {
+		if n, info, err = r.makePlan(ctx, k, n, info); err != nil {
+			return err
+		}
+	}
+	s := info.Kind(k.wire)
+	i := s.IndexValue()
+	if i >= len(s.Plan) {
+		k.finish(ctx, uuid)
+		return nil
+	}
+	if i < 0 {
+		return fmt.Errorf("node %s: no current %s step", uuid, k.wire)
+	}
+	step := s.Plan[i]
+	if !k.agentDriven(step) {
+		// One of the conductor's steps waited for the agent (the ramdisk
+		// came up: carry on after it) or for a busy agent (run it again).
+		if s.SkipCurrent {
+			i++
+		}
+		r.run(ctx, k, uuid, i)
+		return nil
+	}
+	list, err := r.agents.commands(ctx, n, info)
+	if err != nil {
+		return err
+	}
+	status, cmd := agentStatus(list, k.wire, step, s.Started)
+	progress := k.progress != nil && k.progress(step)
+	switch status {
+	case stepNotStarted:
+		// First time, after "agent is busy", or again if the agent lost
+		// it by rebooting.
+		r.run(ctx, k, uuid, i)
+	case stepRunning:
+		if progress && cmd != nil && cmd.CommandName == k.wire.ExecuteStepName() {
+			r.jobs.polls.track(uuid)
+			if err := r.saveProgress(ctx, k, uuid, k.working, cmd, false); err != nil {
+				return err
+			}
+		}
+		r.toWait(ctx, k, uuid, nil)
+	case stepDone:
+		if progress {
+			r.jobs.polls.stop(uuid)
+			if err := r.saveProgress(ctx, k, uuid, k.working, cmd, true); err != nil {
+				return err
+			}
+		}
+		r.log.Info(string(k.wire)+" step done", "node", uuid, "step", step.Name())
+		if step.Reboots() {
+			return r.rebootForNext(ctx, k, uuid, i+1)
+		}
+		r.run(ctx, k, uuid, i+1)
+	case stepFailed:
+		return lastError(k.stepFailed(n, step, cmd.CommandError.Text()))
+	case stepMismatch:
+		r.log.Info("agent reports a hardware manager version mismatch; refreshing the steps", "node", uuid, "kind", string(k.wire))
+		if n, _, err = r.refresh(ctx, k, n, info); err != nil {
+			return &loadError{err}
+		}
+		if k.restartOnMismatch == nil || !k.restartOnMismatch(n) {
+			r.run(ctx, k, uuid, i)
+			return nil
+		}
+		// Start over with the fresh steps.
+		if n, info, err = r.nodes.update(ctx, uuid, k.working, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
+			info.Kind(k.wire).Forget()
+			return nil
+		}); err != nil {
+			return err
+		}
+		if _, _, err = r.makePlan(ctx, k, n, info); err != nil {
+			return err
+		}
+		r.run(ctx, k, uuid, 0)
+	default:
+		return lastError(fmt.Sprintf("Agent returned unknown status for %s step %s on node %s : %s.",
+			k.wire, k.describe(step), uuid, cmd.CommandStatus))
+	}
+	return nil
+}
+
+// whileRunning handles the most common heartbeat, that of a node whose
+// agent is still running the current step, with a single update and no
+// state change: the heartbeat is recorded (pending marker cleared,
+// callback timeout reset) and a write's progress stored if it moved. It
+// reports false when the heartbeat needs full processing: the step ended,
+// failed or never started, or anything is unusual, in which case nothing
+// was changed.
+func (r *runner) whileRunning(ctx context.Context, k *kind, n *store.Node, info *internalinfo.Info) bool {
+	uuid := n.UUID
+	s := info.Kind(k.wire)
+	step, ok := s.Current()
+	if n.ProvisionState != k.waiting || s.Cached == nil || !s.Started || !ok || !k.agentDriven(step) {
+		return false
+	}
+	list, err := r.agents.commands(ctx, n, info)
+	if err != nil {
+		return false
+	}
+	status, cmd := agentStatus(list, k.wire, step, true)
+	if status != stepRunning {
+		return false
+	}
+	var p *wire.Progress
+	writing := k.progress != nil && k.progress(step) && cmd != nil && cmd.CommandName == k.wire.ExecuteStepName()
+	if writing {
+		p = progressOf(k, cmd)
+	}
+	at, beat := r.beats.take(uuid)
+	_, _, err = r.nodes.update(ctx, uuid, k.waiting, func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
+		recordBeat(info, at, beat)
+		info.Agent.HeartbeatPending = ""
+		n.Touch(r.nodes.now())
+		if p != nil && progressMoved(info.Image.Progress, p) {
+			info.Image.Progress = p
+		}
+		return nil
+	})
+	if err != nil {
+		if !isStateChanged(err) {
+			r.jobs.logError(uuid, "heartbeat", err)
+		} else if beat {
+			r.beats.requeue(uuid, at)
+			return true
+		}
+		return false
+	}
+	if writing {
+		r.jobs.polls.track(uuid)
+		r.jobs.polls.refreshed(uuid)
+	}
+	return true
+}
+
+// resumeFromWait moves a node from a wait state to its working state on
+// a heartbeat, clearing the pending marker; it fails quietly when the node
+// is elsewhere (the marker then stays for the job that owns the node).
+func (r *runner) resumeFromWait(ctx context.Context, waitState statemachine.State, uuid string) (*store.Node, *internalinfo.Info, error) {
+	at, beat := r.beats.take(uuid)
+	n, info, err := r.nodes.update(ctx, uuid, waitState, func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
+		recordBeat(info, at, beat)
+		info.Agent.HeartbeatPending = ""
+		return r.nodes.advance(n, statemachine.EvResume)
+	})
+	switch {
+	case err == nil:
+	case !isStateChanged(err):
+		r.jobs.logError(uuid, "heartbeat", err)
+	case beat:
+		r.beats.requeue(uuid, at)
+	}
+	return n, info, err
+}
+
+// rebootForNext boots the deploy ramdisk again after a step that asked
+// for it, with step next as the current one, and waits for the agent.
+func (r *runner) rebootForNext(ctx context.Context, k *kind, uuid string, next int) error {
+	n, info, err := r.nodes.update(ctx, uuid, k.working, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
+		s := info.Kind(k.wire)
+		s.SetIndex(next)
+		s.Reboot = true
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	t, err := r.machines.targetFor(ctx, n, info)
+	if err == nil {
+		err = r.machines.bootRamdisk(ctx, t)
+	}
+	if err != nil {
+		return err
+	}
+	r.toWait(ctx, k, uuid, nil)
+	return nil
+}
+
+// refresh asks the agent for its steps of the kind
+// (get_<kind>_steps), caches them (each marked requires_ramdisk, by
+// interface) with its hardware manager version and, for kinds that
+// replan, makes the plan again around the current step.
+func (r *runner) refresh(ctx context.Context, k *kind, n *store.Node, info *internalinfo.Info) (*store.Node, *internalinfo.Info, error) {
+	ports, err := r.nodes.st.ListPorts(ctx, store.PortFilter{NodeID: n.ID})
+	if err != nil {
+		return nil, nil, fmt.Errorf("node %s: list ports: %w", n.UUID, err)
+	}
+	res, err := r.agents.succeeded(ctx, n, info, k.wire.GetStepsCommand(),
+		wire.GetStepsParams{Node: r.agents.nodeDoc(n), Ports: portDocs(ports)})
+	if err != nil {
+		return nil, nil, err
+	}
+	steps, err := k.wire.DecodeAgentSteps(res)
+	if err != nil {
+		return nil, nil, err
+	}
+	cached, err := plan.Cache(steps.Steps)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r.nodes.update(ctx, n.UUID, k.working, func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
+		s := info.Kind(k.wire)
+		s.Cached = cached
+		info.Agent.HardwareManagerVersion = steps.HardwareManagerVersion
+		if info.Agent.HardwareManagerVersion == nil {
+			info.Agent.HardwareManagerVersion = wire.HardwareManagerVersion{}
+		}
+		s.Refreshed = agentTimestamp(r.nodes.now())
+		if k.replanOnRefresh {
+			fresh, err := k.plan(n, info)
+			if err != nil {
+				return err
+			}
+			if cur, ok := s.Current(); ok {
+				if j := plan.IndexOf(fresh, cur); j >= 0 {
+					s.Index = &j
+				}
+			}
+			s.Plan = fresh
+		}
+		n.Touch(r.nodes.now())
+		return nil
+	})
+}
+
+// makePlan makes the kind's plan and stores it with its first step as
+// the current one.
+func (r *runner) makePlan(ctx context.Context, k *kind, n *store.Node, info *internalinfo.Info) (*store.Node, *internalinfo.Info, error) {
+	steps, err := k.plan(n, info)
+	if err != nil {
+		return nil, nil, err
+	}
+	r.log.Info(string(k.wire)+" steps planned", "node", n.UUID, "target", string(n.TargetProvisionState), "steps", plan.Names(steps))
+	return r.nodes.update(ctx, n.UUID, k.working, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
+		s := info.Kind(k.wire)
+		s.Plan = steps
+		s.SetIndex(0)
+		return nil
+	})
+}
+
+// stepStatus is where an in-band step stands according to the agent's
+// command list.
+type stepStatus int
+
+const (
+	stepNotStarted stepStatus = iota // the agent never ran it (freshly booted, or lost it)
+	stepRunning                      // still running, or another command runs
+	stepDone                         // finished with the step we asked for
+	stepFailed                       // failed
+	stepMismatch                     // the agent's step version differs
+	stepUnknown                      // an unknown status
+)
+
+// agentStatus looks at the last command of list the way Ironic's
+// _get_completed_command does, for step, the node's current step of kind
+// k. started says the agent accepted the step.
+func agentStatus(list *wire.CommandList, k wire.StepKind, step wire.PlannedStep, started bool) (stepStatus, *wire.CommandResult) {
+	cmd := list.Last()
+	if cmd == nil || freshlyBooted(list) {
+		return stepNotStarted, cmd
+	}
+	if cmd.CommandName != k.ExecuteStepName() {
+		if !started {
+			return stepNotStarted, cmd
+		}
+		return stepRunning, cmd // another command (one of the conductor's steps) runs
+	}
+	switch {
+	case cmd.CommandStatus == wire.StatusRunning:
+		return stepRunning, cmd
+	case cmd.CommandStatus == wire.StatusFailed:
+		return stepFailed, cmd
+	case cmd.CommandStatus.IsVersionMismatch():
+		return stepMismatch, cmd
+	case cmd.CommandStatus == wire.StatusSucceeded:
+		res, _ := k.DecodeStepResult(cmd)
+		if res.Step.Step == step.Step && res.Step.Interface == step.Interface {
+			return stepDone, cmd
+		}
+		if !started {
+			return stepNotStarted, cmd
+		}
+		return stepRunning, cmd // an earlier step's result: ours has not started yet
+	}
+	return stepUnknown, cmd
+}
+
+// freshlyBooted reports whether the agent has run nothing but
+// get_*_steps commands.
+func freshlyBooted(l *wire.CommandList) bool {
+	for _, c := range l.Commands {
+		if !strings.HasPrefix(c.CommandName, "get_") || !strings.HasSuffix(c.CommandName, "_steps") {
+			return false
+		}
+	}
+	return true
+}
