@@ -77,8 +77,30 @@ func TestReadAtNeedsRangeSupport(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if _, err := st.ReadAt(make([]byte, 10), 100); !errors.Is(err, ErrDownload) {
+	if _, err := st.ReadAt(make([]byte, 10), 100); !errors.Is(err, ErrDownload) || !errors.Is(err, ErrNoRanges) {
 		t.Fatalf("ReadAt on a server without ranges: %v", err)
+	}
+}
+
+func TestMaxDuration(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.Write(make([]byte, 10))
+		w.(http.Flusher).Flush()
+		<-release // the rest never comes
+	}))
+	defer srv.Close()
+	defer close(release)
+	s := &Source{URLs: []string{srv.URL}, Retry: Retry{Attempts: 1, Interval: time.Millisecond}, MaxDuration: 200 * time.Millisecond}
+	st, err := s.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, err = io.ReadAll(st)
+	if !errors.Is(err, ErrDownload) || !errors.Is(err, ErrMaxDuration) {
+		t.Fatalf("a stalled download under MaxDuration: %v", err)
 	}
 }
 
