@@ -31,7 +31,7 @@ type Stream struct {
 	// releases its timer.
 	limit     context.Context
 	stopLimit context.CancelFunc
-	off   int64
+	off       int64
 	// rangeOK is true when the server said it serves byte ranges.
 	rangeOK bool
 	// resumes counts how often the body was resumed.
