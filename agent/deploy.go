@@ -37,7 +37,7 @@ func (d deploy) writeImageStep(raw map[string]any) (RunFunc, error) {
 	if args.ImageInfo.ID == "" && len(args.ImageInfo.URLs) == 0 {
 		return nil, ErrInvalidParams("write_image needs args.image_info")
 	}
-	if err := validateImageInfo(&args.ImageInfo, args.Configdrive); err != nil {
+	if err := validateImageInfo(&args.ImageInfo, args.Configdrive, d.a.md5Allowed()); err != nil {
 		return nil, err
 	}
 	return func(ctx context.Context, job *Job) (any, error) {

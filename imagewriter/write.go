@@ -3,6 +3,7 @@ package imagewriter
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -29,8 +30,8 @@ type Retry = source.Retry
 
 // NewHTTPClient returns an HTTP client for image downloads; see
 // source.NewHTTPClient.
-func NewHTTPClient(connectTimeout time.Duration, proxy func(*http.Request) (*url.URL, error)) *http.Client {
-	return source.NewHTTPClient(connectTimeout, proxy)
+func NewHTTPClient(connectTimeout time.Duration, proxy func(*http.Request) (*url.URL, error), tlsConfig *tls.Config) *http.Client {
+	return source.NewHTTPClient(connectTimeout, proxy, tlsConfig)
 }
 
 // Defaults of Request's tuning fields.

@@ -9,6 +9,7 @@ package source
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"github.com/rivetmetal/rivet/internal/pause"
@@ -101,8 +102,10 @@ type Source struct {
 // NewHTTPClient returns the client Source uses when Client is nil: connect,
 // TLS handshake and response-header timeouts of connectTimeout (zero means
 // DefaultConnectTimeout), proxies from proxy (nil means the environment's),
-// and no transparent gzip, so the bytes hashed are the bytes served.
-func NewHTTPClient(connectTimeout time.Duration, proxy func(*http.Request) (*url.URL, error)) *http.Client {
+// server certificates verified as tlsConfig says (nil means the system
+// roots), and no transparent gzip, so the bytes hashed are the bytes
+// served.
+func NewHTTPClient(connectTimeout time.Duration, proxy func(*http.Request) (*url.URL, error), tlsConfig *tls.Config) *http.Client {
 	if connectTimeout <= 0 {
 		connectTimeout = DefaultConnectTimeout
 	}
@@ -116,12 +119,13 @@ func NewHTTPClient(connectTimeout time.Duration, proxy func(*http.Request) (*url
 		ResponseHeaderTimeout: connectTimeout,
 		MaxIdleConnsPerHost:   16,
 		DisableCompression:    true,
+		TLSClientConfig:       tlsConfig.Clone(),
 	}}
 }
 
 func (s *Source) client() *http.Client {
 	if s.Client == nil {
-		s.Client = NewHTTPClient(0, nil)
+		s.Client = NewHTTPClient(0, nil, nil)
 	}
 	return s.Client
 }
