@@ -75,8 +75,9 @@ type Config struct {
 	// takes longer (ipa-image-download-max-duration).
 	DownloadMaxDuration time.Duration
 	// MaxDecoderMemory bounds the memory an image may make the decoders
-	// take: the zstd window, the xz dictionary, the qcow2 tables
-	// (rivet-max-decoder-memory, in MiB on the command line).
+	// take: the zstd window, the xz dictionaries (two may be live, so one
+	// may take half), the qcow2 tables (rivet-max-decoder-memory, in MiB
+	// on the command line).
 	MaxDecoderMemory int64
 	// AllowMD5 accepts MD5 image checksums, which are refused by default
 	// (Ironic deprecated them); Ironic's agent_md5_checksum_enable=false
@@ -147,7 +148,7 @@ const DefaultMaxDecoderMemory = 128 << 20
 // pipeline's buffers (32 MiB of raw fetch buffers, or 20 MiB of input and
 // decoded buffers), the qcow2 window and table reads (about 10 MiB), the
 // in-memory log (4 MiB), the API, the inventory and the Go runtime.
-const BaseMemory = 96 << 20
+const BaseMemory = 64 << 20
 
 // MemoryLimit is the agent's soft memory limit for the Go runtime
 // (runtime/debug.SetMemoryLimit): BaseMemory plus MaxDecoderMemory. The

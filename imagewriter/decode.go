@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -143,7 +144,15 @@ func newDecompressor(f Format, r io.Reader, maxMemory int64) (io.Reader, func(),
 		}
 		return limitErrors{z, maxMemory}, z.Close, nil
 	case FormatXz:
-		z, err := xz.ReaderConfig{DictCap: 4096}.NewReader(xzlimit.NewReader(r, maxMemory))
+		guard := xzlimit.NewReader(r, maxMemory)
+		// The decoder allocates a new dictionary for every block; collect
+		// the last one before it does, so two are never resident at once.
+		guard.BeforeBlock = func(prevDict int64) {
+			if prevDict >= 4<<20 {
+				runtime.GC()
+			}
+		}
+		z, err := xz.ReaderConfig{DictCap: 4096}.NewReader(guard)
 		if err != nil {
 			return nil, nil, limitError(err, maxMemory)
 		}

@@ -50,10 +50,11 @@ func TestDecoderMemoryCaps(t *testing.T) {
 		limit int64
 		want  string // "" means written
 	}{
-		{"xz 4 GiB dictionary", hostileimage.XZ(data, 40, 1<<20), 0, "LZMA2 dictionary needs 4096 MiB"},
+		{"xz 4 GiB dictionary", hostileimage.XZ(data, 40, 1<<20), 0, "LZMA2 dictionary of 4096 MiB"},
 		{"xz 256 MiB dictionary, 128 MiB limit", hostileimage.XZ(data, 32, 1<<20), 0, "over the 128 MiB limit"},
 		{"xz second block over the limit", append(hostileimage.XZ(data, 18, 1<<20), hostileimage.XZ(data, 36, 1<<20)...), 0, "LZMA2 dictionary"},
-		{"xz 64 MiB dictionary", hostileimage.XZ(data, 28, 1<<20), 0, ""},
+		{"xz 128 MiB dictionary (two may be live: 256 MiB)", hostileimage.XZ(data, 30, 1<<20), 0, "over the 128 MiB limit"},
+		{"xz 64 MiB dictionary (xz -9), several blocks", hostileimage.XZ(data, 28, 256<<10), 0, ""},
 		{"zstd 2 GiB window", hostileimage.Zstd(data, 31), 0, "2048 MiB window"},
 		{"zstd 512 MiB window (zstd --long=29)", hostileimage.Zstd(data, 29), 0, "512 MiB window"},
 		{"zstd 64 MiB window, 32 MiB limit", hostileimage.Zstd(data, 26), 32 << 20, "64 MiB window"},

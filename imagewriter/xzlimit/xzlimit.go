@@ -69,6 +69,12 @@ const (
 // Reader passes an xz stream through, refusing it as soon as the framing
 // asks for more memory than allowed. It is not safe for concurrent use.
 type Reader struct {
+	// BeforeBlock, when set, is called before a block header other than
+	// the first is handed to the decoder, with the previous block's
+	// dictionary size: the decoder has dropped that dictionary and is
+	// about to allocate the next.
+	BeforeBlock func(prevDict int64)
+
 	r       io.Reader
 	maxDict int64
 	maxRecs int64
@@ -85,9 +91,11 @@ type Reader struct {
 	maxSeen int64
 }
 
-// NewReader returns a Reader over r that refuses LZMA2 dictionaries larger
-// than maxMemory bytes and indexes whose records would take more than
-// maxMemory bytes.
+// NewReader returns a Reader over r that refuses an LZMA2 dictionary of
+// more than half of maxMemory bytes, and an index whose records would take
+// more than maxMemory. Half, because a decoder may hold two dictionaries at
+// once: ulikunitz/xz makes a new one for every block, and the last one is
+// garbage only once the next exists.
 func NewReader(r io.Reader, maxMemory int64) *Reader {
 	return &Reader{r: r, maxDict: maxMemory, maxRecs: max(maxMemory/indexRecordCost, 1)}
 }
@@ -291,12 +299,15 @@ func (x *Reader) blockHeader(first byte) error {
 		return err
 	}
 	x.maxSeen = max(x.maxSeen, dict)
-	if dict > x.maxDict {
-		return &LimitError{What: "LZMA2 dictionary", Need: dict, Max: x.maxDict}
+	if 2*dict > x.maxDict {
+		return &LimitError{What: fmt.Sprintf("an LZMA2 dictionary of %d MiB (the decoder may hold two)", ceilMiB(dict)), Need: 2 * dict, Max: x.maxDict}
 	}
 	x.blocks++
 	if x.blocks > x.maxRecs {
 		return &LimitError{What: "index of more than " + fmt.Sprint(x.maxRecs) + " blocks", Need: x.blocks * indexRecordCost, Max: x.maxDict}
+	}
+	if x.dict > 0 && x.BeforeBlock != nil {
+		x.BeforeBlock(x.dict)
 	}
 	x.dict = dict
 	x.blockN = int64(size)

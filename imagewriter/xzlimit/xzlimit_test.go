@@ -40,7 +40,7 @@ func TestGuardRefusesLargeDictionaryBeforeTheDecoderSeesIt(t *testing.T) {
 	g := NewReader(io.TeeReader(bytes.NewReader(data), &seen), 128<<20)
 	got, err := io.ReadAll(g)
 	var le *LimitError
-	if !errors.Is(err, ErrLimit) || !errors.As(err, &le) || le.Need != 1<<32-1 || le.Max != 128<<20 {
+	if !errors.Is(err, ErrLimit) || !errors.As(err, &le) || le.Need != 2*(1<<32-1) || le.Max != 128<<20 {
 		t.Fatalf("ReadAll = %v, want a LimitError for 4 GiB over 128 MiB", err)
 	}
 	if len(got) != 12 {
@@ -56,10 +56,10 @@ func TestGuardRefusesLargeDictionaryBeforeTheDecoderSeesIt(t *testing.T) {
 	// block's data passed.
 	small := hostileimage.XZ(bytes.Repeat([]byte("y"), 70<<10), 18, 64<<10)
 	big := hostileimage.XZ(bytes.Repeat([]byte("z"), 10), 30, 64<<10)
-	if _, err := decode(append(small, big...), 64<<20); !errors.Is(err, ErrLimit) {
-		t.Fatalf("second stream with a 128 MiB dictionary under a 64 MiB limit: %v", err)
+	if _, err := decode(append(small, big...), 128<<20); !errors.Is(err, ErrLimit) {
+		t.Fatalf("second stream with a 128 MiB dictionary under a 128 MiB limit: %v", err)
 	}
-	if out, err := decode(append(small, big...), 128<<20); err != nil || len(out) != 70<<10+10 {
+	if out, err := decode(append(small, big...), 256<<20); err != nil || len(out) != 70<<10+10 {
 		t.Fatalf("both streams within the limit: %d bytes, %v", len(out), err)
 	}
 }
@@ -100,14 +100,14 @@ func TestGuardPassesWhatXZWrites(t *testing.T) {
 		if args[0] == "--x86" {
 			// The decoder has no BCJ filters; the guard must let the
 			// header through for it to say so.
-			if _, err := decode(out, 64<<20); err == nil || errors.Is(err, ErrLimit) || errors.Is(err, ErrCorrupt) {
+			if _, err := decode(out, 128<<20); err == nil || errors.Is(err, ErrLimit) || errors.Is(err, ErrCorrupt) {
 				t.Errorf("xz %v: %v; want the decoder's unsupported-filter error", args, err)
 			}
 			continue
 		}
 		// Two streams with padding between them, as cat makes.
 		twice := append(append(bytes.Clone(out), 0, 0, 0, 0), out...)
-		got, err := decode(twice, 64<<20)
+		got, err := decode(twice, 128<<20)
 		if err != nil {
 			t.Errorf("xz %v: %v", args, err)
 			continue

@@ -29,21 +29,23 @@ func XZ(data []byte, dictProp byte, blockSize int) []byte {
 func XZReader(size int64, dictProp byte, blockSize int) io.Reader {
 	pr, pw := io.Pipe()
 	go func() {
-		pw.CloseWithError(writeXZ(pw, io.LimitReader(pattern{}, size), size, dictProp, blockSize))
+		pw.CloseWithError(writeXZ(pw, io.LimitReader(Pattern(), size), size, dictProp, blockSize))
 	}()
 	return pr
 }
 
-// pattern is an endless, incompressible-looking byte sequence.
-type pattern struct{}
+// Pattern returns an endless, incompressible byte sequence (xorshift),
+// the same on every call whatever the sizes it is read in.
+func Pattern() io.Reader { return &pattern{x: 0x9e3779b97f4a7c15} }
 
-func (p pattern) Read(b []byte) (int, error) {
-	x := uint64(0x9e3779b97f4a7c15)
+type pattern struct{ x uint64 }
+
+func (p *pattern) Read(b []byte) (int, error) {
 	for i := range b {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		b[i] = byte(x)
+		p.x ^= p.x << 13
+		p.x ^= p.x >> 7
+		p.x ^= p.x << 17
+		b[i] = byte(p.x >> 32)
 	}
 	return len(b), nil
 }

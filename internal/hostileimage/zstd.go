@@ -23,7 +23,7 @@ func Zstd(data []byte, windowLog uint) []byte {
 func ZstdReader(size int64, windowLog uint) io.Reader {
 	pr, pw := io.Pipe()
 	go func() {
-		pw.CloseWithError(writeZstd(pw, io.LimitReader(pattern{}, size), size, windowLog))
+		pw.CloseWithError(writeZstd(pw, io.LimitReader(Pattern(), size), size, windowLog))
 	}()
 	return pr
 }
