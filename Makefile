@@ -7,7 +7,7 @@ GOFILES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 export CGO_ENABLED := 0
 export GOAMD64 := v1
 
-.PHONY: all deps build kernel initramfs testimage demo test test-unit lint bench clean
+.PHONY: all deps build kernel initramfs testimage demo test test-unit lint bench clean fuzz
 
 all: build
 
@@ -55,6 +55,11 @@ lint:
 
 clean:
 	rm -rf $(BUILD)
+
+## fuzz: every fuzz target in the module (found by name, not listed) for FUZZTIME each; summary in build/fuzz-summary.md
+FUZZTIME ?= 30s
+fuzz:
+	FUZZTIME=$(FUZZTIME) FUZZ_SUMMARY=$(BUILD)/fuzz-summary.md GO=$(GO) scripts/fuzz.sh
 
 ## bench: image-writer throughput on loop devices vs dd, peak RSS, 1 vs 3 disks (root; builds a 2.5 GiB OS image once into build/bench)
 bench:

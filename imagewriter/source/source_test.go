@@ -116,3 +116,17 @@ func TestOpenSkipsURLsAnswering4xx(t *testing.T) {
 		t.Fatalf("Open = %v after %d calls; want one call, ErrDownload", err, calls)
 	}
 }
+
+// FuzzParseContentRange: whatever a server sends as Content-Range, the
+// parse never panics and what it accepts is a sane range start.
+func FuzzParseContentRange(f *testing.F) {
+	for _, s := range []string{"bytes 0-99/100", "bytes 5-9/*", "bytes 9223372036854775807-0/1", "bytes -5/10", "items 1-2/3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		start, total, err := parseContentRange(v)
+		if err == nil && (start < 0 || total < -1) {
+			t.Fatalf("%q parsed to start %d, total %d", v, start, total)
+		}
+	})
+}
