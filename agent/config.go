@@ -427,10 +427,12 @@ func ParseKernelCmdline(r io.Reader) (map[string]string, error) {
 	var tok strings.Builder
 	inQuote := false
 	flush := func() {
-		t := tok.String()
+		// The kernel takes quotes around a value or a whole parameter
+		// ("ipa-x=a b" and ipa-x="a b" alike) and drops them.
+		t := strings.ReplaceAll(tok.String(), `"`, "")
 		tok.Reset()
-		if k, v, ok := strings.Cut(t, "="); ok && k != "" {
-			out[k] = strings.ReplaceAll(v, `"`, "")
+		if k, v, ok := strings.Cut(t, "="); ok && k != "" && !strings.ContainsAny(k, " \t\n") {
+			out[k] = v
 		}
 	}
 	for _, ch := range string(b) {

@@ -19,10 +19,10 @@ var ErrNotStreamable = errors.New("qcow2 image cannot be converted while streami
 // read as zeros on the target.
 type ZeroFunc func(off, n int64) error
 
-// streamKeep is how much of the stream Stream keeps behind its position:
-// two of the largest clusters, so packed compressed clusters that share a
-// sector can be read again.
-const streamKeep = 2*(2<<20) + 64<<10
+// streamKeep is how much of the stream Stream keeps behind its position
+// until the cluster size is known; then it keeps two clusters, so packed
+// compressed clusters that share a sector can be read again.
+const streamKeep = 256 << 10
 
 // Stream converts a qcow2 file read once, in order, from its first byte,
 // with no random access (a server that ignores Range requests): the header
@@ -63,6 +63,10 @@ func (s *streamer) run() error {
 	}
 	s.h = h
 	cs := h.ClusterSize()
+	if keep := int(2*cs + 64<<10); keep > s.w.keep {
+		s.w.keep = keep
+		s.w.buf = append(make([]byte, 0, keep+readPiece), s.w.buf...)
+	}
 	need := h.L1Needed()
 	if need == 0 {
 		return s.finish()
