@@ -9,7 +9,7 @@ GOFILES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 export CGO_ENABLED := 0
 export GOAMD64 := v1
 
-.PHONY: all deps deps-demo build kernel initramfs testimage demo test test-unit lint bench clean dashboard
+.PHONY: all deps deps-demo build kernel initramfs testimage demo test test-unit lint bench clean dashboard fuzz
 
 all: build
 
@@ -98,6 +98,11 @@ lint:
 
 clean:
 	rm -rf $(BUILD)
+
+## fuzz: every fuzz target in the module (found by name, not listed) for FUZZTIME each; summary in build/fuzz-summary.md
+FUZZTIME ?= 30s
+fuzz:
+	FUZZTIME=$(FUZZTIME) FUZZ_SUMMARY=$(BUILD)/fuzz-summary.md GO=$(GO) scripts/fuzz.sh
 
 ## bench: image-writer throughput on loop devices vs dd, peak RSS, 1 vs 3 disks (root; builds a 2.5 GiB OS image once into build/bench)
 bench:

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"github.com/rivetmetal/rivet/internal/pause"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -69,6 +67,8 @@ type Agent struct {
 	nodes  nodeCache
 	images imageState
 	tokens tokenGate
+	// tlsClient verifies the servers the agent calls (tls.go).
+	tlsClient *tls.Config
 
 	extraManagers []manager.Manager
 	managers      *manager.Set // selected at the start of Run
@@ -119,6 +119,10 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	if cfg.AgentToken != "" {
 		a.tokens.set(cfg.AgentToken)
 	}
+	var err error
+	if a.tlsClient, err = clientTLS(&a.cfg, RamdiskCAFile, a.log); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -166,10 +170,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.selectManagers(ctx); err != nil {
 		return err
 	}
-	client, err := a.ironicClient()
-	if err != nil {
-		return err
-	}
+	client := a.ironicClient()
 
 	var lk *lookup.Result
 	if !a.cfg.Standalone {
@@ -200,6 +201,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	var host, apiMax string
+	var err error
 	if lk != nil {
 		if host, err = a.advertiseHost(ctx, lk.APIURL); err != nil {
 			return err
@@ -426,9 +428,13 @@ func (a *Agent) macs(ctx context.Context) ([]string, error) {
 // listen opens the API socket; "::" falls back to 0.0.0.0 when the ramdisk
 // has no IPv6.
 func (a *Agent) listen() (net.Listener, error) {
-	addr := net.JoinHostPort(a.cfg.ListenHost, strconv.Itoa(a.cfg.ListenPort))
+	host := a.cfg.EffectiveListenHost()
+	if host != a.cfg.ListenHost {
+		a.log.Info("no ipa-listen-host given: listening on "+host, "standalone", a.cfg.Standalone, "token", a.cfg.AgentToken != "")
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(a.cfg.ListenPort))
 	ln, err := net.Listen("tcp", addr)
-	if err != nil && a.cfg.ListenHost == "::" {
+	if err != nil && host == "::" {
 		addr = net.JoinHostPort("0.0.0.0", strconv.Itoa(a.cfg.ListenPort))
 		ln, err = net.Listen("tcp", addr)
 	}
@@ -443,6 +449,9 @@ func (a *Agent) listen() (net.Listener, error) {
 func (a *Agent) advertiseHost(ctx context.Context, apiURL string) (string, error) {
 	if a.cfg.AdvertiseHost != "" {
 		return a.cfg.AdvertiseHost, nil
+	}
+	if a.cfg.NetworkInterface != "" {
+		return interfaceAddress(a.cfg.NetworkInterface)
 	}
 	return a.routeSource(ctx, apiURL)
 }
@@ -481,30 +490,4 @@ func (a *Agent) routeSource(ctx context.Context, apiURL string) (string, error) 
 		}
 	}
 	return "", fmt.Errorf("no route to the Ironic API %s to advertise an address on (set ipa-advertise-host): %w", apiURL, last)
-}
-
-// ironicClient is the HTTP client for lookup and heartbeat.
-func (a *Agent) ironicClient() (*http.Client, error) {
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: a.cfg.Insecure} //nolint:gosec // ipa-insecure is the operator's explicit choice
-	if a.cfg.CAFile != "" {
-		pem, err := os.ReadFile(a.cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("ipa-cafile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ipa-cafile %s holds no PEM certificate", a.cfg.CAFile)
-		}
-		tlsCfg.RootCAs = pool
-	}
-	if a.cfg.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(a.cfg.CertFile, a.cfg.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("ipa-certfile: %w", err)
-		}
-		tlsCfg.Certificates = []tls.Certificate{cert}
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tlsCfg
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, nil
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -15,8 +16,10 @@ import (
 )
 
 // maxRequestBody caps a command request: a configdrive may be up to 64 MiB
-// once decoded, so its base64 form is allowed some room.
-const maxRequestBody = 128 << 20
+// once decoded (IPA's limit), which base64 makes 86 MiB at most, plus the
+// node and the rest. A larger body is refused with 413 before it is read
+// (a declared length) or as soon as it goes past the cap.
+const maxRequestBody = 96 << 20
 
 // api serves IPA's HTTP API (contract §1).
 type api struct {
@@ -191,14 +194,9 @@ func (a *api) post(w http.ResponseWriter, r *http.Request) {
 		a.reject(w, r, "", errUnauthorized())
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	req, err := decodeCommandRequest(w, r, maxRequestBody)
 	if err != nil {
-		a.reject(w, r, "", errInvalidContent("%v", err))
-		return
-	}
-	var req wire.CommandRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		a.reject(w, r, "", errInvalidContent("%v", err))
+		a.reject(w, r, "", err)
 		return
 	}
 	if req.Name == "" {
@@ -220,6 +218,35 @@ func (a *api) post(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, e.snapshot())
+}
+
+// decodeCommandRequest reads a command request body of at most max bytes:
+// exactly one JSON object, nothing after it. The body is read into a
+// buffer sized by its declared length, never grown past max.
+func decodeCommandRequest(w http.ResponseWriter, r *http.Request, max int64) (wire.CommandRequest, error) {
+	var req wire.CommandRequest
+	if r.ContentLength > max {
+		return req, errTooLarge()
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, max)); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return req, errTooLarge()
+		}
+		return req, errInvalidContent("reading the body: %v", err)
+	}
+	dec := json.NewDecoder(&buf)
+	if err := dec.Decode(&req); err != nil {
+		return req, errInvalidContent("%v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return req, errInvalidContent("unexpected data after the JSON object")
+	}
+	return req, nil
 }
 
 func (a *api) command(w http.ResponseWriter, r *http.Request) {
@@ -244,4 +271,10 @@ func (a *api) command(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, e.snapshot())
+}
+
+// errTooLarge is werkzeug's answer (IPA's server) to an oversized body.
+func errTooLarge() *Error {
+	return &Error{Type: "RequestEntityTooLarge", Code: http.StatusRequestEntityTooLarge, Message: "413 Request Entity Too Large",
+		Details: "The data value transmitted exceeds the capacity limit."}
 }

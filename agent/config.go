@@ -16,7 +16,10 @@ type Config struct {
 	APIURLs []string
 	// RequestID is ipa-global-request-id.
 	RequestID string
-	// ListenHost and ListenPort are where the agent API listens.
+	// ListenHost and ListenPort are where the agent API listens. An empty
+	// ListenHost is the wildcard address, except for a standalone agent
+	// without a token (nothing authenticates its API), which listens on
+	// loopback only; see EffectiveListenHost.
 	ListenHost string
 	ListenPort int
 	// AdvertiseHost and AdvertisePort form the callback URL; an empty host
@@ -33,10 +36,26 @@ type Config struct {
 	LookupInterval time.Duration
 	// APIVersion overrides version discovery (ipa-ironic-api-version).
 	APIVersion string
-	// Insecure skips verification of the Ironic API's TLS certificate.
+	// Insecure skips verification of the TLS certificates of the Ironic
+	// API, the inspection callback and the image servers (ipa-insecure).
 	Insecure bool
-	// CAFile verifies the Ironic API's certificate when set.
+	// CAFile is a PEM bundle trusted, besides the system's roots, for the
+	// Ironic API, the inspection callback and image downloads. Empty
+	// means RamdiskCAFile when the ramdisk carries one.
 	CAFile string
+	// TLSMinVersion is the lowest TLS version of the agent's connections
+	// and its API: "1.2" or "1.3" (ipa-tls-min-version).
+	TLSMinVersion string
+	// TLSCipherSuites restricts the TLS 1.2 cipher suites, a
+	// colon-separated list of OpenSSL or IANA names
+	// (ipa-tls-cipher-suites); empty means Go's secure defaults.
+	TLSCipherSuites string
+	// HTTPRequestTimeout bounds each request to the Ironic API and the
+	// inspection callback (ipa-http-request-timeout).
+	HTTPRequestTimeout time.Duration
+	// NetworkInterface, when set, takes the advertised address from this
+	// NIC instead of the route to the API (ipa-network-interface).
+	NetworkInterface string
 	// AgentToken is a pre-generated token (virtual media boots).
 	AgentToken string
 	// Standalone serves the API with no lookup and no heartbeat.
@@ -47,6 +66,23 @@ type Config struct {
 	// DownloadConnectTimeout bounds connecting to an image server and the
 	// gap between received bytes.
 	DownloadConnectTimeout time.Duration
+	// DownloadRetries and DownloadRetryInterval are the image download's
+	// retry policy (ipa-image-download-connection-retries and
+	// -retry-interval): tries after the first, and the wait between.
+	DownloadRetries       int
+	DownloadRetryInterval time.Duration
+	// DownloadMaxDuration, when positive, fails an image download that
+	// takes longer (ipa-image-download-max-duration).
+	DownloadMaxDuration time.Duration
+	// MaxDecoderMemory bounds the memory an image may make the decoders
+	// take: the zstd window, the xz dictionaries (two may be live, so one
+	// may take half), the qcow2 tables (rivet-max-decoder-memory, in MiB
+	// on the command line).
+	MaxDecoderMemory int64
+	// AllowMD5 accepts MD5 image checksums, which are refused by default
+	// (Ironic deprecated them); Ironic's agent_md5_checksum_enable=false
+	// refuses them whatever this says (rivet-allow-md5-checksum).
+	AllowMD5 bool
 	// BootIF is the PXE MAC (BOOTIF), normalized.
 	BootIF string
 	// LookupMACs, when set, replace the MACs read from the NICs (local runs).
@@ -95,12 +131,48 @@ type Config struct {
 	// password (etc/ipa-rescue-config/…); "" means "/" in the ramdisk and
 	// a temporary directory elsewhere.
 	RescueRoot string
+	// Ignored holds the IPA parameters given that have no effect in this
+	// agent (name → value), for the caller to log.
+	Ignored map[string]string
+}
+
+// RamdiskCAFile is where a CA bundle built into the deploy ramdisk lives
+// (rivet-initramfs -ca-file); the agent trusts it when no ipa-cafile is
+// given.
+const RamdiskCAFile = "/etc/rivet/ca.crt"
+
+// DefaultMaxDecoderMemory is MaxDecoderMemory's default (128 MiB).
+const DefaultMaxDecoderMemory = 128 << 20
+
+// BaseMemory is what the agent needs besides the decoders: the image
+// pipeline's buffers (32 MiB of raw fetch buffers, or 20 MiB of input and
+// decoded buffers), the qcow2 window and table reads (about 10 MiB), the
+// in-memory log (4 MiB), the API, the inventory and the Go runtime.
+const BaseMemory = 64 << 20
+
+// MemoryLimit is the agent's soft memory limit for the Go runtime
+// (runtime/debug.SetMemoryLimit): BaseMemory plus MaxDecoderMemory. The
+// garbage collector works harder as the heap nears it, so garbage (a
+// decoder's discarded dictionary, a large request body) does not pile up
+// on top of what is live.
+func (c *Config) MemoryLimit() int64 { return BaseMemory + c.MaxDecoderMemory }
+
+// EffectiveListenHost is the address the API listens on: ListenHost when
+// given; otherwise loopback for a standalone agent without a token (its
+// API would take commands from anyone), else the wildcard address.
+func (c *Config) EffectiveListenHost() string {
+	switch {
+	case c.ListenHost != "":
+		return c.ListenHost
+	case c.Standalone && c.AgentToken == "":
+		return "127.0.0.1"
+	}
+	return "::"
 }
 
 // DefaultConfig returns IPA's defaults (contract §3.6).
 func DefaultConfig() Config {
 	return Config{
-		ListenHost:              "::",
 		ListenPort:              9999,
 		AdvertiseProtocol:       "http",
 		IPLookupAttempts:        6,
@@ -108,6 +180,11 @@ func DefaultConfig() Config {
 		LookupTimeout:           600 * time.Second,
 		LookupInterval:          time.Second,
 		DownloadConnectTimeout:  60 * time.Second,
+		DownloadRetries:         9,
+		DownloadRetryInterval:   10 * time.Second,
+		HTTPRequestTimeout:      30 * time.Second,
+		TLSMinVersion:           "1.2",
+		MaxDecoderMemory:        DefaultMaxDecoderMemory,
 		SysRoot:                 "/",
 		DiskWaitAttempts:        10,
 		DiskWaitDelay:           3 * time.Second,
@@ -125,15 +202,37 @@ type Param struct {
 	Usage string
 	// IsBool marks parameters that may be given without a value.
 	IsBool bool
-	set    func(c *Config, v string) error
+	// Ignored, when set, says why an IPA parameter has no effect here: it
+	// is accepted (so a command line written for IPA works) and recorded
+	// in Config.Ignored.
+	Ignored string
+	set     func(c *Config, v string) error
 }
 
 // Set parses v into c.
 func (p Param) Set(c *Config, v string) error {
+	if p.Ignored != "" {
+		if c.Ignored == nil {
+			c.Ignored = map[string]string{}
+		}
+		c.Ignored[p.Name] = v
+		return nil
+	}
 	if err := p.set(c, v); err != nil {
 		return fmt.Errorf("%s=%q: %w", p.Name, v, err)
 	}
 	return nil
+}
+
+// IgnoredReason returns why the named parameter has no effect, "" for a
+// parameter the agent uses.
+func IgnoredReason(name string) string {
+	for _, p := range Params() {
+		if p.Name == name {
+			return p.Ignored
+		}
+	}
+	return ""
 }
 
 func str(f func(*Config) *string) func(*Config, string) error {
@@ -179,6 +278,54 @@ func seconds(f func(*Config) *time.Duration) func(*Config, string) error {
 	}
 }
 
+// mebibytes parses a size in MiB ("256"), or with a unit ("256M", "1G",
+// "512MiB", "1GiB").
+func mebibytes(f func(*Config) *int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		num, unit := v, "M"
+		if i := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+			num, unit = v[:i], strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(v[i:]), "IB"), "B")
+		}
+		n, err := strconv.ParseInt(num, 10, 64)
+		shift, ok := map[string]uint{"M": 20, "G": 30}[unit]
+		if err != nil || !ok || n <= 0 || n > 1<<20 {
+			return fmt.Errorf("not a size in MiB (e.g. 256, 256M, 1G)")
+		}
+		*f(c) = n << shift
+		return nil
+	}
+}
+
+func tlsVersion(f func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v != "1.2" && v != "1.3" {
+			return fmt.Errorf("not a TLS version (1.2 or 1.3)")
+		}
+		*f(c) = v
+		return nil
+	}
+}
+
+func cipherSuites(f func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if _, err := ParseCipherSuites(v); err != nil {
+			return err
+		}
+		*f(c) = v
+		return nil
+	}
+}
+
+func apiURLs(f func(*Config) *[]string) func(*Config, string) error {
+	urls := list(f)
+	return func(c *Config, v string) error {
+		if strings.EqualFold(strings.TrimSpace(v), "mdns") {
+			return fmt.Errorf("finding Ironic by mDNS is not supported; give the API URL(s)")
+		}
+		return urls(c, v)
+	}
+}
+
 func boolean(f func(*Config) *bool) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		switch strings.ToLower(v) {
@@ -195,10 +342,10 @@ func boolean(f func(*Config) *bool) func(*Config, string) error {
 
 // Params lists every parameter, in the order flags show them.
 func Params() []Param {
-	return []Param{
-		{Name: "ipa-api-url", Usage: "Ironic API URL(s), comma-separated", set: list(func(c *Config) *[]string { return &c.APIURLs })},
+	return append([]Param{
+		{Name: "ipa-api-url", Usage: "Ironic API URL(s), comma-separated", set: apiURLs(func(c *Config) *[]string { return &c.APIURLs })},
 		{Name: "ipa-global-request-id", Usage: "request ID sent as X-OpenStack-Request-ID", set: str(func(c *Config) *string { return &c.RequestID })},
-		{Name: "ipa-listen-host", Usage: "address the agent API listens on", set: str(func(c *Config) *string { return &c.ListenHost })},
+		{Name: "ipa-listen-host", Usage: "address the agent API listens on (default: the wildcard; 127.0.0.1 for a standalone agent without a token)", set: str(func(c *Config) *string { return &c.ListenHost })},
 		{Name: "ipa-listen-port", Usage: "port the agent API listens on", set: integer(func(c *Config) *int { return &c.ListenPort })},
 		{Name: "ipa-advertise-host", Usage: "host in the callback URL (default: source address of the route to the API)", set: str(func(c *Config) *string { return &c.AdvertiseHost })},
 		{Name: "ipa-advertise-port", Usage: "port in the callback URL (default: the listen port)", set: integer(func(c *Config) *int { return &c.AdvertisePort })},
@@ -208,12 +355,21 @@ func Params() []Param {
 		{Name: "ipa-lookup-timeout", Usage: "seconds to keep retrying lookup", set: seconds(func(c *Config) *time.Duration { return &c.LookupTimeout })},
 		{Name: "ipa-lookup-interval", Usage: "first lookup retry interval, seconds", set: seconds(func(c *Config) *time.Duration { return &c.LookupInterval })},
 		{Name: "ipa-ironic-api-version", Usage: "Ironic API version to assume instead of discovering it", set: str(func(c *Config) *string { return &c.APIVersion })},
-		{Name: "ipa-insecure", Usage: "do not verify the Ironic API's TLS certificate", IsBool: true, set: boolean(func(c *Config) *bool { return &c.Insecure })},
-		{Name: "ipa-cafile", Usage: "CA bundle that verifies the Ironic API", set: str(func(c *Config) *string { return &c.CAFile })},
+		{Name: "ipa-insecure", Usage: "do not verify the TLS certificates of the Ironic API, the inspection callback and image servers", IsBool: true, set: boolean(func(c *Config) *bool { return &c.Insecure })},
+		{Name: "ipa-cafile", Usage: "CA bundle trusted besides the system roots for the Ironic API, inspection and image downloads (default: " + RamdiskCAFile + " when the ramdisk has one)", set: str(func(c *Config) *string { return &c.CAFile })},
+		{Name: "ipa-tls-min-version", Usage: "lowest TLS version: 1.2 or 1.3", set: tlsVersion(func(c *Config) *string { return &c.TLSMinVersion })},
+		{Name: "ipa-tls-cipher-suites", Usage: "TLS 1.2 cipher suites, colon-separated OpenSSL or IANA names", set: cipherSuites(func(c *Config) *string { return &c.TLSCipherSuites })},
+		{Name: "ipa-http-request-timeout", Usage: "seconds a request to the Ironic API or the inspection callback may take", set: seconds(func(c *Config) *time.Duration { return &c.HTTPRequestTimeout })},
+		{Name: "ipa-network-interface", Usage: "NIC whose address is advertised (default: the source address of the route to the API)", set: str(func(c *Config) *string { return &c.NetworkInterface })},
 		{Name: "ipa-agent-token", Usage: "pre-generated agent token", set: str(func(c *Config) *string { return &c.AgentToken })},
 		{Name: "ipa-standalone", Usage: "serve the API with no lookup and no heartbeat", IsBool: true, set: boolean(func(c *Config) *bool { return &c.Standalone })},
 		{Name: "ipa-block-devices", Usage: "comma-separated disks that may be written (the only way loop devices become candidates)", set: list(func(c *Config) *[]string { return &c.BlockDevices })},
 		{Name: "ipa-image-download-connection-timeout", Usage: "seconds to connect to an image server, and longest gap between received bytes", set: seconds(func(c *Config) *time.Duration { return &c.DownloadConnectTimeout })},
+		{Name: "ipa-image-download-connection-retries", Usage: "times a failed image download (connection, HTTP error, broken stream) is retried", set: integer(func(c *Config) *int { return &c.DownloadRetries })},
+		{Name: "ipa-image-download-connection-retry-interval", Usage: "seconds between image download retries", set: seconds(func(c *Config) *time.Duration { return &c.DownloadRetryInterval })},
+		{Name: "ipa-image-download-max-duration", Usage: "seconds an image download may take in all, retries included (0: no limit)", set: seconds(func(c *Config) *time.Duration { return &c.DownloadMaxDuration })},
+		{Name: "rivet-max-decoder-memory", Usage: "MiB an image may make the decoders take (zstd window, xz dictionary, qcow2 tables); larger images are refused", set: mebibytes(func(c *Config) *int64 { return &c.MaxDecoderMemory })},
+		{Name: "rivet-allow-md5-checksum", Usage: "accept MD5 image checksums (refused by default; Ironic deprecated them)", IsBool: true, set: boolean(func(c *Config) *bool { return &c.AllowMD5 })},
 		{Name: "ipa-lookup-macs", Usage: "MACs to look up instead of the NICs' (local runs)", set: list(func(c *Config) *[]string { return &c.LookupMACs })},
 		{Name: "ipa-tls-cert-file", Usage: "certificate for HTTPS on the agent API", set: str(func(c *Config) *string { return &c.TLSCertFile })},
 		{Name: "ipa-tls-key-file", Usage: "key for HTTPS on the agent API", set: str(func(c *Config) *string { return &c.TLSKeyFile })},
@@ -231,7 +387,33 @@ func Params() []Param {
 		{Name: "ipa-keyfile", Usage: "client key for the Ironic API", set: str(func(c *Config) *string { return &c.KeyFile })},
 		{Name: "BOOTIF", Usage: "PXE boot interface MAC", set: func(c *Config, v string) error { c.BootIF = v; return nil }},
 		{Name: "ip", Usage: "network setup: dhcp (default), off, or <client>:<server>:<gw>:<netmask>:<host>:<dev>:<autoconf>", set: str(func(c *Config) *string { return &c.IPConfig })},
+	}, ignoredParams()...)
+}
+
+// ignoredParams are IPA's kernel parameters that change nothing in this
+// agent, with the reason; they are accepted and logged.
+func ignoredParams() []Param {
+	var out []Param
+	for _, p := range []struct {
+		name, why string
+		isBool    bool
+	}{
+		{"ipa-collect-lldp", "LLDP is not collected; the inventory has no lldp data", true},
+		{"ipa-lldp-timeout", "LLDP is not collected", false},
+		{"lldp-timeout", "LLDP is not collected", false},
+		{"ipa-enable-vlan-interfaces", "VLAN interfaces are not brought up (they need LLDP or a static ip= on the VLAN device)", false},
+		{"ipa-inspection-dhcp-wait-timeout", "the network is configured (ip=, DHCP on every NIC) before inspection starts", false},
+		{"ipa-inspection-dhcp-all-interfaces", "the network is configured (ip=, DHCP on every NIC) before inspection starts", true},
+		{"ipa-inspection-benchmarks", "no inspection benchmarks are run", false},
+		{"ipa-ntp-server", "the clock is not synchronised from NTP", false},
+		{"ipa-agent-token-required", "a token is always required once the agent holds one (Zed-era switch)", true},
+		{"ipa-use-mdns", "Ironic is not discovered by mDNS; give ipa-api-url", true},
+		{"ipa-inject-files-priority", "there is no inject_files deploy step", false},
+		{"boot_method", "virtual media parameters (parameters.txt) are not read", false},
+	} {
+		out = append(out, Param{Name: p.name, Usage: "accepted for IPA compatibility, no effect: " + p.why, Ignored: p.why, IsBool: p.isBool})
 	}
+	return out
 }
 
 // ParseKernelCmdline splits a kernel command line into key=value pairs.
@@ -245,10 +427,12 @@ func ParseKernelCmdline(r io.Reader) (map[string]string, error) {
 	var tok strings.Builder
 	inQuote := false
 	flush := func() {
-		t := tok.String()
+		// The kernel takes quotes around a value or a whole parameter
+		// ("ipa-x=a b" and ipa-x="a b" alike) and drops them.
+		t := strings.ReplaceAll(tok.String(), `"`, "")
 		tok.Reset()
-		if k, v, ok := strings.Cut(t, "="); ok && k != "" {
-			out[k] = strings.ReplaceAll(v, `"`, "")
+		if k, v, ok := strings.Cut(t, "="); ok && k != "" && !strings.ContainsAny(k, " \t\n") {
+			out[k] = v
 		}
 	}
 	for _, ch := range string(b) {

@@ -39,3 +39,19 @@ func TestKernelCommandLine(t *testing.T) {
 		t.Error("a non-integer was accepted")
 	}
 }
+
+func TestKernelCommandLineQuotes(t *testing.T) {
+	params, err := ParseKernelCmdline(strings.NewReader(`"ipa-global-request-id=req-a b" ipa-inspection-collectors="default, logs" " =0" x"y=1`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"ipa-global-request-id": "req-a b", "ipa-inspection-collectors": "default, logs", "xy": "1"}
+	if len(params) != len(want) {
+		t.Fatalf("params %q, want %q", params, want)
+	}
+	for k, v := range want {
+		if params[k] != v {
+			t.Errorf("%s = %q, want %q", k, params[k], v)
+		}
+	}
+}

@@ -24,7 +24,7 @@ func (a *Agent) writeImageStep(call manager.StepCall) (manager.StepFunc, error) 
 	if args.ImageInfo.ID == "" && len(args.ImageInfo.URLs) == 0 {
 		return nil, ErrInvalidParams("write_image needs args.image_info")
 	}
-	if err := validateImageInfo(&args.ImageInfo, args.Configdrive); err != nil {
+	if err := validateImageInfo(&args.ImageInfo, args.Configdrive, a.md5Allowed()); err != nil {
 		return nil, err
 	}
 	return func(ctx context.Context, p manager.Progress) (any, error) {

@@ -41,10 +41,13 @@ func (s *imageState) get() wire.PartitionUUIDs {
 
 // validateImageInfo checks image_info before any work starts: the rules
 // both ends share (wire.ImageInfo.Validate, IPA's _validate_image_info),
-// then what this agent cannot do.
-func validateImageInfo(info *wire.ImageInfo, cdParam *string) error {
+// then what this agent cannot do; MD5 checksums pass only when allowMD5.
+func validateImageInfo(info *wire.ImageInfo, cdParam *string, allowMD5 bool) error {
 	if err := info.Validate(); err != nil {
 		return ErrInvalidParams("%v", err)
+	}
+	if err := checkMD5(info, allowMD5); err != nil {
+		return err
 	}
 	switch f := strings.ToLower(info.DiskFormatString()); f {
 	case "", "raw", "qcow2", "gpt":
@@ -115,6 +118,8 @@ func (a *Agent) writeImage(ctx context.Context, job jobProgress, info wire.Image
 		DiskFormat: info.DiskFormatString(),
 		Progress:   func(p imagewriter.Progress) { job.SetProgress(toWireProgress(p)) },
 		Logger:     a.log,
+		// The decoders' memory, whatever the image says about itself.
+		MaxDecoderMemory: a.cfg.MaxDecoderMemory,
 	}
 	if info.Configdrive != nil && *info.Configdrive != "" {
 		if req.Configdrive, err = a.fetchConfigdrive(ctx, src, *info.Configdrive); err != nil {
@@ -177,8 +182,7 @@ func partitionUUIDs(info wire.ImageInfo, d imagewriter.DiskResult) wire.Partitio
 // imageChecksum resolves the expected checksum: os_hash_algo/value, a
 // legacy hash, or a checksum file URL fetched like the image.
 func (a *Agent) imageChecksum(ctx context.Context, src imagewriter.Source, info wire.ImageInfo) (imagewriter.Checksum, error) {
-	cfg := a.nodes.lookupConfig()
-	opts := imagewriter.ChecksumOptions{DisallowMD5: cfg.AgentMD5ChecksumEnable != nil && !*cfg.AgentMD5ChecksumEnable}
+	opts := imagewriter.ChecksumOptions{AllowMD5: a.md5Allowed()}
 	if (info.OSHashAlgo == "" || info.OSHashVal == "") && imagewriter.IsChecksumURL(info.Checksum) {
 		return imagewriter.FetchChecksum(ctx, src, info.Checksum, info.URLs[0], opts)
 	}
@@ -234,6 +238,8 @@ func imageError(id, dev string, err error) error {
 		return newError("ImageChecksumError", 500, "Error verifying image checksum", err, "image %s: %v", id, err)
 	case errors.Is(err, imagewriter.ErrDownload), errors.Is(err, imagewriter.ErrTruncated):
 		return newError("ImageDownloadError", 500, "Error downloading image", err, "image %s: %v", id, err)
+	case errors.Is(err, imagewriter.ErrMemoryLimit):
+		return newError("InvalidImage", 500, "Error validating image", err, "image %s: %v (the agent's limit is rivet-max-decoder-memory)", id, err)
 	case errors.Is(err, imagewriter.ErrFormat):
 		return newError("InvalidImage", 500, "Error validating image", err, "image %s: %v", id, err)
 	case errors.Is(err, imagewriter.ErrConfigdrive):
@@ -264,8 +270,13 @@ func (a *Agent) imageSource(info wire.ImageInfo) (imagewriter.Source, error) {
 			return url.Parse(p)
 		}
 	}
-	src.Client = imagewriter.NewHTTPClient(a.cfg.DownloadConnectTimeout, proxy)
+	src.Client = imagewriter.NewHTTPClient(a.cfg.DownloadConnectTimeout, proxy, a.tlsClient)
 	src.ReadGapTimeout = a.cfg.DownloadConnectTimeout
+	src.Retry = imagewriter.Retry{Attempts: a.cfg.DownloadRetries, Interval: a.cfg.DownloadRetryInterval}
+	if a.cfg.DownloadRetries == 0 {
+		src.Retry.Attempts = -1 // no retry (the zero value would mean the default)
+	}
+	src.MaxDuration = a.cfg.DownloadMaxDuration
 	src.Logger = a.log
 	switch {
 	case info.ImageRequestAuthorization != "":

@@ -54,11 +54,19 @@ func TestImageValidateImageInfo(t *testing.T) {
 		}, nil, "ephemeral_format"},
 		{"bad boot mode", func(i *wire.ImageInfo) { i.ImageType, i.DeployBootMode = "partition", "ppc" }, nil, "boot mode"},
 		{"no checksum", func(i *wire.ImageInfo) { i.OSHashAlgo, i.OSHashVal = "", "" }, nil, "no checksum"},
+		{"md5 legacy checksum", func(i *wire.ImageInfo) { i.OSHashAlgo, i.OSHashVal, i.Checksum = "", "", strings.Repeat("b", 32) }, nil, "MD5 checksums are refused"},
+		{"md5 os_hash_algo", func(i *wire.ImageInfo) { i.OSHashAlgo, i.OSHashVal = "MD5", strings.Repeat("b", 32) }, nil, "rivet-allow-md5-checksum"},
+		{"sha256 os_hash wins over an md5 legacy checksum", func(i *wire.ImageInfo) { i.Checksum = strings.Repeat("b", 32) }, nil, ""},
 	}
 	for _, c := range cases {
 		info := base()
 		c.edit(&info)
-		err := validateImageInfo(&info, c.cd)
+		if strings.HasPrefix(c.name, "md5") {
+			if err := validateImageInfo(&info, c.cd, true); err != nil {
+				t.Errorf("%s, MD5 allowed: %v", c.name, err)
+			}
+		}
+		err := validateImageInfo(&info, c.cd, false)
 		if c.err == "" {
 			if err != nil {
 				t.Errorf("%s: %v", c.name, err)

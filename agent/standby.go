@@ -44,7 +44,7 @@ func (s standby) prepareImage(raw json.RawMessage) (RunFunc, error) {
 	if p.ImageInfo == nil {
 		return nil, ErrInvalidParams("image_info is required")
 	}
-	if err := validateImageInfo(p.ImageInfo, p.Configdrive); err != nil {
+	if err := validateImageInfo(p.ImageInfo, p.Configdrive, s.a.md5Allowed()); err != nil {
 		return nil, err
 	}
 	info := *p.ImageInfo

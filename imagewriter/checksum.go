@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -28,6 +29,9 @@ type Checksum struct {
 // String renders "algo:value".
 func (c Checksum) String() string { return c.Algo + ":" + c.Value }
 
+// ErrMD5 is wrapped (with ErrChecksum) when an MD5 checksum is refused.
+var ErrMD5 = errors.New("MD5 checksums are refused: use os_hash_algo/os_hash_value with sha256 or sha512 (MD5 must be allowed explicitly)")
+
 var hashes = map[string]func() hash.Hash{
 	"md5":    md5.New,
 	"sha1":   sha1.New,
@@ -39,8 +43,9 @@ var hashes = map[string]func() hash.Hash{
 
 // ChecksumOptions tune ResolveChecksum.
 type ChecksumOptions struct {
-	// DisallowMD5 refuses MD5 (Ironic's agent_md5_checksum_enable=false).
-	DisallowMD5 bool
+	// AllowMD5 accepts MD5 checksums; by default they are refused (Ironic
+	// deprecated them).
+	AllowMD5 bool
 }
 
 // ResolveChecksum picks the expected checksum the way IPA does (contract
@@ -69,8 +74,8 @@ func ResolveChecksum(osHashAlgo, osHashValue, legacy string, opts ChecksumOption
 	if _, ok := hashes[c.Algo]; !ok {
 		return c, fmt.Errorf("%w: unsupported hash algorithm %q", ErrChecksum, c.Algo)
 	}
-	if c.Algo == "md5" && opts.DisallowMD5 {
-		return c, fmt.Errorf("%w: MD5 checksums are disabled by the conductor", ErrChecksum)
+	if c.Algo == "md5" && !opts.AllowMD5 {
+		return c, fmt.Errorf("%w: %w", ErrChecksum, ErrMD5)
 	}
 	if _, err := hex.DecodeString(c.Value); err != nil || len(c.Value) != hashes[c.Algo]().Size()*2 {
 		return c, fmt.Errorf("%w: %q is not a %s digest", ErrChecksum, c.Value, c.Algo)

@@ -18,11 +18,13 @@ func TestResolveChecksum(t *testing.T) {
 	}{
 		{"sha256", sha256v, md5v, ChecksumOptions{}, Checksum{"sha256", sha256v}, ""},
 		{"SHA512", strings.ToUpper(sha512v), "", ChecksumOptions{}, Checksum{"sha512", sha512v}, ""},
-		{"", "", md5v, ChecksumOptions{}, Checksum{"md5", md5v}, ""},
+		{"", "", md5v, ChecksumOptions{AllowMD5: true}, Checksum{"md5", md5v}, ""},
 		{"", "", sha256v, ChecksumOptions{}, Checksum{"sha256", sha256v}, ""},
 		{"", "", sha512v, ChecksumOptions{}, Checksum{"sha512", sha512v}, ""},
-		{"sha256", "", md5v, ChecksumOptions{}, Checksum{"md5", md5v}, ""}, // both os_hash fields needed
-		{"", "", md5v, ChecksumOptions{DisallowMD5: true}, Checksum{}, "MD5"},
+		{"sha256", "", md5v, ChecksumOptions{AllowMD5: true}, Checksum{"md5", md5v}, ""}, // both os_hash fields needed
+		{"", "", md5v, ChecksumOptions{}, Checksum{}, "MD5"},
+		{"MD5", md5v, "", ChecksumOptions{}, Checksum{}, "MD5"},
+		{"md5", md5v, "", ChecksumOptions{AllowMD5: true}, Checksum{"md5", md5v}, ""},
 		{"", "", "abc", ChecksumOptions{}, Checksum{}, "3-character"},
 		{"", "", "", ChecksumOptions{}, Checksum{}, "no checksum"},
 		{"whirlpool", sha512v, "", ChecksumOptions{}, Checksum{}, "unsupported"},

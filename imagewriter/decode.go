@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/rivetmetal/rivet/imagewriter/qcow2"
 	"github.com/rivetmetal/rivet/imagewriter/source"
+	"github.com/rivetmetal/rivet/imagewriter/xzlimit"
 	"github.com/ulikunitz/xz"
 )
 
@@ -122,8 +124,11 @@ func (e *emitter) send(c *chunk) error {
 	return nil
 }
 
-// newDecompressor opens the decoder of a compression container.
-func newDecompressor(f Format, r io.Reader) (io.Reader, func(), error) {
+// newDecompressor opens the decoder of a compression container, its
+// memory bounded by maxMemory: a zstd window or an xz dictionary (or xz
+// index) over it fails with ErrMemoryLimit before the decoder allocates it.
+// gzip needs 32 KiB whatever the stream says.
+func newDecompressor(f Format, r io.Reader, maxMemory int64) (io.Reader, func(), error) {
 	switch f {
 	case FormatGzip:
 		z, err := gzip.NewReader(r)
@@ -132,19 +137,51 @@ func newDecompressor(f Format, r io.Reader) (io.Reader, func(), error) {
 		}
 		return z, func() { z.Close() }, nil
 	case FormatZstd:
-		z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxMemory(1<<40))
+		z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(2), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(uint64(max(maxMemory, zstd.MinWindowSize))), zstd.WithDecoderMaxMemory(1<<62))
 		if err != nil {
 			return nil, nil, err
 		}
-		return z, z.Close, nil
+		return limitErrors{z, maxMemory}, z.Close, nil
 	case FormatXz:
-		z, err := xz.NewReader(r)
-		if err != nil {
-			return nil, nil, err
+		guard := xzlimit.NewReader(r, maxMemory)
+		// The decoder allocates a new dictionary for every block; collect
+		// the last one before it does, so two are never resident at once.
+		guard.BeforeBlock = func(prevDict int64) {
+			if prevDict >= 4<<20 {
+				runtime.GC()
+			}
 		}
-		return z, func() {}, nil
+		z, err := xz.ReaderConfig{DictCap: 4096}.NewReader(guard)
+		if err != nil {
+			return nil, nil, limitError(err, maxMemory)
+		}
+		return limitErrors{z, maxMemory}, func() {}, nil
 	}
 	return nil, nil, fmt.Errorf("no decoder for %s", f)
+}
+
+// limitErrors reports a decoder's refusal to allocate as ErrMemoryLimit.
+type limitErrors struct {
+	r   io.Reader
+	max int64
+}
+
+func (l limitErrors) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	return n, limitError(err, l.max)
+}
+
+func limitError(err error, maxMemory int64) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, xzlimit.ErrLimit):
+		return fmt.Errorf("%w: %w", ErrMemoryLimit, err)
+	case errors.Is(err, zstd.ErrWindowSizeExceeded), errors.Is(err, zstd.ErrDecoderSizeExceeded):
+		return fmt.Errorf("%w: the zstd window is over the %d MiB decoder memory limit: %w", ErrMemoryLimit, maxMemory>>20, err)
+	}
+	return err
 }
 
 // decompress is the decode stage of a compressed image: it decodes the
@@ -152,7 +189,7 @@ func newDecompressor(f Format, r io.Reader) (io.Reader, func(), error) {
 // where the compressed data ends: a truncated stream or trailing bytes are
 // errors.
 func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *emitter) error {
-	dec, closeDec, err := newDecompressor(f, in)
+	dec, closeDec, err := newDecompressor(f, in, w.req.MaxDecoderMemory)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -200,6 +237,9 @@ func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *
 			}
 			if errors.Is(err, io.ErrUnexpectedEOF) {
 				return fmt.Errorf("%w: the %s stream of %s ended before its end marker after %d served bytes (%d decoded)", ErrTruncated, f, w.srcName(), in.n, off)
+			}
+			if errors.Is(err, ErrMemoryLimit) {
+				return fmt.Errorf("%w: %s stream of %s: %w", ErrFormat, f, w.srcName(), err)
 			}
 			return fmt.Errorf("%w: decoding the %s stream of %s at served byte %d: %w", ErrFormat, f, w.srcName(), in.n, err)
 		}

@@ -33,3 +33,9 @@ var (
 	// placed.
 	ErrConfigdrive = errors.New("config drive error")
 )
+
+// ErrMemoryLimit is a detail, wrapped together with ErrFormat, of an image
+// refused because decoding it would take more memory than
+// Request.MaxDecoderMemory: an xz dictionary or index, a zstd window, or
+// qcow2 tables over the limit.
+var ErrMemoryLimit = errors.New("image needs more decoder memory than allowed")

@@ -6,12 +6,15 @@ import "time"
 // Download, decode and write are concurrent stages: their timings are the
 // span of each stage and overlap; the others run one after the other.
 const (
-	PhasePrepare     = "prepare"
-	PhaseConnect     = "connect"
-	PhaseDownload    = "download"
-	PhaseDecode      = "decode"
-	PhaseWrite       = "write"
-	PhaseFlush       = "flush"
+	PhasePrepare  = "prepare"
+	PhaseConnect  = "connect"
+	PhaseDownload = "download"
+	PhaseDecode   = "decode"
+	PhaseWrite    = "write"
+	PhaseFlush    = "flush"
+	// PhaseConvert converts a qcow2 file spooled onto the target (for
+	// servers without Range support) into the disk image.
+	PhaseConvert     = "convert"
 	PhaseVerify      = "verify"
 	PhaseConfigdrive = "configdrive"
 	PhaseFinalize    = "finalize"

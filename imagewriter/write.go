@@ -3,6 +3,7 @@ package imagewriter
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,7 +17,6 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/rivetmetal/rivet/imagewriter/qcow2"
 	"github.com/rivetmetal/rivet/imagewriter/source"
 	"golang.org/x/sync/errgroup"
 )
@@ -30,8 +30,8 @@ type Retry = source.Retry
 
 // NewHTTPClient returns an HTTP client for image downloads; see
 // source.NewHTTPClient.
-func NewHTTPClient(connectTimeout time.Duration, proxy func(*http.Request) (*url.URL, error)) *http.Client {
-	return source.NewHTTPClient(connectTimeout, proxy)
+func NewHTTPClient(connectTimeout time.Duration, proxy func(*http.Request) (*url.URL, error), tlsConfig *tls.Config) *http.Client {
+	return source.NewHTTPClient(connectTimeout, proxy, tlsConfig)
 }
 
 // Defaults of Request's tuning fields.
@@ -44,6 +44,8 @@ const (
 	decodedBuffers = 4
 	decodedInput   = 4
 	inputChunk     = 1 << 20
+	// DefaultMaxDecoderMemory is Request.MaxDecoderMemory's default.
+	DefaultMaxDecoderMemory = 128 << 20
 )
 
 // Request describes one image write. Zero values of the optional fields
@@ -80,6 +82,17 @@ type Request struct {
 	// ParallelStreams > 1 fetches the image with that many concurrent
 	// Range requests when the server serves ranges.
 	ParallelStreams int
+	// MaxDecoderMemory bounds the memory an image can make the decoders
+	// take, whatever it says about itself: the zstd window, the xz
+	// dictionary and index, the qcow2 L1 table and extent map. An image
+	// asking for more is refused before the memory is taken (ErrFormat
+	// wrapping ErrMemoryLimit). 0 means DefaultMaxDecoderMemory. The
+	// pipeline's buffers (Buffers × BufferSize) come on top.
+	MaxDecoderMemory int64
+	// MaxRangeReads bounds the Range requests that read a qcow2 image's
+	// tables; an image needing more is converted sequentially instead. 0
+	// means qcow2.DefaultMaxReads.
+	MaxRangeReads int
 	// BufferSize and Buffers size the raw pipeline's buffer pool
 	// (Buffers × BufferSize is its memory). BufferSize is rounded up to
 	// 4 KiB.
@@ -171,6 +184,7 @@ type writer struct {
 	imageSize  int64
 	srcURL     string
 	dirty      bool // the targets' old contents were changed
+	qcow       *qcowPlan
 
 	read    atomic.Int64
 	decoded atomic.Int64
@@ -198,6 +212,9 @@ func newWriter(req Request) (*writer, error) {
 	}
 	if req.ProgressInterval <= 0 {
 		req.ProgressInterval = DefaultProgressInterval
+	}
+	if req.MaxDecoderMemory <= 0 {
+		req.MaxDecoderMemory = DefaultMaxDecoderMemory
 	}
 	log := req.Logger
 	if log == nil {
@@ -271,8 +288,7 @@ func (w *writer) run(ctx context.Context) (res *Result, err error) {
 	probe = probe[:n]
 	w.read.Store(int64(n))
 	format := DetectFormat(probe)
-	var qmap *qcow2.Map
-	if err := w.precheck(ctx, st, probe, eof, format, &qmap); err != nil {
+	if err := w.precheck(ctx, st, probe, format); err != nil {
 		return nil, err
 	}
 	w.log.Info("writing image", "url", w.srcName(), "size", st.Size(), "format", format,
@@ -285,9 +301,19 @@ func (w *writer) run(ctx context.Context) (res *Result, err error) {
 	}
 
 	w.setPhase(PhaseDownload)
-	sum, size, err := w.pump(ctx, st, probe, eof, format, qmap)
+	sum, size, err := w.pump(ctx, st, probe, eof, format)
 	if err != nil {
 		return nil, err
+	}
+	if w.qcow != nil && w.qcow.mode == qcowSpool {
+		// Convert only what was verified.
+		if sum != w.req.Checksum.Value {
+			return nil, fmt.Errorf("%w: %s of %s is %s, expected %s", ErrChecksum, w.req.Checksum.Algo, w.srcName(), sum, w.req.Checksum.Value)
+		}
+		w.setPhase(PhaseConvert)
+		if err := w.convertSpool(ctx, size); err != nil {
+			return nil, err
+		}
 	}
 
 	w.setPhase(PhaseFlush)
@@ -334,8 +360,9 @@ func (w *writer) run(ctx context.Context) (res *Result, err error) {
 }
 
 // precheck refuses an image that cannot be written, before any disk is
-// touched: format checks, and size checks where the size is known.
-func (w *writer) precheck(ctx context.Context, st *source.Stream, probe []byte, eof bool, format Format, qmap **qcow2.Map) error {
+// touched: format checks, size checks where the size is known, decoder
+// memory checks, and for qcow2 the choice of conversion path.
+func (w *writer) precheck(ctx context.Context, st *source.Stream, probe []byte, format Format) error {
 	switch {
 	case format == FormatRaw:
 		if err := checkFormat(format, w.req.DiskFormat, w.req.PermittedFormats, probe); err != nil {
@@ -351,14 +378,34 @@ func (w *writer) precheck(ctx context.Context, st *source.Stream, probe []byte, 
 			}
 		}
 	case format.compressed():
+		if format == FormatZstd {
+			var zh zstd.Header
+			if zh.Decode(probe) == nil {
+				if zh.WindowSize > uint64(w.req.MaxDecoderMemory) {
+					return fmt.Errorf("%w: %w: the zstd stream of %s declares a %d MiB window, over the %d MiB decoder memory limit; nothing was written",
+						ErrFormat, ErrMemoryLimit, w.srcName(), zh.WindowSize>>20, w.req.MaxDecoderMemory>>20)
+				}
+				if zh.HasFCS {
+					for _, s := range w.sinks {
+						if int64(zh.FrameContentSize) > s.limit {
+							return fmt.Errorf("%w: image %s decompresses to %d bytes, %s has %d; nothing was written",
+								ErrTooLarge, w.srcName(), zh.FrameContentSize, s.t.Path(), s.limit)
+						}
+					}
+				}
+			}
+		}
 		// Decode the start of the stream to check what it holds.
-		dec, closeDec, err := newDecompressor(format, bytes.NewReader(probe))
+		dec, closeDec, err := newDecompressor(format, bytes.NewReader(probe), w.req.MaxDecoderMemory)
 		if err != nil {
 			return fmt.Errorf("%w: %s stream of %s: %w", ErrFormat, format, w.srcName(), err)
 		}
 		head := make([]byte, 8192)
-		n, _ := io.ReadFull(dec, head)
+		n, err := io.ReadFull(dec, head)
 		closeDec()
+		if errors.Is(err, ErrMemoryLimit) {
+			return fmt.Errorf("%w: %s stream of %s: %w; nothing was written", ErrFormat, format, w.srcName(), err)
+		}
 		head = head[:n]
 		if DetectFormat(head) == FormatQcow2 {
 			return fmt.Errorf("%w: a qcow2 image inside %s cannot be streamed; serve it uncompressed (qcow2 compresses its own clusters)", ErrFormat, format)
@@ -366,46 +413,22 @@ func (w *writer) precheck(ctx context.Context, st *source.Stream, probe []byte, 
 		if err := checkFormat(format, w.req.DiskFormat, w.req.PermittedFormats, head); err != nil {
 			return err
 		}
-		if format == FormatZstd {
-			var zh zstd.Header
-			if zh.Decode(probe) == nil && zh.HasFCS {
-				for _, s := range w.sinks {
-					if int64(zh.FrameContentSize) > s.limit {
-						return fmt.Errorf("%w: image %s decompresses to %d bytes, %s has %d; nothing was written",
-							ErrTooLarge, w.srcName(), zh.FrameContentSize, s.t.Path(), s.limit)
-					}
-				}
-			}
-		}
 	case format == FormatQcow2:
 		if err := checkFormat(format, w.req.DiskFormat, w.req.PermittedFormats, nil); err != nil {
 			return err
 		}
-		m, err := qcow2.ReadMap(ctx, readerAtCtx{ctx, st}, st.Size(), 8)
+		plan, err := w.planQcow2(ctx, st, probe)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, source.ErrDownload) {
-				return fmt.Errorf("reading the qcow2 tables of %s: %w", w.srcName(), err)
-			}
-			return fmt.Errorf("%w: %s: %w", ErrFormat, w.srcName(), err)
+			return err
 		}
-		vsize := int64(m.Header.Size)
-		w.setImageSize(vsize)
-		for _, s := range w.sinks {
-			if vsize > s.limit {
-				return fmt.Errorf("%w: qcow2 image %s has a virtual size of %d bytes, %s has %d; nothing was written",
-					ErrTooLarge, w.srcName(), vsize, s.t.Path(), s.limit)
-			}
-		}
-		w.log.Info("qcow2 image", "virtual_size", vsize, "cluster_size", m.Header.ClusterSize(), "data_bytes", m.DataBytes,
-			"extents", len(m.Extents), "compression_type", m.Header.CompressionType, "version", m.Header.Version)
-		*qmap = m
+		w.qcow = plan
 	}
 	return nil
 }
 
 // pump runs the fetch, hash, decode and write stages concurrently and
 // returns the hex digest and the number of bytes served.
-func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof bool, format Format, qmap *qcow2.Map) (string, int64, error) {
+func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof bool, format Format) (string, int64, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	h, _ := w.req.Checksum.newHash()
 	// Raw images go from the fetch buffers straight to the disks; the
@@ -477,13 +500,23 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 			closeSinks()
 			return nil
 		}
+		if w.qcow != nil && w.qcow.mode == qcowSpool {
+			if err := w.spoolFile(gctx, decCh); err != nil {
+				return err
+			}
+			closeSinks()
+			return nil
+		}
 		em := &emitter{ctx: gctx, pool: newBufferPool(decodedBuffers, w.req.BufferSize), outs: sinkChs}
 		cr := &chunkReader{ctx: gctx, ch: decCh}
 		defer cr.close()
 		var err error
-		if format == FormatQcow2 {
-			err = w.convertMap(gctx, qmap, cr, em)
-		} else {
+		switch {
+		case format == FormatQcow2 && w.qcow.mode == qcowStream:
+			err = w.convertStream(gctx, cr, em, st.Size())
+		case format == FormatQcow2:
+			err = w.convertMap(gctx, w.qcow.m, cr, em)
+		default:
 			err = w.decompress(gctx, format, cr, em)
 		}
 		if err != nil {

@@ -71,6 +71,11 @@ func Build(ctx context.Context, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if opts.CAFile != "" {
+		if err := addCAFile(base, opts.CAFile); err != nil {
+			return Result{}, err
+		}
+	}
 	if opts.FirmwareDir != "" {
 		if err := addTree(base, opts.FirmwareDir); err != nil {
 			return Result{}, err

@@ -121,6 +121,11 @@ type Options struct {
 	// and built. Zero: the current working directory, as for go build.
 	ModuleDir string
 
+	// CAFile is a PEM bundle of CA certificates copied to CAFilePath,
+	// which the agent trusts (besides the system roots) to verify the
+	// conductor, the inspection callback and image servers. Zero: none.
+	CAFile string
+
 	// Logger receives build progress. Zero: slog.Default().
 	Logger *slog.Logger
 }

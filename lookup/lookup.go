@@ -188,22 +188,29 @@ func (cfg *Config) tryOne(ctx context.Context, apiURL string) (*Result, int, err
 	if resp.StatusCode != http.StatusOK {
 		return nil, resp.StatusCode, fmt.Errorf("GET %s/v1/lookup: HTTP %d: %s", base, resp.StatusCode, wire.FaultText(body))
 	}
+	res, err := parseAnswer(body, base, maxVer)
+	return res, resp.StatusCode, err
+}
+
+// parseAnswer reads a 200 answer of GET /v1/lookup: it must name a node
+// and hand out a usable agent token.
+func parseAnswer(body []byte, base, maxVer string) (*Result, error) {
 	res := &Result{APIURL: base, MaxVersion: maxVer}
 	if err := json.Unmarshal(body, &res.LookupResponse); err != nil {
-		return nil, resp.StatusCode, fmt.Errorf("GET %s/v1/lookup: bad answer: %w", base, err)
+		return nil, fmt.Errorf("GET %s/v1/lookup: bad answer: %w", base, err)
 	}
 	if res.Node.UUID == "" {
-		return nil, resp.StatusCode, fmt.Errorf("GET %s/v1/lookup: answer has no node uuid", base)
+		return nil, fmt.Errorf("GET %s/v1/lookup: answer has no node uuid", base)
 	}
 	switch tok := res.Config.AgentToken; {
 	case tok == nil:
-		return nil, resp.StatusCode, fmt.Errorf("lookup of node %s returned no agent token (API max version %s; 1.62 or later is needed)", res.Node.UUID, maxVer)
+		return nil, fmt.Errorf("lookup of node %s returned no agent token (API max version %s; 1.62 or later is needed)", res.Node.UUID, maxVer)
 	case *tok == wire.Masked:
-		return nil, resp.StatusCode, fmt.Errorf("the agent token of node %s was already handed out to an earlier boot; the conductor clears it on the next power off or reboot", res.Node.UUID)
+		return nil, fmt.Errorf("the agent token of node %s was already handed out to an earlier boot; the conductor clears it on the next power off or reboot", res.Node.UUID)
 	case len(*tok) < MinTokenLength:
-		return nil, resp.StatusCode, fmt.Errorf("lookup of node %s returned an agent token of %d characters; at least %d are required", res.Node.UUID, len(*tok), MinTokenLength)
+		return nil, fmt.Errorf("lookup of node %s returned an agent token of %d characters; at least %d are required", res.Node.UUID, len(*tok), MinTokenLength)
 	}
-	return res, resp.StatusCode, nil
+	return res, nil
 }
 
 // DiscoverVersion reads the API's maximum microversion from its root

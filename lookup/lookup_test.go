@@ -151,3 +151,21 @@ func TestLookupNeedsSomethingToLookUp(t *testing.T) {
 		t.Fatal("lookup without API URL accepted")
 	}
 }
+
+// FuzzParseAnswer: whatever the API answers a lookup with, the parse never
+// panics, and an accepted answer names a node and carries a token the
+// agent can use.
+func FuzzParseAnswer(f *testing.F) {
+	f.Add([]byte(`{"node":{"uuid":"1be26c0b-03f2-4d2e-ae87-c02d7f33c123","properties":{},"instance_info":{},"driver_internal_info":{}},"config":{"heartbeat_timeout":300,"agent_token":"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG","agent_token_required":true}}`))
+	f.Add([]byte(`{"node":{"uuid":"x"},"config":{"agent_token":"******"}}`))
+	f.Add([]byte(`{"node":{"uuid":"x"},"config":{"agent_token":null,"heartbeat_timeout":"300"}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		res, err := parseAnswer(body, "http://127.0.0.1:6385", "1.82")
+		if err != nil {
+			return
+		}
+		if res.Node.UUID == "" || len(res.Token()) < MinTokenLength {
+			t.Fatalf("accepted %s", body)
+		}
+	})
+}

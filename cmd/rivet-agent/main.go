@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -90,6 +91,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, inRamdisk bool) e
 	logs := agent.NewLogBuffer(4 << 20)
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(stderr, logs), &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
+	for name, v := range cfg.Ignored {
+		log.Warn("IPA parameter accepted, but it has no effect in rivet-agent", "param", name, "value", v, "reason", agent.IgnoredReason(name))
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.MemoryLimit())
+	}
+	log.Info("memory bounds", "max_decoder_memory_mib", cfg.MaxDecoderMemory>>20, "go_memory_limit_mib", debug.SetMemoryLimit(-1)>>20)
 	if !inRamdisk && len(cfg.BlockDevices) == 0 && !cfg.Standalone {
 		log.Warn("running outside the deploy ramdisk with no --ipa-block-devices: any local disk can be chosen",
 			"hint", "pass --ipa-block-devices=/dev/loopN,...")

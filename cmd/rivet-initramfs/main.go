@@ -43,6 +43,7 @@ func run(args []string) error {
 	fs.StringVar(&comp, "compression", "zstd", "zstd, gzip, xz or none")
 	fs.StringVar(&opts.AgentPackage, "agent", initramfs.DefaultAgentPackage, "Go package built as /bin/uinit")
 	fs.StringVar(&commands, "commands", "", "comma-separated u-root command packages besides init (default: "+strings.Join(initramfs.DefaultCommands, ",")+")")
+	fs.StringVar(&opts.CAFile, "ca-file", "", "PEM CA bundle built into the ramdisk at /"+initramfs.CAFilePath+"; the agent trusts it for the conductor, inspection and image downloads")
 	fs.StringVar(&load, "load-modules", "", "comma-separated modules for /lib/modules-load.d/rivet.conf (default: "+strings.Join(initramfs.DefaultLoadModules, ",")+")")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -57,28 +57,15 @@ func (m *Map) Convert(ctx context.Context, r io.Reader, emit EmitFunc) (int64, e
 			}
 			continue
 		}
-		e := m.Extents[ei]
-		ei++
-		if !e.Compressed {
-			err := w.each(e.Host, e.Host+e.Len, func(p []byte) error {
-				err := emit(p, e.Guest)
-				e.Guest += int64(len(p))
-				return err
-			})
-			if err != nil {
-				return w.end(), err
-			}
-			continue
+		// Extents of the same host bytes (L2 tables shared by several
+		// L1 entries) are served from one pass over them.
+		ej := ei + 1
+		for ej < len(m.Extents) && sameHost(m.Extents[ej], m.Extents[ei]) {
+			ej++
 		}
-		src := dec.scratch(int(e.Len))
-		if err := w.each(e.Host, e.Host+e.Len, func(p []byte) error { src = append(src, p...); return nil }); err != nil {
-			return w.end(), err
-		}
-		out, err := dec.decompress(m.Header.CompressionType, src, int(e.GuestLen), int(cs))
-		if err != nil {
-			return w.end(), fmt.Errorf("%w: compressed cluster at host %#x (guest %#x): %w", ErrInvalid, e.Host, e.Guest, err)
-		}
-		if err := emit(out, e.Guest); err != nil {
+		run := m.Extents[ei:ej]
+		ei = ej
+		if err := copyExtents(w, &dec, m.Header.CompressionType, int(cs), run, emit); err != nil {
 			return w.end(), err
 		}
 	}
@@ -91,6 +78,46 @@ func (m *Map) Convert(ctx context.Context, r io.Reader, emit EmitFunc) (int64, e
 		return w.end(), fmt.Errorf("%w: stream is %d bytes, the file %d", io.ErrUnexpectedEOF, w.end(), m.FileSize)
 	}
 	return w.end(), nil
+}
+
+func sameHost(a, b Extent) bool {
+	return a.Host == b.Host && a.Len == b.Len && a.Compressed == b.Compressed
+}
+
+// copyExtents reads the host bytes of run (extents that share them) from
+// the window once and emits them at each extent's guest offset.
+func copyExtents(w *window, dec *decompressor, typ uint8, cs int, run []Extent, emit EmitFunc) error {
+	e := run[0]
+	if !e.Compressed {
+		pos := int64(0)
+		return w.each(e.Host, e.Host+e.Len, func(p []byte) error {
+			for _, r := range run {
+				if err := emit(p, r.Guest+pos); err != nil {
+					return err
+				}
+			}
+			pos += int64(len(p))
+			return nil
+		})
+	}
+	src := dec.scratch(int(e.Len))
+	if err := w.each(e.Host, e.Host+e.Len, func(p []byte) error { src = append(src, p...); return nil }); err != nil {
+		return err
+	}
+	glen := int64(0)
+	for _, r := range run {
+		glen = max(glen, r.GuestLen)
+	}
+	out, err := dec.decompress(typ, src, int(glen), cs)
+	if err != nil {
+		return fmt.Errorf("%w: compressed cluster at host %#x (guest %#x): %w", ErrInvalid, e.Host, e.Guest, err)
+	}
+	for _, r := range run {
+		if err := emit(out[:r.GuestLen], r.Guest); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // window reads a stream forward, keeping the last keep bytes so ranges

@@ -41,7 +41,7 @@ func FuzzReadMap(f *testing.F) {
 		f.Add(file)
 	}
 	f.Fuzz(func(t *testing.T, file []byte) {
-		m, err := ReadMap(context.Background(), bytes.NewReader(file), int64(len(file)), 2)
+		m, err := ReadMap(context.Background(), bytes.NewReader(file), int64(len(file)), Limits{Parallel: 2})
 		if err != nil {
 			return
 		}

@@ -140,7 +140,7 @@ func randBytes(n int) []byte {
 // convert runs ReadMap and Convert over file and returns the guest disk.
 func convert(t testing.TB, file []byte, size int64) ([]byte, *Map, error) {
 	t.Helper()
-	m, err := ReadMap(context.Background(), bytes.NewReader(file), int64(len(file)), 4)
+	m, err := ReadMap(context.Background(), bytes.NewReader(file), int64(len(file)), Limits{})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -195,7 +195,7 @@ func TestConvertSynthetic(t *testing.T) {
 func TestConvertDetectsMetadataChange(t *testing.T) {
 	s := synth{clusterBits: 16, size: 1 << 20, data: map[int64][]byte{0: randBytes(65536)}}
 	file, _ := s.build(t)
-	m, err := ReadMap(context.Background(), bytes.NewReader(file), int64(len(file)), 1)
+	m, err := ReadMap(context.Background(), bytes.NewReader(file), int64(len(file)), Limits{Parallel: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -25,11 +26,6 @@ const (
 	// l2Reserved are bits 1–8 and 56–61 of a standard L2 entry.
 	l2Reserved = 0x3f000000000001fe
 )
-
-// MaxExtents bounds the map a single image may produce; an image this
-// fragmented (4 Mi compressed clusters is 256 GiB at 64 KiB clusters) is
-// refused rather than held in memory.
-const MaxExtents = 4 << 20
 
 // Extent is one piece of guest data stored in the file.
 type Extent struct {
@@ -75,19 +71,26 @@ func ParseL1(b []byte, h *Header) ([]int64, error) {
 		return nil, fmt.Errorf("%w: L1 table needs %d bytes, have %d", ErrInvalid, int64(h.L1Size)*8, len(b))
 	}
 	out := make([]int64, h.L1Size)
+	return out, parseL1Entries(b[:len(out)*8], h, 0, out)
+}
+
+// parseL1Entries decodes the L1 entries in b, the first being entry
+// first, into out.
+func parseL1Entries(b []byte, h *Header, first int64, out []int64) error {
 	cs := uint64(h.ClusterSize())
-	for i := range out {
-		e := binary.BigEndian.Uint64(b[i*8:])
+	for k := 0; k+8 <= len(b); k += 8 {
+		i := first + int64(k/8)
+		e := binary.BigEndian.Uint64(b[k:])
 		if e&l1Reserved != 0 {
-			return nil, fmt.Errorf("%w: L1 entry %d has reserved bits set (%#x)", ErrInvalid, i, e)
+			return fmt.Errorf("%w: L1 entry %d has reserved bits set (%#x)", ErrInvalid, i, e)
 		}
 		off := e & offsetMask
 		if off%cs != 0 {
-			return nil, fmt.Errorf("%w: L1 entry %d points to unaligned offset %#x", ErrInvalid, i, off)
+			return fmt.Errorf("%w: L1 entry %d points to unaligned offset %#x", ErrInvalid, i, off)
 		}
 		out[i] = int64(off)
 	}
-	return out, nil
+	return nil
 }
 
 // ParseL2 decodes the L2 table b of L1 entry l1Index, calling add for
@@ -147,10 +150,22 @@ func ParseL2(b []byte, h *Header, l1Index int64, add func(Extent) error) error {
 }
 
 // ReadMap reads the header, the L1 table and every L2 table through r (the
-// image file, e.g. over HTTP Range requests), up to parallel reads at
-// once, and returns the map. fileSize is the file's size, -1 if unknown.
-func ReadMap(ctx context.Context, r io.ReaderAt, fileSize int64, parallel int) (*Map, error) {
+// image file, e.g. over HTTP Range requests) and returns the map. fileSize
+// is the file's size, -1 if unknown. What it costs is bounded by lim, and
+// checked before anything is read that the header asks for: only the L1
+// entries the virtual size needs are read, each distinct L2 table is read
+// once however many L1 entries point at it, tables lying close together
+// are read together, and the reads are counted (ErrTooManyReads) and so is
+// the memory the map takes (ErrMemoryLimit).
+func ReadMap(ctx context.Context, r io.ReaderAt, fileSize int64, lim Limits) (*Map, error) {
+	lim = lim.withDefaults()
+	var reads atomic.Int64
+	readAt := func(b []byte, off int64) error {
+		reads.Add(1)
+		return readFull(r, b, off)
+	}
 	first := make([]byte, 64<<10)
+	reads.Add(1)
 	n, err := r.ReadAt(first, 0)
 	if n < MinHeaderBytes && err != nil {
 		return nil, fmt.Errorf("reading qcow2 header: %w", err)
@@ -166,6 +181,7 @@ func ReadMap(ctx context.Context, r io.ReaderAt, fileSize int64, parallel int) (
 	} else if int64(len(first)) < cs && (fileSize < 0 || fileSize > int64(len(first))) {
 		// Clusters over 64 KiB: extensions may go further.
 		more := make([]byte, cs)
+		reads.Add(1)
 		n, err := r.ReadAt(more, 0)
 		if n < len(first) && err != nil {
 			return nil, fmt.Errorf("reading qcow2 header cluster: %w", err)
@@ -177,110 +193,178 @@ func ReadMap(ctx context.Context, r io.ReaderAt, fileSize int64, parallel int) (
 	}
 	m := &Map{Header: h, FileSize: fileSize}
 	m.meta = append(m.meta, metaRegion{Range: Range{0, int64(len(first))}, sum: sha256.Sum256(first)})
+	first = nil
 
-	l1Bytes := int64(h.L1Size) * 8
-	if l1Bytes == 0 {
+	need := h.L1Needed()
+	if need == 0 {
 		return m, nil
 	}
-	if err := m.inFile("L1 table", int64(h.L1TableOffset), l1Bytes); err != nil {
+	mem := &budget{max: lim.MaxMemory}
+	if err := mem.charge(need*l1EntryCost, fmt.Sprintf("an L1 table of %d entries", need)); err != nil {
 		return nil, err
 	}
-	l1raw := make([]byte, l1Bytes)
-	if err := readFull(r, l1raw, int64(h.L1TableOffset)); err != nil {
-		return nil, fmt.Errorf("reading qcow2 L1 table: %w", err)
+	l1Off, l1Bytes := int64(h.L1TableOffset), need*8
+	if err := m.inFile("L1 table", l1Off, l1Bytes); err != nil {
+		return nil, err
 	}
-	m.meta = append(m.meta, metaRegion{Range: Range{int64(h.L1TableOffset), l1Bytes}, sum: sha256.Sum256(l1raw)})
-	l1, err := ParseL1(l1raw, h)
+	l1 := make([]int64, need)
+	sum := sha256.New()
+	piece := make([]byte, min(l1Bytes, maxReadBytes))
+	for done := int64(0); done < l1Bytes; {
+		b := piece[:min(int64(len(piece)), l1Bytes-done)]
+		if err := readAt(b, l1Off+done); err != nil {
+			return nil, fmt.Errorf("reading qcow2 L1 table: %w", err)
+		}
+		sum.Write(b)
+		if err := parseL1Entries(b, h, done/8, l1); err != nil {
+			return nil, err
+		}
+		done += int64(len(b))
+	}
+	piece = nil
+	var l1Sum [sha256.Size]byte
+	sum.Sum(l1Sum[:0])
+	m.meta = append(m.meta, metaRegion{Range: Range{l1Off, l1Bytes}, sum: l1Sum})
+
+	// The L1 entries that point somewhere, ordered by the table they
+	// point at: runs of equal offsets share one table.
+	order := make([]int32, 0, need)
+	for i, off := range l1 {
+		if off != 0 {
+			order = append(order, int32(i))
+		}
+	}
+	slices.SortFunc(order, func(a, b int32) int { return cmp.Or(cmp.Compare(l1[a], l1[b]), cmp.Compare(a, b)) })
+	groups, err := m.groupTables(l1, order, cs)
 	if err != nil {
 		return nil, err
 	}
-	l1raw = nil
+	if total := reads.Load() + int64(len(groups)); total > int64(lim.MaxReads) {
+		return nil, fmt.Errorf("%w: %d reads for %d L2 tables, over the limit of %d", ErrTooManyReads, total, countTables(l1, order), lim.MaxReads)
+	}
 
-	// Read the L2 tables in parallel, in L1 order within each worker's
-	// result slot, then merge in guest order.
-	type l2result struct {
-		extents []Extent
-		meta    metaRegion
-	}
-	results := make([]l2result, len(l1))
-	if parallel < 1 {
-		parallel = 1
-	}
+	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(parallel)
-	var total sync.Mutex
-	count := 0
-	for i, off := range l1 {
-		if off == 0 {
-			continue
-		}
-		if int64(i)*h.L2Entries()*cs >= int64(h.Size) {
-			break
-		}
-		if err := m.inFile("L2 table", off, cs); err != nil {
-			return nil, err
-		}
+	g.SetLimit(lim.Parallel)
+	for _, grp := range groups {
 		g.Go(func() error {
 			if err := gctx.Err(); err != nil {
 				return err
 			}
-			b := make([]byte, cs)
-			if err := readFull(r, b, off); err != nil {
-				return fmt.Errorf("reading qcow2 L2 table %d at %#x: %w", i, off, err)
+			buf := make([]byte, grp.end-grp.start)
+			if err := readAt(buf, grp.start); err != nil {
+				return fmt.Errorf("reading qcow2 L2 tables at %#x (+%d): %w", grp.start, len(buf), err)
 			}
-			res := &results[i]
-			res.meta = metaRegion{Range: Range{off, cs}, sum: sha256.Sum256(b)}
-			return ParseL2(b, h, int64(i), func(e Extent) error {
-				if n := len(res.extents); n > 0 && !e.Compressed {
-					p := &res.extents[n-1]
-					if !p.Compressed && p.Host+p.Len == e.Host && p.Guest+p.GuestLen == e.Guest && p.Len == p.GuestLen {
-						p.Len += e.Len
-						p.GuestLen += e.GuestLen
+			var local []Extent
+			for _, t := range grp.tables {
+				b := buf[t.off-grp.start:][:cs]
+				meta := metaRegion{Range: Range{t.off, cs}, sum: sha256.Sum256(b)}
+				for _, i := range order[t.first:t.last] {
+					local = local[:0]
+					err := ParseL2(b, h, int64(i), func(e Extent) error {
+						if n := len(local); n > 0 && !e.Compressed {
+							p := &local[n-1]
+							if !p.Compressed && p.Host+p.Len == e.Host && p.Guest+p.GuestLen == e.Guest && p.Len == p.GuestLen {
+								p.Len += e.Len
+								p.GuestLen += e.GuestLen
+								return nil
+							}
+						}
+						local = append(local, e)
 						return nil
+					})
+					if err != nil {
+						return err
 					}
+					if err := mem.charge(int64(len(local))*extentCost, fmt.Sprintf("%d more extents", len(local))); err != nil {
+						return err
+					}
+					mu.Lock()
+					m.Extents = append(m.Extents, local...)
+					mu.Unlock()
 				}
-				total.Lock()
-				count++
-				over := count > MaxExtents
-				total.Unlock()
-				if over {
-					return fmt.Errorf("%w: more than %d extents; too fragmented to stream", ErrUnsupported, MaxExtents)
-				}
-				res.extents = append(res.extents, e)
-				return nil
-			})
+				mu.Lock()
+				m.meta = append(m.meta, meta)
+				mu.Unlock()
+			}
+			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	for i := range results {
-		r := &results[i]
-		if r.meta.Len == 0 {
-			continue
-		}
-		m.meta = append(m.meta, r.meta)
-		for _, e := range r.extents {
-			if n := len(m.Extents); n > 0 && !e.Compressed {
-				p := &m.Extents[n-1]
-				if !p.Compressed && p.Host+p.Len == e.Host && p.Guest+p.GuestLen == e.Guest && p.Len == p.GuestLen {
-					p.Len += e.Len
-					p.GuestLen += e.GuestLen
-					m.DataBytes += e.GuestLen
-					continue
-				}
+	l1, order = nil, nil
+	// Coalesce in guest order, check, then order by host for streaming.
+	slices.SortFunc(m.Extents, func(a, b Extent) int { return cmp.Compare(a.Guest, b.Guest) })
+	out := m.Extents[:0]
+	for _, e := range m.Extents {
+		if n := len(out); n > 0 && !e.Compressed {
+			p := &out[n-1]
+			if !p.Compressed && p.Host+p.Len == e.Host && p.Guest+p.GuestLen == e.Guest && p.Len == p.GuestLen {
+				p.Len += e.Len
+				p.GuestLen += e.GuestLen
+				m.DataBytes += e.GuestLen
+				continue
 			}
-			if err := m.checkExtent(&e); err != nil {
-				return nil, err
-			}
-			m.Extents = append(m.Extents, e)
-			m.DataBytes += e.GuestLen
 		}
-		r.extents = nil
+		if err := m.checkExtent(&e); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+		m.DataBytes += e.GuestLen
 	}
-	slices.SortFunc(m.Extents, func(a, b Extent) int { return cmp.Compare(a.Host, b.Host) })
+	m.Extents = slices.Clip(out)
+	slices.SortStableFunc(m.Extents, func(a, b Extent) int { return cmp.Compare(a.Host, b.Host) })
 	slices.SortFunc(m.meta, func(a, b metaRegion) int { return cmp.Compare(a.Off, b.Off) })
 	return m, nil
+}
+
+// tableRef is one distinct L2 table: its offset and the run of the L1
+// order that points at it.
+type tableRef struct {
+	off         int64
+	first, last int
+}
+
+// readGroup is one read covering one or more L2 tables.
+type readGroup struct {
+	start, end int64
+	tables     []tableRef
+}
+
+// groupTables lists the distinct L2 tables (each checked to lie in the
+// file) and groups neighbours into reads.
+func (m *Map) groupTables(l1 []int64, order []int32, cs int64) ([]readGroup, error) {
+	var groups []readGroup
+	for i := 0; i < len(order); {
+		j := i + 1
+		off := l1[order[i]]
+		for j < len(order) && l1[order[j]] == off {
+			j++
+		}
+		if err := m.inFile("L2 table", off, cs); err != nil {
+			return nil, err
+		}
+		t := tableRef{off: off, first: i, last: j}
+		if n := len(groups); n > 0 && off-groups[n-1].end <= mergeGap && off+cs-groups[n-1].start <= max(maxReadBytes, cs) {
+			groups[n-1].end = off + cs
+			groups[n-1].tables = append(groups[n-1].tables, t)
+		} else {
+			groups = append(groups, readGroup{start: off, end: off + cs, tables: []tableRef{t}})
+		}
+		i = j
+	}
+	return groups, nil
+}
+
+func countTables(l1 []int64, order []int32) int {
+	n := 0
+	for i := range order {
+		if i == 0 || l1[order[i]] != l1[order[i-1]] {
+			n++
+		}
+	}
+	return n
 }
 
 // checkExtent makes sure an extent lies in the file; the compressed

@@ -9,6 +9,7 @@ package source
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"github.com/rivetmetal/rivet/internal/pause"
@@ -31,6 +32,13 @@ var (
 	// ErrTruncated: the source ended before the image did, and resuming
 	// did not bring the missing bytes.
 	ErrTruncated = errors.New("image truncated")
+	// ErrNoRanges is wrapped (with ErrDownload) by a random read from a
+	// server that answered a Range request with the whole entity (200):
+	// it does not serve byte ranges, whatever it said.
+	ErrNoRanges = errors.New("the server does not serve byte ranges")
+	// ErrMaxDuration is the cause of a download stopped because it took
+	// longer than Source.MaxDuration.
+	ErrMaxDuration = errors.New("image download took longer than allowed")
 )
 
 // Defaults of Source's zero-valued fields (contract §6.1, IPA's
@@ -83,6 +91,10 @@ type Source struct {
 	// ReadGapTimeout fails (and then resumes) a body that sends nothing
 	// for this long. Zero means DefaultReadGapTimeout.
 	ReadGapTimeout time.Duration
+	// MaxDuration, when positive, stops the download (every request of
+	// the stream, retries included) after this long, whatever its
+	// progress (IPA's image_download_max_duration).
+	MaxDuration time.Duration
 	// Logger receives retries and resumes; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -90,8 +102,10 @@ type Source struct {
 // NewHTTPClient returns the client Source uses when Client is nil: connect,
 // TLS handshake and response-header timeouts of connectTimeout (zero means
 // DefaultConnectTimeout), proxies from proxy (nil means the environment's),
-// and no transparent gzip, so the bytes hashed are the bytes served.
-func NewHTTPClient(connectTimeout time.Duration, proxy func(*http.Request) (*url.URL, error)) *http.Client {
+// server certificates verified as tlsConfig says (nil means the system
+// roots), and no transparent gzip, so the bytes hashed are the bytes
+// served.
+func NewHTTPClient(connectTimeout time.Duration, proxy func(*http.Request) (*url.URL, error), tlsConfig *tls.Config) *http.Client {
 	if connectTimeout <= 0 {
 		connectTimeout = DefaultConnectTimeout
 	}
@@ -105,12 +119,13 @@ func NewHTTPClient(connectTimeout time.Duration, proxy func(*http.Request) (*url
 		ResponseHeaderTimeout: connectTimeout,
 		MaxIdleConnsPerHost:   16,
 		DisableCompression:    true,
+		TLSClientConfig:       tlsConfig.Clone(),
 	}}
 }
 
 func (s *Source) client() *http.Client {
 	if s.Client == nil {
-		s.Client = NewHTTPClient(0, nil)
+		s.Client = NewHTTPClient(0, nil, nil)
 	}
 	return s.Client
 }
@@ -167,7 +182,13 @@ func (s *Source) Open(ctx context.Context) (*Stream, error) {
 	var errs []string
 	// The stream's lifetime context: Abort and Close end every request
 	// the stream makes, including a resume.
-	life, abort := context.WithCancel(ctx)
+	// limit is the MaxDuration bound, which random reads share; the
+	// timer goes when ctx does, or fires.
+	limit, stopLimit := ctx, context.CancelFunc(func() {})
+	if s.MaxDuration > 0 {
+		limit, stopLimit = context.WithTimeoutCause(ctx, s.MaxDuration, fmt.Errorf("%w (%s)", ErrMaxDuration, s.MaxDuration))
+	}
+	life, abort := context.WithCancel(limit)
 	for try := 0; ; try++ {
 		for i, u := range s.URLs {
 			if dead[i] {
@@ -175,12 +196,13 @@ func (s *Source) Open(ctx context.Context) (*Stream, error) {
 			}
 			st, err := s.openAt(life, u, 0, nil)
 			if err == nil {
-				st.abort = abort
+				st.abort, st.limit, st.stopLimit = abort, limit, stopLimit
 				return st, nil
 			}
-			if ctx.Err() != nil {
+			if life.Err() != nil {
 				abort()
-				return nil, fmt.Errorf("%w: %s: %w", ErrDownload, Redact(u), ctx.Err())
+				stopLimit()
+				return nil, fmt.Errorf("%w: %s: %w", ErrDownload, Redact(u), context.Cause(life))
 			}
 			errs = append(errs, err.Error())
 			if isFatal(err) {
@@ -193,12 +215,14 @@ func (s *Source) Open(ctx context.Context) (*Stream, error) {
 		}
 		if !alive || try >= s.Retry.attempts() {
 			abort()
+			stopLimit()
 			return nil, fmt.Errorf("%w: %s", ErrDownload, strings.Join(dedupe(errs), "; "))
 		}
 		s.log().Warn("image download failed, retrying", "try", try+1, "of", s.Retry.attempts()+1, "error", errs[len(errs)-1])
-		if err := pause.For(ctx, s.Retry.interval()); err != nil {
+		if err := pause.For(life, s.Retry.interval()); err != nil {
 			abort()
-			return nil, fmt.Errorf("%w: %w", ErrDownload, err)
+			stopLimit()
+			return nil, fmt.Errorf("%w: %w", ErrDownload, context.Cause(life))
 		}
 	}
 }
@@ -281,7 +305,7 @@ func (s *Source) openAt(ctx context.Context, raw string, off int64, want *Stream
 		}
 		return fail(err)
 	}
-	st := &Stream{src: s, ctx: ctx, url: raw, size: resp.ContentLength, cancel: cancel, abort: func() {},
+	st := &Stream{src: s, ctx: ctx, limit: ctx, url: raw, size: resp.ContentLength, cancel: cancel, abort: func() {}, stopLimit: func() {},
 		val:     validator{etag: resp.Header.Get("ETag"), lastModified: resp.Header.Get("Last-Modified")},
 		rangeOK: resp.Header.Get("Accept-Ranges") == "bytes"}
 	skip := off
@@ -327,7 +351,7 @@ func (s *Source) openFile(ctx context.Context, raw, path string, off int64) (*St
 		f.Close()
 		return nil, fatal(fmt.Errorf("%s: %w", raw, err))
 	}
-	return &Stream{src: s, ctx: ctx, url: raw, size: fi.Size(), body: f, file: f, off: off, rangeOK: true, cancel: func() {}, abort: func() {}}, nil
+	return &Stream{src: s, ctx: ctx, limit: ctx, url: raw, size: fi.Size(), body: f, file: f, off: off, rangeOK: true, cancel: func() {}, abort: func() {}, stopLimit: func() {}}, nil
 }
 
 // parseContentRange reads "bytes start-end/total" (total may be "*").

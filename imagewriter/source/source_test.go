@@ -77,8 +77,30 @@ func TestReadAtNeedsRangeSupport(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if _, err := st.ReadAt(make([]byte, 10), 100); !errors.Is(err, ErrDownload) {
+	if _, err := st.ReadAt(make([]byte, 10), 100); !errors.Is(err, ErrDownload) || !errors.Is(err, ErrNoRanges) {
 		t.Fatalf("ReadAt on a server without ranges: %v", err)
+	}
+}
+
+func TestMaxDuration(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.Write(make([]byte, 10))
+		w.(http.Flusher).Flush()
+		<-release // the rest never comes
+	}))
+	defer srv.Close()
+	defer close(release)
+	s := &Source{URLs: []string{srv.URL}, Retry: Retry{Attempts: 1, Interval: time.Millisecond}, MaxDuration: 200 * time.Millisecond}
+	st, err := s.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, err = io.ReadAll(st)
+	if !errors.Is(err, ErrDownload) || !errors.Is(err, ErrMaxDuration) {
+		t.Fatalf("a stalled download under MaxDuration: %v", err)
 	}
 }
 
@@ -93,4 +115,18 @@ func TestOpenSkipsURLsAnswering4xx(t *testing.T) {
 	if _, err := s.Open(context.Background()); !errors.Is(err, ErrDownload) || calls != 1 {
 		t.Fatalf("Open = %v after %d calls; want one call, ErrDownload", err, calls)
 	}
+}
+
+// FuzzParseContentRange: whatever a server sends as Content-Range, the
+// parse never panics and what it accepts is a sane range start.
+func FuzzParseContentRange(f *testing.F) {
+	for _, s := range []string{"bytes 0-99/100", "bytes 5-9/*", "bytes 9223372036854775807-0/1", "bytes -5/10", "items 1-2/3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		start, total, err := parseContentRange(v)
+		if err == nil && (start < 0 || total < -1) {
+			t.Fatalf("%q parsed to start %d, total %d", v, start, total)
+		}
+	})
 }

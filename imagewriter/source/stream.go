@@ -27,7 +27,11 @@ type Stream struct {
 	cancel func()
 	// abort cancels the stream's lifetime context; safe at any time.
 	abort func()
-	off   int64
+	// limit is the MaxDuration bound (random reads too); stopLimit
+	// releases its timer.
+	limit     context.Context
+	stopLimit context.CancelFunc
+	off       int64
 	// rangeOK is true when the server said it serves byte ranges.
 	rangeOK bool
 	// resumes counts how often the body was resumed.
@@ -92,8 +96,8 @@ func (st *Stream) Read(p []byte) (int, error) {
 		if err == io.EOF && (st.size < 0 || st.off == st.size) {
 			return 0, io.EOF
 		}
-		if cerr := st.ctx.Err(); cerr != nil {
-			return 0, fmt.Errorf("%w: %s: %w", ErrDownload, Redact(st.url), cerr)
+		if st.ctx.Err() != nil {
+			return 0, fmt.Errorf("%w: %s: %w", ErrDownload, Redact(st.url), context.Cause(st.ctx))
 		}
 		cause := err
 		if err == io.EOF {
@@ -104,7 +108,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 		}
 		if failures > 0 {
 			if err := pause.For(st.ctx, st.src.Retry.interval()); err != nil {
-				return 0, fmt.Errorf("%w: %s: %w", ErrDownload, Redact(st.url), err)
+				return 0, fmt.Errorf("%w: %s: %w", ErrDownload, Redact(st.url), context.Cause(st.ctx))
 			}
 		}
 		failures++
@@ -187,11 +191,15 @@ func (st *Stream) ReadAtContext(ctx context.Context, p []byte, off int64) (int, 
 	if st.size >= 0 && off+int64(want) > st.size {
 		want = int(st.size - off)
 	}
+	// MaxDuration bounds random reads too.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer context.AfterFunc(st.limit, func() { cancel(context.Cause(st.limit)) })()
 	var last error
 	for try := 0; try <= st.src.Retry.attempts(); try++ {
 		if try > 0 {
 			if err := pause.For(ctx, st.src.Retry.interval()); err != nil {
-				return 0, fmt.Errorf("%w: %s: %w", ErrDownload, Redact(st.url), err)
+				return 0, fmt.Errorf("%w: %s: %w", ErrDownload, Redact(st.url), context.Cause(ctx))
 			}
 		}
 		n, err := st.readRange(ctx, p[:want], off)
@@ -241,9 +249,12 @@ func (st *Stream) readRange(ctx context.Context, p []byte, off int64) (int, erro
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusPartialContent {
+		if resp.StatusCode == http.StatusOK {
+			return 0, fatal(fmt.Errorf("%w: GET %s with Range answered HTTP %s", ErrNoRanges, Redact(st.url), resp.Status))
+		}
 		err := fmt.Errorf("GET %s with Range: HTTP %s", Redact(st.url), resp.Status)
 		if resp.StatusCode < 500 {
-			err = fatal(fmt.Errorf("%w (the server must serve byte ranges)", err))
+			err = fatal(err)
 		}
 		return 0, err
 	}
