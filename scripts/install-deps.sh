@@ -4,7 +4,7 @@
 # refreshed only when something is missing. Package scripts are kept from
 # starting services (there is no init system here; tests start what they need).
 #
-# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test, ironic, postgres
+# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test, ironic, postgres, bench
 set -euo pipefail
 
 groups=("$@")
@@ -23,6 +23,9 @@ for g in "${groups[@]}"; do
     ironic) pkgs+=(ironic-api ironic-conductor python3-ironicclient) ;;
     # The conductor's second store backend, started on loopback by the tests.
     postgres) pkgs+=(postgresql) ;;
+    # make bench only: the device limit (fio), the peers and stage limits it
+    # measures against (curl, openssl, qemu-img, xz, losetup --direct-io).
+    bench) pkgs+=(fio curl openssl qemu-utils xz-utils e2fsprogs util-linux) ;;
     *) echo "install-deps: unknown group $g" >&2; exit 2 ;;
   esac
 done
