@@ -62,7 +62,7 @@ BENCH_ROUNDS ?= 3
 bench:
 	scripts/install-deps.sh bench
 	RIVET_BENCH=1 BENCH_SIZE=$(BENCH_SIZE) BENCH_ROUNDS=$(BENCH_ROUNDS) \
-		BENCH_PROFILE=$(if $(BENCH_PROFILE),$(abspath $(BENCH_PROFILE))) BENCH_PROFILE_CASES=$(BENCH_PROFILE_CASES) \
+		BENCH_PROFILE=$(if $(BENCH_PROFILE),$(abspath $(BENCH_PROFILE))) BENCH_PROFILE_CASES=$(BENCH_PROFILE_CASES) BENCH_PROFILE_ONLY=$(BENCH_PROFILE_ONLY) \
 		$(GO) test -run '^$$' -bench '^BenchmarkImageWrite$$' -benchtime 1x -timeout 180m ./imagewriter/
 
 ## bench-conductor: conductor load on SQLite — N simulated agents (lookup, heartbeat at IPA's cadence compressed by a short heartbeat timeout, command polling answered by the agents); p50/p99, errors, CPU at each N

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,7 +35,8 @@ import (
 // prints the report, which is also kept in build/bench/. Settings come
 // from the environment: BENCH_SIZE (raw image size, e.g. 1G or 2560M; 2560
 // MiB by default), BENCH_ROUNDS (3), BENCH_PROFILE (a directory: profile
-// the cases of BENCH_PROFILE_CASES, comma-separated IDs).
+// the cases of BENCH_PROFILE_CASES, comma-separated IDs; with
+// BENCH_PROFILE_ONLY=1, skip the timed rounds).
 func BenchmarkImageWrite(b *testing.B) {
 	if os.Getenv("RIVET_BENCH") != "1" {
 		b.Skip("set RIVET_BENCH=1 (make bench): builds an OS image and writes many GB to loop devices")
@@ -58,6 +60,7 @@ func BenchmarkImageWrite(b *testing.B) {
 	if v := os.Getenv("BENCH_PROFILE_CASES"); v != "" {
 		cfg.ProfileCases = strings.Split(v, ",")
 	}
+	cfg.ProfileOnly = os.Getenv("BENCH_PROFILE_ONLY") == "1"
 	// An interrupt must still detach the loop devices.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -160,6 +163,16 @@ func runBenchChild(ctx context.Context, spec writebench.ChildSpec) (res writeben
 			return fail(err)
 		}
 	}
+	if spec.Trace != "" {
+		f, err := os.Create(spec.Trace)
+		if err != nil {
+			return fail(err)
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return fail(err)
+		}
+	}
 	stopMem := func() *writebench.MemoryPeaks { return nil }
 	if spec.SampleMemory {
 		stop := writebench.SampleMemory(ctx, 5*time.Millisecond)
@@ -188,6 +201,9 @@ func runBenchChild(ctx context.Context, spec writebench.ChildSpec) (res writeben
 	res.Memory = stopMem()
 	if spec.CPUProfile != "" {
 		pprof.StopCPUProfile()
+	}
+	if spec.Trace != "" {
+		trace.Stop()
 	}
 	res.Status, _ = writebench.ReadProcStatus()
 	if spec.HeapProfile != "" {

@@ -70,6 +70,9 @@ type Config struct {
 	ProfileDir string
 	// ProfileCases are case IDs; nil means DefaultProfileCases.
 	ProfileCases []string
+	// ProfileOnly skips the timed rounds: only the profiled runs are made
+	// (ProfileDir must be set).
+	ProfileOnly bool
 	// Cores is what the stages' CPU is spread over; zero means
 	// runtime.NumCPU().
 	Cores int
@@ -126,6 +129,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if cfg.Cores <= 0 {
 		cfg.Cores = runtime.NumCPU()
 	}
+	if cfg.ProfileOnly && cfg.ProfileDir == "" {
+		return nil, errors.New("writebench: ProfileOnly without a ProfileDir")
+	}
 	if cfg.ProfileDir != "" && cfg.ProfileCases == nil {
 		cfg.ProfileCases = DefaultProfileCases
 	}
@@ -167,7 +173,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	samples := map[string][]Sample{}
 	rep = &Report{Started: start, Cores: cfg.Cores, Rounds: cfg.Rounds, SizeMiB: cfg.SizeMiB, RawBytes: b.rawSize, Sizes: b.sizes,
 		Image: filepath.Base(b.files[Raw]), Missing: b.missing(), GoVersion: runtime.Version()}
-	for r := range cfg.Rounds {
+	rounds := cfg.Rounds
+	if cfg.ProfileOnly {
+		rounds, rep.Rounds = 0, 0
+	}
+	for r := range rounds {
 		rl := RoundLoad{Round: r + 1}
 		rl.Before, _ = ReadLoadAvg()
 		t0, _ := ReadCPUTimes()
@@ -194,7 +204,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		rl.Others = Median(others)
 		rep.Loads = append(rep.Loads, rl)
 	}
-	b.fill(rep, jobs, samples)
+	if rounds > 0 {
+		b.fill(rep, jobs, samples)
+	}
 	if cfg.ProfileDir != "" {
 		if err := b.profile(ctx, rep); err != nil {
 			return nil, err
@@ -566,6 +578,7 @@ func (b *bench) profile(ctx context.Context, rep *Report) error {
 		spec := b.writeSpec(c)
 		spec.CPUProfile = filepath.Join(b.cfg.ProfileDir, id+".cpu.pprof")
 		spec.HeapProfile = filepath.Join(b.cfg.ProfileDir, id+".heap.pprof")
+		spec.Trace = filepath.Join(b.cfg.ProfileDir, id+".trace")
 		spec.SampleMemory = true
 		if err := b.prepareDevices(c.Disks); err != nil {
 			return err

@@ -29,14 +29,15 @@ type Limit struct {
 	// CPU is the stages' summed CPU seconds and Cores the cores it is
 	// spread over.
 	CPU   float64
-	Cores int
+	Cores float64
 }
 
 // Bound is the longer of the slowest stage alone and the CPU all the
 // stages need spread over cores: stages that run concurrently can go no
-// faster than either.
-func Bound(stages []Stage, cores int) Limit {
-	cores = max(cores, 1)
+// faster than either. cores may be fractional (the cores left free by
+// other load); it is taken as at least a tenth of one.
+func Bound(stages []Stage, cores float64) Limit {
+	cores = max(cores, 0.1)
 	var l Limit
 	l.Cores = cores
 	for _, s := range stages {
@@ -46,7 +47,7 @@ func Bound(stages []Stage, cores int) Limit {
 		}
 	}
 	l.Seconds = l.Stage.Seconds
-	if cpu := l.CPU / float64(cores); cpu > l.Seconds {
+	if cpu := l.CPU / cores; cpu > l.Seconds {
 		l.Seconds, l.ByCPU = cpu, true
 	}
 	return l
@@ -56,7 +57,7 @@ func Bound(stages []Stage, cores int) Limit {
 // (zstd)".
 func (l Limit) String() string {
 	if l.ByCPU {
-		return fmt.Sprintf("CPU %.2f s / %d cores", l.CPU, l.Cores)
+		return fmt.Sprintf("CPU %.2f s / %.3g cores", l.CPU, l.Cores)
 	}
 	return l.Stage.Name
 }

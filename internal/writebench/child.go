@@ -57,6 +57,10 @@ type ChildSpec struct {
 	// HeapProfile, when set, is where the child writes a heap profile at
 	// the job's end.
 	HeapProfile string `json:"heap_profile,omitempty"`
+	// Trace, when set, is where the child writes an execution trace of
+	// the job (runtime/trace: where each goroutine ran, waited for a
+	// channel, sat in a syscall or waited for a CPU).
+	Trace string `json:"trace,omitempty"`
 	// SampleMemory makes the child sample its memory while it works.
 	SampleMemory bool `json:"sample_memory,omitempty"`
 }

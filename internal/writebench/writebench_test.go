@@ -83,12 +83,16 @@ func TestBound(t *testing.T) {
 	if math.Abs(l.CPU-1.9) > 1e-9 {
 		t.Errorf("CPU = %v, want 1.9", l.CPU)
 	}
+	// Half a core free: CPU 1.9 s / 0.5 = 3.8 s is longer than any stage.
+	if l := Bound([]Stage{dl, hash, dev}, 0.5); !l.ByCPU || math.Abs(l.Seconds-3.8) > 1e-9 || l.String() != "CPU 1.90 s / 0.5 cores" {
+		t.Errorf("CPU on half a core should bound: %+v %q", l, l)
+	}
 	// One core: the summed CPU (1.9 s) is longer than any stage.
 	l = Bound([]Stage{dl, hash, dev}, 1)
 	if !l.ByCPU || math.Abs(l.Seconds-1.9) > 1e-9 || l.String() != "CPU 1.90 s / 1 cores" {
 		t.Errorf("CPU should bound: %+v %q", l, l)
 	}
-	if l := Bound(nil, 0); l.Seconds != 0 || l.Cores != 1 {
+	if l := Bound(nil, 0); l.Seconds != 0 || l.Cores != 0.1 {
 		t.Errorf("Bound(nil) = %+v", l)
 	}
 	d := Detail([]Stage{dl, hash})
@@ -270,6 +274,7 @@ func TestReport(t *testing.T) {
 	md := rep.Markdown()
 	for _, want := range []string{
 		"| raw | 1000 | 1667 | sha256 (Go) | 0.60 |",
+		"| 1667 MB/s: sha256 (Go) | 0.60 |",
 		"| agent: raw | 1.00 | 1.00 | 1.00 |",
 		`| curl \| dd oflag=direct | 1250 | raw, zero runs written |`,
 		"**" + fioKey("4M", 8) + "**",
