@@ -40,7 +40,6 @@ import (
 
 	"github.com/rivetmetal/rivet/internal/loopdev"
 	"github.com/rivetmetal/rivet/internal/osimage"
-	"golang.org/x/sys/unix"
 )
 
 // Defaults of Config's zero-valued fields.
@@ -344,16 +343,8 @@ func (b *bench) detach() error {
 // them written).
 func (b *bench) prepareDevices(n int) error {
 	for _, d := range b.devs[:min(n, len(b.devs))] {
-		f, err := os.OpenFile(d.File, os.O_RDWR, 0)
-		if err != nil {
+		if err := allocate(d.File, d.Size); err != nil {
 			return err
-		}
-		err = unix.Fallocate(int(f.Fd()), 0, 0, d.Size)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("fallocate %s: %w", d.File, err)
 		}
 	}
 	return nil
