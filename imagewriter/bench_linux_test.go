@@ -184,7 +184,7 @@ func runBenchChild(ctx context.Context, spec writebench.ChildSpec) (res writeben
 	case writebench.ModeWrite:
 		var r *Result
 		r, err = Write(ctx, Request{Source: Source{URLs: []string{spec.URL}}, Checksum: Checksum{Algo: spec.Algo, Value: spec.Sum},
-			Targets: spec.Targets, NoZeroSkip: spec.NoZeroSkip, Logger: discardLogger()})
+			Targets: spec.Targets, NoZeroSkip: spec.NoZeroSkip, Buffers: spec.Buffers, BufferSize: spec.BufferSize, Logger: discardLogger()})
 		if err == nil {
 			res.Bytes, res.Written, res.Skipped = r.ImageSize, r.Disks[0].Written, r.Disks[0].Skipped
 		}

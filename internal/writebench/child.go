@@ -51,6 +51,10 @@ type ChildSpec struct {
 	Targets []string `json:"targets,omitempty"`
 	// NoZeroSkip writes zero runs as data.
 	NoZeroSkip bool `json:"no_zero_skip,omitempty"`
+	// Buffers and BufferSize size the write's buffer pool; zero means
+	// the writer's defaults (for trying other sizes by hand).
+	Buffers    int `json:"buffers,omitempty"`
+	BufferSize int `json:"buffer_size,omitempty"`
 	// CPUProfile, when set, is where the child writes a CPU profile of
 	// the job.
 	CPUProfile string `json:"cpu_profile,omitempty"`
