@@ -112,12 +112,26 @@ func TestWriteBenchSmoke(t *testing.T) {
 		if c.Runs != 1 || c.Seconds <= 0 || c.Limit.Seconds <= 0 || c.Child == nil || c.Child.Bytes != rep.RawBytes {
 			t.Errorf("%s: %+v", c.Case.Name, c)
 		}
-		if c.Case.NoZeroSkip && c.Child != nil && c.Child.Skipped != 0 {
+		if c.Child == nil {
+			continue
+		}
+		// The image's zero tail is skipped unless zeros are written.
+		if skipped := c.Child.Skipped > 0; skipped == c.Case.NoZeroSkip {
 			t.Errorf("%s skipped %d bytes", c.Case.Name, c.Child.Skipped)
 		}
 	}
+	for _, l := range rep.Limits {
+		if l.Runs != 1 || l.Seconds <= 0 || l.InBytes <= 0 {
+			t.Errorf("limit %s: %+v", l.Key, l)
+		}
+	}
 	if rep.Device.Runs != 1 || len(rep.Memory) != 1 || rep.Memory[0].Child.Memory == nil {
-		t.Errorf("device limit %+v, memory rows %+v", rep.Device, rep.Memory)
+		t.Fatalf("device limit %+v, memory rows %+v", rep.Device, rep.Memory)
+	}
+	for _, p := range []string{rep.Memory[0].CPUProfile, rep.Memory[0].HeapProfile} {
+		if fi, err := os.Stat(p); err != nil || fi.Size() == 0 {
+			t.Errorf("profile %s: %v", p, err)
+		}
 	}
 	md := rep.Markdown()
 	t.Log("\n" + md)

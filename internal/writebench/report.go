@@ -175,7 +175,7 @@ func (r *Report) Markdown() string {
 		p("Not installed, rows left out: %s.", strings.Join(r.Missing, ", "))
 	}
 	p("")
-	p("Machine load (2 cores shared with other users; \"others\" is CPU not used by the measured job or the image server, in cores, median over the round's jobs; it includes kernel threads such as the loop workers serving our writes):")
+	p("Machine load (%d cores, shared with other users; \"others\" is CPU not used by the measured job or the image server, in cores, median over the round's jobs; it includes kernel threads such as the loop workers serving our writes):", r.Cores)
 	p("")
 	p("| round | loadavg before | loadavg after | machine busy (cores) | others during jobs (cores) | seconds |")
 	p("|---|---|---|---|---|---|")
