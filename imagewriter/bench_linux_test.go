@@ -22,6 +22,7 @@ import (
 	"github.com/rivetmetal/rivet/imagewriter/qcow2"
 	"github.com/rivetmetal/rivet/internal/loopdev"
 	"github.com/rivetmetal/rivet/internal/writebench"
+	"golang.org/x/sys/unix"
 )
 
 // The image-write benchmark (make bench) lives in internal/writebench; this
@@ -100,7 +101,7 @@ func TestWriteBenchSmoke(t *testing.T) {
 			t.Skipf("%s is not installed", tool)
 		}
 	}
-	rep, err := writebench.Run(context.Background(), writebench.Config{Dir: t.TempDir(), SizeMiB: 64, Rounds: 1,
+	rep, err := writebench.Run(context.Background(), writebench.Config{Dir: directIODir(t), SizeMiB: 64, Rounds: 1,
 		ChildArgs: benchChildArgs(), ProfileDir: t.TempDir(), ProfileCases: []string{"zst"}, Log: discardLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -140,6 +141,29 @@ func TestWriteBenchSmoke(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
 	}
+}
+
+// directIODir is a temporary directory whose filesystem takes O_DIRECT (the
+// loop devices' backing files need it): the test's temp dir, or one under
+// the repository's build/ when that is tmpfs.
+func directIODir(t *testing.T) string {
+	dir := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		return dir
+	}
+	build, err := filepath.Abs("../build")
+	if err == nil {
+		err = os.MkdirAll(build, 0o755)
+	}
+	if err == nil {
+		dir, err = os.MkdirTemp(build, "bench-smoke-")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // benchChildArgs starts this test binary as the benchmark's child.
