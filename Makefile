@@ -104,9 +104,14 @@ FUZZTIME ?= 30s
 fuzz:
 	FUZZTIME=$(FUZZTIME) FUZZ_SUMMARY=$(BUILD)/fuzz-summary.md GO=$(GO) scripts/fuzz.sh
 
-## bench: image-writer throughput on loop devices vs dd, peak RSS, 1 vs 3 disks (root; builds a 2.5 GiB OS image once into build/bench)
+## bench: image-writer throughput against this machine's limits measured in the same run (device: dd/fio direct; stages alone: download, hash, decode), peers, 1 vs 3 disks, CPU, peak RSS, load (root; builds the OS image once into build/bench; BENCH_SIZE=1G for a quicker run, BENCH_ROUNDS, BENCH_PROFILE=dir for pprof profiles; see docs/benchmarks.md)
+BENCH_SIZE ?= 2560M
+BENCH_ROUNDS ?= 3
 bench:
-	RIVET_BENCH=1 $(GO) test -run '^$$' -bench BenchmarkImageWrite -benchtime 1x -timeout 60m ./imagewriter/
+	scripts/install-deps.sh bench
+	RIVET_BENCH=1 BENCH_SIZE=$(BENCH_SIZE) BENCH_ROUNDS=$(BENCH_ROUNDS) \
+		BENCH_PROFILE=$(if $(BENCH_PROFILE),$(abspath $(BENCH_PROFILE))) BENCH_PROFILE_CASES=$(BENCH_PROFILE_CASES) BENCH_PROFILE_ONLY=$(BENCH_PROFILE_ONLY) \
+		$(GO) test -run '^$$' -bench '^BenchmarkImageWrite$$' -benchtime 1x -timeout 180m ./imagewriter/
 
 ## bench-conductor: conductor load on SQLite — N simulated agents (lookup, heartbeat at IPA's cadence compressed by a short heartbeat timeout, command polling answered by the agents); p50/p99, errors, CPU at each N
 BENCH_AGENTS ?= 1000,5000

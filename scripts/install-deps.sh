@@ -4,7 +4,7 @@
 # refreshed only when something is missing. Package scripts are kept from
 # starting services (there is no init system here; tests start what they need).
 #
-# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test, ironic, postgres, netboot, browser
+# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test, ironic, postgres, netboot, browser, bench
 set -euo pipefail
 
 groups=("$@")
@@ -38,6 +38,9 @@ for g in "${groups[@]}"; do
     # A nodejs that bundles npm (NodeSource's) needs no separate npm.
     browser) pkgs+=(chromium fonts-dejavu-core nodejs)
              command -v npm >/dev/null || pkgs+=(npm) ;;
+    # make bench only: the device limit (fio), the peers and stage limits it
+    # measures against (curl, openssl, qemu-img, xz, losetup --direct-io).
+    bench) pkgs+=(fio curl openssl qemu-utils xz-utils e2fsprogs util-linux) ;;
     *) echo "install-deps: unknown group $g" >&2; exit 2 ;;
   esac
 done
