@@ -11,63 +11,27 @@ package lldp
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mdlayher/packet"
 
 	"github.com/rivetmetal/rivet/internal/testimage/vmtest"
+	"github.com/rivetmetal/rivet/internal/testswitch"
 )
 
-// testLink is a veth pair: near (in nearNS) and far (in farNS).
-type testLink struct {
-	ip            string
-	nearNS, farNS string
-	near, far     string
-	farMAC        net.HardwareAddr
-}
+// testLink is testswitch's veth pair with what these tests look at.
+type testLink struct{ *testswitch.Link }
 
-// newTestLink makes the pair with the given MTU; the far end is up, the
-// near end is left down, as an unconfigured NIC in the ramdisk.
-func newTestLink(t *testing.T, mtu int) *testLink {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		vmtest.Unavailable(t, "raw sockets and network namespaces need root")
-	}
-	ip := vmtest.Tool(t, "ip")
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	id := hex.EncodeToString(b)
-	l := &testLink{ip: ip, nearNS: vmtest.Netns(t), farNS: vmtest.Netns(t), near: "ln" + id, far: "lf" + id}
-	vmtest.Run(t, ip, "link", "add", l.near, "netns", l.nearNS, "mtu", fmt.Sprint(mtu), "type", "veth",
-		"peer", "name", l.far, "netns", l.farNS, "mtu", fmt.Sprint(mtu))
-	vmtest.Run(t, ip, "-n", l.farNS, "addr", "add", "192.0.2.10/24", "dev", l.far)
-	vmtest.Run(t, ip, "-n", l.farNS, "link", "set", l.far, "up")
-	if err := vmtest.InNetns(l.farNS, func() error {
-		ifi, err := net.InterfaceByName(l.far)
-		if err == nil {
-			l.farMAC = ifi.HardwareAddr
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
+func newTestLink(t *testing.T, mtu int) *testLink { return &testLink{testswitch.New(t, mtu)} }
 
-// link is the near end as `ip -d -s -j link show` reports it.
+// linkState is the near end as `ip -d -s -j link show` reports it.
 type linkState struct {
 	Flags       []string `json:"flags"`
 	Promiscuity int      `json:"promiscuity"`
@@ -81,7 +45,7 @@ type linkState struct {
 func (l *testLink) nearState(t *testing.T) linkState {
 	t.Helper()
 	var st []linkState
-	out := vmtest.Run(t, l.ip, "-n", l.nearNS, "-d", "-s", "-j", "link", "show", "dev", l.near)
+	out := vmtest.Run(t, l.IP, "-n", l.NearNS, "-d", "-s", "-j", "link", "show", "dev", l.Near)
 	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st) != 1 {
 		t.Fatalf("ip link show: %v: %s", err, out)
 	}
@@ -102,8 +66,8 @@ func (s linkState) up() bool {
 func (l *testLink) listen(t *testing.T, ctx context.Context, lst Listener) Result {
 	t.Helper()
 	var res []Result
-	if err := vmtest.InNetns(l.nearNS, func() error {
-		res = lst.Listen(ctx, []string{l.near})
+	if err := l.InNear(func() error {
+		res = lst.Listen(ctx, []string{l.Near})
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -168,58 +132,9 @@ func find(tlvs []TLV, typ uint8, prefix ...byte) ([]byte, bool) {
 // down again and not promiscuous.
 func TestListenToLLDPD(t *testing.T) {
 	l := newTestLink(t, 1500)
-	lldpd := vmtest.Tool(t, "lldpd")
-	// lldpd runs lldpcli, which reads the configuration and talks to the
-	// control socket, as its own unprivileged user: both live in a
-	// directory that user can reach.
-	dir := t.TempDir()
-	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conf := filepath.Join(dir, "lldpd.conf")
-	// No 802.1Q in some kernels (VLAN sub-interfaces are what lldpd
-	// reports VLANs from): the port VLAN and the VLAN name go out as
-	// lldpd custom TLVs, in the 802.1 OUI, byte for byte what a switch
-	// sends.
-	err := os.WriteFile(conf, []byte(strings.Join([]string{
-		"configure system hostname sw-rivet-01",
-		"configure lldp tx-interval 1",
-		"configure ports " + l.far + " lldp portidsubtype local Ethernet1/7",
-		`configure ports ` + l.far + ` lldp portdescription "uplink to node-17"`,
-		"configure ports " + l.far + " lldp custom-tlv add oui 00,80,c2 subtype 1 oui-info 00,64",
-		"configure ports " + l.far + " lldp custom-tlv add oui 00,80,c2 subtype 3 oui-info 00,64,07,76,6c,61,6e,31,30,30",
-		"",
-	}, "\n")), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logMu sync.Mutex
-	var lldpdLog bytes.Buffer
-	cmd := exec.Command(l.ip, "netns", "exec", l.farNS, lldpd, "-d", "-d", "-k", "-u", filepath.Join(dir, "ctl"),
-		"-p", filepath.Join(dir, "pid"), "-O", conf, "-I", l.far, "-m", "192.0.2.10", "-S", "Rivet test switch")
-	cmd.Stdout = writerFunc(func(p []byte) (int, error) { logMu.Lock(); defer logMu.Unlock(); return lldpdLog.Write(p) })
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			logMu.Lock()
-			t.Logf("lldpd:\n%s", lldpdLog.String())
-			logMu.Unlock()
-		}
-	})
+	l.StartLLDPD(t, testswitch.Announce{SystemName: "sw-rivet-01", SystemDescription: "Rivet test switch",
+		PortID: "Ethernet1/7", PortDescription: "uplink to node-17", MgmtAddress: "192.0.2.10",
+		PVID: 100, VLANs: []testswitch.VLAN{{ID: 100, Name: "vlan100"}}})
 	if l.nearState(t).up() {
 		t.Fatal("the near end should start down")
 	}
@@ -238,7 +153,7 @@ func TestListenToLLDPD(t *testing.T) {
 		prefix []byte
 		want   []byte
 	}{
-		{"chassis id (MAC)", 1, []byte{4}, l.farMAC},
+		{"chassis id (MAC)", 1, []byte{4}, l.FarMAC},
 		{"port id (local)", 2, []byte{7}, []byte("Ethernet1/7")},
 		{"port description", 4, nil, []byte("uplink to node-17")},
 		{"system name", 5, nil, []byte("sw-rivet-01")},
@@ -265,16 +180,12 @@ func TestListenToLLDPD(t *testing.T) {
 	}
 }
 
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
-
 // sender writes raw frames from the far end.
 func (l *testLink) sender(t *testing.T) *packet.Conn {
 	t.Helper()
 	var c *packet.Conn
-	if err := vmtest.InNetns(l.farNS, func() error {
-		ifi, err := net.InterfaceByName(l.far)
+	if err := l.InFar(func() error {
+		ifi, err := net.InterfaceByName(l.Far)
 		if err != nil {
 			return err
 		}
@@ -292,7 +203,7 @@ func (l *testLink) sender(t *testing.T) *packet.Conn {
 // it heard.
 func (l *testLink) hostileRun(t *testing.T, hostile [][]byte, rec *recorder) Result {
 	t.Helper()
-	vmtest.Run(t, l.ip, "-n", l.nearNS, "link", "set", l.near, "up")
+	vmtest.Run(t, l.IP, "-n", l.NearNS, "link", "set", l.Near, "up")
 	out := l.sender(t)
 	to := &packet.Addr{HardwareAddr: nearestBridge}
 	ctx, cancel := context.WithCancel(t.Context())
