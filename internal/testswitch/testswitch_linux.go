@@ -84,10 +84,18 @@ type VLAN struct {
 }
 
 // StartLLDPD runs lldpd on the far end, announcing a every second, until
-// the test ends. VLANs go out as lldpd custom TLVs in the 802.1 OUI, the
-// bytes a switch sends: lldpd reports VLANs only from 802.1Q
-// sub-interfaces, which not every test kernel has.
+// the test ends.
 func (l *Link) StartLLDPD(t testing.TB, a Announce) {
+	t.Helper()
+	StartLLDPD(t, l.IP, l.FarNS, l.Far, a)
+}
+
+// StartLLDPD runs lldpd in the network namespace ns (ip is ip(8)'s path)
+// on the interface iface only, which may be a bridge, announcing a every
+// second, until the test ends. VLANs go out as lldpd custom TLVs in the
+// 802.1 OUI, the bytes a switch sends: lldpd reports VLANs only from
+// 802.1Q sub-interfaces, which not every test kernel has.
+func StartLLDPD(t testing.TB, ip, ns, iface string, a Announce) {
 	t.Helper()
 	lldpd := vmtest.Tool(t, "lldpd")
 	// lldpd reads its configuration through lldpcli, which talks to the
@@ -99,7 +107,7 @@ func (l *Link) StartLLDPD(t testing.TB, a Announce) {
 			t.Fatal(err)
 		}
 	}
-	port := "configure ports " + l.Far + " lldp "
+	port := "configure ports " + iface + " lldp "
 	conf := []string{
 		"configure system hostname " + quote(a.SystemName),
 		"configure lldp tx-interval 1",
@@ -119,9 +127,9 @@ func (l *Link) StartLLDPD(t testing.TB, a Announce) {
 	}
 	var mu sync.Mutex
 	var log bytes.Buffer
-	cmd := exec.Command(l.IP, "netns", "exec", l.FarNS, lldpd, "-d", "-d", "-k",
+	cmd := exec.Command(ip, "netns", "exec", ns, lldpd, "-d", "-d", "-k",
 		"-u", filepath.Join(dir, "ctl"), "-p", filepath.Join(dir, "pid"), "-O", confFile,
-		"-I", l.Far, "-m", a.MgmtAddress, "-S", a.SystemDescription)
+		"-I", iface, "-m", a.MgmtAddress, "-S", a.SystemDescription)
 	cmd.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return log.Write(p) })
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
