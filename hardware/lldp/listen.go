@@ -56,11 +56,13 @@ type port interface {
 
 // Listen listens on every named interface at once and returns one Result
 // per name, in order, once each has heard a frame, the timeout has passed
-// or ctx has ended. Sockets are opened before Listen returns to its
-// caller's goroutine's thread, so they belong to the network namespace of
-// the calling thread. An interface that is down is brought up for the
-// wait and put down again afterwards.
+// or ctx has ended. The sockets are opened on the calling goroutine, so
+// they belong to the network namespace of its thread. An interface that
+// is down is brought up for the wait and put down again afterwards.
 func (l Listener) Listen(ctx context.Context, names []string) []Result {
+	if len(names) == 0 {
+		return nil
+	}
 	log := l.Logger
 	if log == nil {
 		log = slog.Default()
