@@ -20,8 +20,11 @@ for g in "${groups[@]}"; do
                e2fsprogs dosfstools util-linux zstd xz-utils ca-certificates curl python3) ;;
     # Real peers the test suite talks to; Apache's htpasswd (apache2-utils),
     # which writes the user files the conductor reads; the mkfs tools whose
-    # output the disk-format readers are checked against.
-    test) pkgs+=(python3-ironicclient fuseiso apache2-utils xfsprogs btrfs-progs genisoimage) ;;
+    # output the disk-format readers are checked against; lldpd, the switch
+    # side the agent's LLDP collector listens to (iproute2 for its namespaces),
+    # and ironic-inspector, whose LLDP parser the conductor's is checked against.
+    test) pkgs+=(python3-ironicclient fuseiso apache2-utils xfsprogs btrfs-progs genisoimage lldpd iproute2
+                 python3-ironic-inspector) ;;
     # The real Ironic (API + conductor) that drives rivet-agent in the
     # compatibility tests.
     ironic) pkgs+=(ironic-api ironic-conductor python3-ironicclient) ;;
