@@ -65,13 +65,35 @@ func TestRelaySubcommand(t *testing.T) {
 
 func TestServesUntilCancelled(t *testing.T) {
 	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--state-dir", dir, "--log-level", "warn"},
+		done <- run(ctx, []string{"--listen", addr, "--state-dir", dir, "--log-level", "warn"},
 			strings.NewReader(""), io.Discard, io.Discard)
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// Cancel once it serves (start-up itself may take a while on a busy
+	// machine: the store's migrations run first).
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/v1"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("conductor stopped before it served: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("conductor did not serve within 60 s")
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:
