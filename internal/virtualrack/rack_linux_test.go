@@ -185,6 +185,14 @@ func TestRackWithoutVMs(t *testing.T) {
 
 	ns := r.Netns
 	ipmi("power", "on") // left running: Close must stop it
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if files, _ := filepath.Glob(filepath.Join(tmp, "argv-*.txt")); len(files) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second power on did not start the machine")
+		}
+	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
