@@ -4,7 +4,7 @@
 # refreshed only when something is missing. Package scripts are kept from
 # starting services (there is no init system here; tests start what they need).
 #
-# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test, ironic, postgres, netboot, browser, bench
+# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test, ironic, postgres, netboot, rack, browser, bench
 set -euo pipefail
 
 groups=("$@")
@@ -35,6 +35,11 @@ for g in "${groups[@]}"; do
     # real DHCP/TFTP clients the boot services are tested with, iproute2
     # for the tests' network namespaces.
     netboot) pkgs+=(ipxe openipmi ipmitool udhcpc tftp-hpa iproute2) ;;
+    # The virtual rack's BIOS partition image: GRUB's i386-pc modules and
+    # grub-install/grub-mkconfig, copied (with the tools they run and their
+    # libraries) into the image's root filesystem, where the agent runs
+    # them in a chroot; mke2fs -d builds that filesystem without mounting.
+    rack) pkgs+=(grub-pc-bin grub2-common grub-common e2fsprogs) ;;
     # Headless Chromium, driven over the DevTools protocol by the dashboard's
     # browser test, with a font so that its screenshots have legible text;
     # node and npm for `make dashboard` (npm ci of its pinned libraries).

@@ -1,8 +1,10 @@
 // Package boot is the conductor's network boot interface for nodes that
 // boot the deploy ramdisk through their firmware (ipmi, redfish): it
 // serves an iPXE script per node MAC that loads the deploy kernel and
-// initramfs with the agent's kernel parameters (ipa-api-url, BOOTIF), and
-// serves those two files over HTTP. A node that is not being provisioned
+// initramfs with the agent's kernel parameters (ipa-api-url, BOOTIF) after
+// the node's kernel_append_params (instance_info, then driver_info, as in
+// Ironic; "%default%" stands for Config.KernelParams), and serves those
+// two files over HTTP. A node that is not being provisioned
 // gets a script that exits, so the firmware moves on to the local disk.
 //
 // Routes, relative to where the handler is mounted (/boot/ on the API):
@@ -24,6 +26,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"unicode"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/images"
@@ -184,7 +187,11 @@ func (h *Handler) Script(n *store.Node, mac, base string) (string, error) {
 	if api == "" {
 		api = strings.TrimSuffix(base, "/boot")
 	}
-	params := append([]string{"selinux=0", "troubleshoot=0", "text"}, h.cfg.KernelParams...)
+	extraParams, err := h.kernelParams(n)
+	if err != nil {
+		return "", err
+	}
+	params := append([]string{"selinux=0", "troubleshoot=0", "text"}, extraParams...)
 	params = append(params, "ipa-api-url="+api, "BOOTIF="+mac)
 	// Parameters the engine needs for this boot beyond those two (e.g.
 	// the inspection callback URL), recorded while the ramdisk boots.
@@ -202,6 +209,31 @@ func (h *Handler) Script(n *store.Node, mac, base string) (string, error) {
 	fmt.Fprintf(&b, "initrd --name deploy_ramdisk %s || goto fail\n", rURL)
 	b.WriteString("boot\n:fail\necho Rivet: loading the deploy ramdisk failed; retrying in 10 seconds\nsleep 10\nreboot\n")
 	return b.String(), nil
+}
+
+// kernelParams are the parameters that come before the agent's own: the
+// node's kernel_append_params, read from instance_info and then
+// driver_info as Ironic does ("%default%" in it stands for the configured
+// defaults), else the configured defaults.
+func (h *Handler) kernelParams(n *store.Node) ([]string, error) {
+	for _, where := range []struct {
+		name string
+		info map[string]any
+	}{{"instance_info", n.InstanceInfo}, {"driver_info", n.DriverInfo}} {
+		v, ok := where.info["kernel_append_params"]
+		if !ok || v == nil {
+			continue
+		}
+		s, ok := v.(string)
+		if !ok {
+			return nil, errdefs.InvalidArgument("node %s: %s kernel_append_params is not a string", n.UUID, where.name)
+		}
+		if strings.ContainsFunc(s, unicode.IsControl) {
+			return nil, errdefs.InvalidArgument("node %s: %s kernel_append_params contains control characters", n.UUID, where.name)
+		}
+		return strings.Fields(strings.ReplaceAll(s, "%default%", strings.Join(h.cfg.KernelParams, " "))), nil
+	}
+	return h.cfg.KernelParams, nil
 }
 
 // files returns the node's deploy kernel and ramdisk (paths or URLs).

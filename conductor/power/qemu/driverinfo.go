@@ -26,6 +26,21 @@ const (
 	InfoBridge     = "qemu_bridge"      // a Linux bridge: the NIC is a tap on it instead of user networking
 	InfoNICModel   = "qemu_nic_model"   // NICModels; default virtio
 	InfoDiskBus    = "qemu_disk_bus"    // DiskBuses; default virtio
+	InfoNICROM     = "qemu_nic_rom"     // NICROMiPXE (default) or NICROMNone
+)
+
+// Values of qemu_nic_rom: what network-boots a qemu_boot=network node.
+const (
+	// NICROMiPXE gives the NIC its iPXE option ROM (Debian's ipxe-qemu):
+	// the firmware's network boot is iPXE itself, which asks DHCP for its
+	// script at once.
+	NICROMiPXE = "ipxe"
+	// NICROMNone gives the NIC no option ROM: the firmware's own network
+	// stack boots it, as on a server whose NIC has a vendor PXE ROM. OVMF
+	// has one for virtio NICs (VirtioNetDxe and its PXE client: DHCP,
+	// then the network boot program over TFTP); SeaBIOS has none, so a
+	// BIOS node cannot network-boot this way.
+	NICROMNone = "none"
 )
 
 // Values of qemu_boot.
@@ -66,6 +81,7 @@ type settings struct {
 	bridge     string // "" for user networking
 	nicModel   string
 	diskBus    string
+	noNICROM   bool // qemu_nic_rom none
 }
 
 // uuidPattern keeps node UUIDs usable as directory names and QEMU option
@@ -142,6 +158,13 @@ func parseSettings(node power.Node) (settings, error) {
 			return bad("%s %v: want one of %s", InfoDiskBus, v, strings.Join(DiskBuses, ", "))
 		}
 		s.diskBus = b
+	}
+	if v, ok := info[InfoNICROM]; ok {
+		r, _ := v.(string)
+		if r != NICROMiPXE && r != NICROMNone {
+			return bad("%s %v: want %q or %q", InfoNICROM, v, NICROMiPXE, NICROMNone)
+		}
+		s.noNICROM = r == NICROMNone
 	}
 	if len(node.MACs) > 0 {
 		hw, err := net.ParseMAC(node.MACs[0])

@@ -43,6 +43,12 @@ func TestParseSettings(t *testing.T) {
 	if s.boot != BootNetwork || s.bridge != "br-rack0" || s.nicModel != "e1000e" || s.diskBus != DiskLSISAS {
 		t.Errorf("hardware settings = %+v", s)
 	}
+	if s, err := parseSettings(good(map[string]any{InfoNICROM: NICROMNone})); err != nil || !s.noNICROM {
+		t.Errorf("%s none: %+v %v", InfoNICROM, s, err)
+	}
+	if s, err := parseSettings(good(map[string]any{InfoNICROM: NICROMiPXE})); err != nil || s.noNICROM {
+		t.Errorf("%s ipxe: %+v %v", InfoNICROM, s, err)
+	}
 	for _, m := range NICModels {
 		if _, err := parseSettings(good(map[string]any{InfoNICModel: m})); err != nil {
 			t.Errorf("NIC model %s: %v", m, err)
@@ -63,6 +69,8 @@ func TestParseSettings(t *testing.T) {
 		"bridge empty":   good(map[string]any{InfoBridge: ""}),
 		"nic model":      good(map[string]any{InfoNICModel: "ne2k_pci"}),
 		"nic not string": good(map[string]any{InfoNICModel: 1}),
+		"nic rom word":   good(map[string]any{InfoNICROM: "pxe"}),
+		"nic rom bool":   good(map[string]any{InfoNICROM: false}),
 		"disk bus":       good(map[string]any{InfoDiskBus: "ide"}),
 		"disk bus case":  good(map[string]any{InfoDiskBus: "NVMe"}),
 
