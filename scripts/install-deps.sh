@@ -23,7 +23,7 @@ for g in "${groups[@]}"; do
     # output the disk-format readers are checked against; lldpd, the switch
     # side the agent's LLDP collector listens to (iproute2 for its namespaces),
     # and ironic-inspector, whose LLDP parser the conductor's is checked against.
-    test) pkgs+=(python3-ironicclient fuseiso apache2-utils xfsprogs btrfs-progs genisoimage lldpd iproute2
+    test) pkgs+=(python3-ironicclient fuseiso apache2-utils xfsprogs btrfs-progs genisoimage gdisk lldpd iproute2
                  python3-ironic-inspector) ;;
     # The real Ironic (API + conductor) that drives rivet-agent in the
     # compatibility tests.
