@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/conductor/store"
 )
 
 // fakeRegistry is an in-memory Registry with the PostgreSQL store's
@@ -26,9 +27,10 @@ type fakeRegistry struct {
 }
 
 type fakeLease struct {
-	owner      string
-	expires    time.Time
-	generation int
+	owner       string
+	incarnation string
+	expires     time.Time
+	generation  int
 }
 
 func newFakeRegistry(nodes int, state statemachine.State) *fakeRegistry {
@@ -61,16 +63,25 @@ func (r *fakeRegistry) LiveConductors(ctx context.Context, within time.Duration)
 	return out, nil
 }
 
-func (r *fakeRegistry) Leave(ctx context.Context, name string) error {
+func (r *fakeRegistry) Leave(ctx context.Context, h Holder) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.conductors, name)
+	delete(r.conductors, h.Name)
 	for _, l := range r.leases {
-		if l.owner == name {
-			l.owner, l.expires = "", time.Now()
+		if l.owner == h.Name && l.incarnation == h.Incarnation {
+			l.owner, l.incarnation, l.expires = "", "", time.Now()
 		}
 	}
 	return nil
+}
+
+func (r *fakeRegistry) LeaseHolder(ctx context.Context, node string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l := r.leases[node]; l != nil && time.Now().Before(l.expires) {
+		return l.owner, nil
+	}
+	return "", nil
 }
 
 func (r *fakeRegistry) NodeLeases(ctx context.Context) ([]NodeLease, error) {
@@ -87,48 +98,53 @@ func (r *fakeRegistry) NodeLeases(ctx context.Context) ([]NodeLease, error) {
 	return out, nil
 }
 
-func (r *fakeRegistry) AcquireLease(ctx context.Context, node, owner string, ttl time.Duration) (bool, error) {
+func (r *fakeRegistry) AcquireLease(ctx context.Context, node string, h Holder, ttl time.Duration) (int64, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.states[node]; !ok {
-		return false, nil
+		return 0, false, nil
 	}
 	l := r.leases[node]
 	switch {
 	case l == nil:
-		r.leases[node] = &fakeLease{owner: owner, expires: time.Now().Add(ttl), generation: 1}
-	case l.owner == owner:
+		l = &fakeLease{owner: h.Name, incarnation: h.Incarnation, expires: time.Now().Add(ttl), generation: 1}
+		r.leases[node] = l
+	case l.owner == h.Name && l.incarnation == h.Incarnation:
 		l.expires = time.Now().Add(ttl)
 	case l.owner == "" || time.Now().After(l.expires):
-		l.owner, l.expires = owner, time.Now().Add(ttl)
+		l.owner, l.incarnation, l.expires = h.Name, h.Incarnation, time.Now().Add(ttl)
 		l.generation++
 	default:
-		return false, nil
+		return 0, false, nil
 	}
-	return true, nil
+	return int64(l.generation), true, nil
 }
 
-func (r *fakeRegistry) RenewLeases(ctx context.Context, owner string, ttl time.Duration) ([]string, error) {
+func (r *fakeRegistry) RenewLeases(ctx context.Context, h Holder, ttl time.Duration, adopt bool) ([]HeldLease, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []string
+	var out []HeldLease
 	for n, l := range r.leases {
-		if l.owner == owner {
+		if adopt && l.owner == h.Name && l.incarnation != h.Incarnation && time.Now().Before(l.expires) {
+			l.incarnation = h.Incarnation
+			l.generation++
+		}
+		if l.owner == h.Name && l.incarnation == h.Incarnation {
 			l.expires = time.Now().Add(ttl)
-			out = append(out, n)
+			out = append(out, HeldLease{NodeUUID: n, Generation: int64(l.generation)})
 		}
 	}
 	return out, nil
 }
 
-func (r *fakeRegistry) ReleaseLease(ctx context.Context, node, owner string, states []statemachine.State) (bool, error) {
+func (r *fakeRegistry) ReleaseLease(ctx context.Context, node string, h Holder, states []statemachine.State) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	l := r.leases[node]
-	if l == nil || l.owner != owner || !slices.Contains(states, r.states[node]) {
+	if l == nil || l.owner != h.Name || l.incarnation != h.Incarnation || !slices.Contains(states, r.states[node]) {
 		return false, nil
 	}
-	l.owner, l.expires = "", time.Now()
+	l.owner, l.incarnation, l.expires = "", "", time.Now()
 	return true, nil
 }
 
@@ -381,6 +397,13 @@ func TestOwns(t *testing.T) {
 	if ok, _ := a.Owns(ctx, "no-such-node"); ok {
 		t.Fatal("Owns(unknown node) = true")
 	}
+	f, ok, err := a.Lease(ctx, mine)
+	if !ok || err != nil || f.Owner != "a" || f.Generation != 1 || !a.Holds(mine, f) {
+		t.Fatalf("Lease(%s) = %+v, %v, %v; Holds %v", mine, f, ok, err, a.Holds(mine, f))
+	}
+	if a.Holds(mine, store.Fence{Owner: "a", Generation: 2}) || a.Holds(theirs, f) {
+		t.Fatal("Holds accepts another generation or another node")
+	}
 	// b holds a node a should own: a must not take it.
 	reg.leases[mine].owner = "b"
 	a.mu.Lock()
@@ -391,6 +414,9 @@ func TestOwns(t *testing.T) {
 	}
 	if slices.Contains(a.Held(), mine) {
 		t.Fatal("a still believes it holds a lost lease")
+	}
+	if a.Holds(mine, f) {
+		t.Fatal("Holds = true for a lost lease")
 	}
 }
 
@@ -410,8 +436,10 @@ func TestRestartTakesLeasesBack(t *testing.T) {
 		if ok, err := again.Owns(context.Background(), n); !ok || err != nil {
 			t.Fatalf("Owns(%s) after restart = %v, %v", n, ok, err)
 		}
-		if g := reg.generation(n); g != 1 {
-			t.Fatalf("node %s: generation %d, want 1 (same owner throughout)", n, g)
+		// The new process is a new holder: the generation went up, so
+		// work the old process started is fenced out.
+		if g := reg.generation(n); g != 2 {
+			t.Fatalf("node %s: generation %d, want 2 (taken over by the restarted process)", n, g)
 		}
 	}
 	time.Sleep(3 * fastConfig("").Interval)
