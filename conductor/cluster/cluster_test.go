@@ -523,3 +523,51 @@ func TestStartFailsWithoutDatabase(t *testing.T) {
 	}
 	m.Close()
 }
+
+// TestPausedMemberIsFencedOut: a member paused past its lease (its loop
+// not running, as under SIGSTOP) stops holding it by its own clock, with
+// no database round trip; once another member takes the node over, the
+// paused one, resumed, neither renews nor retakes it, and its old fence
+// never holds again.
+func TestPausedMemberIsFencedOut(t *testing.T) {
+	ctx := context.Background()
+	reg := newFakeRegistry(4, statemachine.DeployWait)
+	a := start(t, reg, "a")
+	node := reg.nodes[0]
+	f, ok, err := a.Lease(ctx, node)
+	if !ok || err != nil || !a.Holds(node, f) {
+		t.Fatalf("Lease = %+v, %v, %v", f, ok, err)
+	}
+	// Pause a: its loop stops; its leases stay in the database.
+	a.cancel()
+	a.wg.Wait()
+	eventually(t, "a's own clock says its lease ran out", func() error {
+		if a.Holds(node, f) {
+			return errors.New("still held")
+		}
+		return nil
+	})
+	b := start(t, reg, "b")
+	eventually(t, "b takes every node over", func() error {
+		for n, o := range reg.owners() {
+			if o != "b" {
+				return fmt.Errorf("node %s held by %q", n, o)
+			}
+		}
+		return nil
+	})
+	if g := reg.generation(node); g != 2 {
+		t.Fatalf("generation %d after the takeover, want 2", g)
+	}
+	// Resume a: one round of its loop, then the engine asking again.
+	a.tick(ctx, true, false)
+	if slices.Contains(a.Held(), node) || a.Holds(node, f) {
+		t.Fatal("the resumed member still holds the lost lease")
+	}
+	if _, ok, err := a.Lease(ctx, node); ok || err != nil {
+		t.Fatalf("the resumed member retook a lease b holds: %v, %v", ok, err)
+	}
+	if bf, ok, _ := b.Lease(ctx, node); !ok || bf.Generation != 2 || !b.Holds(node, bf) || b.Holds(node, f) {
+		t.Fatalf("b's fence %+v (ok %v); the old fence must not hold for b either", bf, ok)
+	}
+}
