@@ -219,6 +219,14 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 	}
 	ac := cfg.Agent
 	ac.Logger = log
+	if ac.UserAgent == "" {
+		// Agents log the caller: name this conductor.
+		name := host
+		if c.member != nil {
+			name = c.member.Name()
+		}
+		ac.UserAgent = "rivet-conductor (" + name + ")"
+	}
 	c.agents = agentclient.New(ac)
 	if c.engine, err = provision.New(fed, cfg.Drivers, c.agents, pc); err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)

@@ -67,6 +67,7 @@ type options struct {
 	insecureAllowNoAuth, requireAgentTLS   bool
 	tlsCertFile, tlsKeyFile                string
 	metricsListen                          string
+	fakePowerCallLog                       string
 }
 
 // netbootFlags are the network boot services' settings.
@@ -93,7 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.conductorName, "conductor-name", "", "this conductor's unique, stable name among those sharing a PostgreSQL store (default the host name)")
 	fs.DurationVar(&o.leaseTTL, "cluster-lease-ttl", 30*time.Second, "with PostgreSQL: node lease lifetime; a dead conductor's nodes are taken over after about this long")
-	fs.BoolVar(&o.automatedClean, "automated-clean", false, "clean nodes through the agent on provide and after undeploy (erase_devices_metadata)")
+	fs.BoolVar(&o.automatedClean, "automated-clean", true, "clean nodes through the agent on provide and after undeploy (erase_devices_metadata), so no tenant's data reaches the next; --automated-clean=false turns it off")
 	fs.DurationVar(&o.cleanCallbackTimeout, "clean-callback-timeout", 1800*time.Second, "fail a cleaning waiting this long for an agent heartbeat")
 	fs.BoolVar(&o.fastTrack, "fast-track", false, "reuse a running agent for the next deploy or cleaning instead of rebooting the node")
 	fs.StringVar(&o.logsCollect, "deploy-logs-collect", provision.LogsOnFailure, "when to collect the agent's logs: on_failure, always or never")
@@ -118,6 +119,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.tlsCertFile, "tls-cert-file", "", "serve the API over HTTPS with this PEM certificate (chain); re-read on SIGHUP")
 	fs.StringVar(&o.tlsKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file; re-read on SIGHUP")
 	fs.BoolVar(&o.requireAgentTLS, "require-agent-tls", false, "refuse agent heartbeats whose callback URL is not https:// (Ironic's [agent]require_tls)")
+	fs.StringVar(&o.fakePowerCallLog, "fake-power-call-log", "", "append a JSON line to this file for every fake-hardware driver call that reaches a node (for tests)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "also serve Prometheus /metrics on this loopback address, e.g. 127.0.0.1:9608 (the API serves /metrics in any case)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -192,19 +194,19 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		TLSCertFile: o.tlsCertFile,
 		TLSKeyFile:  o.tlsKeyFile,
 		Provision: provision.Config{
-			DeployKernel:         o.deployKernel,
-			DeployRamdisk:        o.deployRamdisk,
-			HeartbeatTimeout:     o.heartbeatTimeout,
-			CallbackTimeout:      o.callbackTimeout,
-			CleanCallbackTimeout: o.cleanCallbackTimeout,
-			StateDir:             filepath.Join(o.stateDir, "conductor"),
-			AutomatedClean:       o.automatedClean,
-			FastTrack:            o.fastTrack,
-			LogsCollect:          o.logsCollect,
-			DefaultBootMode:      o.defaultBootMode,
-			ProgressPollInterval: o.progressPoll,
-			ProgressPollRate:     o.progressPollRate,
-			RequireAgentTLS:      o.requireAgentTLS,
+			DeployKernel:          o.deployKernel,
+			DeployRamdisk:         o.deployRamdisk,
+			HeartbeatTimeout:      o.heartbeatTimeout,
+			CallbackTimeout:       o.callbackTimeout,
+			CleanCallbackTimeout:  o.cleanCallbackTimeout,
+			StateDir:              filepath.Join(o.stateDir, "conductor"),
+			DisableAutomatedClean: !o.automatedClean,
+			FastTrack:             o.fastTrack,
+			LogsCollect:           o.logsCollect,
+			DefaultBootMode:       o.defaultBootMode,
+			ProgressPollInterval:  o.progressPoll,
+			ProgressPollRate:      o.progressPollRate,
+			RequireAgentTLS:       o.requireAgentTLS,
 		},
 		Cluster: cluster.Config{
 			Name:      o.conductorName,
@@ -312,7 +314,7 @@ func (f netbootFlags) config() (*netboot.Config, error) {
 
 // buildDrivers is the conductor's driver list.
 func buildDrivers(o options, log *slog.Logger) ([]power.Driver, error) {
-	fk, err := fake.New(fake.Config{StateFile: filepath.Join(o.stateDir, "fake-power.json")})
+	fk, err := fake.New(fake.Config{StateFile: filepath.Join(o.stateDir, "fake-power.json"), CallLog: o.fakePowerCallLog})
 	if err != nil {
 		return nil, err
 	}

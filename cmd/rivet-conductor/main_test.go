@@ -34,6 +34,13 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if _, err := parseFlags([]string{"extra"}, io.Discard); err == nil {
 		t.Fatal("stray argument accepted")
 	}
+	// Automated cleaning is on unless turned off explicitly (as Ironic).
+	if !o.automatedClean {
+		t.Fatal("automated cleaning is off by default")
+	}
+	if off, err := parseFlags([]string{"--automated-clean=false"}, io.Discard); err != nil || off.automatedClean {
+		t.Fatalf("--automated-clean=false: %+v, %v", off.automatedClean, err)
+	}
 }
 
 func TestRelaySubcommand(t *testing.T) {

@@ -89,6 +89,10 @@ func (f *fakeProvisioner) ValidateNode(context.Context, string) (map[string]prov
 	return f.validated, f.err
 }
 
+func (f *fakeProvisioner) DeleteNode(_ context.Context, ident string) error {
+	return f.record("delete " + ident)
+}
+
 func (f *fakeProvisioner) Lookup(context.Context, []string, string, bool) (*store.Node, *string, error) {
 	return nil, nil, errdefs.NotFound("Resource could not be found.")
 }

@@ -428,23 +428,13 @@ func (s *Server) applyPatch(n *store.Node, ops []jsonpatch.Op) error {
 	return nil
 }
 
-// deleteNode serves DELETE /v1/nodes/{ident}.
+// deleteNode serves DELETE /v1/nodes/{ident}: the engine checks Ironic's
+// rules and stops the node's running job first.
 func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request, v version) {
-	var uuid string
-	err := s.cfg.Store.WithNodeLock(r.Context(), r.PathValue("ident"), func(tx store.Tx) error {
-		n := tx.Node()
-		uuid = n.UUID
-		if !n.Maintenance && !statemachine.DeleteAllowed[n.ProvisionState] {
-			return errdefs.Conflict(`Can not delete node "%s" while it is in provision state "%s". Valid provision states to perform deletion are: "available, enroll, manageable, adopt failed", or set the node into maintenance mode`,
-				n.UUID, n.ProvisionState)
-		}
-		return tx.DeleteNode(r.Context())
-	})
-	if err != nil {
+	if err := s.cfg.Provisioner.DeleteNode(r.Context(), r.PathValue("ident")); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	s.log.Info("node deleted", "node", uuid)
 	w.WriteHeader(http.StatusNoContent)
 }
 

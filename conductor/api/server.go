@@ -35,6 +35,7 @@ type Provisioner interface {
 	Provision(ctx context.Context, ident string, req provision.Request) error
 	ManualClean(ctx context.Context, ident string, steps []wire.PlannedStep, disableRamdisk bool) error
 	ValidateNode(ctx context.Context, ident string) (map[string]provision.InterfaceValidation, error)
+	DeleteNode(ctx context.Context, ident string) error
 }
 
 // PowerManager changes power states and boot devices (provision.Power).

@@ -48,6 +48,9 @@ import (
 type Config struct {
 	// APIURL is the conductor API URL (ipa-api-url).
 	APIURL string
+	// Client makes the lookup and heartbeat requests (default: the
+	// clients' own), e.g. one trusting a TLS conductor's CA.
+	Client *http.Client
 	// MACs are the node's NIC addresses sent on lookup.
 	MACs []string
 	// Version is the agent_version sent on heartbeats (default "9.0.0").
@@ -148,6 +151,7 @@ type Agent struct {
 	stopRun    context.CancelFunc
 	commands   []*wire.CommandResult
 	calls      []string
+	callers    []Caller
 	heartbeats []int
 	imageInfo  *wire.ImageInfo
 	busyUsed   bool
@@ -290,6 +294,24 @@ func (a *Agent) Calls() []string {
 	return append([]string(nil), a.calls...)
 }
 
+// Caller is a command received and who sent it.
+type Caller struct {
+	Command string
+	// UserAgent is the request's User-Agent (a conductor names itself).
+	UserAgent string
+}
+
+// ListCommands is how Callers names a read of the command list.
+const ListCommands = "GET /v1/commands"
+
+// Callers lists the requests received (commands, and reads of the
+// command list as ListCommands) with their senders, in order.
+func (a *Agent) Callers() []Caller {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]Caller(nil), a.callers...)
+}
+
 // HeartbeatStatuses lists the HTTP statuses of the heartbeats sent.
 func (a *Agent) HeartbeatStatuses() []int {
 	a.mu.Lock()
@@ -332,7 +354,7 @@ func (a *Agent) loop() {
 // lookup finds the node with the real client, retrying every
 // HeartbeatInterval or so until it is handed a token.
 func (a *Agent) lookup(ctx context.Context, apiURL string) {
-	res, err := lookup.Lookup(ctx, lookup.Config{APIURLs: []string{apiURL}, MACs: a.cfg.MACs,
+	res, err := lookup.Lookup(ctx, lookup.Config{APIURLs: []string{apiURL}, MACs: a.cfg.MACs, Client: a.cfg.Client,
 		Interval: a.cfg.HeartbeatInterval, MaxInterval: a.cfg.HeartbeatInterval, Timeout: 24 * time.Hour,
 		Logger: a.cfg.Logger})
 	if err != nil {
@@ -352,7 +374,7 @@ func (a *Agent) heartbeat(ctx context.Context, apiURL string) {
 	if a.cfg.TokenOverride != "" {
 		tok = a.cfg.TokenOverride
 	}
-	cfg := heartbeat.Config{APIURL: apiURL, NodeUUID: a.nodeUUID, CallbackURL: a.URL(), Token: tok,
+	cfg := heartbeat.Config{APIURL: apiURL, NodeUUID: a.nodeUUID, CallbackURL: a.URL(), Token: tok, Client: a.cfg.Client,
 		AgentVersion: a.cfg.Version, Logger: a.cfg.Logger,
 		// Beats come Timeout × (0.3 + 0.3 × 0.5) apart, retries
 		// ErrorInterval × 1.5: both HeartbeatInterval.
@@ -423,6 +445,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 func (a *Agent) handleList(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.callers = append(a.callers, Caller{Command: ListCommands, UserAgent: r.UserAgent()})
 	list := wire.CommandList{Commands: []wire.CommandResult{}}
 	for _, c := range a.commands {
 		list.Commands = append(list.Commands, *c)
@@ -444,6 +467,7 @@ func (a *Agent) handlePost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.calls = append(a.calls, req.Name)
+	a.callers = append(a.callers, Caller{Command: req.Name, UserAgent: r.UserAgent()})
 	if n := len(a.commands); n > 0 && a.commands[n-1].CommandStatus == wire.StatusRunning {
 		name := a.commands[n-1].CommandName
 		a.mu.Unlock()
