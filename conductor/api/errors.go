@@ -3,7 +3,10 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"time"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/power"
@@ -13,7 +16,7 @@ import (
 
 // statusOf is the one mapping from error classes to HTTP statuses.
 func statusOf(err error) int {
-	var tooBig *http.MaxBytesError
+	var tooBig *bodyTooLarge
 	var badMove *statemachine.InvalidTransitionError
 	switch {
 	case errors.Is(err, errdefs.ErrInvalidArgument), errors.As(err, &badMove),
@@ -64,14 +67,54 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// decodeBody decodes a JSON request body of at most limit bytes.
+// bodyTooLarge is a request body over its route's cap: 413, with the
+// API's error body.
+type bodyTooLarge struct{ limit int64 }
+
+func (e *bodyTooLarge) Error() string {
+	return fmt.Sprintf("The request body is larger than the limit of %d bytes for this request.", e.limit)
+}
+
+// Reading a body: a large one (provision requests with a config drive,
+// inspection data) gets more time than the server's ReadTimeout, in
+// proportion to its cap.
+const (
+	bodyReadBase = time.Minute
+	bodyReadRate = 256 << 10 // bytes per second, at least
+)
+
+// decodeBody decodes a JSON request body of at most limit bytes into v:
+// one JSON value and nothing after it. A body declared larger than the
+// cap is refused before it is read, one that turns out larger as soon as
+// it passes the cap (413).
 func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	if r.ContentLength > limit {
+		return &bodyTooLarge{limit: limit}
+	}
+	if limit > maxBody {
+		// Errors mean the writer cannot extend deadlines (tests).
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadBase + time.Duration(limit/bodyReadRate)*time.Second))
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("unexpected data after the JSON value")
+			var tooBig *http.MaxBytesError
+			if errors.As(terr, &tooBig) {
+				err = terr
+			}
+		}
+	}
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return err
+			return &bodyTooLarge{limit: limit}
+		}
+		var bad *errdefs.Error
+		if errors.As(err, &bad) {
+			return err // refused by a field's own decoder (configdrive)
 		}
 		return errdefs.InvalidArgument("Invalid JSON body: %v", err)
 	}

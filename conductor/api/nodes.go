@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -14,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rivetmetal/rivet/conductor/api/internal/jsonpatch"
+	"github.com/rivetmetal/rivet/conductor/configiso"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/ironicjson"
 	"github.com/rivetmetal/rivet/conductor/provision"
@@ -251,6 +253,12 @@ func (s *Server) createNode(w http.ResponseWriter, r *http.Request, v version) {
 		}
 		n.Name = *body.Name
 	}
+	if s.cfg.HostPaths != nil {
+		if err := s.cfg.HostPaths.CheckHostPaths(n, nil); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
 	if err := s.cfg.Store.CreateNode(r.Context(), n); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -331,11 +339,17 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request, v version) {
 			return errdefs.Conflict("Node %s is locked by a running operation (provision state %q), please retry after the current operation is completed.",
 				n.UUID, n.ProvisionState)
 		}
+		prev := &store.Node{UUID: n.UUID, Name: n.Name, Driver: n.Driver, DriverInfo: n.DriverInfo, InstanceInfo: n.InstanceInfo}
 		if err := s.applyPatch(n, ops); err != nil {
 			return err
 		}
 		if err := checkInterfaces(n.Driver, ifaces); err != nil {
 			return err
+		}
+		if s.cfg.HostPaths != nil {
+			if err := s.cfg.HostPaths.CheckHostPaths(n, prev); err != nil {
+				return err
+			}
 		}
 		out = n
 		return nil
@@ -465,7 +479,7 @@ func (s *Server) nodeStates(w http.ResponseWriter, r *http.Request, v version) {
 // provisionBody is the body of PUT /v1/nodes/{ident}/states/provision.
 type provisionBody struct {
 	Target         string          `json:"target"`
-	Configdrive    json.RawMessage `json:"configdrive"`
+	Configdrive    configdriveArg  `json:"configdrive"`
 	CleanSteps     json.RawMessage `json:"clean_steps"`
 	DeploySteps    json.RawMessage `json:"deploy_steps"`
 	ServiceSteps   json.RawMessage `json:"service_steps"`
@@ -571,8 +585,8 @@ func checkProvision(body provisionBody, v version) (provision.Request, []wire.Pl
 		return provision.Request{}, nil, errdefs.InvalidArgument(`"rescue_password" is only valid when setting target provision state to rescue`)
 	}
 	req := provision.Request{Target: t}
-	if present(body.Configdrive) {
-		cd, err := checkConfigdrive(body.Configdrive, t, v)
+	if body.Configdrive.value != nil {
+		cd, err := checkConfigdrive(body.Configdrive.value, t, v)
 		if err != nil {
 			return provision.Request{}, nil, err
 		}
@@ -588,19 +602,56 @@ func checkProvision(body provisionBody, v version) (provision.Request, []wire.Pl
 	return req, steps, err
 }
 
+// configdriveArg is the configdrive of a provision request, decoded with
+// its limits (conductor/configiso) as the body is read: a string must be
+// an image the agent decodes to at most 64 MiB (or a URL), an object's
+// JSON must be within the description limits before a tree is built from
+// it. Nil value: absent or null.
+type configdriveArg struct{ value any }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (c *configdriveArg) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case len(b) == 0 || string(b) == "null":
+		c.value = nil
+		return nil
+	case b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return errdefs.InvalidArgument("Invalid configdrive: %v", err)
+		}
+		if err := configiso.CheckString(s); err != nil {
+			return errdefs.InvalidArgument("Invalid configdrive: %v", err)
+		}
+		c.value = s
+	case b[0] == '{':
+		if err := configiso.CheckJSON(b); err != nil {
+			return errdefs.InvalidArgument("Invalid configdrive: %v", err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			return errdefs.InvalidArgument("Invalid configdrive: %v", err)
+		}
+		c.value = m
+	default:
+		if len(b) > 64 {
+			b = append(b[:64:64], "..."...)
+		}
+		return errdefs.InvalidArgument("Invalid configdrive: %s is not of type 'string', 'object'", string(b))
+	}
+	return nil
+}
+
 // checkConfigdrive validates a config drive: a string (gzipped, base64
 // ISO or URL), or from 1.56 a dictionary Ironic builds the ISO from, only
 // with "active"/"deploy" and, from 1.35, "rebuild".
-func checkConfigdrive(raw json.RawMessage, target string, v version) (any, error) {
+func checkConfigdrive(cd any, target string, v version) (any, error) {
 	switch {
 	case target == "rebuild" && v.minor < minorRebuildConfigdrive:
 		return nil, errdefs.NotAcceptable("Request not acceptable.")
 	case target != "active" && target != "deploy" && target != "rebuild":
 		return nil, errdefs.InvalidArgument("Adding a config drive is only supported when setting provision state to active or rebuild")
-	}
-	var cd any
-	if err := json.Unmarshal(raw, &cd); err != nil {
-		return nil, errdefs.InvalidArgument("Invalid configdrive: %v", err)
 	}
 	switch x := cd.(type) {
 	case string:
@@ -620,7 +671,7 @@ func checkConfigdrive(raw json.RawMessage, target string, v version) (any, error
 		}
 		return x, nil
 	default:
-		return nil, errdefs.InvalidArgument("Invalid configdrive: %s is not of type 'string', 'object'", string(raw))
+		return nil, errdefs.InvalidArgument("Invalid configdrive: not of type 'string', 'object'")
 	}
 }
 
