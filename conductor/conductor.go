@@ -343,6 +343,10 @@ func (c *Conductor) Run(ctx context.Context) error {
 		}
 	}
 	if err := c.engine.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			// Stopped (SIGTERM) while resuming work: not a failure.
+			return nil
+		}
 		return fmt.Errorf("conductor: %w", err)
 	}
 	vctx, stopViews := context.WithCancel(ctx)
