@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -585,8 +586,8 @@ func checkProvision(body provisionBody, v version) (provision.Request, []wire.Pl
 		return provision.Request{}, nil, errdefs.InvalidArgument(`"rescue_password" is only valid when setting target provision state to rescue`)
 	}
 	req := provision.Request{Target: t}
-	if body.Configdrive.value != nil {
-		cd, err := checkConfigdrive(body.Configdrive.value, t, v)
+	if body.Configdrive.present {
+		cd, err := checkConfigdrive(body.Configdrive, t, v)
 		if err != nil {
 			return provision.Request{}, nil, err
 		}
@@ -602,43 +603,63 @@ func checkProvision(body provisionBody, v version) (provision.Request, []wire.Pl
 	return req, steps, err
 }
 
-// configdriveArg is the configdrive of a provision request, decoded with
-// its limits (conductor/configiso) as the body is read: a string must be
-// an image the agent decodes to at most 64 MiB (or a URL), an object's
-// JSON must be within the description limits before a tree is built from
-// it. Nil value: absent or null.
-type configdriveArg struct{ value any }
+// configdriveArg is the configdrive of a provision request, checked
+// against its limits (conductor/configiso) as the body is decoded: a
+// string must be an image the agent decodes to at most 64 MiB (or a URL),
+// an object's JSON must be within the description limits before a tree is
+// built from it. A refusal is kept in err and reported by checkConfigdrive
+// after the checks that come first (verb, microversion).
+type configdriveArg struct {
+	present bool
+	kind    byte // '"' or '{' (or the first byte of anything else)
+	value   any
+	err     error
+}
 
 // UnmarshalJSON implements json.Unmarshaler.
 func (c *configdriveArg) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
-	switch {
-	case len(b) == 0 || string(b) == "null":
-		c.value = nil
+	*c = configdriveArg{}
+	if len(b) == 0 || string(b) == "null" {
 		return nil
-	case b[0] == '"':
+	}
+	c.present, c.kind = true, b[0]
+	switch c.kind {
+	case '"':
+		// Checked in place when it decodes to itself (no escapes, valid
+		// UTF-8, as base64 always is): a refused drive is never copied.
+		if raw := b[1 : len(b)-1]; bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+			if err := configiso.CheckBytes(raw); err != nil {
+				c.err = errdefs.InvalidArgument("Invalid configdrive: %v", err)
+				return nil
+			}
+			c.value = string(raw)
+			return nil
+		}
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
-			return errdefs.InvalidArgument("Invalid configdrive: %v", err)
+			c.err = errdefs.InvalidArgument("Invalid configdrive: %v", err)
+		} else if err := configiso.CheckString(s); err != nil {
+			c.err = errdefs.InvalidArgument("Invalid configdrive: %v", err)
+		} else {
+			c.value = s
 		}
-		if err := configiso.CheckString(s); err != nil {
-			return errdefs.InvalidArgument("Invalid configdrive: %v", err)
-		}
-		c.value = s
-	case b[0] == '{':
+	case '{':
 		if err := configiso.CheckJSON(b); err != nil {
-			return errdefs.InvalidArgument("Invalid configdrive: %v", err)
+			c.err = errdefs.InvalidArgument("Invalid configdrive: %v", err)
+			return nil
 		}
 		var m map[string]any
 		if err := json.Unmarshal(b, &m); err != nil {
-			return errdefs.InvalidArgument("Invalid configdrive: %v", err)
+			c.err = errdefs.InvalidArgument("Invalid configdrive: %v", err)
+			return nil
 		}
 		c.value = m
 	default:
 		if len(b) > 64 {
 			b = append(b[:64:64], "..."...)
 		}
-		return errdefs.InvalidArgument("Invalid configdrive: %s is not of type 'string', 'object'", string(b))
+		c.err = errdefs.InvalidArgument("Invalid configdrive: %s is not of type 'string', 'object'", string(b))
 	}
 	return nil
 }
@@ -646,20 +667,21 @@ func (c *configdriveArg) UnmarshalJSON(b []byte) error {
 // checkConfigdrive validates a config drive: a string (gzipped, base64
 // ISO or URL), or from 1.56 a dictionary Ironic builds the ISO from, only
 // with "active"/"deploy" and, from 1.35, "rebuild".
-func checkConfigdrive(cd any, target string, v version) (any, error) {
+func checkConfigdrive(cd configdriveArg, target string, v version) (any, error) {
 	switch {
 	case target == "rebuild" && v.minor < minorRebuildConfigdrive:
 		return nil, errdefs.NotAcceptable("Request not acceptable.")
 	case target != "active" && target != "deploy" && target != "rebuild":
 		return nil, errdefs.InvalidArgument("Adding a config drive is only supported when setting provision state to active or rebuild")
+	case cd.kind == '{' && v.minor < minorBuildConfigdrive:
+		return nil, errdefs.NotAcceptable("Request not acceptable.")
+	case cd.err != nil:
+		return nil, cd.err
 	}
-	switch x := cd.(type) {
+	switch x := cd.value.(type) {
 	case string:
 		return x, nil
 	case map[string]any:
-		if v.minor < minorBuildConfigdrive {
-			return nil, errdefs.NotAcceptable("Request not acceptable.")
-		}
 		allowed := map[string]bool{"meta_data": true, "network_data": true, "user_data": true, "vendor_data": true}
 		for _, k := range slices.Sorted(maps.Keys(x)) {
 			if !allowed[k] {

@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"unicode"
+	"unsafe"
 
 	"github.com/klauspost/compress/gzip"
-
-	"github.com/rivetmetal/rivet/imagewriter/configdrive"
 )
 
 // Limits of a config drive, end to end. The decoded image may be at most
@@ -104,24 +102,29 @@ func checkFiles(files map[string][]byte) error {
 // text itself, is the image, gunzipped when gzipped, which must not be
 // empty nor larger than MaxSize. The error wraps ErrInvalid.
 func CheckString(s string) error {
-	if configdrive.IsURL(s) {
-		return nil
+	return CheckBytes(unsafe.Slice(unsafe.StringData(s), len(s)))
+}
+
+// CheckBytes is CheckString of b, which it only reads (and does not keep).
+func CheckBytes(b []byte) error {
+	if t := bytes.TrimSpace(b); bytes.HasPrefix(t, []byte("http://")) || bytes.HasPrefix(t, []byte("https://")) {
+		return nil // configdrive.IsURL, without a copy
 	}
-	trimmed := s
-	if strings.IndexFunc(s, unicode.IsSpace) >= 0 {
-		trimmed = strings.Join(strings.Fields(s), "")
+	trimmed := b
+	if bytes.IndexFunc(b, unicode.IsSpace) >= 0 {
+		trimmed = bytes.Join(bytes.Fields(b), nil)
 	}
 	var raw func() io.Reader
-	if trimmed != "" {
+	if len(trimmed) > 0 {
 		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
 			if decodes(enc, trimmed) {
-				raw = func() io.Reader { return base64.NewDecoder(enc, strings.NewReader(trimmed)) }
+				raw = func() io.Reader { return base64.NewDecoder(enc, bytes.NewReader(trimmed)) }
 				break
 			}
 		}
 	}
 	if raw == nil {
-		raw = func() io.Reader { return strings.NewReader(s) }
+		raw = func() io.Reader { return bytes.NewReader(b) }
 	}
 	var head [2]byte
 	n, _ := io.ReadFull(raw(), head[:])
@@ -151,9 +154,9 @@ func CheckString(s string) error {
 	return nil
 }
 
-// decodes reports whether s is entirely valid in enc (as DecodeString
+// decodes reports whether b is entirely valid in enc (as DecodeString
 // would find), streaming.
-func decodes(enc *base64.Encoding, s string) bool {
-	_, err := io.Copy(io.Discard, base64.NewDecoder(enc, strings.NewReader(s)))
+func decodes(enc *base64.Encoding, b []byte) bool {
+	_, err := io.Copy(io.Discard, base64.NewDecoder(enc, bytes.NewReader(b)))
 	return err == nil
 }
