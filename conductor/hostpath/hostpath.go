@@ -252,8 +252,10 @@ func (c *Confiner) isProtected(st os.FileInfo) bool {
 // or a fragment is refused.
 func FromFileURL(s string) (string, error) {
 	u, err := url.Parse(s)
-	if err != nil || !strings.EqualFold(u.Scheme, "file") {
-		return "", refuse("Invalid file URL %q.", s)
+	if err != nil || !IsFileURL(s) {
+		// file:/path parses too, but is not the file:// form every
+		// other check (IsFileURL) goes by (found by FuzzFromFileURL).
+		return "", refuse("Invalid file URL %q: want file:///path.", s)
 	}
 	if u.Host != "" && !strings.EqualFold(u.Host, "localhost") {
 		return "", refuse("File URL %q names host %q: only local files (file:///path) are supported.", s, u.Host)
