@@ -42,8 +42,10 @@ for _ in $(seq 1 100); do curl -sf "$url/v1" >/dev/null && break; sleep 0.1; don
 curl -sf "$url/v1" >/dev/null || { cat "$state/conductor.log"; exit 1; }
 
 say "Enrolling a QEMU node with a 5 GiB disk"
-truncate -s 5G "$state/node-disk.raw"
-rivet node create --name demo --driver qemu --driver-info "qemu_disk=$state/node-disk.raw" --driver-info qemu_memory_mb=768
+# The qemu driver's files directory (--qemu-files-dir) is the only place
+# driver_info may name a disk; a relative qemu_disk is taken from it.
+truncate -s 5G "$state/qemu/files/node-disk.raw"
+rivet node create --name demo --driver qemu --driver-info "qemu_disk=node-disk.raw" --driver-info qemu_memory_mb=768
 rivet port create 52:54:00:12:34:56 --node demo
 rivet node manage demo --wait
 rivet node provide demo --wait

@@ -29,6 +29,7 @@ import (
 	"unicode"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/hostpath"
 	"github.com/rivetmetal/rivet/conductor/images"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
@@ -57,7 +58,12 @@ type Config struct {
 	BaseURL string
 	// DeployKernel and DeployRamdisk are the files (or http(s) URLs) used
 	// when a node's driver_info has no deploy_kernel / deploy_ramdisk.
+	// They are the operator's and served as they are.
 	DeployKernel, DeployRamdisk string
+	// Files opens the deploy files a node's driver_info names (paths or
+	// file:// URLs), confined to the allowed directories; nil serves
+	// none of them (only the conductor's defaults and http(s) URLs).
+	Files *hostpath.Confiner
 	// KernelParams come before the agent's parameters (nil means
 	// DefaultKernelParams).
 	KernelParams []string
@@ -238,18 +244,48 @@ func (h *Handler) kernelParams(n *store.Node) ([]string, error) {
 
 // files returns the node's deploy kernel and ramdisk (paths or URLs).
 func (h *Handler) files(n *store.Node) (kernel, ramdisk string, err error) {
-	kernel, _ = n.DriverInfo["deploy_kernel"].(string)
-	ramdisk, _ = n.DriverInfo["deploy_ramdisk"].(string)
-	if kernel == "" {
-		kernel = h.cfg.DeployKernel
+	k, r, err := h.deployFiles(n)
+	return k.value, r.value, err
+}
+
+// deployFile is a deploy file setting: its value and whether it came from
+// the node (driver_info) rather than from the operator (the defaults).
+type deployFile struct {
+	value    string
+	fromNode bool
+}
+
+func (h *Handler) deployFiles(n *store.Node) (kernel, ramdisk deployFile, err error) {
+	pick := func(key, def string) deployFile {
+		if v, _ := n.DriverInfo[key].(string); v != "" && v != def {
+			return deployFile{value: v, fromNode: true}
+		}
+		return deployFile{value: def}
 	}
-	if ramdisk == "" {
-		ramdisk = h.cfg.DeployRamdisk
-	}
-	if kernel == "" || ramdisk == "" {
-		return "", "", errdefs.InvalidArgument("node %s: no deploy_kernel/deploy_ramdisk in driver_info and no conductor default", n.UUID)
+	kernel, ramdisk = pick("deploy_kernel", h.cfg.DeployKernel), pick("deploy_ramdisk", h.cfg.DeployRamdisk)
+	if kernel.value == "" || ramdisk.value == "" {
+		return deployFile{}, deployFile{}, errdefs.InvalidArgument("node %s: no deploy_kernel/deploy_ramdisk in driver_info and no conductor default", n.UUID)
 	}
 	return kernel, ramdisk, nil
+}
+
+// open opens a deploy file: the operator's as it is, the node's through
+// the allowed directories (again at each use: the check when it was set
+// does not cover a file replaced since).
+func (h *Handler) open(df deployFile) (*os.File, error) {
+	path, local, err := hostpath.Local(df.value)
+	switch {
+	case err != nil:
+		return nil, err
+	case !local:
+		return nil, fmt.Errorf("deploy file %q: not a path, file:// or http(s) URL", df.value)
+	case !df.fromNode:
+		return os.Open(path)
+	case h.cfg.Files == nil:
+		return nil, fmt.Errorf("deploy file %s: this conductor allows no host files from driver_info", path)
+	default:
+		return h.cfg.Files.Open(path)
+	}
 }
 
 // fileURL is where the node fetches a deploy file: the URL itself when it
@@ -274,23 +310,24 @@ func (h *Handler) file(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	kernel, ramdisk, err := h.files(n)
+	kernel, ramdisk, err := h.deployFiles(n)
 	if err != nil {
 		http.NotFound(w, r)
 		return
 	}
-	path := kernel
+	df := kernel
 	if which == "deploy_ramdisk" {
-		path = ramdisk
+		df = ramdisk
 	}
-	if u, err := url.Parse(path); err == nil && u.Scheme != "" && u.Scheme != "file" {
-		http.Redirect(w, r, path, http.StatusFound)
+	if u, err := url.Parse(df.value); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		http.Redirect(w, r, df.value, http.StatusFound)
 		return
 	}
-	path = strings.TrimPrefix(path, "file://")
-	f, err := os.Open(path)
+	f, err := h.open(df)
 	if err != nil {
-		h.cfg.Logger.Error("deploy file unavailable", "node", n.UUID, "file", which, "path", path, "error", err)
+		// The refusal is logged, not served: the firmware asking has no
+		// credentials, and the path is the node's own setting.
+		h.cfg.Logger.Warn("deploy file refused", "node", n.UUID, "file", which, "error", err)
 		http.NotFound(w, r)
 		return
 	}

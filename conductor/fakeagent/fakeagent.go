@@ -154,8 +154,10 @@ type Agent struct {
 	callers    []Caller
 	heartbeats []int
 	imageInfo  *wire.ImageInfo
-	busyUsed   bool
-	poweredOff bool
+	// writeImageRequest is the last write_image request's body.
+	writeImageRequest []byte
+	busyUsed          bool
+	poweredOff        bool
 }
 
 // Start boots an agent: it listens on 127.0.0.1, then looks up and
@@ -319,6 +321,14 @@ func (a *Agent) HeartbeatStatuses() []int {
 	return append([]int(nil), a.heartbeats...)
 }
 
+// WriteImageRequest is the whole request body of the last write_image
+// step received (execute_deploy_step), or nil.
+func (a *Agent) WriteImageRequest() []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.writeImageRequest
+}
+
 // ImageInfo is the image_info of the write_image step received, or nil.
 func (a *Agent) ImageInfo() *wire.ImageInfo {
 	a.mu.Lock()
@@ -455,7 +465,9 @@ func (a *Agent) handleList(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handlePost(w http.ResponseWriter, r *http.Request) {
 	var req wire.CommandRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil || len(req.Params) == 0 {
+	// The real agent's cap: a 64 MiB config drive in base64 and the node.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 96<<20))
+	if err != nil || json.Unmarshal(body, &req) != nil || len(req.Params) == 0 {
 		writeFault(w, http.StatusBadRequest, "Invalid request body")
 		return
 	}
@@ -484,7 +496,7 @@ func (a *Agent) handlePost(w http.ResponseWriter, r *http.Request) {
 	res := &wire.CommandResult{ID: uuid.NewString(), CommandName: short, CommandStatus: wire.StatusRunning}
 	a.mu.Unlock()
 
-	var err error
+	err = nil
 	switch req.Name {
 	case "deploy.get_deploy_steps":
 		err = a.finish(res, wire.DeploySteps{
@@ -555,8 +567,14 @@ func (a *Agent) handlePost(w http.ResponseWriter, r *http.Request) {
 			writeFault(w, http.StatusBadRequest, "Invalid command parameters: "+err.Error())
 			return
 		}
+		// As the agent does: the step's configdrive argument wins over
+		// image_info's.
+		if args.Configdrive != nil {
+			args.ImageInfo.Configdrive = args.Configdrive
+		}
 		a.mu.Lock()
 		a.imageInfo = &args.ImageInfo
+		a.writeImageRequest = body
 		a.commands = append(a.commands, res)
 		a.mu.Unlock()
 		a.wg.Add(1)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/agentclient"
+	"github.com/rivetmetal/rivet/conductor/hostpath"
 	"github.com/rivetmetal/rivet/conductor/ironicjson"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
 	"github.com/rivetmetal/rivet/conductor/store"
@@ -50,7 +51,7 @@ func (a *agents) endpoint(ctx context.Context, n *store.Node, info *internalinfo
 		return ep, nil
 	}
 	if path, _ := n.DriverInfo["agent_verify_ca"].(string); path != "" && !isBoolString(path) {
-		b, err := os.ReadFile(path)
+		b, err := hostpath.ReadSmallFile(path, maxCAFile)
 		if err != nil {
 			return ep, fmt.Errorf("node %s: read driver_info agent_verify_ca: %w", n.UUID, err)
 		}
@@ -106,10 +107,20 @@ func (a *agents) succeeded(ctx context.Context, n *store.Node, info *internalinf
 	return res, nil
 }
 
+// maxCAFile caps a CA bundle named by driver_info.
+const maxCAFile = 1 << 20
+
 // nodeDoc and portDocs render the node and its ports as step commands
-// carry them (contract §4.3).
+// carry them (contract §4.3). The config drive is masked in the node's
+// instance_info: write_image carries it in its args, once.
 func (a *agents) nodeDoc(n *store.Node) map[string]any {
-	return ironicjson.AgentNode(n, a.cfg.Conductor)
+	doc := ironicjson.AgentNode(n, a.cfg.Conductor)
+	if ii, ok := doc["instance_info"].(map[string]any); ok {
+		if v, ok := ii["configdrive"]; ok && v != nil && v != "" {
+			ii["configdrive"] = wire.Masked
+		}
+	}
+	return doc
 }
 
 func portDocs(ports []*store.Port) []map[string]any {

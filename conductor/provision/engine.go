@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/agentclient"
+	"github.com/rivetmetal/rivet/conductor/hostpath"
 	"github.com/rivetmetal/rivet/conductor/images"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
@@ -143,6 +144,11 @@ type Config struct {
 	// https:// ([agent]require_tls), with Ironic's 400 "TLS is required
 	// by configuration". Off by default.
 	RequireAgentTLS bool
+	// HostFiles opens the host files nodes name (driver_info
+	// deploy_kernel/deploy_ramdisk, file:// image sources), confined to
+	// the allowed directories; nil allows none (the DeployKernel and
+	// DeployRamdisk defaults, the operator's, are used as they are).
+	HostFiles *hostpath.Confiner
 	// ImageCache, when set, serves nodes the images they must not fetch
 	// from the source themselves (file:// sources, image_download_source
 	// "http"/"local"); nil refuses such images.

@@ -319,7 +319,7 @@ func (m *machines) ramdisk(t *target, extra ...string) (power.Ramdisk, error) {
 	}
 	params = append(params, "ipa-global-request-id=req-"+uuid.NewString())
 	params = append(params, extra...)
-	return power.Ramdisk{Kernel: files[0], Initramfs: files[1], Params: params}, nil
+	return power.Ramdisk{Kernel: files[0], Initramfs: files[1], Params: params, Open: m.openDeployFile}, nil
 }
 
 // ramdiskFiles returns the deploy kernel and ramdisk of a node, or an

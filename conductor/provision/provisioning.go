@@ -444,12 +444,17 @@ func (p *Provisioning) ValidateNode(ctx context.Context, ident string) (map[stri
 			boot = bad(err)
 		}
 	}
+	if err := p.machines.checkHostFiles(&store.Node{DriverInfo: n.DriverInfo}); err != nil && *boot.Result {
+		boot = bad(err)
+	}
 	out["boot"], out["inspect"] = boot, boot
 	switch {
 	case len(t.ports) == 0:
 		out["deploy"] = bad(fmt.Errorf("node %s has no ports: the deploy agent finds its node by the MAC addresses of its ports", n.UUID))
 	default:
 		if err := imageinfo.Validate(n, p.cfg.ImageCache != nil); err != nil {
+			out["deploy"] = bad(err)
+		} else if err := p.machines.checkImageSource(n.InstanceInfo); err != nil {
 			out["deploy"] = bad(err)
 		} else {
 			out["deploy"] = ok()
