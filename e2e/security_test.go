@@ -687,15 +687,6 @@ func TestAttackerMemory(t *testing.T) {
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
-func containsInt(list []int, v int) bool {
-	for _, e := range list {
-		if e == v {
-			return true
-		}
-	}
-	return false
-}
-
 // sizedReader is a body of known size.
 type sizedReader struct {
 	io.Reader
