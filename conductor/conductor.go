@@ -24,6 +24,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/changefeed"
 	"github.com/rivetmetal/rivet/conductor/cluster"
 	"github.com/rivetmetal/rivet/conductor/dashboard"
+	"github.com/rivetmetal/rivet/conductor/history"
 	"github.com/rivetmetal/rivet/conductor/images"
 	"github.com/rivetmetal/rivet/conductor/metrics"
 	"github.com/rivetmetal/rivet/conductor/netboot"
@@ -81,6 +82,9 @@ type Config struct {
 	// boot) on its Interface; its Nodes is the store, its HTTPURL defaults
 	// to the API URL and its Logger to Logger.
 	NetBoot *netboot.Config
+	// History configures the node history's retention; its Conductor and
+	// Logger are filled in by New.
+	History history.Config
 	// MetricsListen, when set, also serves /metrics (and nothing else) on
 	// this address, which must be a loopback one: it has neither TLS nor
 	// authentication. The API listener always serves /metrics.
@@ -115,6 +119,7 @@ type Conductor struct {
 	bootLn *netboot.Listeners
 
 	feed       *changefeed.Feed
+	hist       *history.Store
 	metrics    *metrics.Metrics
 	nodeStates *metrics.NodeStates
 	dash       *dashboard.Dashboard
@@ -150,9 +155,14 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	c.st = st
-	// Everything but the cluster registry writes through the change feed.
+	host, _ := os.Hostname()
+	// Everything but the cluster registry writes through the change feed,
+	// and node history is recorded with every node transaction.
 	c.feed = changefeed.New(st, changefeed.Config{Logger: log})
 	fed := c.feed.Store()
+	hc := cfg.History
+	hc.Conductor, hc.Logger = host, log
+	c.hist = history.New(fed, hc)
 	c.ln = cfg.Listener
 	if c.ln == nil {
 		if c.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -179,7 +189,6 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 	} else if c.cert != nil && !strings.HasPrefix(strings.ToLower(c.url), "https://") {
 		log.Warn("the API serves TLS but the API URL given to nodes is not https", "api_url", c.url)
 	}
-	host, _ := os.Hostname()
 
 	pc := cfg.Provision
 	pc.APIURL, pc.Conductor, pc.Logger = c.url, host, log
@@ -220,7 +229,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 	ac := cfg.Agent
 	ac.Logger = log
 	c.agents = agentclient.New(ac)
-	if c.engine, err = provision.New(fed, cfg.Drivers, c.agents, pc); err != nil {
+	if c.engine, err = provision.New(c.hist, cfg.Drivers, c.agents, pc); err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	var imgs http.Handler
@@ -230,7 +239,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		}
 		imgs = c.images
 	}
-	handler := api.New(api.Config{Store: fed, Provisioner: c.engine.Provisioning(), Power: c.engine.Power(),
+	handler := api.New(api.Config{Store: c.hist, Provisioner: c.engine.Provisioning(), Power: c.engine.Power(),
 		Ramdisk: c.engine.Ramdisk(), Inspector: c.engine.Inspection(), Drivers: c.engine,
 		Conductor: host, Images: imgs, AgentImages: agentImages, Boot: bootHandler, Logger: log})
 	dashAuth := cfg.DashboardAuth
@@ -239,7 +248,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		dashAuth = c.guard
 	}
 	if c.dash, err = dashboard.New(dashboard.Config{Store: fed, Feed: c.feed, Auth: dashAuth,
-		Conductor: host, Logger: log}); err != nil {
+		History: dashboard.StoreHistory{Store: fed}, Conductor: host, Logger: log}); err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	c.metrics = metrics.New()
@@ -325,10 +334,14 @@ func (c *Conductor) Run(ctx context.Context) error {
 		c.feed.Close()
 	}()
 	c.feed.Start(vctx)
-	c.views.Add(2)
+	c.views.Add(3)
 	go func() {
 		defer c.views.Done()
 		c.dash.Run(vctx)
+	}()
+	go func() {
+		defer c.views.Done()
+		c.hist.Run(vctx)
 	}()
 	go func() {
 		defer c.views.Done()

@@ -27,6 +27,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor"
 	"github.com/rivetmetal/rivet/conductor/auth"
 	"github.com/rivetmetal/rivet/conductor/cluster"
+	"github.com/rivetmetal/rivet/conductor/history"
 	"github.com/rivetmetal/rivet/conductor/netboot"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
@@ -67,6 +68,8 @@ type options struct {
 	insecureAllowNoAuth, requireAgentTLS   bool
 	tlsCertFile, tlsKeyFile                string
 	metricsListen                          string
+	historyMax                             int
+	historyCleanup                         time.Duration
 }
 
 // netbootFlags are the network boot services' settings.
@@ -119,8 +122,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.tlsKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file; re-read on SIGHUP")
 	fs.BoolVar(&o.requireAgentTLS, "require-agent-tls", false, "refuse agent heartbeats whose callback URL is not https:// (Ironic's [agent]require_tls)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "also serve Prometheus /metrics on this loopback address, e.g. 127.0.0.1:9608 (the API serves /metrics in any case)")
+	fs.IntVar(&o.historyMax, "node-history-max-entries", 300, "node history events kept per node (Ironic's [conductor]node_history_max_entries); older ones are pruned")
+	fs.DurationVar(&o.historyCleanup, "node-history-cleanup-interval", 24*time.Hour, "how often node history is pruned to --node-history-max-entries (Ironic's node_history_cleanup_interval)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.historyMax < 1 {
+		return o, fmt.Errorf("--node-history-max-entries: %d is not a positive number", o.historyMax)
 	}
 	if (o.tlsCertFile == "") != (o.tlsKeyFile == "") {
 		return o, errors.New("--tls-cert-file and --tls-key-file go together")
@@ -182,6 +190,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		ImageDir:      o.imageDir,
 		ImageCacheDir: o.imageCacheDir,
 		MetricsListen: o.metricsListen,
+		History:       history.Config{MaxEntries: o.historyMax, CleanupInterval: o.historyCleanup},
 		Drivers:       drivers,
 		Auth: auth.Config{
 			Strategy:            auth.Strategy(o.authStrategy),

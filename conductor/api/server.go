@@ -23,6 +23,7 @@ import (
 type Store interface {
 	store.NodeReader
 	store.NodeLocker
+	HistoryReader
 	CreateNode(ctx context.Context, n *store.Node) error
 	CreatePort(ctx context.Context, p *store.Port) error
 	DeletePort(ctx context.Context, uuid string) error
@@ -135,6 +136,8 @@ func New(cfg Config) *Server {
 	m.HandleFunc("PUT /v1/nodes/{ident}/maintenance", s.versioned(s.setMaintenance(true)))
 	m.HandleFunc("DELETE /v1/nodes/{ident}/maintenance", s.versioned(s.setMaintenance(false)))
 	m.HandleFunc("GET /v1/nodes/{ident}/validate", s.versioned(s.validateNode))
+	m.HandleFunc("GET /v1/nodes/{ident}/history", s.versioned(s.nodeHistory))
+	m.HandleFunc("GET /v1/nodes/{ident}/history/{event}", s.versioned(s.nodeHistoryEvent))
 
 	m.HandleFunc("GET /v1/ports", s.versioned(s.listPorts(false)))
 	m.HandleFunc("GET /v1/ports/detail", s.versioned(s.listPorts(true)))
