@@ -155,6 +155,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	c.st = st
+	c.metrics = metrics.New()
 	host, _ := os.Hostname()
 	// Everything but the cluster registry writes through the change feed,
 	// and node history is recorded with every node transaction.
@@ -191,7 +192,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 	}
 
 	pc := cfg.Provision
-	pc.APIURL, pc.Conductor, pc.Logger = c.url, host, log
+	pc.APIURL, pc.Conductor, pc.Logger, pc.Metrics = c.url, host, log, c.metrics
 	if reg, ok := st.(cluster.Registry); ok {
 		cc := cfg.Cluster
 		if cc.Name == "" {
@@ -203,6 +204,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		if cc.Logger == nil {
 			cc.Logger = log
 		}
+		cc.Metrics = c.metrics
 		if c.member, err = cluster.New(reg, cc); err != nil {
 			return nil, fmt.Errorf("conductor: %w", err)
 		}
@@ -213,6 +215,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		if c.cache, err = images.NewCache(cfg.ImageCacheDir, log); err != nil {
 			return nil, fmt.Errorf("conductor: %w", err)
 		}
+		c.cache.ReportTo(c.metrics)
 		pc.ImageCache, agentImages = c.cache, c.cache
 	}
 	var firmware http.Handler
@@ -251,7 +254,6 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		History: dashboard.StoreHistory{Store: fed}, Conductor: host, Logger: log}); err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
-	c.metrics = metrics.New()
 	c.nodeStates = metrics.NewNodeStates(fed)
 	c.metrics.Registry().MustRegister(c.nodeStates)
 	c.metrics.GaugeFunc("dashboard_clients", "Open dashboard event streams.", func() float64 { return float64(c.dash.Clients()) })

@@ -70,14 +70,56 @@ type Resolved struct {
 // Knowing an image's source and checksum is not enough to fetch it from
 // the conductor; the name is handed out in the node's deploy command.
 type Cache struct {
-	dir    string
-	root   *os.Root
-	key    []byte
-	client *grab.Client
-	log    *slog.Logger
+	dir     string
+	root    *os.Root
+	key     []byte
+	client  *grab.Client
+	log     *slog.Logger
+	metrics CacheMetrics
 
 	mu       sync.Mutex
 	inflight map[string]*fetch
+}
+
+// CacheMetrics receives the cache's lookups and size
+// (conductor/metrics.Metrics).
+type CacheMetrics interface {
+	// ImageCacheLookup counts a lookup that found the image cached (hit)
+	// or had to download it.
+	ImageCacheLookup(hit bool)
+	// ImageCacheSize sets the bytes the cache holds.
+	ImageCacheSize(bytes int64)
+}
+
+// ReportTo makes the cache report its lookups and size to m, starting
+// with the size it holds now. Call it before the cache is used.
+func (c *Cache) ReportTo(m CacheMetrics) {
+	c.metrics = m
+	c.reportSize()
+}
+
+// reportSize reports the bytes of every file in the cache (partial
+// downloads included).
+func (c *Cache) reportSize() {
+	if c.metrics == nil {
+		return
+	}
+	var total int64
+	err := fs.WalkDir(c.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() || p == nameKeyFile {
+			return err
+		}
+		info, err := d.Info()
+		if err == nil {
+			total += info.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		c.log.Warn("image cache: measuring its size failed", "dir", c.dir, "error", err)
+		return
+	}
+	c.metrics.ImageCacheSize(total)
 }
 
 type fetch struct {
@@ -271,7 +313,13 @@ func (c *Cache) name(img Image) string {
 func (c *Cache) Ensure(ctx context.Context, img Image) (string, error) {
 	name := c.name(img)
 	if st, err := c.root.Stat(name); err == nil && st.Mode().IsRegular() {
+		if c.metrics != nil {
+			c.metrics.ImageCacheLookup(true)
+		}
 		return name, nil
+	}
+	if c.metrics != nil {
+		c.metrics.ImageCacheLookup(false)
 	}
 	c.mu.Lock()
 	f, running := c.inflight[name]
@@ -284,6 +332,7 @@ func (c *Cache) Ensure(ctx context.Context, img Image) (string, error) {
 		// The download runs for whoever asked first, bounded by its ctx;
 		// the others wait for it or for their own ctx.
 		f.err = c.download(ctx, img, name)
+		c.reportSize()
 		c.mu.Lock()
 		delete(c.inflight, name)
 		c.mu.Unlock()

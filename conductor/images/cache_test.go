@@ -331,3 +331,57 @@ func TestCacheNamesAreKeyed(t *testing.T) {
 		t.Errorf("GET %s: %d", nameKeyFile, rec.Code)
 	}
 }
+
+// cacheMetrics records what the cache reports.
+type cacheMetrics struct {
+	mu         sync.Mutex
+	hits, miss int
+	size       int64
+}
+
+func (m *cacheMetrics) ImageCacheLookup(hit bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if hit {
+		m.hits++
+	} else {
+		m.miss++
+	}
+}
+
+func (m *cacheMetrics) ImageCacheSize(b int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.size = b
+}
+
+// TestCacheReportsLookupsAndSize: a first lookup misses and downloads, the
+// next hits; the size is the cache's files (the naming key aside), from
+// the start on.
+func TestCacheReportsLookupsAndSize(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "0123456789abcdef0123456789abcdef.part"), make([]byte, 100), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCache(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	m := &cacheMetrics{}
+	c.ReportTo(m)
+	if m.size != 100 {
+		t.Fatalf("size at start %d, want the 100 bytes of the partial file", m.size)
+	}
+	data := testData()
+	srv := newImageServer(t, data)
+	img := Image{Source: srv.srv.URL + "/disk.img", Algo: "sha256", Checksum: sha(data)}
+	for range 2 {
+		if _, err := c.Ensure(context.Background(), img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m.miss != 1 || m.hits != 1 || m.size != int64(len(data))+100 {
+		t.Fatalf("misses %d, hits %d, size %d; want 1, 1, %d", m.miss, m.hits, m.size, len(data)+100)
+	}
+}

@@ -37,6 +37,7 @@ import (
 
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/images"
+	"github.com/rivetmetal/rivet/conductor/metrics"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
@@ -151,6 +152,9 @@ type Config struct {
 	Ownership Ownership
 	// Conductor is this conductor's host name (shown in node documents).
 	Conductor string
+	// Metrics receives the phases of deploys and cleanings as they end
+	// and failed agent calls (default metrics.Nop{}).
+	Metrics metrics.Recorder
 	// Logger receives the engine's logs (default slog.Default()).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -223,6 +227,9 @@ func (c *Config) setDefaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.Nop{}
+	}
 	return nil
 }
 
@@ -261,7 +268,7 @@ func New(st store.Store, drivers []power.Driver, agent Agent, cfg Config) (*Engi
 		byName[d.Name()] = d
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger}
-	e.nodes = &nodes{st: st, log: cfg.Logger, now: func() time.Time { return cfg.Now().UTC() }}
+	e.nodes = &nodes{st: st, log: cfg.Logger, now: func() time.Time { return cfg.Now().UTC() }, phases: newPhaseMetrics(cfg.Metrics)}
 	certs := &certificates{dir: filepath.Join(cfg.StateDir, "certificates"), log: cfg.Logger}
 	e.machines = &machines{drivers: byName, nodes: e.nodes, certs: certs, cfg: &e.cfg, log: cfg.Logger}
 	e.agents = &agents{client: agent, nodes: e.nodes, certs: certs, cfg: &e.cfg, log: cfg.Logger}

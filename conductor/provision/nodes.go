@@ -18,9 +18,10 @@ import (
 // and commits, and is the one place a committed provision-state change is
 // logged.
 type nodes struct {
-	st  store.Store
-	log *slog.Logger
-	now func() time.Time
+	st     store.Store
+	log    *slog.Logger
+	now    func() time.Time
+	phases *phaseMetrics
 }
 
 // errStateChanged reports that a node left the state a job expected; the
@@ -51,6 +52,7 @@ func (ns *nodes) update(ctx context.Context, ident string, expect statemachine.S
 		out     *store.Node
 		outInfo *internalinfo.Info
 		from    statemachine.State
+		marks   phaseMarks
 	)
 	err := ns.st.WithNodeLock(ctx, ident, func(tx store.Tx) error {
 		n := tx.Node()
@@ -62,6 +64,7 @@ func (ns *nodes) update(ctx context.Context, ident string, expect statemachine.S
 		if err != nil {
 			return err
 		}
+		marks = markPhases(n, info)
 		if fn != nil {
 			if err := fn(tx, n, info); err != nil {
 				return err
@@ -78,6 +81,9 @@ func (ns *nodes) update(ctx context.Context, ident string, expect statemachine.S
 	}
 	if out.ProvisionState != from {
 		ns.logMove(out, from)
+	}
+	if ns.phases != nil {
+		ns.phases.committed(marks, out, outInfo, ns.now())
 	}
 	return out, outInfo, nil
 }
