@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	agentmetrics "github.com/rivetmetal/rivet/agent/metrics"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -91,6 +92,7 @@ func (a *api) handler() http.Handler {
 		mux.HandleFunc(prefix+"/commands/{$}", a.commands)
 		mux.HandleFunc(prefix+"/commands/{id}", a.command)
 	}
+	mux.Handle("GET /metrics", agentmetrics.New(a.runner.lastProgress).Handler())
 	mux.HandleFunc("/v1", a.v1)
 	mux.HandleFunc("/v1/{$}", a.v1)
 	mux.HandleFunc("/{$}", a.root)
