@@ -29,7 +29,7 @@ type api struct {
 	started time.Time
 	tokens  *tokenGate
 	log     *slog.Logger
-	// logs is the agent's log, streamed at LogStreamPath (nil: none
+	// logs is the agent's log, streamed at wire.AgentLogPath (nil: none
 	// kept); stop ends the streams when the API shuts down.
 	logs *LogBuffer
 	stop <-chan struct{}
@@ -97,7 +97,7 @@ func (a *api) handler() http.Handler {
 		mux.HandleFunc(prefix+"/commands/{id}", a.command)
 	}
 	mux.Handle("GET /metrics", agentmetrics.New(a.runner.lastProgress).Handler())
-	mux.HandleFunc("GET "+LogStreamPath, a.streamLogs)
+	mux.HandleFunc("GET "+wire.AgentLogPath, a.streamLogs)
 	mux.HandleFunc("/v1", a.v1)
 	mux.HandleFunc("/v1/{$}", a.v1)
 	mux.HandleFunc("/{$}", a.root)

@@ -7,25 +7,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rivetmetal/rivet/wire"
 )
-
-// LogStreamPath is Rivet's own route of the agent's log (not part of
-// IPA's API): GET with the agent token answers the log kept in memory
-// from an offset on (?offset=N, default 0: all of it), and with
-// ?follow=true goes on sending what is logged until the client goes away
-// or the agent stops. The X-Rivet-Log-Offset header is the offset of the
-// first byte sent (later than the one asked for when those bytes were
-// dropped already); the conductor proxies it for `rivet node logs
-// --follow`.
-const LogStreamPath = "/v1/rivet/logs"
-
-// LogOffsetHeader carries the offset of the first byte of a log answer.
-const LogOffsetHeader = "X-Rivet-Log-Offset"
 
 // logChunk bounds one write of the stream.
 const logChunk = 64 << 10
 
-// streamLogs serves LogStreamPath. Unlike IPA's GETs it always needs the
+// streamLogs serves wire.AgentLogPath. Unlike IPA's GETs it always needs the
 // token: an agent that holds none yet refuses, since its log is the one
 // thing on its API that tells about the machine and the deploy.
 func (a *api) streamLogs(w http.ResponseWriter, r *http.Request) {
@@ -54,7 +43,7 @@ func (a *api) streamLogs(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set(LogOffsetHeader, strconv.FormatInt(from, 10))
+	h.Set(wire.AgentLogOffsetHeader, strconv.FormatInt(from, 10))
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	send := func(b []byte) bool {

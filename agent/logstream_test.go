@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // TestLogBufferOffsets: offsets count every byte written; a reader behind
@@ -58,7 +60,7 @@ func TestLogStream(t *testing.T) {
 	cfg := standaloneConfig()
 	_, base := startAgentWith(t, cfg, Options{Power: &fakePower{}, LogBuffer: logs})
 	c := client{t: t, base: base}
-	if st, b := c.do("GET", LogStreamPath, nil); st != http.StatusUnauthorized {
+	if st, b := c.do("GET", wire.AgentLogPath, nil); st != http.StatusUnauthorized {
 		t.Fatalf("no token held: %d %s", st, b)
 	}
 
@@ -66,30 +68,30 @@ func TestLogStream(t *testing.T) {
 	_, base = startAgentWith(t, cfg, Options{Power: &fakePower{}, LogBuffer: logs})
 	c = client{t: t, base: base}
 	logs.Write([]byte("line 1\nline 2\n"))
-	if st, b := c.do("GET", LogStreamPath+"?agent_token=wrong", nil); st != http.StatusUnauthorized {
+	if st, b := c.do("GET", wire.AgentLogPath+"?agent_token=wrong", nil); st != http.StatusUnauthorized {
 		t.Fatalf("wrong token: %d %s", st, b)
 	}
-	if st, b := c.do("GET", LogStreamPath+"?agent_token="+testToken+"&offset=x", nil); st != http.StatusBadRequest {
+	if st, b := c.do("GET", wire.AgentLogPath+"?agent_token="+testToken+"&offset=x", nil); st != http.StatusBadRequest {
 		t.Fatalf("bad offset: %d %s", st, b)
 	}
-	st, b := c.do("GET", LogStreamPath+"?agent_token="+testToken, nil)
+	st, b := c.do("GET", wire.AgentLogPath+"?agent_token="+testToken, nil)
 	if st != 200 || !strings.HasSuffix(string(b), "line 1\nline 2\n") {
 		t.Fatalf("whole log: %d %q", st, b)
 	}
 	all := int64(len(logs.Bytes()))
-	resp, err := http.Get(fmt.Sprintf("%s%s?agent_token=%s&offset=%d", base, LogStreamPath, testToken, all-7))
+	resp, err := http.Get(fmt.Sprintf("%s%s?agent_token=%s&offset=%d", base, wire.AgentLogPath, testToken, all-7))
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if string(b) != "line 2\n" || resp.Header.Get(LogOffsetHeader) != fmt.Sprint(all-7) {
-		t.Fatalf("from an offset: %q, offset header %q", b, resp.Header.Get(LogOffsetHeader))
+	if string(b) != "line 2\n" || resp.Header.Get(wire.AgentLogOffsetHeader) != fmt.Sprint(all-7) {
+		t.Fatalf("from an offset: %q, offset header %q", b, resp.Header.Get(wire.AgentLogOffsetHeader))
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s%s?agent_token=%s&offset=%d&follow=true", base, LogStreamPath, testToken, all), nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s%s?agent_token=%s&offset=%d&follow=true", base, wire.AgentLogPath, testToken, all), nil)
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +122,7 @@ func TestLogStreamEndsAtShutdown(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	<-a.Ready()
-	resp, err := http.Get(fmt.Sprintf("http://%s%s?agent_token=%s&follow=true", a.Addr(), LogStreamPath, testToken))
+	resp, err := http.Get(fmt.Sprintf("http://%s%s?agent_token=%s&follow=true", a.Addr(), wire.AgentLogPath, testToken))
 	if err != nil {
 		cancel()
 		t.Fatal(err)

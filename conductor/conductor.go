@@ -242,8 +242,10 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		}
 		imgs = c.images
 	}
+	streams := make(chan struct{}) // closed at shutdown: streamed agent logs end
 	handler := api.New(api.Config{Store: c.hist, Provisioner: c.engine.Provisioning(), Power: c.engine.Power(),
 		Ramdisk: c.engine.Ramdisk(), Inspector: c.engine.Inspection(), Drivers: c.engine,
+		AgentLogs: c.engine.AgentLogs(), StreamsDone: streams,
 		Conductor: host, Images: imgs, AgentImages: agentImages, Boot: bootHandler, Logger: log})
 	dashAuth := cfg.DashboardAuth
 	if dashAuth == nil && c.guard.Strategy() == auth.HTTPBasic {
@@ -272,6 +274,8 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	var endStreams sync.Once
+	c.srv.RegisterOnShutdown(func() { endStreams.Do(func() { close(streams) }) })
 	if c.cert != nil {
 		c.srv.TLSConfig = c.cert.TLSConfig()
 	}

@@ -79,6 +79,12 @@ type Config struct {
 	Ramdisk     RamdiskEndpoints
 	Inspector   Inspector
 	Drivers     Drivers
+	// AgentLogs, when set, serves the Rivet routes of nodes' agent logs
+	// (provision.AgentLogs).
+	AgentLogs AgentLogReader
+	// StreamsDone, when set, is closed when the conductor begins its
+	// shutdown: streamed agent logs end then.
+	StreamsDone <-chan struct{}
 	// PublicURL is the base of links in documents; empty means the
 	// request's own scheme and host.
 	PublicURL string
@@ -138,6 +144,9 @@ func New(cfg Config) *Server {
 	m.HandleFunc("GET /v1/nodes/{ident}/validate", s.versioned(s.validateNode))
 	m.HandleFunc("GET /v1/nodes/{ident}/history", s.versioned(s.nodeHistory))
 	m.HandleFunc("GET /v1/nodes/{ident}/history/{event}", s.versioned(s.nodeHistoryEvent))
+	m.HandleFunc("GET "+agentLogsPath, s.versioned(s.agentLogIndex))
+	m.HandleFunc("GET "+agentLogsPath+"/live", s.versioned(s.agentLogLive))
+	m.HandleFunc("GET "+agentLogsPath+"/{name}", s.versioned(s.agentLogArchive))
 
 	m.HandleFunc("GET /v1/ports", s.versioned(s.listPorts(false)))
 	m.HandleFunc("GET /v1/ports/detail", s.versioned(s.listPorts(true)))

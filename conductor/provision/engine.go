@@ -248,6 +248,7 @@ type Engine struct {
 	power        *Power
 	ramdisk      *Ramdisk
 	inspection   *Inspection
+	agentLogs    *AgentLogs
 
 	mu      sync.Mutex
 	started bool
@@ -282,6 +283,7 @@ func New(st store.Store, drivers []power.Driver, agent Agent, cfg Config) (*Engi
 	e.power = &Power{nodes: e.nodes, machines: e.machines, jobs: e.jobs, log: cfg.Logger}
 	e.ramdisk = &Ramdisk{nodes: e.nodes, runner: e.runner, jobs: e.jobs, beats: e.runner.beats, certs: certs, cfg: &e.cfg, log: cfg.Logger}
 	e.inspection = &Inspection{nodes: e.nodes, machines: e.machines, jobs: e.jobs, cfg: &e.cfg, log: cfg.Logger}
+	e.agentLogs = &AgentLogs{nodes: e.nodes, agents: e.agents, dir: filepath.Join(cfg.StateDir, "agent-logs"), log: cfg.Logger}
 
 	e.jobs.handle(jobVerify, e.provisioning.verify)
 	e.jobs.handle(jobAdopt, e.provisioning.adopt)
@@ -308,6 +310,9 @@ func (e *Engine) Ramdisk() *Ramdisk { return e.ramdisk }
 
 // Inspection is the service that takes inspection data.
 func (e *Engine) Inspection() *Inspection { return e.inspection }
+
+// AgentLogs is the service that serves nodes' agent logs.
+func (e *Engine) AgentLogs() *AgentLogs { return e.agentLogs }
 
 // HasDriver reports whether a driver of that name is enabled.
 func (e *Engine) HasDriver(name string) bool {
