@@ -94,7 +94,7 @@ func metricValue(body, series string) (float64, bool) {
 func TestEngineFeedsMetrics(t *testing.T) {
 	h := conductortest.New(t, fakeagent.Config{WriteDuration: 50 * time.Millisecond})
 	cfg := h.Config()
-	cfg.Provision.AutomatedClean = true
+	cfg.Provision.DisableAutomatedClean = false
 	cfg.ImageCacheDir = filepath.Join(h.Dir(), "cache")
 	h.Start(cfg)
 	h.EnrollNode()

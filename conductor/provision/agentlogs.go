@@ -181,7 +181,7 @@ func (a *agents) followLog(ctx context.Context, n *store.Node, info *internalinf
 	if !ok {
 		return nil, errors.New("this conductor's agent client cannot stream logs")
 	}
-	ep, err := a.endpoint(n, info)
+	ep, err := a.endpoint(ctx, n, info)
 	if err != nil {
 		return nil, err
 	}

@@ -60,8 +60,6 @@ CREATE TABLE ports (
 CREATE INDEX ports_node_id ON ports (node_id);
 `},
 	// observe: node history (Ironic's node_history table, API 1.78).
-	// Numbered 2 on the observe branch; the lead renumbers it at merge
-	// (it is meant to be 4, after the other branches' 2 and 3).
 	{2, `
 CREATE TABLE node_history (
 	id         INTEGER PRIMARY KEY AUTOINCREMENT,

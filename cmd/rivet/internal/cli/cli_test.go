@@ -49,7 +49,8 @@ func testConductorWith(t *testing.T, agentCfg fakeagent.Config, change func(*con
 		Drivers: []power.Driver{drv},
 		Provision: provision.Config{CheckInterval: 50 * time.Millisecond, ProgressPollInterval: 30 * time.Millisecond,
 			PowerOffInterval: 10 * time.Millisecond, PowerStateInterval: 5 * time.Millisecond,
-			StateDir: filepath.Join(dir, "state")},
+			StateDir:              filepath.Join(dir, "state"),
+			DisableAutomatedClean: true}, // provide goes straight to available
 		Agent:  agentclient.Config{RetryDelay: 10 * time.Millisecond},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
