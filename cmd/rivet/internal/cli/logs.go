@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -88,7 +89,7 @@ func (e *env) showArchive(ctx context.Context, ident, name, file, save string, l
 	}
 	idx, err := c.AgentLogs(ctx, ident)
 	if err != nil {
-		return fmt.Errorf("agent logs of %s: %w", ident, err)
+		return fmt.Errorf("agent logs of %s: %w%s", ident, err, rivetRouteHint(err))
 	}
 	if len(idx.Archives) == 0 {
 		msg := fmt.Sprintf("%s: no agent logs collected (the conductor collects them when a deploy or cleaning fails, or always with --deploy-logs-collect always)", ident)
@@ -285,4 +286,19 @@ func (e *env) followLog(ctx context.Context, ident string, timeout time.Duration
 			return exitf(ExitTimeout, "%s: no agent came up within %s", ident, timeout)
 		}
 	}
+}
+
+// rivetRouteHint explains an answer a plain Ironic gives to Rivet's own
+// agent-log routes (it has none: 404, 405 or a 500 from its router); a
+// missing node or refused credentials need no hint.
+func rivetRouteHint(err error) string {
+	var ae *client.Error
+	if !errors.As(err, &ae) || ae.Status == 401 || ae.Status == 403 ||
+		ae.Status == 404 && strings.HasPrefix(ae.Message, "Node ") && strings.Contains(ae.Message, "could not be found") {
+		return ""
+	}
+	if ae.Status == 404 || ae.Status == 405 || ae.Status >= 500 {
+		return " (agent logs are a route of the Rivet conductor; a plain Ironic keeps them in its [agent]deploy_logs_local_path)"
+	}
+	return ""
 }

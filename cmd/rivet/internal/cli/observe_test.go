@@ -6,6 +6,8 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rivetmetal/rivet/cmd/rivet/internal/client"
 	"github.com/rivetmetal/rivet/conductor"
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
 	"github.com/rivetmetal/rivet/conductor/provision"
@@ -189,6 +192,29 @@ func TestCompletionAndHelp(t *testing.T) {
 		out := mustRivet(t, args...)
 		if !strings.Contains(out, "Usage:") {
 			t.Errorf("rivet %v: no usage:\n%s", args, out)
+		}
+	}
+}
+
+// TestRivetRouteHint: the answers a plain Ironic gives to Rivet's agent-log
+// routes get the hint; a missing node, refused credentials and other
+// errors do not.
+func TestRivetRouteHint(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		hint bool
+	}{
+		{&client.Error{Status: 500, Message: "NodesController.get_one() takes from 2 to 3 positional arguments but 4 were given"}, true},
+		{&client.Error{Status: 404, Message: "Node n9 could not be found."}, false},
+		{&client.Error{Status: 404, Message: "The resource could not be found."}, true},
+		{&client.Error{Status: 404, Message: "Not Found"}, true},
+		{&client.Error{Status: 405, Message: "Method Not Allowed"}, true},
+		{&client.Error{Status: 401, Message: "Unauthorized"}, false},
+		{fmt.Errorf("GET /v1/x: %w", &client.Error{Status: 403, Message: "Forbidden"}), false},
+		{errors.New("connection refused"), false},
+	} {
+		if got := rivetRouteHint(tc.err) != ""; got != tc.hint {
+			t.Errorf("%v: hint %v, want %v", tc.err, got, tc.hint)
 		}
 	}
 }
