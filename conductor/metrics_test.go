@@ -96,6 +96,7 @@ func TestEngineFeedsMetrics(t *testing.T) {
 	cfg := h.Config()
 	cfg.Provision.DisableAutomatedClean = false
 	cfg.ImageCacheDir = filepath.Join(h.Dir(), "cache")
+	cfg.FileURLAllowedPaths = []string{filepath.Join(h.Dir(), "images")}
 	h.Start(cfg)
 	h.EnrollNode()
 	sum := sha256.Sum256(h.Image())
