@@ -39,9 +39,9 @@ type Client struct {
 	root  *gophercloud.ServiceClient
 	creds bool
 
-	once    sync.Once
-	version Version
-	err     error
+	mu         sync.Mutex // guards negotiation
+	negotiated bool
+	version    Version
 }
 
 // Options configure a Client; the zero value talks without credentials
@@ -145,36 +145,33 @@ func (v Version) less(w Version) bool {
 }
 
 // negotiate reads the server's maximum microversion (its root document)
-// once and settles on the lower of it and MaxVersion.
+// once and settles on the lower of it and MaxVersion. A failure is not
+// remembered: the next call asks again (the server may come up).
 func (c *Client) negotiate(ctx context.Context) error {
-	c.once.Do(func() {
-		want, _ := ParseVersion(MaxVersion)
-		list, err := apiversions.List(ctx, c.root).Extract()
-		if err != nil {
-			c.err = apiError(err)
-			return
-		}
-		c.version = want
-		if s := list.DefaultVersion.Version; s != "" {
-			server, err := ParseVersion(s)
-			if err != nil {
-				c.err = fmt.Errorf("the API's root document: %w", err)
-				return
-			}
-			if server.less(want) {
-				c.version = server
-			}
-		} else {
-			c.version = Version{1, 1} // a server without microversions
-		}
-		c.sc.Microversion = c.version.String()
-	})
-	if c.err != nil {
-		// Try again next time: the server may come up.
-		err := c.err
-		c.once, c.err = sync.Once{}, nil
-		return err
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.negotiated {
+		return nil
 	}
+	want, _ := ParseVersion(MaxVersion)
+	list, err := apiversions.List(ctx, c.root).Extract()
+	if err != nil {
+		return apiError(err)
+	}
+	v := want
+	if s := list.DefaultVersion.Version; s != "" {
+		server, err := ParseVersion(s)
+		if err != nil {
+			return fmt.Errorf("the API's root document: %w", err)
+		}
+		if server.less(want) {
+			v = server
+		}
+	} else {
+		v = Version{1, 1} // a server without microversions
+	}
+	c.version, c.negotiated = v, true
+	c.sc.Microversion = v.String()
 	return nil
 }
 
