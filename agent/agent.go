@@ -226,12 +226,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.runner = r
 	a.mu.Unlock()
+	streams := make(chan struct{}) // closed when the API shuts down: log streams end
 	srv := &http.Server{
-		Handler:           (&api{runner: r, version: Version, started: a.started, tokens: &a.tokens, log: a.log}).handler(),
+		Handler: (&api{runner: r, version: Version, started: a.started, tokens: &a.tokens, log: a.log,
+			logs: a.logs, stop: streams}).handler(),
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
+	var endStreams sync.Once
+	srv.RegisterOnShutdown(func() { endStreams.Do(func() { close(streams) }) })
 	serveErr := make(chan error, 1)
 	go func() {
 		var err error

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	agentmetrics "github.com/rivetmetal/rivet/agent/metrics"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -28,6 +29,10 @@ type api struct {
 	started time.Time
 	tokens  *tokenGate
 	log     *slog.Logger
+	// logs is the agent's log, streamed at wire.AgentLogPath (nil: none
+	// kept); stop ends the streams when the API shuts down.
+	logs *LogBuffer
+	stop <-chan struct{}
 }
 
 // reject answers a refused request and logs what happened and what the
@@ -91,6 +96,8 @@ func (a *api) handler() http.Handler {
 		mux.HandleFunc(prefix+"/commands/{$}", a.commands)
 		mux.HandleFunc(prefix+"/commands/{id}", a.command)
 	}
+	mux.Handle("GET /metrics", agentmetrics.New(a.runner.lastProgress).Handler())
+	mux.HandleFunc("GET "+wire.AgentLogPath, a.streamLogs)
 	mux.HandleFunc("/v1", a.v1)
 	mux.HandleFunc("/v1/{$}", a.v1)
 	mux.HandleFunc("/{$}", a.root)

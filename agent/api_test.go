@@ -48,6 +48,10 @@ func TestAPIDocuments(t *testing.T) {
 			t.Fatalf("GET %s: %d %s", p, st, b)
 		}
 	}
+	st, b = c.do("GET", "/metrics", nil)
+	if st != 200 || !strings.Contains(string(b), "go_goroutines") || strings.Contains(string(b), "rivet_agent_image_write") {
+		t.Fatalf("GET /metrics before any write: %d %s", st, b)
+	}
 	st, b = c.do("GET", "/v2/nothing", nil)
 	if st != 404 || fault(t, b).FaultCode != "Client" {
 		t.Fatalf("unknown path: %d %s", st, b)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -202,7 +203,16 @@ func TestImagePartitionImageThroughAPI(t *testing.T) {
 	var ir wire.ImageResult
 	json.Unmarshal(dr.DeployResult, &ir)
 
+	// The agent's /metrics shows the write, also once later commands ran.
 	pu := c.run("standby.get_partition_uuids", map[string]any{}, true)
+	st, body := c.do("GET", "/metrics", nil)
+	for _, want := range []string{"rivet_agent_image_write_bytes_read " + strconv.FormatFloat(float64(len(root)), 'g', -1, 64) + "\n",
+		"rivet_agent_image_write_bytes_total " + strconv.FormatFloat(float64(len(root)), 'g', -1, 64) + "\n",
+		`rivet_agent_image_write_phase{phase="done"} 1`} {
+		if st != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET /metrics: %d, lacks %q", st, want)
+		}
+	}
 	var u wire.PartitionUUIDs
 	if err := pu.DecodeResult(&u); err != nil {
 		t.Fatal(err)

@@ -177,6 +177,20 @@ func (r *runner) last() *entry {
 	return r.results[len(r.results)-1]
 }
 
+// lastProgress is the write progress of the newest command that has one
+// (the write running or last run), nil when no command wrote: the figures
+// stay after the write, whatever ran since.
+func (r *runner) lastProgress() *wire.Progress {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.results) - 1; i >= 0; i-- {
+		if p := r.results[i].job.Progress(); p != nil {
+			return p
+		}
+	}
+	return nil
+}
+
 func (r *runner) get(id string) *entry {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -24,6 +24,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/changefeed"
 	"github.com/rivetmetal/rivet/conductor/cluster"
 	"github.com/rivetmetal/rivet/conductor/dashboard"
+	"github.com/rivetmetal/rivet/conductor/history"
 	"github.com/rivetmetal/rivet/conductor/hostpath"
 	"github.com/rivetmetal/rivet/conductor/images"
 	"github.com/rivetmetal/rivet/conductor/metrics"
@@ -101,6 +102,9 @@ type Config struct {
 	// boot) on its Interface; its Nodes is the store, its HTTPURL defaults
 	// to the API URL and its Logger to Logger.
 	NetBoot *netboot.Config
+	// History configures the node history's retention; its Conductor and
+	// Logger are filled in by New.
+	History history.Config
 	// MetricsListen, when set, also serves /metrics (and nothing else) on
 	// this address, which must be a loopback one: it has neither TLS nor
 	// authentication. The API listener always serves /metrics.
@@ -136,6 +140,7 @@ type Conductor struct {
 	bootLn *netboot.Listeners
 
 	feed       *changefeed.Feed
+	hist       *history.Store
 	metrics    *metrics.Metrics
 	nodeStates *metrics.NodeStates
 	dash       *dashboard.Dashboard
@@ -171,9 +176,15 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	c.st = st
-	// Everything but the cluster registry writes through the change feed.
+	c.metrics = metrics.New()
+	host, _ := os.Hostname()
+	// Everything but the cluster registry writes through the change feed,
+	// and node history is recorded with every node transaction.
 	c.feed = changefeed.New(st, changefeed.Config{Logger: log})
 	fed := c.feed.Store()
+	hc := cfg.History
+	hc.Conductor, hc.Logger = host, log
+	c.hist = history.New(fed, hc)
 	c.ln = cfg.Listener
 	if c.ln == nil {
 		if c.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -200,10 +211,9 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 	} else if c.cert != nil && !strings.HasPrefix(strings.ToLower(c.url), "https://") {
 		log.Warn("the API serves TLS but the API URL given to nodes is not https", "api_url", c.url)
 	}
-	host, _ := os.Hostname()
 
 	pc := cfg.Provision
-	pc.APIURL, pc.Conductor, pc.Logger = c.url, host, log
+	pc.APIURL, pc.Conductor, pc.Logger, pc.Metrics = c.url, host, log, c.metrics
 	if reg, ok := st.(cluster.Registry); ok {
 		cc := cfg.Cluster
 		if cc.Name == "" {
@@ -215,6 +225,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		if cc.Logger == nil {
 			cc.Logger = log
 		}
+		cc.Metrics = c.metrics
 		if c.member, err = cluster.New(reg, cc); err != nil {
 			return nil, fmt.Errorf("conductor: %w", err)
 		}
@@ -230,6 +241,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 			TTL: cfg.ImageCacheTTL, Files: c.files, Logger: log}); err != nil {
 			return nil, fmt.Errorf("conductor: %w", err)
 		}
+		c.cache.ReportTo(c.metrics)
 		pc.ImageCache, agentImages = c.cache, downloads(c.cache, cfg.Timeouts.download())
 	}
 	var firmware http.Handler
@@ -254,7 +266,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		ac.UserAgent = "rivet-conductor (" + name + ")"
 	}
 	c.agents = agentclient.New(ac)
-	if c.engine, err = provision.New(fed, cfg.Drivers, c.agents, pc); err != nil {
+	if c.engine, err = provision.New(c.hist, cfg.Drivers, c.agents, pc); err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	var imgs http.Handler
@@ -264,8 +276,10 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		}
 		imgs = downloads(c.images, cfg.Timeouts.download())
 	}
-	handler := api.New(api.Config{Store: fed, Provisioner: c.engine.Provisioning(), Power: c.engine.Power(),
+	streams := make(chan struct{}) // closed at shutdown: streamed agent logs end
+	handler := api.New(api.Config{Store: c.hist, Provisioner: c.engine.Provisioning(), Power: c.engine.Power(),
 		Ramdisk: c.engine.Ramdisk(), Inspector: c.engine.Inspection(), Drivers: c.engine,
+		AgentLogs: c.engine.AgentLogs(), StreamsDone: streams,
 		HostPaths: c.engine.Provisioning(), Conductor: host, Images: imgs, AgentImages: agentImages,
 		Boot: downloads(bootHandler, cfg.Timeouts.download()), Logger: log})
 	dashAuth := cfg.DashboardAuth
@@ -274,10 +288,9 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		dashAuth = c.guard
 	}
 	if c.dash, err = dashboard.New(dashboard.Config{Store: fed, Feed: c.feed, Auth: dashAuth,
-		Conductor: host, Logger: log}); err != nil {
+		History: dashboard.StoreHistory{Store: fed}, Conductor: host, Logger: log}); err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
-	c.metrics = metrics.New()
 	c.nodeStates = metrics.NewNodeStates(fed)
 	c.metrics.Registry().MustRegister(c.nodeStates)
 	c.metrics.GaugeFunc("dashboard_clients", "Open dashboard event streams.", func() float64 { return float64(c.dash.Clients()) })
@@ -295,6 +308,8 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		Handler:  c.guard.Wrap(accessLog(log, c.metrics.Middleware(top))),
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	var endStreams sync.Once
+	c.srv.RegisterOnShutdown(func() { endStreams.Do(func() { close(streams) }) })
 	cfg.Timeouts.apply(c.srv)
 	if c.cert != nil {
 		c.srv.TLSConfig = c.cert.TLSConfig()
@@ -364,10 +379,14 @@ func (c *Conductor) Run(ctx context.Context) error {
 		c.feed.Close()
 	}()
 	c.feed.Start(vctx)
-	c.views.Add(2)
+	c.views.Add(3)
 	go func() {
 		defer c.views.Done()
 		c.dash.Run(vctx)
+	}()
+	go func() {
+		defer c.views.Done()
+		c.hist.Run(vctx)
 	}()
 	go func() {
 		defer c.views.Done()

@@ -29,6 +29,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor"
 	"github.com/rivetmetal/rivet/conductor/auth"
 	"github.com/rivetmetal/rivet/conductor/cluster"
+	"github.com/rivetmetal/rivet/conductor/history"
 	"github.com/rivetmetal/rivet/conductor/images"
 	"github.com/rivetmetal/rivet/conductor/netboot"
 	"github.com/rivetmetal/rivet/conductor/power"
@@ -70,6 +71,8 @@ type options struct {
 	insecureAllowNoAuth, requireAgentTLS   bool
 	tlsCertFile, tlsKeyFile                string
 	metricsListen                          string
+	historyMax                             int
+	historyCleanup                         time.Duration
 	fakePowerCallLog                       string
 	// fileURLAllowedPaths are the allowed host directories; the default
 	// (flag not given) is <state-dir>/images and --image-dir.
@@ -155,8 +158,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	})
 	fs.DurationVar(&o.imageCacheTTL, "image-cache-ttl", images.DefaultTTL, "remove cached images unused this long (Ironic's [pxe]image_cache_ttl); 0 never")
 	fs.StringVar(&o.qemuFilesDir, "qemu-files-dir", "", "directory in which qemu nodes' driver_info may name files: qemu_disk and qemu_console_log (default <state-dir>/qemu/files)")
+	fs.IntVar(&o.historyMax, "node-history-max-entries", 300, "node history events kept per node (Ironic's [conductor]node_history_max_entries); older ones are pruned")
+	fs.DurationVar(&o.historyCleanup, "node-history-cleanup-interval", 24*time.Hour, "how often node history is pruned to --node-history-max-entries (Ironic's node_history_cleanup_interval)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.historyMax < 1 {
+		return o, fmt.Errorf("--node-history-max-entries: %d is not a positive number", o.historyMax)
 	}
 	if o.imageCacheTTL == 0 {
 		o.imageCacheTTL = -1 // never
@@ -240,6 +248,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		FileURLAllowedPaths: o.fileURLAllowedPaths,
 		ProtectedPaths:      []string{filepath.Join(o.stateDir, "qemu"), filepath.Join(o.stateDir, "fake-power.json"), o.qemuFilesDir},
 		MetricsListen:       o.metricsListen,
+		History:             history.Config{MaxEntries: o.historyMax, CleanupInterval: o.historyCleanup},
 		Drivers:             drivers,
 		Auth: auth.Config{
 			Strategy:            auth.Strategy(o.authStrategy),

@@ -23,6 +23,7 @@ import (
 type Store interface {
 	store.NodeReader
 	store.NodeLocker
+	HistoryReader
 	CreateNode(ctx context.Context, n *store.Node) error
 	CreatePort(ctx context.Context, p *store.Port) error
 	DeletePort(ctx context.Context, uuid string) error
@@ -88,6 +89,12 @@ type Config struct {
 	Ramdisk     RamdiskEndpoints
 	Inspector   Inspector
 	Drivers     Drivers
+	// AgentLogs, when set, serves the Rivet routes of nodes' agent logs
+	// (provision.AgentLogs).
+	AgentLogs AgentLogReader
+	// StreamsDone, when set, is closed when the conductor begins its
+	// shutdown: streamed agent logs end then.
+	StreamsDone <-chan struct{}
 	// HostPaths, when set, checks the host paths of created and patched
 	// nodes.
 	HostPaths HostPathChecker
@@ -148,6 +155,11 @@ func New(cfg Config) *Server {
 	m.HandleFunc("PUT /v1/nodes/{ident}/maintenance", s.versioned(s.setMaintenance(true)))
 	m.HandleFunc("DELETE /v1/nodes/{ident}/maintenance", s.versioned(s.setMaintenance(false)))
 	m.HandleFunc("GET /v1/nodes/{ident}/validate", s.versioned(s.validateNode))
+	m.HandleFunc("GET /v1/nodes/{ident}/history", s.versioned(s.nodeHistory))
+	m.HandleFunc("GET /v1/nodes/{ident}/history/{event}", s.versioned(s.nodeHistoryEvent))
+	m.HandleFunc("GET "+agentLogsPath, s.versioned(s.agentLogIndex))
+	m.HandleFunc("GET "+agentLogsPath+"/live", s.versioned(s.agentLogLive))
+	m.HandleFunc("GET "+agentLogsPath+"/{name}", s.versioned(s.agentLogArchive))
 
 	m.HandleFunc("GET /v1/ports", s.versioned(s.listPorts(false)))
 	m.HandleFunc("GET /v1/ports/detail", s.versioned(s.listPorts(true)))

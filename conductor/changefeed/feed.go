@@ -315,6 +315,21 @@ func (s feedStore) ListPorts(ctx context.Context, fl store.PortFilter) ([]*store
 	return s.f.inner.ListPorts(ctx, fl)
 }
 
+// NodeHistory implements store.HistoryStore.
+func (s feedStore) NodeHistory(ctx context.Context, nodeID int64, q store.HistoryQuery) ([]*store.HistoryEvent, error) {
+	return s.f.inner.NodeHistory(ctx, nodeID, q)
+}
+
+// NodeHistoryEvent implements store.HistoryStore.
+func (s feedStore) NodeHistoryEvent(ctx context.Context, nodeID int64, uuid string) (*store.HistoryEvent, error) {
+	return s.f.inner.NodeHistoryEvent(ctx, nodeID, uuid)
+}
+
+// PruneHistory implements store.HistoryStore (history is not published).
+func (s feedStore) PruneHistory(ctx context.Context, keep, limit int) (int64, error) {
+	return s.f.inner.PruneHistory(ctx, keep, limit)
+}
+
 // Close implements store.Store: it closes the inner store.
 func (s feedStore) Close() error { return s.f.inner.Close() }
 

@@ -118,6 +118,9 @@ type Config struct {
 	LeaseTTL time.Duration
 	// Logger receives the member's logs (default slog.Default()).
 	Logger *slog.Logger
+	// Metrics, when set, counts the leases taken over from another
+	// conductor (conductor/metrics.Metrics).
+	Metrics interface{ LeaseTakeover() }
 }
 
 func (c *Config) setDefaults() error {
@@ -511,6 +514,9 @@ func (m *Member) take(ctx context.Context, l NodeLease) {
 	if l.Owner != "" && l.Owner != m.cfg.Name {
 		m.log.Info("took over node from conductor", "node", l.NodeUUID, "from", l.Owner,
 			"provision_state", string(l.ProvisionState), "lease_generation", gen)
+		if m.cfg.Metrics != nil {
+			m.cfg.Metrics.LeaseTakeover()
+		}
 	}
 	m.gain(l.NodeUUID)
 }

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,21 +188,30 @@ func fastConfig(name string) Config {
 // started is a running member and the nodes it reported on Gained.
 type started struct {
 	*Member
-	mu     sync.Mutex
-	gained []string
-	done   chan struct{}
+	mu        sync.Mutex
+	gained    []string
+	done      chan struct{}
+	takeovers takeoverCounter
 }
+
+// takeoverCounter counts LeaseTakeover calls.
+type takeoverCounter struct{ n atomic.Int64 }
+
+func (c *takeoverCounter) LeaseTakeover() { c.n.Add(1) }
 
 func start(t *testing.T, reg Registry, name string) *started {
 	t.Helper()
-	m, err := New(reg, fastConfig(name))
+	s := &started{done: make(chan struct{})}
+	cfg := fastConfig(name)
+	cfg.Metrics = &s.takeovers
+	m, err := New(reg, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	s := &started{Member: m, done: make(chan struct{})}
+	s.Member = m
 	go func() {
 		defer close(s.done)
 		for u := range m.Gained() {
@@ -321,6 +331,9 @@ func TestDeadMembersNodesAreTakenOver(t *testing.T) {
 		if g := reg.generation(n); g < 2 {
 			t.Fatalf("node %s: lease generation %d after a takeover", n, g)
 		}
+	}
+	if got := b.takeovers.n.Load(); got != int64(len(aNodes)) {
+		t.Fatalf("b counted %d lease takeovers, want %d (the dead conductor's nodes, not the nodes handed over)", got, len(aNodes))
 	}
 }
 

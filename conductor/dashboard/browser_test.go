@@ -21,9 +21,11 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rivetmetal/rivet/conductor"
 	"github.com/rivetmetal/rivet/conductor/agentclient"
+	"github.com/rivetmetal/rivet/conductor/auth"
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
@@ -83,6 +85,10 @@ func repoRoot(t *testing.T) string {
 }
 
 // api calls the conductor's Ironic API.
+// The operator's credentials, for the dashboard's login and the API
+// (http_basic against an htpasswd file, so history records the user).
+const operatorUser, operatorPass = "operator", "correct horse"
+
 type api struct {
 	t    *testing.T
 	base string
@@ -96,6 +102,7 @@ func (a api) call(method, path string, body, out any) int {
 		rd = bytes.NewReader(b)
 	}
 	req, _ := http.NewRequest(method, a.base+path, rd)
+	req.SetBasicAuth(operatorUser, operatorPass)
 	req.Header.Set(wire.APIVersionHeader, "1.82")
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
@@ -252,6 +259,14 @@ func TestDashboardInChromium(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "images", "disk.raw"), image, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(operatorPass), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userFile := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(userFile, []byte(operatorUser+":"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	drv, err := fake.New(fake.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +289,8 @@ func TestDashboardInChromium(t *testing.T) {
 			DisableAutomatedClean: true, // provide goes straight to available
 		},
 		Agent:         agentclient.Config{Timeout: 5 * time.Second, RetryDelay: 10 * time.Millisecond},
-		DashboardAuth: users{"operator", "correct horse"},
+		Auth:          auth.Config{Strategy: auth.HTTPBasic, UserFile: userFile},
+		DashboardAuth: users{operatorUser, operatorPass},
 		Logger:        log,
 	})
 	if err != nil {
@@ -481,7 +497,8 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Errorf("the timing chart shows %d phases with a duration, want at least 3", phases)
 	}
 	history := evalString(`document.getElementById('history-table').innerText`)
-	for _, want := range []string{"deploying → active", "available → deploying"} {
+	// Operator actions carry the API request's user.
+	for _, want := range []string{"deploying → active", "available → deploying (target active) — operator"} {
 		if !strings.Contains(history, want) {
 			t.Errorf("history lacks %q:\n%s", want, history)
 		}

@@ -21,8 +21,9 @@ type Detail struct {
 	// first: those the dashboard saw end, and the node record's last.
 	Deploys []Deploy       `json:"deploys"`
 	History []HistoryEvent `json:"history"`
-	// HistorySource says where History comes from ("feed": what this
-	// conductor's change feed saw since it started; "engine").
+	// HistorySource says where History comes from ("store": the node
+	// history the conductors record; "feed": what this conductor's change
+	// feed saw since it started).
 	HistorySource string `json:"history_source"`
 }
 
@@ -39,7 +40,7 @@ const maxInventoryList = 256
 
 func detailOf(n *store.Node, ports []*store.Port, hist []HistoryEvent, seen []Deploy, fromFeed bool) Detail {
 	d := Detail{Node: summarize(n), CreatedAt: n.CreatedAt, UpdatedAt: n.UpdatedAt,
-		Ports: make([]PortView, 0, len(ports)), History: hist, Deploys: seen, HistorySource: "engine"}
+		Ports: make([]PortView, 0, len(ports)), History: hist, Deploys: seen, HistorySource: "store"}
 	if fromFeed {
 		d.HistorySource = "feed"
 	}

@@ -20,7 +20,8 @@ type HistoryEvent struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Severity is "INFO" or "ERROR".
 	Severity string `json:"severity"`
-	// EventType is what changed: "provisioning", "power", "maintenance".
+	// EventType is the activity: "provisioning", "deploying", "cleaning",
+	// "power", "maintenance", ...
 	EventType string `json:"event_type"`
 	Event     string `json:"event"`
 	// User is who asked for the change ("" when unknown).
@@ -28,12 +29,54 @@ type HistoryEvent struct {
 	Conductor string `json:"conductor,omitempty"`
 }
 
-// History answers a node's history, oldest first. The provision engine
-// will implement it from its own records (every state change, failure and
-// operator action with its user); until it does, the dashboard records
-// what its change feed sees (FeedHistory).
+// History answers a node's history, oldest first. StoreHistory reads the
+// node history the conductor records (conductor/history: every state
+// change, failure and operator action with its user); FeedHistory is
+// what the dashboard's change feed saw, for a dashboard without it.
 type History interface {
 	NodeHistory(ctx context.Context, nodeUUID string) ([]HistoryEvent, error)
+}
+
+// HistoryReader reads recorded node history (store.HistoryStore).
+type HistoryReader interface {
+	GetNode(ctx context.Context, ident string) (*store.Node, error)
+	NodeHistory(ctx context.Context, nodeID int64, q store.HistoryQuery) ([]*store.HistoryEvent, error)
+}
+
+// DefaultStoreHistoryLength is the number of newest events StoreHistory
+// shows.
+const DefaultStoreHistoryLength = 100
+
+// StoreHistory is the History the conductor records in its store (the
+// same as GET /v1/nodes/{node}/history): a node's newest Limit events
+// (default DefaultStoreHistoryLength).
+type StoreHistory struct {
+	Store HistoryReader
+	Limit int
+}
+
+var _ History = StoreHistory{}
+
+// NodeHistory implements History.
+func (h StoreHistory) NodeHistory(ctx context.Context, nodeUUID string) ([]HistoryEvent, error) {
+	n, err := h.Store.GetNode(ctx, nodeUUID)
+	if err != nil {
+		return nil, err
+	}
+	limit := h.Limit
+	if limit <= 0 {
+		limit = DefaultStoreHistoryLength
+	}
+	evs, err := h.Store.NodeHistory(ctx, n.ID, store.HistoryQuery{Limit: limit, Descending: true})
+	if err != nil {
+		return nil, fmt.Errorf("history of node %s: %w", n.UUID, err)
+	}
+	out := make([]HistoryEvent, len(evs))
+	for i, e := range evs {
+		out[len(evs)-1-i] = HistoryEvent{UUID: e.UUID, CreatedAt: e.CreatedAt, Severity: e.Severity,
+			EventType: e.EventType, Event: e.Event, User: e.User, Conductor: e.Conductor}
+	}
+	return out, nil
 }
 
 // Severities.

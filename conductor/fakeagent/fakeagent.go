@@ -137,6 +137,7 @@ type Agent struct {
 	wg     sync.WaitGroup
 
 	certPEM string
+	log     agentLog
 
 	mu         sync.Mutex
 	apiURL     string
@@ -212,6 +213,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/commands/{$}", a.handlePost)
 	mux.HandleFunc("GET /v1/commands/{$}", a.handleList)
+	mux.HandleFunc("GET "+wire.AgentLogPath, a.handleLog)
 	a.srv = &http.Server{Handler: mux, ErrorLog: log.New(io.Discard, "", 0)}
 	a.wg.Add(2)
 	go func() {
@@ -480,6 +482,7 @@ func (a *Agent) handlePost(w http.ResponseWriter, r *http.Request) {
 	}
 	a.calls = append(a.calls, req.Name)
 	a.callers = append(a.callers, Caller{Command: req.Name, UserAgent: r.UserAgent()})
+	a.log.printf("fakeagent: command %s", req.Name)
 	if n := len(a.commands); n > 0 && a.commands[n-1].CommandStatus == wire.StatusRunning {
 		name := a.commands[n-1].CommandName
 		a.mu.Unlock()

@@ -113,13 +113,14 @@ type CacheConfig struct {
 // Knowing an image's source and checksum is not enough to fetch it from
 // the conductor; the name is handed out in the node's deploy command.
 type Cache struct {
-	dir    string
-	root   *os.Root
-	key    []byte
-	cfg    CacheConfig
-	http   *http.Client
-	client *grab.Client
-	log    *slog.Logger
+	dir     string
+	root    *os.Root
+	key     []byte
+	cfg     CacheConfig
+	http    *http.Client
+	client  *grab.Client
+	log     *slog.Logger
+	metrics CacheMetrics // nil: not reported
 
 	ctx  context.Context // ends at Close: every download stops
 	stop context.CancelFunc
@@ -130,6 +131,37 @@ type Cache struct {
 	inflight map[string]*fetch
 	reserved map[string]int64 // name -> total size of an in-flight download
 	serving  map[string]int
+}
+
+// CacheMetrics receives the cache's lookups and size
+// (conductor/metrics.Metrics).
+type CacheMetrics interface {
+	// ImageCacheLookup counts a lookup that found the image cached (hit)
+	// or had to download it.
+	ImageCacheLookup(hit bool)
+	// ImageCacheSize sets the bytes the cache holds.
+	ImageCacheSize(bytes int64)
+}
+
+// ReportTo makes the cache report its lookups and size to m, starting
+// with the size it holds now. Call it before the cache is used.
+func (c *Cache) ReportTo(m CacheMetrics) {
+	c.metrics = m
+	c.reportSize()
+}
+
+// reportSize reports the bytes the cache's images and partial downloads
+// take.
+func (c *Cache) reportSize() {
+	if c.metrics == nil {
+		return
+	}
+	n, err := c.Usage()
+	if err != nil {
+		c.log.Warn("image cache: measuring its size failed", "dir", c.dir, "error", err)
+		return
+	}
+	c.metrics.ImageCacheSize(n)
 }
 
 // fetch is one download and the callers waiting for it.
@@ -361,8 +393,14 @@ func (c *Cache) name(img Image) string {
 func (c *Cache) Ensure(ctx context.Context, img Image) (string, error) {
 	name := c.name(img)
 	if st, err := c.root.Stat(name); err == nil && st.Mode().IsRegular() {
+		if c.metrics != nil {
+			c.metrics.ImageCacheLookup(true)
+		}
 		c.touch(name)
 		return name, nil
+	}
+	if c.metrics != nil {
+		c.metrics.ImageCacheLookup(false)
 	}
 	c.mu.Lock()
 	if c.closed {
@@ -414,6 +452,7 @@ func (c *Cache) startFetch(img Image, name string, prev *fetch) *fetch {
 		}
 		delete(c.reserved, name)
 		c.mu.Unlock()
+		c.reportSize()
 		close(f.done)
 	}()
 	return f

@@ -345,3 +345,67 @@ func TestCacheNamesAreKeyed(t *testing.T) {
 		t.Errorf("GET %s: %d", nameKeyFile, rec.Code)
 	}
 }
+
+// cacheMetrics records what the cache reports.
+type cacheMetrics struct {
+	mu         sync.Mutex
+	hits, miss int
+	size       int64
+}
+
+func (m *cacheMetrics) ImageCacheLookup(hit bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if hit {
+		m.hits++
+	} else {
+		m.miss++
+	}
+}
+
+func (m *cacheMetrics) ImageCacheSize(b int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.size = b
+}
+
+// TestCacheReportsLookupsAndSize: a first lookup misses and downloads, the
+// next hits; the size is the cache's images (the naming key aside), from
+// the start on: a cache opened again on the directory reports what it
+// holds before any lookup.
+func TestCacheReportsLookupsAndSize(t *testing.T) {
+	dir := t.TempDir()
+	c, err := NewCache(CacheConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &cacheMetrics{}
+	c.ReportTo(m)
+	if m.size != 0 {
+		t.Fatalf("size at start %d, want 0", m.size)
+	}
+	data := testData()
+	srv := newImageServer(t, data)
+	img := Image{Source: srv.srv.URL + "/disk.img", Algo: "sha256", Checksum: sha(data)}
+	for range 2 {
+		if _, err := c.Ensure(context.Background(), img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m.miss != 1 || m.hits != 1 || m.size != int64(len(data)) {
+		t.Fatalf("misses %d, hits %d, size %d; want 1, 1, %d", m.miss, m.hits, m.size, len(data))
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := NewCache(CacheConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	m2 := &cacheMetrics{}
+	again.ReportTo(m2)
+	if m2.size != int64(len(data)) {
+		t.Fatalf("size of the reopened cache %d, want %d", m2.size, len(data))
+	}
+}

@@ -28,6 +28,7 @@ import (
 type streamServer struct {
 	srv      *httptest.Server
 	sent     atomic.Int64
+	bodies   atomic.Int32 // GETs that reached the body
 	gone     chan struct{}
 	goneOnce sync.Once
 }
@@ -43,6 +44,7 @@ func newStreamServer(t *testing.T, size, declare int64, hold <-chan struct{}) *s
 			return
 		}
 		w.(http.Flusher).Flush()
+		s.bodies.Add(1)
 		piece := make([]byte, 64<<10)
 		for n := int64(0); n < size; n += int64(len(piece)) {
 			if hold != nil {
@@ -177,7 +179,9 @@ func TestCacheStopsAbandonedDownloads(t *testing.T) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		f := c.inflight[c.name(img)]
-		return f != nil && f.waiters == 2
+		// The server must have the GET: cancelled before it, the
+		// download never reaches the server, which then sees nothing go.
+		return f != nil && f.waiters == 2 && s.bodies.Load() > 0
 	})
 	cancel1()
 	if err := <-errs; !errors.Is(err, context.Canceled) {

@@ -31,6 +31,15 @@ type agents struct {
 	log    *slog.Logger
 }
 
+// called counts a failed call of command (Recorder.AgentCallError): not
+// the agent being busy (Ironic retries on the next heartbeat) nor the
+// caller's context ending.
+func (a *agents) called(ctx context.Context, command string, err error) {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, agentclient.ErrAgentBusy) {
+		a.cfg.Metrics.AgentCallError(command)
+	}
+}
+
 // endpoint is how the engine reaches a node's agent: its callback URL,
 // its token, the certificate to verify it against (the one it sent, else a
 // CA file named by driver_info.agent_verify_ca), and the lease check made
@@ -72,7 +81,9 @@ func (a *agents) execute(ctx context.Context, n *store.Node, info *internalinfo.
 	if err != nil {
 		return nil, err
 	}
-	return a.client.Execute(ctx, ep, name, params, wait)
+	res, err := a.client.Execute(ctx, ep, name, params, wait)
+	a.called(ctx, name, err)
+	return res, err
 }
 
 // commands lists the node's agent's commands, oldest first.
@@ -81,7 +92,9 @@ func (a *agents) commands(ctx context.Context, n *store.Node, info *internalinfo
 	if err != nil {
 		return nil, err
 	}
-	return a.client.Commands(ctx, ep)
+	list, err := a.client.Commands(ctx, ep)
+	a.called(ctx, "list_commands", err)
+	return list, err
 }
 
 // wait polls the node's agent until its last command named short ends,
@@ -91,7 +104,9 @@ func (a *agents) wait(ctx context.Context, n *store.Node, info *internalinfo.Inf
 	if err != nil {
 		return nil, err
 	}
-	return a.client.Wait(ctx, ep, short, a.cfg.CommandWaitInterval, a.cfg.CommandWaitAttempts)
+	res, err := a.client.Wait(ctx, ep, short, a.cfg.CommandWaitInterval, a.cfg.CommandWaitAttempts)
+	a.called(ctx, short, err)
+	return res, err
 }
 
 // succeeded runs a command to its end and returns its result, or an error

@@ -38,6 +38,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/hostpath"
 	"github.com/rivetmetal/rivet/conductor/images"
+	"github.com/rivetmetal/rivet/conductor/metrics"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
@@ -163,6 +164,9 @@ type Config struct {
 	Ownership Ownership
 	// Conductor is this conductor's host name (shown in node documents).
 	Conductor string
+	// Metrics receives the phases of deploys and cleanings as they end
+	// and failed agent calls (default metrics.Nop{}).
+	Metrics metrics.Recorder
 	// Logger receives the engine's logs (default slog.Default()).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -236,6 +240,9 @@ func (c *Config) setDefaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.Nop{}
+	}
 	return nil
 }
 
@@ -254,6 +261,7 @@ type Engine struct {
 	power        *Power
 	ramdisk      *Ramdisk
 	inspection   *Inspection
+	agentLogs    *AgentLogs
 
 	mu      sync.Mutex
 	started bool
@@ -274,7 +282,7 @@ func New(st store.Store, drivers []power.Driver, agent Agent, cfg Config) (*Engi
 		byName[d.Name()] = d
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger}
-	e.nodes = &nodes{st: st, own: cfg.Ownership, log: cfg.Logger, now: func() time.Time { return cfg.Now().UTC() }}
+	e.nodes = &nodes{st: st, own: cfg.Ownership, log: cfg.Logger, now: func() time.Time { return cfg.Now().UTC() }, phases: newPhaseMetrics(cfg.Metrics)}
 	certs := &certificates{dir: filepath.Join(cfg.StateDir, "certificates"), log: cfg.Logger}
 	e.machines = &machines{drivers: byName, nodes: e.nodes, certs: certs, cfg: &e.cfg, log: cfg.Logger}
 	e.agents = &agents{client: agent, nodes: e.nodes, certs: certs, cfg: &e.cfg, log: cfg.Logger}
@@ -288,6 +296,7 @@ func New(st store.Store, drivers []power.Driver, agent Agent, cfg Config) (*Engi
 	e.power = &Power{nodes: e.nodes, machines: e.machines, jobs: e.jobs, log: cfg.Logger}
 	e.ramdisk = &Ramdisk{nodes: e.nodes, runner: e.runner, jobs: e.jobs, beats: e.runner.beats, certs: certs, cfg: &e.cfg, log: cfg.Logger}
 	e.inspection = &Inspection{nodes: e.nodes, machines: e.machines, jobs: e.jobs, cfg: &e.cfg, log: cfg.Logger}
+	e.agentLogs = &AgentLogs{nodes: e.nodes, agents: e.agents, dir: filepath.Join(cfg.StateDir, "agent-logs"), log: cfg.Logger}
 
 	e.jobs.handle(jobVerify, e.provisioning.verify)
 	e.jobs.handle(jobAdopt, e.provisioning.adopt)
@@ -314,6 +323,9 @@ func (e *Engine) Ramdisk() *Ramdisk { return e.ramdisk }
 
 // Inspection is the service that takes inspection data.
 func (e *Engine) Inspection() *Inspection { return e.inspection }
+
+// AgentLogs is the service that serves nodes' agent logs.
+func (e *Engine) AgentLogs() *AgentLogs { return e.agentLogs }
 
 // HasDriver reports whether a driver of that name is enabled.
 func (e *Engine) HasDriver(name string) bool {

@@ -19,10 +19,11 @@ import (
 // committed provision-state change is logged. It also holds the lease
 // check of the other seams (fenced).
 type nodes struct {
-	st  store.Store
-	own Ownership
-	log *slog.Logger
-	now func() time.Time
+	st     store.Store
+	own    Ownership
+	log    *slog.Logger
+	now    func() time.Time
+	phases *phaseMetrics
 }
 
 // errStateChanged reports that a node left the state a job expected; the
@@ -54,6 +55,7 @@ func (ns *nodes) update(ctx context.Context, ident string, expect statemachine.S
 		out     *store.Node
 		outInfo *internalinfo.Info
 		from    statemachine.State
+		marks   phaseMarks
 	)
 	err := ns.st.WithNodeLock(ctx, ident, func(tx store.Tx) error {
 		n := tx.Node()
@@ -68,6 +70,7 @@ func (ns *nodes) update(ctx context.Context, ident string, expect statemachine.S
 		if err != nil {
 			return err
 		}
+		marks = markPhases(n, info)
 		if fn != nil {
 			if err := fn(tx, n, info); err != nil {
 				return err
@@ -84,6 +87,9 @@ func (ns *nodes) update(ctx context.Context, ident string, expect statemachine.S
 	}
 	if out.ProvisionState != from {
 		ns.logMove(out, from)
+	}
+	if ns.phases != nil {
+		ns.phases.committed(marks, out, outInfo, ns.now())
 	}
 	return out, outInfo, nil
 }

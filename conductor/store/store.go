@@ -1,6 +1,6 @@
-// Package store defines the conductor's persistent model (nodes and ports)
-// and the storage interface behind which the embedded SQLite store and
-// PostgreSQL sit. Every provision-state change happens under a node
+// Package store defines the conductor's persistent model (nodes, ports and
+// node history) and the storage interface behind which the embedded SQLite
+// store and PostgreSQL sit. Every provision-state change happens under a node
 // lock, inside one transaction, through Node.Advance.
 package store
 
@@ -229,6 +229,10 @@ type Tx interface {
 	Ports(ctx context.Context) ([]*Port, error)
 	// DeleteNode deletes the node and its ports on commit.
 	DeleteNode(ctx context.Context) error
+	// AddHistory records an event of the node, saved when the
+	// transaction commits (even if the node itself did not change) and
+	// dropped with it when it rolls back.
+	AddHistory(ev HistoryEvent)
 }
 
 // NodeLocker runs changes to one node under its exclusive lock.
@@ -244,6 +248,7 @@ type NodeLocker interface {
 type Store interface {
 	NodeReader
 	NodeLocker
+	HistoryStore
 	// CreateNode inserts a node in enroll; it fills ID, UUID (when empty)
 	// and the timestamps.
 	CreateNode(ctx context.Context, n *Node) error

@@ -1,5 +1,6 @@
-// Package postgres is the conductor's shared store: nodes and ports in a
-// PostgreSQL database (jackc/pgx), for fleets run by several conductors.
+// Package postgres is the conductor's shared store: nodes, ports and node
+// history in a PostgreSQL database (jackc/pgx), for fleets run by several
+// conductors.
 // It has the semantics of the embedded SQLite store (conductor/store/sqlite,
 // checked by the same conformance suite): versioned schema migrations that
 // refuse a newer database, and per-node exclusive locks — here row locks
@@ -333,10 +334,14 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 		return err
 	}
 	if t.deleted {
+		// The node's history goes with it (ON DELETE CASCADE).
 		if _, err := tx.Exec(ctx, `DELETE FROM nodes WHERE id = $1`, n.ID); err != nil {
 			return fmt.Errorf("delete node %s: %w", n.UUID, err)
 		}
 	} else {
+		if err := insertHistory(ctx, tx, n.ID, t.events, dbTime(s.now())); err != nil {
+			return fmt.Errorf("save node %s: %w", n.UUID, err)
+		}
 		normalizeTimes(n)
 		after, err := nodeValues(n)
 		if err != nil {
@@ -363,6 +368,7 @@ type nodeTx struct {
 	tx      pgx.Tx
 	node    *store.Node
 	deleted bool
+	events  []store.HistoryEvent
 }
 
 // Node implements store.Tx.
@@ -378,6 +384,9 @@ func (t *nodeTx) DeleteNode(ctx context.Context) error {
 	t.deleted = true
 	return nil
 }
+
+// AddHistory implements store.Tx.
+func (t *nodeTx) AddHistory(ev store.HistoryEvent) { t.events = append(t.events, ev) }
 
 // CheckFence implements store.Tx: the node's lease row must name f's
 // conductor with f's generation and be unexpired by the database's clock

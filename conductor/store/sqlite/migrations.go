@@ -59,6 +59,21 @@ CREATE TABLE ports (
 );
 CREATE INDEX ports_node_id ON ports (node_id);
 `},
+	// observe: node history (Ironic's node_history table, API 1.78).
+	{2, `
+CREATE TABLE node_history (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	uuid       TEXT NOT NULL UNIQUE,
+	node_id    INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+	created_at TEXT NOT NULL,
+	severity   TEXT NOT NULL,
+	event_type TEXT NOT NULL,
+	event      TEXT NOT NULL,
+	user_name  TEXT NOT NULL DEFAULT '',
+	conductor  TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX node_history_node_id ON node_history (node_id, id);
+`},
 }
 
 // SchemaVersion is the schema version this build writes.

@@ -1,6 +1,7 @@
-// Package sqlite is the conductor's embedded store: nodes and ports in one
-// SQLite file (modernc.org/sqlite, pure Go), WAL mode, versioned schema
-// migrations, and per-node exclusive locks around write transactions.
+// Package sqlite is the conductor's embedded store: nodes, ports and node
+// history in one SQLite file (modernc.org/sqlite, pure Go), WAL mode,
+// versioned schema migrations, and per-node exclusive locks around write
+// transactions.
 //
 // SQLite runs one writer at a time, and with synchronous=FULL every commit
 // waits for an fsync. The store therefore writes through one connection
@@ -120,7 +121,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 }
 
 // txStatements are prepared on the writer at Open, for node transactions.
-var txStatements = []string{updateNode, deleteNode}
+var txStatements = []string{updateNode, deleteNode, insertHistory}
 
 // Close stops the committer, after the batch it runs, and closes the
 // database.
@@ -596,33 +597,49 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 		return err
 	}
 	var (
-		query string
-		args  []any
-		op    = "save"
+		query  string
+		args   []any
+		op     = "save"
+		events = t.events
 	)
 	if t.deleted {
-		query, args, op = deleteNode, []any{n.ID, version}, "delete"
+		// The node's history goes with it (ON DELETE CASCADE).
+		query, args, op, events = deleteNode, []any{n.ID, version}, "delete", nil
 	} else {
 		after, err := nodeValues(n)
 		if err != nil {
 			return err
 		}
-		if reflect.DeepEqual(before, after) {
-			return nil
+		if !reflect.DeepEqual(before, after) {
+			n.UpdatedAt = s.now().UTC()
+			if after, err = nodeValues(n); err != nil {
+				return err
+			}
+			query, args = updateNode, append(after, n.ID, version)
 		}
-		n.UpdatedAt = s.now().UTC()
-		if after, err = nodeValues(n); err != nil {
-			return err
-		}
-		query, args = updateNode, append(after, n.ID, version)
+	}
+	if query == "" && len(events) == 0 {
+		return nil
+	}
+	rows, err := historyRows(n.ID, events, s.now())
+	if err != nil {
+		return fmt.Errorf("save node %s: %w", n.UUID, err)
 	}
 	err = s.do(ctx, func(tx *sql.Tx) error {
-		res, err := s.inTx(tx).ExecContext(context.Background(), query, args...)
-		if err != nil {
-			return uniqueErr(err, n.UUID, n.Name)
+		c := s.inTx(tx)
+		if query != "" {
+			res, err := c.ExecContext(context.Background(), query, args...)
+			if err != nil {
+				return uniqueErr(err, n.UUID, n.Name)
+			}
+			if rows, err := res.RowsAffected(); err != nil || rows != 1 {
+				return errdefs.Conflict("Node %s was changed by another writer of the database; retry.", n.UUID)
+			}
 		}
-		if rows, err := res.RowsAffected(); err != nil || rows != 1 {
-			return errdefs.Conflict("Node %s was changed by another writer of the database; retry.", n.UUID)
+		for _, r := range rows {
+			if _, err := c.ExecContext(context.Background(), insertHistory, r...); err != nil {
+				return fmt.Errorf("record history: %w", err)
+			}
 		}
 		return nil
 	})
@@ -676,6 +693,7 @@ type nodeTx struct {
 	s       *Store
 	node    *store.Node
 	deleted bool
+	events  []store.HistoryEvent
 }
 
 // Statements of node transactions.
@@ -708,6 +726,9 @@ func (t *nodeTx) DeleteNode(ctx context.Context) error {
 	t.deleted = true
 	return nil
 }
+
+// AddHistory implements store.Tx.
+func (t *nodeTx) AddHistory(ev store.HistoryEvent) { t.events = append(t.events, ev) }
 
 // CheckFence implements store.Tx. The file has one writer, a conductor
 // that runs alone (provision.SingleConductor): there is no lease another

@@ -1,5 +1,5 @@
 // Package storetest is the conformance suite every store.Store
-// implementation runs (SQLite now, PostgreSQL later).
+// implementation runs (SQLite, PostgreSQL, and the change feed's decorator).
 package storetest
 
 import (
@@ -21,6 +21,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("LockAdvance", func(t *testing.T) { testLockAdvance(t, newStore(t)) })
 	t.Run("LockSerialises", func(t *testing.T) { testLockSerialises(t, newStore(t)) })
 	t.Run("Ports", func(t *testing.T) { testPorts(t, newStore(t)) })
+	t.Run("History", func(t *testing.T) { testHistory(t, newStore(t)) })
 }
 
 func testNodeCRUD(t *testing.T, s store.Store) {

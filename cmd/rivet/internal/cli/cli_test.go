@@ -28,6 +28,13 @@ import (
 // conductor URL, the image URL and its SHA-256.
 func testConductor(t *testing.T, agentCfg fakeagent.Config) (apiURL, imageURL, sum string) {
 	t.Helper()
+	return testConductorWith(t, agentCfg, nil)
+}
+
+// testConductorWith is testConductor with the conductor's configuration
+// changed by change.
+func testConductorWith(t *testing.T, agentCfg fakeagent.Config, change func(*conductor.Config)) (apiURL, imageURL, sum string) {
+	t.Helper()
 	dir := t.TempDir()
 	img := bytes.Repeat([]byte("rivet-cli-image!"), 128<<10)
 	if err := os.WriteFile(filepath.Join(dir, "disk.raw"), img, 0o644); err != nil {
@@ -37,15 +44,20 @@ func testConductor(t *testing.T, agentCfg fakeagent.Config) (apiURL, imageURL, s
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := conductor.New(context.Background(), conductor.Config{
+	cfg := conductor.Config{
 		Listen: "127.0.0.1:0", DBPath: filepath.Join(dir, "rivet.db"), ImageDir: dir,
 		Drivers: []power.Driver{drv},
 		Provision: provision.Config{CheckInterval: 50 * time.Millisecond, ProgressPollInterval: 30 * time.Millisecond,
 			PowerOffInterval: 10 * time.Millisecond, PowerStateInterval: 5 * time.Millisecond,
+			StateDir:              filepath.Join(dir, "state"),
 			DisableAutomatedClean: true}, // provide goes straight to available
 		Agent:  agentclient.Config{RetryDelay: 10 * time.Millisecond},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	c, err := conductor.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

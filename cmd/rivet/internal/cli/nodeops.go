@@ -3,8 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -12,330 +10,197 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/rivetmetal/rivet/cmd/rivet/internal/client"
 	"github.com/rivetmetal/rivet/wire"
 )
 
-// Exit statuses beyond 0 (success), 1 (error) and 2 (usage).
-const (
-	// ExitNodeFailed: the node ended in a failure state (deploy failed,
-	// clean failed, ...) or settled somewhere other than the target.
-	ExitNodeFailed = 3
-	// ExitTimeout: a --wait or watch ran out of time.
-	ExitTimeout = 4
-)
-
-// ExitError carries the exit status a command ended with.
-type ExitError struct {
-	Code int
-	Err  error
-}
-
-// Error implements error.
-func (e *ExitError) Error() string { return e.Err.Error() }
-
-// Unwrap returns the underlying error.
-func (e *ExitError) Unwrap() error { return e.Err }
-
-func exitf(code int, format string, args ...any) error {
-	return &ExitError{Code: code, Err: fmt.Errorf(format, args...)}
-}
-
-// ExitCode is the process exit status for err: 0 for nil, 2 for usage
-// errors, the ExitError code when there is one, else 1.
-func ExitCode(err error) int {
-	var ee *ExitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, ErrUsage):
-		return 2
-	case errors.As(err, &ee):
-		return ee.Code
-	default:
-		return 1
-	}
-}
-
-// nodeAbort aborts the node's current operation.
-func (e *env) nodeAbort(ctx context.Context, args []string) error {
-	pos, err := e.parse("node abort", flag.NewFlagSet("node abort", flag.ContinueOnError), args, 1)
-	if err != nil {
+// jsonObject decodes s, which must be a JSON object, into v.
+func jsonObject(s string, v *map[string]any) error {
+	if err := json.Unmarshal([]byte(s), v); err != nil {
 		return err
 	}
-	if err := e.c.SetProvisionState(ctx, pos[0], "abort", nil); err != nil {
-		return fmt.Errorf("abort %s: %w", pos[0], err)
+	if *v == nil {
+		return fmt.Errorf("null is not an object")
 	}
-	fmt.Fprintf(e.stdout, "%s: abort requested\n", pos[0])
 	return nil
-}
-
-// nodeRebuild redeploys an active node's image.
-func (e *env) nodeRebuild(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("node rebuild", flag.ContinueOnError)
-	configdrive := fs.String("configdrive", "", "config drive: gzipped, base64-encoded ISO, or its URL")
-	wait := fs.Bool("wait", false, "wait for the node to be active again, showing progress")
-	timeout := fs.Duration("timeout", 30*time.Minute, "how long --wait waits")
-	pos, err := e.parse("node rebuild", fs, args, 1)
-	if err != nil {
-		return err
-	}
-	var cd any
-	if *configdrive != "" {
-		cd = *configdrive
-	}
-	if err := e.c.SetProvisionState(ctx, pos[0], "rebuild", cd); err != nil {
-		return fmt.Errorf("rebuild %s: %w", pos[0], err)
-	}
-	if !*wait {
-		fmt.Fprintf(e.stdout, "%s: rebuild requested\n", pos[0])
-		return nil
-	}
-	return e.waitFor(ctx, pos[0], "active", *timeout)
-}
-
-// stepFlag collects --step INTERFACE.STEP[=ARGS-JSON] values.
-type stepFlag []map[string]any
-
-// String implements flag.Value.
-func (f *stepFlag) String() string { return fmt.Sprint(*f) }
-
-// Set implements flag.Value.
-func (f *stepFlag) Set(s string) error {
-	name, args, hasArgs := strings.Cut(s, "=")
-	iface, step, ok := strings.Cut(name, ".")
-	if !ok || iface == "" || step == "" {
-		return fmt.Errorf("%q is not INTERFACE.STEP[=ARGS-JSON]", s)
-	}
-	st := map[string]any{"interface": iface, "step": step}
-	if hasArgs {
-		var a map[string]any
-		if err := json.Unmarshal([]byte(args), &a); err != nil {
-			return fmt.Errorf("step %s: arguments are not a JSON object: %v", name, err)
-		}
-		st["args"] = a
-	}
-	*f = append(*f, st)
-	return nil
-}
-
-// nodeClean runs manual cleaning with the given steps.
-func (e *env) nodeClean(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("node clean", flag.ContinueOnError)
-	var steps stepFlag
-	fs.Var(&steps, "step", "clean step INTERFACE.STEP[=ARGS-JSON] (repeatable, run in order)")
-	wait := fs.Bool("wait", false, "wait for cleaning to end")
-	timeout := fs.Duration("timeout", 60*time.Minute, "how long --wait waits")
-	pos, err := e.parse("node clean", fs, args, 1)
-	if err != nil {
-		return err
-	}
-	if len(steps) == 0 {
-		return fmt.Errorf("%w: node clean: at least one --step is required", ErrUsage)
-	}
-	list := make([]any, len(steps))
-	for i, s := range steps {
-		list[i] = s
-	}
-	if err := e.c.Provision(ctx, pos[0], map[string]any{"target": "clean", "clean_steps": list}); err != nil {
-		return fmt.Errorf("clean %s: %w", pos[0], err)
-	}
-	if !*wait {
-		fmt.Fprintf(e.stdout, "%s: clean requested\n", pos[0])
-		return nil
-	}
-	return e.waitFor(ctx, pos[0], "manageable", *timeout)
 }
 
 // powerTargets maps the CLI's power words onto Ironic's targets.
 var powerTargets = map[string]string{"on": "power on", "off": "power off", "reboot": "rebooting",
 	"soft-off": "soft power off", "soft-reboot": "soft rebooting"}
 
-// nodePower changes a node's power state.
-func (e *env) nodePower(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("node power", flag.ContinueOnError)
-	timeout := fs.Int("power-timeout", 0, "seconds the conductor waits for the new state (0: its default)")
-	pos, err := e.parse("node power", fs, args, 2)
+func (e *env) nodePower() *cobra.Command {
+	var timeout int
+	cmd := &cobra.Command{
+		Use:       "power NODE on|off|reboot|soft-off|soft-reboot",
+		Short:     "Change a node's power state",
+		Args:      exactArgs(2, "NODE and on, off, reboot, soft-off or soft-reboot"),
+		ValidArgs: []string{"on", "off", "reboot", "soft-off", "soft-reboot"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target, ok := powerTargets[args[1]]
+			if !ok {
+				return usagef("node power: %q is not on, off, reboot, soft-off or soft-reboot", args[1])
+			}
+			c, err := e.api()
+			if err != nil {
+				return err
+			}
+			if err := c.SetPowerState(cmd.Context(), args[0], target, timeout); err != nil {
+				return fmt.Errorf("power %s %s: %w", args[0], args[1], err)
+			}
+			fmt.Fprintf(e.stdout, "%s: %s requested\n", args[0], target)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&timeout, "power-timeout", 0, "seconds the conductor waits for the new state (0: its default)")
+	return cmd
+}
+
+func (e *env) nodeBootDevice() *cobra.Command {
+	var persistent bool
+	cmd := &cobra.Command{
+		Use:   "boot-device NODE [pxe|disk|cdrom|bios [--persistent]]",
+		Short: "Show (one argument) or set (two) the device a node boots from next",
+		Args:  rangeArgs(1, 2, "NODE and an optional device"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.api()
+			if err != nil {
+				return err
+			}
+			if len(args) == 2 {
+				if err := c.SetBootDevice(cmd.Context(), args[0], args[1], persistent); err != nil {
+					return fmt.Errorf("set boot device of %s: %w", args[0], err)
+				}
+				fmt.Fprintf(e.stdout, "%s: boot device %s (persistent: %v)\n", args[0], args[1], persistent)
+				return nil
+			}
+			bd, err := c.BootDevice(cmd.Context(), args[0])
+			if err != nil {
+				return fmt.Errorf("boot device of %s: %w", args[0], err)
+			}
+			if e.output == "json" {
+				return e.json(bd)
+			}
+			fmt.Fprintf(e.stdout, "boot_device\t%v\npersistent\t%v\n", orDash(bd["boot_device"]), orDash(bd["persistent"]))
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&persistent, "persistent", false, "keep the device for every boot, not only the next")
+	return cmd
+}
+
+func (e *env) nodeMaintenance() *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:       "maintenance NODE on [--reason TEXT] | off",
+		Short:     "Turn a node's maintenance mode on or off",
+		Args:      exactArgs(2, "NODE and on or off"),
+		ValidArgs: []string{"on", "off"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[1] != "on" && args[1] != "off" {
+				return usagef("node maintenance: %q is not on or off", args[1])
+			}
+			c, err := e.api()
+			if err != nil {
+				return err
+			}
+			if err := c.SetMaintenance(cmd.Context(), args[0], args[1] == "on", reason); err != nil {
+				return fmt.Errorf("maintenance %s %s: %w", args[0], args[1], err)
+			}
+			fmt.Fprintf(e.stdout, "%s: maintenance %s\n", args[0], args[1])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why the node is in maintenance")
+	return cmd
+}
+
+func (e *env) nodeValidate() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate NODE",
+		Short: "Validate a node's interfaces (exit status 1 when one fails)",
+		Args:  exactArgs(1, "NODE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.api()
+			if err != nil {
+				return err
+			}
+			res, err := c.Validate(cmd.Context(), args[0])
+			if err != nil {
+				return fmt.Errorf("validate %s: %w", args[0], err)
+			}
+			var failed []string
+			for iface, r := range res {
+				if r["result"] == false {
+					failed = append(failed, iface)
+				}
+			}
+			sort.Strings(failed)
+			if e.output == "json" {
+				if err := e.json(res); err != nil {
+					return err
+				}
+			} else {
+				ifaces := make([]string, 0, len(res))
+				for k := range res {
+					ifaces = append(ifaces, k)
+				}
+				sort.Strings(ifaces)
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "INTERFACE\tRESULT\tREASON")
+				for _, k := range ifaces {
+					fmt.Fprintf(tw, "%s\t%v\t%v\n", k, orDash(res[k]["result"]), orDash(res[k]["reason"]))
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+			}
+			if len(failed) > 0 {
+				return fmt.Errorf("%s: validation failed for %s", args[0], strings.Join(failed, ", "))
+			}
+			return nil
+		},
+	}
+}
+
+func (e *env) nodeWatch() *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "watch NODE [--timeout D]",
+		Short: "Follow a node until it rests in a stable state, with a live progress bar of its image write",
+		Long: `Follow a node until it rests in a stable state, drawing a live progress bar
+of its image write (state, bytes, rate, ETA). Exit status 0 on a stable
+state, 3 on a failure state, 4 on timeout.`,
+		Args: exactArgs(1, "NODE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.watch(cmd.Context(), args[0], timeout)
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 60*time.Minute, "give up after this long")
+	return cmd
+}
+
+// watch follows a node until it rests in a stable state.
+func (e *env) watch(ctx context.Context, ident string, timeout time.Duration) error {
+	c, err := e.api()
 	if err != nil {
 		return err
 	}
-	target, ok := powerTargets[pos[1]]
-	if !ok {
-		return fmt.Errorf("%w: node power: %q is not on, off, reboot, soft-off or soft-reboot", ErrUsage, pos[1])
-	}
-	if err := e.c.SetPowerState(ctx, pos[0], target, *timeout); err != nil {
-		return fmt.Errorf("power %s %s: %w", pos[0], pos[1], err)
-	}
-	fmt.Fprintf(e.stdout, "%s: %s requested\n", pos[0], target)
-	return nil
-}
-
-// nodeBootDevice shows (one argument) or sets (two) the boot device.
-func (e *env) nodeBootDevice(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("node boot-device", flag.ContinueOnError)
-	persistent := fs.Bool("persistent", false, "keep the device for every boot, not only the next")
-	pos, err := e.parseRange("node boot-device", fs, args, 1, 2)
-	if err != nil {
-		return err
-	}
-	if len(pos) == 2 {
-		if err := e.c.SetBootDevice(ctx, pos[0], pos[1], *persistent); err != nil {
-			return fmt.Errorf("set boot device of %s: %w", pos[0], err)
-		}
-		fmt.Fprintf(e.stdout, "%s: boot device %s (persistent: %v)\n", pos[0], pos[1], *persistent)
-		return nil
-	}
-	bd, err := e.c.BootDevice(ctx, pos[0])
-	if err != nil {
-		return fmt.Errorf("boot device of %s: %w", pos[0], err)
-	}
-	if e.output == "json" {
-		return e.json(bd)
-	}
-	fmt.Fprintf(e.stdout, "boot_device\t%v\npersistent\t%v\n", orDash(bd["boot_device"]), orDash(bd["persistent"]))
-	return nil
-}
-
-// nodeMaintenance turns maintenance on or off.
-func (e *env) nodeMaintenance(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("node maintenance", flag.ContinueOnError)
-	reason := fs.String("reason", "", "why the node is in maintenance")
-	pos, err := e.parse("node maintenance", fs, args, 2)
-	if err != nil {
-		return err
-	}
-	if pos[1] != "on" && pos[1] != "off" {
-		return fmt.Errorf("%w: node maintenance: %q is not on or off", ErrUsage, pos[1])
-	}
-	if err := e.c.SetMaintenance(ctx, pos[0], pos[1] == "on", *reason); err != nil {
-		return fmt.Errorf("maintenance %s %s: %w", pos[0], pos[1], err)
-	}
-	fmt.Fprintf(e.stdout, "%s: maintenance %s\n", pos[0], pos[1])
-	return nil
-}
-
-// nodeValidate shows the per-interface validation; a failed interface
-// makes the exit status 1.
-func (e *env) nodeValidate(ctx context.Context, args []string) error {
-	pos, err := e.parse("node validate", flag.NewFlagSet("node validate", flag.ContinueOnError), args, 1)
-	if err != nil {
-		return err
-	}
-	res, err := e.c.Validate(ctx, pos[0])
-	if err != nil {
-		return fmt.Errorf("validate %s: %w", pos[0], err)
-	}
-	var failed []string
-	for iface, r := range res {
-		if r["result"] == false {
-			failed = append(failed, iface)
-		}
-	}
-	sort.Strings(failed)
-	if e.output == "json" {
-		if err := e.json(res); err != nil {
-			return err
-		}
-	} else {
-		ifaces := make([]string, 0, len(res))
-		for k := range res {
-			ifaces = append(ifaces, k)
-		}
-		sort.Strings(ifaces)
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "INTERFACE\tRESULT\tREASON")
-		for _, k := range ifaces {
-			fmt.Fprintf(tw, "%s\t%v\t%v\n", k, orDash(res[k]["result"]), orDash(res[k]["reason"]))
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-	}
-	if len(failed) > 0 {
-		return fmt.Errorf("%s: validation failed for %s", pos[0], strings.Join(failed, ", "))
-	}
-	return nil
-}
-
-// phaseOrder is the order deploy phases are shown in; others follow,
-// sorted.
-var phaseOrder = []string{"power_off", "boot_ramdisk", "boot_to_lookup", "lookup_to_heartbeat",
-	"download", "write", "download_write", "verify", "bootloader", "power", "tear_down", "boot_instance"}
-
-// nodeTimings prints the per-phase timings of the node's last deploy
-// (driver_internal_info.deploy_timings, phase → seconds).
-func (e *env) nodeTimings(ctx context.Context, args []string) error {
-	pos, err := e.parse("node timings", flag.NewFlagSet("node timings", flag.ContinueOnError), args, 1)
-	if err != nil {
-		return err
-	}
-	n, err := e.c.GetNode(ctx, pos[0])
-	if err != nil {
-		return fmt.Errorf("timings of %s: %w", pos[0], err)
-	}
-	t := n.Timings()
-	if e.output == "json" {
-		if t == nil {
-			t = map[string]float64{}
-		}
-		return e.json(t)
-	}
-	if len(t) == 0 {
-		return fmt.Errorf("%s: no deploy timings recorded (driver_internal_info.deploy_timings)", n.Label())
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "PHASE\tSECONDS\t")
-	var total float64
-	for _, p := range orderedPhases(t) {
-		fmt.Fprintf(tw, "%s\t%.1f\t\n", p, t[p])
-		total += t[p]
-	}
-	fmt.Fprintf(tw, "total\t%.1f\t\n", total)
-	return tw.Flush()
-}
-
-func orderedPhases(t map[string]float64) []string {
-	var out, rest []string
-	known := map[string]bool{}
-	for _, p := range phaseOrder {
-		known[p] = true
-		if _, ok := t[p]; ok {
-			out = append(out, p)
-		}
-	}
-	for p := range t {
-		if !known[p] {
-			rest = append(rest, p)
-		}
-	}
-	sort.Strings(rest)
-	return append(out, rest...)
-}
-
-// nodeWatch follows a node until it rests in a stable state, drawing a
-// live progress bar of its image write (state, bytes, rate, ETA). It
-// exits 0 on a stable non-failure state, 3 on a failure state and 4 on
-// timeout.
-func (e *env) nodeWatch(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("node watch", flag.ContinueOnError)
-	timeout := fs.Duration("timeout", 60*time.Minute, "give up after this long")
-	pos, err := e.parse("node watch", fs, args, 1)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tty := isTerminal(e.stdout)
 	tick := time.NewTicker(e.pollInterval)
 	defer tick.Stop()
 	var last string
 	for {
-		n, err := e.c.GetNode(ctx, pos[0])
+		n, err := c.GetNode(ctx, ident)
 		if err != nil {
 			if ctx.Err() != nil {
-				return exitf(ExitTimeout, "%s: watch timed out after %s", pos[0], *timeout)
+				return exitf(ExitTimeout, "%s: watch timed out after %s", ident, timeout)
 			}
-			return fmt.Errorf("watch %s: %w", pos[0], err)
+			return fmt.Errorf("watch %s: %w", ident, err)
 		}
 		line := watchLine(n)
 		if tty {
@@ -358,7 +223,7 @@ func (e *env) nodeWatch(ctx context.Context, args []string) error {
 			if tty {
 				fmt.Fprintln(e.stdout)
 			}
-			return exitf(ExitTimeout, "%s: watch timed out after %s (now %s)", n.Label(), *timeout, n.ProvisionState)
+			return exitf(ExitTimeout, "%s: watch timed out after %s (now %s)", n.Label(), timeout, n.ProvisionState)
 		case <-tick.C:
 		}
 	}
@@ -395,24 +260,4 @@ func isTerminal(w any) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-func orDash(v any) any {
-	if v == nil {
-		return "-"
-	}
-	return v
-}
-
-// portDelete deletes a port.
-func (e *env) portDelete(ctx context.Context, args []string) error {
-	pos, err := e.parse("port delete", flag.NewFlagSet("port delete", flag.ContinueOnError), args, 1)
-	if err != nil {
-		return err
-	}
-	if err := e.c.DeletePort(ctx, pos[0]); err != nil {
-		return fmt.Errorf("delete port %s: %w", pos[0], err)
-	}
-	fmt.Fprintf(e.stdout, "deleted port %s\n", pos[0])
-	return nil
 }

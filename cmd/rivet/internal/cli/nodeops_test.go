@@ -89,6 +89,8 @@ func newFakeAPI(t *testing.T, node map[string]any) *fakeAPI {
 		f.bodies[r.Method+" "+r.URL.Path] = body
 		f.mu.Unlock()
 		switch {
+		case r.Method == "GET" && r.URL.Path == "/":
+			fmt.Fprint(w, `{"default_version": {"id": "v1", "min_version": "1.1", "version": "1.89"}}`)
 		case r.Method == "GET" && r.URL.Path == "/v1/nodes/n1":
 			json.NewEncoder(w).Encode(node)
 		case r.Method == "GET" && r.URL.Path == "/v1/nodes/n1/management/boot_device":
@@ -119,16 +121,21 @@ func (f *fakeAPI) body(key string) string {
 func TestTimingsPowerCleanBootDevice(t *testing.T) {
 	f := newFakeAPI(t, map[string]any{"uuid": "u1", "name": "n1", "provision_state": "active",
 		"driver_internal_info": map[string]any{"deploy_timings": map[string]any{
-			"boot_to_lookup": 8.25, "download_write": 2.5, "bootloader": 0.75, "power": 1.0, "custom": 0.5}}})
+			"boot_to_lookup": 8.25, "download_write": 12.0, "bootloader": 0.75, "power": 1.0, "custom": 0.5,
+			"agent_download": 11.0, "agent_decode": 10.5, "agent_write": 11.5, "agent_verify": 0.5, "total": 23.0}}})
 	out := mustRivet(t, "node", "timings", "n1")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	var phases []string
 	for _, l := range lines[1:] {
-		phases = append(phases, strings.Fields(l)[0])
+		phases = append(phases, strings.Join(strings.Fields(strings.SplitN(l, ".", 2)[0]), " "))
 	}
-	if strings.Join(phases, " ") != "boot_to_lookup download_write bootloader power custom total" ||
-		!strings.Contains(out, "13.0") || !strings.Contains(out, "8.2") {
-		t.Fatalf("timings output:\n%s", out)
+	// The recorded total, not the sum of every line (the agent's
+	// overlapping phases are parts of download_write).
+	want := []string{"boot_to_lookup 8", "download_write 12", "↳ agent_download 11", "↳ agent_decode 10",
+		"↳ agent_write 11", "↳ agent_verify 0", "bootloader 0", "power 1", "custom 0", "between phases 0", "total 23"}
+	if strings.Join(phases, "|") != strings.Join(want, "|") || !strings.Contains(out, "   23.0") ||
+		!strings.Contains(lines[len(lines)-1], "23.0") || !strings.Contains(out, "part of download_write") {
+		t.Fatalf("timings output:\n%s\nphases %q", out, phases)
 	}
 	var js map[string]float64
 	if err := json.Unmarshal([]byte(mustRivet(t, "-o", "json", "node", "timings", "n1")), &js); err != nil || js["bootloader"] != 0.75 {
@@ -156,6 +163,18 @@ func TestTimingsPowerCleanBootDevice(t *testing.T) {
 	}
 	if _, err := rivet(t, "node", "validate", "n2"); ExitCode(err) != 1 {
 		t.Fatalf("validate unknown: %v", err)
+	}
+}
+
+// TestTimingsWithoutTotal: a deploy that has not ended shows the sum of
+// its phases, said to be one.
+func TestTimingsWithoutTotal(t *testing.T) {
+	newFakeAPI(t, map[string]any{"uuid": "u1", "name": "n1", "provision_state": "wait call-back",
+		"driver_internal_info": map[string]any{"deploy_timings": map[string]any{"boot_to_lookup": 8.25, "agent_download": 3.0}}})
+	out := mustRivet(t, "node", "timings", "n1")
+	if !strings.Contains(out, "sum of phases") || !strings.Contains(out, "no total recorded") || strings.Contains(out, "\ntotal") ||
+		!strings.Contains(out, "8.2") {
+		t.Fatalf("timings of an unfinished deploy:\n%s", out)
 	}
 }
 

@@ -17,6 +17,10 @@ var failureStates = map[string]bool{"deploy failed": true, "clean failed": true,
 // state change and the image write progress. A failure state, or a stable
 // state other than target, is an error carrying the node's last_error.
 func (e *env) waitFor(ctx context.Context, ident, target string, timeout time.Duration) error {
+	c, err := e.api()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var lastState, lastProgress string
@@ -25,7 +29,7 @@ func (e *env) waitFor(ctx context.Context, ident, target string, timeout time.Du
 	tick := time.NewTicker(e.pollInterval)
 	defer tick.Stop()
 	for {
-		n, err := e.c.GetNode(ctx, ident)
+		n, err := c.GetNode(ctx, ident)
 		if err != nil {
 			if ctx.Err() != nil {
 				return exitf(ExitTimeout, "%s: timed out after %s waiting for %s (last seen: %s)", ident, timeout, target, dash(lastState))
@@ -62,10 +66,6 @@ func (e *env) waitFor(ctx context.Context, ident, target string, timeout time.Du
 		case <-tick.C:
 		}
 	}
-}
-
-func (e *env) statusf(format string, args ...any) {
-	fmt.Fprintf(e.stdout, format+"\n", args...)
 }
 
 // formatProgress renders write progress: image bytes read of the total,
