@@ -138,7 +138,6 @@ func startIronic(t *testing.T, files *fileServer) *ironic {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Ironic not ready after 3 min (no conductor with manual-management)")
 			t.Fatalf("Ironic not ready after 5 minutes (no conductor with manual-management)")
 		}
 		time.Sleep(500 * time.Millisecond)
