@@ -137,6 +137,21 @@ func TestDeployWithProgress(t *testing.T) {
 		shown.InstanceInfo["rivet_target_disks"] != "all_matching" {
 		t.Errorf("--all-matching-disks: instance_info = %v (%v)", shown.InstanceInfo, err)
 	}
+	if out := mustRivet(t, "node", "undeploy", "n1", "--wait", fast); !strings.Contains(out, "n1: available after") {
+		t.Fatalf("undeploy output %q", out)
+	}
+	// A partition image: image_type, root_gb and any other key reach
+	// instance_info, and the deploy goes through.
+	mustRivet(t, "node", "deploy", "n1", "--image", image, "--checksum", sum, "--os-hash-algo", "sha256",
+		"--image-type", "partition", "--root-gb", "2", "--instance-info", "swap_mb=512",
+		"--instance-info", "kernel_append_params=%default% console=ttyS0", "--wait", fast, "--timeout", "30s")
+	shown.InstanceInfo = nil
+	if err := json.Unmarshal([]byte(mustRivet(t, "-o", "json", "node", "show", "n1")), &shown); err != nil ||
+		shown.InstanceInfo["image_type"] != "partition" || shown.InstanceInfo["root_gb"] != float64(2) ||
+		shown.InstanceInfo["swap_mb"] != float64(512) || shown.InstanceInfo["kernel_append_params"] != "%default% console=ttyS0" ||
+		shown.InstanceInfo["rivet_target_disks"] != nil {
+		t.Errorf("partition deploy: instance_info = %v (%v)", shown.InstanceInfo, err)
+	}
 
 	if out := mustRivet(t, "node", "list"); !strings.Contains(out, "n1") || !strings.Contains(out, "active") ||
 		!strings.Contains(out, "power on") {

@@ -280,13 +280,17 @@ func (e *env) simpleAction(name, verb, target, short string) *cobra.Command {
 }
 
 func (e *env) nodeDeploy() *cobra.Command {
-	var image, checksum, algo, diskFormat, downloadSource, configdrive string
+	var image, checksum, algo, diskFormat, downloadSource, configdrive, imageType string
 	var allMatching bool
+	var rootGB int
+	extra := kvFlag{}
 	cmd := &cobra.Command{
 		Use:   "deploy NODE --image URL --checksum HASH [flags]",
 		Short: "Deploy an image to an available node",
 		Example: `  rivet node deploy n1 --image http://images/disk.raw --checksum $(sha256sum disk.raw | cut -d' ' -f1) \
-      --os-hash-algo sha256 --wait`,
+      --os-hash-algo sha256 --wait
+  rivet node deploy n2 --image http://images/root.img --checksum ... --os-hash-algo sha256 \
+      --image-type partition --root-gb 10 --instance-info kernel_append_params="%default% console=ttyS0"`,
 		Args: exactArgs(1, "NODE"),
 	}
 	wait, timeout := waitFlags(cmd, "active", 30*time.Minute)
@@ -324,6 +328,15 @@ func (e *env) nodeDeploy() *cobra.Command {
 		if downloadSource != "" {
 			ii["image_download_source"] = downloadSource
 		}
+		if imageType != "" {
+			ii["image_type"] = imageType
+		}
+		if rootGB > 0 {
+			ii["root_gb"] = rootGB
+		}
+		for k, v := range extra {
+			ii[k] = v
+		}
 		if _, err := c.PatchNode(cmd.Context(), ident, nodes.UpdateOpts{
 			nodes.UpdateOperation{Op: nodes.AddOp, Path: "/instance_info", Value: ii}}); err != nil {
 			return fmt.Errorf("deploy %s: set instance_info: %w", ident, err)
@@ -342,6 +355,9 @@ func (e *env) nodeDeploy() *cobra.Command {
 	f.StringVar(&downloadSource, "download-source", "", `"http" makes the conductor cache the image and serve it to the node`)
 	f.StringVar(&configdrive, "configdrive", "", "config drive: gzipped, base64-encoded ISO, or its URL")
 	f.BoolVar(&allMatching, "all-matching-disks", false, "write the whole-disk image to every disk the root device hints match (instance_info rivet_target_disks)")
+	f.StringVar(&imageType, "image-type", "", `"whole-disk" (default) or "partition" (needs --root-gb; the agent partitions the disk and installs the boot loader)`)
+	f.IntVar(&rootGB, "root-gb", 0, "size of the root partition in GiB, for --image-type partition")
+	f.Var(extra, "instance-info", "any other instance_info key=value (repeatable; applied last), e.g. swap_mb=512 or kernel_append_params=...")
 	return cmd
 }
 
