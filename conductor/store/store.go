@@ -51,6 +51,9 @@ type Node struct {
 	Extra              map[string]any
 	// DeployStep is the deploy step in progress ({} when none).
 	DeployStep map[string]any
+	// NodeAttributes are the fields of later API versions, stored
+	// together (see NodeAttributes).
+	NodeAttributes
 
 	CreatedAt time.Time
 	// UpdatedAt is zero until the first update.
@@ -150,8 +153,11 @@ type Port struct {
 	Extra               map[string]any
 	LocalLinkConnection map[string]any
 	InternalInfo        map[string]any
-	CreatedAt           time.Time
-	UpdatedAt           time.Time
+	// PortAttributes are the fields of later API versions (name,
+	// description, vendor, category).
+	PortAttributes
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // InitNew sets what a store sets on a port it creates: a UUID when none
@@ -212,6 +218,14 @@ type NodeLocker interface {
 	// the node (when changed) is saved and the transaction committed;
 	// otherwise it is rolled back and fn's error returned as is.
 	WithNodeLock(ctx context.Context, ident string, fn func(Tx) error) error
+}
+
+// PortUpdater is implemented by stores that update ports in place:
+// UpdatePort saves a port's address, PXE flag, physical network,
+// dictionaries and attributes (found by UUID; its node stays) and stamps
+// UpdatedAt. The address must be unused by other ports.
+type PortUpdater interface {
+	UpdatePort(ctx context.Context, p *Port) error
 }
 
 // Store is the whole storage interface.

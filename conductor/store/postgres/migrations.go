@@ -81,6 +81,7 @@ CREATE TABLE node_leases (
 );
 CREATE INDEX node_leases_owner ON node_leases (owner);
 `},
+	migrationMetal3,
 }
 
 // SchemaVersion is the schema version this build writes.

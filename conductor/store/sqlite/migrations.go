@@ -59,6 +59,7 @@ CREATE TABLE ports (
 );
 CREATE INDEX ports_node_id ON ports (node_id);
 `},
+	migrationMetal3,
 }
 
 // SchemaVersion is the schema version this build writes.
