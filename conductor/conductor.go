@@ -231,7 +231,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		imgs = c.images
 	}
 	handler := api.New(api.Config{Store: fed, Provisioner: c.engine.Provisioning(), Power: c.engine.Power(),
-		Ramdisk: c.engine.Ramdisk(), Inspector: c.engine.Inspection(), Drivers: c.engine,
+		Ramdisk: c.engine.Ramdisk(), Inspector: c.engine.Inspection(), Drivers: c.engine, Hardware: c.engine.Hardware(),
 		Conductor: host, Images: imgs, AgentImages: agentImages, Boot: bootHandler, Logger: log})
 	dashAuth := cfg.DashboardAuth
 	if dashAuth == nil && c.guard.Strategy() == auth.HTTPBasic {

@@ -27,6 +27,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor"
 	"github.com/rivetmetal/rivet/conductor/auth"
 	"github.com/rivetmetal/rivet/conductor/cluster"
+	"github.com/rivetmetal/rivet/conductor/inspectdata"
 	"github.com/rivetmetal/rivet/conductor/netboot"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
@@ -67,6 +68,7 @@ type options struct {
 	insecureAllowNoAuth, requireAgentTLS   bool
 	tlsCertFile, tlsKeyFile                string
 	metricsListen                          string
+	inspectionAddPorts                     string
 }
 
 // netbootFlags are the network boot services' settings.
@@ -119,6 +121,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.tlsKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file; re-read on SIGHUP")
 	fs.BoolVar(&o.requireAgentTLS, "require-agent-tls", false, "refuse agent heartbeats whose callback URL is not https:// (Ironic's [agent]require_tls)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "also serve Prometheus /metrics on this loopback address, e.g. 127.0.0.1:9608 (the API serves /metrics in any case)")
+	fs.StringVar(&o.inspectionAddPorts, "inspection-add-ports", "pxe", "which NICs in-band inspection adds as ports: pxe (the one the node booted from), all, active (those with an address) or disabled (Ironic's [inspector]add_ports)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -205,6 +208,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			ProgressPollInterval: o.progressPoll,
 			ProgressPollRate:     o.progressPollRate,
 			RequireAgentTLS:      o.requireAgentTLS,
+			InspectionAddPorts:   inspectdata.AddPorts(o.inspectionAddPorts),
 		},
 		Cluster: cluster.Config{
 			Name:      o.conductorName,

@@ -34,6 +34,7 @@ type Store interface {
 type Provisioner interface {
 	Provision(ctx context.Context, ident string, req provision.Request) error
 	ManualClean(ctx context.Context, ident string, steps []wire.PlannedStep, disableRamdisk bool) error
+	Service(ctx context.Context, ident string, steps []wire.PlannedStep, disableRamdisk bool) error
 	ValidateNode(ctx context.Context, ident string) (map[string]provision.InterfaceValidation, error)
 }
 
@@ -59,9 +60,11 @@ type Inspector interface {
 	ContinueInspection(ctx context.Context, nodeUUID string, data wire.InspectionData) (*store.Node, error)
 }
 
-// Drivers says which power drivers are enabled (provision.Engine).
+// Drivers says which power drivers (hardware types) are enabled
+// (provision.Engine).
 type Drivers interface {
 	HasDriver(name string) bool
+	DriverNames() []string
 }
 
 // PortUpdater is implemented by stores that can update a port in place
@@ -78,6 +81,10 @@ type Config struct {
 	Ramdisk     RamdiskEndpoints
 	Inspector   Inspector
 	Drivers     Drivers
+	// Hardware, when set, answers the BIOS, firmware, virtual media and
+	// vendor passthru endpoints; without it they answer 501 (vendor
+	// passthru: 400, no methods).
+	Hardware NodeHardware
 	// PublicURL is the base of links in documents; empty means the
 	// request's own scheme and host.
 	PublicURL string
@@ -135,6 +142,26 @@ func New(cfg Config) *Server {
 	m.HandleFunc("PUT /v1/nodes/{ident}/maintenance", s.versioned(s.setMaintenance(true)))
 	m.HandleFunc("DELETE /v1/nodes/{ident}/maintenance", s.versioned(s.setMaintenance(false)))
 	m.HandleFunc("GET /v1/nodes/{ident}/validate", s.versioned(s.validateNode))
+	m.HandleFunc("PUT /v1/nodes/{ident}/states/raid", s.versioned(s.setTargetRAID))
+	m.HandleFunc("GET /v1/nodes/{ident}/traits", s.versioned(s.nodeTraits))
+	m.HandleFunc("PUT /v1/nodes/{ident}/traits", s.versioned(s.nodeTraits))
+	m.HandleFunc("DELETE /v1/nodes/{ident}/traits", s.versioned(s.nodeTraits))
+	m.HandleFunc("PUT /v1/nodes/{ident}/traits/{trait}", s.versioned(s.nodeTraits))
+	m.HandleFunc("DELETE /v1/nodes/{ident}/traits/{trait}", s.versioned(s.nodeTraits))
+	m.HandleFunc("GET /v1/nodes/{ident}/bios", s.versioned(s.nodeBIOS))
+	m.HandleFunc("GET /v1/nodes/{ident}/bios/{setting}", s.versioned(s.nodeBIOS))
+	m.HandleFunc("GET /v1/nodes/{ident}/firmware", s.versioned(s.nodeFirmware))
+	m.HandleFunc("GET /v1/nodes/{ident}/vmedia", s.versioned(s.nodeVMedia))
+	m.HandleFunc("POST /v1/nodes/{ident}/vmedia", s.versioned(s.nodeVMedia))
+	m.HandleFunc("DELETE /v1/nodes/{ident}/vmedia", s.versioned(s.nodeVMedia))
+	m.HandleFunc("GET /v1/nodes/{ident}/vendor_passthru/methods", s.versioned(s.vendorMethods))
+	m.HandleFunc("/v1/nodes/{ident}/vendor_passthru", s.versioned(s.vendorPassthru))
+
+	m.HandleFunc("GET /v1/drivers", s.versioned(s.listDrivers))
+	m.HandleFunc("GET /v1/drivers/{name}", s.versioned(s.getDriver))
+	m.HandleFunc("GET /v1/drivers/{name}/properties", s.versioned(s.driverProperties))
+	m.HandleFunc("GET /v1/drivers/{name}/raid/logical_disk_properties", s.versioned(s.driverRAIDProperties))
+	m.HandleFunc("GET /v1/drivers/{name}/vendor_passthru/methods", s.versioned(s.driverVendorMethods))
 
 	m.HandleFunc("GET /v1/ports", s.versioned(s.listPorts(false)))
 	m.HandleFunc("GET /v1/ports/detail", s.versioned(s.listPorts(true)))
@@ -163,15 +190,33 @@ func New(cfg Config) *Server {
 	return s
 }
 
-// ServeHTTP routes a request; a trailing slash is ignored as pecan does
-// (except under the file trees /images/, /agent_images/ and /boot/).
+// unversioned are the v1 resources also served without the /v1 prefix,
+// as Ironic's root controller routes them (Metal3's Ironic-CR mode uses
+// such an endpoint).
+var unversioned = map[string]bool{"nodes": true, "ports": true, "drivers": true,
+	"lookup": true, "heartbeat": true, "continue_inspection": true}
+
+// V1Path maps an unversioned resource path ("/nodes/x") onto its /v1
+// path; other paths are returned as they are.
+func V1Path(p string) string {
+	first, _, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+	if unversioned[first] {
+		return "/v1" + p
+	}
+	return p
+}
+
+// ServeHTTP routes a request: an unversioned resource path goes to its v1
+// route, and a trailing slash is ignored as pecan does (except under the
+// file trees /images/, /agent_images/ and /boot/).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") && strings.HasPrefix(p, "/v1") {
+	p := V1Path(r.URL.Path)
+	if len(p) > 1 && strings.HasSuffix(p, "/") && strings.HasPrefix(p, "/v1") {
+		p = strings.TrimRight(p, "/")
+	}
+	if p != r.URL.Path {
 		r2 := r.Clone(r.Context())
-		r2.URL.Path = strings.TrimRight(p, "/")
-		if r2.URL.Path == "" {
-			r2.URL.Path = "/"
-		}
+		r2.URL.Path = p
 		r2.URL.RawPath = ""
 		r = r2
 	}
@@ -230,6 +275,7 @@ func (s *Server) v1(w http.ResponseWriter, r *http.Request, v version) {
 		"media_types": map[string]string{"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"},
 		"nodes":       res("nodes"),
 		"ports":       res("ports"),
+		"drivers":     res("drivers"),
 		"lookup":      res("lookup"),
 		"heartbeat":   res("heartbeat"),
 		"version":     s.versionDoc(r),

@@ -184,7 +184,7 @@ func (h *Handler) Script(n *store.Node, mac, base string) (string, error) {
 	if api == "" {
 		api = strings.TrimSuffix(base, "/boot")
 	}
-	params := append([]string{"selinux=0", "troubleshoot=0", "text"}, h.cfg.KernelParams...)
+	params := append([]string{"selinux=0", "troubleshoot=0", "text"}, KernelAppendParams(n.DriverInfo, h.cfg.KernelParams)...)
 	params = append(params, "ipa-api-url="+api, "BOOTIF="+mac)
 	// Parameters the engine needs for this boot beyond those two (e.g.
 	// the inspection callback URL), recorded while the ramdisk boots.
@@ -202,6 +202,27 @@ func (h *Handler) Script(n *store.Node, mac, base string) (string, error) {
 	fmt.Fprintf(&b, "initrd --name deploy_ramdisk %s || goto fail\n", rURL)
 	b.WriteString("boot\n:fail\necho Rivet: loading the deploy ramdisk failed; retrying in 10 seconds\nsleep 10\nreboot\n")
 	return b.String(), nil
+}
+
+// KernelAppendParams are the kernel parameters a node's deploy ramdisk
+// boots with before the agent's own: driver_info.kernel_append_params
+// when set, with "%default%" standing for defaults (Ironic's
+// [pxe]kernel_append_params), else defaults. Parameters are separated by
+// whitespace; one holding a control character or a quote is dropped.
+func KernelAppendParams(driverInfo map[string]any, defaults []string) []string {
+	s, _ := driverInfo["kernel_append_params"].(string)
+	if strings.TrimSpace(s) == "" {
+		return append([]string(nil), defaults...)
+	}
+	s = strings.ReplaceAll(s, "%default%", strings.Join(defaults, " "))
+	var out []string
+	for _, p := range strings.Fields(s) {
+		if strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '"' || r == '\'' }) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // files returns the node's deploy kernel and ramdisk (paths or URLs).

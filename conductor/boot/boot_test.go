@@ -149,3 +149,23 @@ func TestFirmwareRoute(t *testing.T) {
 		t.Fatalf("GET firmware/snponly.efi = %d %q", rec.Code, rec.Body.String())
 	}
 }
+
+func TestKernelAppendParams(t *testing.T) {
+	defaults := []string{"nofb", "nomodeset"}
+	for _, tc := range []struct {
+		di   map[string]any
+		want string
+	}{
+		{nil, "nofb nomodeset"},
+		{map[string]any{"kernel_append_params": ""}, "nofb nomodeset"},
+		{map[string]any{"kernel_append_params": "%default% ipa-insecure=1  console=ttyS0"}, "nofb nomodeset ipa-insecure=1 console=ttyS0"},
+		{map[string]any{"kernel_append_params": "quiet"}, "quiet"},
+		{map[string]any{"kernel_append_params": "a=\"b c\" d\x01 e"}, "e"},
+		{map[string]any{"kernel_append_params": 3}, "nofb nomodeset"},
+	} {
+		got := strings.Join(KernelAppendParams(tc.di, defaults), " ")
+		if got != tc.want {
+			t.Errorf("KernelAppendParams(%v) = %q, want %q", tc.di, got, tc.want)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
-	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/plan"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
@@ -67,6 +66,16 @@ func manualClean(n *store.Node) bool {
 	return n.TargetProvisionState == statemachine.Manageable
 }
 
+// automatedClean reports whether a node is cleaned on provide and after
+// undeploy: its own automated_clean when set, else the conductor's
+// setting (Ironic's).
+func automatedClean(cfg *Config, n *store.Node) bool {
+	if n.AutomatedClean != nil {
+		return *n.AutomatedClean
+	}
+	return cfg.AutomatedClean
+}
+
 // plan is the cleaning plan: the operator's steps for manual cleaning,
 // the agent's by priority for automated cleaning.
 func (c *cleanKind) plan(n *store.Node, info *internalinfo.Info) ([]wire.PlannedStep, error) {
@@ -89,7 +98,7 @@ func (c *cleanKind) start(ctx context.Context, uuid string) {
 		return
 	}
 	switch {
-	case !manualClean(n) && !c.r.cfg.AutomatedClean:
+	case !manualClean(n) && !automatedClean(c.r.cfg, n):
 		c.r.log.Info("automated cleaning is disabled; skipping it", "node", uuid)
 		c.finish(ctx, uuid, false)
 	case info.CleaningFinishing:
@@ -162,7 +171,7 @@ func (c *cleanKind) finish(ctx context.Context, uuid string, teardown bool) {
 		if !fast {
 			t, err := c.r.machines.targetFor(ctx, n, info)
 			if err == nil {
-				err = c.r.machines.setPower(ctx, t, power.Off)
+				err = c.r.machines.leaveRamdisk(ctx, t)
 			}
 			if err != nil {
 				if ctx.Err() == nil {

@@ -113,10 +113,19 @@ func (n *Node) SetInternal(key string, v any) {
 // CleanStep returns the clean step the node is on: the entry of
 // driver_internal_info.clean_steps at clean_step_index ({} when the node is
 // not cleaning). It is what Ironic shows as node.clean_step.
-func (n *Node) CleanStep() map[string]any {
-	steps, _ := n.DriverInternalInfo["clean_steps"].([]any)
+func (n *Node) CleanStep() map[string]any { return n.currentStep("clean") }
+
+// ServiceStep returns the service step the node is on: the entry of
+// driver_internal_info.service_steps at service_step_index ({} when the
+// node is not being serviced). It is what Ironic shows as
+// node.service_step.
+func (n *Node) ServiceStep() map[string]any { return n.currentStep("service") }
+
+// currentStep is the entry of <kind>_steps at <kind>_step_index.
+func (n *Node) currentStep(kind string) map[string]any {
+	steps, _ := n.DriverInternalInfo[kind+"_steps"].([]any)
 	var i int
-	switch x := n.DriverInternalInfo["clean_step_index"].(type) {
+	switch x := n.DriverInternalInfo[kind+"_step_index"].(type) {
 	case int:
 		i = x
 	case int64:
@@ -221,9 +230,9 @@ type NodeLocker interface {
 }
 
 // PortUpdater is implemented by stores that update ports in place:
-// UpdatePort saves a port's address, PXE flag, physical network,
-// dictionaries and attributes (found by UUID; its node stays) and stamps
-// UpdatedAt. The address must be unused by other ports.
+// UpdatePort saves a port's node (NodeID), address, PXE flag, physical
+// network, dictionaries and attributes (found by UUID), stamps UpdatedAt
+// and reads the port back. The address must be unused by other ports.
 type PortUpdater interface {
 	UpdatePort(ctx context.Context, p *Port) error
 }

@@ -425,9 +425,9 @@ func (s *Store) UpdatePort(ctx context.Context, p *store.Port) error {
 		return fmt.Errorf("update port %s: %w", p.UUID, err)
 	}
 	tag, err := s.pool.Exec(ctx, `UPDATE ports SET address = $1, pxe_enabled = $2, physical_network = $3,
-		extra = $4, local_link_connection = $5, internal_info = $6, attributes = $7, updated_at = $8
-		WHERE uuid = $9`, p.Address, p.PXEEnabled, p.PhysicalNetwork, vals[0], vals[1], vals[2], vals[3],
-		dbTime(s.now()), strings.ToLower(p.UUID))
+		extra = $4, local_link_connection = $5, internal_info = $6, attributes = $7, updated_at = $8, node_id = $9
+		WHERE uuid = $10`, p.Address, p.PXEEnabled, p.PhysicalNetwork, vals[0], vals[1], vals[2], vals[3],
+		dbTime(s.now()), p.NodeID, strings.ToLower(p.UUID))
 	if err != nil {
 		return fmt.Errorf("update port %s: %w", p.UUID, constraintErr(err, p.UUID, p.Address))
 	}

@@ -779,11 +779,14 @@ func (s *Store) UpdatePort(ctx context.Context, p *store.Port) error {
 	now := s.now().UTC()
 	var updated int64
 	err = s.do(ctx, func(tx *sql.Tx) error {
-		res, err := s.inTx(tx).ExecContext(context.Background(), `UPDATE ports SET address = ?, pxe_enabled = ?,
+		res, err := s.inTx(tx).ExecContext(context.Background(), `UPDATE ports SET node_id = ?, address = ?, pxe_enabled = ?,
 			physical_network = ?, extra = ?, local_link_connection = ?, internal_info = ?, attributes = ?,
-			updated_at = ? WHERE uuid = ?`, p.Address, boolInt(p.PXEEnabled), p.PhysicalNetwork,
+			updated_at = ? WHERE uuid = ?`, p.NodeID, p.Address, boolInt(p.PXEEnabled), p.PhysicalNetwork,
 			vals[0], vals[1], vals[2], vals[3], formatTime(now), strings.ToLower(p.UUID))
 		if err != nil {
+			if strings.Contains(err.Error(), "FOREIGN KEY") {
+				return errdefs.InvalidArgument("Node %d could not be found.", p.NodeID)
+			}
 			return uniqueErr(err, p.UUID, p.Address)
 		}
 		updated, err = res.RowsAffected()
