@@ -57,10 +57,10 @@ func newDeployKind(r *runner) *deployKind {
 	}
 	describe := func(s wire.PlannedStep) string { return s.Name() }
 	d.k = &kind{
-		wire:    wire.DeployStepKind,
-		working: statemachine.Deploying,
-		waiting: statemachine.DeployWait,
-		own:     byName,
+		wire:            wire.DeployStepKind,
+		working:         statemachine.Deploying,
+		waiting:         statemachine.DeployWait,
+		own:             byName,
 		plan:            d.planSteps,
 		replanOnRefresh: true,
 		progress: func(s wire.PlannedStep) bool {

@@ -168,8 +168,8 @@ type VendorMethod struct {
 
 // redfishVendorMethods are the redfish vendor interface's methods.
 var redfishVendorMethods = map[string]VendorMethod{
-	"create_subscription": {HTTPMethods: []string{"POST"}, Description: "Creates a subscription on a node. Required argument: a dictionary of {'destination': 'destination_url'}"},
-	"delete_subscription": {HTTPMethods: []string{"DELETE"}, Description: "Delete a subscription on a node. Required argument: a dictionary of {'id': 'subscription_bmc_id'}"},
+	"create_subscription":   {HTTPMethods: []string{"POST"}, Description: "Creates a subscription on a node. Required argument: a dictionary of {'destination': 'destination_url'}"},
+	"delete_subscription":   {HTTPMethods: []string{"DELETE"}, Description: "Delete a subscription on a node. Required argument: a dictionary of {'id': 'subscription_bmc_id'}"},
 	"get_all_subscriptions": {HTTPMethods: []string{"GET"}, Description: "Returns all subscriptions on the node."},
 	"get_subscription":      {HTTPMethods: []string{"GET"}, Description: "Get a subscription on the node. Required argument: a dictionary of {'id': 'subscription_bmc_id'}"},
 }
