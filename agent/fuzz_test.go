@@ -23,6 +23,9 @@ func fuzzAgent(f *testing.F) *Agent {
 	if err != nil {
 		f.Fatal(err)
 	}
+	if err := a.selectManagers(f.Context()); err != nil { // as Run does before it serves
+		f.Fatal(err)
+	}
 	return a
 }
 

@@ -45,7 +45,7 @@ func TestDisablePowerOff(t *testing.T) {
 	rec := &recordingDriver{Driver: h.Driver()}
 	cfg := h.Config()
 	cfg.Drivers = []power.Driver{rec}
-	cfg.Provision.AutomatedClean = true
+	cfg.Provision.DisableAutomatedClean = false
 	h.Start(cfg)
 
 	var node map[string]any
@@ -97,7 +97,7 @@ func TestDisablePowerOff(t *testing.T) {
 func TestPerNodeAutomatedClean(t *testing.T) {
 	h := conductortest.New(t, fakeagent.Config{})
 	cfg := h.Config()
-	cfg.Provision.AutomatedClean = true
+	cfg.Provision.DisableAutomatedClean = false
 	h.Start(cfg)
 	h.CreateNode()
 	if st := h.CallVersion("1.46", "PATCH", "/v1/nodes/n1", []map[string]any{{"op": "add", "path": "/automated_clean", "value": false}}, nil); st != http.StatusNotAcceptable {

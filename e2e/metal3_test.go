@@ -204,7 +204,7 @@ func TestMetal3(t *testing.T) {
 	t0 = time.Now()
 	b.inspect(uuid)
 	phase("inspect (real agent, IPMI)", t0)
-	console := readFile(t, filepath.Join(dir, "bmc", "console.log"))
+	console := string(readFile(t, filepath.Join(dir, "bmc", "console.log")))
 	for _, want := range []string{"ip=10.0.2.15::10.0.2.2:255.255.255.0:::none", "nofb nomodeset vga=normal rivet.e2e=1",
 		"ipa-inspection-callback-url=" + apiURL + "/v1/continue_inspection?node_uuid=" + uuid,
 		"static network configured"} {
@@ -800,15 +800,6 @@ func (b *bmoClient) unversioned(endpoint string) {
 	if _, err := nodes.ExtractNodes(pages); err != nil {
 		b.t.Fatal(err)
 	}
-}
-
-func readFile(t *testing.T, p string) string {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 func writeDisk(t *testing.T, path string, b []byte) {

@@ -1,316 +1,430 @@
 package imagewriter
 
 import (
-	"bufio"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
+	"github.com/rivetmetal/rivet/imagewriter/qcow2"
 	"github.com/rivetmetal/rivet/internal/loopdev"
-	"github.com/rivetmetal/rivet/internal/osimage"
+	"github.com/rivetmetal/rivet/internal/writebench"
+	"golang.org/x/sys/unix"
 )
 
-// The benchmark (make bench) writes a realistic 2.5 GiB OS image (GPT, FAT
-// ESP, ext4 root filled with the host's /usr files, zero tail; built once
-// into build/bench/) from an HTTP server on 127.0.0.1 to loop devices, in
-// every format, and compares with dd writing the raw image to the same kind
-// of device in the same run. Each write runs in a child process so its peak
-// RSS (VmHWM) is its own. It is a benchmark, not a test: nothing is
-// asserted about speed.
+// The image-write benchmark (make bench) lives in internal/writebench; this
+// file is its agent side. BenchmarkImageWrite drives it, and it runs every
+// agent job (a write, or one of the agent's stages alone: download, hash,
+// decode) in a child process of this test binary, TestWriteBenchChild, so
+// the child's CPU time and peak RSS are its own and the stages use the
+// package's own decoders and hashes. Nothing here asserts speed.
 
-const benchImageVersion = "os-v1"
-
-type benchChild struct {
-	URL        string   `json:"url"`
-	Sum        Checksum `json:"sum"`
-	Targets    []string `json:"targets"`
-	NoZeroSkip bool     `json:"no_zero_skip"`
-	Parallel   int      `json:"parallel"`
-}
-
-type benchOutcome struct {
-	Seconds   float64 `json:"seconds"`
-	HWMKiB    int64   `json:"hwm_kib"`
-	ImageSize int64   `json:"image_size"`
-	Written   int64   `json:"written"`
-	Skipped   int64   `json:"skipped"`
-	Err       string  `json:"err"`
-}
-
-// TestBenchWriterChild is the benchmark's writer process; it does nothing
-// unless started by BenchmarkImageWrite.
-func TestBenchWriterChild(t *testing.T) {
-	spec := os.Getenv("RIVET_BENCH_CHILD")
-	if spec == "" {
-		t.Skip("only run as BenchmarkImageWrite's writer process")
-	}
-	var c benchChild
-	if err := json.Unmarshal([]byte(spec), &c); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	res, err := Write(context.Background(), Request{Source: Source{URLs: []string{c.URL}}, Checksum: c.Sum, Targets: c.Targets,
-		NoZeroSkip: c.NoZeroSkip, ParallelStreams: c.Parallel, Logger: discardLogger()})
-	out := benchOutcome{Seconds: time.Since(start).Seconds(), HWMKiB: vmHWM()}
-	if err != nil {
-		out.Err = err.Error()
-	} else {
-		out.ImageSize, out.Written, out.Skipped = res.ImageSize, res.Disks[0].Written, res.Disks[0].Skipped
-	}
-	b, _ := json.Marshal(out)
-	fmt.Println("BENCH-RESULT " + string(b))
-}
-
-func vmHWM() int64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
+// BenchmarkImageWrite runs the benchmark once (it has its own rounds) and
+// prints the report, which is also kept in build/bench/. Settings come
+// from the environment: BENCH_SIZE (raw image size, e.g. 1G or 2560M; 2560
+// MiB by default), BENCH_ROUNDS (3), BENCH_PROFILE (a directory: profile
+// the cases of BENCH_PROFILE_CASES, comma-separated IDs; with
+// BENCH_PROFILE_ONLY=1, skip the timed rounds).
 func BenchmarkImageWrite(b *testing.B) {
 	if os.Getenv("RIVET_BENCH") != "1" {
-		b.Skip("set RIVET_BENCH=1 (make bench): builds a 2.5 GiB image and writes several GB to loop devices")
+		b.Skip("set RIVET_BENCH=1 (make bench): builds an OS image and writes many GB to loop devices")
 	}
 	loopdev.SkipIfUnavailable(b)
-	for _, tool := range []string{"dd", "mkfs.ext4", "qemu-img"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			b.Skipf("%s is not installed", tool)
-		}
-	}
-	ctx := context.Background()
-	dir, err := filepath.Abs("../build/bench")
-	if err != nil {
+	cfg := writebench.Config{ChildArgs: benchChildArgs(), ProfileDir: os.Getenv("BENCH_PROFILE")}
+	var err error
+	if cfg.Dir, err = filepath.Abs("../build/bench"); err != nil {
 		b.Fatal(err)
 	}
-	os.MkdirAll(dir, 0o755)
-	raw := filepath.Join(dir, benchImageVersion+".raw")
-	if _, err := os.Stat(raw); err != nil {
-		b.Logf("building %s (once; cached)", raw)
-		if err := osimage.Build(ctx, raw, osimage.Options{}); err != nil {
+	if v := os.Getenv("BENCH_SIZE"); v != "" {
+		if cfg.SizeMiB, err = writebench.ParseSizeMiB(v); err != nil {
 			b.Fatal(err)
 		}
 	}
-	files := map[string]string{"raw": raw}
-	for _, v := range []osimage.Variant{osimage.Zstd, osimage.Gzip, osimage.Qcow2} {
-		p := strings.TrimSuffix(raw, ".raw") + "." + string(v)
-		if _, err := os.Stat(p); err != nil {
-			b.Logf("deriving %s", p)
-			if p, err = osimage.Derive(ctx, raw, v); err != nil {
-				b.Fatal(err)
-			}
+	if v := os.Getenv("BENCH_ROUNDS"); v != "" {
+		if cfg.Rounds, err = strconv.Atoi(v); err != nil || cfg.Rounds < 1 {
+			b.Fatalf("BENCH_ROUNDS=%q: want a positive count", v)
 		}
-		files[string(v)] = p
 	}
-	sums := map[string]Checksum{}
-	for name, p := range files {
-		sums[name] = fileSHA256(b, p)
+	if v := os.Getenv("BENCH_PROFILE_CASES"); v != "" {
+		cfg.ProfileCases = strings.Split(v, ",")
 	}
-	rawSize := fileSize(b, raw)
-	devSize := rawSize + 64<<20
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.FileServer(http.Dir(dir))}
-	go srv.Serve(ln)
-	defer srv.Close()
-	base := "http://" + ln.Addr().String() + "/"
-
-	loopDir := b.TempDir()
-	attach := func(n int) []*loopdev.Device {
-		var ds []*loopdev.Device
-		for i := range n {
-			d, err := loopdev.Attach(filepath.Join(loopDir, fmt.Sprintf("disk%d", i)), devSize)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ds = append(ds, d)
+	cfg.ProfileOnly = os.Getenv("BENCH_PROFILE_ONLY") == "1"
+	// An interrupt must still detach the loop devices.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for range b.N {
+		rep, err := writebench.Run(ctx, cfg)
+		if err != nil {
+			b.Fatal(err)
 		}
-		return ds
-	}
-	detach := func(ds []*loopdev.Device) {
-		for _, d := range ds {
-			if err := d.Detach(); err != nil {
+		md := rep.Markdown()
+		name := filepath.Join(cfg.Dir, "report-"+rep.Started.UTC().Format("20060102-150405")+".md")
+		if err := os.WriteFile(name, []byte(md), 0o644); err != nil {
+			b.Error(err)
+		}
+		// The samples' medians, to render again or compare later.
+		if js, err := json.MarshalIndent(rep, "", "  "); err == nil {
+			if err := os.WriteFile(strings.TrimSuffix(name, ".md")+".json", js, 0o644); err != nil {
 				b.Error(err)
 			}
-			os.Remove(d.File)
 		}
+		fmt.Println("\n" + md + "\n(kept in " + name + ")")
 	}
-
-	// dd, the reference, on a fresh device.
-	ds := attach(1)
-	start := time.Now()
-	if out, err := exec.Command("dd", "if="+raw, "of="+ds[0].Path, "bs=4M", "oflag=direct", "conv=fsync").CombinedOutput(); err != nil {
-		b.Fatalf("dd: %v: %s", err, out)
-	}
-	ddSecs := time.Since(start).Seconds()
-	detach(ds)
-	ddRate := float64(rawSize) / 1e6 / ddSecs
-
-	// dd to three devices at once: what the machine's storage gives three
-	// disks written together (here every loop device sits on one disk).
-	ds = attach(3)
-	start = time.Now()
-	var dds []*exec.Cmd
-	for _, d := range ds {
-		c := exec.Command("dd", "if="+raw, "of="+d.Path, "bs=4M", "oflag=direct", "conv=fsync")
-		if err := c.Start(); err != nil {
-			b.Fatal(err)
-		}
-		dds = append(dds, c)
-	}
-	for _, c := range dds {
-		if err := c.Wait(); err != nil {
-			b.Fatalf("dd: %v", err)
-		}
-	}
-	dd3Secs := time.Since(start).Seconds()
-	detach(ds)
-
-	decodeRate := map[string]float64{"zst": decodeMBps(b, files["raw.zst"], "zst"), "gz": decodeMBps(b, files["raw.gz"], "gz")}
-
-	type row struct {
-		name, file string
-		disks      int
-		noSkip     bool
-		parallel   int
-	}
-	rows := []row{
-		{"raw", "raw", 1, false, 0},
-		{"raw, zero runs written", "raw", 1, true, 0},
-		{"raw, 4 Range streams", "raw", 1, false, 4},
-		{"raw.zst", "raw.zst", 1, false, 0},
-		{"raw.gz", "raw.gz", 1, false, 0},
-		{"qcow2", "qcow2", 1, false, 0},
-		{"raw → 3 disks", "raw", 3, false, 0},
-		{"raw.zst → 3 disks", "raw.zst", 3, false, 0},
-	}
-	var report []string
-	report = append(report, fmt.Sprintf("image: %s, %.2f GiB raw; served from 127.0.0.1; loop devices over files on the root fs", filepath.Base(raw), float64(rawSize)/(1<<30)),
-		fmt.Sprintf("dd if=%s of=<loop> bs=4M oflag=direct conv=fsync: %.1f s, %.0f MB/s; three such dd at once to three loop devices: %.1f s (%.2f × one)",
-			filepath.Base(raw), ddSecs, ddRate, dd3Secs, dd3Secs/ddSecs),
-		fmt.Sprintf("decoder alone, one core: zstd %.0f MB/s, gzip %.0f MB/s (of raw output)", decodeRate["zst"], decodeRate["gz"]),
-		"| case | served MB | seconds | MB/s (raw image) | × dd | bound | skipped GiB | peak RSS MiB |",
-		"|---|---|---|---|---|---|---|---|")
-	secs1 := map[string]float64{}
-	for _, r := range rows {
-		b.Run(strings.NewReplacer(" ", "_", ",", "", "→", "to").Replace(r.name), func(b *testing.B) {
-			ds := attach(r.disks)
-			defer detach(ds)
-			var targets []string
-			for _, d := range ds {
-				targets = append(targets, d.Path)
-			}
-			spec, _ := json.Marshal(benchChild{URL: base + filepath.Base(files[r.file]), Sum: sums[r.file], Targets: targets, NoZeroSkip: r.noSkip, Parallel: r.parallel})
-			cmd := exec.Command(os.Args[0], "-test.run=^TestBenchWriterChild$", "-test.bench=^$", "-test.count=1")
-			cmd.Env = append(os.Environ(), "RIVET_BENCH_CHILD="+string(spec))
-			out, err := cmd.CombinedOutput()
-			var o benchOutcome
-			for _, line := range strings.Split(string(out), "\n") {
-				if v, ok := strings.CutPrefix(line, "BENCH-RESULT "); ok {
-					json.Unmarshal([]byte(v), &o)
-				}
-			}
-			if err != nil || o.Err != "" || o.Seconds == 0 {
-				b.Fatalf("writer: %v %s\n%s", err, o.Err, out)
-			}
-			rate := float64(rawSize) / 1e6 / o.Seconds
-			bound, boundName := ddRate, "disk (dd)"
-			if key := strings.TrimPrefix(r.file, "raw."); decodeRate[key] > 0 && decodeRate[key] < ddRate {
-				bound, boundName = decodeRate[key], "decoder"
-			}
-			b.ReportMetric(rate, "MB/s")
-			b.ReportMetric(rate/ddRate, "x-dd")
-			b.ReportMetric(float64(o.HWMKiB)/1024, "rss-MiB")
-			if r.disks == 1 {
-				secs1[r.file] = o.Seconds
-			}
-			extra := ""
-			if r.disks > 1 && secs1[r.file] > 0 {
-				extra = fmt.Sprintf(" (%.2f × the time of 1 disk)", o.Seconds/secs1[r.file])
-			}
-			report = append(report, fmt.Sprintf("| %s%s | %.0f | %.1f | %.0f | %.2f | %s: %.2f of it | %.2f | %.0f |", r.name, extra,
-				float64(fileSize(b, files[r.file]))/1e6, o.Seconds, rate, rate/ddRate, boundName, rate/bound,
-				float64(o.Skipped)/(1<<30), float64(o.HWMKiB)/1024))
-		})
-	}
-	fmt.Println("\n" + strings.Join(report, "\n"))
 }
 
-// decodeMBps measures the decoder alone on one core: MB of raw output per
-// second.
-func decodeMBps(b *testing.B, path, kind string) float64 {
+// TestWriteBenchSmoke runs one round of the benchmark on a tiny image so
+// its code keeps working; it asserts that every row was measured, nothing
+// about speed.
+func TestWriteBenchSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the benchmark smoke test builds an image and writes loop devices")
+	}
+	loopdev.SkipIfUnavailable(t)
+	for _, tool := range []string{"mkfs.ext4", "qemu-img", "xz"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("RIVET_REQUIRE_E2E") == "1" {
+				t.Fatalf("RIVET_REQUIRE_E2E=1 but %s is not installed", tool)
+			}
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	rep, err := writebench.Run(context.Background(), writebench.Config{Dir: directIODir(t), SizeMiB: 64, Rounds: 1,
+		ChildArgs: benchChildArgs(), ProfileDir: t.TempDir(), ProfileCases: []string{"zst"}, Log: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Cases) != len(writebench.Cases) {
+		t.Fatalf("%d case rows, want %d", len(rep.Cases), len(writebench.Cases))
+	}
+	for _, c := range rep.Cases {
+		if c.Runs != 1 || c.Seconds <= 0 || c.Limit.Seconds <= 0 || c.Child == nil || c.Child.Bytes != rep.RawBytes {
+			t.Errorf("%s: %+v", c.Case.Name, c)
+		}
+		if c.Child == nil {
+			continue
+		}
+		// The image's zero tail is skipped unless zeros are written.
+		if skipped := c.Child.Skipped > 0; skipped == c.Case.NoZeroSkip {
+			t.Errorf("%s skipped %d bytes", c.Case.Name, c.Child.Skipped)
+		}
+	}
+	for _, l := range rep.Limits {
+		if l.Runs != 1 || l.Seconds <= 0 || l.InBytes <= 0 {
+			t.Errorf("limit %s: %+v", l.Key, l)
+		}
+	}
+	if rep.Device.Runs != 1 || len(rep.Memory) != 1 || rep.Memory[0].Child.Memory == nil {
+		t.Fatalf("device limit %+v, memory rows %+v", rep.Device, rep.Memory)
+	}
+	for _, p := range []string{rep.Memory[0].CPUProfile, rep.Memory[0].HeapProfile} {
+		if fi, err := os.Stat(p); err != nil || fi.Size() == 0 {
+			t.Errorf("profile %s: %v", p, err)
+		}
+	}
+	md := rep.Markdown()
+	t.Log("\n" + md)
+	for _, want := range []string{"| raw.xz |", "| qcow2 |", "raw → 3 disks", rep.Device.Key} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+// directIODir is a temporary directory whose filesystem takes O_DIRECT (the
+// loop devices' backing files need it): the test's temp dir, or one under
+// the repository's build/ when that is tmpfs.
+func directIODir(t *testing.T) string {
+	dir := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		return dir
+	}
+	build, err := filepath.Abs("../build")
+	if err == nil {
+		err = os.MkdirAll(build, 0o755)
+	}
+	if err == nil {
+		dir, err = os.MkdirTemp(build, "bench-smoke-")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// benchChildArgs starts this test binary as the benchmark's child.
+func benchChildArgs() []string {
+	return []string{os.Args[0], "-test.run=^TestWriteBenchChild$", "-test.count=1", "-test.v=false"}
+}
+
+// TestWriteBenchChild is the benchmark's agent-side child; it does nothing
+// unless started by the benchmark.
+func TestWriteBenchChild(t *testing.T) {
+	spec, ok, err := writebench.ChildSpecFromEnv()
+	if !ok {
+		t.Skip("only run by the image-write benchmark as its child")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writebench.PrintChildResult(os.Stdout, runBenchChild(context.Background(), spec)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func runBenchChild(ctx context.Context, spec writebench.ChildSpec) (res writebench.ChildResult) {
+	fail := func(err error) writebench.ChildResult {
+		res.Err = err.Error()
+		return res
+	}
+	if spec.CPUProfile != "" {
+		f, err := os.Create(spec.CPUProfile)
+		if err != nil {
+			return fail(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fail(err)
+		}
+	}
+	if spec.Trace != "" {
+		f, err := os.Create(spec.Trace)
+		if err != nil {
+			return fail(err)
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return fail(err)
+		}
+	}
+	stopMem := func() *writebench.MemoryPeaks { return nil }
+	if spec.SampleMemory {
+		stop := writebench.SampleMemory(ctx, 5*time.Millisecond)
+		stopMem = func() *writebench.MemoryPeaks { m := stop(); return &m }
+	}
+	start := time.Now()
+	var err error
+	switch spec.Mode {
+	case writebench.ModeWrite:
+		var r *Result
+		r, err = Write(ctx, Request{Source: Source{URLs: []string{spec.URL}}, Checksum: Checksum{Algo: spec.Algo, Value: spec.Sum},
+			Targets: spec.Targets, NoZeroSkip: spec.NoZeroSkip, Buffers: spec.Buffers, BufferSize: spec.BufferSize, Logger: discardLogger()})
+		if err == nil {
+			res.Bytes, res.Written, res.Skipped = r.ImageSize, r.Disks[0].Written, r.Disks[0].Skipped
+		}
+	case writebench.ModeDownload:
+		res.Bytes, err = benchDownload(ctx, spec.URL)
+	case writebench.ModeHash:
+		res.Bytes, err = benchHash(spec.File, spec.Algo, spec.Sum)
+	case writebench.ModeDecode:
+		res.Bytes, err = benchDecode(ctx, spec.File, Format(spec.Format))
+	default:
+		err = fmt.Errorf("unknown mode %q", spec.Mode)
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.Memory = stopMem()
+	if spec.CPUProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if spec.Trace != "" {
+		trace.Stop()
+	}
+	res.Status, _ = writebench.ReadProcStatus()
+	if spec.HeapProfile != "" {
+		if herr := writeHeapProfile(spec.HeapProfile); herr != nil && err == nil {
+			err = herr
+		}
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return res
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	// Allocations over the whole run (alloc_space), not only what is
+	// live at the end.
+	err = pprof.Lookup("allocs").WriteTo(f, 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// benchDownload reads url to nowhere the way the write's fetch stage
+// does: the package's HTTP source, into buffers of the default size.
+func benchDownload(ctx context.Context, url string) (int64, error) {
+	st, err := (&Source{URLs: []string{url}, Logger: discardLogger()}).Open(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	buf := alignedBuffer(DefaultBufferSize)
+	var total int64
+	for {
+		n, eof, err := fill(st, buf)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+		if eof {
+			break
+		}
+	}
+	if st.Size() >= 0 && total != st.Size() {
+		return total, fmt.Errorf("downloaded %d of %d bytes", total, st.Size())
+	}
+	return total, nil
+}
+
+// benchHash hashes a file in buffers of the default size with the
+// package's hash for algo, and checks the digest.
+func benchHash(path, algo, want string) (int64, error) {
+	h, err := Checksum{Algo: algo}.newHash()
+	if err != nil {
+		return 0, err
+	}
 	f, err := os.Open(path)
 	if err != nil {
-		b.Fatal(err)
+		return 0, err
 	}
 	defer f.Close()
-	var r io.Reader
-	switch kind {
-	case "zst":
-		z, err := zstd.NewReader(bufio.NewReaderSize(f, 1<<20), zstd.WithDecoderConcurrency(1))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer z.Close()
-		r = z
-	case "gz":
-		z, err := gzip.NewReader(bufio.NewReaderSize(f, 1<<20))
-		if err != nil {
-			b.Fatal(err)
-		}
-		r = z
-	}
-	start := time.Now()
-	n, err := io.Copy(io.Discard, r)
+	n, err := io.CopyBuffer(h, struct{ io.Reader }{f}, alignedBuffer(DefaultBufferSize))
 	if err != nil {
-		b.Fatal(err)
+		return n, err
 	}
-	return float64(n) / 1e6 / time.Since(start).Seconds()
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return n, fmt.Errorf("%s of %s is %s, want %s", algo, path, got, want)
+	}
+	return n, nil
 }
 
-func fileSize(b *testing.B, p string) int64 {
-	fi, err := os.Stat(p)
-	if err != nil {
-		b.Fatal(err)
+// feedChunks reads a file into the decode stage's input buffers (as many
+// and as large as the write's) and hands them on, as the write's fetch
+// stage does; the returned chunkReader is the decoder's input, as in the
+// write. stop ends the feeder and waits for it.
+func feedChunks(ctx context.Context, file io.Reader) (*chunkReader, func() error) {
+	ctx, cancel := context.WithCancel(ctx)
+	pool := newBufferPool(decodedInput, inputChunk)
+	ch := make(chan *chunk, decodedInput)
+	done := make(chan error, 1)
+	go func() {
+		defer close(ch)
+		for {
+			c, err := pool.get(ctx)
+			if err != nil {
+				done <- nil
+				return
+			}
+			n, eof, err := fill(file, c.buf)
+			c.n = n
+			c.refs.Store(1)
+			if err != nil || n == 0 {
+				c.release()
+				done <- err
+				return
+			}
+			select {
+			case ch <- c:
+			case <-ctx.Done():
+				c.release()
+				done <- nil
+				return
+			}
+			if eof {
+				done <- nil
+				return
+			}
+		}
+	}()
+	cr := &chunkReader{ctx: ctx, ch: ch}
+	return cr, func() error {
+		cancel()
+		for range ch {
+		}
+		cr.close()
+		return <-done
 	}
-	return fi.Size()
 }
 
-func fileSHA256(b *testing.B, p string) Checksum {
-	f, err := os.Open(p)
+// benchDecode decodes a file to nowhere with the decoder the write uses,
+// fed through the write's input buffers and drained into buffers of the
+// default size, as the decode stage is. It returns the raw bytes produced
+// (the virtual size for qcow2).
+func benchDecode(ctx context.Context, path string, f Format) (n int64, err error) {
+	file, err := os.Open(path)
 	if err != nil {
-		b.Fatal(err)
+		return 0, err
 	}
-	defer f.Close()
-	c := Checksum{Algo: "sha256"}
-	h, _ := c.newHash()
-	if _, err := io.Copy(h, f); err != nil {
-		b.Fatal(err)
+	defer file.Close()
+	out := alignedBuffer(DefaultBufferSize)
+	var m *qcow2.Map
+	if f == FormatQcow2 {
+		fi, err := file.Stat()
+		if err != nil {
+			return 0, err
+		}
+		if m, err = qcow2.ReadMap(ctx, file, fi.Size(), qcow2.Limits{Parallel: 8}); err != nil {
+			return 0, err
+		}
 	}
-	c.Value = fmt.Sprintf("%x", h.Sum(nil))
-	return c
+	in, stop := feedChunks(ctx, file)
+	defer func() {
+		if serr := stop(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	if m != nil {
+		// The emitter copies each cluster into output buffers.
+		used := 0
+		emit := func(p []byte, _ int64) error {
+			for len(p) > 0 {
+				if used == len(out) {
+					used = 0
+				}
+				k := copy(out[used:], p)
+				used += k
+				p = p[k:]
+			}
+			return nil
+		}
+		if _, err := m.Convert(ctx, in, emit); err != nil {
+			return 0, err
+		}
+		return int64(m.Header.Size), nil
+	}
+	dec, closeDec, err := newDecompressor(f, in, DefaultMaxDecoderMemory)
+	if err != nil {
+		return 0, err
+	}
+	defer closeDec()
+	for {
+		k, eof, err := fill(dec, out)
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+		if eof {
+			return n, nil
+		}
+	}
 }

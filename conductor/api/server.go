@@ -36,6 +36,7 @@ type Provisioner interface {
 	ManualClean(ctx context.Context, ident string, steps []wire.PlannedStep, disableRamdisk bool) error
 	Service(ctx context.Context, ident string, steps []wire.PlannedStep, disableRamdisk bool) error
 	ValidateNode(ctx context.Context, ident string) (map[string]provision.InterfaceValidation, error)
+	DeleteNode(ctx context.Context, ident string) error
 }
 
 // PowerManager changes power states and boot devices (provision.Power).
@@ -67,6 +68,15 @@ type Drivers interface {
 	DriverNames() []string
 }
 
+// HostPathChecker checks the host paths a node names (deploy files,
+// file:// image sources, its driver's files) when the API stores them, so
+// that one outside the conductor's allowed directories is refused at once
+// (provision.Provisioning: conductor/hostpath). prev is the node before
+// the change, nil for a new node.
+type HostPathChecker interface {
+	CheckHostPaths(n, prev *store.Node) error
+}
+
 // PortUpdater is implemented by stores that can update a port in place
 // (PATCH /v1/ports/{uuid}); without it the endpoint answers 501.
 type PortUpdater interface {
@@ -85,6 +95,9 @@ type Config struct {
 	// vendor passthru endpoints; without it they answer 501 (vendor
 	// passthru: 400, no methods).
 	Hardware NodeHardware
+	// HostPaths, when set, checks the host paths of created and patched
+	// nodes.
+	HostPaths HostPathChecker
 	// PublicURL is the base of links in documents; empty means the
 	// request's own scheme and host.
 	PublicURL string

@@ -67,13 +67,14 @@ func manualClean(n *store.Node) bool {
 }
 
 // automatedClean reports whether a node is cleaned on provide and after
-// undeploy: its own automated_clean when set, else the conductor's
-// setting (Ironic's).
+// undeploy: its own automated_clean when set (true cleans, false skips),
+// else the conductor's setting, on unless Config.DisableAutomatedClean
+// (Ironic's).
 func automatedClean(cfg *Config, n *store.Node) bool {
 	if n.AutomatedClean != nil {
 		return *n.AutomatedClean
 	}
-	return cfg.AutomatedClean
+	return !cfg.DisableAutomatedClean
 }
 
 // plan is the cleaning plan: the operator's steps for manual cleaning,
@@ -99,7 +100,7 @@ func (c *cleanKind) start(ctx context.Context, uuid string) {
 	}
 	switch {
 	case !manualClean(n) && !automatedClean(c.r.cfg, n):
-		c.r.log.Info("automated cleaning is disabled; skipping it", "node", uuid)
+		c.r.log.Warn("automated cleaning is disabled; the node is not cleaned", "node", uuid)
 		c.finish(ctx, uuid, false)
 	case info.CleaningFinishing:
 		c.finish(ctx, uuid, true)

@@ -52,8 +52,9 @@ func (t *target) powerNode() power.Node {
 
 // machines is the seam of power-driver calls: every call the engine makes
 // to a node's driver (power, boot device, ramdisk, URL mapping) goes
-// through it, and it records the power state and forgets the agent on
-// every power off.
+// through it; a job's calls that reach the machine or its BMC are fenced
+// first (nodes.fenced); and it records the power state and forgets the
+// agent on every power off.
 type machines struct {
 	drivers map[string]power.Driver
 	nodes   *nodes
@@ -131,6 +132,9 @@ func (m *machines) validateConnection(ctx context.Context, t *target) error {
 		return err
 	}
 	if cv, ok := t.drv.(power.ConnectionValidator); ok {
+		if err := m.nodes.fenced(ctx, t.node.UUID); err != nil {
+			return err
+		}
 		return cv.ValidateConnection(ctx, t.powerNode())
 	}
 	return nil
@@ -138,6 +142,9 @@ func (m *machines) validateConnection(ctx context.Context, t *target) error {
 
 // powerState reads the node's power state from its driver.
 func (m *machines) powerState(ctx context.Context, t *target) (power.State, error) {
+	if err := m.nodes.fenced(ctx, t.node.UUID); err != nil {
+		return "", err
+	}
 	st, err := t.drv.PowerState(ctx, t.powerNode())
 	if err != nil {
 		return "", fmt.Errorf("node %s: read power state: %w", t.node.UUID, err)
@@ -149,6 +156,9 @@ func (m *machines) powerState(ctx context.Context, t *target) (power.State, erro
 // driver_info.force_persistent_boot_device "Always" or "Never" overrides
 // persistent (Ironic's).
 func (m *machines) setBootDevice(ctx context.Context, t *target, dev power.BootDevice, persistent bool) error {
+	if err := m.nodes.fenced(ctx, t.node.UUID); err != nil {
+		return err
+	}
 	switch v, _ := t.node.DriverInfo["force_persistent_boot_device"].(string); strings.ToLower(v) {
 	case "always", "true":
 		persistent = true
@@ -167,6 +177,9 @@ func (m *machines) bootDevice(ctx context.Context, t *target) (power.BootDevice,
 	r, ok := t.drv.(power.BootDeviceReader)
 	if !ok {
 		return "", false, nil
+	}
+	if err := m.nodes.fenced(ctx, t.node.UUID); err != nil {
+		return "", false, err
 	}
 	dev, persistent, err := r.GetBootDevice(ctx, t.powerNode())
 	if err != nil {
@@ -194,6 +207,9 @@ func (m *machines) setPower(ctx context.Context, t *target, want power.State) er
 
 func (m *machines) setPowerTimeout(ctx context.Context, t *target, want power.State, timeout time.Duration) error {
 	pn := t.powerNode()
+	if err := m.nodes.fenced(ctx, pn.UUID); err != nil {
+		return err
+	}
 	if t.node.DisablePowerOff && resultingPower(want) == power.Off {
 		return fmt.Errorf("node %s: refusing to power off a node with disable_power_off set", pn.UUID)
 	}
@@ -302,6 +318,9 @@ func (m *machines) bootRamdisk(ctx context.Context, t *target, extra ...string) 
 		if err != nil {
 			return err
 		}
+		if err := m.nodes.fenced(ctx, t.node.UUID); err != nil {
+			return err
+		}
 		if err := rb.PrepareRamdisk(ctx, t.powerNode(), rd); err != nil {
 			return fmt.Errorf("node %s: prepare ramdisk: %w", t.node.UUID, err)
 		}
@@ -345,13 +364,17 @@ func (m *machines) ramdisk(t *target, extra ...string) (power.Ramdisk, error) {
 	if err != nil {
 		return power.Ramdisk{}, err
 	}
-	params := append(boot.KernelAppendParams(t.node.DriverInfo, nil), "ipa-api-url="+apiURL)
+	params, err := boot.KernelAppendParams(t.node, nil)
+	if err != nil {
+		return power.Ramdisk{}, err
+	}
+	params = append(params, "ipa-api-url="+apiURL)
 	if macs := t.powerNode().MACs; len(macs) > 0 {
 		params = append(params, "BOOTIF="+macs[0])
 	}
 	params = append(params, "ipa-global-request-id=req-"+uuid.NewString())
 	params = append(params, extra...)
-	return power.Ramdisk{Kernel: files[0], Initramfs: files[1], Params: params}, nil
+	return power.Ramdisk{Kernel: files[0], Initramfs: files[1], Params: params, Open: m.openDeployFile}, nil
 }
 
 // ramdiskFiles returns the deploy kernel and ramdisk of a node, or an

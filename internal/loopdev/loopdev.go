@@ -5,6 +5,7 @@ package loopdev
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -68,8 +69,24 @@ func New(t testing.TB, size int64) *Device {
 	return d
 }
 
+// Options change how a device is attached. The zero value is what Attach
+// does.
+type Options struct {
+	// DirectIO makes the loop driver read and write the backing file with
+	// O_DIRECT (losetup --direct-io=on), bypassing the host's page cache,
+	// so writes to the device cost what the backing disk costs, as a real
+	// disk's would. The backing file's filesystem must support O_DIRECT.
+	DirectIO bool
+}
+
 // Attach creates (or truncates) file to size bytes and attaches it.
 func Attach(file string, size int64) (*Device, error) {
+	return AttachWith(file, size, Options{})
+}
+
+// AttachWith creates (or truncates) file to size bytes and attaches it as
+// o asks.
+func AttachWith(file string, size int64, o Options) (*Device, error) {
 	fh, err := os.Create(file)
 	if err != nil {
 		return nil, fmt.Errorf("create backing file: %w", err)
@@ -83,11 +100,38 @@ func Attach(file string, size int64) (*Device, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "losetup", "--find", "--show", "--partscan", file).CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("losetup --find %s: %w: %s", file, err, strings.TrimSpace(string(out)))
+	args := []string{"--find", "--show", "--partscan"}
+	if o.DirectIO {
+		args = append(args, "--direct-io=on")
 	}
-	return &Device{Path: strings.TrimSpace(string(out)), File: file, Size: size}, nil
+	out, err := exec.CommandContext(ctx, "losetup", append(args, file)...).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("losetup %s %s: %w: %s", strings.Join(args, " "), file, err, strings.TrimSpace(string(out)))
+	}
+	d := &Device{Path: strings.TrimSpace(string(out)), File: file, Size: size}
+	if o.DirectIO {
+		// losetup falls back to buffered I/O, silently, when the backing
+		// file refuses O_DIRECT; a caller that asked for it must know.
+		on, err := d.DirectIO()
+		if err != nil || !on {
+			derr := d.Detach()
+			if err == nil {
+				err = fmt.Errorf("the loop driver did not turn direct I/O on (the filesystem of %s may not support O_DIRECT)", file)
+			}
+			return nil, errors.Join(fmt.Errorf("%s: %w", d.Path, err), derr)
+		}
+	}
+	return d, nil
+}
+
+// DirectIO reports whether the loop driver reads and writes the backing
+// file with O_DIRECT (/sys/block/loopN/loop/dio).
+func (d *Device) DirectIO() (bool, error) {
+	b, err := os.ReadFile(filepath.Join("/sys/block", d.Name(), "loop/dio"))
+	if err != nil {
+		return false, fmt.Errorf("read the direct-I/O state of %s: %w", d.Path, err)
+	}
+	return strings.TrimSpace(string(b)) == "1", nil
 }
 
 // Name is the kernel name, e.g. "loop3".

@@ -4,13 +4,14 @@
 // packed by mkfs.ext4 -d), followed by a zero tail, as cloud images are.
 // It also derives the compressed and qcow2 variants the image writer
 // takes. Building needs root-free tools only: mkfs.ext4 (e2fsprogs),
-// qemu-img (qemu-utils) for qcow2.
+// qemu-img (qemu-utils) for qcow2, xz (xz-utils) for xz.
 package osimage
 
 import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +34,28 @@ type Options struct {
 	// Sources are host directories linked into the root filesystem (they
 	// must be on the same filesystem as the output, for hard links).
 	Sources []string
+	// FillMB, when above zero, stops linking files once their sizes add
+	// up to this many MiB, so a smaller image still gets a root
+	// filesystem that real files fill to a chosen level. Zero links every
+	// file of Sources.
+	FillMB int64
+}
+
+// ForSize returns the options of an OS-like image of diskMB MiB (at least
+// 64): an ESP of an eighth of the disk up to 64 MiB (100 MiB from 2 GiB
+// up), a root filesystem of 80% of the disk filled to 70% with the default
+// sources' files, and the rest of the disk a zero tail.
+func ForSize(diskMB int64) Options {
+	diskMB = max(diskMB, 64)
+	o := Options{DiskMB: diskMB, ESPMB: min(diskMB/8, 64), RootMB: diskMB * 8 / 10}
+	if diskMB >= 2048 {
+		o.ESPMB = 100
+	}
+	if 1+o.ESPMB+o.RootMB+1 > diskMB {
+		o.RootMB = diskMB - o.ESPMB - 2
+	}
+	o.FillMB = o.RootMB * 7 / 10
+	return o
 }
 
 func (o *Options) defaults() {
@@ -84,13 +107,23 @@ func Build(ctx context.Context, path string, o Options) error {
 		return err
 	}
 	defer os.RemoveAll(stage)
+	budget := int64(-1)
+	if o.FillMB > 0 {
+		budget = o.FillMB * mib
+	}
 	for _, src := range o.Sources {
 		dst := filepath.Join(stage, strings.TrimPrefix(src, "/"))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return err
 		}
-		// Hard links: the tree costs no data copy.
-		if err := run(ctx, "cp", "-al", src, dst); err != nil {
+		if budget < 0 {
+			// Hard links: the tree costs no data copy.
+			if err := run(ctx, "cp", "-al", src, dst); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := linkTree(ctx, src, dst, &budget); err != nil {
 			return err
 		}
 	}
@@ -110,6 +143,54 @@ func Build(ctx context.Context, path string, o Options) error {
 	return os.Rename(tmp, path)
 }
 
+// linkTree hard-links src's regular files (and copies its symlinks) under
+// dst while their sizes fit *budget bytes, which it decreases.
+func linkTree(ctx context.Context, src, dst string, budget *int64) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			// Unreadable corners of the host tree are left out.
+			if d != nil && d.IsDir() && p != src {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		to := filepath.Join(dst, rel)
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(to, 0o755)
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err == nil {
+				err = os.Symlink(target, to)
+			}
+			if err != nil {
+				return fmt.Errorf("osimage: symlink %s: %w", to, err)
+			}
+		case d.Type().IsRegular():
+			fi, err := d.Info()
+			if err != nil {
+				return nil
+			}
+			if *budget < 4096 {
+				return fs.SkipAll
+			}
+			cost := (fi.Size() + 4095) &^ 4095
+			if cost > *budget {
+				return nil
+			}
+			if err := os.Link(p, to); err != nil {
+				return fmt.Errorf("osimage: link %s: %w", p, err)
+			}
+			*budget -= cost
+		}
+		return nil
+	})
+}
+
 // Variant is a derived form of the raw image.
 type Variant string
 
@@ -118,10 +199,12 @@ const (
 	Zstd  Variant = "raw.zst"
 	Gzip  Variant = "raw.gz"
 	Qcow2 Variant = "qcow2"
+	Xz    Variant = "raw.xz"
 )
 
 // Derive writes raw's variant v next to it (raw + "." suffix) and returns
-// its path. zstd level 3 and gzip level 6 are what image builders use.
+// its path. zstd level 3, gzip level 6 and xz preset 6 (xz-utils, as many
+// threads as there are cores) are what image builders use.
 func Derive(ctx context.Context, raw string, v Variant) (string, error) {
 	out := strings.TrimSuffix(raw, ".raw") + "." + string(v)
 	tmp := out + ".tmp"
@@ -129,6 +212,21 @@ func Derive(ctx context.Context, raw string, v Variant) (string, error) {
 	case Qcow2:
 		if err := run(ctx, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, tmp); err != nil {
 			return "", err
+		}
+	case Xz:
+		f, err := os.Create(tmp)
+		if err != nil {
+			return "", err
+		}
+		cmd := exec.CommandContext(ctx, "xz", "-6", "-T0", "-c", raw)
+		var stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = f, &stderr
+		err = cmd.Run()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", fmt.Errorf("osimage: xz -6 -T0 %s: %w: %s", raw, err, strings.TrimSpace(stderr.String()))
 		}
 	case Zstd, Gzip:
 		in, err := os.Open(raw)

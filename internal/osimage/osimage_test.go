@@ -40,3 +40,45 @@ func TestBuildSmall(t *testing.T) {
 		t.Fatalf("zstd variant: %v %v", fi, err)
 	}
 }
+
+func TestLinkTreeBudget(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(filepath.Join(src, "a"), 0o755)
+	for _, f := range []string{"a/one", "a/two", "three"} {
+		if err := os.WriteFile(filepath.Join(src, f), make([]byte, 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Symlink("a/one", filepath.Join(src, "link"))
+	dst := filepath.Join(dir, "dst")
+	budget := int64(2<<20 + 100)
+	if err := linkTree(context.Background(), src, dst, &budget); err != nil {
+		t.Fatal(err)
+	}
+	var linked int
+	filepath.WalkDir(dst, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			linked++
+		}
+		return nil
+	})
+	if linked != 2 || budget != 100 {
+		t.Errorf("linked %d files, %d bytes of budget left; want 2 and 100", linked, budget)
+	}
+	if target, err := os.Readlink(filepath.Join(dst, "link")); err != nil || target != "a/one" {
+		t.Errorf("symlink: %q %v", target, err)
+	}
+}
+
+func TestForSize(t *testing.T) {
+	for _, mb := range []int64{64, 1024, 2560} {
+		o := ForSize(mb)
+		if o.DiskMB != mb || 1+o.ESPMB+o.RootMB+1 > mb || o.FillMB <= 0 || o.FillMB >= o.RootMB {
+			t.Errorf("ForSize(%d) = %+v", mb, o)
+		}
+	}
+	if o := ForSize(2560); o.ESPMB != 100 || o.RootMB != 2048 {
+		t.Errorf("ForSize(2560) = %+v, want the 100 MiB ESP and 2048 MiB root of the default image", o)
+	}
+}

@@ -1,0 +1,70 @@
+package writebench
+
+// Variant names an image file the benchmark serves: the raw disk and the
+// forms derived from it.
+type Variant string
+
+// The variants, named by their file suffix.
+const (
+	Raw   Variant = "raw"
+	Gzip  Variant = "raw.gz"
+	Zstd  Variant = "raw.zst"
+	Xz    Variant = "raw.xz"
+	Qcow2 Variant = "qcow2"
+)
+
+// Variants lists every variant, raw first.
+var Variants = []Variant{Raw, Gzip, Zstd, Xz, Qcow2}
+
+// decodeFormat is the format name the agent-side child decodes a variant
+// as ("" for raw).
+func (v Variant) decodeFormat() string {
+	return map[Variant]string{Gzip: "gzip", Zstd: "zstd", Xz: "xz", Qcow2: "qcow2"}[v]
+}
+
+// Case is one way the agent writes the image.
+type Case struct {
+	// ID is a short name for selecting the case (profiles).
+	ID string
+	// Name is the table's label.
+	Name string
+	// Variant is the file served.
+	Variant Variant
+	// Algo is the checksum algorithm verified.
+	Algo string
+	// Disks is how many devices are written at once (1 or 3).
+	Disks int
+	// NoZeroSkip writes zero runs as data.
+	NoZeroSkip bool
+}
+
+// Cases are the agent's runs, in table order.
+var Cases = []Case{
+	{ID: "raw", Name: "raw", Variant: Raw, Algo: "sha256", Disks: 1},
+	{ID: "raw-zeros", Name: "raw, zero runs written", Variant: Raw, Algo: "sha256", Disks: 1, NoZeroSkip: true},
+	{ID: "raw-sha512", Name: "raw, sha512", Variant: Raw, Algo: "sha512", Disks: 1},
+	{ID: "raw-md5", Name: "raw, md5", Variant: Raw, Algo: "md5", Disks: 1},
+	{ID: "gz", Name: "raw.gz", Variant: Gzip, Algo: "sha256", Disks: 1},
+	{ID: "zst", Name: "raw.zst", Variant: Zstd, Algo: "sha256", Disks: 1},
+	{ID: "xz", Name: "raw.xz", Variant: Xz, Algo: "sha256", Disks: 1},
+	{ID: "qcow2", Name: "qcow2", Variant: Qcow2, Algo: "sha256", Disks: 1},
+	{ID: "fanout", Name: "raw → 3 disks", Variant: Raw, Algo: "sha256", Disks: 3},
+	{ID: "fanout-zeros", Name: "raw, zero runs written → 3 disks", Variant: Raw, Algo: "sha256", Disks: 3, NoZeroSkip: true},
+}
+
+// DefaultProfileCases are the cases profiled when profiling is asked for
+// without a list.
+var DefaultProfileCases = []string{"raw", "raw-zeros", "raw-sha512", "gz", "zst", "xz", "qcow2", "fanout"}
+
+// oneDisk is the single-disk case doing the same job as a fan-out case.
+func (c Case) oneDisk() (Case, bool) {
+	if c.Disks == 1 {
+		return c, false
+	}
+	for _, o := range Cases {
+		if o.Disks == 1 && o.Variant == c.Variant && o.Algo == c.Algo && o.NoZeroSkip == c.NoZeroSkip {
+			return o, true
+		}
+	}
+	return Case{}, false
+}

@@ -1,0 +1,106 @@
+package writebench
+
+import (
+	"slices"
+	"time"
+)
+
+// Sample is one measured run of a job.
+type Sample struct {
+	// Seconds is the time the work took: the child's own figure when it
+	// reports one (process start-up left out), else the wall time from
+	// start to exit.
+	Seconds float64
+	// CPU is user + system CPU seconds of the job's processes and of the
+	// children they waited for (getrusage), never of kernel threads such
+	// as the loop driver's workers.
+	CPU float64
+	// ServerCPU is what this process (the HTTP server) used meanwhile.
+	ServerCPU float64
+	// Others is the machine's CPU use meanwhile that is neither the job's
+	// nor the server's, in cores (other users' work and kernel threads,
+	// among them the loop workers serving the job's writes).
+	Others float64
+	// PeakRSSKiB is the peak RSS (VmHWM) of the job's processes, summed
+	// over them when there are several (a pipeline, three dd).
+	PeakRSSKiB int64
+	// Child is the agent-side child's report, for jobs run by it.
+	Child *ChildResult
+}
+
+// Summary is the median of a job's samples, field by field, with the
+// range of its times.
+type Summary struct {
+	Sample
+	// Runs is the number of samples.
+	Runs int
+	// MinSeconds and MaxSeconds bound the samples' times.
+	MinSeconds, MaxSeconds float64
+}
+
+// Median returns the median of xs (the mean of the middle two for an even
+// count), or 0 for none. xs is not changed.
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// Summarize takes the median of every field of the samples.
+func Summarize(samples []Sample) Summary {
+	if len(samples) == 0 {
+		return Summary{}
+	}
+	field := func(f func(Sample) float64) float64 {
+		xs := make([]float64, len(samples))
+		for i, s := range samples {
+			xs[i] = f(s)
+		}
+		return Median(xs)
+	}
+	secs := make([]float64, len(samples))
+	for i, s := range samples {
+		secs[i] = s.Seconds
+	}
+	sum := Summary{Runs: len(samples), MinSeconds: slices.Min(secs), MaxSeconds: slices.Max(secs)}
+	sum.Seconds = Median(secs)
+	sum.CPU = field(func(s Sample) float64 { return s.CPU })
+	sum.ServerCPU = field(func(s Sample) float64 { return s.ServerCPU })
+	sum.Others = field(func(s Sample) float64 { return s.Others })
+	sum.PeakRSSKiB = int64(field(func(s Sample) float64 { return float64(s.PeakRSSKiB) }))
+	// The child's report of the median run by time, for its byte counts.
+	best := samples[0]
+	for _, s := range samples {
+		if abs(s.Seconds-sum.Seconds) < abs(best.Seconds-sum.Seconds) {
+			best = s
+		}
+	}
+	sum.Child = best.Child
+	return sum
+}
+
+func abs(x float64) float64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// Rotate returns the jobs of round r (from 0) of rounds: the list rotated
+// so that each round starts a different share of the way into it, and
+// every job meets different neighbours and a different part of the load.
+func Rotate[T any](jobs []T, r, rounds int) []T {
+	if len(jobs) == 0 || rounds <= 0 {
+		return slices.Clone(jobs)
+	}
+	k := (r % rounds) * len(jobs) / rounds
+	return append(slices.Clone(jobs[k:]), jobs[:k]...)
+}
+
+func seconds(d time.Duration) float64 { return d.Seconds() }

@@ -1,0 +1,286 @@
+package writebench
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{3}, 3},
+		{[]float64{5, 1, 3}, 3},
+		{[]float64{4, 1, 3, 2}, 2.5},
+	} {
+		in := slices.Clone(tc.in)
+		if got := Median(in); got != tc.want {
+			t.Errorf("Median(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+		if !slices.Equal(in, tc.in) {
+			t.Errorf("Median changed its input: %v", in)
+		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	a, b, c := &ChildResult{Bytes: 1}, &ChildResult{Bytes: 2}, &ChildResult{Bytes: 3}
+	s := Summarize([]Sample{
+		{Seconds: 3, CPU: 1, PeakRSSKiB: 10, Others: 0.5, Child: c},
+		{Seconds: 1, CPU: 3, PeakRSSKiB: 30, Others: 0.1, Child: a},
+		{Seconds: 2, CPU: 2, PeakRSSKiB: 20, Others: 1.5, Child: b},
+	})
+	if s.Runs != 3 || s.Seconds != 2 || s.CPU != 2 || s.PeakRSSKiB != 20 || s.Others != 0.5 || s.MinSeconds != 1 || s.MaxSeconds != 3 {
+		t.Errorf("Summarize = %+v", s)
+	}
+	if s.Child != b {
+		t.Errorf("the child report should be the median run's, got %+v", s.Child)
+	}
+	if z := Summarize(nil); z.Runs != 0 || z.Seconds != 0 {
+		t.Errorf("Summarize(nil) = %+v", z)
+	}
+}
+
+func TestRotate(t *testing.T) {
+	jobs := []string{"a", "b", "c", "d", "e", "f"}
+	firsts := map[string]bool{}
+	for r := range 3 {
+		got := Rotate(jobs, r, 3)
+		if len(got) != len(jobs) {
+			t.Fatalf("round %d: %v", r, got)
+		}
+		s := slices.Clone(got)
+		slices.Sort(s)
+		if !slices.Equal(s, jobs) {
+			t.Errorf("round %d is not a permutation: %v", r, got)
+		}
+		firsts[got[0]] = true
+	}
+	if len(firsts) != 3 {
+		t.Errorf("three rounds should start at three places, started at %v", firsts)
+	}
+	if got := Rotate(jobs, 0, 3); !slices.Equal(got, jobs) {
+		t.Errorf("round 0 = %v, want the list as it is", got)
+	}
+}
+
+func TestBound(t *testing.T) {
+	dl := Stage{Name: "download", Seconds: 0.6, CPU: 0.7}
+	hash := Stage{Name: "sha256", Seconds: 1.0, CPU: 0.9}
+	dev := Stage{Name: "device", Seconds: 0.5, CPU: 0.3}
+	l := Bound([]Stage{dl, hash, dev}, 2)
+	if l.ByCPU || l.Seconds != 1.0 || l.Stage.Name != "sha256" || l.String() != "sha256" {
+		t.Errorf("slowest stage should bound: %+v %q", l, l)
+	}
+	if math.Abs(l.CPU-1.9) > 1e-9 {
+		t.Errorf("CPU = %v, want 1.9", l.CPU)
+	}
+	// Half a core free: CPU 1.9 s / 0.5 = 3.8 s is longer than any stage.
+	if l := Bound([]Stage{dl, hash, dev}, 0.5); !l.ByCPU || math.Abs(l.Seconds-3.8) > 1e-9 || l.String() != "CPU 1.90 s / 0.5 cores" {
+		t.Errorf("CPU on half a core should bound: %+v %q", l, l)
+	}
+	// One core: the summed CPU (1.9 s) is longer than any stage.
+	l = Bound([]Stage{dl, hash, dev}, 1)
+	if !l.ByCPU || math.Abs(l.Seconds-1.9) > 1e-9 || l.String() != "CPU 1.90 s / 1 cores" {
+		t.Errorf("CPU should bound: %+v %q", l, l)
+	}
+	if l := Bound(nil, 0); l.Seconds != 0 || l.Cores != 0.1 {
+		t.Errorf("Bound(nil) = %+v", l)
+	}
+	d := Detail([]Stage{dl, hash})
+	if d != "download 0.60 s (0.70 CPU) · sha256 1.00 s (0.90 CPU)" {
+		t.Errorf("Detail = %q", d)
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	in := "cpu  1000 50 300 8000 200 10 20 5 0 0\ncpu0 500 25 150 4000 100 5 10 2 0 0\nintr 1\n"
+	got, err := ParseProcStat(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// busy = user+nice+system+irq+softirq+steal; total adds idle+iowait.
+	if math.Abs(got.Busy-13.85) > 1e-9 || math.Abs(got.Total-95.85) > 1e-9 {
+		t.Errorf("ParseProcStat = %+v", got)
+	}
+	if _, err := ParseProcStat(strings.NewReader("intr 1\n")); err == nil {
+		t.Error("no cpu line: want an error")
+	}
+	if _, err := ParseProcStat(strings.NewReader("cpu 1 x 3 4 5\n")); err == nil {
+		t.Error("bad number: want an error")
+	}
+	if _, err := ReadCPUTimes(); err != nil {
+		t.Errorf("this machine's /proc/stat: %v", err)
+	}
+}
+
+func TestParseLoadAvg(t *testing.T) {
+	l, err := ParseLoadAvg("6.96 7.01 6.06 13/175 21117\n")
+	if err != nil || l != (LoadAvg{6.96, 7.01, 6.06}) || l.String() != "6.96 7.01 6.06" {
+		t.Errorf("ParseLoadAvg = %v, %v", l, err)
+	}
+	if _, err := ParseLoadAvg("1.0"); err == nil {
+		t.Error("short line: want an error")
+	}
+}
+
+func TestParseProcStatus(t *testing.T) {
+	in := "Name:\tx\nVmPeak:\t 9 kB\nVmHWM:\t   45400 kB\nVmRSS:\t   40000 kB\nRssAnon:\t   30000 kB\nRssFile:\t   10000 kB\n"
+	st, err := ParseProcStatus(strings.NewReader(in))
+	if err != nil || st != (ProcStatus{HWM: 45400, RSS: 40000, RSSAnon: 30000, RSSFile: 10000}) {
+		t.Errorf("ParseProcStatus = %+v, %v", st, err)
+	}
+	if st, err := ReadProcStatus(); err != nil || st.HWM <= 0 {
+		t.Errorf("this process: %+v, %v", st, err)
+	}
+}
+
+func TestChildResultRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	buf.WriteString("=== RUN TestX\nnoise\n")
+	want := ChildResult{Seconds: 1.5, Bytes: 42, Skipped: 7, Status: ProcStatus{HWM: 9}}
+	if err := PrintChildResult(&buf, want); err != nil {
+		t.Fatal(err)
+	}
+	buf.WriteString("PASS\n")
+	got, err := ParseChildResult(buf.Bytes())
+	if err != nil || got.Seconds != want.Seconds || got.Bytes != want.Bytes || got.Skipped != want.Skipped || got.Status != want.Status {
+		t.Errorf("round trip: %+v, %v", got, err)
+	}
+	if _, err := ParseChildResult([]byte("PASS\n")); err == nil {
+		t.Error("no result line: want an error")
+	}
+	t.Setenv(ChildEnv, `{"mode":"hash","file":"/x","algo":"sha512"}`)
+	spec, ok, err := ChildSpecFromEnv()
+	if !ok || err != nil || spec.Mode != ModeHash || spec.Algo != "sha512" {
+		t.Errorf("ChildSpecFromEnv = %+v %v %v", spec, ok, err)
+	}
+	t.Setenv(ChildEnv, `{`)
+	if _, ok, err := ChildSpecFromEnv(); !ok || err == nil {
+		t.Error("bad spec: want an error")
+	}
+}
+
+func TestParseSizeMiB(t *testing.T) {
+	for in, want := range map[string]int64{"1G": 1024, "2.5G": 2560, "1024M": 1024, "1GiB": 1024, "512": 512, " 2g ": 2048} {
+		if got, err := ParseSizeMiB(in); err != nil || got != want {
+			t.Errorf("ParseSizeMiB(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "x", "-1G", "10M", "0"} {
+		if _, err := ParseSizeMiB(in); err == nil {
+			t.Errorf("ParseSizeMiB(%q): want an error", in)
+		}
+	}
+}
+
+func TestSampleMemory(t *testing.T) {
+	stop := SampleMemory(context.Background(), time.Millisecond)
+	keep := make([]byte, 8<<20)
+	for i := range keep {
+		keep[i] = byte(i)
+	}
+	time.Sleep(20 * time.Millisecond)
+	m := stop()
+	if m.Samples < 2 || m.HeapObjects < 8<<20 || m.GoTotal < m.HeapObjects || m.RSSAnon == 0 {
+		t.Errorf("peaks %+v with 8 MiB live", m)
+	}
+	_ = keep[len(keep)-1]
+}
+
+func TestMeasure(t *testing.T) {
+	// A shell that burns a little CPU and runs a child holding a 16 MiB
+	// buffer.
+	cmd := exec.Command("sh", "-c", `i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; dd if=/dev/zero of=/dev/null bs=16M count=200 status=none; true`)
+	s, runs, err := measure(context.Background(), cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Seconds <= 0 || s.CPU <= 0 || len(runs) != 1 {
+		t.Errorf("sample %+v", s)
+	}
+	if s.PeakRSSKiB < 16<<10 {
+		t.Errorf("peak RSS %d KiB, want the descendants' 16 MiB or more", s.PeakRSSKiB)
+	}
+	if _, _, err := measure(context.Background(), exec.Command("sh", "-c", "echo oops >&2; exit 3")); err == nil || !strings.Contains(err.Error(), "oops") {
+		t.Errorf("a failing command: %v", err)
+	}
+}
+
+// TestReport fills a report from made-up samples and checks the bound
+// chosen and the tables' rows.
+func TestReport(t *testing.T) {
+	const raw = int64(1e9)
+	b := &bench{rawSize: raw, sizes: map[Variant]int64{Raw: raw, Gzip: 3e8, Zstd: 3e8, Xz: 2e8, Qcow2: 6e8}, have: map[string]bool{"fio": true, "curl": true}}
+	var jobs []job
+	samples := map[string][]Sample{}
+	add := func(key, group string, secs, cpu float64) {
+		jobs = append(jobs, job{key: key, group: group, in: raw})
+		samples[key] = []Sample{{Seconds: secs, CPU: cpu, PeakRSSKiB: 4096}}
+	}
+	add(keyDD, groupDevice, 0.5, 0.1)
+	add(fioKey("4M", 8), groupDevice, 0.4, 0.1)
+	add(keyDD3, groupDevice, 0.6, 0.3)
+	for _, v := range Variants {
+		add(downloadKey("Go", v), groupStage, 0.3, 0.3)
+		add(hashKey("Go", "sha256", v), groupStage, 0.6, 0.6)
+		if v != Raw {
+			add(decodeKey(v), groupStage, 2, 2)
+		}
+	}
+	add(hashKey("Go", "sha512", Raw), groupStage, 1.2, 1.2)
+	add(hashKey("Go", "md5", Raw), groupStage, 1.5, 1.5)
+	for _, c := range Cases {
+		jobs = append(jobs, job{key: agentKey(c), group: groupAgent})
+		samples[agentKey(c)] = []Sample{{Seconds: 1, CPU: 1, PeakRSSKiB: 40 << 10}}
+	}
+	jobs = append(jobs, job{key: peerCurlDD, group: groupPeer})
+	samples[peerCurlDD] = []Sample{{Seconds: 0.8, CPU: 0.5}}
+	rep := &Report{Cores: 2, Rounds: 1, RawBytes: raw, Sizes: b.sizes, Image: "x.raw"}
+	b.fill(rep, jobs, samples)
+
+	if rep.Device.Key != fioKey("4M", 8) {
+		t.Errorf("device limit %q, want the fastest device job", rep.Device.Key)
+	}
+	byID := map[string]CaseRow{}
+	for _, c := range rep.Cases {
+		byID[c.Case.ID] = c
+	}
+	// raw: download 0.3 (0.3 CPU) + sha256 0.6 + device 0.4 (0.1): the
+	// hash alone (0.6 s) beats CPU 1.0/2 = 0.5 s.
+	if l := byID["raw"].Limit; l.ByCPU || l.Seconds != 0.6 {
+		t.Errorf("raw bound %+v", l)
+	}
+	// gz: CPU 0.3+0.6+2+0.1 = 3.0 / 2 = 1.5 s < the decoder's 2 s.
+	if l := byID["gz"].Limit; l.ByCPU || l.Seconds != 2 || !strings.Contains(l.Stage.Name, "decode") {
+		t.Errorf("gz bound %+v", l)
+	}
+	// md5: 0.3 + 1.5 + 0.1 = 1.9 CPU → 0.95 s < 1.5 s alone.
+	if l := byID["raw-md5"].Limit; l.Seconds != 1.5 {
+		t.Errorf("md5 bound %+v", l)
+	}
+	// Fan-out uses the three parallel dd.
+	if l := byID["fanout"].Limit; !strings.Contains(Detail(l.stagesOf(byID["fanout"].Stages)), keyDD3) {
+		t.Errorf("fan-out stages %+v", byID["fanout"].Stages)
+	}
+	md := rep.Markdown()
+	for _, want := range []string{
+		"| raw | 1000 | 1667 | sha256 (Go) | 0.60 |",
+		"| 1667 MB/s: sha256 (Go) | 0.60 |",
+		"| agent: raw | 1.00 | 1.00 | 1.00 |",
+		`| curl \| dd oflag=direct | 1250 | raw, zero runs written |`,
+		"**" + fioKey("4M", 8) + "**",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}
