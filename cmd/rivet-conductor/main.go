@@ -392,8 +392,9 @@ func buildDrivers(o options, log *slog.Logger) ([]power.Driver, error) {
 		return nil, fmt.Errorf("qemu driver: %w", err)
 	}
 	rf := redfish.New(redfish.Config{Logger: log})
+	idrac := redfish.New(redfish.Config{Logger: log, Name: redfish.IDRACName})
 	im := ipmi.New(ipmi.Config{Logger: log})
-	return []power.Driver{fk, qm, rf, im}, nil
+	return []power.Driver{fk, qm, rf, idrac, im}, nil
 }
 
 // parseSize reads a size: a plain number of MiB, or a number with a unit

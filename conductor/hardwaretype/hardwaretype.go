@@ -160,13 +160,13 @@ var implemented = map[string]map[string]bool{
 	"deploy":     set("direct", "custom-agent", "autodetect"),
 	"firmware":   set("no-firmware", "fake", "redfish"),
 	"inspect":    set("agent", "no-inspect", "fake"),
-	"management": set("ipmitool", "redfish", "fake", "qemu"),
+	"management": set("ipmitool", "redfish", "idrac-redfish", "fake", "qemu"),
 	"network":    set("noop", "flat"),
-	"power":      set("ipmitool", "redfish", "fake", "qemu"),
+	"power":      set("ipmitool", "redfish", "idrac-redfish", "fake", "qemu"),
 	"raid":       set("no-raid", "agent", "fake"),
 	"rescue":     set("no-rescue", "fake"),
 	"storage":    set("noop", "fake"),
-	"vendor":     set("no-vendor", "fake", "redfish"),
+	"vendor":     set("no-vendor", "fake", "redfish", "idrac-redfish"),
 }
 
 func set(names ...string) map[string]bool {
@@ -237,6 +237,21 @@ var types = map[string]*Type{
 		"power":      {"redfish"},
 		"raid":       {"no-raid", "redfish", "agent"},
 		"vendor":     {"redfish", "no-vendor"},
+	})},
+	// idrac is Dell's iDRAC through Redfish (power and management
+	// idrac-redfish run as redfish's; the others are accepted, not
+	// carried out), as BMO enrolls idrac-redfish:// and
+	// idrac-virtualmedia:// hosts. Defaults are the implemented ones.
+	"idrac": {Name: "idrac", interfaces: generic(map[string][]string{
+		"bios":       {"no-bios", "idrac-redfish"},
+		"boot":       {"ipxe", "pxe", "http-ipxe", "http", "idrac-redfish-virtual-media", "redfish-https"},
+		"console":    {"no-console", "fake-graphical"},
+		"firmware":   {"redfish", "no-firmware"},
+		"inspect":    {"agent", "idrac-redfish", "redfish", "no-inspect"},
+		"management": {"idrac-redfish", "noop"},
+		"power":      {"idrac-redfish"},
+		"raid":       {"no-raid", "idrac-redfish", "agent"},
+		"vendor":     {"no-vendor", "idrac-redfish"},
 	})},
 	// qemu is Rivet's own: the conductor runs the node as a QEMU process
 	// and boots the deploy kernel directly.

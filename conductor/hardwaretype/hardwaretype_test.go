@@ -18,6 +18,12 @@ func TestMetal3Interfaces(t *testing.T) {
 		{"redfish", map[string]string{"boot_interface": "redfish-virtual-media", "firmware_interface": "redfish", "raid_interface": "redfish", "inspect_interface": "redfish"}},
 		{"redfish", map[string]string{"boot_interface": "redfish-https", "deploy_interface": "ramdisk"}},
 		{"ipmi", map[string]string{"deploy_interface": "custom-agent", "raid_interface": "agent"}},
+		// BMO's idrac-redfish:// and idrac-virtualmedia:// bodies.
+		{"idrac", map[string]string{"boot_interface": "ipxe", "management_interface": "idrac-redfish", "power_interface": "idrac-redfish",
+			"raid_interface": "idrac-redfish", "bios_interface": "idrac-redfish", "firmware_interface": "redfish", "vendor_interface": "idrac-redfish",
+			"inspect_interface": "agent"}},
+		{"idrac", map[string]string{"boot_interface": "idrac-redfish-virtual-media", "management_interface": "idrac-redfish",
+			"power_interface": "idrac-redfish", "inspect_interface": "redfish"}},
 	} {
 		ty, ok := Lookup(tc.driver)
 		if !ok {

@@ -49,6 +49,8 @@ var typeProperties = map[string]map[string]string{
 	},
 }
 
+func init() { typeProperties["idrac"] = typeProperties["redfish"] }
+
 // Properties are the driver_info keys a hardware type reads, with their
 // descriptions (GET /v1/drivers/{name}/properties).
 func (t *Type) Properties() map[string]string {

@@ -96,8 +96,9 @@ type Config struct {
 	// (Ironic's [inspector]add_ports: pxe, the default; all; active;
 	// disabled).
 	InspectionAddPorts inspectdata.AddPorts
-	// ParseLLDP, when set, turns the LLDP data of an inspection into
-	// plugin_data.parsed_lldp.
+	// ParseLLDP turns the LLDP data of an inspection into
+	// plugin_data.parsed_lldp (default inspectdata.ParseLLDP, Ironic's
+	// parse_lldp through conductor/lldp).
 	ParseLLDP inspectdata.LLDPParser
 	// CheckInterval is the period of the timeout checks (default 60 s).
 	CheckInterval time.Duration
@@ -206,6 +207,9 @@ func (c *Config) setDefaults() error {
 	case inspectdata.AddPXE, inspectdata.AddAll, inspectdata.AddActive, inspectdata.AddDisabled:
 	default:
 		return fmt.Errorf("provision: inspection add_ports %q is none of pxe, all, active, disabled", c.InspectionAddPorts)
+	}
+	if c.ParseLLDP == nil {
+		c.ParseLLDP = inspectdata.ParseLLDP
 	}
 	def(&c.CheckInterval, 60*time.Second)
 	def(&c.ProgressPollInterval, 5*time.Second)

@@ -180,7 +180,7 @@ func (h *Hardware) VendorMethods(ctx context.Context, ident string) (map[string]
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := t.drv.(power.EventSubscriber); ok && t.iface("vendor") == "redfish" {
+	if _, ok := t.drv.(power.EventSubscriber); ok && (t.iface("vendor") == "redfish" || t.iface("vendor") == "idrac-redfish") {
 		return redfishVendorMethods, nil
 	}
 	return map[string]VendorMethod{}, nil
