@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/hardwaretype"
@@ -372,6 +371,3 @@ func (s *Server) setTargetRAID(w http.ResponseWriter, r *http.Request, v version
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
-
-// apiTime formats a time as Ironic's API does.
-func apiTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000-07:00") }
