@@ -38,8 +38,9 @@ func (d *earlyAgentDriver) PrepareRamdisk(ctx context.Context, node power.Node, 
 
 // TestInspectionCallbackBeforeWait: the agent's data arriving while the
 // node is still "inspecting" is taken (no 404), the inspection ends
-// without the node waiting, its properties are set, and the ports are
-// created and updated as Ironic's inspection hooks do.
+// without the node waiting, its properties are set, its LLDP parsed into
+// plugin_data.parsed_lldp, and the ports are created and updated as
+// Ironic's inspection hooks do.
 func TestInspectionCallbackBeforeWait(t *testing.T) {
 	fk, _ := fake.New(fake.Config{})
 	drv := &earlyAgentDriver{vmDriver: vmDriver{Driver: fk}}
@@ -56,7 +57,8 @@ func TestInspectionCallbackBeforeWait(t *testing.T) {
 	}
 	var data wire.InspectionData
 	if err := json.Unmarshal([]byte(`{"inventory": {
-		"interfaces": [{"name": "eth0", "mac_address": "52:54:00:00:00:01", "ipv4_address": "192.0.2.5"},
+		"interfaces": [{"name": "eth0", "mac_address": "52:54:00:00:00:01", "ipv4_address": "192.0.2.5",
+			"lldp": [[1, "04aabbccddeeff"], [2, "0545746865726e6574312f37"], [5, "737730"], [0, ""]]},
 			{"name": "eth1", "mac_address": "52:54:00:00:00:02"}],
 		"cpu": {"count": 2, "architecture": "aarch64"},
 		"memory": {"physical_mb": 2048},
@@ -91,8 +93,14 @@ func TestInspectionCallbackBeforeWait(t *testing.T) {
 	if got.LastError != "" || got.Properties["cpu_arch"] != "aarch64" || got.Properties["capabilities"] != "boot_mode:bios" {
 		t.Fatalf("after inspection: last_error %q properties %v", got.LastError, got.Properties)
 	}
-	if pd, _ := got.DriverInternalInfo["inspection_plugin_data"].(map[string]any); pd["all_interfaces"] == nil || pd["root_disk"] == nil {
+	pd, _ := got.DriverInternalInfo["inspection_plugin_data"].(map[string]any)
+	if pd["all_interfaces"] == nil || pd["root_disk"] == nil {
 		t.Fatalf("plugin_data %v", pd)
+	}
+	// parsed_lldp through the engine's default parser (conductor/lldp).
+	if lldp, _ := pd["parsed_lldp"].(map[string]any); lldp == nil || lldp["eth1"] != nil ||
+		lldp["eth0"].(map[string]any)["switch_port_id"] != "Ethernet1/7" || lldp["eth0"].(map[string]any)["switch_system_name"] != "sw0" {
+		t.Fatalf("parsed_lldp %v", pd["parsed_lldp"])
 	}
 	ports, err := st.ListPorts(ctx, store.PortFilter{NodeID: n.ID})
 	if err != nil {
