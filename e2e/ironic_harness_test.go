@@ -112,7 +112,7 @@ func startIronic(t *testing.T, files *fileServer) *ironic {
 		out.Close()
 	})
 	ir := &ironic{url: fmt.Sprintf("http://127.0.0.1:%d", apiPort), stateDir: stateDir, client: &http.Client{Timeout: 30 * time.Second}, files: files}
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute) // Ironic's Python starts slowly on a busy machine
 	for {
 		select {
 		case err := <-exited:
@@ -138,7 +138,7 @@ func startIronic(t *testing.T, files *fileServer) *ironic {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Ironic not ready after 90 s (no conductor with manual-management)")
+			t.Fatalf("Ironic not ready after 3 min (no conductor with manual-management)")
 		}
 		time.Sleep(500 * time.Millisecond)
 	}

@@ -103,6 +103,9 @@ func newSecureConductor(t *testing.T, extraArgs ...string) *secureConductor {
 		"--auth-strategy", "http_basic", "--http-basic-auth-user-file", users, "--http-basic-auth-roles-file", roles,
 		"--tls-cert-file", leaf.CertFile, "--tls-key-file", leaf.KeyFile,
 		"--deploy-kernel", kernel, "--deploy-ramdisk", ramdisk,
+		// Its fake-hardware nodes have no agent to clean them; cleaning's
+		// own attacks are in security_state_test.go.
+		"--automated-clean=false",
 	}, extraArgs...)
 	s.start(t)
 	return s
