@@ -35,6 +35,7 @@ import (
 	"github.com/rivetmetal/rivet/hardware/ondisk"
 	"github.com/rivetmetal/rivet/internal/ipmisim"
 	"github.com/rivetmetal/rivet/internal/loopdev"
+	"github.com/rivetmetal/rivet/internal/syncbuf"
 	"github.com/rivetmetal/rivet/internal/testimage/vmtest"
 )
 
@@ -286,7 +287,7 @@ type metal3Conductor struct {
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	done    chan error
-	logBuf  bytes.Buffer
+	logBuf  syncbuf.Buffer
 }
 
 func (c *metal3Conductor) start() {
@@ -307,9 +308,7 @@ func (c *metal3Conductor) start() {
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			fmt.Fprintln(logFile, sc.Text())
-			c.mu.Lock()
-			c.logBuf.WriteString(sc.Text() + "\n")
-			c.mu.Unlock()
+			fmt.Fprintln(&c.logBuf, sc.Text())
 		}
 		logFile.Close()
 	}()
@@ -363,11 +362,7 @@ func (c *metal3Conductor) stop() {
 	}
 }
 
-func (c *metal3Conductor) log() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.logBuf.String()
-}
+func (c *metal3Conductor) log() string { return c.logBuf.String() }
 
 // bmoClient makes the calls BMO's Ironic provisioner makes, in its
 // order, with its bodies, through gophercloud.
