@@ -258,8 +258,8 @@ func (g *Guard) refuse(w http.ResponseWriter, status int, msg string) {
 // (the version documents) and /v1/lookup, POST /v1/heartbeat/{node} and
 // POST /v1/continue_inspection (the ramdisk endpoints, which the agent
 // token and the node's state protect; also without the /v1 prefix), and
-// GET of the trees /boot/ (iPXE scripts, deploy kernel and ramdisk), /images/ and /agent_images/ (the
-// images agents download). A trailing slash is ignored; a path that is
+// GET of the trees /boot/ (iPXE scripts, deploy kernel and ramdisk),
+// /images/ and /agent_images/ (the images agents download). A trailing slash is ignored; a path that is
 // not clean (dot segments, doubled slashes) is never public.
 func Public(method, p string) bool {
 	clean := path.Clean(p)
