@@ -16,7 +16,7 @@ func TestVersionNegotiation(t *testing.T) {
 	h.Start(h.Config())
 
 	var root wire.RootDocument
-	if st := h.CallVersion("", "GET", "/", nil, &root); st != 200 || root.DefaultVersion.Version != "1.89" ||
+	if st := h.CallVersion("", "GET", "/", nil, &root); st != 200 || root.DefaultVersion.Version != "1.110" ||
 		root.DefaultVersion.MinVersion != "1.1" || root.Name != "OpenStack Ironic API" {
 		t.Fatalf("GET / = %d %+v", st, root)
 	}
@@ -26,10 +26,10 @@ func TestVersionNegotiation(t *testing.T) {
 		wantFault           string
 	}{
 		{"", "1.1", 200, ""},
-		{"latest", "1.89", 200, ""},
+		{"latest", "1.110", 200, ""},
 		{"1.68", "1.68", 200, ""},
-		{"1.90", "", 406, "Version 1.90 was requested but the minor version is not supported by this service. The supported version range is: [1.1, 1.89]."},
-		{"2.1", "", 406, "Mutually exclusive versions requested. Version 2.1 requested but not supported by this service. The supported version range is: [1.1, 1.89]."},
+		{"1.111", "", 406, "Version 1.111 was requested but the minor version is not supported by this service. The supported version range is: [1.1, 1.110]."},
+		{"2.1", "", 406, "Mutually exclusive versions requested. Version 2.1 requested but not supported by this service. The supported version range is: [1.1, 1.110]."},
 		{"bogus", "", 406, "Invalid value for X-OpenStack-Ironic-API-Version header"},
 	}
 	for _, tc := range tests {
@@ -43,7 +43,7 @@ func TestVersionNegotiation(t *testing.T) {
 		}
 		resp.Body.Close()
 		if resp.StatusCode != tc.wantStatus || resp.Header.Get(wire.APIVersionHeader) != tc.wantVersion ||
-			resp.Header.Get(wire.APIMinVersionHeader) != "1.1" || resp.Header.Get(wire.APIMaxVersionHeader) != "1.89" {
+			resp.Header.Get(wire.APIMinVersionHeader) != "1.1" || resp.Header.Get(wire.APIMaxVersionHeader) != "1.110" {
 			t.Errorf("version %q: %d, headers %v", tc.header, resp.StatusCode, resp.Header)
 		}
 		if tc.wantFault != "" {

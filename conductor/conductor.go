@@ -278,7 +278,7 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 	}
 	streams := make(chan struct{}) // closed at shutdown: streamed agent logs end
 	handler := api.New(api.Config{Store: c.hist, Provisioner: c.engine.Provisioning(), Power: c.engine.Power(),
-		Ramdisk: c.engine.Ramdisk(), Inspector: c.engine.Inspection(), Drivers: c.engine,
+		Ramdisk: c.engine.Ramdisk(), Inspector: c.engine.Inspection(), Drivers: c.engine, Hardware: c.engine.Hardware(),
 		AgentLogs: c.engine.AgentLogs(), StreamsDone: streams,
 		HostPaths: c.engine.Provisioning(), Conductor: host, Images: imgs, AgentImages: agentImages,
 		Boot: downloads(bootHandler, cfg.Timeouts.download()), Logger: log})

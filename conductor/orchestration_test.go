@@ -257,7 +257,14 @@ func TestAbortDeployWait(t *testing.T) {
 	h.SetImage("n1")
 	h.Provision("n1", "active", nil)
 	h.WaitState("n1", "wait call-back", 10*time.Second)
-	h.Provision("n1", "abort", nil)
+	// Aborting a deploy waiting for its agent came with API 1.110.
+	var refused map[string]any
+	if st := h.CallVersion("1.109", "PUT", "/v1/nodes/n1/states/provision", map[string]any{"target": "abort"}, &refused); st != http.StatusBadRequest {
+		t.Errorf("abort from wait call-back at 1.109: %d %v", st, refused)
+	}
+	if st := h.CallVersion("1.110", "PUT", "/v1/nodes/n1/states/provision", map[string]any{"target": "abort"}, nil); st != http.StatusAccepted {
+		t.Fatalf("abort from wait call-back at 1.110: %d", st)
+	}
 	n := h.WaitState("n1", "deploy failed", 5*time.Second)
 	if le, _ := n["last_error"].(string); !strings.Contains(le, "aborted") {
 		t.Errorf("last_error = %q", le)

@@ -31,6 +31,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/cluster"
 	"github.com/rivetmetal/rivet/conductor/history"
 	"github.com/rivetmetal/rivet/conductor/images"
+	"github.com/rivetmetal/rivet/conductor/inspectdata"
 	"github.com/rivetmetal/rivet/conductor/netboot"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
@@ -73,6 +74,7 @@ type options struct {
 	metricsListen                          string
 	historyMax                             int
 	historyCleanup                         time.Duration
+	inspectionAddPorts                     string
 	fakePowerCallLog                       string
 	// fileURLAllowedPaths are the allowed host directories; the default
 	// (flag not given) is <state-dir>/images and --image-dir.
@@ -134,6 +136,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.requireAgentTLS, "require-agent-tls", false, "refuse agent heartbeats whose callback URL is not https:// (Ironic's [agent]require_tls)")
 	fs.StringVar(&o.fakePowerCallLog, "fake-power-call-log", "", "append a JSON line to this file for every fake-hardware driver call that reaches a node (for tests)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "also serve Prometheus /metrics on this loopback address, e.g. 127.0.0.1:9608 (the API serves /metrics in any case)")
+	fs.StringVar(&o.inspectionAddPorts, "inspection-add-ports", "pxe", "which NICs in-band inspection adds as ports: pxe (the one the node booted from), all, active (those with an address) or disabled (Ironic's [inspector]add_ports)")
 	fs.Func("file-url-allowed-paths", "comma-separated absolute directories in which the API may name host files: file:// image sources and driver_info deploy_kernel/deploy_ramdisk (Ironic's [conductor]file_url_allowed_paths); \"\" allows none (default <state-dir>/images and --image-dir)", func(v string) error {
 		o.fileURLAllowedPathsSet = true
 		o.fileURLAllowedPaths = nil
@@ -272,6 +275,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			ProgressPollInterval:  o.progressPoll,
 			ProgressPollRate:      o.progressPollRate,
 			RequireAgentTLS:       o.requireAgentTLS,
+			InspectionAddPorts:    inspectdata.AddPorts(o.inspectionAddPorts),
 		},
 		Cluster: cluster.Config{
 			Name:      o.conductorName,
@@ -397,8 +401,9 @@ func buildDrivers(o options, log *slog.Logger) ([]power.Driver, error) {
 		return nil, fmt.Errorf("qemu driver: %w", err)
 	}
 	rf := redfish.New(redfish.Config{Logger: log})
+	idrac := redfish.New(redfish.Config{Logger: log, Name: redfish.IDRACName})
 	im := ipmi.New(ipmi.Config{Logger: log})
-	return []power.Driver{fk, qm, rf, im}, nil
+	return []power.Driver{fk, qm, rf, idrac, im}, nil
 }
 
 // parseSize reads a size: a plain number of MiB, or a number with a unit

@@ -110,7 +110,14 @@ func (f *fakeProvisioner) ContinueInspection(_ context.Context, nodeUUID string,
 	return &store.Node{UUID: "6a5a3c8e-1d2b-4f6e-9a0c-2b7d8e9f0a11"}, nil
 }
 func (f *fakeProvisioner) HasDriver(name string) bool {
-	return name == "fake-hardware" || name == "redfish"
+	return name == "fake-hardware" || name == "redfish" || name == "ipmi"
+}
+func (f *fakeProvisioner) DriverNames() []string { return []string{"fake-hardware", "ipmi", "redfish"} }
+func (f *fakeProvisioner) Service(_ context.Context, ident string, steps []wire.PlannedStep, disableRamdisk bool) error {
+	f.mu.Lock()
+	f.steps = steps
+	f.mu.Unlock()
+	return f.record("service")
 }
 func (f *fakeProvisioner) HeartbeatTimeout() time.Duration { return 300 * time.Second }
 
@@ -121,14 +128,21 @@ type testAPI struct {
 	p   *fakeProvisioner
 }
 
-func newTestAPI(t *testing.T) *testAPI {
+func newTestAPI(t *testing.T) *testAPI { return newTestAPIWith(t, nil) }
+
+// newTestAPIWith is newTestAPI with a configuration changed by set.
+func newTestAPIWith(t *testing.T, set func(*Config)) *testAPI {
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "rivet.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &fakeProvisioner{}
-	srv := httptest.NewServer(New(Config{Store: st, Provisioner: p, Power: p, Ramdisk: p, Inspector: p, Drivers: p, Conductor: "c1",
-		Logger: slog.New(slog.DiscardHandler)}))
+	cfg := Config{Store: st, Provisioner: p, Power: p, Ramdisk: p, Inspector: p, Drivers: p, Conductor: "c1",
+		Logger: slog.New(slog.DiscardHandler)}
+	if set != nil {
+		set(&cfg)
+	}
+	srv := httptest.NewServer(New(cfg))
 	t.Cleanup(func() {
 		srv.Close()
 		st.Close()
@@ -201,16 +215,16 @@ func (a *testAPI) createNode(fields map[string]any) map[string]any {
 func TestMicroversions(t *testing.T) {
 	a := newTestAPI(t)
 	var root wire.RootDocument
-	if st, _ := a.do("", "GET", "/", nil, &root); st != 200 || root.DefaultVersion.Version != "1.89" || root.DefaultVersion.MinVersion != "1.1" {
+	if st, _ := a.do("", "GET", "/", nil, &root); st != 200 || root.DefaultVersion.Version != "1.110" || root.DefaultVersion.MinVersion != "1.1" {
 		t.Fatalf("GET / = %d %+v", st, root)
 	}
 	for _, tc := range []struct {
 		header, want string
 		status       int
-	}{{"", "1.1", 200}, {"latest", "1.89", 200}, {"1.89", "1.89", 200}, {"1.90", "", 406}, {"2.0", "", 406}} {
+	}{{"", "1.1", 200}, {"latest", "1.110", 200}, {"1.89", "1.89", 200}, {"1.110", "1.110", 200}, {"1.111", "", 406}, {"2.0", "", 406}} {
 		var body map[string]any
 		st, h := a.do(tc.header, "GET", "/v1/nodes", nil, &body)
-		if st != tc.status || h.Get(wire.APIVersionHeader) != tc.want || h.Get(wire.APIMaxVersionHeader) != "1.89" ||
+		if st != tc.status || h.Get(wire.APIVersionHeader) != tc.want || h.Get(wire.APIMaxVersionHeader) != "1.110" ||
 			h.Get(wire.APIMinVersionHeader) != "1.1" {
 			t.Errorf("version %q: %d, headers %v", tc.header, st, h)
 		}
@@ -338,7 +352,7 @@ func TestProvisionRequests(t *testing.T) {
 		{"clean too old", "1.14", map[string]any{"target": "clean", "clean_steps": []any{}}, 406, "Request not acceptable.", ""},
 		{"clean without steps", "1.89", map[string]any{"target": "clean"}, 400, `"clean_steps" is required when setting target provision state to clean`, ""},
 		{"clean bad interface", "1.89", map[string]any{"target": "clean", "clean_steps": []any{map[string]any{"interface": "bogus", "step": "x"}}}, 400,
-			"Invalid clean step 0: 'bogus' is not one of [bios deploy firmware management power raid]", ""},
+			"Invalid clean step 0: 'bogus' is not one of [bios deploy firmware management power raid vendor]", ""},
 		{"clean extra key", "1.89", map[string]any{"target": "clean", "clean_steps": []any{map[string]any{"interface": "deploy", "step": "x", "colour": 1}}}, 400,
 			"Invalid clean step 0: Additional properties are not allowed ('colour' was unexpected)", ""},
 		{"steps with manage", "1.89", map[string]any{"target": "manage", "clean_steps": []any{map[string]any{"interface": "deploy", "step": "x"}}}, 400,
@@ -400,10 +414,9 @@ func TestInterfacesAndPorts(t *testing.T) {
 	if n["boot_interface"] != "ipxe" || n["power_interface"] != "redfish" {
 		t.Fatalf("interfaces = %v", n)
 	}
-	st, _ := a.do("1.89", "POST", "/v1/nodes", map[string]any{"driver": "redfish", "deploy_interface": "ramdisk"}, &body)
-	a.fault("unsupported interface", st, body, 400, "deploy interface implementation 'ramdisk' is not supported by hardware type redfish. Supported: direct.")
-	st, _ = a.do("1.89", "POST", "/v1/nodes", map[string]any{"driver": "redfish", "automated_clean": true}, &body)
-	a.fault("automated_clean", st, body, 400, "")
+	st, _ := a.do("1.89", "POST", "/v1/nodes", map[string]any{"driver": "redfish", "deploy_interface": "fake"}, &body)
+	a.fault("unsupported interface", st, body, 400,
+		"deploy interface implementation 'fake' is not supported by hardware type redfish. Supported: direct, custom-agent, autodetect, ramdisk, anaconda, ansible, bootc.")
 	if st, _ := a.do("1.89", "PATCH", "/v1/nodes/bmh", []map[string]any{
 		{"op": "replace", "path": "/boot_interface", "value": "ipxe"},
 		{"op": "add", "path": "/driver_info/redfish_password", "value": "pw"},
@@ -411,8 +424,8 @@ func TestInterfacesAndPorts(t *testing.T) {
 		t.Fatalf("patch: %d %v", st, body)
 	}
 	body = nil
-	st, _ = a.do("1.89", "PATCH", "/v1/nodes/bmh", []map[string]any{{"op": "replace", "path": "/boot_interface", "value": "pxe"}}, &body)
-	a.fault("patch interface", st, body, 400, "")
+	st, _ = a.do("1.89", "PATCH", "/v1/nodes/bmh", []map[string]any{{"op": "replace", "path": "/power_interface", "value": "ipmitool"}}, &body)
+	a.fault("patch interface", st, body, 400, "power interface implementation 'ipmitool' is not supported by hardware type redfish. Supported: redfish.")
 
 	var port map[string]any
 	if st, _ := a.do("1.89", "POST", "/v1/ports", map[string]any{"address": "52:54:00:AA:BB:CC", "node_uuid": n["uuid"], "pxe_enabled": false}, &port); st != 201 {

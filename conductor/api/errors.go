@@ -32,6 +32,8 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, errdefs.ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, errdefs.ErrForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, errdefs.ErrAlreadyExists), errors.Is(err, errdefs.ErrConflict):
 		return http.StatusConflict
 	case errors.Is(err, errdefs.ErrNotAcceptable):

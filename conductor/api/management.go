@@ -229,5 +229,5 @@ func sortedDevices() []string {
 // transient reports whether a node is in a state whose operation owns it
 // (Ironic's NodeLocked for API updates).
 func transient(n *store.Node) bool {
-	return !statemachine.IsStable(n.ProvisionState) && n.ProvisionState != statemachine.DeployWait
+	return !statemachine.IsStable(n.ProvisionState) && !statemachine.AgentWait[n.ProvisionState]
 }

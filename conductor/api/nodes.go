@@ -3,12 +3,12 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -82,6 +82,10 @@ func (s *Server) listNodes(detail bool) func(http.ResponseWriter, *http.Request,
 			err = errdefs.InvalidArgument("Can not specify ?fields on the detail endpoint.")
 		}
 		var maint, assoc, det *bool
+		var match func(n *store.Node) bool
+		if err == nil {
+			match, err = nodeListFilter(r, v)
+		}
 		if err == nil {
 			maint, err = boolParam(r, "maintenance")
 		}
@@ -123,6 +127,9 @@ func (s *Server) listNodes(detail bool) func(http.ResponseWriter, *http.Request,
 			if assoc != nil && (*assoc != (n.InstanceUUID != "")) {
 				continue
 			}
+			if !match(n) {
+				continue
+			}
 			if limit > 0 && len(out) == limit {
 				break
 			}
@@ -145,6 +152,74 @@ func (s *Server) listNodes(detail bool) func(http.ResponseWriter, *http.Request,
 	}
 }
 
+// nodeListFilter reads the list filters of the attributes added by later
+// versions (Ironic's): resource_class, conductor_group, fault, owner,
+// lessee, retired, shard, instance_uuid, description_contains,
+// parent_node and include_children. From 1.83 child nodes (with a
+// parent_node) are listed only with include_children or parent_node.
+func nodeListFilter(r *http.Request, v version) (func(n *store.Node) bool, error) {
+	q := r.URL.Query()
+	str := map[string]struct {
+		minor int
+		get   func(n *store.Node) string
+	}{
+		"resource_class":  {21, func(n *store.Node) string { return n.ResourceClass }},
+		"fault":           {42, func(n *store.Node) string { return n.Fault }},
+		"conductor_group": {46, func(n *store.Node) string { return n.ConductorGroup }},
+		"owner":           {50, func(n *store.Node) string { return n.Owner }},
+		"lessee":          {65, func(n *store.Node) string { return n.Lessee }},
+		"shard":           {82, func(n *store.Node) string { return n.Shard }},
+		"instance_uuid":   {1, func(n *store.Node) string { return n.InstanceUUID }},
+		"parent_node":     {83, func(n *store.Node) string { return n.ParentNode }},
+	}
+	var checks []func(n *store.Node) bool
+	for _, k := range slices.Sorted(maps.Keys(str)) {
+		want := q.Get(k)
+		if want == "" {
+			continue
+		}
+		f := str[k]
+		if v.minor < f.minor {
+			return nil, errdefs.NotAcceptable("Request not acceptable.")
+		}
+		if k == "conductor_group" {
+			want = strings.ToLower(want)
+		}
+		checks = append(checks, func(n *store.Node) bool { return f.get(n) == want })
+	}
+	if d := q.Get("description_contains"); d != "" {
+		if v.minor < 51 {
+			return nil, errdefs.NotAcceptable("Request not acceptable.")
+		}
+		checks = append(checks, func(n *store.Node) bool { return strings.Contains(n.Description, d) })
+	}
+	retired, err := boolParam(r, "retired")
+	if err != nil {
+		return nil, err
+	}
+	if retired != nil {
+		if v.minor < 61 {
+			return nil, errdefs.NotAcceptable("Request not acceptable.")
+		}
+		checks = append(checks, func(n *store.Node) bool { return n.Retired == *retired })
+	}
+	children, err := boolParam(r, "include_children")
+	if err != nil {
+		return nil, err
+	}
+	if v.minor >= 83 && q.Get("parent_node") == "" && (children == nil || !*children) {
+		checks = append(checks, func(n *store.Node) bool { return n.ParentNode == "" })
+	}
+	return func(n *store.Node) bool {
+		for _, c := range checks {
+			if !c(n) {
+				return false
+			}
+		}
+		return true
+	}, nil
+}
+
 // getNode serves GET /v1/nodes/{ident}.
 func (s *Server) getNode(w http.ResponseWriter, r *http.Request, v version) {
 	fields, err := fieldsParam(r, ironicjson.NodeFields())
@@ -164,95 +239,19 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request, v version) {
 	writeJSON(w, http.StatusOK, doc)
 }
 
-// nodeCreate is the body of POST /v1/nodes.
-type nodeCreate struct {
-	UUID          string         `json:"uuid"`
-	Name          *string        `json:"name"`
-	Driver        string         `json:"driver"`
-	DriverInfo    map[string]any `json:"driver_info"`
-	InstanceInfo  map[string]any `json:"instance_info"`
-	Properties    map[string]any `json:"properties"`
-	Extra         map[string]any `json:"extra"`
-	ResourceClass *string        `json:"resource_class"`
-	Description   *string        `json:"description"`
-	Owner         *string        `json:"owner"`
-	// AutomatedClean is accepted only as null: automated cleaning is a
-	// conductor-wide setting, not stored per node.
-	AutomatedClean *bool `json:"automated_clean"`
-}
-
-// createNode serves POST /v1/nodes.
+// createNode serves POST /v1/nodes: every writable field of the
+// request's version (nodefields.go), the interfaces resolved against the
+// hardware type.
 func (s *Server) createNode(w http.ResponseWriter, r *http.Request, v version) {
 	var raw map[string]json.RawMessage
 	if err := decodeBody(w, r, maxBody, &raw); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	known := map[string]bool{"uuid": true, "name": true, "driver": true, "driver_info": true,
-		"instance_info": true, "properties": true, "extra": true, "resource_class": true,
-		"description": true, "owner": true, "automated_clean": true}
-	ifaces := map[string]string{}
-	var unknown []string
-	for k, val := range raw {
-		if slices.Contains(ironicjson.InterfaceFields(), k) {
-			var name *string
-			if err := json.Unmarshal(val, &name); err != nil {
-				s.writeError(w, r, errdefs.InvalidArgument("Invalid value for %s: a string is required", k))
-				return
-			}
-			if name != nil {
-				ifaces[k] = *name
-			}
-			continue
-		}
-		if !known[k] {
-			unknown = append(unknown, "'"+k+"'")
-		}
-	}
-	if len(unknown) > 0 {
-		sort.Strings(unknown)
-		s.writeError(w, r, errdefs.InvalidArgument("Additional properties are not allowed (%s unexpected)", strings.Join(unknown, ", ")))
-		return
-	}
-	b, _ := json.Marshal(raw)
-	var body nodeCreate
-	if err := json.Unmarshal(b, &body); err != nil {
-		s.writeError(w, r, errdefs.InvalidArgument("Invalid node: %v", err))
-		return
-	}
-	if body.Driver == "" {
-		s.writeError(w, r, errdefs.InvalidArgument("'driver' is a required property"))
-		return
-	}
-	if !s.cfg.Drivers.HasDriver(body.Driver) {
-		s.writeError(w, r, errdefs.InvalidArgument(`No valid host was found. Reason: No conductor service registered which supports driver %s for conductor group "".`, body.Driver))
-		return
-	}
-	if err := checkInterfaces(body.Driver, ifaces); err != nil {
+	n, err := s.nodeFromBody(r, raw, v)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
-	}
-	if body.AutomatedClean != nil {
-		s.writeError(w, r, errAutomatedClean())
-		return
-	}
-	n := &store.Node{Driver: body.Driver, DriverInfo: body.DriverInfo, InstanceInfo: body.InstanceInfo,
-		Properties: body.Properties, Extra: body.Extra, ResourceClass: deref(body.ResourceClass),
-		Description: deref(body.Description), Owner: deref(body.Owner)}
-	if body.UUID != "" {
-		u, err := uuid.Parse(body.UUID)
-		if err != nil {
-			s.writeError(w, r, errdefs.InvalidArgument("Expected a UUID but received %s.", body.UUID))
-			return
-		}
-		n.UUID = u.String()
-	}
-	if body.Name != nil {
-		if !validName(*body.Name) {
-			s.writeError(w, r, errdefs.InvalidArgument("Cannot create node with invalid name '%s'", *body.Name))
-			return
-		}
-		n.Name = *body.Name
 	}
 	if s.cfg.HostPaths != nil {
 		if err := s.cfg.HostPaths.CheckHostPaths(n, nil); err != nil {
@@ -264,87 +263,130 @@ func (s *Server) createNode(w http.ResponseWriter, r *http.Request, v version) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.log.Info("node created", "node", n.UUID, "name", n.Name, "driver", n.Driver)
+	s.log.Info("node created", "node", n.UUID, "name", n.Name, "driver", n.Driver, "interfaces", n.Interfaces)
 	w.Header().Set("Location", s.baseURL(r)+"/v1/nodes/"+n.UUID)
 	writeJSON(w, http.StatusCreated, ironicjson.Node(n, s.opts(r, v)))
 }
 
-// patchable are the node fields a PATCH may change; other known fields
-// are internal.
-var patchable = map[string]bool{"name": true, "driver": true, "driver_info": true,
-	"instance_info": true, "properties": true, "extra": true, "maintenance": true,
-	"maintenance_reason": true, "description": true, "owner": true, "resource_class": true,
-	"instance_uuid": true}
+// nodeFromBody checks a create body and returns the node to create.
+func (s *Server) nodeFromBody(r *http.Request, raw map[string]json.RawMessage, v version) (*store.Node, error) {
+	if unknown := unknownKeys(raw); len(unknown) > 0 {
+		return nil, errdefs.InvalidArgument("Additional properties are not allowed (%s unexpected)", strings.Join(unknown, ", "))
+	}
+	doc := writableDoc(&store.Node{}, true)
+	touched := map[string]bool{}
+	for _, k := range slices.Sorted(maps.Keys(raw)) {
+		val := raw[k]
+		switch {
+		case acceptedNull[k]:
+			if !nullOrDefault(val) {
+				return nil, errdefs.InvalidArgument("Setting %s is not supported by this conductor.", k)
+			}
+			continue
+		case tooNew(k, v) && !nullOrDefault(val):
+			return nil, errdefs.NotAcceptable("Request not acceptable.")
+		}
+		var x any
+		if err := json.Unmarshal(val, &x); err != nil {
+			return nil, errdefs.InvalidArgument("Invalid value for %s: %v", k, err)
+		}
+		doc[k], touched[k] = x, true
+	}
+	n := &store.Node{}
+	if err := readDoc(doc, n, true); err != nil {
+		return nil, err
+	}
+	if n.Driver == "" {
+		return nil, errdefs.InvalidArgument("'driver' is a required property")
+	}
+	if !s.cfg.Drivers.HasDriver(n.Driver) {
+		return nil, errdefs.InvalidArgument(`No valid host was found. Reason: No conductor service registered which supports driver %s for conductor group "".`, n.Driver)
+	}
+	if n.UUID != "" {
+		u, err := uuid.Parse(n.UUID)
+		if err != nil {
+			return nil, errdefs.InvalidArgument("Expected a UUID but received %s.", n.UUID)
+		}
+		n.UUID = u.String()
+	}
+	if err := checkNodeRules(&store.Node{}, n, touched); err != nil {
+		return nil, err
+	}
+	if err := s.resolveParent(r, n, touched); err != nil {
+		return nil, err
+	}
+	if err := resolveInterfaces(&store.Node{}, n, touched); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
 
-// patchNode serves PATCH /v1/nodes/{ident} (JSON Patch).
+// resolveParent replaces a parent_node given by name with its UUID; the
+// parent must exist.
+func (s *Server) resolveParent(r *http.Request, n *store.Node, touched map[string]bool) error {
+	if !touched["parent_node"] || n.ParentNode == "" {
+		return nil
+	}
+	p, err := s.cfg.Store.GetNode(r.Context(), n.ParentNode)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return errdefs.InvalidArgument("Node %s could not be found.", n.ParentNode)
+	}
+	if err != nil {
+		return err
+	}
+	if p.UUID == n.UUID {
+		return errdefs.InvalidArgument("Node %s can not be its own parent.", n.UUID)
+	}
+	n.ParentNode = p.UUID
+	return nil
+}
+
+// patchNode serves PATCH /v1/nodes/{ident} (JSON Patch over the writable
+// fields of the request's version).
 func (s *Server) patchNode(w http.ResponseWriter, r *http.Request, v version) {
 	var ops []jsonpatch.Op
 	if err := decodeBody(w, r, maxBody, &ops); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	internal := map[string]bool{}
-	for _, f := range ironicjson.NodeFields() {
-		internal[f] = !patchable[f]
-	}
-	ifaces := map[string]string{}
-	for _, op := range ops {
-		toks, err := jsonpatch.Pointer(op.Path)
-		if err != nil || len(toks) == 0 {
-			s.writeError(w, r, errdefs.InvalidArgument("Invalid patch path %q", op.Path))
-			return
-		}
-		if len(toks) == 1 && slices.Contains(ironicjson.InterfaceFields(), toks[0]) {
-			// Interfaces are fixed by the driver: a patch may only
-			// restate (or reset) them.
-			var name string
-			if op.Op != "remove" {
-				if err := json.Unmarshal(op.Value, &name); err != nil {
-					s.writeError(w, r, errdefs.InvalidArgument("Invalid value for %s: a string is required", toks[0]))
-					return
-				}
-			}
-			ifaces[toks[0]] = name
-			continue
-		}
-		if len(toks) == 1 && toks[0] == "automated_clean" {
-			if op.Op != "remove" && string(op.Value) != "null" {
-				s.writeError(w, r, errAutomatedClean())
-				return
-			}
-			continue
-		}
-		if internal[toks[0]] {
-			s.writeError(w, r, errdefs.InvalidArgument("'/%s' is an internal attribute and can not be updated", toks[0]))
-			return
-		}
-		if !patchable[toks[0]] {
-			s.writeError(w, r, errdefs.InvalidArgument("Adding a new attribute (/%s) to the root of the resource is not allowed.", toks[0]))
-			return
-		}
-	}
-	ops = slices.DeleteFunc(slices.Clone(ops), func(op jsonpatch.Op) bool {
-		toks, _ := jsonpatch.Pointer(op.Path)
-		return len(toks) == 1 && (ifaces[toks[0]] != "" || toks[0] == "automated_clean" ||
-			(op.Op == "remove" && slices.Contains(ironicjson.InterfaceFields(), toks[0])))
-	})
-	for k, v := range ifaces {
-		if v == "" {
-			delete(ifaces, k)
-		}
+	touched, ops, err := checkNodePatch(ops, v)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	var out *store.Node
-	err := s.cfg.Store.WithNodeLock(r.Context(), r.PathValue("ident"), func(tx store.Tx) error {
+	err = s.cfg.Store.WithNodeLock(r.Context(), r.PathValue("ident"), func(tx store.Tx) error {
 		n := tx.Node()
 		if transient(n) {
 			return errdefs.Conflict("Node %s is locked by a running operation (provision state %q), please retry after the current operation is completed.",
 				n.UUID, n.ProvisionState)
 		}
+		old := *n
+		old.NodeAttributes = n.NodeAttributes.Clone()
 		prev := &store.Node{UUID: n.UUID, Name: n.Name, Driver: n.Driver, DriverInfo: n.DriverInfo, InstanceInfo: n.InstanceInfo}
-		if err := s.applyPatch(n, ops); err != nil {
+		doc, err := jsonpatch.Apply(writableDoc(n, false), ops)
+		if err != nil {
+			return errdefs.InvalidArgument("Invalid patch: %v", err)
+		}
+		if err := readDoc(doc, n, false); err != nil {
 			return err
 		}
-		if err := checkInterfaces(n.Driver, ifaces); err != nil {
+		if n.Driver == "" {
+			return errdefs.InvalidArgument("'driver' is a required property")
+		}
+		if n.Driver != old.Driver && !s.cfg.Drivers.HasDriver(n.Driver) {
+			return errdefs.InvalidArgument(`No valid host was found. Reason: No conductor service registered which supports driver %s for conductor group "".`, n.Driver)
+		}
+		if old.InstanceUUID != "" && n.InstanceUUID != "" && !strings.EqualFold(old.InstanceUUID, n.InstanceUUID) {
+			return errdefs.Conflict("Node %s is associated with instance %s.", n.UUID, old.InstanceUUID)
+		}
+		if err := checkNodeRules(&old, n, touched); err != nil {
+			return err
+		}
+		if err := s.resolveParent(r, n, touched); err != nil {
+			return err
+		}
+		if err := resolveInterfaces(&old, n, touched); err != nil {
 			return err
 		}
 		if s.cfg.HostPaths != nil {
@@ -362,85 +404,44 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request, v version) {
 	writeJSON(w, http.StatusOK, ironicjson.Node(out, s.opts(r, v)))
 }
 
-// applyPatch patches the node's patchable document and copies it back.
-func (s *Server) applyPatch(n *store.Node, ops []jsonpatch.Op) error {
-	doc := map[string]any{
-		"name": nullable(n.Name), "driver": n.Driver, "maintenance": n.Maintenance,
-		"maintenance_reason": nullable(n.MaintenanceReason), "description": nullable(n.Description),
-		"owner": nullable(n.Owner), "resource_class": nullable(n.ResourceClass),
-		"instance_uuid": nullable(n.InstanceUUID),
-		"driver_info":   ironicjson.CopyDict(n.DriverInfo), "instance_info": ironicjson.CopyDict(n.InstanceInfo),
-		"properties": ironicjson.CopyDict(n.Properties), "extra": ironicjson.CopyDict(n.Extra),
+// checkNodePatch checks the paths of a node patch: each must name a field
+// the request's version may patch. It returns the fields touched and the
+// operations to apply (those on fields Rivet does not keep, which may only
+// be reset, dropped).
+func checkNodePatch(ops []jsonpatch.Op, v version) (map[string]bool, []jsonpatch.Op, error) {
+	known := map[string]bool{}
+	for _, f := range ironicjson.NodeFields() {
+		known[f] = true
 	}
-	doc, err := jsonpatch.Apply(doc, ops)
-	if err != nil {
-		return errdefs.InvalidArgument("Invalid patch: %v", err)
-	}
-	str := func(k string) (string, error) {
-		switch x := doc[k].(type) {
-		case nil:
-			return "", nil
-		case string:
-			return x, nil
+	touched := map[string]bool{}
+	var keep []jsonpatch.Op
+	for _, op := range ops {
+		toks, err := jsonpatch.Pointer(op.Path)
+		if err != nil || len(toks) == 0 {
+			return nil, nil, errdefs.InvalidArgument("Invalid patch path %q", op.Path)
+		}
+		root := toks[0]
+		f, ok := nodeFields[root]
+		switch {
+		case root == "traits":
+			return nil, nil, errdefs.InvalidArgument("Cannot update node traits via node patch. Node traits should be updated via the node traits API.")
+		case acceptedNull[root]:
+			if op.Op != "remove" && !nullOrDefault(op.Value) {
+				return nil, nil, errdefs.InvalidArgument("Setting %s is not supported by this conductor.", root)
+			}
+			continue
+		case ok && f.patch && v.minor < f.minor:
+			return nil, nil, errdefs.NotAcceptable("Request not acceptable.")
+		case ok && f.patch:
+		case known[root] || ok:
+			return nil, nil, errdefs.InvalidArgument("'/%s' is an internal attribute and can not be updated", root)
 		default:
-			return "", errdefs.InvalidArgument("Invalid value for %s: a string is required", k)
+			return nil, nil, errdefs.InvalidArgument("Adding a new attribute (/%s) to the root of the resource is not allowed.", root)
 		}
+		touched[root] = true
+		keep = append(keep, op)
 	}
-	dict := func(k string) (map[string]any, error) {
-		switch x := doc[k].(type) {
-		case nil:
-			return map[string]any{}, nil
-		case map[string]any:
-			return x, nil
-		default:
-			return nil, errdefs.InvalidArgument("Invalid value for %s: a dictionary is required", k)
-		}
-	}
-	var errs []error
-	get := func(dst *string, k string) {
-		v, err := str(k)
-		errs = append(errs, err)
-		*dst = v
-	}
-	getDict := func(dst *map[string]any, k string) {
-		v, err := dict(k)
-		errs = append(errs, err)
-		*dst = v
-	}
-	var name, driver string
-	get(&name, "name")
-	get(&driver, "driver")
-	get(&n.MaintenanceReason, "maintenance_reason")
-	get(&n.Description, "description")
-	get(&n.Owner, "owner")
-	get(&n.ResourceClass, "resource_class")
-	get(&n.InstanceUUID, "instance_uuid")
-	getDict(&n.DriverInfo, "driver_info")
-	getDict(&n.InstanceInfo, "instance_info")
-	getDict(&n.Properties, "properties")
-	getDict(&n.Extra, "extra")
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	maint, ok := doc["maintenance"].(bool)
-	if !ok {
-		return errdefs.InvalidArgument("Invalid value for maintenance: a boolean is required")
-	}
-	if !maint {
-		n.MaintenanceReason = ""
-	}
-	n.Maintenance = maint
-	if name != n.Name && name != "" && !validName(name) {
-		return errdefs.InvalidArgument("Node %s can not be updated with invalid name %s", n.UUID, name)
-	}
-	n.Name = name
-	if driver != n.Driver && !s.cfg.Drivers.HasDriver(driver) {
-		return errdefs.InvalidArgument(`No valid host was found. Reason: No conductor service registered which supports driver %s for conductor group "".`, driver)
-	}
-	n.Driver = driver
-	return nil
+	return touched, keep, nil
 }
 
 // deleteNode serves DELETE /v1/nodes/{ident}: the engine checks Ironic's
@@ -495,17 +496,20 @@ var knownVerbs = map[string]bool{"active": true, "deleted": true, "rebuild": tru
 
 // Minor versions of provision request features.
 const (
-	minorRebuildConfigdrive = 35
-	minorBuildConfigdrive   = 56
-	minorVendorData         = 59
-	minorDeploySteps        = 69
-	minorDisableRamdisk     = 70
+	minorRebuildConfigdrive    = 35
+	minorBuildConfigdrive      = 56
+	minorVendorData            = 59
+	minorDeploySteps           = 69
+	minorDisableRamdisk        = 70
+	minorServiceDisableRamdisk = 108
+	minorAbortDeployWait       = 110
 )
 
-// stepInterfaces are the interfaces a manual clean step may name
-// (Ironic's clean step schema).
+// stepInterfaces are the interfaces a clean, service or deploy step may
+// name (Ironic's CLEANING_INTERFACE_PRIORITY and
+// DEPLOYING_INTERFACE_PRIORITY).
 var stepInterfaces = map[string]bool{"bios": true, "deploy": true, "firmware": true,
-	"management": true, "power": true, "raid": true}
+	"management": true, "power": true, "raid": true, "vendor": true}
 
 // setProvisionState serves PUT /v1/nodes/{ident}/states/provision: it
 // checks the request as Ironic's API does (verb, microversion, which
@@ -523,9 +527,21 @@ func (s *Server) setProvisionState(w http.ResponseWriter, r *http.Request, v ver
 		return
 	}
 	ident := r.PathValue("ident")
-	if req.Target == "clean" {
-		err = s.cfg.Provisioner.ManualClean(r.Context(), ident, steps, body.DisableRamdisk != nil && *body.DisableRamdisk)
-	} else {
+	if req.Target == "abort" && v.minor < minorAbortDeployWait {
+		// Aborting a deploy waiting for its agent came with 1.110.
+		if n, gerr := s.cfg.Store.GetNode(r.Context(), ident); gerr == nil && n.ProvisionState == statemachine.DeployWait {
+			s.writeError(w, r, errdefs.InvalidArgument(`The requested action "abort" can not be performed on node "%s" while it is in state "%s".`,
+				n.UUID, n.ProvisionState))
+			return
+		}
+	}
+	disableRamdisk := body.DisableRamdisk != nil && *body.DisableRamdisk
+	switch req.Target {
+	case "clean":
+		err = s.cfg.Provisioner.ManualClean(r.Context(), ident, steps, disableRamdisk)
+	case "service":
+		err = s.cfg.Provisioner.Service(r.Context(), ident, steps, disableRamdisk)
+	default:
 		err = s.cfg.Provisioner.Provision(r.Context(), ident, req)
 	}
 	if err != nil {
@@ -556,7 +572,7 @@ func checkProvision(body provisionBody, v version) (provision.Request, []wire.Pl
 		return provision.Request{}, nil, errdefs.NotAcceptable("Request not acceptable.")
 	case statemachine.Verbs[t] == "":
 		// One of Ironic's verbs this conductor has no transitions for
-		// (rescue, unrescue, unhold, service).
+		// (rescue, unrescue, unhold).
 		return provision.Request{}, nil, errNotUnderstood(t)
 	case present(body.CleanSteps) && t != "clean":
 		return provision.Request{}, nil, errdefs.InvalidArgument(`"clean_steps" is only valid when setting target provision state to clean`)
@@ -566,9 +582,9 @@ func checkProvision(body provisionBody, v version) (provision.Request, []wire.Pl
 		return provision.Request{}, nil, errdefs.NotAcceptable("Request not acceptable.")
 	case present(body.DeploySteps) && t != "active" && t != "deploy" && t != "rebuild":
 		return provision.Request{}, nil, errdefs.InvalidArgument(`"deploy_steps" is only valid when setting target provision state to active or rebuild`)
-	case present(body.DeploySteps):
-		return provision.Request{}, nil, errdefs.InvalidArgument("Custom deploy steps are not supported yet.")
 	case body.DisableRamdisk != nil && v.minor < minorDisableRamdisk:
+		return provision.Request{}, nil, errdefs.NotAcceptable("Request not acceptable.")
+	case body.DisableRamdisk != nil && t == "service" && v.minor < minorServiceDisableRamdisk:
 		return provision.Request{}, nil, errdefs.NotAcceptable("Request not acceptable.")
 	case body.DisableRamdisk != nil && t != "clean" && t != "service":
 		return provision.Request{}, nil, errdefs.InvalidArgument(`"disable_ramdisk" can be passed only with "clean" or "service"`)
@@ -583,14 +599,28 @@ func checkProvision(body provisionBody, v version) (provision.Request, []wire.Pl
 		}
 		req.Configdrive = cd
 	}
-	if t != "clean" {
-		return req, nil, nil
+	if present(body.DeploySteps) {
+		steps, err := checkDeploySteps(body.DeploySteps)
+		if err != nil {
+			return provision.Request{}, nil, err
+		}
+		req.DeploySteps = steps
 	}
-	if !present(body.CleanSteps) {
-		return provision.Request{}, nil, errdefs.InvalidArgument(`"clean_steps" is required when setting target provision state to clean`)
+	switch t {
+	case "clean":
+		if !present(body.CleanSteps) {
+			return provision.Request{}, nil, errdefs.InvalidArgument(`"clean_steps" is required when setting target provision state to clean`)
+		}
+		steps, err := checkSteps("clean", body.CleanSteps)
+		return req, steps, err
+	case "service":
+		if !present(body.ServiceSteps) {
+			return provision.Request{}, nil, errdefs.InvalidArgument(`"service_steps" is required when setting target provision state to service`)
+		}
+		steps, err := checkSteps("service", body.ServiceSteps)
+		return req, steps, err
 	}
-	steps, err := checkCleanSteps(body.CleanSteps)
-	return req, steps, err
+	return req, nil, nil
 }
 
 // configdriveArg is the configdrive of a provision request, checked
@@ -687,23 +717,25 @@ func checkConfigdrive(cd configdriveArg, target string, v version) (any, error) 
 	}
 }
 
-// checkCleanSteps validates manual clean steps against Ironic's schema: a
-// non-empty list of {interface, step, args?, reboot_requested?} objects.
-// The args pass through as given.
-func checkCleanSteps(raw json.RawMessage) ([]wire.PlannedStep, error) {
+// checkSteps validates manual clean steps or service steps (kind "clean"
+// or "service") against Ironic's schema: a non-empty list of {interface,
+// step, args?, reboot_requested?} objects. The args pass through as
+// given.
+func checkSteps(kind string, raw json.RawMessage) ([]wire.PlannedStep, error) {
 	var list []map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &list); err != nil {
-		return nil, errdefs.InvalidArgument("Invalid clean_steps: a list of steps is required")
+		return nil, errdefs.InvalidArgument("Invalid %s_steps: a list of steps is required", kind)
 	}
 	if len(list) == 0 {
-		return nil, errdefs.InvalidArgument(`No clean steps specified. Clean steps are required when setting the target provision state to "clean".`)
+		return nil, errdefs.InvalidArgument(`No %s steps specified. %s steps are required when setting the target provision state to "%s".`,
+			kind, strings.ToUpper(kind[:1])+kind[1:], kind)
 	}
 	allowed := map[string]bool{"interface": true, "step": true, "args": true, "reboot_requested": true}
 	steps := make([]wire.PlannedStep, 0, len(list))
 	for i, m := range list {
 		for _, k := range slices.Sorted(maps.Keys(m)) {
 			if !allowed[k] {
-				return nil, errdefs.InvalidArgument("Invalid clean step %d: Additional properties are not allowed ('%s' was unexpected)", i, k)
+				return nil, errdefs.InvalidArgument("Invalid %s step %d: Additional properties are not allowed ('%s' was unexpected)", kind, i, k)
 			}
 		}
 		var (
@@ -714,17 +746,17 @@ func checkCleanSteps(raw json.RawMessage) ([]wire.PlannedStep, error) {
 		for k, dst := range map[string]any{"interface": &st.Interface, "step": &st.Step, "args": &args, "reboot_requested": &reboot} {
 			if v, ok := m[k]; ok {
 				if err := json.Unmarshal(v, dst); err != nil {
-					return nil, errdefs.InvalidArgument("Invalid clean step %d: %s: %v", i, k, err)
+					return nil, errdefs.InvalidArgument("Invalid %s step %d: %s: %v", kind, i, k, err)
 				}
 			}
 		}
 		switch {
 		case st.Interface == "":
-			return nil, errdefs.InvalidArgument("Invalid clean step %d: 'interface' is a required property", i)
+			return nil, errdefs.InvalidArgument("Invalid %s step %d: 'interface' is a required property", kind, i)
 		case !stepInterfaces[st.Interface]:
-			return nil, errdefs.InvalidArgument("Invalid clean step %d: '%s' is not one of %s", i, st.Interface, fmt.Sprint(slices.Sorted(maps.Keys(stepInterfaces))))
+			return nil, errdefs.InvalidArgument("Invalid %s step %d: '%s' is not one of %s", kind, i, st.Interface, fmt.Sprint(slices.Sorted(maps.Keys(stepInterfaces))))
 		case st.Step == "":
-			return nil, errdefs.InvalidArgument("Invalid clean step %d: 'step' is a required property", i)
+			return nil, errdefs.InvalidArgument("Invalid %s step %d: 'step' is a required property", kind, i)
 		}
 		if args != nil {
 			st.Args = m["args"]
@@ -732,6 +764,67 @@ func checkCleanSteps(raw json.RawMessage) ([]wire.PlannedStep, error) {
 		if reboot != nil && *reboot {
 			st.RebootRequested = reboot
 		}
+		steps = append(steps, st)
+	}
+	return steps, nil
+}
+
+// checkDeploySteps validates deploy steps against Ironic's schema: a list
+// of {interface, step, args, priority} objects, all four required, the
+// priority an integer >= 0 (or a string of digits).
+func checkDeploySteps(raw json.RawMessage) ([]wire.PlannedStep, error) {
+	var list []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, errdefs.InvalidArgument("Invalid deploy_steps: a list of steps is required")
+	}
+	steps := make([]wire.PlannedStep, 0, len(list))
+	for i, m := range list {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			switch k {
+			case "interface", "step", "args", "priority":
+			default:
+				return nil, errdefs.InvalidArgument("Invalid deploy step %d: Additional properties are not allowed ('%s' was unexpected)", i, k)
+			}
+		}
+		for _, k := range []string{"interface", "step", "args", "priority"} {
+			if _, ok := m[k]; !ok {
+				return nil, errdefs.InvalidArgument("Invalid deploy step %d: '%s' is a required property", i, k)
+			}
+		}
+		var (
+			st   wire.PlannedStep
+			args map[string]any
+			prio any
+		)
+		errs := []error{json.Unmarshal(m["interface"], &st.Interface), json.Unmarshal(m["step"], &st.Step),
+			json.Unmarshal(m["args"], &args), json.Unmarshal(m["priority"], &prio)}
+		if err := errors.Join(errs...); err != nil || args == nil {
+			return nil, errdefs.InvalidArgument("Invalid deploy step %d: interface and step are strings, args an object", i)
+		}
+		var p int
+		switch x := prio.(type) {
+		case float64:
+			if x < 0 || x != float64(int(x)) {
+				return nil, errdefs.InvalidArgument("Invalid deploy step %d: priority %v is not an integer >= 0", i, x)
+			}
+			p = int(x)
+		case string:
+			n, err := strconv.Atoi(x)
+			if err != nil || n < 0 {
+				return nil, errdefs.InvalidArgument("Invalid deploy step %d: priority %q is not an integer >= 0", i, x)
+			}
+			p = n
+		default:
+			return nil, errdefs.InvalidArgument("Invalid deploy step %d: priority %v is not an integer >= 0", i, prio)
+		}
+		switch {
+		case !stepInterfaces[st.Interface]:
+			return nil, errdefs.InvalidArgument("Invalid deploy step %d: '%s' is not one of %s", i, st.Interface, fmt.Sprint(slices.Sorted(maps.Keys(stepInterfaces))))
+		case st.Step == "":
+			return nil, errdefs.InvalidArgument("Invalid deploy step %d: 'step' must not be empty", i)
+		}
+		st.Priority = &p
+		st.Args = m["args"]
 		steps = append(steps, st)
 	}
 	return steps, nil
@@ -745,25 +838,6 @@ func (s *Server) nodePorts(w http.ResponseWriter, r *http.Request, v version) {
 		return
 	}
 	s.writePorts(w, r, v, store.PortFilter{NodeID: n.ID}, false)
-}
-
-// checkInterfaces accepts hardware interface fields that name what the
-// driver provides (Metal3 sets them on every node it enrolls) and refuses
-// anything else with Ironic's message.
-func checkInterfaces(driver string, ifaces map[string]string) error {
-	have := ironicjson.Interfaces(driver)
-	for _, field := range slices.Sorted(maps.Keys(ifaces)) {
-		if want := ifaces[field]; want != have[field] {
-			kind := strings.TrimSuffix(field, "_interface")
-			return errdefs.InvalidArgument("%s interface implementation '%s' is not supported by hardware type %s. Supported: %s.",
-				kind, want, driver, have[field])
-		}
-	}
-	return nil
-}
-
-func errAutomatedClean() error {
-	return errdefs.InvalidArgument("Setting automated_clean per node is not supported: automated cleaning is a conductor-wide setting.")
 }
 
 func deref(s *string) string {

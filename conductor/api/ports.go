@@ -28,12 +28,72 @@ type portCreate struct {
 	UUID                string         `json:"uuid"`
 	Address             string         `json:"address"`
 	NodeUUID            string         `json:"node_uuid"`
+	NodeIdent           string         `json:"node_ident"`
 	Extra               map[string]any `json:"extra"`
 	LocalLinkConnection map[string]any `json:"local_link_connection"`
 	PXEEnabled          *bool          `json:"pxe_enabled"`
 	PhysicalNetwork     *string        `json:"physical_network"`
 	IsSmartNIC          *bool          `json:"is_smartnic"`
 	PortgroupUUID       *string        `json:"portgroup_uuid"`
+	Name                *string        `json:"name"`
+	Description         *string        `json:"description"`
+	Vendor              *string        `json:"vendor"`
+	Category            *string        `json:"category"`
+}
+
+// API minor versions of port fields.
+const (
+	minorPortName        = 88
+	minorPortNodeIdent   = 94
+	minorPortDescription = 97
+	minorPortVendor      = 100
+	minorPortCategory    = 101
+)
+
+// portAttr is one of the port's string attributes: its field, the
+// version that introduced it and its longest value (Ironic's schema).
+type portAttr struct {
+	field  string
+	minor  int
+	maxLen int
+	ptr    func(p *store.Port) *string
+}
+
+var portAttrs = []portAttr{
+	{"name", minorPortName, 255, func(p *store.Port) *string { return &p.Name }},
+	{"description", minorPortDescription, 255, func(p *store.Port) *string { return &p.Description }},
+	{"vendor", minorPortVendor, 32, func(p *store.Port) *string { return &p.Vendor }},
+	{"category", minorPortCategory, 80, func(p *store.Port) *string { return &p.Category }},
+}
+
+// checkPortAttrs checks the port's attributes against the request's
+// version, their lengths and the uniqueness of the name.
+func (s *Server) checkPortAttrs(r *http.Request, p *store.Port, given map[string]bool, v version) error {
+	for _, a := range portAttrs {
+		val := *a.ptr(p)
+		if given[a.field] && val != "" && v.minor < a.minor {
+			return errdefs.NotAcceptable("Request not acceptable.")
+		}
+		if len(val) > a.maxLen {
+			return errdefs.InvalidArgument("Invalid value for %s: '%s' is too long (at most %d characters)", a.field, val, a.maxLen)
+		}
+	}
+	if p.Name == "" || !given["name"] {
+		return nil
+	}
+	if !validName(p.Name) {
+		return errdefs.InvalidArgument("Invalid port name '%s'", p.Name)
+	}
+	all, err := s.cfg.Store.ListPorts(r.Context(), store.PortFilter{})
+	if err != nil {
+		return err
+	}
+	for _, o := range all {
+		if o.Name == p.Name && o.UUID != p.UUID {
+			return errdefs.AlreadyExists("A port with name %s already exists.", p.Name)
+		}
+	}
+	return nil
 }
 
 // createPort serves POST /v1/ports.
@@ -52,7 +112,17 @@ func (s *Server) createPort(w http.ResponseWriter, r *http.Request, v version) {
 		s.writeError(w, r, errdefs.InvalidArgument("Expected a MAC address but received %s.", body.Address))
 		return
 	}
-	if body.NodeUUID == "" {
+	ident := body.NodeUUID
+	switch {
+	case body.NodeIdent != "" && v.minor < minorPortNodeIdent:
+		s.writeError(w, r, errdefs.NotAcceptable("Request not acceptable."))
+		return
+	case body.NodeIdent != "" && body.NodeUUID != "":
+		s.writeError(w, r, errdefs.InvalidArgument("Only one of node_uuid and node_ident may be given."))
+		return
+	case body.NodeIdent != "":
+		ident = body.NodeIdent
+	case body.NodeUUID == "":
 		s.writeError(w, r, errdefs.InvalidArgument("'node_uuid' is a required property"))
 		return
 	}
@@ -64,16 +134,24 @@ func (s *Server) createPort(w http.ResponseWriter, r *http.Request, v version) {
 		s.writeError(w, r, errdefs.InvalidArgument("Port groups are not supported."))
 		return
 	}
-	n, err := s.cfg.Store.GetNode(r.Context(), body.NodeUUID)
+	n, err := s.cfg.Store.GetNode(r.Context(), ident)
 	if err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) {
-			err = errdefs.InvalidArgument("Node %s could not be found.", body.NodeUUID)
+			err = errdefs.InvalidArgument("Node %s could not be found.", ident)
 		}
 		s.writeError(w, r, err)
 		return
 	}
 	p := &store.Port{NodeID: n.ID, Address: mac, PXEEnabled: true, Extra: body.Extra,
-		LocalLinkConnection: body.LocalLinkConnection, PhysicalNetwork: deref(body.PhysicalNetwork)}
+		LocalLinkConnection: body.LocalLinkConnection, PhysicalNetwork: deref(body.PhysicalNetwork),
+		PortAttributes: store.PortAttributes{Name: deref(body.Name), Description: deref(body.Description),
+			Vendor: deref(body.Vendor), Category: deref(body.Category)}}
+	given := map[string]bool{"name": body.Name != nil, "description": body.Description != nil,
+		"vendor": body.Vendor != nil, "category": body.Category != nil}
+	if err := s.checkPortAttrs(r, p, given, v); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if body.PXEEnabled != nil {
 		p.PXEEnabled = *body.PXEEnabled
 	}
@@ -184,7 +262,8 @@ func (s *Server) deletePort(w http.ResponseWriter, r *http.Request, v version) {
 
 // patchablePort are the port fields a PATCH may change.
 var patchablePort = map[string]bool{"address": true, "node_uuid": true, "extra": true,
-	"local_link_connection": true, "pxe_enabled": true, "physical_network": true}
+	"local_link_connection": true, "pxe_enabled": true, "physical_network": true,
+	"name": true, "description": true, "vendor": true, "category": true}
 
 // patchPort serves PATCH /v1/ports/{uuid} (JSON Patch), when the store
 // can update ports in place.
@@ -199,6 +278,7 @@ func (s *Server) patchPort(w http.ResponseWriter, r *http.Request, v version) {
 		s.writeError(w, r, err)
 		return
 	}
+	given := map[string]bool{}
 	for _, op := range ops {
 		toks, err := jsonpatch.Pointer(op.Path)
 		if err != nil || len(toks) == 0 {
@@ -209,6 +289,7 @@ func (s *Server) patchPort(w http.ResponseWriter, r *http.Request, v version) {
 			s.writeError(w, r, errdefs.InvalidArgument("'/%s' is an internal attribute and can not be updated", toks[0]))
 			return
 		}
+		given[toks[0]] = true
 	}
 	p, err := s.cfg.Store.GetPort(r.Context(), r.PathValue("uuid"))
 	if err != nil {
@@ -218,11 +299,18 @@ func (s *Server) patchPort(w http.ResponseWriter, r *http.Request, v version) {
 	doc := map[string]any{"address": p.Address, "node_uuid": p.NodeUUID, "pxe_enabled": p.PXEEnabled,
 		"physical_network": nullable(p.PhysicalNetwork), "extra": ironicjson.CopyDict(p.Extra),
 		"local_link_connection": ironicjson.CopyDict(p.LocalLinkConnection)}
+	for _, a := range portAttrs {
+		doc[a.field] = nullable(*a.ptr(p))
+	}
 	if doc, err = jsonpatch.Apply(doc, ops); err != nil {
 		s.writeError(w, r, errdefs.InvalidArgument("Invalid patch: %v", err))
 		return
 	}
-	if err := s.applyPortPatch(r, p, doc); err != nil {
+	err = s.applyPortPatch(r, p, doc)
+	if err == nil {
+		err = s.checkPortAttrs(r, p, given, v)
+	}
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -264,6 +352,16 @@ func (s *Server) applyPortPatch(r *http.Request, p *store.Port, doc map[string]a
 			*dst = m
 		default:
 			return errdefs.InvalidArgument("Invalid value for %s: a dictionary is required", k)
+		}
+	}
+	for _, a := range portAttrs {
+		switch x := doc[a.field].(type) {
+		case nil:
+			*a.ptr(p) = ""
+		case string:
+			*a.ptr(p) = x
+		default:
+			return errdefs.InvalidArgument("Invalid value for %s: a string is required", a.field)
 		}
 	}
 	nodeUUID, _ := doc["node_uuid"].(string)

@@ -228,7 +228,8 @@ func (s *Server) continueInspection(w http.ResponseWriter, r *http.Request, v ve
 }
 
 // nodeInventory serves GET /v1/nodes/{ident}/inventory (1.81): the
-// inventory the last in-band inspection stored.
+// inventory and the plugin_data the last in-band inspection stored; 404
+// before any inspection.
 func (s *Server) nodeInventory(w http.ResponseWriter, r *http.Request, v version) {
 	if v.minor < minorInventory {
 		s.writeError(w, r, errdefs.NotFound("The requested version of the API is not supported for this resource."))
@@ -244,5 +245,9 @@ func (s *Server) nodeInventory(w http.ResponseWriter, r *http.Request, v version
 		s.writeError(w, r, errdefs.NotFound("Inventory not found for node %s.", n.UUID))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"inventory": inv, "plugin_data": map[string]any{}})
+	pd, _ := n.DriverInternalInfo["inspection_plugin_data"].(map[string]any)
+	if pd == nil {
+		pd = map[string]any{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"inventory": inv, "plugin_data": pd})
 }

@@ -35,6 +35,7 @@ type Store interface {
 type Provisioner interface {
 	Provision(ctx context.Context, ident string, req provision.Request) error
 	ManualClean(ctx context.Context, ident string, steps []wire.PlannedStep, disableRamdisk bool) error
+	Service(ctx context.Context, ident string, steps []wire.PlannedStep, disableRamdisk bool) error
 	ValidateNode(ctx context.Context, ident string) (map[string]provision.InterfaceValidation, error)
 	DeleteNode(ctx context.Context, ident string) error
 }
@@ -61,9 +62,11 @@ type Inspector interface {
 	ContinueInspection(ctx context.Context, nodeUUID string, data wire.InspectionData) (*store.Node, error)
 }
 
-// Drivers says which power drivers are enabled (provision.Engine).
+// Drivers says which power drivers (hardware types) are enabled
+// (provision.Engine).
 type Drivers interface {
 	HasDriver(name string) bool
+	DriverNames() []string
 }
 
 // HostPathChecker checks the host paths a node names (deploy files,
@@ -95,6 +98,10 @@ type Config struct {
 	// StreamsDone, when set, is closed when the conductor begins its
 	// shutdown: streamed agent logs end then.
 	StreamsDone <-chan struct{}
+	// Hardware, when set, answers the BIOS, firmware, virtual media and
+	// vendor passthru endpoints; without it they answer 501 (vendor
+	// passthru: 400, no methods).
+	Hardware NodeHardware
 	// HostPaths, when set, checks the host paths of created and patched
 	// nodes.
 	HostPaths HostPathChecker
@@ -160,6 +167,26 @@ func New(cfg Config) *Server {
 	m.HandleFunc("GET "+agentLogsPath, s.versioned(s.agentLogIndex))
 	m.HandleFunc("GET "+agentLogsPath+"/live", s.versioned(s.agentLogLive))
 	m.HandleFunc("GET "+agentLogsPath+"/{name}", s.versioned(s.agentLogArchive))
+	m.HandleFunc("PUT /v1/nodes/{ident}/states/raid", s.versioned(s.setTargetRAID))
+	m.HandleFunc("GET /v1/nodes/{ident}/traits", s.versioned(s.nodeTraits))
+	m.HandleFunc("PUT /v1/nodes/{ident}/traits", s.versioned(s.nodeTraits))
+	m.HandleFunc("DELETE /v1/nodes/{ident}/traits", s.versioned(s.nodeTraits))
+	m.HandleFunc("PUT /v1/nodes/{ident}/traits/{trait}", s.versioned(s.nodeTraits))
+	m.HandleFunc("DELETE /v1/nodes/{ident}/traits/{trait}", s.versioned(s.nodeTraits))
+	m.HandleFunc("GET /v1/nodes/{ident}/bios", s.versioned(s.nodeBIOS))
+	m.HandleFunc("GET /v1/nodes/{ident}/bios/{setting}", s.versioned(s.nodeBIOS))
+	m.HandleFunc("GET /v1/nodes/{ident}/firmware", s.versioned(s.nodeFirmware))
+	m.HandleFunc("GET /v1/nodes/{ident}/vmedia", s.versioned(s.nodeVMedia))
+	m.HandleFunc("POST /v1/nodes/{ident}/vmedia", s.versioned(s.nodeVMedia))
+	m.HandleFunc("DELETE /v1/nodes/{ident}/vmedia", s.versioned(s.nodeVMedia))
+	m.HandleFunc("GET /v1/nodes/{ident}/vendor_passthru/methods", s.versioned(s.vendorMethods))
+	m.HandleFunc("/v1/nodes/{ident}/vendor_passthru", s.versioned(s.vendorPassthru))
+
+	m.HandleFunc("GET /v1/drivers", s.versioned(s.listDrivers))
+	m.HandleFunc("GET /v1/drivers/{name}", s.versioned(s.getDriver))
+	m.HandleFunc("GET /v1/drivers/{name}/properties", s.versioned(s.driverProperties))
+	m.HandleFunc("GET /v1/drivers/{name}/raid/logical_disk_properties", s.versioned(s.driverRAIDProperties))
+	m.HandleFunc("GET /v1/drivers/{name}/vendor_passthru/methods", s.versioned(s.driverVendorMethods))
 
 	m.HandleFunc("GET /v1/ports", s.versioned(s.listPorts(false)))
 	m.HandleFunc("GET /v1/ports/detail", s.versioned(s.listPorts(true)))
@@ -188,15 +215,33 @@ func New(cfg Config) *Server {
 	return s
 }
 
-// ServeHTTP routes a request; a trailing slash is ignored as pecan does
-// (except under the file trees /images/, /agent_images/ and /boot/).
+// unversioned are the v1 resources also served without the /v1 prefix,
+// as Ironic's root controller routes them (Metal3's Ironic-CR mode uses
+// such an endpoint).
+var unversioned = map[string]bool{"nodes": true, "ports": true, "drivers": true,
+	"lookup": true, "heartbeat": true, "continue_inspection": true}
+
+// V1Path maps an unversioned resource path ("/nodes/x") onto its /v1
+// path; other paths are returned as they are.
+func V1Path(p string) string {
+	first, _, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+	if unversioned[first] {
+		return "/v1" + p
+	}
+	return p
+}
+
+// ServeHTTP routes a request: an unversioned resource path goes to its v1
+// route, and a trailing slash is ignored as pecan does (except under the
+// file trees /images/, /agent_images/ and /boot/).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") && strings.HasPrefix(p, "/v1") {
+	p := V1Path(r.URL.Path)
+	if len(p) > 1 && strings.HasSuffix(p, "/") && strings.HasPrefix(p, "/v1") {
+		p = strings.TrimRight(p, "/")
+	}
+	if p != r.URL.Path {
 		r2 := r.Clone(r.Context())
-		r2.URL.Path = strings.TrimRight(p, "/")
-		if r2.URL.Path == "" {
-			r2.URL.Path = "/"
-		}
+		r2.URL.Path = p
 		r2.URL.RawPath = ""
 		r = r2
 	}
@@ -255,6 +300,7 @@ func (s *Server) v1(w http.ResponseWriter, r *http.Request, v version) {
 		"media_types": map[string]string{"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"},
 		"nodes":       res("nodes"),
 		"ports":       res("ports"),
+		"drivers":     res("drivers"),
 		"lookup":      res("lookup"),
 		"heartbeat":   res("heartbeat"),
 		"version":     s.versionDoc(r),

@@ -257,9 +257,9 @@ func (g *Guard) refuse(w http.ResponseWriter, status int, msg string) {
 // public routes plus the files nodes fetch: GET (and HEAD) of / and /v1
 // (the version documents) and /v1/lookup, POST /v1/heartbeat/{node} and
 // POST /v1/continue_inspection (the ramdisk endpoints, which the agent
-// token and the node's state protect), and GET of the trees /boot/ (iPXE
-// scripts, deploy kernel and ramdisk), /images/ and /agent_images/ (the
-// images agents download). A trailing slash is ignored; a path that is
+// token and the node's state protect; also without the /v1 prefix), and
+// GET of the trees /boot/ (iPXE scripts, deploy kernel and ramdisk),
+// /images/ and /agent_images/ (the images agents download). A trailing slash is ignored; a path that is
 // not clean (dot segments, doubled slashes) is never public.
 func Public(method, p string) bool {
 	clean := path.Clean(p)
@@ -268,6 +268,11 @@ func Public(method, p string) bool {
 	}
 	get := method == http.MethodGet || method == http.MethodHead
 	post := method == http.MethodPost
+	// The ramdisk endpoints are public without the /v1 prefix too (the
+	// API serves every v1 resource unversioned, as Ironic does).
+	if clean == "/lookup" || clean == "/continue_inspection" || strings.HasPrefix(clean, "/heartbeat/") {
+		clean = "/v1" + clean
+	}
 	switch {
 	case clean == "/", clean == "/v1", clean == "/v1/lookup":
 		return get

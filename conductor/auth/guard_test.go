@@ -39,6 +39,10 @@ func TestPublic(t *testing.T) {
 		{"GET", "/v1/ports", false}, {"GET", "/v1/nodes/n1/inventory", false},
 		{"GET", "/v2", false}, {"GET", "/v1/lookupx", false}, {"GET", "/bootx", false},
 		{"GET", "/imagesx/a", false}, {"GET", "/debug/pprof/", false},
+		// The ramdisk endpoints without the /v1 prefix, as the API serves them.
+		{"GET", "/lookup", true}, {"POST", "/heartbeat/node-1", true}, {"POST", "/continue_inspection", true},
+		{"GET", "/lookupx", false}, {"POST", "/heartbeat/a/b", false}, {"GET", "/nodes", false},
+		{"GET", "/drivers", false}, {"POST", "/lookup", false},
 		// Paths that are not clean are never public, whatever they resolve to.
 		{"GET", "/boot/../v1/nodes", false}, {"GET", "/images/../v1/nodes", false},
 		{"POST", "/v1/heartbeat/../nodes", false}, {"GET", "//v1", false},

@@ -193,7 +193,7 @@ func (h *Handler) Script(n *store.Node, mac, base string) (string, error) {
 	if api == "" {
 		api = strings.TrimSuffix(base, "/boot")
 	}
-	extraParams, err := h.kernelParams(n)
+	extraParams, err := KernelAppendParams(n, h.cfg.KernelParams)
 	if err != nil {
 		return "", err
 	}
@@ -217,11 +217,12 @@ func (h *Handler) Script(n *store.Node, mac, base string) (string, error) {
 	return b.String(), nil
 }
 
-// kernelParams are the parameters that come before the agent's own: the
-// node's kernel_append_params, read from instance_info and then
-// driver_info as Ironic does ("%default%" in it stands for the configured
-// defaults), else the configured defaults.
-func (h *Handler) kernelParams(n *store.Node) ([]string, error) {
+// KernelAppendParams are the kernel parameters a node's deploy ramdisk
+// boots with before the agent's own: the node's kernel_append_params,
+// read from instance_info and then driver_info as Ironic does ("%default%"
+// in it stands for defaults), else defaults. A value that is not a string
+// or holds a control character is an InvalidArgument error.
+func KernelAppendParams(n *store.Node, defaults []string) ([]string, error) {
 	for _, where := range []struct {
 		name string
 		info map[string]any
@@ -237,9 +238,9 @@ func (h *Handler) kernelParams(n *store.Node) ([]string, error) {
 		if strings.ContainsFunc(s, unicode.IsControl) {
 			return nil, errdefs.InvalidArgument("node %s: %s kernel_append_params contains control characters", n.UUID, where.name)
 		}
-		return strings.Fields(strings.ReplaceAll(s, "%default%", strings.Join(h.cfg.KernelParams, " "))), nil
+		return strings.Fields(strings.ReplaceAll(s, "%default%", strings.Join(defaults, " "))), nil
 	}
-	return h.cfg.KernelParams, nil
+	return append([]string(nil), defaults...), nil
 }
 
 // files returns the node's deploy kernel and ramdisk (paths or URLs).

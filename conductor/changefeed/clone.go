@@ -19,6 +19,7 @@ func CloneNode(n *store.Node) *store.Node {
 	c.Properties = cloneMap(n.Properties)
 	c.Extra = cloneMap(n.Extra)
 	c.DeployStep = cloneMap(n.DeployStep)
+	c.NodeAttributes = n.NodeAttributes.Clone()
 	return &c
 }
 

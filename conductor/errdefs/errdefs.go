@@ -30,6 +30,9 @@ var (
 	// ErrNotImplemented: the operation is part of the API but this
 	// conductor (or the node's driver) does not implement it yet.
 	ErrNotImplemented = errors.New("not implemented")
+	// ErrForbidden: the resource refuses the operation whoever asks
+	// (Ironic's NodeProtected).
+	ErrForbidden = errors.New("forbidden")
 )
 
 // Error is an error of one class with the message an API client is shown.
@@ -86,3 +89,6 @@ func Unavailable(format string, args ...any) error { return newf(ErrUnavailable,
 func NotImplemented(format string, args ...any) error {
 	return newf(ErrNotImplemented, format, args...)
 }
+
+// Forbidden returns an ErrForbidden error with a message.
+func Forbidden(format string, args ...any) error { return newf(ErrForbidden, format, args...) }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/rivetmetal/rivet/conductor/auth"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/store"
 )
 
@@ -87,7 +88,21 @@ func New(inner store.Store, cfg Config) *Store {
 	return &Store{Store: inner, cfg: cfg}
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store       = (*Store)(nil)
+	_ store.PortUpdater = (*Store)(nil)
+)
+
+// UpdatePort passes a port update through to the inner store (ports have
+// no history), so that decorating a store keeps its optional port updates
+// (store.PortUpdater: the API's port PATCH, ports from inspection).
+func (s *Store) UpdatePort(ctx context.Context, p *store.Port) error {
+	pu, ok := s.Store.(store.PortUpdater)
+	if !ok {
+		return errdefs.NotImplemented("the store cannot update ports")
+	}
+	return pu.UpdatePort(ctx, p)
+}
 
 // User is the authenticated user of the request ctx belongs to, "" when
 // there is none.

@@ -204,3 +204,30 @@ func TestPruneKeepsTheNewest(t *testing.T) {
 		t.Fatalf("kept %q, want %q", got, want)
 	}
 }
+
+// TestPortUpdatesPassThrough: the decorator keeps the inner store's port
+// updates (the API's port PATCH and inspection's ports use them).
+func TestPortUpdatesPassThrough(t *testing.T) {
+	s, _ := open(t, history.Config{})
+	ctx := context.Background()
+	n := &store.Node{Name: "n1", Driver: "fake-hardware"}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	p := &store.Port{NodeID: n.ID, Address: "52:54:00:12:34:56", PXEEnabled: true}
+	if err := s.CreatePort(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	var st store.Store = s
+	pu, ok := st.(store.PortUpdater)
+	if !ok {
+		t.Fatal("the history store hides UpdatePort")
+	}
+	p.PXEEnabled = false
+	if err := pu.UpdatePort(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetPort(ctx, p.UUID); err != nil || got.PXEEnabled {
+		t.Fatalf("port after UpdatePort: %+v, %v", got, err)
+	}
+}

@@ -4,14 +4,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rivetmetal/rivet/conductor/hardwaretype"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/wire"
 )
 
 // MaxMinor is the newest API minor version whose node shape is rendered
-// (1.89: the version Metal3's baremetal-operator asks for).
-const MaxMinor = 89
+// (1.110: the newest version Metal3's baremetal-operator asks for).
+const MaxMinor = 110
 
 // Options controls how API documents are rendered.
 type Options struct {
@@ -47,6 +48,7 @@ var nodeFieldMinor = map[string]int{
 	"description": 51, "allocation_uuid": 52, "retired": 61, "retired_reason": 61,
 	"lessee": 65, "network_data": 66, "boot_mode": 75, "secure_boot": 75, "shard": 82,
 	"parent_node": 83, "firmware_interface": 86, "service_step": 87,
+	"disable_power_off": 95, "instance_name": 104, "health": 109,
 	// sub-resource links
 	"states": 14, "portgroups": 24, "volume": 32,
 }
@@ -87,7 +89,10 @@ func Node(n *store.Node, o Options) map[string]any {
 
 // nodeDoc is the unmasked node document with links.
 func nodeDoc(n *store.Node, o Options) map[string]any {
-	ifaces := interfacesFor(n.Driver)
+	traits := make([]any, len(n.Traits))
+	for i, t := range n.Traits {
+		traits[i] = t
+	}
 	doc := map[string]any{
 		"uuid":                   n.UUID,
 		"name":                   nullString(n.Name),
@@ -99,7 +104,7 @@ func nodeDoc(n *store.Node, o Options) map[string]any {
 		"target_power_state":     nullString(n.TargetPowerState),
 		"maintenance":            n.Maintenance,
 		"maintenance_reason":     nullString(n.MaintenanceReason),
-		"fault":                  nil,
+		"fault":                  nullString(n.Fault),
 		"last_error":             nullString(n.LastError),
 		"reservation":            nil,
 		"instance_uuid":          nullString(n.InstanceUUID),
@@ -110,29 +115,32 @@ func nodeDoc(n *store.Node, o Options) map[string]any {
 		"extra":                  CopyDict(n.Extra),
 		"clean_step":             CopyDict(n.CleanStep()),
 		"deploy_step":            CopyDict(n.DeployStep),
-		"raid_config":            map[string]any{},
-		"target_raid_config":     map[string]any{},
+		"raid_config":            CopyDict(n.RAIDConfig),
+		"target_raid_config":     CopyDict(n.TargetRAIDConfig),
 		"resource_class":         nullString(n.ResourceClass),
 		"description":            nullString(n.Description),
 		"owner":                  nullString(n.Owner),
-		"lessee":                 nil,
+		"lessee":                 nullString(n.Lessee),
 		"chassis_uuid":           nil,
 		"allocation_uuid":        nil,
 		"conductor":              nullString(o.Conductor),
-		"conductor_group":        "",
+		"conductor_group":        n.ConductorGroup,
 		"console_enabled":        false,
-		"automated_clean":        nil,
-		"protected":              false,
-		"protected_reason":       nil,
-		"retired":                false,
-		"retired_reason":         nil,
-		"network_data":           map[string]any{},
+		"automated_clean":        boolOrNull(n.AutomatedClean),
+		"protected":              n.Protected,
+		"protected_reason":       nullString(n.ProtectedReason),
+		"retired":                n.Retired,
+		"retired_reason":         nullString(n.RetiredReason),
+		"network_data":           CopyDict(n.NetworkData),
 		"boot_mode":              nil,
 		"secure_boot":            nil,
-		"shard":                  nil,
-		"parent_node":            nil,
-		"service_step":           map[string]any{},
-		"traits":                 []any{},
+		"shard":                  nullString(n.Shard),
+		"parent_node":            nullString(n.ParentNode),
+		"service_step":           CopyDict(n.ServiceStep()),
+		"disable_power_off":      n.DisablePowerOff,
+		"instance_name":          nullString(n.InstanceName),
+		"health":                 nil,
+		"traits":                 traits,
 		"inspection_started_at":  nil,
 		"inspection_finished_at": nil,
 		"created_at":             apiTime(n.CreatedAt),
@@ -143,60 +151,17 @@ func nodeDoc(n *store.Node, o Options) map[string]any {
 		"portgroups":             links(o.BaseURL, "nodes", n.UUID+"/portgroups"),
 		"volume":                 links(o.BaseURL, "nodes", n.UUID+"/volume"),
 	}
-	for k, v := range ifaces {
+	for k, v := range hardwaretype.Of(n.Driver, n.Interfaces) {
 		doc[k] = v
 	}
 	return doc
 }
 
-// interfacesFor returns the hardware interfaces a driver's nodes report.
-// Every node deploys with the agent ("direct"); BMC drivers network-boot
-// the deploy ramdisk with the conductor's iPXE scripts.
-func interfacesFor(driver string) map[string]any {
-	own, boot := driver, driver
-	switch driver {
-	case "fake-hardware":
-		own, boot = "fake", "fake"
-	case "ipmi":
-		own, boot = "ipmitool", "ipxe"
-	case "redfish":
-		boot = "ipxe"
+func boolOrNull(b *bool) any {
+	if b == nil {
+		return nil
 	}
-	return map[string]any{
-		"bios_interface":       "no-bios",
-		"boot_interface":       boot,
-		"console_interface":    "no-console",
-		"deploy_interface":     "direct",
-		"firmware_interface":   "no-firmware",
-		"inspect_interface":    "no-inspect",
-		"management_interface": own,
-		"network_interface":    "noop",
-		"power_interface":      own,
-		"raid_interface":       "no-raid",
-		"rescue_interface":     "no-rescue",
-		"storage_interface":    "noop",
-		"vendor_interface":     "no-vendor",
-	}
-}
-
-// InterfaceFields are the node's hardware interface fields
-// ("boot_interface", ...).
-func InterfaceFields() []string {
-	out := make([]string, 0, 13)
-	for k := range interfacesFor("") {
-		out = append(out, k)
-	}
-	return out
-}
-
-// Interfaces returns the hardware interfaces a driver's nodes report, by
-// field name ("boot_interface": "ipxe", ...).
-func Interfaces(driver string) map[string]string {
-	out := map[string]string{}
-	for k, v := range interfacesFor(driver) {
-		out[k] = v.(string)
-	}
-	return out
+	return *b
 }
 
 // LookupNode renders the node part of a lookup answer: uuid, properties,
@@ -226,7 +191,11 @@ func AgentNode(n *store.Node, conductor string) map[string]any {
 	doc["allocation_id"] = nil
 	doc["conductor_affinity"] = nil
 	doc["reservation"] = nullString(conductor)
-	doc["traits"] = map[string]any{"objects": []any{}}
+	objs := make([]any, len(n.Traits))
+	for i, t := range n.Traits {
+		objs[i] = map[string]any{"trait": t}
+	}
+	doc["traits"] = map[string]any{"objects": objs}
 	doc["driver_info"] = MaskDict(n.DriverInfo)
 	doc["driver_internal_info"] = maskInternal(n.DriverInternalInfo)
 	doc["provision_updated_at"] = agentTime(n.ProvisionUpdatedAt)

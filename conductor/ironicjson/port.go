@@ -7,6 +7,7 @@ import "github.com/rivetmetal/rivet/conductor/store"
 var portFieldMinor = map[string]int{
 	"internal_info": 18, "local_link_connection": 19, "pxe_enabled": 19,
 	"portgroup_uuid": 24, "physical_network": 34, "is_smartnic": 53, "name": 88,
+	"description": 97, "vendor": 100, "category": 101,
 }
 
 // DefaultPortListFields are the fields of a port in a plain list.
@@ -35,7 +36,10 @@ func Port(p *store.Port, o Options) map[string]any {
 		"portgroup_uuid":        nil,
 		"physical_network":      nullString(p.PhysicalNetwork),
 		"is_smartnic":           false,
-		"name":                  nil,
+		"name":                  nullString(p.Name),
+		"description":           nullString(p.Description),
+		"vendor":                nullString(p.Vendor),
+		"category":              nullString(p.Category),
 		"created_at":            apiTime(p.CreatedAt),
 		"updated_at":            apiTime(p.UpdatedAt),
 		"links":                 links(o.BaseURL, "ports", p.UUID),
@@ -64,7 +68,10 @@ func AgentPort(p *store.Port) map[string]any {
 		"internal_info":         CopyDict(p.InternalInfo),
 		"physical_network":      nullString(p.PhysicalNetwork),
 		"is_smartnic":           false,
-		"name":                  nil,
+		"name":                  nullString(p.Name),
+		"description":           nullString(p.Description),
+		"vendor":                nullString(p.Vendor),
+		"category":              nullString(p.Category),
 		"created_at":            agentTime(p.CreatedAt),
 		"updated_at":            agentTime(p.UpdatedAt),
 	}

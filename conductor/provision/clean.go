@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
-	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/plan"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
@@ -61,18 +60,21 @@ func newCleanKind(r *runner) *cleanKind {
 	return c
 }
 
-// automatedClean reports whether automated cleaning runs for a node:
-// unless the conductor turns it off (Config.DisableAutomatedClean). This
-// is the seam for Ironic's per-node automated_clean (true cleans, false
-// skips, null follows the conductor) once nodes have the field.
-func automatedClean(cfg *Config, n *store.Node) bool {
-	return !cfg.DisableAutomatedClean
-}
-
 // manualClean reports whether a cleaning node was asked for manual
 // cleaning (it heads for manageable).
 func manualClean(n *store.Node) bool {
 	return n.TargetProvisionState == statemachine.Manageable
+}
+
+// automatedClean reports whether a node is cleaned on provide and after
+// undeploy: its own automated_clean when set (true cleans, false skips),
+// else the conductor's setting, on unless Config.DisableAutomatedClean
+// (Ironic's).
+func automatedClean(cfg *Config, n *store.Node) bool {
+	if n.AutomatedClean != nil {
+		return *n.AutomatedClean
+	}
+	return !cfg.DisableAutomatedClean
 }
 
 // plan is the cleaning plan: the operator's steps for manual cleaning,
@@ -170,7 +172,7 @@ func (c *cleanKind) finish(ctx context.Context, uuid string, teardown bool) {
 		if !fast {
 			t, err := c.r.machines.targetFor(ctx, n, info)
 			if err == nil {
-				err = c.r.machines.setPower(ctx, t, power.Off)
+				err = c.r.machines.leaveRamdisk(ctx, t)
 			}
 			if err != nil {
 				if ctx.Err() == nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/hardwaretype"
 	"github.com/rivetmetal/rivet/conductor/images"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision/imageinfo"
@@ -56,13 +57,11 @@ func newDeployKind(r *runner) *deployKind {
 	}
 	describe := func(s wire.PlannedStep) string { return s.Name() }
 	d.k = &kind{
-		wire:    wire.DeployStepKind,
-		working: statemachine.Deploying,
-		waiting: statemachine.DeployWait,
-		own:     byName,
-		plan: func(n *store.Node, info *internalinfo.Info) ([]wire.PlannedStep, error) {
-			return d.planSteps(n, info), nil
-		},
+		wire:            wire.DeployStepKind,
+		working:         statemachine.Deploying,
+		waiting:         statemachine.DeployWait,
+		own:             byName,
+		plan:            d.planSteps,
 		replanOnRefresh: true,
 		progress: func(s wire.PlannedStep) bool {
 			return s.Interface == "deploy" && s.Step == wire.WriteImageStep
@@ -89,19 +88,63 @@ func newDeployKind(r *runner) *deployKind {
 	return d
 }
 
-// plan is the deploy plan: the conductor's own steps and the agent's
-// cached ones with a priority above 0 that can run once it is up.
-func (d *deployKind) planSteps(n *store.Node, info *internalinfo.Info) []wire.PlannedStep {
-	mine := make([]plan.Own, len(d.own))
-	for i, o := range d.own {
-		mine[i] = o.Own
+// planSteps is the deploy plan: the conductor's own steps (without
+// write_image for the custom-agent deploy interface, whose deploy steps
+// are the user's), the agent's cached ones with a priority above 0 that
+// can run once it is up, and the user's deploy steps over them.
+func (d *deployKind) planSteps(n *store.Node, info *internalinfo.Info) ([]wire.PlannedStep, error) {
+	custom := deployInterface(n) == "custom-agent"
+	var mine []plan.Own
+	for _, o := range d.own {
+		if custom && o.Step == wire.WriteImageStep {
+			continue
+		}
+		mine = append(mine, o.Own)
 	}
 	steps, tooEarly := plan.WithAgentSteps(mine, info.Deploy.Cached, bootRamdiskPriority, plan.DeployInterfaceRank)
 	for _, s := range tooEarly {
 		d.r.log.Warn("in-band deploy step ignored: its priority puts it before the ramdisk boots",
 			"node", n.UUID, "step", s.Name(), "priority", s.PriorityValue())
 	}
-	return steps
+	if len(info.UserDeploySteps) == 0 {
+		return steps, nil
+	}
+	steps, err := plan.WithUser(steps, info.UserDeploySteps, info.Deploy.Cached, bootRamdiskPriority, plan.DeployInterfaceRank)
+	var unsupported *plan.UnsupportedStepError
+	if errors.As(err, &unsupported) {
+		return nil, lastError(fmt.Sprintf("Deploy step %s is not supported by node %s: the agent does not have it.",
+			plan.Repr(unsupported.Step), n.UUID))
+	}
+	if err != nil {
+		return nil, lastError(fmt.Sprintf("Invalid deploy steps for node %s: %v", n.UUID, err))
+	}
+	return steps, nil
+}
+
+// deployInterface is the node's deploy interface, "autodetect" resolved
+// as Ironic's: "ramdisk" for a boot ISO, else "direct".
+func deployInterface(n *store.Node) string {
+	impl := hardwaretype.Of(n.Driver, n.Interfaces)["deploy_interface"]
+	if impl == "autodetect" {
+		if iso, _ := n.InstanceInfo["boot_iso"].(string); iso != "" {
+			return "ramdisk"
+		}
+		return "direct"
+	}
+	return impl
+}
+
+// writesImage reports whether the node's deploy writes an image: always
+// with "direct", with "custom-agent" only when instance_info names one.
+func writesImage(n *store.Node) bool {
+	switch deployInterface(n) {
+	case "direct":
+		return true
+	case "custom-agent":
+		src, _ := n.InstanceInfo["image_source"].(string)
+		return src != ""
+	}
+	return false
 }
 
 // start runs or resumes a deploy in "deploying" (a job): from the first
@@ -111,6 +154,10 @@ func (d *deployKind) planSteps(n *store.Node, info *internalinfo.Info) []wire.Pl
 func (d *deployKind) start(ctx context.Context, uuid string) {
 	n, info, err := d.r.nodes.read(ctx, uuid)
 	if err != nil || n.ProvisionState != statemachine.Deploying {
+		return
+	}
+	if impl := deployInterface(n); !hardwaretype.Implemented("deploy", impl) || impl == "autodetect" {
+		d.fail(ctx, uuid, statemachine.Deploying, fmt.Sprintf("Failed to deploy node %s: %s", uuid, hardwaretype.NotImplemented("deploy", impl)))
 		return
 	}
 	s := &info.Deploy
@@ -128,7 +175,7 @@ func (d *deployKind) start(ctx context.Context, uuid string) {
 // prepare validates a node for deployment and records what the deploy
 // needs, within the transaction that starts it (Ironic's do_node_deploy
 // validation and prepare).
-func (d *deployKind) prepare(n *store.Node, info *internalinfo.Info, ports []*store.Port, drv power.Driver, configdrive *string) error {
+func (d *deployKind) prepare(n *store.Node, info *internalinfo.Info, ports []*store.Port, drv power.Driver, configdrive *string, userSteps []wire.PlannedStep) error {
 	cfg := d.r.cfg
 	if n.Maintenance {
 		return errMaintenance(n)
@@ -156,17 +203,21 @@ func (d *deployKind) prepare(n *store.Node, info *internalinfo.Info, ports []*st
 	} else {
 		delete(n.InstanceInfo, "configdrive")
 	}
-	if err := imageinfo.Validate(n, cfg.ImageCache != nil); err != nil {
-		return err
-	}
-	n.InstanceInfo["image_url"] = n.InstanceInfo["image_source"]
-	partition := imageinfo.IsPartition(n)
-	if partition {
-		n.InstanceInfo["image_type"] = wire.ImageTypePartition
-	} else {
-		n.InstanceInfo["image_type"] = wire.ImageTypeWholeDisk
+	partition := false
+	if writesImage(n) {
+		if err := imageinfo.Validate(n, cfg.ImageCache != nil); err != nil {
+			return err
+		}
+		n.InstanceInfo["image_url"] = n.InstanceInfo["image_source"]
+		partition = imageinfo.IsPartition(n)
+		if partition {
+			n.InstanceInfo["image_type"] = wire.ImageTypePartition
+		} else {
+			n.InstanceInfo["image_type"] = wire.ImageTypeWholeDisk
+		}
 	}
 	wipeDeploySteps(info)
+	info.UserDeploySteps = userSteps
 	if !fastTrackable(cfg, n, info) {
 		info.Agent.WipeTokenAndURL()
 	}
@@ -174,7 +225,11 @@ func (d *deployKind) prepare(n *store.Node, info *internalinfo.Info, ports []*st
 	info.Image = internalinfo.Image{WholeDisk: &wholeDisk}
 	info.Agent.LogsPath = ""
 	info.BootMode = t.bootMode
-	info.Deploy.Plan = d.planSteps(n, info)
+	steps, err := d.planSteps(n, info)
+	if err != nil {
+		return errdefs.InvalidArgument("%v", err)
+	}
+	info.Deploy.Plan = steps
 	markTime(info, markStarted, d.r.nodes.now())
 	return nil
 }
@@ -206,6 +261,7 @@ func wipeDeploy(info *internalinfo.Info) {
 func wipeDeploySteps(info *internalinfo.Info) {
 	info.Deploy.Wipe()
 	info.KernelParams = nil
+	info.UserDeploySteps = nil
 }
 
 // fail moves a node in state from to deploy failed with msg as its last
@@ -248,11 +304,13 @@ func (d *deployKind) bootRamdisk(ctx context.Context, t *target) (outcome, error
 	// image (and checksum) URLs now: a NodeView driver may need to know
 	// them before the node powers on (the qemu driver sets up its port
 	// forwards at boot), and an unreachable image fails early.
-	if err := d.resolveImage(ctx, t); err != nil {
-		return 0, err
-	}
-	if _, err := imageinfo.Build(t.node, d.nodeURLFunc(t), t.bootMode); err != nil {
-		return 0, err
+	if writesImage(t.node) {
+		if err := d.resolveImage(ctx, t); err != nil {
+			return 0, err
+		}
+		if _, err := imageinfo.Build(t.node, d.nodeURLFunc(t), t.bootMode); err != nil {
+			return 0, err
+		}
 	}
 	if fastTrackable(d.r.cfg, t.node, t.info) {
 		d.r.log.Info("fast-track: reusing the running agent", "node", t.node.UUID)
@@ -343,6 +401,10 @@ func (d *deployKind) writeImage(ctx context.Context, t *target) (outcome, error)
 // loader (image.install_bootloader, polled), as Ironic's
 // prepare_instance_boot does.
 func (d *deployKind) prepareInstanceBoot(ctx context.Context, t *target) (outcome, error) {
+	if !writesImage(t.node) {
+		// A custom deploy wrote whatever it wrote: nothing to look at.
+		return next, nil
+	}
 	start := d.r.nodes.now()
 	res, err := d.r.agents.succeeded(ctx, t.node, t.info, "standby.get_partition_uuids", nil)
 	if err != nil {
@@ -434,6 +496,15 @@ func (d *deployKind) tearDownAgent(ctx context.Context, t *target) (outcome, err
 	if cfg.LogsCollect == LogsAlways {
 		d.r.agents.collectLogs(ctx, n, info, "deploy")
 	}
+	if n.DisablePowerOff {
+		// The node is rebooted into its instance instead: lock the agent
+		// down meanwhile (Ironic's).
+		d.r.log.Info("node must not be powered off: locking the agent down", "node", uuid)
+		if _, err := d.r.agents.execute(ctx, n, info, "system.lockdown", nil, false); err != nil && ctx.Err() == nil {
+			d.r.log.Warn("locking the agent down failed", "node", uuid, "error", err)
+		}
+		return next, ctx.Err()
+	}
 	_, err = d.r.agents.execute(ctx, n, info, "standby.power_off", nil, false)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -467,10 +538,7 @@ func (d *deployKind) tearDownAgent(ctx context.Context, t *target) (outcome, err
 
 // bootInstance boots the deployed disk, persistently.
 func (d *deployKind) bootInstance(ctx context.Context, t *target) (outcome, error) {
-	if err := d.r.machines.setBootDevice(ctx, t, power.BootDisk, true); err != nil {
-		return 0, err
-	}
-	if err := d.r.machines.setPower(ctx, t, power.On); err != nil {
+	if err := d.r.machines.bootInstance(ctx, t); err != nil {
 		return 0, err
 	}
 	_, _, err := d.r.nodes.update(ctx, t.node.UUID, statemachine.Deploying, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {

@@ -30,14 +30,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/hostpath"
 	"github.com/rivetmetal/rivet/conductor/images"
+	"github.com/rivetmetal/rivet/conductor/inspectdata"
 	"github.com/rivetmetal/rivet/conductor/metrics"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
@@ -87,6 +90,17 @@ type Config struct {
 	CleanCallbackTimeout time.Duration
 	// InspectWaitTimeout is the same for "inspect wait" (default 1800 s).
 	InspectWaitTimeout time.Duration
+	// ServiceCallbackTimeout is the same for "service wait" (default
+	// 1800 s).
+	ServiceCallbackTimeout time.Duration
+	// InspectionAddPorts says which NICs inspection adds as ports
+	// (Ironic's [inspector]add_ports: pxe, the default; all; active;
+	// disabled).
+	InspectionAddPorts inspectdata.AddPorts
+	// ParseLLDP turns the LLDP data of an inspection into
+	// plugin_data.parsed_lldp (default inspectdata.ParseLLDP, Ironic's
+	// parse_lldp through conductor/lldp).
+	ParseLLDP inspectdata.LLDPParser
 	// CheckInterval is the period of the timeout checks (default 60 s).
 	CheckInterval time.Duration
 	// ProgressPollInterval is how often the agent's command list is read
@@ -190,6 +204,17 @@ func (c *Config) setDefaults() error {
 	def(&c.CallbackTimeout, 1800*time.Second)
 	def(&c.CleanCallbackTimeout, 1800*time.Second)
 	def(&c.InspectWaitTimeout, 1800*time.Second)
+	def(&c.ServiceCallbackTimeout, 1800*time.Second)
+	switch c.InspectionAddPorts {
+	case "":
+		c.InspectionAddPorts = inspectdata.AddPXE
+	case inspectdata.AddPXE, inspectdata.AddAll, inspectdata.AddActive, inspectdata.AddDisabled:
+	default:
+		return fmt.Errorf("provision: inspection add_ports %q is none of pxe, all, active, disabled", c.InspectionAddPorts)
+	}
+	if c.ParseLLDP == nil {
+		c.ParseLLDP = inspectdata.ParseLLDP
+	}
 	def(&c.CheckInterval, 60*time.Second)
 	def(&c.ProgressPollInterval, 5*time.Second)
 	if c.ProgressPollRate <= 0 {
@@ -262,6 +287,7 @@ type Engine struct {
 	ramdisk      *Ramdisk
 	inspection   *Inspection
 	agentLogs    *AgentLogs
+	hardware     *Hardware
 
 	mu      sync.Mutex
 	started bool
@@ -291,12 +317,15 @@ func New(st store.Store, drivers []power.Driver, agent Agent, cfg Config) (*Engi
 		beats: &beats{jobs: e.jobs, now: e.nodes.now, at: map[string]time.Time{}}}
 	deploy := newDeployKind(e.runner)
 	clean := newCleanKind(e.runner)
-	e.runner.kinds = map[wire.StepKind]*kind{wire.DeployStepKind: deploy.k, wire.CleanStepKind: clean.k}
+	service := newServiceKind(e.runner)
+	e.runner.kinds = map[wire.StepKind]*kind{wire.DeployStepKind: deploy.k, wire.CleanStepKind: clean.k,
+		wire.ServiceStepKind: service.k}
 	e.provisioning = &Provisioning{nodes: e.nodes, machines: e.machines, deploy: deploy, clean: clean, jobs: e.jobs, cfg: &e.cfg, log: cfg.Logger}
 	e.power = &Power{nodes: e.nodes, machines: e.machines, jobs: e.jobs, log: cfg.Logger}
 	e.ramdisk = &Ramdisk{nodes: e.nodes, runner: e.runner, jobs: e.jobs, beats: e.runner.beats, certs: certs, cfg: &e.cfg, log: cfg.Logger}
 	e.inspection = &Inspection{nodes: e.nodes, machines: e.machines, jobs: e.jobs, cfg: &e.cfg, log: cfg.Logger}
 	e.agentLogs = &AgentLogs{nodes: e.nodes, agents: e.agents, dir: filepath.Join(cfg.StateDir, "agent-logs"), log: cfg.Logger}
+	e.hardware = &Hardware{machines: e.machines, log: cfg.Logger}
 
 	e.jobs.handle(jobVerify, e.provisioning.verify)
 	e.jobs.handle(jobAdopt, e.provisioning.adopt)
@@ -309,6 +338,7 @@ func New(st store.Store, drivers []power.Driver, agent Agent, cfg Config) (*Engi
 	e.jobs.handle(jobTimeout, e.callbackTimeout)
 	e.jobs.handle(jobInspect, e.inspection.inspect)
 	e.jobs.handle(jobPower, e.power.changePower)
+	e.jobs.handle(jobService, service.start)
 	return e, nil
 }
 
@@ -327,11 +357,20 @@ func (e *Engine) Inspection() *Inspection { return e.inspection }
 // AgentLogs is the service that serves nodes' agent logs.
 func (e *Engine) AgentLogs() *AgentLogs { return e.agentLogs }
 
+// Hardware is the service that reads and changes what a node's BMC keeps
+// beyond power: BIOS settings, firmware versions, virtual media, event
+// subscriptions.
+func (e *Engine) Hardware() *Hardware { return e.hardware }
+
 // HasDriver reports whether a driver of that name is enabled.
 func (e *Engine) HasDriver(name string) bool {
 	_, ok := e.machines.drivers[name]
 	return ok
 }
+
+// DriverNames lists the enabled drivers (the hardware types the API
+// reports).
+func (e *Engine) DriverNames() []string { return slices.Sorted(maps.Keys(e.machines.drivers)) }
 
 // Start resumes the work of owned nodes left in transient states by a
 // previous run, and starts the periodic work (timeouts, progress polls,

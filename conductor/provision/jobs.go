@@ -30,11 +30,12 @@ const (
 	jobAdopt                    // adopting -> active
 	jobAbort                    // after abort: power off and clean up
 	jobPower                    // target_power_state set: change the power
+	jobService                  // servicing: prepare, run or resume the steps
 )
 
 var jobNames = map[jobKind]string{jobVerify: "verify", jobClean: "clean", jobDeploy: "deploy",
 	jobHeartbeat: "heartbeat", jobPoll: "poll", jobTimeout: "timeout", jobTeardown: "teardown",
-	jobInspect: "inspect", jobAdopt: "adopt", jobAbort: "abort", jobPower: "power"}
+	jobInspect: "inspect", jobAdopt: "adopt", jobAbort: "abort", jobPower: "power", jobService: "service"}
 
 // workFor is the job that carries on the work of a node in state s: the
 // one table from transient state to job, used after a transition and when
@@ -54,6 +55,8 @@ func workFor(s statemachine.State) (jobKind, bool) {
 		return jobInspect, true
 	case statemachine.Adopting:
 		return jobAdopt, true
+	case statemachine.Servicing:
+		return jobService, true
 	}
 	return 0, false
 }
@@ -222,7 +225,8 @@ func (j *jobs) resume(n *store.Node) {
 			"deploy_step", n.DeployStep["step"], "clean_step_index", info.Clean.IndexValue())
 		j.submit(n.UUID, k)
 	}
-	if info.Agent.HeartbeatPending != "" && (n.ProvisionState == statemachine.DeployWait || n.ProvisionState == statemachine.CleanWait) {
+	if info.Agent.HeartbeatPending != "" && (n.ProvisionState == statemachine.DeployWait || n.ProvisionState == statemachine.CleanWait ||
+		n.ProvisionState == statemachine.ServiceWait) {
 		j.submit(n.UUID, jobHeartbeat)
 	}
 	if n.TargetPowerState != "" {
@@ -287,8 +291,8 @@ func (j *jobs) periodic(ctx context.Context) {
 
 // pendingStates are searched for work left by other conductors.
 var pendingStates = []statemachine.State{statemachine.DeployWait, statemachine.CleanWait,
-	statemachine.Verifying, statemachine.Cleaning, statemachine.Deploying, statemachine.Deleting,
-	statemachine.Inspecting, statemachine.Adopting}
+	statemachine.ServiceWait, statemachine.Verifying, statemachine.Cleaning, statemachine.Deploying,
+	statemachine.Deleting, statemachine.Inspecting, statemachine.Adopting, statemachine.Servicing}
 
 // pickUpPending queues, for owned nodes with nothing running here, the
 // heartbeats other conductors recorded and the work whose transition
@@ -349,6 +353,8 @@ func (j *jobs) timeoutFor(s statemachine.State) time.Duration {
 		return j.cfg.CleanCallbackTimeout
 	case statemachine.InspectWait:
 		return j.cfg.InspectWaitTimeout
+	case statemachine.ServiceWait:
+		return j.cfg.ServiceCallbackTimeout
 	}
 	return 0
 }

@@ -14,7 +14,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/rivetmetal/rivet/conductor/boot"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/hardwaretype"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision/imageinfo"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
@@ -150,10 +152,18 @@ func (m *machines) powerState(ctx context.Context, t *target) (power.State, erro
 	return st, nil
 }
 
-// setBootDevice sets the device the node boots from next.
+// setBootDevice sets the device the node boots from next;
+// driver_info.force_persistent_boot_device "Always" or "Never" overrides
+// persistent (Ironic's).
 func (m *machines) setBootDevice(ctx context.Context, t *target, dev power.BootDevice, persistent bool) error {
 	if err := m.nodes.fenced(ctx, t.node.UUID); err != nil {
 		return err
+	}
+	switch v, _ := t.node.DriverInfo["force_persistent_boot_device"].(string); strings.ToLower(v) {
+	case "always", "true":
+		persistent = true
+	case "never", "false":
+		persistent = false
 	}
 	if err := t.drv.SetBootDevice(ctx, t.powerNode(), dev, persistent); err != nil {
 		return fmt.Errorf("node %s: set boot device %s: %w", t.node.UUID, dev, err)
@@ -199,6 +209,9 @@ func (m *machines) setPowerTimeout(ctx context.Context, t *target, want power.St
 	pn := t.powerNode()
 	if err := m.nodes.fenced(ctx, pn.UUID); err != nil {
 		return err
+	}
+	if t.node.DisablePowerOff && resultingPower(want) == power.Off {
+		return fmt.Errorf("node %s: refusing to power off a node with disable_power_off set", pn.UUID)
 	}
 	if err := t.drv.SetPowerState(ctx, pn, want); err != nil {
 		return fmt.Errorf("node %s: set power %s: %w", pn.UUID, want, err)
@@ -269,11 +282,25 @@ func (m *machines) waitPower(ctx context.Context, t *target, want power.State, t
 // on. extra are additional kernel parameters, recorded for boot interfaces
 // that build their own command line (conductor/boot's iPXE scripts).
 func (m *machines) bootRamdisk(ctx context.Context, t *target, extra ...string) error {
-	if err := m.setPower(ctx, t, power.Off); err != nil {
+	if impl := t.iface("boot"); !hardwaretype.Implemented("boot", impl) {
+		return lastError(hardwaretype.NotImplemented("boot", impl))
+	}
+	if impl := t.iface("network"); !hardwaretype.Implemented("network", impl) {
+		return lastError(hardwaretype.NotImplemented("network", impl))
+	}
+	// A node that must not be powered off is rebooted into the ramdisk
+	// once its boot is set up (Ironic's power_off_and_on).
+	if !t.node.DisablePowerOff {
+		if err := m.setPower(ctx, t, power.Off); err != nil {
+			return err
+		}
+	}
+	static, err := staticNetworkParams(t.node)
+	if err != nil {
 		return err
 	}
 	n, info, err := m.nodes.update(ctx, t.node.UUID, "", func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
-		info.KernelParams = append([]string(nil), extra...)
+		info.KernelParams = append(static, extra...)
 		if n.ProvisionState == statemachine.Deploying {
 			markTime(info, markRamdiskOn, m.nodes.now())
 		}
@@ -298,7 +325,31 @@ func (m *machines) bootRamdisk(ctx context.Context, t *target, extra ...string) 
 			return fmt.Errorf("node %s: prepare ramdisk: %w", t.node.UUID, err)
 		}
 	}
+	if t.node.DisablePowerOff {
+		return m.setPower(ctx, t, power.Reboot)
+	}
 	return m.setPower(ctx, t, power.On)
+}
+
+// bootInstance boots a node from its disk, persistently: powered on, or
+// rebooted when it must not be powered off (and so still runs).
+func (m *machines) bootInstance(ctx context.Context, t *target) error {
+	if err := m.setBootDevice(ctx, t, power.BootDisk, true); err != nil {
+		return err
+	}
+	if t.node.DisablePowerOff {
+		return m.setPower(ctx, t, power.Reboot)
+	}
+	return m.setPower(ctx, t, power.On)
+}
+
+// leaveRamdisk ends an operation's ramdisk boot: the node is powered off,
+// or rebooted (to its disk) when it must not be powered off.
+func (m *machines) leaveRamdisk(ctx context.Context, t *target) error {
+	if t.node.DisablePowerOff {
+		return m.setPower(ctx, t, power.Reboot)
+	}
+	return m.setPower(ctx, t, power.Off)
 }
 
 // ramdisk describes the deploy ramdisk boot of a node: kernel and
@@ -313,7 +364,11 @@ func (m *machines) ramdisk(t *target, extra ...string) (power.Ramdisk, error) {
 	if err != nil {
 		return power.Ramdisk{}, err
 	}
-	params := []string{"ipa-api-url=" + apiURL}
+	params, err := boot.KernelAppendParams(t.node, nil)
+	if err != nil {
+		return power.Ramdisk{}, err
+	}
+	params = append(params, "ipa-api-url="+apiURL)
 	if macs := t.powerNode().MACs; len(macs) > 0 {
 		params = append(params, "BOOTIF="+macs[0])
 	}
@@ -370,6 +425,10 @@ func (m *machines) nodeURL(t *target, hostURL string) (string, error) {
 // powerOffAfterFailure powers a failed node off so that its ramdisk stops.
 func (m *machines) powerOffAfterFailure(ctx context.Context, n *store.Node, info *internalinfo.Info) {
 	m.certs.remove(n.UUID)
+	if n.DisablePowerOff {
+		m.log.Warn("not powering off a failed node: disable_power_off is set", "node", n.UUID)
+		return
+	}
 	t, err := m.targetFor(ctx, n, info)
 	if err == nil {
 		err = m.setPower(ctx, t, power.Off)

@@ -169,7 +169,11 @@ func seedDeployWait(t *testing.T, e *Engine, st store.Store, token string) *stor
 		}
 		n.InstanceInfo["image_url"] = n.InstanceInfo["image_source"]
 		info := &internalinfo.Info{}
-		info.Deploy.Plan = e.provisioning.deploy.planSteps(n, info)
+		steps, err := e.provisioning.deploy.planSteps(n, info)
+		if err != nil {
+			return err
+		}
+		info.Deploy.Plan = steps
 		info.Deploy.SetIndex(0)
 		info.Deploy.SkipCurrent = true
 		info.Agent.Token = token

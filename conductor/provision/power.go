@@ -47,6 +47,9 @@ func (p *Power) ChangePowerState(ctx context.Context, ident string, target power
 		if _, err := p.machines.driver(n); err != nil {
 			return err
 		}
+		if n.DisablePowerOff && resultingPower(target) == power.Off {
+			return errdefs.InvalidArgument("Refusing to power off node %s with disable_power_off flag set; reboot it instead.", n.UUID)
+		}
 		n.TargetPowerState = string(resultingPower(target))
 		info.PowerRequest = &internalinfo.PowerRequest{State: string(target), Timeout: timeout.Seconds()}
 		return nil

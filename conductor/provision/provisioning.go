@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 
 	"github.com/rivetmetal/rivet/conductor/configiso"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/hardwaretype"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision/imageinfo"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
@@ -40,8 +42,20 @@ type Request struct {
 	// Configdrive is the config drive for "active" and "rebuild": a
 	// gzipped, base64-encoded ISO, an http(s) URL, or a JSON object
 	// (meta_data, user_data, network_data, vendor_data) built into an ISO
-	// here. Nil when absent.
+	// here. Nil when absent; an empty object means none (Metal3 sends
+	// one for live ISOs). A JSON object without network_data gets the
+	// node's network_data.
 	Configdrive any
+	// DeploySteps are the user's deploy steps for "active" and
+	// "rebuild" (API >= 1.69), each with a priority: they override the
+	// priority and args of the deploy's steps of the same name and add
+	// the agent's (the custom-agent deploy interface runs only them).
+	DeploySteps []wire.PlannedStep
+}
+
+// errProtected refuses to undeploy, rebuild or delete a protected node.
+func errProtected(n *store.Node) error {
+	return errdefs.Forbidden("Node %s is protected and cannot be undeployed, rebuilt or deleted", n.UUID)
 }
 
 // errMaintenance refuses an operation on a node in maintenance.
@@ -54,12 +68,15 @@ func errMaintenance(n *store.Node) error {
 // needs is queued. Errors carry errdefs classes.
 func (p *Provisioning) Provision(ctx context.Context, ident string, req Request) error {
 	ev, ok := statemachine.Verbs[req.Target]
-	if !ok || ev == statemachine.EvClean {
+	if !ok || ev == statemachine.EvClean || ev == statemachine.EvService {
 		return fmt.Errorf("provision: %q is not a provision verb Provision takes", req.Target)
 	}
 	var cd *string
 	if req.Configdrive != nil && ev != statemachine.EvDeploy && ev != statemachine.EvRebuild {
 		return fmt.Errorf("provision: a config drive goes with active or rebuild, not %q", req.Target)
+	}
+	if m, ok := req.Configdrive.(map[string]any); ok && len(m) == 0 {
+		req.Configdrive = nil
 	}
 	if req.Configdrive != nil {
 		s, err := p.buildConfigdrive(ctx, ident, req.Configdrive)
@@ -75,13 +92,29 @@ func (p *Provisioning) Provision(ctx context.Context, ident string, req Request)
 			if err != nil {
 				return err
 			}
-			return p.deploy.prepare(n, info, ports, drv, cd)
+			if ev == statemachine.EvRebuild && n.Protected {
+				return errProtected(n)
+			}
+			return p.deploy.prepare(n, info, ports, drv, cd, req.DeploySteps)
+		case statemachine.EvDelete:
+			if n.Protected {
+				return errProtected(n)
+			}
 		case statemachine.EvProvide, statemachine.EvInspect, statemachine.EvAdopt:
 			if n.Maintenance {
 				return errMaintenance(n)
 			}
-			if ev == statemachine.EvProvide {
+			switch ev {
+			case statemachine.EvProvide:
+				if n.Retired {
+					return errdefs.InvalidArgument("The providing operation can't be performed on node %s because it is retired.", n.UUID)
+				}
 				wipeClean(info)
+			case statemachine.EvInspect:
+				if impl := hardwaretype.Of(n.Driver, n.Interfaces)["inspect_interface"]; impl == "no-inspect" {
+					return errdefs.InvalidArgument("Driver %s does not support inspect (disabled or not implemented).", n.Driver)
+				}
+				info.InspectionReceived = false
 			}
 		case statemachine.EvAbort:
 			return p.prepareAbort(n, info)
@@ -217,9 +250,13 @@ func (p *Provisioning) DeleteNode(ctx context.Context, ident string) error {
 	return nil
 }
 
-// deleteAllowed is Ironic's check of a node to delete. (Ironic's
-// "protected" flag, refused with 403, goes here once nodes have it.)
+// deleteAllowed is Ironic's check of a node to delete: a protected node
+// never (403), one in maintenance always, others in the states that allow
+// it and without an instance.
 func deleteAllowed(n *store.Node) error {
+	if n.Protected {
+		return errdefs.Forbidden("Node %s is protected and cannot be undeployed, rebuilt or deleted", n.UUID)
+	}
 	if n.Maintenance {
 		return nil
 	}
@@ -275,16 +312,31 @@ func (p *Provisioning) prepareAbort(n *store.Node, info *internalinfo.Info) erro
 		n.LastError = "By request, the inspection operation has been aborted"
 		info.InspectionReceived = false
 		info.Agent.WipeTokenAndURL()
+	case statemachine.ServiceWait:
+		n.LastError = errServiceAborted(info)
+		wipeService(info)
+		info.Agent.WipeTokenAndURL()
+	case statemachine.ServiceFail:
+		// Back to active: the instance is booted again.
+		n.LastError = ""
 	}
 	return nil
 }
 
 // buildConfigdrive turns a requested config drive into the string stored
-// in instance_info (contract §6.4).
+// in instance_info (contract §6.4); a JSON description without
+// network_data takes the node's.
 func (p *Provisioning) buildConfigdrive(ctx context.Context, ident string, v any) (string, error) {
 	n, err := p.nodes.st.GetNode(ctx, ident)
 	if err != nil {
 		return "", err
+	}
+	if m, ok := v.(map[string]any); ok && len(n.NetworkData) > 0 {
+		if nd, ok := m["network_data"]; !ok || nd == nil {
+			m = maps.Clone(m)
+			m["network_data"] = n.NetworkData
+			v = m
+		}
 	}
 	s, err := configiso.Normalize(v, configiso.Node{UUID: n.UUID, Name: n.Name}, p.cfg.StateDir)
 	if errors.Is(err, configiso.ErrInvalid) {
@@ -296,11 +348,23 @@ func (p *Provisioning) buildConfigdrive(ctx context.Context, ident string, v any
 	return s, nil
 }
 
-// afterAbort powers an aborted node off, stopping its agent (a job).
+// afterAbort powers an aborted node off, stopping its agent; a node whose
+// failed servicing was aborted back to active boots its instance again (a
+// job).
 func (p *Provisioning) afterAbort(ctx context.Context, uuid string) {
 	n, info, err := p.nodes.read(ctx, uuid)
 	if err != nil {
 		p.jobs.logError(uuid, "abort", err)
+		return
+	}
+	if n.ProvisionState == statemachine.Active {
+		t, err := p.machines.targetFor(ctx, n, info)
+		if err == nil {
+			err = p.machines.bootInstance(ctx, t)
+		}
+		if err != nil && ctx.Err() == nil {
+			p.log.Error("booting the instance after an aborted servicing failed", "node", uuid, "error", err)
+		}
 		return
 	}
 	p.machines.powerOffAfterFailure(ctx, n, info)
@@ -332,16 +396,16 @@ func (p *Provisioning) verify(ctx context.Context, uuid string) {
 }
 
 // adopt takes over a node that already runs its instance (manageable ->
-// adopting -> active; a job): the image must be described and the power
-// state readable; nothing is written or rebooted.
+// adopting -> active; a job): as Ironic, only the driver settings are
+// checked and the power state read — no image is needed (Metal3 adopts
+// externally provisioned hosts, and hosts whose node was re-created,
+// without one); nothing is written or rebooted.
 func (p *Provisioning) adopt(ctx context.Context, uuid string) {
 	t, err := p.machines.load(ctx, uuid)
 	var st power.State
 	if err == nil {
 		if err = p.machines.validate(t); err == nil {
-			if err = imageinfo.Validate(t.node, p.cfg.ImageCache != nil); err == nil {
-				st, err = p.machines.powerState(ctx, t)
-			}
+			st, err = p.machines.powerState(ctx, t)
 		}
 	}
 	if ctx.Err() != nil {
@@ -353,6 +417,7 @@ func (p *Provisioning) adopt(ctx context.Context, uuid string) {
 			return p.nodes.advance(n, statemachine.EvFail)
 		}
 		n.PowerState = string(st)
+		n.LastError = ""
 		return p.nodes.advance(n, statemachine.EvDone)
 	})
 	p.jobs.logError(uuid, "adopt", uerr)
@@ -363,7 +428,7 @@ func (p *Provisioning) adopt(ctx context.Context, uuid string) {
 func (p *Provisioning) teardown(ctx context.Context, uuid string) {
 	p.jobs.polls.stop(uuid)
 	t, err := p.machines.load(ctx, uuid)
-	if err == nil {
+	if err == nil && !t.node.DisablePowerOff {
 		err = p.machines.setPower(ctx, t, power.Off)
 	}
 	if ctx.Err() != nil {
@@ -376,6 +441,7 @@ func (p *Provisioning) teardown(ctx context.Context, uuid string) {
 		}
 		n.InstanceInfo = map[string]any{}
 		n.InstanceUUID = ""
+		n.InstanceName = ""
 		wipeDeploy(info)
 		info.Image = internalinfo.Image{Timings: info.Image.Timings}
 		info.Agent.HardwareManagerVersion = nil

@@ -224,7 +224,8 @@ func (r *Ramdisk) pinAgentCA(n *store.Node, info *internalinfo.Info, pemText str
 // record) for a node waiting for it: such a heartbeat needs no write of
 // its own.
 func knownAgent(n *store.Node, info *internalinfo.Info, hb wire.HeartbeatRequest) bool {
-	if n.ProvisionState != statemachine.DeployWait && n.ProvisionState != statemachine.CleanWait {
+	if n.ProvisionState != statemachine.DeployWait && n.ProvisionState != statemachine.CleanWait &&
+		n.ProvisionState != statemachine.ServiceWait {
 		return false
 	}
 	return hb.CallbackURL != "" && info.Agent.URL == hb.CallbackURL &&
@@ -236,7 +237,8 @@ func knownAgent(n *store.Node, info *internalinfo.Info, hb wire.HeartbeatRequest
 // processedStates are the states whose heartbeats drive work (marked
 // pending until the owning conductor processes them).
 var processedStates = map[statemachine.State]bool{statemachine.DeployWait: true,
-	statemachine.Deploying: true, statemachine.CleanWait: true, statemachine.Cleaning: true}
+	statemachine.Deploying: true, statemachine.CleanWait: true, statemachine.Cleaning: true,
+	statemachine.ServiceWait: true, statemachine.Servicing: true}
 
 // Heartbeat validates and records a heartbeat (contract §3.4): the
 // callback URL is pinned until the next power off, the token is required

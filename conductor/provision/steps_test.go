@@ -42,7 +42,10 @@ func TestDeployPlanSlotsInBandStepsByPriority(t *testing.T) {
 		"raid": steps(t, `[{"step": "apply_configuration", "interface": "raid", "priority": 50, "requires_ramdisk": true,
 			"args": {"raid_config": {}}}]`),
 	}
-	got := d.planSteps(&store.Node{UUID: "u"}, info)
+	got, err := d.planSteps(&store.Node{UUID: "u"}, info)
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := []string{"deploy.deploy", "deploy.write_image", "deploy.prepare_instance_boot", "deploy.inject_files",
 		"raid.apply_configuration", "deploy.tear_down_agent", "deploy.switch_to_tenant_network", "deploy.boot_instance"}
 	if !slices.Equal(plan.Names(got), want) {
@@ -222,7 +225,7 @@ func TestInspection(t *testing.T) {
 	drv.mu.Lock()
 	rd := drv.prepared[len(drv.prepared)-1]
 	drv.mu.Unlock()
-	if !slices.Contains(rd.Params, "ipa-inspection-callback-url=http://10.0.2.100:6385/v1/continue_inspection") {
+	if !slices.Contains(rd.Params, "ipa-inspection-callback-url=http://10.0.2.100:6385/v1/continue_inspection?node_uuid="+n.UUID) {
 		t.Fatalf("ramdisk params = %v", rd.Params)
 	}
 

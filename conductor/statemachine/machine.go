@@ -81,6 +81,19 @@ var transitions = []Transition{
 	{From: Error, Event: EvDelete, To: Deleting},
 	{From: Deleting, Event: EvClean, To: Cleaning},
 	{From: Deleting, Event: EvFail, To: Error},
+
+	// Servicing: steps run on an active node, which stays active.
+	{From: Active, Event: EvService, To: Servicing},
+	{From: Servicing, Event: EvWait, To: ServiceWait},
+	{From: ServiceWait, Event: EvResume, To: Servicing},
+	{From: Servicing, Event: EvDone, To: Active},
+	{From: Servicing, Event: EvFail, To: ServiceFail},
+	{From: ServiceWait, Event: EvFail, To: ServiceFail},
+	{From: ServiceWait, Event: EvAbort, To: ServiceFail},
+	{From: ServiceWait, Event: EvDelete, To: Deleting},
+	{From: ServiceFail, Event: EvService, To: Servicing},
+	{From: ServiceFail, Event: EvAbort, To: Active},
+	{From: ServiceFail, Event: EvDelete, To: Deleting},
 }
 
 // targets gives every transient state its stable targets (Ironic's
@@ -97,13 +110,15 @@ var targets = map[State][]State{
 	Deploying:   {Active},
 	DeployWait:  {Active},
 	Deleting:    {Available},
+	Servicing:   {Active},
+	ServiceWait: {Active},
 }
 
 // stable are the states a node rests in. Rivet, unlike Ironic, treats the
 // failure states as stable (no target): a client waiting for a target
 // stops on them, and an operator moves the node on.
 var stable = setOf(Enroll, Manageable, Available, Active, DeployFailed,
-	CleanFailed, InspectFail, AdoptFailed, Error)
+	CleanFailed, InspectFail, AdoptFailed, ServiceFail, Error)
 
 // Verbs maps the target of PUT /v1/nodes/{id}/states/provision onto an
 // event.
@@ -119,6 +134,7 @@ var Verbs = map[string]Event{
 	"rebuild":  EvRebuild,
 	"deleted":  EvDelete,
 	"undeploy": EvDelete,
+	"service":  EvService,
 }
 
 // InvalidTransitionError is returned (wrapped) when an event is not allowed in

@@ -77,9 +77,10 @@ func TestStateNamesFitIronicColumn(t *testing.T) {
 }
 
 func TestLookupAllowedMatchesContract(t *testing.T) {
-	// contract.md §3.3, restrict_lookup = True, no fast-track.
+	// contract.md §3.3, restrict_lookup = True, no fast-track; service
+	// wait since Ironic 2023.2, and servicing, in which the ramdisk boots.
 	want := []string{"clean wait", "cleaning", "deploying", "inspect wait",
-		"inspecting", "rescue wait", "rescuing", "wait call-back"}
+		"inspecting", "rescue wait", "rescuing", "service wait", "servicing", "wait call-back"}
 	var got []string
 	for s := range LookupAllowed {
 		got = append(got, string(s))
@@ -200,20 +201,22 @@ func TestAbortOnlyFromWaitStates(t *testing.T) {
 	for _, tr := range transitions {
 		if tr.Event == EvAbort {
 			from = append(from, string(tr.From))
-			if !Failure[tr.To] {
+			// Ironic's one exception: aborting a failed servicing
+			// returns the node to active.
+			if !Failure[tr.To] && (tr.From != ServiceFail || tr.To != Active) {
 				t.Errorf("abort from %q leads to %q, not a failure state", tr.From, tr.To)
 			}
 		}
 	}
 	sort.Strings(from)
-	if want := []string{"clean wait", "inspect wait", "wait call-back"}; !slices.Equal(from, want) {
+	if want := []string{"clean wait", "inspect wait", "service failed", "service wait", "wait call-back"}; !slices.Equal(from, want) {
 		t.Errorf("abort allowed from %v, want %v", from, want)
 	}
 }
 
 func TestFailureStatesAreStableAndReachable(t *testing.T) {
 	for s := range Failure {
-		if s == RescueFailed || s == UnrescueFail || s == ServiceFail {
+		if s == RescueFailed || s == UnrescueFail {
 			continue // flows Rivet does not drive
 		}
 		if !IsStable(s) {

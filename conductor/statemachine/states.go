@@ -58,6 +58,7 @@ const (
 	EvAdopt   Event = "adopt"
 	EvAbort   Event = "abort"
 	EvRebuild Event = "rebuild"
+	EvService Event = "service"
 	EvWait    Event = "wait"
 	EvResume  Event = "resume"
 	EvDone    Event = "done"
@@ -65,9 +66,11 @@ const (
 )
 
 // LookupAllowed are the states in which GET /v1/lookup finds a node
-// (Ironic's LOOKUP_ALLOWED_STATES with [api]restrict_lookup, contract §3.3).
+// (Ironic's LOOKUP_ALLOWED_STATES with [api]restrict_lookup, contract
+// §3.3, and service wait since Ironic 2023.2). Servicing is there too, as
+// deploying and cleaning are: the ramdisk boots while the node is in it.
 var LookupAllowed = setOf(Deploying, DeployWait, Cleaning, CleanWait,
-	Inspecting, InspectWait, Rescuing, RescueWait)
+	Inspecting, InspectWait, Rescuing, RescueWait, Servicing, ServiceWait)
 
 // FastTrackLookupAllowed are the states in which lookup is also allowed
 // when fast-track applies (contract §3.3, §4.7).
@@ -78,11 +81,11 @@ var FastTrackLookupAllowed = setOf(Enroll, Manageable, Available)
 // and only logged. With fast-track, heartbeats are also recorded in
 // FastTrackLookupAllowed.
 var HeartbeatAllowed = setOf(DeployWait, Deploying, CleanWait, Cleaning,
-	InspectWait, Inspecting)
+	InspectWait, Inspecting, ServiceWait, Servicing)
 
 // AgentWait are the states in which the engine waits for the agent's
 // heartbeat; the callback timeouts apply to them.
-var AgentWait = setOf(DeployWait, CleanWait, InspectWait)
+var AgentWait = setOf(DeployWait, CleanWait, InspectWait, ServiceWait)
 
 // DeleteAllowed are the states in which a node may be deleted (outside
 // maintenance).

@@ -52,6 +52,9 @@ type Node struct {
 	Extra              map[string]any
 	// DeployStep is the deploy step in progress ({} when none).
 	DeployStep map[string]any
+	// NodeAttributes are the fields of later API versions, stored
+	// together (see NodeAttributes).
+	NodeAttributes
 
 	CreatedAt time.Time
 	// UpdatedAt is zero until the first update.
@@ -111,10 +114,19 @@ func (n *Node) SetInternal(key string, v any) {
 // CleanStep returns the clean step the node is on: the entry of
 // driver_internal_info.clean_steps at clean_step_index ({} when the node is
 // not cleaning). It is what Ironic shows as node.clean_step.
-func (n *Node) CleanStep() map[string]any {
-	steps, _ := n.DriverInternalInfo["clean_steps"].([]any)
+func (n *Node) CleanStep() map[string]any { return n.currentStep("clean") }
+
+// ServiceStep returns the service step the node is on: the entry of
+// driver_internal_info.service_steps at service_step_index ({} when the
+// node is not being serviced). It is what Ironic shows as
+// node.service_step.
+func (n *Node) ServiceStep() map[string]any { return n.currentStep("service") }
+
+// currentStep is the entry of <kind>_steps at <kind>_step_index.
+func (n *Node) currentStep(kind string) map[string]any {
+	steps, _ := n.DriverInternalInfo[kind+"_steps"].([]any)
 	var i int
-	switch x := n.DriverInternalInfo["clean_step_index"].(type) {
+	switch x := n.DriverInternalInfo[kind+"_step_index"].(type) {
 	case int:
 		i = x
 	case int64:
@@ -151,8 +163,11 @@ type Port struct {
 	Extra               map[string]any
 	LocalLinkConnection map[string]any
 	InternalInfo        map[string]any
-	CreatedAt           time.Time
-	UpdatedAt           time.Time
+	// PortAttributes are the fields of later API versions (name,
+	// description, vendor, category).
+	PortAttributes
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // InitNew sets what a store sets on a port it creates: a UUID when none
@@ -242,6 +257,14 @@ type NodeLocker interface {
 	// the node (when changed) is saved and the transaction committed;
 	// otherwise it is rolled back and fn's error returned as is.
 	WithNodeLock(ctx context.Context, ident string, fn func(Tx) error) error
+}
+
+// PortUpdater is implemented by stores that update ports in place:
+// UpdatePort saves a port's node (NodeID), address, PXE flag, physical
+// network, dictionaries and attributes (found by UUID), stamps UpdatedAt
+// and reads the port back. The address must be unused by other ports.
+type PortUpdater interface {
+	UpdatePort(ctx context.Context, p *Port) error
 }
 
 // Store is the whole storage interface.

@@ -34,6 +34,11 @@ import (
 // Name is the driver name nodes use.
 const Name = "redfish"
 
+// IDRACName is the name of Ironic's idrac hardware type, which drives
+// Dell iDRACs through Redfish (the idrac-redfish implementations): the
+// same driver under that name (Config.Name).
+const IDRACName = "idrac"
+
 // Config configures the driver; the zero value is usable.
 type Config struct {
 	// Timeout bounds each request to a BMC (default 60 s).
@@ -41,6 +46,9 @@ type Config struct {
 	// Logger receives debug logs (default slog.Default()); credentials are
 	// never logged.
 	Logger *slog.Logger
+	// Name is the hardware type the driver serves (default Name;
+	// IDRACName for Ironic's idrac type, whose driver_info is the same).
+	Name string
 }
 
 // Driver is the redfish driver. It implements power.Driver,
@@ -63,11 +71,14 @@ func New(cfg Config) *Driver {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Name == "" {
+		cfg.Name = Name
+	}
 	return &Driver{cfg: cfg}
 }
 
 // Name implements power.Driver.
-func (d *Driver) Name() string { return Name }
+func (d *Driver) Name() string { return d.cfg.Name }
 
 // info is a node's parsed driver_info.
 type info struct {

@@ -104,6 +104,7 @@ CREATE TABLE node_history (
 );
 CREATE INDEX node_history_node_id ON node_history (node_id, id);
 `},
+	migrationMetal3,
 }
 
 // SchemaVersion is the schema version this build writes.

@@ -47,7 +47,10 @@ type Store struct {
 	now  func() time.Time
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store       = (*Store)(nil)
+	_ store.PortUpdater = (*Store)(nil)
+)
 
 // IsDSN reports whether s names a PostgreSQL database (a postgres:// or
 // postgresql:// URL) rather than a file.
@@ -113,7 +116,7 @@ func (s *Store) Close() error {
 const nodeColumns = `id, uuid, name, driver, provision_state, target_provision_state,
 	provision_updated_at, power_state, target_power_state, maintenance, maintenance_reason,
 	last_error, instance_uuid, resource_class, description, owner, instance_info, driver_info,
-	driver_internal_info, properties, extra, deploy_step, created_at, updated_at`
+	driver_internal_info, properties, extra, deploy_step, attributes, created_at, updated_at`
 
 // nodeSets is "col = $1, …" for every node column but id, in nodeColumns
 // order, for UPDATE.
@@ -126,7 +129,7 @@ var nodeSets = func() string {
 }()
 
 const portColumns = `p.id, p.uuid, p.node_id, n.uuid, p.address, p.pxe_enabled, p.physical_network,
-	p.extra, p.local_link_connection, p.internal_info, p.created_at, p.updated_at`
+	p.extra, p.local_link_connection, p.internal_info, p.attributes, p.created_at, p.updated_at`
 
 func scanNode(r pgx.Row) (*store.Node, error) {
 	var (
@@ -135,11 +138,12 @@ func scanNode(r pgx.Row) (*store.Node, error) {
 		ps, tps                         string
 		pua, updated                    *time.Time
 		ii, di, dii, props, extra, step []byte
+		attrs                           []byte
 	)
 	err := r.Scan(&n.ID, &n.UUID, &name, &n.Driver, &ps, &tps, &pua, &n.PowerState,
 		&n.TargetPowerState, &n.Maintenance, &n.MaintenanceReason, &n.LastError, &n.InstanceUUID,
 		&n.ResourceClass, &n.Description, &n.Owner, &ii, &di, &dii, &props, &extra, &step,
-		&n.CreatedAt, &updated)
+		&attrs, &n.CreatedAt, &updated)
 	if err != nil {
 		return nil, err
 	}
@@ -154,18 +158,24 @@ func scanNode(r pgx.Row) (*store.Node, error) {
 	if err := jsoncol.DecodeAll([][]byte{ii, di, dii, props, extra, step}, jsoncol.NodeMaps(&n)); err != nil {
 		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
 	}
+	if err := jsoncol.DecodeAttributes(attrs, &n.NodeAttributes); err != nil {
+		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
+	}
 	return &n, nil
 }
 
 func scanPort(r pgx.Row) (*store.Port, error) {
 	var (
-		p              store.Port
-		extra, llc, ii []byte
-		updated        *time.Time
+		p                     store.Port
+		extra, llc, ii, attrs []byte
+		updated               *time.Time
 	)
 	if err := r.Scan(&p.ID, &p.UUID, &p.NodeID, &p.NodeUUID, &p.Address, &p.PXEEnabled, &p.PhysicalNetwork,
-		&extra, &llc, &ii, &p.CreatedAt, &updated); err != nil {
+		&extra, &llc, &ii, &attrs, &p.CreatedAt, &updated); err != nil {
 		return nil, err
+	}
+	if err := jsoncol.DecodeAttributes(attrs, &p.PortAttributes); err != nil {
+		return nil, fmt.Errorf("port %s: %w", p.UUID, err)
 	}
 	p.CreatedAt = p.CreatedAt.UTC()
 	p.UpdatedAt = timeOf(updated)
@@ -199,7 +209,11 @@ func nodeValues(n *store.Node) ([]any, error) {
 		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
 	}
 	vals = append(vals, maps...)
-	return append(vals, timeArg(n.CreatedAt), timeArg(n.UpdatedAt)), nil
+	attrs, err := jsoncol.EncodeAttributes(n.NodeAttributes)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
+	}
+	return append(vals, attrs, timeArg(n.CreatedAt), timeArg(n.UpdatedAt)), nil
 }
 
 // CreateNode implements store.Store.
@@ -409,16 +423,55 @@ func (t *nodeTx) CheckFence(ctx context.Context, f store.Fence) error {
 // CreatePort implements store.Store.
 func (s *Store) CreatePort(ctx context.Context, p *store.Port) error {
 	p.InitNew(dbTime(s.now()))
-	vals, err := jsoncol.EncodeAll(jsoncol.PortMaps(p))
+	vals, err := portValues(p)
 	if err != nil {
 		return fmt.Errorf("create port %s: %w", p.Address, err)
 	}
 	_, err = s.pool.Exec(ctx, `INSERT INTO ports (uuid, node_id, address, pxe_enabled,
-		physical_network, extra, local_link_connection, internal_info, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, p.UUID, p.NodeID, p.Address, p.PXEEnabled,
-		p.PhysicalNetwork, vals[0], vals[1], vals[2], p.CreatedAt)
+		physical_network, extra, local_link_connection, internal_info, attributes, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, p.UUID, p.NodeID, p.Address, p.PXEEnabled,
+		p.PhysicalNetwork, vals[0], vals[1], vals[2], vals[3], p.CreatedAt)
 	if err != nil {
 		return fmt.Errorf("create port %s: %w", p.Address, constraintErr(err, p.UUID, p.Address))
+	}
+	got, err := s.GetPort(ctx, p.UUID)
+	if err != nil {
+		return err
+	}
+	*p = *got
+	return nil
+}
+
+// portValues are the port's JSON columns: extra, local_link_connection,
+// internal_info, attributes.
+func portValues(p *store.Port) ([]any, error) {
+	vals, err := jsoncol.EncodeAll(jsoncol.PortMaps(p))
+	if err != nil {
+		return nil, err
+	}
+	attrs, err := jsoncol.EncodeAttributes(p.PortAttributes)
+	if err != nil {
+		return nil, err
+	}
+	return append(vals, attrs), nil
+}
+
+// UpdatePort implements store.PortUpdater.
+func (s *Store) UpdatePort(ctx context.Context, p *store.Port) error {
+	p.Address = strings.ToLower(p.Address)
+	vals, err := portValues(p)
+	if err != nil {
+		return fmt.Errorf("update port %s: %w", p.UUID, err)
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE ports SET address = $1, pxe_enabled = $2, physical_network = $3,
+		extra = $4, local_link_connection = $5, internal_info = $6, attributes = $7, updated_at = $8, node_id = $9
+		WHERE uuid = $10`, p.Address, p.PXEEnabled, p.PhysicalNetwork, vals[0], vals[1], vals[2], vals[3],
+		dbTime(s.now()), p.NodeID, strings.ToLower(p.UUID))
+	if err != nil {
+		return fmt.Errorf("update port %s: %w", p.UUID, constraintErr(err, p.UUID, p.Address))
+	}
+	if tag.RowsAffected() == 0 {
+		return errdefs.NotFound("Port %s could not be found.", p.UUID)
 	}
 	got, err := s.GetPort(ctx, p.UUID)
 	if err != nil {

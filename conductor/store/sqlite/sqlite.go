@@ -70,7 +70,10 @@ const MaxBatch = 128
 // ErrClosed is returned by writes on a closed store.
 var ErrClosed = errors.New("store closed")
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store       = (*Store)(nil)
+	_ store.PortUpdater = (*Store)(nil)
+)
 
 // Open opens (creating if needed) the database file at path and brings its
 // schema up to date.
@@ -288,10 +291,10 @@ func runOp(op *writeOp, tx *sql.Tx) (err error) {
 const nodeColumns = `id, uuid, name, driver, provision_state, target_provision_state,
 	provision_updated_at, power_state, target_power_state, maintenance, maintenance_reason,
 	last_error, instance_uuid, resource_class, description, owner, instance_info, driver_info,
-	driver_internal_info, properties, extra, deploy_step, created_at, updated_at`
+	driver_internal_info, properties, extra, deploy_step, attributes, created_at, updated_at`
 
 const portColumns = `p.id, p.uuid, p.node_id, n.uuid, p.address, p.pxe_enabled, p.physical_network,
-	p.extra, p.local_link_connection, p.internal_info, p.created_at, p.updated_at`
+	p.extra, p.local_link_connection, p.internal_info, p.attributes, p.created_at, p.updated_at`
 
 type rowScanner interface{ Scan(dest ...any) error }
 
@@ -309,12 +312,13 @@ func scanNodeRaw(r rowScanner) (*store.Node, []any, error) {
 		name                            sql.NullString
 		ps, tps, pua, created, updated  string
 		ii, di, dii, props, extra, step string
+		attrs                           string
 		maint                           int
 	)
 	err := r.Scan(&n.ID, &n.UUID, &name, &n.Driver, &ps, &tps, &pua, &n.PowerState,
 		&n.TargetPowerState, &maint, &n.MaintenanceReason, &n.LastError, &n.InstanceUUID,
 		&n.ResourceClass, &n.Description, &n.Owner, &ii, &di, &dii, &props, &extra, &step,
-		&created, &updated)
+		&attrs, &created, &updated)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -324,7 +328,7 @@ func scanNodeRaw(r rowScanner) (*store.Node, []any, error) {
 	}
 	raw := []any{n.UUID, rawName, n.Driver, ps, tps, pua, n.PowerState, n.TargetPowerState, maint,
 		n.MaintenanceReason, n.LastError, n.InstanceUUID, n.ResourceClass, n.Description, n.Owner,
-		ii, di, dii, props, extra, step, created, updated}
+		ii, di, dii, props, extra, step, attrs, created, updated}
 	n.Name = name.String
 	n.ProvisionState = statemachine.State(ps)
 	n.TargetProvisionState = statemachine.State(tps)
@@ -335,19 +339,25 @@ func scanNodeRaw(r rowScanner) (*store.Node, []any, error) {
 	if err := jsoncol.DecodeAll([]string{ii, di, dii, props, extra, step}, jsoncol.NodeMaps(&n)); err != nil {
 		return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
 	}
+	if err := jsoncol.DecodeAttributes(attrs, &n.NodeAttributes); err != nil {
+		return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
+	}
 	return &n, raw, nil
 }
 
 func scanPort(r rowScanner) (*store.Port, error) {
 	var (
-		p                store.Port
-		pxe              int
-		extra, llc, ii   string
-		created, updated string
+		p                     store.Port
+		pxe                   int
+		extra, llc, ii, attrs string
+		created, updated      string
 	)
 	if err := r.Scan(&p.ID, &p.UUID, &p.NodeID, &p.NodeUUID, &p.Address, &pxe, &p.PhysicalNetwork,
-		&extra, &llc, &ii, &created, &updated); err != nil {
+		&extra, &llc, &ii, &attrs, &created, &updated); err != nil {
 		return nil, err
+	}
+	if err := jsoncol.DecodeAttributes(attrs, &p.PortAttributes); err != nil {
+		return nil, fmt.Errorf("port %s: %w", p.UUID, err)
 	}
 	p.PXEEnabled = pxe != 0
 	p.CreatedAt = parseTime(created)
@@ -373,7 +383,11 @@ func nodeValues(n *store.Node) ([]any, error) {
 		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
 	}
 	vals = append(vals, maps...)
-	return append(vals, formatTime(n.CreatedAt), formatTime(n.UpdatedAt)), nil
+	attrs, err := jsoncol.EncodeAttributes(n.NodeAttributes)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
+	}
+	return append(vals, attrs, formatTime(n.CreatedAt), formatTime(n.UpdatedAt)), nil
 }
 
 // CreateNode implements store.Store.
@@ -738,15 +752,15 @@ func (t *nodeTx) CheckFence(ctx context.Context, f store.Fence) error { return n
 // CreatePort implements store.Store.
 func (s *Store) CreatePort(ctx context.Context, p *store.Port) error {
 	p.InitNew(s.now().UTC())
-	vals, err := jsoncol.EncodeAll(jsoncol.PortMaps(p))
+	vals, err := portValues(p)
 	if err != nil {
 		return fmt.Errorf("create port %s: %w", p.Address, err)
 	}
 	err = s.do(ctx, func(tx *sql.Tx) error {
 		res, err := s.inTx(tx).ExecContext(context.Background(), `INSERT INTO ports (uuid, node_id, address, pxe_enabled,
-			physical_network, extra, local_link_connection, internal_info, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, p.UUID, p.NodeID, p.Address, boolInt(p.PXEEnabled),
-			p.PhysicalNetwork, vals[0], vals[1], vals[2], formatTime(p.CreatedAt))
+			physical_network, extra, local_link_connection, internal_info, attributes, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, p.UUID, p.NodeID, p.Address, boolInt(p.PXEEnabled),
+			p.PhysicalNetwork, vals[0], vals[1], vals[2], vals[3], formatTime(p.CreatedAt))
 		if err != nil {
 			if strings.Contains(err.Error(), "FOREIGN KEY") {
 				return errdefs.InvalidArgument("Node %d could not be found.", p.NodeID)
@@ -758,6 +772,57 @@ func (s *Store) CreatePort(ctx context.Context, p *store.Port) error {
 	})
 	if err != nil {
 		return fmt.Errorf("create port %s: %w", p.Address, err)
+	}
+	got, err := s.GetPort(ctx, p.UUID)
+	if err != nil {
+		return err
+	}
+	*p = *got
+	return nil
+}
+
+// portValues are the port's JSON columns: extra, local_link_connection,
+// internal_info, attributes.
+func portValues(p *store.Port) ([]any, error) {
+	vals, err := jsoncol.EncodeAll(jsoncol.PortMaps(p))
+	if err != nil {
+		return nil, err
+	}
+	attrs, err := jsoncol.EncodeAttributes(p.PortAttributes)
+	if err != nil {
+		return nil, err
+	}
+	return append(vals, attrs), nil
+}
+
+// UpdatePort implements store.PortUpdater.
+func (s *Store) UpdatePort(ctx context.Context, p *store.Port) error {
+	p.Address = strings.ToLower(p.Address)
+	vals, err := portValues(p)
+	if err != nil {
+		return fmt.Errorf("update port %s: %w", p.UUID, err)
+	}
+	now := s.now().UTC()
+	var updated int64
+	err = s.do(ctx, func(tx *sql.Tx) error {
+		res, err := s.inTx(tx).ExecContext(context.Background(), `UPDATE ports SET node_id = ?, address = ?, pxe_enabled = ?,
+			physical_network = ?, extra = ?, local_link_connection = ?, internal_info = ?, attributes = ?,
+			updated_at = ? WHERE uuid = ?`, p.NodeID, p.Address, boolInt(p.PXEEnabled), p.PhysicalNetwork,
+			vals[0], vals[1], vals[2], vals[3], formatTime(now), strings.ToLower(p.UUID))
+		if err != nil {
+			if strings.Contains(err.Error(), "FOREIGN KEY") {
+				return errdefs.InvalidArgument("Node %d could not be found.", p.NodeID)
+			}
+			return uniqueErr(err, p.UUID, p.Address)
+		}
+		updated, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("update port %s: %w", p.UUID, err)
+	}
+	if updated == 0 {
+		return errdefs.NotFound("Port %s could not be found.", p.UUID)
 	}
 	got, err := s.GetPort(ctx, p.UUID)
 	if err != nil {

@@ -5,6 +5,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +23,88 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("LockSerialises", func(t *testing.T) { testLockSerialises(t, newStore(t)) })
 	t.Run("Ports", func(t *testing.T) { testPorts(t, newStore(t)) })
 	t.Run("History", func(t *testing.T) { testHistory(t, newStore(t)) })
+	t.Run("Attributes", func(t *testing.T) { testAttributes(t, newStore(t)) })
+	t.Run("UpdatePort", func(t *testing.T) { testUpdatePort(t, newStore(t)) })
+}
+
+// testAttributes checks that the fields of later API versions survive a
+// create, a locked update and a read, unchanged in type.
+func testAttributes(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	off := false
+	n := &store.Node{Name: "n1", Driver: "ipmi", NodeAttributes: store.NodeAttributes{
+		AutomatedClean: &off, DisablePowerOff: true, Lessee: "proj",
+		NetworkData: map[string]any{"links": []any{map[string]any{"id": "eth0", "ethernet_mac_address": "52:54:00:12:34:56"}}},
+		Interfaces:  map[string]string{"boot_interface": "ipxe", "inspect_interface": "agent"},
+		Traits:      []string{"CUSTOM_GPU", "CUSTOM_FAST"},
+	}}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetNode(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.NodeAttributes, n.NodeAttributes) {
+		t.Fatalf("attributes read back %+v, want %+v", got.NodeAttributes, n.NodeAttributes)
+	}
+	err = s.WithNodeLock(ctx, "n1", func(tx store.Tx) error {
+		on := true
+		tx.Node().AutomatedClean = &on
+		tx.Node().Traits = nil
+		tx.Node().TargetRAIDConfig = map[string]any{"logical_disks": []any{map[string]any{"size_gb": "MAX", "raid_level": "1"}}}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.GetNode(ctx, "n1")
+	if got.AutomatedClean == nil || !*got.AutomatedClean || got.Traits != nil || !got.DisablePowerOff ||
+		got.TargetRAIDConfig["logical_disks"] == nil || got.UpdatedAt.IsZero() {
+		t.Fatalf("after the update: %+v", got.NodeAttributes)
+	}
+	nodes, err := s.ListNodes(ctx, store.NodeFilter{})
+	if err != nil || len(nodes) != 1 || nodes[0].Lessee != "proj" {
+		t.Fatalf("ListNodes: %v %v", nodes, err)
+	}
+}
+
+// testUpdatePort checks stores that update ports (store.PortUpdater).
+func testUpdatePort(t *testing.T, s store.Store) {
+	pu, ok := s.(store.PortUpdater)
+	if !ok {
+		t.Skip("the store cannot update ports")
+	}
+	ctx := context.Background()
+	n := &store.Node{Name: "n1", Driver: "fake-hardware"}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	p := &store.Port{NodeID: n.ID, Address: "52:54:00:12:34:56", PXEEnabled: true}
+	other := &store.Port{NodeID: n.ID, Address: "52:54:00:12:34:57"}
+	for _, x := range []*store.Port{p, other} {
+		if err := s.CreatePort(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.PXEEnabled = false
+	p.Extra = map[string]any{"client-id": "ff:00"}
+	p.PortAttributes = store.PortAttributes{Name: "eth0", Vendor: "0x8086", Category: "data"}
+	if err := pu.UpdatePort(ctx, p); err != nil {
+		t.Fatalf("UpdatePort: %v", err)
+	}
+	got, err := s.GetPort(ctx, p.UUID)
+	if err != nil || got.PXEEnabled || got.Extra["client-id"] != "ff:00" || got.Name != "eth0" ||
+		got.Category != "data" || got.UpdatedAt.IsZero() || got.NodeUUID != n.UUID {
+		t.Fatalf("after UpdatePort: %+v %v", got, err)
+	}
+	p.Address = other.Address
+	if err := pu.UpdatePort(ctx, p); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("UpdatePort to a used address: %v, want ErrAlreadyExists", err)
+	}
+	if err := pu.UpdatePort(ctx, &store.Port{UUID: "0d6b1c2e-6c34-4f1e-9d55-8a2f1b3c4d5e", Address: "52:54:00:00:00:09"}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("UpdatePort of an unknown port: %v, want ErrNotFound", err)
+	}
 }
 
 func testNodeCRUD(t *testing.T, s store.Store) {

@@ -48,12 +48,23 @@ type Info struct {
 	// PowerRequest is a power change asked for and not yet done
 	// (power_request, Rivet's).
 	PowerRequest *PowerRequest
-	// Inventory is the hardware inventory the last inspection stored
-	// (inspection_inventory, Rivet's).
-	Inventory map[string]any
 	// InspectionReceived marks that the agent's inspection data arrived
-	// (inspection_data_received, Rivet's).
+	// (inspection_data_received, Rivet's). The data itself is kept under
+	// inspection_inventory and inspection_plugin_data (Rivet's), which
+	// this view does not decode: they are large and read only by the API.
 	InspectionReceived bool
+	// UserDeploySteps are the deploy steps asked for with "active"
+	// (user_deploy_steps).
+	UserDeploySteps []wire.PlannedStep
+	// UserServiceSteps are the operator's service steps
+	// (service_steps_requested, Rivet's: Ironic keeps them in
+	// service_steps until the plan replaces them).
+	UserServiceSteps []wire.PlannedStep
+	// ServiceDisableRamdisk says the servicing runs without the ramdisk
+	// (service_disable_ramdisk); ServiceRamdisk that this servicing booted
+	// it (service_ramdisk_booted, Rivet's).
+	ServiceDisableRamdisk bool
+	ServiceRamdisk        bool
 }
 
 // Steps are the steps of one kind and where they stand.
@@ -281,8 +292,11 @@ func (i *Info) fields() []field {
 		object("user_clean_steps", &i.UserCleanSteps, func(v []wire.PlannedStep) bool { return v != nil }),
 		flag("cleaning_finishing", &i.CleaningFinishing),
 		object("power_request", &i.PowerRequest, func(v *PowerRequest) bool { return v != nil }),
-		object("inspection_inventory", &i.Inventory, func(v map[string]any) bool { return v != nil }),
 		flag("inspection_data_received", &i.InspectionReceived),
+		object("user_deploy_steps", &i.UserDeploySteps, func(v []wire.PlannedStep) bool { return v != nil }),
+		object("service_steps_requested", &i.UserServiceSteps, func(v []wire.PlannedStep) bool { return v != nil }),
+		flag("service_disable_ramdisk", &i.ServiceDisableRamdisk),
+		flag("service_ramdisk_booted", &i.ServiceRamdisk),
 	}
 	for _, k := range []wire.StepKind{wire.DeployStepKind, wire.CleanStepKind, wire.ServiceStepKind} {
 		s, keys := i.Kind(k), keysOf(k)

@@ -172,6 +172,46 @@ func Manual(user []wire.PlannedStep, cached map[string][]wire.PlannedStep) ([]wi
 	return plan, nil
 }
 
+// WithUser applies the user's deploy steps (deploy_steps of "active", each
+// with a priority) to a plan, as Ironic does: a user step named like a
+// planned step sets its priority and, when given, its args (priority 0
+// drops it); any other user step is one of the agent's, added with the
+// user's priority and args once the agent's steps (cached, nil when not
+// fetched yet) show it has it — before that it is planned on trust, and
+// checked when they are. A step the agent does not have is an
+// *UnsupportedStepError. An agent step must come after the step that
+// boots the ramdisk (priority below ceiling).
+func WithUser(planned, user []wire.PlannedStep, cached map[string][]wire.PlannedStep, ceiling int, rank map[string]int) ([]wire.PlannedStep, error) {
+	out := append([]wire.PlannedStep(nil), planned...)
+	agent := Flatten(cached)
+	for _, u := range user {
+		p := u.PriorityValue()
+		if i := IndexOf(out, u); i >= 0 {
+			if p == 0 {
+				out = append(out[:i], out[i+1:]...)
+				continue
+			}
+			out[i].Priority = &p
+			if len(u.Args) > 0 && string(u.Args) != "null" {
+				out[i].Args = u.Args
+			}
+			continue
+		}
+		if p == 0 {
+			continue
+		}
+		if cached != nil && IndexOf(agent, u) < 0 {
+			return nil, &UnsupportedStepError{Step: u}
+		}
+		if p >= ceiling {
+			return nil, fmt.Errorf("deploy step %s runs in the agent and needs a priority below %d, not %d", u.Name(), ceiling, p)
+		}
+		out = append(out, wire.PlannedStep{Interface: u.Interface, Step: u.Step, Priority: &p, Args: u.Args, RequiresRamdisk: true})
+	}
+	Sort(out, rank)
+	return out, nil
+}
+
 // Names lists the steps as "<interface>.<step>".
 func Names(steps []wire.PlannedStep) []string {
 	out := make([]string, len(steps))

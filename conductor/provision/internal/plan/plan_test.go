@@ -110,3 +110,38 @@ func TestRepr(t *testing.T) {
 		t.Error("empty step")
 	}
 }
+
+func TestWithUser(t *testing.T) {
+	prio := func(p int) *int { return &p }
+	own := []wire.PlannedStep{
+		{Interface: "deploy", Step: "deploy", Priority: prio(100)},
+		{Interface: "deploy", Step: "write_image", Priority: prio(80)},
+		{Interface: "deploy", Step: "tear_down_agent", Priority: prio(40)},
+	}
+	user := []wire.PlannedStep{
+		{Interface: "deploy", Step: "install_coreos", Priority: prio(80), Args: json.RawMessage(`{"a":1}`)},
+		{Interface: "deploy", Step: "write_image", Priority: prio(0)},
+	}
+	got, err := WithUser(own, user, nil, 100, DeployInterfaceRank)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := Names(got); !slices.Equal(names, []string{"deploy.deploy", "deploy.install_coreos", "deploy.tear_down_agent"}) ||
+		!got[1].RequiresRamdisk || string(got[1].Args) != `{"a":1}` {
+		t.Fatalf("plan %v %+v", names, got[1])
+	}
+	// Once the agent's steps are known, a step it lacks is refused.
+	cached := map[string][]wire.PlannedStep{"deploy": {{Interface: "deploy", Step: "erase_devices_metadata", Priority: prio(0)}}}
+	var unsupported *UnsupportedStepError
+	if _, err := WithUser(own, user, cached, 100, DeployInterfaceRank); !errors.As(err, &unsupported) || unsupported.Step.Step != "install_coreos" {
+		t.Fatalf("unknown agent step: %v", err)
+	}
+	// An agent step of priority 0 is enabled by the user's priority.
+	got, err = WithUser(own, []wire.PlannedStep{{Interface: "deploy", Step: "erase_devices_metadata", Priority: prio(85)}}, cached, 100, DeployInterfaceRank)
+	if err != nil || !slices.Equal(Names(got), []string{"deploy.deploy", "deploy.erase_devices_metadata", "deploy.write_image", "deploy.tear_down_agent"}) {
+		t.Fatalf("enabled agent step: %v %v", Names(got), err)
+	}
+	if _, err := WithUser(own, []wire.PlannedStep{{Interface: "deploy", Step: "erase_devices_metadata", Priority: prio(120)}}, cached, 100, DeployInterfaceRank); err == nil {
+		t.Fatal("an agent step before the ramdisk boots was planned")
+	}
+}

@@ -75,3 +75,27 @@ func DecodeAll[T string | []byte](raws []T, maps []*map[string]any) error {
 	}
 	return nil
 }
+
+// EncodeAttributes is the attributes column's value: the struct (a
+// store.NodeAttributes or store.PortAttributes) as JSON text, "{}" when
+// every field is at its zero value.
+func EncodeAttributes(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("encode attributes column: %w", err)
+	}
+	return string(b), nil
+}
+
+// DecodeAttributes sets *dst from the attributes column's text; an empty
+// column leaves the zero value.
+func DecodeAttributes[T string | []byte, A store.NodeAttributes | store.PortAttributes](raw T, dst *A) error {
+	var a A
+	if len(raw) > 0 {
+		if err := json.Unmarshal([]byte(raw), &a); err != nil {
+			return fmt.Errorf("decode attributes column: %w", err)
+		}
+	}
+	*dst = a
+	return nil
+}

@@ -45,3 +45,30 @@ func TestDecodeErrors(t *testing.T) {
 		t.Fatalf("empty column: %v %v", p.Extra, err)
 	}
 }
+
+func TestAttributesRoundTrip(t *testing.T) {
+	off := false
+	in := store.NodeAttributes{AutomatedClean: &off, DisablePowerOff: true, Traits: []string{"CUSTOM_A"},
+		Interfaces: map[string]string{"boot_interface": "ipxe"}, NetworkData: map[string]any{"links": []any{}}}
+	s, err := EncodeAttributes(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out store.NodeAttributes
+	if err := DecodeAttributes(s, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Fatalf("round trip: %+v, want %+v", out, in)
+	}
+	if s, _ := EncodeAttributes(store.NodeAttributes{}); s != "{}" {
+		t.Fatalf("zero attributes encode as %s, want {}", s)
+	}
+	if err := DecodeAttributes("", &out); err != nil || out.DisablePowerOff || out.AutomatedClean != nil {
+		t.Fatalf("empty column: %+v %v", out, err)
+	}
+	var p store.PortAttributes
+	if err := DecodeAttributes([]byte(`{"name":`), &p); err == nil {
+		t.Fatal("malformed attributes decoded")
+	}
+}

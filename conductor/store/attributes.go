@@ -1,0 +1,97 @@
+package store
+
+import (
+	"encoding/json"
+	"maps"
+	"slices"
+)
+
+// NodeAttributes are the node fields Ironic's API added after the first
+// schema of this store (API 1.37–1.109: traits, automated_clean,
+// protected, retired, lessee, network_data, disable_power_off, the
+// per-node hardware interfaces, RAID configuration, …). The SQL stores
+// keep them together in one JSON column ("attributes"), so that a field
+// Ironic adds later needs no schema change; they are embedded in Node
+// and read as node fields. Their zero values are Ironic's defaults.
+type NodeAttributes struct {
+	// AutomatedClean overrides the conductor's automated cleaning for
+	// this node; nil means the conductor's setting.
+	AutomatedClean *bool `json:"automated_clean,omitempty"`
+	// DisablePowerOff says the node must never be powered off: where a
+	// power off is asked for, it is rebooted instead.
+	DisablePowerOff bool `json:"disable_power_off,omitempty"`
+	// NetworkData is the node's static network configuration, in
+	// OpenStack's network_data.json shape ({} when none).
+	NetworkData map[string]any `json:"network_data,omitempty"`
+	// Protected refuses deletion, undeploy and rebuild of an active node
+	// while set; ProtectedReason says why.
+	Protected       bool   `json:"protected,omitempty"`
+	ProtectedReason string `json:"protected_reason,omitempty"`
+	// Retired marks a node to be taken out of service once it is
+	// unprovisioned; RetiredReason says why.
+	Retired       bool   `json:"retired,omitempty"`
+	RetiredReason string `json:"retired_reason,omitempty"`
+	// Lessee is the project that leases the node.
+	Lessee string `json:"lessee,omitempty"`
+	// ConductorGroup, Shard and ParentNode are stored as given (a single
+	// Rivet conductor group; shards and child nodes only as labels).
+	ConductorGroup string `json:"conductor_group,omitempty"`
+	Shard          string `json:"shard,omitempty"`
+	ParentNode     string `json:"parent_node,omitempty"`
+	// InstanceName is the name of the instance deployed on the node.
+	InstanceName string `json:"instance_name,omitempty"`
+	// Traits are the node's traits, in the order they were set.
+	Traits []string `json:"traits,omitempty"`
+	// Interfaces are the node's hardware interfaces by field name
+	// ("boot_interface": "ipxe", …), resolved when the node was created
+	// or its driver changed; a field absent here (nodes created before
+	// the field was stored) takes the hardware type's default.
+	Interfaces map[string]string `json:"interfaces,omitempty"`
+	// TargetRAIDConfig is the RAID configuration asked for (PUT
+	// …/states/raid); RAIDConfig the one last applied.
+	TargetRAIDConfig map[string]any `json:"target_raid_config,omitempty"`
+	RAIDConfig       map[string]any `json:"raid_config,omitempty"`
+	// Fault is the fault the conductor detected ("power failure", …); ""
+	// when none.
+	Fault string `json:"fault,omitempty"`
+}
+
+// Clone returns a deep copy of the attributes.
+func (a NodeAttributes) Clone() NodeAttributes {
+	c := a
+	if a.AutomatedClean != nil {
+		v := *a.AutomatedClean
+		c.AutomatedClean = &v
+	}
+	c.NetworkData = cloneJSON(a.NetworkData)
+	c.Traits = slices.Clone(a.Traits)
+	c.Interfaces = maps.Clone(a.Interfaces)
+	c.TargetRAIDConfig = cloneJSON(a.TargetRAIDConfig)
+	c.RAIDConfig = cloneJSON(a.RAIDConfig)
+	return c
+}
+
+// PortAttributes are the port fields of API 1.88–1.101 (name,
+// description, vendor, category), kept in one JSON column like the node's.
+type PortAttributes struct {
+	Name        string `json:"name,omitempty"`
+	Description string `json:"description,omitempty"`
+	Vendor      string `json:"vendor,omitempty"`
+	Category    string `json:"category,omitempty"`
+}
+
+// cloneJSON deep-copies a JSON object (maps, lists and scalars).
+func cloneJSON(m map[string]any) map[string]any {
+	if m == nil {
+		return nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return maps.Clone(m)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		return maps.Clone(m)
+	}
+	return out
+}
