@@ -20,7 +20,10 @@ require (
 	modernc.org/sqlite v1.60.1
 )
 
-require github.com/pin/tftp/v3 v3.1.0
+require (
+	github.com/pin/tftp/v3 v3.1.0
+	github.com/therootcompany/xz v1.0.1
+)
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/rivetmetal/rivet/internal/hostileimage"
-	"github.com/ulikunitz/xz"
+	"github.com/therootcompany/xz"
 )
 
 // FuzzReader runs arbitrary bytes through the guard and the decoder under
@@ -21,7 +21,7 @@ func FuzzReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		const limit = 1 << 20
 		g := NewReader(bytes.NewReader(data), limit)
-		d, err := xz.ReaderConfig{DictCap: 4096}.NewReader(g)
+		d, err := xz.NewReader(g, limit/2)
 		if err == nil {
 			_, err = io.Copy(io.Discard, io.LimitReader(d, 16<<20))
 		}
