@@ -96,9 +96,12 @@ type Request struct {
 	// tables; an image needing more is converted sequentially instead. 0
 	// means qcow2.DefaultMaxReads.
 	MaxRangeReads int
-	// BufferSize and Buffers size the raw pipeline's buffer pool
-	// (Buffers × BufferSize is its memory). BufferSize is rounded up to
-	// 4 KiB.
+	// BufferSize and Buffers size the buffer pool the image is fetched
+	// into when it goes to the disks from there, raw images and qcow2
+	// data clusters (Buffers × BufferSize is its memory; qcow2 adds two
+	// buffers for compressed clusters, and takes more input buffers when
+	// its clusters are so large that the converter's history needs
+	// them). BufferSize is rounded up to 4 KiB.
 	BufferSize int
 	Buffers    int
 	// Progress, when set, is called every ProgressInterval and once at the
