@@ -9,17 +9,21 @@ GOFILES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 export CGO_ENABLED := 0
 export GOAMD64 := v1
 
-.PHONY: all deps deps-demo build kernel initramfs testimage demo test test-unit lint bench clean dashboard fuzz
+.PHONY: all deps deps-demo deps-rack build kernel initramfs testimage testimage-partition demo rack test test-unit lint bench clean dashboard fuzz
 
 all: build
 
 ## deps: install the Debian packages the tests need (all groups)
 deps:
-	scripts/install-deps.sh vm test ironic postgres netboot browser
+	scripts/install-deps.sh vm test ironic postgres netboot rack browser
 
 ## deps-demo: install only what the demo needs (QEMU, OVMF, GRUB's EFI files, disk tools)
 deps-demo:
 	scripts/install-deps.sh vm
+
+## deps-rack: install only what the virtual rack needs (QEMU, iPXE, ipmi_sim, GRUB for BIOS)
+deps-rack:
+	scripts/install-deps.sh vm netboot rack
 
 ## build: the three programs into build/bin
 build: $(BIN)/rivet-agent $(BIN)/rivet-conductor $(BIN)/rivet
@@ -79,6 +83,17 @@ $(BUILD)/initramfs-virtual.cpio.zst: $(GOFILES) $(BUILD)/kernel/vmlinuz
 testimage: $(BUILD)/testimage/disk.raw
 $(BUILD)/testimage/disk.raw: $(GOFILES) $(BUILD)/kernel/vmlinuz
 	$(GO) run ./internal/testimage/mktestimage -kernel $(BUILD)/kernel/vmlinuz -o $@
+
+## testimage-partition: the partition test image (ext4 root whose GRUB for BIOS the agent installs)
+testimage-partition: $(BUILD)/testimage/partition.raw
+$(BUILD)/testimage/partition.raw: $(GOFILES) $(BUILD)/kernel/vmlinuz
+	$(GO) run ./internal/testimage/mktestimage -partition -kernel $(BUILD)/kernel/vmlinuz -o $@
+
+## rack: a virtual rack of N nodes (UEFI and BIOS in turn) with BMCs and a conductor in a network namespace, until Ctrl-C (root; docs/rack.md)
+N ?= 3
+RACK_LISTEN ?= 127.0.0.1:6385
+rack: deps-rack build kernel-generic initramfs-hardware testimage testimage-partition $(BIN)/rivet-rack
+	$(BIN)/rivet-rack -n $(N) -listen $(RACK_LISTEN)
 
 ## demo: conductor + QEMU node (virtual ramdisk, kernel shortcut) + real deploy, end to end
 demo: deps-demo build kernel initramfs-virtual testimage

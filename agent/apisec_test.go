@@ -164,15 +164,16 @@ func TestIPAParameterParity(t *testing.T) {
 	}
 	if cfg.DownloadRetries != 3 || cfg.DownloadRetryInterval != 2*time.Second || cfg.DownloadMaxDuration != time.Hour ||
 		cfg.HTTPRequestTimeout != 12*time.Second || cfg.TLSMinVersion != "1.3" || cfg.TLSCipherSuites != "ECDHE-RSA-AES256-GCM-SHA384" ||
-		cfg.NetworkInterface != "eth1" || cfg.MaxDecoderMemory != 512<<20 || !cfg.AllowMD5 {
+		cfg.NetworkInterface != "eth1" || cfg.MaxDecoderMemory != 512<<20 || !cfg.AllowMD5 ||
+		!cfg.CollectLLDP || cfg.LLDPTimeout != 5*time.Second {
 		t.Fatalf("parsed %+v", cfg)
 	}
-	for _, name := range []string{"ipa-collect-lldp", "ipa-lldp-timeout", "ipa-ntp-server", "ipa-enable-vlan-interfaces", "ipa-inspection-dhcp-wait-timeout", "ipa-agent-token-required", "boot_method"} {
+	for _, name := range []string{"ipa-ntp-server", "ipa-enable-vlan-interfaces", "ipa-inspection-dhcp-wait-timeout", "ipa-agent-token-required", "boot_method"} {
 		if _, ok := cfg.Ignored[name]; !ok || IgnoredReason(name) == "" {
 			t.Errorf("%s not recorded as accepted-and-ignored: %v", name, cfg.Ignored)
 		}
 	}
-	if len(cfg.Ignored) != 7 {
+	if len(cfg.Ignored) != 5 {
 		t.Errorf("ignored %v", cfg.Ignored)
 	}
 	for _, bad := range []map[string]string{

@@ -115,6 +115,11 @@ type Config struct {
 	InspectionCallbackURL string
 	// InspectionCollectors are the collectors to run ("default", "logs").
 	InspectionCollectors []string
+	// CollectLLDP listens for LLDP on every NIC while the inventory is
+	// read, for interfaces[].lldp (ipa-collect-lldp); LLDPTimeout bounds
+	// the wait (ipa-lldp-timeout).
+	CollectLLDP bool
+	LLDPTimeout time.Duration
 	// IgnoreBootloaderFailure is the default of install_bootloader's
 	// ignore_bootloader_failure (ipa-ignore-bootloader-failure).
 	IgnoreBootloaderFailure bool
@@ -190,6 +195,7 @@ func DefaultConfig() Config {
 		DiskWaitDelay:           3 * time.Second,
 		GuardSpecialFilesystems: true,
 		InspectionCollectors:    []string{"default"},
+		LLDPTimeout:             30 * time.Second,
 		EnableAutoTLS:           true,
 		TLSCertificateCurve:     "p384",
 	}
@@ -380,6 +386,9 @@ func Params() []Param {
 		{Name: "ipa-guard-special-filesystems", Usage: "refuse to clean disks holding shared cluster filesystems", IsBool: true, set: boolean(func(c *Config) *bool { return &c.GuardSpecialFilesystems })},
 		{Name: "ipa-inspection-callback-url", Usage: "URL that receives the hardware inventory at start", set: str(func(c *Config) *string { return &c.InspectionCallbackURL })},
 		{Name: "ipa-inspection-collectors", Usage: "inspection collectors, comma-separated (default, logs)", set: list(func(c *Config) *[]string { return &c.InspectionCollectors })},
+		{Name: "ipa-collect-lldp", Usage: "listen for LLDP on every NIC and report it in the inventory", IsBool: true, set: boolean(func(c *Config) *bool { return &c.CollectLLDP })},
+		{Name: "ipa-lldp-timeout", Usage: "seconds to wait for LLDP frames", set: seconds(func(c *Config) *time.Duration { return &c.LLDPTimeout })},
+		{Name: "lldp-timeout", Usage: "IPA's older name of ipa-lldp-timeout", set: seconds(func(c *Config) *time.Duration { return &c.LLDPTimeout })},
 		{Name: "ipa-ignore-bootloader-failure", Usage: "turn bootloader installation failures into warnings", IsBool: true, set: boolean(func(c *Config) *bool { return &c.IgnoreBootloaderFailure })},
 		{Name: "ipa-enable-auto-tls", Usage: "serve the API over HTTPS with a self-signed certificate when Ironic supports it", IsBool: true, set: boolean(func(c *Config) *bool { return &c.EnableAutoTLS })},
 		{Name: "ipa-tls-certificate-curve", Usage: "auto-TLS key curve: p256, p384 or p521", set: str(func(c *Config) *string { return &c.TLSCertificateCurve })},
@@ -398,10 +407,7 @@ func ignoredParams() []Param {
 		name, why string
 		isBool    bool
 	}{
-		{"ipa-collect-lldp", "LLDP is not collected; the inventory has no lldp data", true},
-		{"ipa-lldp-timeout", "LLDP is not collected", false},
-		{"lldp-timeout", "LLDP is not collected", false},
-		{"ipa-enable-vlan-interfaces", "VLAN interfaces are not brought up (they need LLDP or a static ip= on the VLAN device)", false},
+		{"ipa-enable-vlan-interfaces", "VLAN interfaces are not brought up from what LLDP reports (give a static ip= on the VLAN device)", false},
 		{"ipa-inspection-dhcp-wait-timeout", "the network is configured (ip=, DHCP on every NIC) before inspection starts", false},
 		{"ipa-inspection-dhcp-all-interfaces", "the network is configured (ip=, DHCP on every NIC) before inspection starts", true},
 		{"ipa-inspection-benchmarks", "no inspection benchmarks are run", false},

@@ -55,3 +55,15 @@ func TestKernelCommandLineQuotes(t *testing.T) {
 		}
 	}
 }
+
+// TestParamNamesUnique: every parameter is one flag of rivet-agent, and a
+// flag defined twice panics at start-up.
+func TestParamNamesUnique(t *testing.T) {
+	seen := map[string]bool{}
+	for _, p := range Params() {
+		if seen[p.Name] {
+			t.Errorf("parameter %s is listed twice", p.Name)
+		}
+		seen[p.Name] = true
+	}
+}

@@ -92,7 +92,8 @@ func (g genericManager) EraseMetadata(ctx context.Context, d hardware.BlockDevic
 // DMI; it is the first contributor and fills every field.
 func (g genericManager) ContributeInventory(ctx context.Context, inv *wire.Inventory) error {
 	a := g.a
-	got, err := inventory.Collect(ctx, inventory.Options{Root: a.cfg.SysRoot, BlockDevices: a.cfg.BlockDevices, BootIF: a.bootIF(), Logger: a.log})
+	got, err := inventory.Collect(ctx, inventory.Options{Root: a.cfg.SysRoot, BlockDevices: a.cfg.BlockDevices, BootIF: a.bootIF(), Logger: a.log,
+		LLDP: a.lldpListener()})
 	if err != nil {
 		return err
 	}

@@ -4,15 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
+	"log/slog"
+	"math"
 	"net/http"
+	neturl "net/url"
+	"strings"
 	"time"
 
 	"github.com/rivetmetal/rivet/agent/logcollect"
 	"github.com/rivetmetal/rivet/hardware"
 	"github.com/rivetmetal/rivet/hardware/inventory"
+	"github.com/rivetmetal/rivet/internal/pause"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -41,15 +46,26 @@ func (a *Agent) bootIF() string {
 	return m
 }
 
-// inspectAttempts bounds the inspection callback.
-const inspectAttempts = 5
+// retryPolicy says how often, and how far apart, a call is tried.
+type retryPolicy struct {
+	attempts int
+	// wait is the pause after the given failed attempt (1-based).
+	wait func(attempt int) time.Duration
+}
+
+// inspectRetry is IPA's for the inspection callback (inspector.py
+// call_inspector): 5 attempts, waiting 1.5 s × 2^(attempt−1) clamped to
+// 5–30 s between them (5, 5, 6, 12 s: 28 s in all).
+var inspectRetry = retryPolicy{attempts: 5, wait: func(attempt int) time.Duration {
+	d := time.Duration(1.5 * float64(time.Second) * math.Pow(2, float64(attempt-1)))
+	return min(max(d, 5*time.Second), 30*time.Second)
+}}
 
 // inspect POSTs the inventory (plus the root disk and, with the "logs"
-// collector, the logs) to the inspection callback once, and returns the
-// node UUID the inspector answered with, "" when none. Failures are logged
-// and the agent carries on with lookup by MAC.
+// collector, the logs) to the inspection callback, retrying as IPA does
+// (sendInspection), and returns the node UUID the answer names, "" when
+// none. A failure is logged and the agent carries on with lookup by MAC.
 func (a *Agent) inspect(ctx context.Context, client *http.Client, inv *wire.Inventory) string {
-	url := a.cfg.InspectionCallbackURL
 	invJSON, err := json.Marshal(inv)
 	if err != nil {
 		a.log.Error("inspection: cannot encode the inventory; continuing with lookup", "error", err)
@@ -67,24 +83,92 @@ func (a *Agent) inspect(ctx context.Context, client *http.Client, inv *wire.Inve
 		}
 	}
 	body, _ := json.Marshal(data)
-	for attempt := 1; ; attempt++ {
-		uuid, status, err := postInspection(ctx, client, url, body)
-		if err == nil {
-			a.log.Info("inspection data sent", "url", url, "node", uuid, "bytes", len(body))
-			return uuid
-		}
-		if attempt == inspectAttempts || (status >= 400 && status < 500) || ctx.Err() != nil {
-			a.log.Error("inspection callback failed; continuing with lookup by MAC", "url", url, "attempts", attempt, "status", status, "error", err)
-			return ""
-		}
-		wait := time.Duration(float64(5*time.Second) * (1 + rand.Float64()))
-		a.log.Warn("inspection callback failed; retrying", "url", url, "attempt", attempt, "status", status, "error", err, "retry_in", wait.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
-			return ""
-		case <-time.After(wait):
+	var urls []string
+	for _, u := range strings.Split(a.cfg.InspectionCallbackURL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
 		}
 	}
+	uuid, err := sendInspection(ctx, inspectionPost{client: client, urls: urls, body: body, requestID: a.cfg.RequestID,
+		retry: inspectRetry, log: a.log})
+	if err != nil {
+		a.log.Error("inspection data not delivered; continuing with lookup by MAC", "error", err)
+		return ""
+	}
+	return uuid
+}
+
+// inspectionPost is one delivery of inspection data.
+type inspectionPost struct {
+	client *http.Client
+	// urls are tried in order within an attempt, the next one only when
+	// the previous cannot be reached (IPA's comma-separated
+	// ipa-inspection-callback-url).
+	urls      []string
+	body      []byte
+	requestID string
+	retry     retryPolicy
+	log       *slog.Logger
+}
+
+// sendInspection POSTs the data until the callback accepts it and returns
+// the node UUID of the answer. As IPA, a callback that cannot be reached,
+// answers 409 (node locked) or a 5xx is tried again; unlike IPA, so is a
+// 404: a conductor that has not yet moved the node to "inspect wait"
+// (Ironic moves it there once the node's reboot has been asked for, so a
+// fast agent can call while it is still "inspecting") answers "not being
+// inspected", and that inspection would be lost. Other answers (400, 403,
+// …) end at once. Each retry is logged; the error after the last attempt
+// names how many were made and the last failure.
+func sendInspection(ctx context.Context, p inspectionPost) (string, error) {
+	if len(p.urls) == 0 {
+		return "", errors.New("inspection: no callback URL")
+	}
+	for _, u := range p.urls {
+		if pu, err := neturl.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return "", fmt.Errorf("inspection: callback URL %q is not an http(s) URL", u)
+		}
+	}
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		uuid, url, status, err := p.once(ctx)
+		if err == nil {
+			p.log.Info("inspection data sent", "url", url, "node", uuid, "bytes", len(p.body), "attempts", attempt)
+			return uuid, nil
+		}
+		retryable := status == 0 || status == http.StatusNotFound || status == http.StatusConflict || status >= 500
+		switch {
+		case ctx.Err() != nil:
+			return "", fmt.Errorf("inspection: stopped after %d attempts: %w", attempt, context.Cause(ctx))
+		case !retryable:
+			return "", fmt.Errorf("inspection: refused (not retried): %w", err)
+		case attempt >= p.retry.attempts:
+			return "", fmt.Errorf("inspection: gave up after %d attempts in %s: %w", attempt, time.Since(start).Round(time.Millisecond), err)
+		}
+		wait := p.retry.wait(attempt)
+		p.log.Warn("inspection callback failed; retrying", "url", url, "attempt", attempt, "of", p.retry.attempts,
+			"status", status, "error", err, "retry_in", wait)
+		if err := pause.For(ctx, wait); err != nil {
+			return "", fmt.Errorf("inspection: stopped after %d attempts: %w", attempt, context.Cause(ctx))
+		}
+	}
+}
+
+// once is one attempt: each URL in turn until one answers. It returns the
+// node UUID, the URL that answered (or the last tried), its status (0 when
+// none answered) and the error.
+func (p inspectionPost) once(ctx context.Context) (string, string, int, error) {
+	var err error
+	for _, url := range p.urls {
+		var uuid string
+		var status int
+		uuid, status, err = postInspection(ctx, p.client, url, p.requestID, p.body)
+		if status != 0 || err == nil || ctx.Err() != nil {
+			return uuid, url, status, err
+		}
+		p.log.Warn("inspection callback unreachable; trying the next URL", "url", url, "error", err)
+	}
+	return "", p.urls[len(p.urls)-1], 0, err
 }
 
 // guessRootDisk is the inspection's root_disk: the disk picked with no
@@ -105,13 +189,18 @@ func (a *Agent) guessRootDisk() json.RawMessage {
 	return b
 }
 
-func postInspection(ctx context.Context, client *http.Client, url string, body []byte) (string, int, error) {
+// postInspection POSTs body to url and returns the node UUID the answer
+// names and the HTTP status (0 when there was no answer).
+func postInspection(ctx context.Context, client *http.Client, url, requestID string, body []byte) (string, int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return "", 0, err
+		return "", 0, fmt.Errorf("POST %s: %w", url, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
+	if requestID != "" {
+		req.Header.Set("X-OpenStack-Request-ID", requestID)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return "", 0, fmt.Errorf("POST %s: %w", url, err)

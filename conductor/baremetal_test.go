@@ -123,7 +123,7 @@ func TestBaremetalCLICompatibility(t *testing.T) {
 	}
 	// The client takes the config drive from a file (gzipped, base64
 	// encoded ISO) and sends its content.
-	const configdrive = "H4sICAAAAAAAA2NvbmZpZy0yAAMAAAAAAAAAAAA="
+	const configdrive = "H4sIAAAAAAAC/0vOz0vLTNc1UihJLS5RSCnKLEsFAH0NynYTAAAA" // gzip of a (non-empty) drive
 	cdFile := filepath.Join(t.TempDir(), "configdrive")
 	if err := os.WriteFile(cdFile, []byte(configdrive), 0o600); err != nil {
 		t.Fatal(err)

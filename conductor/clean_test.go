@@ -16,7 +16,7 @@ import (
 func cleaningHarness(t *testing.T, agentCfg fakeagent.Config) *conductortest.Harness {
 	h := conductortest.New(t, agentCfg)
 	cfg := h.Config()
-	cfg.Provision.AutomatedClean = true
+	cfg.Provision.DisableAutomatedClean = false
 	h.Start(cfg)
 	return h
 }
@@ -200,7 +200,7 @@ func TestAbortCleanWait(t *testing.T) {
 func TestRestartMidClean(t *testing.T) {
 	h := conductortest.New(t, fakeagent.Config{CleanDuration: 1500 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond})
 	cfg := h.Config()
-	cfg.Provision.AutomatedClean = true
+	cfg.Provision.DisableAutomatedClean = false
 	h.Start(cfg)
 	uuid := h.CreateNode()
 	h.Provision("n1", "manage", nil)
@@ -228,7 +228,7 @@ func TestRestartMidClean(t *testing.T) {
 func TestFastTrackReusesTheCleaningAgent(t *testing.T) {
 	h := conductortest.New(t, fakeagent.Config{})
 	cfg := h.Config()
-	cfg.Provision.AutomatedClean = true
+	cfg.Provision.DisableAutomatedClean = false
 	cfg.Provision.FastTrack = true
 	h.Start(cfg)
 	h.EnrollNode()

@@ -24,6 +24,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/changefeed"
 	"github.com/rivetmetal/rivet/conductor/cluster"
 	"github.com/rivetmetal/rivet/conductor/dashboard"
+	"github.com/rivetmetal/rivet/conductor/hostpath"
 	"github.com/rivetmetal/rivet/conductor/images"
 	"github.com/rivetmetal/rivet/conductor/metrics"
 	"github.com/rivetmetal/rivet/conductor/netboot"
@@ -32,6 +33,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/servercert"
 	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/conductor/store/backend"
+	"github.com/rivetmetal/rivet/conductor/store/postgres"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -70,6 +72,24 @@ type Config struct {
 	// image_download_source "http"/"local") are downloaded there once,
 	// verified, and served under /agent_images/. Empty refuses them.
 	ImageCacheDir string
+	// ImageCacheMaxSize caps the image cache's bytes (0: 20 GiB) and
+	// ImageCacheTTL removes images unused that long (0: 7 days; negative:
+	// never), as Ironic's [pxe]image_cache_size and image_cache_ttl.
+	ImageCacheMaxSize int64
+	ImageCacheTTL     time.Duration
+	// FileURLAllowedPaths are the host directories in which the API may
+	// name files: file:// image sources and driver_info
+	// deploy_kernel/deploy_ramdisk (Ironic's
+	// [conductor]file_url_allowed_paths; conductor/hostpath). Empty
+	// allows none. The conductor's own files (database, state, image
+	// cache, TLS key, user files, ProtectedPaths) can never be in one.
+	FileURLAllowedPaths []string
+	// ProtectedPaths are more of the conductor's own files and
+	// directories that no allowed path may reach (the drivers' state).
+	ProtectedPaths []string
+	// Timeouts bounds the API's connections (zero fields: the defaults
+	// of DefaultTimeouts).
+	Timeouts Timeouts
 	// Drivers are the enabled power drivers.
 	Drivers []power.Driver
 	// Provision configures the engine (deploy ramdisk defaults, timeouts);
@@ -108,6 +128,7 @@ type Conductor struct {
 	agents *agentclient.Client
 	images *images.Handler
 	cache  *images.Cache
+	files  *hostpath.Confiner
 	guard  *auth.Guard
 	cert   *servercert.Pair
 	srv    *http.Server
@@ -199,12 +220,17 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		}
 		pc.Ownership = c.member
 	}
+	if c.files, err = hostpath.New(hostpath.Config{Allowed: cfg.FileURLAllowedPaths, Protected: c.protectedPaths()}); err != nil {
+		return nil, fmt.Errorf("conductor: --file-url-allowed-paths: %w", err)
+	}
+	pc.HostFiles = c.files
 	var agentImages http.Handler
 	if cfg.ImageCacheDir != "" {
-		if c.cache, err = images.NewCache(cfg.ImageCacheDir, log); err != nil {
+		if c.cache, err = images.NewCache(images.CacheConfig{Dir: cfg.ImageCacheDir, MaxSize: cfg.ImageCacheMaxSize,
+			TTL: cfg.ImageCacheTTL, Files: c.files, Logger: log}); err != nil {
 			return nil, fmt.Errorf("conductor: %w", err)
 		}
-		pc.ImageCache, agentImages = c.cache, c.cache
+		pc.ImageCache, agentImages = c.cache, downloads(c.cache, cfg.Timeouts.download())
 	}
 	var firmware http.Handler
 	if cfg.NetBoot != nil {
@@ -213,12 +239,20 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		}
 	}
 	bootHandler, err := boot.New(boot.Config{Nodes: fed, APIURL: c.url,
-		DeployKernel: pc.DeployKernel, DeployRamdisk: pc.DeployRamdisk, Firmware: firmware, Logger: log})
+		DeployKernel: pc.DeployKernel, DeployRamdisk: pc.DeployRamdisk, Files: c.files, Firmware: firmware, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	ac := cfg.Agent
 	ac.Logger = log
+	if ac.UserAgent == "" {
+		// Agents log the caller: name this conductor.
+		name := host
+		if c.member != nil {
+			name = c.member.Name()
+		}
+		ac.UserAgent = "rivet-conductor (" + name + ")"
+	}
 	c.agents = agentclient.New(ac)
 	if c.engine, err = provision.New(fed, cfg.Drivers, c.agents, pc); err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
@@ -228,11 +262,12 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 		if c.images, err = images.New(cfg.ImageDir, log); err != nil {
 			return nil, fmt.Errorf("conductor: %w", err)
 		}
-		imgs = c.images
+		imgs = downloads(c.images, cfg.Timeouts.download())
 	}
 	handler := api.New(api.Config{Store: fed, Provisioner: c.engine.Provisioning(), Power: c.engine.Power(),
 		Ramdisk: c.engine.Ramdisk(), Inspector: c.engine.Inspection(), Drivers: c.engine,
-		Conductor: host, Images: imgs, AgentImages: agentImages, Boot: bootHandler, Logger: log})
+		HostPaths: c.engine.Provisioning(), Conductor: host, Images: imgs, AgentImages: agentImages,
+		Boot: downloads(bootHandler, cfg.Timeouts.download()), Logger: log})
 	dashAuth := cfg.DashboardAuth
 	if dashAuth == nil && c.guard.Strategy() == auth.HTTPBasic {
 		// The dashboard logs browsers in with the API's users and roles.
@@ -257,10 +292,10 @@ func New(ctx context.Context, cfg Config) (*Conductor, error) {
 	top.Handle("GET /metrics", c.metrics.Handler())
 	top.Handle("/", handler)
 	c.srv = &http.Server{
-		Handler:           c.guard.Wrap(accessLog(log, c.metrics.Middleware(top))),
-		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Handler:  c.guard.Wrap(accessLog(log, c.metrics.Middleware(top))),
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	cfg.Timeouts.apply(c.srv)
 	if c.cert != nil {
 		c.srv.TLSConfig = c.cert.TLSConfig()
 	}
@@ -316,6 +351,10 @@ func (c *Conductor) Run(ctx context.Context) error {
 		}
 	}
 	if err := c.engine.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			// Stopped (SIGTERM) while resuming work: not a failure.
+			return nil
+		}
 		return fmt.Errorf("conductor: %w", err)
 	}
 	vctx, stopViews := context.WithCancel(ctx)
@@ -337,7 +376,8 @@ func (c *Conductor) Run(ctx context.Context) error {
 	if c.metricsLn != nil {
 		mm := http.NewServeMux()
 		mm.Handle("GET /metrics", c.metrics.Handler())
-		msrv := &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+		msrv := &http.Server{Handler: mm}
+		c.cfg.Timeouts.apply(msrv)
 		go msrv.Serve(c.metricsLn) //nolint:errcheck // ends with Close
 		defer msrv.Close()
 	}
@@ -370,7 +410,8 @@ func (c *Conductor) Run(ctx context.Context) error {
 	}
 	c.log.Info("conductor serving", "listen", c.ln.Addr().String(), "api_url", c.url, "dashboard", c.url+"/dashboard/",
 		"db", backend.Describe(c.cfg.DBPath), "drivers", drivers, "image_dir", c.cfg.ImageDir,
-		"auth_strategy", string(c.guard.Strategy()), "tls", c.cert != nil)
+		"auth_strategy", string(c.guard.Strategy()), "tls", c.cert != nil,
+		"file_url_allowed_paths", c.files.Allowed())
 
 	var serveErr error
 	select {
@@ -448,11 +489,28 @@ func (c *Conductor) close() {
 	if c.cache != nil {
 		c.cache.Close()
 	}
+	if c.files != nil {
+		c.files.Close()
+	}
 	if c.st != nil {
 		if err := c.st.Close(); err != nil {
 			c.log.Warn("closing the store failed", "error", err)
 		}
 	}
+}
+
+// protectedPaths are the conductor's own files and directories, which no
+// allowed host path may reach.
+func (c *Conductor) protectedPaths() []string {
+	cfg := c.cfg
+	p := append([]string{}, cfg.ProtectedPaths...)
+	if cfg.DBPath != "" && !postgres.IsDSN(cfg.DBPath) {
+		for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
+			p = append(p, cfg.DBPath+suffix)
+		}
+	}
+	return append(p, cfg.ImageCacheDir, cfg.Provision.StateDir, cfg.TLSCertFile, cfg.TLSKeyFile,
+		cfg.Auth.UserFile, cfg.Auth.RolesFile)
 }
 
 // leaveCluster releases this conductor's node leases, once its engine has

@@ -22,7 +22,7 @@ func TestDeployEnrollToActiveAndBack(t *testing.T) {
 		t.Fatalf("after provide: power %v target %v", n["power_state"], n["target_provision_state"])
 	}
 	h.SetImage("n1")
-	h.Provision("n1", "active", "H4sIAAAAAAAA/wMAAAAAAAAAAAA=")
+	h.Provision("n1", "active", "H4sIAAAAAAAC/0vOz0vLTNc1UihJLS5RSCnKLEsFAH0NynYTAAAA")
 	n := h.WaitState("n1", "active", 20*time.Second)
 
 	a := h.Agent()
@@ -41,7 +41,7 @@ func TestDeployEnrollToActiveAndBack(t *testing.T) {
 	if info.ID != "disk.raw" || len(info.URLs) != 1 || info.URLs[0] != h.URL()+"/images/disk.raw" ||
 		info.OSHashAlgo != "sha256" || info.NodeUUID != uuid || info.DiskFormatString() != "raw" ||
 		info.StreamRawImages == nil || !*info.StreamRawImages || info.ContainerFormat != nil ||
-		info.Configdrive == nil || *info.Configdrive != "H4sIAAAAAAAA/wMAAAAAAAAAAAA=" {
+		info.Configdrive == nil || *info.Configdrive != "H4sIAAAAAAAC/0vOz0vLTNc1UihJLS5RSCnKLEsFAH0NynYTAAAA" {
 		t.Errorf("image_info = %+v", info)
 	}
 	if cfg := a.LookupConfig(); cfg.HeartbeatTimeout != 300 || !cfg.AgentTokenRequired || len(a.Token()) != 43 {

@@ -100,7 +100,7 @@ func TestGophercloudCompatibility(t *testing.T) {
 	}).Extract(); err != nil {
 		t.Fatalf("set instance_info: %v", err)
 	}
-	const configdrive = "H4sICAAAAAAAA2NvbmZpZy0yAAMAAAAAAAAAAAA="
+	const configdrive = "H4sIAAAAAAAC/0vOz0vLTNc1UihJLS5RSCnKLEsFAH0NynYTAAAA" // gzip of a (non-empty) drive
 	change(nodes.TargetActive, configdrive)
 	active := wait("active")
 	if active.PowerState != "power on" || active.LastError != "" || active.InstanceInfo["configdrive"] != "******" {

@@ -24,6 +24,7 @@ func TestDeployThroughImageCache(t *testing.T) {
 	h := conductortest.New(t, fakeagent.Config{WriteDuration: 100 * time.Millisecond})
 	cfg := h.Config()
 	cfg.ImageCacheDir = filepath.Join(h.Dir(), "cache")
+	cfg.FileURLAllowedPaths = []string{filepath.Join(h.Dir(), "images")}
 	h.Start(cfg)
 	h.EnrollNode()
 	sum := sha256.Sum256(h.Image())
@@ -69,9 +70,11 @@ func TestDeployThroughImageCache(t *testing.T) {
 // refused when the deploy is asked for, with Ironic's error shape.
 func TestFileImageNeedsACache(t *testing.T) {
 	h := conductortest.New(t, fakeagent.Config{})
-	h.Start(h.Config())
+	cfg := h.Config()
+	cfg.FileURLAllowedPaths = []string{cfg.ImageDir}
+	h.Start(cfg)
 	h.EnrollNode()
-	patchInstanceInfo(t, h, "n1", map[string]any{"image_source": "file:///srv/disk.raw", "image_checksum": strings.Repeat("a", 64)})
+	patchInstanceInfo(t, h, "n1", map[string]any{"image_source": "file://" + filepath.Join(cfg.ImageDir, "disk.raw"), "image_checksum": strings.Repeat("a", 64)})
 	var out map[string]any
 	st := h.Call("PUT", "/v1/nodes/n1/states/provision", map[string]any{"target": "active"}, &out)
 	if st != http.StatusBadRequest || !strings.Contains(conductortest.IronicFault(t, out).FaultString, "has no image cache") {

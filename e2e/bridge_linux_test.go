@@ -63,11 +63,12 @@ func TestHardwareRamdiskOnBridge(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(stateDir) })
-	d, err := qemu.New(qemu.Config{StateDir: stateDir, Relay: []string{a.conductor, "relay"}, Binary: wrapper})
+	files := t.TempDir()
+	d, err := qemu.New(qemu.Config{StateDir: stateDir, FilesDir: files, Relay: []string{a.conductor, "relay"}, Binary: wrapper})
 	if err != nil {
 		t.Fatal(err)
 	}
-	disk := filepath.Join(t.TempDir(), "disk.raw")
+	disk := filepath.Join(files, "disk.raw")
 	if err := os.WriteFile(disk, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,9 @@ func TestCleanQEMUNode(t *testing.T) {
 	c := startConductor(t, a, filepath.Dir(a.image),
 		"--clean-callback-timeout", "10m", "--automated-clean")
 
-	disk := filepath.Join(c.stateDir, "node-disk.raw")
+	// The qemu driver's files directory (--qemu-files-dir): the only
+	// place driver_info may name a disk.
+	disk := filepath.Join(c.stateDir, "qemu", "files", "node-disk.raw")
 	const diskSize = 5 << 30
 	f, err := os.Create(disk)
 	if err != nil {

@@ -31,7 +31,9 @@ func TestDeployQEMUNode(t *testing.T) {
 	sum := sha256.Sum256(img)
 	c := startConductor(t, a, filepath.Dir(a.image))
 
-	disk := filepath.Join(c.stateDir, "node-disk.raw")
+	// The qemu driver's files directory (--qemu-files-dir): the only
+	// place driver_info may name a disk.
+	disk := filepath.Join(c.stateDir, "qemu", "files", "node-disk.raw")
 	f, err := os.Create(disk)
 	if err != nil {
 		t.Fatal(err)

@@ -93,6 +93,9 @@ func startConductor(t *testing.T, a artefacts, imageDir string, extraArgs ...str
 		"--deploy-ramdisk", a.ramdisk,
 		"--ramdisk-heartbeat-timeout", "20s",
 		"--deploy-callback-timeout", "10m",
+		// Cleaning costs a QEMU boot per provide: off unless a test asks
+		// for it (a later --automated-clean in extraArgs wins).
+		"--automated-clean=false",
 	}, extraArgs...)
 	cmd := exec.CommandContext(ctx, a.conductor, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }

@@ -32,14 +32,20 @@ say "Starting rivet-conductor on $url (SQLite at $state/rivet.db)"
 "$bin/rivet-conductor" --listen "127.0.0.1:$port" --state-dir "$state" \
   --image-dir "$(dirname "$image")" \
   --deploy-kernel build/kernel/vmlinuz --deploy-ramdisk build/initramfs-virtual.cpio.zst \
-  --ramdisk-heartbeat-timeout 30s >"$state/conductor.log" 2>&1 &
+  --ramdisk-heartbeat-timeout 30s \
+  --automated-clean=false >"$state/conductor.log" 2>&1 &
+# Automated cleaning (on by default) is turned off explicitly: it would cost
+# the demo a whole extra ramdisk boot on provide, and its fresh disk holds
+# no one's data. Keep it on for real fleets.
 cpid=$!
 for _ in $(seq 1 100); do curl -sf "$url/v1" >/dev/null && break; sleep 0.1; done
 curl -sf "$url/v1" >/dev/null || { cat "$state/conductor.log"; exit 1; }
 
 say "Enrolling a QEMU node with a 5 GiB disk"
-truncate -s 5G "$state/node-disk.raw"
-rivet node create --name demo --driver qemu --driver-info "qemu_disk=$state/node-disk.raw" --driver-info qemu_memory_mb=768
+# The qemu driver's files directory (--qemu-files-dir) is the only place
+# driver_info may name a disk; a relative qemu_disk is taken from it.
+truncate -s 5G "$state/qemu/files/node-disk.raw"
+rivet node create --name demo --driver qemu --driver-info "qemu_disk=node-disk.raw" --driver-info qemu_memory_mb=768
 rivet port create 52:54:00:12:34:56 --node demo
 rivet node manage demo --wait
 rivet node provide demo --wait

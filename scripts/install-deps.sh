@@ -4,7 +4,7 @@
 # refreshed only when something is missing. Package scripts are kept from
 # starting services (there is no init system here; tests start what they need).
 #
-# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test, ironic, postgres, netboot, browser, bench
+# Usage: scripts/install-deps.sh [group...]   groups: vm (default), test, ironic, postgres, netboot, rack, browser, bench
 set -euo pipefail
 
 groups=("$@")
@@ -20,8 +20,11 @@ for g in "${groups[@]}"; do
                e2fsprogs dosfstools util-linux zstd xz-utils ca-certificates curl python3) ;;
     # Real peers the test suite talks to; Apache's htpasswd (apache2-utils),
     # which writes the user files the conductor reads; the mkfs tools whose
-    # output the disk-format readers are checked against.
-    test) pkgs+=(python3-ironicclient fuseiso apache2-utils xfsprogs btrfs-progs genisoimage) ;;
+    # output the disk-format readers are checked against; lldpd, the switch
+    # side the agent's LLDP collector listens to (iproute2 for its namespaces),
+    # and ironic-inspector, whose LLDP parser the conductor's is checked against.
+    test) pkgs+=(python3-ironicclient fuseiso apache2-utils xfsprogs btrfs-progs genisoimage gdisk lldpd iproute2
+                 python3-ironic-inspector) ;;
     # The real Ironic (API + conductor) that drives rivet-agent in the
     # compatibility tests.
     ironic) pkgs+=(ironic-api ironic-conductor python3-ironicclient) ;;
@@ -32,6 +35,11 @@ for g in "${groups[@]}"; do
     # real DHCP/TFTP clients the boot services are tested with, iproute2
     # for the tests' network namespaces.
     netboot) pkgs+=(ipxe openipmi ipmitool udhcpc tftp-hpa iproute2) ;;
+    # The virtual rack's BIOS partition image: GRUB's i386-pc modules and
+    # grub-install/grub-mkconfig, copied (with the tools they run and their
+    # libraries) into the image's root filesystem, where the agent runs
+    # them in a chroot; mke2fs -d builds that filesystem without mounting.
+    rack) pkgs+=(grub-pc-bin grub2-common grub-common e2fsprogs) ;;
     # Headless Chromium, driven over the DevTools protocol by the dashboard's
     # browser test, with a font so that its screenshots have legible text;
     # node and npm for `make dashboard` (npm ci of its pinned libraries).

@@ -1,5 +1,11 @@
 package wire
 
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+)
+
 // Inventory is the hardware inventory as IPA's list_hardware_info reports
 // it (contract §5.1): the agent sends it under "inventory" to the
 // inspection callback (InspectionData) and returns it from
@@ -38,9 +44,11 @@ type NetworkInterface struct {
 	IPv4Address string `json:"ipv4_address"`
 	IPv6Address string `json:"ipv6_address"`
 	HasCarrier  bool   `json:"has_carrier"`
-	// LLDP is IPA's deprecated list of [type, hex value] pairs; null when
-	// not collected.
-	LLDP []any `json:"lldp"`
+	// LLDP holds the TLVs of the first LLDP frame heard on the interface
+	// (ipa-collect-lldp), as IPA's list of [type, hex value] pairs: null
+	// when LLDP was not collected or the interface could not be listened
+	// on, [] when no frame arrived in time.
+	LLDP []LLDPTLV `json:"lldp"`
 	// Vendor and Product are the PCI (or virtio) IDs, e.g. "0x8086".
 	Vendor  string `json:"vendor"`
 	Product string `json:"product"`
@@ -126,4 +134,60 @@ type BootInfo struct {
 	// PXEInterface is the MAC the machine network-booted from (BOOTIF),
 	// "" when unknown.
 	PXEInterface string `json:"pxe_interface"`
+}
+
+// LLDPTLV is one TLV of an LLDP frame as IPA reports it, in the
+// inventory's interfaces[].lldp and in the "lldp" collector's lldp_raw:
+// the JSON pair [type, "hex-encoded value"].
+type LLDPTLV struct {
+	// Type is the TLV type: 0 ends the LLDPDU, 1 chassis ID, 2 port ID,
+	// 3 TTL, … 127 organizationally specific.
+	Type int
+	// Value is the TLV's value, hex-encoded as it was sent. It is kept
+	// as text so that a malformed value reaches the parser, which skips
+	// that TLV, instead of failing the whole inventory.
+	Value string
+}
+
+// NewLLDPTLV is the TLV of that type and raw value.
+func NewLLDPTLV(typ int, value []byte) LLDPTLV {
+	return LLDPTLV{Type: typ, Value: hex.EncodeToString(value)}
+}
+
+// Bytes decodes the value (upper- or lower-case hex).
+func (t LLDPTLV) Bytes() ([]byte, error) {
+	b, err := hex.DecodeString(t.Value)
+	if err != nil {
+		return nil, fmt.Errorf("LLDP TLV type %d: value is not hexadecimal: %w", t.Type, err)
+	}
+	return b, nil
+}
+
+// MarshalJSON writes the pair [type, "hex"].
+func (t LLDPTLV) MarshalJSON() ([]byte, error) {
+	return json.Marshal([2]any{t.Type, t.Value})
+}
+
+// UnmarshalJSON reads the pair [type, "hex"]; anything else is an error
+// naming what was wrong. The value's hex is not checked here (see Bytes).
+func (t *LLDPTLV) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	var pair []json.RawMessage
+	if err := json.Unmarshal(b, &pair); err != nil {
+		return fmt.Errorf("LLDP TLV: not a [type, value] pair: %w", err)
+	}
+	if len(pair) != 2 {
+		return fmt.Errorf("LLDP TLV: a [type, value] pair has 2 elements, not %d", len(pair))
+	}
+	var out LLDPTLV
+	if err := json.Unmarshal(pair[0], &out.Type); err != nil {
+		return fmt.Errorf("LLDP TLV: the type is not an integer: %w", err)
+	}
+	if err := json.Unmarshal(pair[1], &out.Value); err != nil {
+		return fmt.Errorf("LLDP TLV type %d: value is not a string", out.Type)
+	}
+	*t = out
+	return nil
 }

@@ -31,6 +31,11 @@ type Mounter interface {
 // inside the chroot.
 var bindMounts = []string{"/dev", "/proc", "/sys", "/run"}
 
+// optionalBind is the one of bindMounts a ramdisk may lack (u-root's has
+// no /run): the chroot then gets an empty tmpfs there, where the image's
+// tools (LVM, libudev clients) look for runtime state and find none.
+const optionalBind = "/run"
+
 // ErrRootNotFound is returned when no partition carries the root UUID.
 var ErrRootNotFound = errors.New("root partition not found")
 
@@ -135,7 +140,12 @@ func (in *Installer) installGRUB(ctx context.Context, req Request, uefi bool) (e
 		if err := os.MkdirAll(t, 0o755); err != nil {
 			return fmt.Errorf("install GRUB: %w", err)
 		}
-		if err := m.Bind(b, t); err != nil {
+		err := m.Bind(b, t)
+		if err != nil && b == optionalBind && errors.Is(err, os.ErrNotExist) {
+			in.log().Info("the running system has no "+b+"; an empty tmpfs takes its place in the chroot", "disk", d.Path)
+			err = m.Mount("tmpfs", t, "tmpfs")
+		}
+		if err != nil {
 			return fmt.Errorf("install GRUB on %s: bind %s: %w", d.Path, b, err)
 		}
 		mounted = append(mounted, t)
@@ -154,6 +164,13 @@ func (in *Installer) installGRUB(ctx context.Context, req Request, uefi bool) (e
 		}
 		mounted = append(mounted, t)
 	}
+
+	uuids := map[string]string{rootFS.UUID: rootPart.Name}
+	if espPart != nil {
+		uuids[espFS.UUID] = espPart.Name
+	}
+	links := in.byUUIDLinks(uuids)
+	defer in.removeLinks(links)
 
 	bin := "grub"
 	if _, err := findInRoot(root, "grub2-install"); err == nil {
@@ -181,6 +198,49 @@ func (in *Installer) installGRUB(ctx context.Context, req Request, uefi bool) (e
 	}
 	in.log().Info("GRUB installed", "disk", d.Path, "root", rootPart.Path, "uefi", uefi)
 	return nil
+}
+
+// byUUIDLinks makes the /dev/disk/by-uuid links udev would have made for
+// the given filesystems (UUID → partition name), where they are missing
+// and the partition's node is in /dev: a ramdisk has no udev, and without
+// the link to the root filesystem's UUID grub-mkconfig writes
+// root=/dev/<name> instead of root=UUID=…, which boots the wrong disk when
+// disks enumerate in another order. It returns the links it made.
+func (in *Installer) byUUIDLinks(uuids map[string]string) []string {
+	dir := in.devPath("disk/by-uuid")
+	var made []string
+	for uuid, name := range uuids {
+		if uuid == "" || strings.ContainsAny(uuid, "/\x00") || name == "" {
+			continue
+		}
+		if _, err := os.Stat(in.devPath(name)); err != nil {
+			continue
+		}
+		link := filepath.Join(dir, uuid)
+		if _, err := os.Lstat(link); err == nil {
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			in.log().Warn("cannot make /dev/disk/by-uuid; grub-mkconfig will name the root by device", "error", err)
+			return made
+		}
+		if err := os.Symlink("../../"+name, link); err != nil {
+			in.log().Warn("cannot link the filesystem UUID to its partition; grub-mkconfig will name it by device",
+				"uuid", uuid, "partition", name, "error", err)
+			continue
+		}
+		made = append(made, link)
+	}
+	return made
+}
+
+// removeLinks removes the links byUUIDLinks made.
+func (in *Installer) removeLinks(links []string) {
+	for _, l := range links {
+		if err := os.Remove(l); err != nil {
+			in.log().Warn("cannot remove a /dev/disk/by-uuid link made for GRUB", "link", l, "error", err)
+		}
+	}
 }
 
 // ensureESPInFstab adds the ESP to the image's /etc/fstab unless it

@@ -217,3 +217,44 @@ func kernelHas(fstype string) bool {
 	}
 	return false
 }
+
+// noRunMounter is the system's mounter on a machine without /run, as the
+// u-root deploy ramdisk is: binding /run fails as mount(2) does there.
+type noRunMounter struct {
+	systemMounter
+	mounts []string
+}
+
+func (m *noRunMounter) Bind(source, target string) error {
+	if source == "/run" {
+		return &os.PathError{Op: "mount --bind", Path: source + " on " + target, Err: unix.ENOENT}
+	}
+	return m.systemMounter.Bind(source, target)
+}
+
+func (m *noRunMounter) Mount(device, target, fstype string) error {
+	m.mounts = append(m.mounts, fstype+" "+filepath.Base(target))
+	return m.systemMounter.Mount(device, target, fstype)
+}
+
+// TestGRUBInChrootWithoutRun: a ramdisk without /run (found by the
+// virtual rack's BIOS deploy: u-root has none) gets an empty tmpfs at
+// /run in the chroot instead of failing the install; nothing stays
+// mounted.
+func TestGRUBInChrootWithoutRun(t *testing.T) {
+	dev, _ := partitionImageDisk(t)
+	tmpDir := t.TempDir()
+	m := &noRunMounter{}
+	in := &Installer{EFI: efivar.Store{Dir: filepath.Join(t.TempDir(), "none")}, TempDir: tmpDir, Mounter: m, Log: quiet()}
+	out, err := in.Install(context.Background(), Request{Disk: dev, RootUUID: rootUUID(t, dev), TargetBootMode: "bios", AllowGRUB: true})
+	if err != nil || !out.GRUB {
+		t.Fatalf("%+v %v", out, err)
+	}
+	noMountsUnder(t, tmpDir)
+	if want := []string{"ext4 root", "tmpfs run"}; strings.Join(m.mounts, ",") != strings.Join(want, ",") {
+		t.Errorf("mounts %q, want %q", m.mounts, want)
+	}
+	if log := readRoot(t, dev, "var/log/fake-grub.log"); !strings.Contains(log, "grub-install "+dev.Path+" | sees") {
+		t.Errorf("runs:\n%s", log)
+	}
+}

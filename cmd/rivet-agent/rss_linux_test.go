@@ -197,15 +197,15 @@ func runAgentWrite(t *testing.T, bin, disk, url, format, sum string) (int64, str
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
 	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(30 * time.Second):
 			cmd.Process.Kill()
-			<-done
+			<-exited
 		}
 		if t.Failed() {
 			t.Logf("agent log:\n%s", tail(logs.String(), 4000))
@@ -217,6 +217,11 @@ func runAgentWrite(t *testing.T, bin, disk, url, format, sum string) (int64, str
 		if err == nil {
 			resp.Body.Close()
 			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("agent exited before it served: %v", cmd.ProcessState)
+		default:
 		}
 		if i == 300 {
 			t.Fatalf("agent not up: %v", err)

@@ -16,10 +16,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +29,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor"
 	"github.com/rivetmetal/rivet/conductor/auth"
 	"github.com/rivetmetal/rivet/conductor/cluster"
+	"github.com/rivetmetal/rivet/conductor/images"
 	"github.com/rivetmetal/rivet/conductor/netboot"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
@@ -67,6 +70,14 @@ type options struct {
 	insecureAllowNoAuth, requireAgentTLS   bool
 	tlsCertFile, tlsKeyFile                string
 	metricsListen                          string
+	fakePowerCallLog                       string
+	// fileURLAllowedPaths are the allowed host directories; the default
+	// (flag not given) is <state-dir>/images and --image-dir.
+	fileURLAllowedPaths    []string
+	fileURLAllowedPathsSet bool
+	imageCacheMaxSize      int64
+	imageCacheTTL          time.Duration
+	qemuFilesDir           string
 }
 
 // netbootFlags are the network boot services' settings.
@@ -93,7 +104,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.conductorName, "conductor-name", "", "this conductor's unique, stable name among those sharing a PostgreSQL store (default the host name)")
 	fs.DurationVar(&o.leaseTTL, "cluster-lease-ttl", 30*time.Second, "with PostgreSQL: node lease lifetime; a dead conductor's nodes are taken over after about this long")
-	fs.BoolVar(&o.automatedClean, "automated-clean", false, "clean nodes through the agent on provide and after undeploy (erase_devices_metadata)")
+	fs.BoolVar(&o.automatedClean, "automated-clean", true, "clean nodes through the agent on provide and after undeploy (erase_devices_metadata), so no tenant's data reaches the next; --automated-clean=false turns it off")
 	fs.DurationVar(&o.cleanCallbackTimeout, "clean-callback-timeout", 1800*time.Second, "fail a cleaning waiting this long for an agent heartbeat")
 	fs.BoolVar(&o.fastTrack, "fast-track", false, "reuse a running agent for the next deploy or cleaning instead of rebooting the node")
 	fs.StringVar(&o.logsCollect, "deploy-logs-collect", provision.LogsOnFailure, "when to collect the agent's logs: on_failure, always or never")
@@ -118,9 +129,46 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.tlsCertFile, "tls-cert-file", "", "serve the API over HTTPS with this PEM certificate (chain); re-read on SIGHUP")
 	fs.StringVar(&o.tlsKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file; re-read on SIGHUP")
 	fs.BoolVar(&o.requireAgentTLS, "require-agent-tls", false, "refuse agent heartbeats whose callback URL is not https:// (Ironic's [agent]require_tls)")
+	fs.StringVar(&o.fakePowerCallLog, "fake-power-call-log", "", "append a JSON line to this file for every fake-hardware driver call that reaches a node (for tests)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "also serve Prometheus /metrics on this loopback address, e.g. 127.0.0.1:9608 (the API serves /metrics in any case)")
+	fs.Func("file-url-allowed-paths", "comma-separated absolute directories in which the API may name host files: file:// image sources and driver_info deploy_kernel/deploy_ramdisk (Ironic's [conductor]file_url_allowed_paths); \"\" allows none (default <state-dir>/images and --image-dir)", func(v string) error {
+		o.fileURLAllowedPathsSet = true
+		o.fileURLAllowedPaths = nil
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				if !filepath.IsAbs(p) {
+					return fmt.Errorf("%q is not an absolute path", p)
+				}
+				o.fileURLAllowedPaths = append(o.fileURLAllowedPaths, filepath.Clean(p))
+			}
+		}
+		return nil
+	})
+	o.imageCacheMaxSize = images.DefaultMaxSize
+	fs.Func("image-cache-max-size", "the image cache's size cap: a number of MiB (as Ironic's [pxe]image_cache_size) or a size with a unit, e.g. 20GiB (default 20GiB)", func(v string) error {
+		n, err := parseSize(v)
+		if err != nil {
+			return err
+		}
+		o.imageCacheMaxSize = n
+		return nil
+	})
+	fs.DurationVar(&o.imageCacheTTL, "image-cache-ttl", images.DefaultTTL, "remove cached images unused this long (Ironic's [pxe]image_cache_ttl); 0 never")
+	fs.StringVar(&o.qemuFilesDir, "qemu-files-dir", "", "directory in which qemu nodes' driver_info may name files: qemu_disk and qemu_console_log (default <state-dir>/qemu/files)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.imageCacheTTL == 0 {
+		o.imageCacheTTL = -1 // never
+	}
+	if !o.fileURLAllowedPathsSet {
+		o.fileURLAllowedPaths = []string{filepath.Join(o.stateDir, "images")}
+		if o.imageDir != "" {
+			o.fileURLAllowedPaths = append(o.fileURLAllowedPaths, o.imageDir)
+		}
+	}
+	if o.qemuFilesDir == "" {
+		o.qemuFilesDir = filepath.Join(o.stateDir, "qemu", "files")
 	}
 	if (o.tlsCertFile == "") != (o.tlsKeyFile == "") {
 		return o, errors.New("--tls-cert-file and --tls-key-file go together")
@@ -159,6 +207,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err := os.MkdirAll(o.stateDir, 0o750); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
+	if !o.fileURLAllowedPathsSet {
+		// The default allowed directory, made for the operator's images.
+		if err := os.MkdirAll(o.fileURLAllowedPaths[0], 0o750); err != nil {
+			return fmt.Errorf("--file-url-allowed-paths: %w", err)
+		}
+	}
 	if o.pprofListen != "" {
 		stopProfiling, err := serveProfiling(ctx, o.pprofListen, log)
 		if err != nil {
@@ -175,14 +229,18 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	c, err := conductor.New(ctx, conductor.Config{
-		NetBoot:       netBoot,
-		Listen:        o.listen,
-		DBPath:        o.db,
-		APIURL:        o.apiURL,
-		ImageDir:      o.imageDir,
-		ImageCacheDir: o.imageCacheDir,
-		MetricsListen: o.metricsListen,
-		Drivers:       drivers,
+		NetBoot:             netBoot,
+		Listen:              o.listen,
+		DBPath:              o.db,
+		APIURL:              o.apiURL,
+		ImageDir:            o.imageDir,
+		ImageCacheDir:       o.imageCacheDir,
+		ImageCacheMaxSize:   o.imageCacheMaxSize,
+		ImageCacheTTL:       o.imageCacheTTL,
+		FileURLAllowedPaths: o.fileURLAllowedPaths,
+		ProtectedPaths:      []string{filepath.Join(o.stateDir, "qemu"), filepath.Join(o.stateDir, "fake-power.json"), o.qemuFilesDir},
+		MetricsListen:       o.metricsListen,
+		Drivers:             drivers,
 		Auth: auth.Config{
 			Strategy:            auth.Strategy(o.authStrategy),
 			UserFile:            o.userFile,
@@ -192,19 +250,19 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		TLSCertFile: o.tlsCertFile,
 		TLSKeyFile:  o.tlsKeyFile,
 		Provision: provision.Config{
-			DeployKernel:         o.deployKernel,
-			DeployRamdisk:        o.deployRamdisk,
-			HeartbeatTimeout:     o.heartbeatTimeout,
-			CallbackTimeout:      o.callbackTimeout,
-			CleanCallbackTimeout: o.cleanCallbackTimeout,
-			StateDir:             filepath.Join(o.stateDir, "conductor"),
-			AutomatedClean:       o.automatedClean,
-			FastTrack:            o.fastTrack,
-			LogsCollect:          o.logsCollect,
-			DefaultBootMode:      o.defaultBootMode,
-			ProgressPollInterval: o.progressPoll,
-			ProgressPollRate:     o.progressPollRate,
-			RequireAgentTLS:      o.requireAgentTLS,
+			DeployKernel:          o.deployKernel,
+			DeployRamdisk:         o.deployRamdisk,
+			HeartbeatTimeout:      o.heartbeatTimeout,
+			CallbackTimeout:       o.callbackTimeout,
+			CleanCallbackTimeout:  o.cleanCallbackTimeout,
+			StateDir:              filepath.Join(o.stateDir, "conductor"),
+			DisableAutomatedClean: !o.automatedClean,
+			FastTrack:             o.fastTrack,
+			LogsCollect:           o.logsCollect,
+			DefaultBootMode:       o.defaultBootMode,
+			ProgressPollInterval:  o.progressPoll,
+			ProgressPollRate:      o.progressPollRate,
+			RequireAgentTLS:       o.requireAgentTLS,
 		},
 		Cluster: cluster.Config{
 			Name:      o.conductorName,
@@ -312,7 +370,7 @@ func (f netbootFlags) config() (*netboot.Config, error) {
 
 // buildDrivers is the conductor's driver list.
 func buildDrivers(o options, log *slog.Logger) ([]power.Driver, error) {
-	fk, err := fake.New(fake.Config{StateFile: filepath.Join(o.stateDir, "fake-power.json")})
+	fk, err := fake.New(fake.Config{StateFile: filepath.Join(o.stateDir, "fake-power.json"), CallLog: o.fakePowerCallLog})
 	if err != nil {
 		return nil, err
 	}
@@ -322,6 +380,7 @@ func buildDrivers(o options, log *slog.Logger) ([]power.Driver, error) {
 	}
 	qm, err := qemu.New(qemu.Config{
 		StateDir: filepath.Join(o.stateDir, "qemu"),
+		FilesDir: o.qemuFilesDir,
 		Relay:    []string{self, "relay"},
 		Logger:   log,
 	})
@@ -331,4 +390,30 @@ func buildDrivers(o options, log *slog.Logger) ([]power.Driver, error) {
 	rf := redfish.New(redfish.Config{Logger: log})
 	im := ipmi.New(ipmi.Config{Logger: log})
 	return []power.Driver{fk, qm, rf, im}, nil
+}
+
+// parseSize reads a size: a plain number of MiB, or a number with a unit
+// (B, KiB, MiB, GiB, TiB; K, M, G, T and KB, MB, GB, TB taken as the
+// binary units).
+func parseSize(v string) (int64, error) {
+	v = strings.TrimSpace(v)
+	i := strings.IndexFunc(v, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	num, unit := v, ""
+	if i >= 0 {
+		num, unit = v[:i], strings.ToLower(strings.TrimSpace(v[i:]))
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f <= 0 {
+		return 0, fmt.Errorf("%q is not a positive size", v)
+	}
+	mult := map[string]float64{"": 1 << 20, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
+		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
+		"t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("%q: unknown unit %q", v, unit)
+	}
+	if f*mult > math.MaxInt64/2 {
+		return 0, fmt.Errorf("%q is too large", v)
+	}
+	return int64(f * mult), nil
 }

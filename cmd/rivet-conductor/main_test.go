@@ -34,6 +34,13 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if _, err := parseFlags([]string{"extra"}, io.Discard); err == nil {
 		t.Fatal("stray argument accepted")
 	}
+	// Automated cleaning is on unless turned off explicitly (as Ironic).
+	if !o.automatedClean {
+		t.Fatal("automated cleaning is off by default")
+	}
+	if off, err := parseFlags([]string{"--automated-clean=false"}, io.Discard); err != nil || off.automatedClean {
+		t.Fatalf("--automated-clean=false: %+v, %v", off.automatedClean, err)
+	}
 }
 
 func TestRelaySubcommand(t *testing.T) {
@@ -65,13 +72,35 @@ func TestRelaySubcommand(t *testing.T) {
 
 func TestServesUntilCancelled(t *testing.T) {
 	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--state-dir", dir, "--log-level", "warn"},
+		done <- run(ctx, []string{"--listen", addr, "--state-dir", dir, "--log-level", "warn"},
 			strings.NewReader(""), io.Discard, io.Discard)
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// Cancel once it serves (start-up itself may take a while on a busy
+	// machine: the store's migrations run first).
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/v1"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("conductor stopped before it served: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("conductor did not serve within 60 s")
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -251,5 +280,44 @@ func waitFor(t *testing.T, logs *syncBuffer, re *regexp.Regexp) string {
 			t.Fatalf("no log line matching %s:\n%s", re, logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestHostPathAndCacheFlags(t *testing.T) {
+	o, err := parseFlags([]string{"--state-dir", "/srv/rivet", "--image-dir", "/srv/images"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.fileURLAllowedPaths, ",") != "/srv/rivet/images,/srv/images" || o.imageCacheMaxSize != 20<<30 ||
+		o.imageCacheTTL != 7*24*time.Hour || o.qemuFilesDir != "/srv/rivet/qemu/files" {
+		t.Fatalf("defaults: %+v", o)
+	}
+	o, err = parseFlags([]string{"--file-url-allowed-paths", "/a, /b/", "--image-cache-max-size", "512", "--image-cache-ttl", "0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.fileURLAllowedPaths, ",") != "/a,/b" || o.imageCacheMaxSize != 512<<20 || o.imageCacheTTL >= 0 {
+		t.Fatalf("set: %+v", o)
+	}
+	if o, err = parseFlags([]string{"--file-url-allowed-paths", ""}, io.Discard); err != nil || len(o.fileURLAllowedPaths) != 0 {
+		t.Fatalf("empty list: %v %v", o.fileURLAllowedPaths, err)
+	}
+	for _, bad := range [][]string{{"--file-url-allowed-paths", "relative/dir"}, {"--image-cache-max-size", "lots"},
+		{"--image-cache-max-size", "-1"}, {"--image-cache-max-size", "3XB"}} {
+		if _, err := parseFlags(bad, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	for in, want := range map[string]int64{"20GiB": 20 << 30, "1.5G": 3 << 29, "100MB": 100 << 20, "4096B": 4096, "2 TiB": 2 << 40} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	// The conductor refuses an allowed path that holds its database.
+	dir := t.TempDir()
+	err = run(t.Context(), []string{"--listen", "127.0.0.1:0", "--state-dir", dir, "--file-url-allowed-paths", dir},
+		strings.NewReader(""), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "holds the conductor's own") {
+		t.Fatalf("state dir allowed: %v", err)
 	}
 }

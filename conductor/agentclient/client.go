@@ -71,6 +71,10 @@ type Endpoint struct {
 	// alone, host name checked against its IP SAN; when empty, https
 	// agents are verified against the system roots.
 	VerifyCA []byte
+	// Guard, when set, is called before every request to the agent,
+	// retries and polls included; an error it returns ends the call with
+	// that error before anything is sent (the conductor's lease fence).
+	Guard func() error
 }
 
 // Config configures a Client; zero fields take the defaults.
@@ -86,6 +90,9 @@ type Config struct {
 	// (default: a new http.Client). Clients for pinned certificates are
 	// built by the Client.
 	HTTPClient *http.Client
+	// UserAgent is sent with every request (default "rivet-conductor"),
+	// so that an agent's log names the conductor that called it.
+	UserAgent string
 	// Logger receives debug logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -117,6 +124,9 @@ func New(cfg Config) *Client {
 	}
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = time.Second
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "rivet-conductor"
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
@@ -214,7 +224,7 @@ func (c *Client) Execute(ctx context.Context, ep Endpoint, name string, params a
 			}
 		}
 		var res wire.CommandResult
-		status, err := c.do(ctx, hc, http.MethodPost, target, body, &res)
+		status, err := c.do(ctx, hc, ep, http.MethodPost, target, body, &res)
 		if err == nil {
 			return &res, nil
 		}
@@ -247,7 +257,7 @@ func (c *Client) Commands(ctx context.Context, ep Endpoint) (*wire.CommandList, 
 			}
 		}
 		var list wire.CommandList
-		status, err := c.do(ctx, hc, http.MethodGet, target, nil, &list)
+		status, err := c.do(ctx, hc, ep, http.MethodGet, target, nil, &list)
 		if err == nil {
 			return &list, nil
 		}
@@ -332,7 +342,7 @@ func commandsURL(ep Endpoint) string {
 // RUNNING, else nil.
 func (c *Client) runningCommand(ctx context.Context, hc *http.Client, ep Endpoint, short string) *wire.CommandResult {
 	var list wire.CommandList
-	if _, err := c.do(ctx, hc, http.MethodGet, commandsURL(ep), nil, &list); err != nil {
+	if _, err := c.do(ctx, hc, ep, http.MethodGet, commandsURL(ep), nil, &list); err != nil {
 		return nil
 	}
 	if last := list.Last(); last != nil && last.CommandName == short && last.CommandStatus == wire.StatusRunning {
@@ -341,10 +351,16 @@ func (c *Client) runningCommand(ctx context.Context, hc *http.Client, ep Endpoin
 	return nil
 }
 
-// do performs one call. A transport failure returns status 0; an HTTP
-// error returns its status and an *APIError (wrapping ErrAgentBusy when
-// the agent is busy). Errors never contain the URL, which holds the token.
-func (c *Client) do(ctx context.Context, hc *http.Client, method, target string, body []byte, out any) (int, error) {
+// do performs one call, once ep's guard lets it. A transport failure
+// returns status 0; a refusal of the guard -1; an HTTP error returns its
+// status and an *APIError (wrapping ErrAgentBusy when the agent is busy).
+// Errors never contain the URL, which holds the token.
+func (c *Client) do(ctx context.Context, hc *http.Client, ep Endpoint, method, target string, body []byte, out any) (int, error) {
+	if ep.Guard != nil {
+		if err := ep.Guard(); err != nil {
+			return -1, err
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	var rd io.Reader
@@ -357,6 +373,7 @@ func (c *Client) do(ctx context.Context, hc *http.Client, method, target string,
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.cfg.UserAgent)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, redact(err)

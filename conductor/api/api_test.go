@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision"
@@ -87,6 +89,10 @@ func (f *fakeProvisioner) NodeSupportedBootDevices(context.Context, string) ([]p
 
 func (f *fakeProvisioner) ValidateNode(context.Context, string) (map[string]provision.InterfaceValidation, error) {
 	return f.validated, f.err
+}
+
+func (f *fakeProvisioner) DeleteNode(_ context.Context, ident string) error {
+	return f.record("delete " + ident)
 }
 
 func (f *fakeProvisioner) Lookup(context.Context, []string, string, bool) (*store.Node, *string, error) {
@@ -349,7 +355,7 @@ func TestProvisionRequests(t *testing.T) {
 			`"disable_ramdisk" can be passed only with "clean" or "service"`, ""},
 		{"abort", "1.89", map[string]any{"target": "abort"}, 202, "", "provision abort"},
 		{"inspect", "1.89", map[string]any{"target": "inspect"}, 202, "", "provision inspect"},
-		{"rebuild with configdrive", "1.89", map[string]any{"target": "rebuild", "configdrive": "H4sIAAAA"}, 202, "", "provision rebuild"},
+		{"rebuild with configdrive", "1.89", map[string]any{"target": "rebuild", "configdrive": "H4sIAAAAAAAC/0vOz0vLTNc1UihJLS5RSCnKLEsFAH0NynYTAAAA"}, 202, "", "provision rebuild"},
 		{"deploy with dict configdrive", "1.89", map[string]any{"target": "active", "configdrive": map[string]any{"meta_data": map[string]any{"hostname": "n1"}}}, 202, "", "provision active"},
 		{"manual clean", "1.89", map[string]any{"target": "clean", "clean_steps": []any{
 			map[string]any{"interface": "deploy", "step": "erase_devices_metadata"},
@@ -375,7 +381,7 @@ func TestProvisionRequests(t *testing.T) {
 	if cd, ok := last.Configdrive.(map[string]any); !ok || cd["meta_data"].(map[string]any)["hostname"] != "n1" {
 		t.Errorf("dict configdrive passed as %#v", last.Configdrive)
 	}
-	if rb := a.p.requests[len(a.p.requests)-2]; rb.Target != "rebuild" || rb.Configdrive != "H4sIAAAA" {
+	if rb := a.p.requests[len(a.p.requests)-2]; rb.Target != "rebuild" || rb.Configdrive != "H4sIAAAAAAAC/0vOz0vLTNc1UihJLS5RSCnKLEsFAH0NynYTAAAA" {
 		t.Errorf("rebuild request = %+v", rb)
 	}
 	if len(a.p.steps) != 2 || a.p.steps[1].Interface != "raid" || a.p.steps[1].Step != "create_configuration" ||
@@ -435,5 +441,24 @@ func TestInterfacesAndPorts(t *testing.T) {
 	}
 	if st, _ := a.do("1.89", "DELETE", "/v1/ports/"+port["uuid"].(string), nil, nil); st != 204 {
 		t.Fatalf("port delete: %d", st)
+	}
+}
+
+// TestBodyMemoryIsBounded: when the bodies being read hold the whole
+// budget, another request waits, then gets 503, rather than taking more.
+func TestBodyMemoryIsBounded(t *testing.T) {
+	saved, savedWait := bodyMemory, bodyWait
+	bodyMemory, bodyWait = semaphore.NewWeighted(1<<20), 100*time.Millisecond
+	defer func() { bodyMemory, bodyWait = saved, savedWait }()
+	a := newTestAPI(t)
+	if !bodyMemory.TryAcquire(1 << 20) {
+		t.Fatal("budget taken")
+	}
+	var body map[string]any
+	st, _ := a.do("1.89", "POST", "/v1/nodes", map[string]any{"driver": "fake-hardware"}, &body)
+	a.fault("budget spent", st, body, http.StatusServiceUnavailable, "The conductor is busy reading other large requests; retry later.")
+	bodyMemory.Release(1 << 20)
+	if st, _ := a.do("1.89", "POST", "/v1/nodes", map[string]any{"driver": "fake-hardware"}, nil); st != http.StatusCreated {
+		t.Errorf("with the budget back: %d", st)
 	}
 }

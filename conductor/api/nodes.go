@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -10,10 +11,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
 	"github.com/rivetmetal/rivet/conductor/api/internal/jsonpatch"
+	"github.com/rivetmetal/rivet/conductor/configiso"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/ironicjson"
 	"github.com/rivetmetal/rivet/conductor/provision"
@@ -251,6 +254,12 @@ func (s *Server) createNode(w http.ResponseWriter, r *http.Request, v version) {
 		}
 		n.Name = *body.Name
 	}
+	if s.cfg.HostPaths != nil {
+		if err := s.cfg.HostPaths.CheckHostPaths(n, nil); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
 	if err := s.cfg.Store.CreateNode(r.Context(), n); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -331,11 +340,17 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request, v version) {
 			return errdefs.Conflict("Node %s is locked by a running operation (provision state %q), please retry after the current operation is completed.",
 				n.UUID, n.ProvisionState)
 		}
+		prev := &store.Node{UUID: n.UUID, Name: n.Name, Driver: n.Driver, DriverInfo: n.DriverInfo, InstanceInfo: n.InstanceInfo}
 		if err := s.applyPatch(n, ops); err != nil {
 			return err
 		}
 		if err := checkInterfaces(n.Driver, ifaces); err != nil {
 			return err
+		}
+		if s.cfg.HostPaths != nil {
+			if err := s.cfg.HostPaths.CheckHostPaths(n, prev); err != nil {
+				return err
+			}
 		}
 		out = n
 		return nil
@@ -428,23 +443,13 @@ func (s *Server) applyPatch(n *store.Node, ops []jsonpatch.Op) error {
 	return nil
 }
 
-// deleteNode serves DELETE /v1/nodes/{ident}.
+// deleteNode serves DELETE /v1/nodes/{ident}: the engine checks Ironic's
+// rules and stops the node's running job first.
 func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request, v version) {
-	var uuid string
-	err := s.cfg.Store.WithNodeLock(r.Context(), r.PathValue("ident"), func(tx store.Tx) error {
-		n := tx.Node()
-		uuid = n.UUID
-		if !n.Maintenance && !statemachine.DeleteAllowed[n.ProvisionState] {
-			return errdefs.Conflict(`Can not delete node "%s" while it is in provision state "%s". Valid provision states to perform deletion are: "available, enroll, manageable, adopt failed", or set the node into maintenance mode`,
-				n.UUID, n.ProvisionState)
-		}
-		return tx.DeleteNode(r.Context())
-	})
-	if err != nil {
+	if err := s.cfg.Provisioner.DeleteNode(r.Context(), r.PathValue("ident")); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	s.log.Info("node deleted", "node", uuid)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -465,7 +470,7 @@ func (s *Server) nodeStates(w http.ResponseWriter, r *http.Request, v version) {
 // provisionBody is the body of PUT /v1/nodes/{ident}/states/provision.
 type provisionBody struct {
 	Target         string          `json:"target"`
-	Configdrive    json.RawMessage `json:"configdrive"`
+	Configdrive    configdriveArg  `json:"configdrive"`
 	CleanSteps     json.RawMessage `json:"clean_steps"`
 	DeploySteps    json.RawMessage `json:"deploy_steps"`
 	ServiceSteps   json.RawMessage `json:"service_steps"`
@@ -571,7 +576,7 @@ func checkProvision(body provisionBody, v version) (provision.Request, []wire.Pl
 		return provision.Request{}, nil, errdefs.InvalidArgument(`"rescue_password" is only valid when setting target provision state to rescue`)
 	}
 	req := provision.Request{Target: t}
-	if present(body.Configdrive) {
+	if body.Configdrive.present {
 		cd, err := checkConfigdrive(body.Configdrive, t, v)
 		if err != nil {
 			return provision.Request{}, nil, err
@@ -588,27 +593,85 @@ func checkProvision(body provisionBody, v version) (provision.Request, []wire.Pl
 	return req, steps, err
 }
 
+// configdriveArg is the configdrive of a provision request, checked
+// against its limits (conductor/configiso) as the body is decoded: a
+// string must be an image the agent decodes to at most 64 MiB (or a URL),
+// an object's JSON must be within the description limits before a tree is
+// built from it. A refusal is kept in err and reported by checkConfigdrive
+// after the checks that come first (verb, microversion).
+type configdriveArg struct {
+	present bool
+	kind    byte // '"' or '{' (or the first byte of anything else)
+	value   any
+	err     error
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (c *configdriveArg) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	*c = configdriveArg{}
+	if len(b) == 0 || string(b) == "null" {
+		return nil
+	}
+	c.present, c.kind = true, b[0]
+	switch c.kind {
+	case '"':
+		// Checked in place when it decodes to itself (no escapes, valid
+		// UTF-8, as base64 always is): a refused drive is never copied.
+		if raw := b[1 : len(b)-1]; bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+			if err := configiso.CheckBytes(raw); err != nil {
+				c.err = errdefs.InvalidArgument("Invalid configdrive: %v", err)
+				return nil
+			}
+			c.value = string(raw)
+			return nil
+		}
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			c.err = errdefs.InvalidArgument("Invalid configdrive: %v", err)
+		} else if err := configiso.CheckString(s); err != nil {
+			c.err = errdefs.InvalidArgument("Invalid configdrive: %v", err)
+		} else {
+			c.value = s
+		}
+	case '{':
+		if err := configiso.CheckJSON(b); err != nil {
+			c.err = errdefs.InvalidArgument("Invalid configdrive: %v", err)
+			return nil
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			c.err = errdefs.InvalidArgument("Invalid configdrive: %v", err)
+			return nil
+		}
+		c.value = m
+	default:
+		if len(b) > 64 {
+			b = append(b[:64:64], "..."...)
+		}
+		c.err = errdefs.InvalidArgument("Invalid configdrive: %s is not of type 'string', 'object'", string(b))
+	}
+	return nil
+}
+
 // checkConfigdrive validates a config drive: a string (gzipped, base64
 // ISO or URL), or from 1.56 a dictionary Ironic builds the ISO from, only
 // with "active"/"deploy" and, from 1.35, "rebuild".
-func checkConfigdrive(raw json.RawMessage, target string, v version) (any, error) {
+func checkConfigdrive(cd configdriveArg, target string, v version) (any, error) {
 	switch {
 	case target == "rebuild" && v.minor < minorRebuildConfigdrive:
 		return nil, errdefs.NotAcceptable("Request not acceptable.")
 	case target != "active" && target != "deploy" && target != "rebuild":
 		return nil, errdefs.InvalidArgument("Adding a config drive is only supported when setting provision state to active or rebuild")
+	case cd.kind == '{' && v.minor < minorBuildConfigdrive:
+		return nil, errdefs.NotAcceptable("Request not acceptable.")
+	case cd.err != nil:
+		return nil, cd.err
 	}
-	var cd any
-	if err := json.Unmarshal(raw, &cd); err != nil {
-		return nil, errdefs.InvalidArgument("Invalid configdrive: %v", err)
-	}
-	switch x := cd.(type) {
+	switch x := cd.value.(type) {
 	case string:
 		return x, nil
 	case map[string]any:
-		if v.minor < minorBuildConfigdrive {
-			return nil, errdefs.NotAcceptable("Request not acceptable.")
-		}
 		allowed := map[string]bool{"meta_data": true, "network_data": true, "user_data": true, "vendor_data": true}
 		for _, k := range slices.Sorted(maps.Keys(x)) {
 			if !allowed[k] {
@@ -620,7 +683,7 @@ func checkConfigdrive(raw json.RawMessage, target string, v version) (any, error
 		}
 		return x, nil
 	default:
-		return nil, errdefs.InvalidArgument("Invalid configdrive: %s is not of type 'string', 'object'", string(raw))
+		return nil, errdefs.InvalidArgument("Invalid configdrive: not of type 'string', 'object'")
 	}
 }
 

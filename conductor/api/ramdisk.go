@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 
@@ -22,40 +23,81 @@ const (
 	minorAgentStatus  = 72
 )
 
+// maxLookupAddresses bounds the distinct MAC addresses one lookup may
+// name (a machine's NICs; IPA sends one per interface).
+const maxLookupAddresses = 256
+
+// lookupQuery is a parsed GET /v1/lookup query.
+type lookupQuery struct {
+	// macs are the valid addresses, normalised, each once.
+	macs []string
+	// nodeUUID is the canonical node_uuid, "" when absent.
+	nodeUUID string
+	// invalid counts the addresses ignored as not MACs (Ironic ignores
+	// them too); shown lists the first few.
+	invalid int
+	shown   []string
+}
+
+// parseLookupQuery reads a lookup query: addresses (comma-separated, the
+// parameter repeatable; invalid MACs ignored) and node_uuid. It refuses a
+// query with neither, a node_uuid that is not a UUID, and more than
+// maxLookupAddresses distinct MACs. Whether the node_uuid may be used is
+// the engine's call (it only narrows what the addresses match).
+func parseLookupQuery(q url.Values) (lookupQuery, error) {
+	var lq lookupQuery
+	seen := map[string]bool{}
+	for _, list := range q["addresses"] {
+		for a := range strings.SplitSeq(list, ",") {
+			if a = strings.TrimSpace(a); a == "" {
+				continue
+			}
+			mac, ok := normalizeMAC(a)
+			if !ok {
+				if lq.invalid++; len(lq.shown) < 5 {
+					lq.shown = append(lq.shown, a)
+				}
+				continue
+			}
+			if seen[mac] {
+				continue
+			}
+			if len(lq.macs) == maxLookupAddresses {
+				return lookupQuery{}, errdefs.InvalidArgument("A lookup names at most %d MAC addresses.", maxLookupAddresses)
+			}
+			seen[mac] = true
+			lq.macs = append(lq.macs, mac)
+		}
+	}
+	if raw := q.Get("node_uuid"); raw != "" {
+		u, err := uuid.Parse(raw)
+		if err != nil {
+			return lookupQuery{}, errdefs.InvalidArgument("Expected a UUID but received %s.", raw)
+		}
+		lq.nodeUUID = u.String()
+	}
+	if len(lq.macs) == 0 && lq.nodeUUID == "" {
+		return lookupQuery{}, errdefs.InvalidArgument("At least one of 'addresses' and 'node_uuid' parameters is required")
+	}
+	return lq, nil
+}
+
 // lookup serves GET /v1/lookup?addresses=...&node_uuid=... (contract §3.3).
+// The node is found by its ports' MACs; node_uuid only narrows the match.
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request, v version) {
 	if v.minor < minorRamdisk {
 		s.writeError(w, r, errdefs.NotFound("Resource could not be found."))
 		return
 	}
-	q := r.URL.Query()
-	var macs []string
-	for _, list := range q["addresses"] {
-		for _, a := range strings.Split(list, ",") {
-			if a = strings.TrimSpace(a); a == "" {
-				continue
-			}
-			if mac, ok := normalizeMAC(a); ok {
-				macs = append(macs, mac)
-			} else {
-				s.log.Warn("lookup: invalid MAC address ignored", "address", a)
-			}
-		}
-	}
-	nodeUUID := q.Get("node_uuid")
-	if nodeUUID != "" {
-		u, err := uuid.Parse(nodeUUID)
-		if err != nil {
-			s.writeError(w, r, errdefs.InvalidArgument("Expected a UUID but received %s.", nodeUUID))
-			return
-		}
-		nodeUUID = u.String()
-	}
-	if len(macs) == 0 && nodeUUID == "" {
-		s.writeError(w, r, errdefs.InvalidArgument("At least one of 'addresses' and 'node_uuid' parameters is required"))
+	lq, err := parseLookupQuery(r.URL.Query())
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
-	n, token, err := s.cfg.Ramdisk.Lookup(r.Context(), macs, nodeUUID, v.minor >= minorAgentToken)
+	if lq.invalid > 0 {
+		s.log.Warn("lookup: invalid MAC addresses ignored", "count", lq.invalid, "first", lq.shown)
+	}
+	n, token, err := s.cfg.Ramdisk.Lookup(r.Context(), lq.macs, lq.nodeUUID, v.minor >= minorAgentToken)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -35,6 +35,7 @@ type Provisioner interface {
 	Provision(ctx context.Context, ident string, req provision.Request) error
 	ManualClean(ctx context.Context, ident string, steps []wire.PlannedStep, disableRamdisk bool) error
 	ValidateNode(ctx context.Context, ident string) (map[string]provision.InterfaceValidation, error)
+	DeleteNode(ctx context.Context, ident string) error
 }
 
 // PowerManager changes power states and boot devices (provision.Power).
@@ -64,6 +65,15 @@ type Drivers interface {
 	HasDriver(name string) bool
 }
 
+// HostPathChecker checks the host paths a node names (deploy files,
+// file:// image sources, its driver's files) when the API stores them, so
+// that one outside the conductor's allowed directories is refused at once
+// (provision.Provisioning: conductor/hostpath). prev is the node before
+// the change, nil for a new node.
+type HostPathChecker interface {
+	CheckHostPaths(n, prev *store.Node) error
+}
+
 // PortUpdater is implemented by stores that can update a port in place
 // (PATCH /v1/ports/{uuid}); without it the endpoint answers 501.
 type PortUpdater interface {
@@ -78,6 +88,9 @@ type Config struct {
 	Ramdisk     RamdiskEndpoints
 	Inspector   Inspector
 	Drivers     Drivers
+	// HostPaths, when set, checks the host paths of created and patched
+	// nodes.
+	HostPaths HostPathChecker
 	// PublicURL is the base of links in documents; empty means the
 	// request's own scheme and host.
 	PublicURL string

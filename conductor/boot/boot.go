@@ -1,8 +1,10 @@
 // Package boot is the conductor's network boot interface for nodes that
 // boot the deploy ramdisk through their firmware (ipmi, redfish): it
 // serves an iPXE script per node MAC that loads the deploy kernel and
-// initramfs with the agent's kernel parameters (ipa-api-url, BOOTIF), and
-// serves those two files over HTTP. A node that is not being provisioned
+// initramfs with the agent's kernel parameters (ipa-api-url, BOOTIF) after
+// the node's kernel_append_params (instance_info, then driver_info, as in
+// Ironic; "%default%" stands for Config.KernelParams), and serves those
+// two files over HTTP. A node that is not being provisioned
 // gets a script that exits, so the firmware moves on to the local disk.
 //
 // Routes, relative to where the handler is mounted (/boot/ on the API):
@@ -24,8 +26,10 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"unicode"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/hostpath"
 	"github.com/rivetmetal/rivet/conductor/images"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
@@ -54,7 +58,12 @@ type Config struct {
 	BaseURL string
 	// DeployKernel and DeployRamdisk are the files (or http(s) URLs) used
 	// when a node's driver_info has no deploy_kernel / deploy_ramdisk.
+	// They are the operator's and served as they are.
 	DeployKernel, DeployRamdisk string
+	// Files opens the deploy files a node's driver_info names (paths or
+	// file:// URLs), confined to the allowed directories; nil serves
+	// none of them (only the conductor's defaults and http(s) URLs).
+	Files *hostpath.Confiner
 	// KernelParams come before the agent's parameters (nil means
 	// DefaultKernelParams).
 	KernelParams []string
@@ -184,7 +193,11 @@ func (h *Handler) Script(n *store.Node, mac, base string) (string, error) {
 	if api == "" {
 		api = strings.TrimSuffix(base, "/boot")
 	}
-	params := append([]string{"selinux=0", "troubleshoot=0", "text"}, h.cfg.KernelParams...)
+	extraParams, err := h.kernelParams(n)
+	if err != nil {
+		return "", err
+	}
+	params := append([]string{"selinux=0", "troubleshoot=0", "text"}, extraParams...)
 	params = append(params, "ipa-api-url="+api, "BOOTIF="+mac)
 	// Parameters the engine needs for this boot beyond those two (e.g.
 	// the inspection callback URL), recorded while the ramdisk boots.
@@ -204,20 +217,75 @@ func (h *Handler) Script(n *store.Node, mac, base string) (string, error) {
 	return b.String(), nil
 }
 
+// kernelParams are the parameters that come before the agent's own: the
+// node's kernel_append_params, read from instance_info and then
+// driver_info as Ironic does ("%default%" in it stands for the configured
+// defaults), else the configured defaults.
+func (h *Handler) kernelParams(n *store.Node) ([]string, error) {
+	for _, where := range []struct {
+		name string
+		info map[string]any
+	}{{"instance_info", n.InstanceInfo}, {"driver_info", n.DriverInfo}} {
+		v, ok := where.info["kernel_append_params"]
+		if !ok || v == nil {
+			continue
+		}
+		s, ok := v.(string)
+		if !ok {
+			return nil, errdefs.InvalidArgument("node %s: %s kernel_append_params is not a string", n.UUID, where.name)
+		}
+		if strings.ContainsFunc(s, unicode.IsControl) {
+			return nil, errdefs.InvalidArgument("node %s: %s kernel_append_params contains control characters", n.UUID, where.name)
+		}
+		return strings.Fields(strings.ReplaceAll(s, "%default%", strings.Join(h.cfg.KernelParams, " "))), nil
+	}
+	return h.cfg.KernelParams, nil
+}
+
 // files returns the node's deploy kernel and ramdisk (paths or URLs).
 func (h *Handler) files(n *store.Node) (kernel, ramdisk string, err error) {
-	kernel, _ = n.DriverInfo["deploy_kernel"].(string)
-	ramdisk, _ = n.DriverInfo["deploy_ramdisk"].(string)
-	if kernel == "" {
-		kernel = h.cfg.DeployKernel
+	k, r, err := h.deployFiles(n)
+	return k.value, r.value, err
+}
+
+// deployFile is a deploy file setting: its value and whether it came from
+// the node (driver_info) rather than from the operator (the defaults).
+type deployFile struct {
+	value    string
+	fromNode bool
+}
+
+func (h *Handler) deployFiles(n *store.Node) (kernel, ramdisk deployFile, err error) {
+	pick := func(key, def string) deployFile {
+		if v, _ := n.DriverInfo[key].(string); v != "" && v != def {
+			return deployFile{value: v, fromNode: true}
+		}
+		return deployFile{value: def}
 	}
-	if ramdisk == "" {
-		ramdisk = h.cfg.DeployRamdisk
-	}
-	if kernel == "" || ramdisk == "" {
-		return "", "", errdefs.InvalidArgument("node %s: no deploy_kernel/deploy_ramdisk in driver_info and no conductor default", n.UUID)
+	kernel, ramdisk = pick("deploy_kernel", h.cfg.DeployKernel), pick("deploy_ramdisk", h.cfg.DeployRamdisk)
+	if kernel.value == "" || ramdisk.value == "" {
+		return deployFile{}, deployFile{}, errdefs.InvalidArgument("node %s: no deploy_kernel/deploy_ramdisk in driver_info and no conductor default", n.UUID)
 	}
 	return kernel, ramdisk, nil
+}
+
+// open opens a deploy file: the operator's as it is, the node's through
+// the allowed directories (again at each use: the check when it was set
+// does not cover a file replaced since).
+func (h *Handler) open(df deployFile) (*os.File, error) {
+	path, local, err := hostpath.Local(df.value)
+	switch {
+	case err != nil:
+		return nil, err
+	case !local:
+		return nil, fmt.Errorf("deploy file %q: not a path, file:// or http(s) URL", df.value)
+	case !df.fromNode:
+		return os.Open(path)
+	case h.cfg.Files == nil:
+		return nil, fmt.Errorf("deploy file %s: this conductor allows no host files from driver_info", path)
+	default:
+		return h.cfg.Files.Open(path)
+	}
 }
 
 // fileURL is where the node fetches a deploy file: the URL itself when it
@@ -242,23 +310,24 @@ func (h *Handler) file(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	kernel, ramdisk, err := h.files(n)
+	kernel, ramdisk, err := h.deployFiles(n)
 	if err != nil {
 		http.NotFound(w, r)
 		return
 	}
-	path := kernel
+	df := kernel
 	if which == "deploy_ramdisk" {
-		path = ramdisk
+		df = ramdisk
 	}
-	if u, err := url.Parse(path); err == nil && u.Scheme != "" && u.Scheme != "file" {
-		http.Redirect(w, r, path, http.StatusFound)
+	if u, err := url.Parse(df.value); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		http.Redirect(w, r, df.value, http.StatusFound)
 		return
 	}
-	path = strings.TrimPrefix(path, "file://")
-	f, err := os.Open(path)
+	f, err := h.open(df)
 	if err != nil {
-		h.cfg.Logger.Error("deploy file unavailable", "node", n.UUID, "file", which, "path", path, "error", err)
+		// The refusal is logged, not served: the firmware asking has no
+		// credentials, and the path is the node's own setting.
+		h.cfg.Logger.Warn("deploy file refused", "node", n.UUID, "file", which, "error", err)
 		http.NotFound(w, r)
 		return
 	}

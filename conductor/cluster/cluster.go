@@ -9,12 +9,23 @@
 // over a dead conductor's nodes once their leases run out — about LeaseTTL
 // after its last renewal, well within a minute with the defaults.
 //
-// Member implements the provision engine's Ownership seam: Owns before
-// working on a node, Gained for nodes whose work must be resumed.
+// Leases are fenced: each has a generation that goes up whenever it
+// changes hands (another conductor, or a new process of the same one), and
+// the engine's work on a node carries the lease it started under
+// (store.Fence). Every node transaction checks it in the database, and
+// every power-driver and agent call checks it first against this member's
+// own clock (Holds), so a conductor that lost a node — paused past its
+// lease, then resumed — makes no write and no call for it.
+//
+// Member implements the provision engine's Ownership seam: Lease before
+// working on a node, Holds before every call out, Gained for nodes whose
+// work must be resumed.
 package cluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +34,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/conductor/store"
 )
 
 // NodeLease is a node and its lease as the database sees them.
@@ -35,6 +47,23 @@ type NodeLease struct {
 	Expired bool
 }
 
+// Holder is who holds a lease: a conductor (its name) and the incarnation
+// of its process, random at every start. A conductor restarted under the
+// same name takes its leases over as a new holder, so that its previous
+// process, were it still running, is fenced out.
+type Holder struct {
+	Name        string
+	Incarnation string
+}
+
+// HeldLease is a lease as its holder knows it.
+type HeldLease struct {
+	NodeUUID string
+	// Generation is the lease's fencing number: it goes up whenever the
+	// lease changes holder.
+	Generation int64
+}
+
 // Registry is the shared database the members meet in (implemented by
 // conductor/store/postgres). Every time it compares is the database's, so
 // the conductors' clocks never need to agree.
@@ -45,21 +74,28 @@ type Registry interface {
 	// LiveConductors lists the conductors whose last heartbeat is no
 	// older than within.
 	LiveConductors(ctx context.Context, within time.Duration) ([]string, error)
-	// Leave unregisters conductor name and releases all its leases.
-	Leave(ctx context.Context, name string) error
+	// Leave unregisters conductor h.Name and releases all h's leases.
+	Leave(ctx context.Context, h Holder) error
 	// NodeLeases lists every node with its lease.
 	NodeLeases(ctx context.Context) ([]NodeLease, error)
-	// AcquireLease gives owner the node's lease for ttl if it is free,
-	// expired or already owner's (a renewal). It reports false when
-	// another conductor holds it or the node does not exist.
-	AcquireLease(ctx context.Context, nodeUUID, owner string, ttl time.Duration) (bool, error)
-	// RenewLeases extends every lease owner holds to ttl from now and
-	// returns the nodes.
-	RenewLeases(ctx context.Context, owner string, ttl time.Duration) ([]string, error)
-	// ReleaseLease gives up owner's lease of the node, provided the node's
+	// LeaseHolder names the conductor that holds the node's lease, ""
+	// when the lease is free or expired (or the node does not exist).
+	LeaseHolder(ctx context.Context, nodeUUID string) (string, error)
+	// AcquireLease gives h the node's lease for ttl if it is free,
+	// expired or already h's (a renewal), and returns its generation,
+	// which goes up whenever the holder changes. It reports false when
+	// another holder has it (another conductor, or another incarnation of
+	// this one) or the node does not exist.
+	AcquireLease(ctx context.Context, nodeUUID string, h Holder, ttl time.Duration) (int64, bool, error)
+	// RenewLeases extends every lease h holds to ttl from now and returns
+	// them. With adopt (a restart), it first takes over the unexpired
+	// leases earlier incarnations of h.Name hold, each with a new
+	// generation.
+	RenewLeases(ctx context.Context, h Holder, ttl time.Duration, adopt bool) ([]HeldLease, error)
+	// ReleaseLease gives up h's lease of the node, provided the node's
 	// provision state is one of states at that moment (checked in the same
 	// statement). It reports whether the lease was released.
-	ReleaseLease(ctx context.Context, nodeUUID, owner string, states []statemachine.State) (bool, error)
+	ReleaseLease(ctx context.Context, nodeUUID string, h Holder, states []statemachine.State) (bool, error)
 }
 
 // Config configures a Member. Zero durations take the defaults.
@@ -121,6 +157,8 @@ var stableStates = func() []statemachine.State {
 
 // lease is a lease this member holds.
 type lease struct {
+	// generation is the lease's fencing number in the database.
+	generation int64
 	// deadline is when the lease may expire, by our clock: the time the
 	// acquiring or renewing request was sent plus 9/10 of the TTL. The
 	// database expires it no earlier.
@@ -135,6 +173,8 @@ type Member struct {
 	reg Registry
 	cfg Config
 	log *slog.Logger
+	// me is this process as a lease holder.
+	me Holder
 
 	gained chan string
 	signal chan struct{}
@@ -157,7 +197,12 @@ func New(reg Registry, cfg Config) (*Member, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	var inc [8]byte
+	if _, err := rand.Read(inc[:]); err != nil {
+		return nil, fmt.Errorf("cluster: incarnation: %w", err)
+	}
 	return &Member{reg: reg, cfg: cfg, log: cfg.Logger.With("conductor", cfg.Name),
+		me:     Holder{Name: cfg.Name, Incarnation: hex.EncodeToString(inc[:])},
 		gained: make(chan string), signal: make(chan struct{}, 1),
 		live: []string{cfg.Name}, held: map[string]*lease{}}, nil
 }
@@ -185,7 +230,7 @@ func (m *Member) Start(ctx context.Context) error {
 		m.mu.Unlock()
 		return fmt.Errorf("cluster: join as %s: %w", m.cfg.Name, err)
 	}
-	m.tick(ctx, false)
+	m.tick(ctx, false, true)
 	m.mu.Lock()
 	m.queue = nil
 	m.mu.Unlock()
@@ -230,7 +275,7 @@ func (m *Member) Close() error {
 	n := len(m.held)
 	m.held = map[string]*lease{}
 	m.mu.Unlock()
-	if err := m.reg.Leave(ctx, m.cfg.Name); err != nil {
+	if err := m.reg.Leave(ctx, m.me); err != nil {
 		return fmt.Errorf("cluster: leave as %s: %w", m.cfg.Name, err)
 	}
 	m.log.Info("left the conductor cluster", "released", n)
@@ -244,6 +289,13 @@ func (m *Member) Close() error {
 // is not reported on Gained: the caller is already working on it. A node
 // that does not exist is not owned.
 func (m *Member) Owns(ctx context.Context, nodeUUID string) (bool, error) {
+	_, ok, err := m.Lease(ctx, nodeUUID)
+	return ok, err
+}
+
+// Lease is Owns that also returns the fence of the lease held: the work
+// this conductor starts on the node now is done under it (store.Fence).
+func (m *Member) Lease(ctx context.Context, nodeUUID string) (store.Fence, bool, error) {
 	m.own.RLock()
 	defer m.own.RUnlock()
 	now := time.Now()
@@ -251,27 +303,63 @@ func (m *Member) Owns(ctx context.Context, nodeUUID string) (bool, error) {
 	l, wasHeld := m.held[nodeUUID]
 	if wasHeld && now.Before(l.deadline) {
 		l.asked = now
+		f := m.fence(l)
 		m.mu.Unlock()
-		return true, nil
+		return f, true, nil
 	}
 	desired := Choose(m.live, nodeUUID)
 	m.mu.Unlock()
 	if !wasHeld && desired != m.cfg.Name {
-		return false, nil
+		return store.Fence{}, false, nil
 	}
-	ok, err := m.reg.AcquireLease(ctx, nodeUUID, m.cfg.Name, m.cfg.LeaseTTL)
+	gen, ok, err := m.reg.AcquireLease(ctx, nodeUUID, m.me, m.cfg.LeaseTTL)
 	if err != nil {
-		return false, fmt.Errorf("cluster: own node %s: %w", nodeUUID, err)
+		return store.Fence{}, false, fmt.Errorf("cluster: own node %s: %w", nodeUUID, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if ok {
-		m.held[nodeUUID] = &lease{deadline: m.deadline(now), asked: now}
-	} else if _, still := m.held[nodeUUID]; still {
-		delete(m.held, nodeUUID)
-		m.log.Warn("lease lost to another conductor", "node", nodeUUID)
+	if !ok {
+		if _, still := m.held[nodeUUID]; still {
+			delete(m.held, nodeUUID)
+			m.log.Warn("lease lost to another conductor", "node", nodeUUID)
+		}
+		return store.Fence{}, false, nil
 	}
-	return ok, nil
+	l = &lease{generation: gen, deadline: m.deadline(now), asked: now}
+	m.held[nodeUUID] = l
+	return m.fence(l), true, nil
+}
+
+// Holds reports whether this conductor still holds the node's lease under
+// fence f: the same generation, and not past its deadline by this
+// conductor's own clock (which falls a tenth of the TTL before the
+// database's expiry). It asks nothing of the database, and it is false
+// for a conductor that was paused past its lease until a renewal, made
+// since, confirmed the lease unchanged. The engine asks it before every
+// power-driver and agent call.
+func (m *Member) Holds(nodeUUID string, f store.Fence) bool {
+	if f.Owner != m.cfg.Name {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := m.held[nodeUUID]
+	return ok && l.generation == f.Generation && time.Now().Before(l.deadline)
+}
+
+// Holder names the conductor holding the node's lease, "" when it is free
+// or expired.
+func (m *Member) Holder(ctx context.Context, nodeUUID string) (string, error) {
+	h, err := m.reg.LeaseHolder(ctx, nodeUUID)
+	if err != nil {
+		return "", fmt.Errorf("cluster: lease holder of node %s: %w", nodeUUID, err)
+	}
+	return h, nil
+}
+
+// fence is the fence of a held lease; m.mu is held.
+func (m *Member) fence(l *lease) store.Fence {
+	return store.Fence{Owner: m.cfg.Name, Generation: l.generation}
 }
 
 // Gained delivers the nodes whose lease this conductor came to hold in
@@ -312,14 +400,15 @@ func (m *Member) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			m.tick(ctx, true)
+			m.tick(ctx, true, false)
 		}
 	}
 }
 
 // tick is one round: heartbeat, renew, scan. Failures are logged; leases
-// that cannot be renewed lapse on their own.
-func (m *Member) tick(ctx context.Context, heartbeat bool) {
+// that cannot be renewed lapse on their own. The first round after a
+// start adopts the leases of this conductor's previous process.
+func (m *Member) tick(ctx context.Context, heartbeat, first bool) {
 	if heartbeat {
 		if err := m.reg.Heartbeat(ctx, m.cfg.Name, m.cfg.APIURL); err != nil {
 			m.logErr(ctx, "cluster heartbeat failed", err)
@@ -339,31 +428,33 @@ func (m *Member) tick(ctx context.Context, heartbeat bool) {
 		m.live = live
 		m.mu.Unlock()
 	}
-	m.renew(ctx)
+	m.renew(ctx, first)
 	m.scan(ctx)
 }
 
 // renew extends all our leases and reconciles the held set with the
-// database: leases we did not know we held (after a restart) are gained,
-// leases gone from the database are lost.
-func (m *Member) renew(ctx context.Context) {
+// database: leases we did not know we held (adopted after a restart) are
+// gained, leases gone from the database are lost, and a changed
+// generation fences out the work started under the old one.
+func (m *Member) renew(ctx context.Context, adopt bool) {
 	sent := time.Now()
-	nodes, err := m.reg.RenewLeases(ctx, m.cfg.Name, m.cfg.LeaseTTL)
+	leases, err := m.reg.RenewLeases(ctx, m.me, m.cfg.LeaseTTL, adopt)
 	if err != nil {
 		m.logErr(ctx, "renewing leases failed", err)
 		return
 	}
-	renewed := make(map[string]bool, len(nodes))
+	renewed := make(map[string]bool, len(leases))
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, u := range nodes {
-		renewed[u] = true
-		if l, ok := m.held[u]; ok {
+	for _, r := range leases {
+		renewed[r.NodeUUID] = true
+		if l, ok := m.held[r.NodeUUID]; ok {
 			l.deadline = m.deadline(sent)
+			l.generation = r.Generation
 			continue
 		}
-		m.held[u] = &lease{deadline: m.deadline(sent)}
-		m.gain(u)
+		m.held[r.NodeUUID] = &lease{generation: r.Generation, deadline: m.deadline(sent)}
+		m.gain(r.NodeUUID)
 	}
 	for u := range m.held {
 		if !renewed[u] {
@@ -401,7 +492,7 @@ func (m *Member) scan(ctx context.Context) {
 // take acquires a free or expired lease and reports the node as gained.
 func (m *Member) take(ctx context.Context, l NodeLease) {
 	sent := time.Now()
-	ok, err := m.reg.AcquireLease(ctx, l.NodeUUID, m.cfg.Name, m.cfg.LeaseTTL)
+	gen, ok, err := m.reg.AcquireLease(ctx, l.NodeUUID, m.me, m.cfg.LeaseTTL)
 	if err != nil {
 		m.logErr(ctx, "taking a lease failed", err, "node", l.NodeUUID)
 		return
@@ -413,12 +504,13 @@ func (m *Member) take(ctx context.Context, l NodeLease) {
 	defer m.mu.Unlock()
 	if h, ok := m.held[l.NodeUUID]; ok {
 		h.deadline = m.deadline(sent)
+		h.generation = gen
 		return
 	}
-	m.held[l.NodeUUID] = &lease{deadline: m.deadline(sent)}
+	m.held[l.NodeUUID] = &lease{generation: gen, deadline: m.deadline(sent)}
 	if l.Owner != "" && l.Owner != m.cfg.Name {
 		m.log.Info("took over node from conductor", "node", l.NodeUUID, "from", l.Owner,
-			"provision_state", string(l.ProvisionState))
+			"provision_state", string(l.ProvisionState), "lease_generation", gen)
 	}
 	m.gain(l.NodeUUID)
 }
@@ -439,7 +531,7 @@ func (m *Member) handOver(ctx context.Context, l NodeLease, to string) {
 	if busy {
 		return
 	}
-	released, err := m.reg.ReleaseLease(ctx, l.NodeUUID, m.cfg.Name, stableStates)
+	released, err := m.reg.ReleaseLease(ctx, l.NodeUUID, m.me, stableStates)
 	if err != nil {
 		m.logErr(ctx, "releasing a lease failed", err, "node", l.NodeUUID)
 		return

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/conductor/store"
 )
 
 // fakeRegistry is an in-memory Registry with the PostgreSQL store's
@@ -26,9 +27,10 @@ type fakeRegistry struct {
 }
 
 type fakeLease struct {
-	owner      string
-	expires    time.Time
-	generation int
+	owner       string
+	incarnation string
+	expires     time.Time
+	generation  int
 }
 
 func newFakeRegistry(nodes int, state statemachine.State) *fakeRegistry {
@@ -61,16 +63,25 @@ func (r *fakeRegistry) LiveConductors(ctx context.Context, within time.Duration)
 	return out, nil
 }
 
-func (r *fakeRegistry) Leave(ctx context.Context, name string) error {
+func (r *fakeRegistry) Leave(ctx context.Context, h Holder) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.conductors, name)
+	delete(r.conductors, h.Name)
 	for _, l := range r.leases {
-		if l.owner == name {
-			l.owner, l.expires = "", time.Now()
+		if l.owner == h.Name && l.incarnation == h.Incarnation {
+			l.owner, l.incarnation, l.expires = "", "", time.Now()
 		}
 	}
 	return nil
+}
+
+func (r *fakeRegistry) LeaseHolder(ctx context.Context, node string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l := r.leases[node]; l != nil && time.Now().Before(l.expires) {
+		return l.owner, nil
+	}
+	return "", nil
 }
 
 func (r *fakeRegistry) NodeLeases(ctx context.Context) ([]NodeLease, error) {
@@ -87,48 +98,53 @@ func (r *fakeRegistry) NodeLeases(ctx context.Context) ([]NodeLease, error) {
 	return out, nil
 }
 
-func (r *fakeRegistry) AcquireLease(ctx context.Context, node, owner string, ttl time.Duration) (bool, error) {
+func (r *fakeRegistry) AcquireLease(ctx context.Context, node string, h Holder, ttl time.Duration) (int64, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.states[node]; !ok {
-		return false, nil
+		return 0, false, nil
 	}
 	l := r.leases[node]
 	switch {
 	case l == nil:
-		r.leases[node] = &fakeLease{owner: owner, expires: time.Now().Add(ttl), generation: 1}
-	case l.owner == owner:
+		l = &fakeLease{owner: h.Name, incarnation: h.Incarnation, expires: time.Now().Add(ttl), generation: 1}
+		r.leases[node] = l
+	case l.owner == h.Name && l.incarnation == h.Incarnation:
 		l.expires = time.Now().Add(ttl)
 	case l.owner == "" || time.Now().After(l.expires):
-		l.owner, l.expires = owner, time.Now().Add(ttl)
+		l.owner, l.incarnation, l.expires = h.Name, h.Incarnation, time.Now().Add(ttl)
 		l.generation++
 	default:
-		return false, nil
+		return 0, false, nil
 	}
-	return true, nil
+	return int64(l.generation), true, nil
 }
 
-func (r *fakeRegistry) RenewLeases(ctx context.Context, owner string, ttl time.Duration) ([]string, error) {
+func (r *fakeRegistry) RenewLeases(ctx context.Context, h Holder, ttl time.Duration, adopt bool) ([]HeldLease, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []string
+	var out []HeldLease
 	for n, l := range r.leases {
-		if l.owner == owner {
+		if adopt && l.owner == h.Name && l.incarnation != h.Incarnation && time.Now().Before(l.expires) {
+			l.incarnation = h.Incarnation
+			l.generation++
+		}
+		if l.owner == h.Name && l.incarnation == h.Incarnation {
 			l.expires = time.Now().Add(ttl)
-			out = append(out, n)
+			out = append(out, HeldLease{NodeUUID: n, Generation: int64(l.generation)})
 		}
 	}
 	return out, nil
 }
 
-func (r *fakeRegistry) ReleaseLease(ctx context.Context, node, owner string, states []statemachine.State) (bool, error) {
+func (r *fakeRegistry) ReleaseLease(ctx context.Context, node string, h Holder, states []statemachine.State) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	l := r.leases[node]
-	if l == nil || l.owner != owner || !slices.Contains(states, r.states[node]) {
+	if l == nil || l.owner != h.Name || l.incarnation != h.Incarnation || !slices.Contains(states, r.states[node]) {
 		return false, nil
 	}
-	l.owner, l.expires = "", time.Now()
+	l.owner, l.incarnation, l.expires = "", "", time.Now()
 	return true, nil
 }
 
@@ -381,6 +397,13 @@ func TestOwns(t *testing.T) {
 	if ok, _ := a.Owns(ctx, "no-such-node"); ok {
 		t.Fatal("Owns(unknown node) = true")
 	}
+	f, ok, err := a.Lease(ctx, mine)
+	if !ok || err != nil || f.Owner != "a" || f.Generation != 1 || !a.Holds(mine, f) {
+		t.Fatalf("Lease(%s) = %+v, %v, %v; Holds %v", mine, f, ok, err, a.Holds(mine, f))
+	}
+	if a.Holds(mine, store.Fence{Owner: "a", Generation: 2}) || a.Holds(theirs, f) {
+		t.Fatal("Holds accepts another generation or another node")
+	}
 	// b holds a node a should own: a must not take it.
 	reg.leases[mine].owner = "b"
 	a.mu.Lock()
@@ -391,6 +414,9 @@ func TestOwns(t *testing.T) {
 	}
 	if slices.Contains(a.Held(), mine) {
 		t.Fatal("a still believes it holds a lost lease")
+	}
+	if a.Holds(mine, f) {
+		t.Fatal("Holds = true for a lost lease")
 	}
 }
 
@@ -410,8 +436,10 @@ func TestRestartTakesLeasesBack(t *testing.T) {
 		if ok, err := again.Owns(context.Background(), n); !ok || err != nil {
 			t.Fatalf("Owns(%s) after restart = %v, %v", n, ok, err)
 		}
-		if g := reg.generation(n); g != 1 {
-			t.Fatalf("node %s: generation %d, want 1 (same owner throughout)", n, g)
+		// The new process is a new holder: the generation went up, so
+		// work the old process started is fenced out.
+		if g := reg.generation(n); g != 2 {
+			t.Fatalf("node %s: generation %d, want 2 (taken over by the restarted process)", n, g)
 		}
 	}
 	time.Sleep(3 * fastConfig("").Interval)
@@ -494,4 +522,52 @@ func TestStartFailsWithoutDatabase(t *testing.T) {
 		t.Fatal("Start succeeded with the database down")
 	}
 	m.Close()
+}
+
+// TestPausedMemberIsFencedOut: a member paused past its lease (its loop
+// not running, as under SIGSTOP) stops holding it by its own clock, with
+// no database round trip; once another member takes the node over, the
+// paused one, resumed, neither renews nor retakes it, and its old fence
+// never holds again.
+func TestPausedMemberIsFencedOut(t *testing.T) {
+	ctx := context.Background()
+	reg := newFakeRegistry(4, statemachine.DeployWait)
+	a := start(t, reg, "a")
+	node := reg.nodes[0]
+	f, ok, err := a.Lease(ctx, node)
+	if !ok || err != nil || !a.Holds(node, f) {
+		t.Fatalf("Lease = %+v, %v, %v", f, ok, err)
+	}
+	// Pause a: its loop stops; its leases stay in the database.
+	a.cancel()
+	a.wg.Wait()
+	eventually(t, "a's own clock says its lease ran out", func() error {
+		if a.Holds(node, f) {
+			return errors.New("still held")
+		}
+		return nil
+	})
+	b := start(t, reg, "b")
+	eventually(t, "b takes every node over", func() error {
+		for n, o := range reg.owners() {
+			if o != "b" {
+				return fmt.Errorf("node %s held by %q", n, o)
+			}
+		}
+		return nil
+	})
+	if g := reg.generation(node); g != 2 {
+		t.Fatalf("generation %d after the takeover, want 2", g)
+	}
+	// Resume a: one round of its loop, then the engine asking again.
+	a.tick(ctx, true, false)
+	if slices.Contains(a.Held(), node) || a.Holds(node, f) {
+		t.Fatal("the resumed member still holds the lost lease")
+	}
+	if _, ok, err := a.Lease(ctx, node); ok || err != nil {
+		t.Fatalf("the resumed member retook a lease b holds: %v, %v", ok, err)
+	}
+	if bf, ok, _ := b.Lease(ctx, node); !ok || bf.Generation != 2 || !b.Holds(node, bf) || b.Holds(node, f) {
+		t.Fatalf("b's fence %+v (ok %v); the old fence must not hold for b either", bf, ok)
+	}
 }

@@ -82,7 +82,7 @@ func startConductor(t *testing.T, bin, dir, name, dsn string) *conductorProc {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "--listen", addr, "--db", dsn, "--conductor-name", name,
-		"--state-dir", state, "--log-level", "debug")
+		"--state-dir", state, "--log-level", "debug", "--automated-clean=false")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

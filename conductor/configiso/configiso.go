@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -23,13 +22,16 @@ import (
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
+
+	"github.com/rivetmetal/rivet/imagewriter/configdrive"
 )
 
 // Label is the volume label cloud-init looks for.
 const Label = "config-2"
 
-// MaxSize is the largest decoded config drive the agent accepts (64 MiB).
-const MaxSize = 64 << 20
+// MaxSize is the largest decoded config drive the agent accepts (64 MiB):
+// one limit end to end.
+const MaxSize = configdrive.MaxSize
 
 // Versions are the metadata versions written, as openstacksdk writes them.
 var Versions = []string{"2012-08-10", "latest"}
@@ -45,13 +47,14 @@ type Node struct {
 }
 
 // Normalize returns the config drive to store in instance_info: a string
-// is checked (an http(s) URL, or base64 text) and returned as is; a JSON
-// object is built with Build. dir is a scratch directory ("" = the system
+// is checked (CheckString: an http(s) URL, or an image the agent can
+// decode, of at most MaxSize) and returned as is; a JSON object is built
+// with Build (whose JSON text the API has checked with CheckJSON). dir is a scratch directory ("" = the system
 // temporary directory).
 func Normalize(v any, node Node, dir string) (string, error) {
 	switch cd := v.(type) {
 	case string:
-		if err := checkString(cd); err != nil {
+		if err := CheckString(cd); err != nil {
 			return "", err
 		}
 		return cd, nil
@@ -60,21 +63,6 @@ func Normalize(v any, node Node, dir string) (string, error) {
 	default:
 		return "", fmt.Errorf("%w: expected a string or an object, got %T", ErrInvalid, v)
 	}
-}
-
-// checkString accepts an http(s) URL or base64 text whose decoded size is
-// within MaxSize.
-func checkString(s string) error {
-	if s == "" {
-		return fmt.Errorf("%w: empty", ErrInvalid)
-	}
-	if u, err := url.Parse(s); err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
-		return nil
-	}
-	if base64.StdEncoding.DecodedLen(len(s)) > MaxSize*2 {
-		return fmt.Errorf("%w: larger than %d MiB", ErrInvalid, MaxSize>>20)
-	}
-	return nil
 }
 
 // Build writes the config drive described by cd (keys meta_data,
@@ -139,6 +127,9 @@ func Build(cd map[string]any, node Node, dir string) (string, error) {
 		files["user_data"] = b
 	default:
 		return "", fmt.Errorf("%w: user_data must be a string, an object or a list", ErrInvalid)
+	}
+	if err := checkFiles(files); err != nil {
+		return "", err
 	}
 	iso, err := buildISO(files, dir)
 	if err != nil {

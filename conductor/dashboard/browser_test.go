@@ -271,6 +271,7 @@ func TestDashboardInChromium(t *testing.T) {
 			CallbackTimeout: time.Minute, CheckInterval: 100 * time.Millisecond, ProgressPollInterval: 100 * time.Millisecond,
 			PowerOffRetries: 5, PowerOffInterval: 20 * time.Millisecond, PowerStateInterval: 10 * time.Millisecond,
 			PowerStateTimeout: 2 * time.Second, CommandWaitInterval: 20 * time.Millisecond, StateDir: filepath.Join(dir, "state"),
+			DisableAutomatedClean: true, // provide goes straight to available
 		},
 		Agent:         agentclient.Config{Timeout: 5 * time.Second, RetryDelay: 10 * time.Millisecond},
 		DashboardAuth: users{"operator", "correct horse"},

@@ -48,6 +48,9 @@ import (
 type Config struct {
 	// APIURL is the conductor API URL (ipa-api-url).
 	APIURL string
+	// Client makes the lookup and heartbeat requests (default: the
+	// clients' own), e.g. one trusting a TLS conductor's CA.
+	Client *http.Client
 	// MACs are the node's NIC addresses sent on lookup.
 	MACs []string
 	// Version is the agent_version sent on heartbeats (default "9.0.0").
@@ -148,10 +151,13 @@ type Agent struct {
 	stopRun    context.CancelFunc
 	commands   []*wire.CommandResult
 	calls      []string
+	callers    []Caller
 	heartbeats []int
 	imageInfo  *wire.ImageInfo
-	busyUsed   bool
-	poweredOff bool
+	// writeImageRequest is the last write_image request's body.
+	writeImageRequest []byte
+	busyUsed          bool
+	poweredOff        bool
 }
 
 // Start boots an agent: it listens on 127.0.0.1, then looks up and
@@ -290,11 +296,37 @@ func (a *Agent) Calls() []string {
 	return append([]string(nil), a.calls...)
 }
 
+// Caller is a command received and who sent it.
+type Caller struct {
+	Command string
+	// UserAgent is the request's User-Agent (a conductor names itself).
+	UserAgent string
+}
+
+// ListCommands is how Callers names a read of the command list.
+const ListCommands = "GET /v1/commands"
+
+// Callers lists the requests received (commands, and reads of the
+// command list as ListCommands) with their senders, in order.
+func (a *Agent) Callers() []Caller {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]Caller(nil), a.callers...)
+}
+
 // HeartbeatStatuses lists the HTTP statuses of the heartbeats sent.
 func (a *Agent) HeartbeatStatuses() []int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]int(nil), a.heartbeats...)
+}
+
+// WriteImageRequest is the whole request body of the last write_image
+// step received (execute_deploy_step), or nil.
+func (a *Agent) WriteImageRequest() []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.writeImageRequest
 }
 
 // ImageInfo is the image_info of the write_image step received, or nil.
@@ -332,7 +364,7 @@ func (a *Agent) loop() {
 // lookup finds the node with the real client, retrying every
 // HeartbeatInterval or so until it is handed a token.
 func (a *Agent) lookup(ctx context.Context, apiURL string) {
-	res, err := lookup.Lookup(ctx, lookup.Config{APIURLs: []string{apiURL}, MACs: a.cfg.MACs,
+	res, err := lookup.Lookup(ctx, lookup.Config{APIURLs: []string{apiURL}, MACs: a.cfg.MACs, Client: a.cfg.Client,
 		Interval: a.cfg.HeartbeatInterval, MaxInterval: a.cfg.HeartbeatInterval, Timeout: 24 * time.Hour,
 		Logger: a.cfg.Logger})
 	if err != nil {
@@ -352,7 +384,7 @@ func (a *Agent) heartbeat(ctx context.Context, apiURL string) {
 	if a.cfg.TokenOverride != "" {
 		tok = a.cfg.TokenOverride
 	}
-	cfg := heartbeat.Config{APIURL: apiURL, NodeUUID: a.nodeUUID, CallbackURL: a.URL(), Token: tok,
+	cfg := heartbeat.Config{APIURL: apiURL, NodeUUID: a.nodeUUID, CallbackURL: a.URL(), Token: tok, Client: a.cfg.Client,
 		AgentVersion: a.cfg.Version, Logger: a.cfg.Logger,
 		// Beats come Timeout × (0.3 + 0.3 × 0.5) apart, retries
 		// ErrorInterval × 1.5: both HeartbeatInterval.
@@ -423,6 +455,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 func (a *Agent) handleList(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.callers = append(a.callers, Caller{Command: ListCommands, UserAgent: r.UserAgent()})
 	list := wire.CommandList{Commands: []wire.CommandResult{}}
 	for _, c := range a.commands {
 		list.Commands = append(list.Commands, *c)
@@ -432,7 +465,9 @@ func (a *Agent) handleList(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handlePost(w http.ResponseWriter, r *http.Request) {
 	var req wire.CommandRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil || len(req.Params) == 0 {
+	// The real agent's cap: a 64 MiB config drive in base64 and the node.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 96<<20))
+	if err != nil || json.Unmarshal(body, &req) != nil || len(req.Params) == 0 {
 		writeFault(w, http.StatusBadRequest, "Invalid request body")
 		return
 	}
@@ -444,6 +479,7 @@ func (a *Agent) handlePost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.calls = append(a.calls, req.Name)
+	a.callers = append(a.callers, Caller{Command: req.Name, UserAgent: r.UserAgent()})
 	if n := len(a.commands); n > 0 && a.commands[n-1].CommandStatus == wire.StatusRunning {
 		name := a.commands[n-1].CommandName
 		a.mu.Unlock()
@@ -460,7 +496,7 @@ func (a *Agent) handlePost(w http.ResponseWriter, r *http.Request) {
 	res := &wire.CommandResult{ID: uuid.NewString(), CommandName: short, CommandStatus: wire.StatusRunning}
 	a.mu.Unlock()
 
-	var err error
+	err = nil
 	switch req.Name {
 	case "deploy.get_deploy_steps":
 		err = a.finish(res, wire.DeploySteps{
@@ -531,8 +567,14 @@ func (a *Agent) handlePost(w http.ResponseWriter, r *http.Request) {
 			writeFault(w, http.StatusBadRequest, "Invalid command parameters: "+err.Error())
 			return
 		}
+		// As the agent does: the step's configdrive argument wins over
+		// image_info's.
+		if args.Configdrive != nil {
+			args.ImageInfo.Configdrive = args.Configdrive
+		}
 		a.mu.Lock()
 		a.imageInfo = &args.ImageInfo
+		a.writeImageRequest = body
 		a.commands = append(a.commands, res)
 		a.mu.Unlock()
 		a.wg.Add(1)

@@ -1,7 +1,6 @@
 package images
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/md5"
@@ -13,14 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"path"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -29,6 +26,7 @@ import (
 	"github.com/cavaliergopher/grab/v3"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/hostpath"
 	"github.com/rivetmetal/rivet/imagewriter/checksumfile"
 )
 
@@ -56,6 +54,42 @@ type Resolved struct {
 	Algo, Checksum string
 }
 
+// Defaults of CacheConfig (Ironic's [pxe]image_cache_size and
+// image_cache_ttl, and the conductor's download timeouts).
+const (
+	DefaultMaxSize        int64 = 20 << 30
+	DefaultTTL                  = 7 * 24 * time.Hour
+	DefaultConnectTimeout       = 30 * time.Second
+	DefaultReadTimeout          = 60 * time.Second
+	// InUseWindow is how long after its last use (a deploy resolving it,
+	// a node downloading it) an image is kept from eviction: a deploy
+	// that resolved it is still booting its ramdisk.
+	InUseWindow = time.Hour
+)
+
+// CacheConfig configures a Cache.
+type CacheConfig struct {
+	// Dir is the cache directory (created if missing). Required.
+	Dir string
+	// MaxSize caps the bytes the cache holds, partial downloads
+	// included; 0 means DefaultMaxSize. An image larger than this is
+	// refused before anything is copied; to make room, entries unused
+	// for InUseWindow are evicted, least recently used first.
+	MaxSize int64
+	// TTL removes entries unused this long (at start and before each
+	// download); 0 means DefaultTTL, negative never.
+	TTL time.Duration
+	// Files opens the host files of file:// sources (the allowed
+	// directories); nil refuses file:// sources.
+	Files *hostpath.Confiner
+	// ConnectTimeout bounds connecting to an image server (TCP and TLS)
+	// and waiting for its response headers; ReadTimeout bounds a stall
+	// while reading from it. Zero means the defaults.
+	ConnectTimeout, ReadTimeout time.Duration
+	// Logger receives the cache's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
 // Cache keeps local, checksum-verified copies of the images nodes download
 // from the conductor instead of from their source: http(s) sources when
 // instance_info asks for it (image_download_source "http" or "local") and
@@ -63,6 +97,15 @@ type Resolved struct {
 // Range); the checksum is verified once, when the download completes, and
 // a verified image is served as is afterwards. Serve it under
 // /agent_images/ (ServeHTTP).
+//
+// The cache is bounded: MaxSize over all its files, each image's size
+// checked against what its source says before it is copied, and the copy
+// cut off if the source sends more than it said (or than the cache can
+// hold). Downloads time out when the server stalls, and a download nobody
+// waits for any more (the deploys that asked for it were aborted or
+// deleted) or that the conductor's shutdown interrupts is stopped and its
+// partial file removed; partial files left by a crash are removed at
+// start.
 //
 // The agents that download cached images send no credentials, so the
 // names they are served under are unguessable: an HMAC of source and
@@ -73,40 +116,76 @@ type Cache struct {
 	dir    string
 	root   *os.Root
 	key    []byte
+	cfg    CacheConfig
+	http   *http.Client
 	client *grab.Client
 	log    *slog.Logger
 
+	ctx  context.Context // ends at Close: every download stops
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+
 	mu       sync.Mutex
+	closed   bool
 	inflight map[string]*fetch
+	reserved map[string]int64 // name -> total size of an in-flight download
+	serving  map[string]int
 }
 
+// fetch is one download and the callers waiting for it.
 type fetch struct {
-	done chan struct{}
-	err  error
+	done      chan struct{}
+	err       error
+	waiters   int
+	cancel    context.CancelFunc
+	cancelled bool // nobody waits any more: a new caller starts afresh
 }
 
 var _ Resolver = (*Cache)(nil)
 
-// NewCache opens (creating it if needed) a cache directory.
-func NewCache(dir string, log *slog.Logger) (*Cache, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("image cache: create %s: %w", dir, err)
+// NewCache opens (creating it if needed) a cache directory and removes
+// what a previous run left unfinished (partial downloads) or unused past
+// the TTL.
+func NewCache(cfg CacheConfig) (*Cache, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("image cache: no directory")
 	}
-	root, err := os.OpenRoot(dir)
+	if cfg.MaxSize <= 0 {
+		cfg.MaxSize = DefaultMaxSize
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("image cache: create %s: %w", cfg.Dir, err)
+	}
+	root, err := os.OpenRoot(cfg.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("image cache: open %s: %w", dir, err)
+		return nil, fmt.Errorf("image cache: open %s: %w", cfg.Dir, err)
 	}
 	key, err := nameKey(root)
 	if err != nil {
 		root.Close()
-		return nil, fmt.Errorf("image cache: %s: %w", dir, err)
+		return nil, fmt.Errorf("image cache: %s: %w", cfg.Dir, err)
 	}
-	if log == nil {
-		log = slog.Default()
-	}
-	c := grab.NewClient()
-	c.UserAgent = "rivet-conductor"
-	return &Cache{dir: dir, root: root, key: key, client: c, log: log, inflight: map[string]*fetch{}}, nil
+	hc := newHTTPClient(cfg.ConnectTimeout, cfg.ReadTimeout)
+	gc := grab.NewClient()
+	gc.UserAgent = "rivet-conductor"
+	gc.HTTPClient = hc
+	ctx, stop := context.WithCancel(context.Background())
+	c := &Cache{dir: cfg.Dir, root: root, key: key, cfg: cfg, http: hc, client: gc, log: cfg.Logger,
+		ctx: ctx, stop: stop, inflight: map[string]*fetch{}, reserved: map[string]int64{}, serving: map[string]int{}}
+	c.cleanAtStart()
+	return c, nil
 }
 
 // nameKeyFile holds the 32-byte secret key of the cache's names, made on
@@ -150,8 +229,17 @@ func nameKey(root *os.Root) ([]byte, error) {
 	}
 }
 
-// Close releases the directory.
-func (c *Cache) Close() error { return c.root.Close() }
+// Close stops the downloads in progress (removing their partial files),
+// waits for them and releases the directory.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.stop()
+	c.wg.Wait()
+	c.http.CloseIdleConnections()
+	return c.root.Close()
+}
 
 // Image is an image to cache: its source and the checksum that verifies
 // it.
@@ -168,7 +256,7 @@ type Image struct {
 // image_download_source "http" or "local".
 func NeedsCache(ii map[string]any) bool {
 	src, _ := ii["image_source"].(string)
-	if strings.HasPrefix(strings.ToLower(src), "file://") {
+	if hostpath.IsFileURL(src) {
 		return true
 	}
 	switch ii["image_download_source"] {
@@ -184,7 +272,7 @@ func (c *Cache) Resolve(ctx context.Context, ii map[string]any, baseURL string) 
 	if !NeedsCache(ii) {
 		return Resolved{URL: src}, nil
 	}
-	img, err := ImageFromInstanceInfo(ctx, ii)
+	img, err := c.ImageFromInstanceInfo(ctx, ii)
 	if err != nil {
 		return Resolved{}, err
 	}
@@ -198,8 +286,9 @@ func (c *Cache) Resolve(ctx context.Context, ii map[string]any, baseURL string) 
 
 // ImageFromInstanceInfo reads the source and checksum of instance_info:
 // image_os_hash_algo and image_os_hash_value, else image_checksum (a hex
-// digest whose length names the algorithm, or the URL of a checksum file).
-func ImageFromInstanceInfo(ctx context.Context, ii map[string]any) (Image, error) {
+// digest whose length names the algorithm, or the URL of a checksum file,
+// fetched with the cache's timeouts).
+func (c *Cache) ImageFromInstanceInfo(ctx context.Context, ii map[string]any) (Image, error) {
 	src, _ := ii["image_source"].(string)
 	if src == "" {
 		return Image{}, errdefs.InvalidArgument("Some parameters were missing in node's instance_info. Missing are: ['image_source']")
@@ -212,7 +301,7 @@ func ImageFromInstanceInfo(ctx context.Context, ii map[string]any) (Image, error
 	case algo != "" && value != "":
 		img.Algo, img.Checksum = strings.ToLower(algo), strings.ToLower(value)
 	case strings.HasPrefix(checksum, "http://") || strings.HasPrefix(checksum, "https://"):
-		e, err := fetchChecksumFile(ctx, checksum, src)
+		e, err := c.fetchChecksumFile(ctx, checksum, src)
 		if err != nil {
 			return Image{}, err
 		}
@@ -220,13 +309,13 @@ func ImageFromInstanceInfo(ctx context.Context, ii map[string]any) (Image, error
 	case checksum != "":
 		img.Checksum = strings.ToLower(checksum)
 	default:
-		return Image{}, errdefs.InvalidArgument("Unable to verify image %s with available checksums. Please make sure the specified 'image_source' is valid or add 'image_checksum', or 'image_os_hash_algo' and 'image_os_hash_value', to instance_info.", src)
+		return Image{}, errdefs.InvalidArgument("Unable to verify image %s with available checksums. Please make sure the specified 'image_source' is valid or add 'image_checksum', or 'image_os_hash_algo' and 'image_os_hash_value', to instance_info.", redactURL(src))
 	}
 	if img.Algo == "" {
 		img.Algo = algoByLength[len(img.Checksum)]
 	}
 	if _, err := newHash(img.Algo); err != nil || !hexRE.MatchString(img.Checksum) {
-		return Image{}, errdefs.InvalidArgument("Invalid checksum %q (algorithm %q) for image %s", img.Checksum, img.Algo, src)
+		return Image{}, errdefs.InvalidArgument("Invalid checksum %q (algorithm %q) for image %s", img.Checksum, img.Algo, redactURL(src))
 	}
 	return img, nil
 }
@@ -266,160 +355,111 @@ func (c *Cache) name(img Image) string {
 
 // Ensure makes sure the image is in the cache, downloaded (resuming a
 // partial download) and verified, and returns the name it is served
-// under. Concurrent calls for the same image share one download; a
+// under. Concurrent calls for the same image share one download, which
+// stops (its partial file removed) when every caller's ctx has ended; a
 // verified image is never hashed again.
 func (c *Cache) Ensure(ctx context.Context, img Image) (string, error) {
 	name := c.name(img)
 	if st, err := c.root.Stat(name); err == nil && st.Mode().IsRegular() {
+		c.touch(name)
 		return name, nil
 	}
 	c.mu.Lock()
-	f, running := c.inflight[name]
-	if !running {
-		f = &fetch{done: make(chan struct{})}
+	if c.closed {
+		c.mu.Unlock()
+		return "", errdefs.Unavailable("The image cache is shutting down.")
+	}
+	f := c.inflight[name]
+	if f == nil || f.cancelled {
+		f = c.startFetch(img, name, f)
 		c.inflight[name] = f
 	}
+	f.waiters++
 	c.mu.Unlock()
-	if !running {
-		// The download runs for whoever asked first, bounded by its ctx;
-		// the others wait for it or for their own ctx.
-		f.err = c.download(ctx, img, name)
-		c.mu.Lock()
-		delete(c.inflight, name)
-		c.mu.Unlock()
-		close(f.done)
-	}
 	select {
 	case <-f.done:
+		c.leave(f)
 	case <-ctx.Done():
+		c.leave(f)
 		return "", fmt.Errorf("image cache: %s: %w", redactURL(img.Source), ctx.Err())
 	}
 	if f.err != nil {
 		return "", f.err
 	}
+	c.touch(name)
 	return name, nil
 }
 
-// download fetches the image into <name>.part, verifies it and renames it
-// to name.
-func (c *Cache) download(ctx context.Context, img Image, name string) error {
-	src := redactURL(img.Source)
-	h, err := newHash(img.Algo)
-	if err != nil {
-		return errdefs.InvalidArgument("image %s: %v", src, err)
-	}
-	want, _ := hex.DecodeString(img.Checksum)
-	part := filepath.Join(c.dir, name+".part")
-	start := time.Now()
-	u, err := url.Parse(img.Source)
-	if err != nil {
-		return errdefs.InvalidArgument("Invalid image_source %s: %v", src, err)
-	}
-	var size int64
-	switch strings.ToLower(u.Scheme) {
-	case "file":
-		size, err = copyLocal(ctx, u.Path, part, h, want)
-	case "http", "https":
-		size, err = c.grab(ctx, img.Source, part, h, want)
-	default:
-		return errdefs.InvalidArgument("Image source %s is neither http(s):// nor file://", src)
-	}
-	if err != nil {
-		return fmt.Errorf("image cache: %s: %w", src, err)
-	}
-	if err := os.Rename(part, filepath.Join(c.dir, name)); err != nil {
-		return fmt.Errorf("image cache: %s: %w", src, err)
-	}
-	c.log.Info("image cached and verified", "source", src, "name", name, "bytes", size,
-		"algo", img.Algo, "duration", time.Since(start).Round(time.Millisecond))
-	return nil
-}
-
-// grab downloads url to part, resuming what is there, and verifies the
-// whole file against want.
-func (c *Cache) grab(ctx context.Context, src, part string, h hash.Hash, want []byte) (int64, error) {
-	req, err := grab.NewRequest(part, src)
-	if err != nil {
-		return 0, errdefs.InvalidArgument("Invalid image_source: %v", err)
-	}
-	req = req.WithContext(ctx)
-	req.SetChecksum(h, want, true)
-	resp := c.client.Do(req)
-	if err := resp.Err(); err != nil {
-		if errors.Is(err, grab.ErrBadChecksum) {
-			return 0, errdefs.InvalidArgument("Image checksum mismatch: the downloaded image does not match its checksum")
+// startFetch starts the download of an image in the background, after
+// prev (a cancelled download of the same image) has cleaned up. Call with
+// c.mu held.
+func (c *Cache) startFetch(img Image, name string, prev *fetch) *fetch {
+	ctx, cancel := context.WithCancel(c.ctx)
+	f := &fetch{done: make(chan struct{}), cancel: cancel}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer cancel()
+		if prev != nil {
+			<-prev.done
 		}
-		return 0, fmt.Errorf("download: %w", err)
-	}
-	if resp.DidResume {
-		c.log.Info("image download resumed from a partial file", "source", redactURL(src))
-	}
-	return resp.Size(), nil
-}
-
-// copyLocal copies a local file to part, hashing it, and checks the sum.
-func copyLocal(ctx context.Context, src, part string, h hash.Hash, want []byte) (int64, error) {
-	in, err := os.Open(src)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return 0, errdefs.InvalidArgument("Image source file %s does not exist", src)
+		err := ctx.Err()
+		if err == nil {
+			err = c.download(ctx, img, name)
 		}
-		return 0, err
-	}
-	defer in.Close()
-	out, err := os.Create(part)
-	if err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(io.MultiWriter(out, h), ctxReader{ctx, in})
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && !bytes.Equal(h.Sum(nil), want) {
-		err = errdefs.InvalidArgument("Image checksum mismatch: %s does not match its checksum", src)
-	}
-	if err != nil {
-		os.Remove(part)
-		return 0, err
-	}
-	return n, nil
+		c.mu.Lock()
+		f.err = err
+		if c.inflight[name] == f {
+			delete(c.inflight, name)
+		}
+		delete(c.reserved, name)
+		c.mu.Unlock()
+		close(f.done)
+	}()
+	return f
 }
 
-// ctxReader stops a copy when its context ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-// Read implements io.Reader.
-func (r ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
+// leave drops a waiter of f; the last one to leave an unfinished
+// download stops it.
+func (c *Cache) leave(f *fetch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f.waiters--
+	if f.waiters == 0 {
+		select {
+		case <-f.done:
+		default:
+			f.cancelled = true
+			f.cancel()
+		}
 	}
-	return r.r.Read(p)
 }
 
 // fetchChecksumFile fetches a checksum file and finds the image's entry
 // in it (every format of contract §6.2, matched on the image's base name).
-func fetchChecksumFile(ctx context.Context, sumURL, imageURL string) (checksumfile.Entry, error) {
+func (c *Cache) fetchChecksumFile(ctx context.Context, sumURL, imageURL string) (checksumfile.Entry, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, sumURL, nil)
 	if err != nil {
 		return checksumfile.Entry{}, errdefs.InvalidArgument("Invalid image_checksum URL: %v", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.http.Do(req)
 	if err != nil {
-		return checksumfile.Entry{}, fmt.Errorf("image cache: fetch checksum file %s: %w", redactURL(sumURL), err)
+		return checksumfile.Entry{}, fmt.Errorf("image cache: fetch checksum file %s: %w", redactURL(sumURL), redactErr(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return checksumfile.Entry{}, errdefs.InvalidArgument("Could not fetch checksum file %s: HTTP %d", redactURL(sumURL), resp.StatusCode)
 	}
-	e, err := checksumfile.Parse(resp.Body, path.Base(imageURL))
+	e, err := checksumfile.Parse(&limitedBody{r: resp.Body, max: maxChecksumFile, left: maxChecksumFile, what: "checksum file"}, path.Base(imageURL))
 	if err != nil {
 		return checksumfile.Entry{}, errdefs.InvalidArgument("Checksum file %s: %v", redactURL(sumURL), err)
 	}
 	return e, nil
 }
+
+// maxChecksumFile caps a checksum file (a distribution's SHA256SUMS is a
+// few kilobytes).
+const maxChecksumFile = 16 << 20
 
 // redactURL drops credentials and the query (which may hold a temporary
 // URL's signature) from a URL for logs and errors.
@@ -433,8 +473,19 @@ func redactURL(s string) string {
 	return u.String()
 }
 
+// redactErr drops the URL net/http puts in a client error (it may carry
+// credentials or a signature), keeping the operation and the cause.
+func redactErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
+}
+
 // ServeHTTP serves verified images by name (GET and HEAD, with Range);
-// partial downloads are never served.
+// partial downloads are never served. An image being served is not
+// evicted.
 func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !allowGetHead(w, r) {
 		return
@@ -444,10 +495,23 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	c.mu.Lock()
 	f, err := c.root.Open(name)
+	if err == nil {
+		c.serving[name]++
+	}
+	c.mu.Unlock()
 	if err != nil {
 		http.NotFound(w, r)
 		return
 	}
+	defer func() {
+		c.mu.Lock()
+		if c.serving[name]--; c.serving[name] <= 0 {
+			delete(c.serving, name)
+		}
+		c.mu.Unlock()
+	}()
+	c.touch(name)
 	ServeFile(w, r, f, name)
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/hostpath"
 )
 
 // imageServer serves one image with Range support, counting the bytes it
@@ -90,13 +91,20 @@ func testData() []byte { return bytes.Repeat([]byte("rivet-cache-0123"), 64<<10)
 func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
 func newCache(t *testing.T) (*Cache, string) {
-	dir := t.TempDir()
-	c, err := NewCache(dir, nil)
+	return newCacheWith(t, CacheConfig{})
+}
+
+// newCacheWith opens a cache in a fresh directory with cfg (its Dir set
+// here) and closes it when the test ends.
+func newCacheWith(t *testing.T, cfg CacheConfig) (*Cache, string) {
+	t.Helper()
+	cfg.Dir = t.TempDir()
+	c, err := NewCache(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return c, dir
+	return c, cfg.Dir
 }
 
 // cachedFiles lists a cache directory but its naming key.
@@ -247,8 +255,14 @@ func TestCacheRejectsABadChecksum(t *testing.T) {
 func TestCacheFileSourceAndChecksumFiles(t *testing.T) {
 	data := testData()
 	s := newImageServer(t, data)
-	c, dir := newCache(t)
-	local := filepath.Join(t.TempDir(), "disk.img")
+	allowed := t.TempDir()
+	files, err := hostpath.New(hostpath.Config{Allowed: []string{allowed}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.Close()
+	c, dir := newCacheWith(t, CacheConfig{Files: files})
+	local := filepath.Join(allowed, "disk.img")
 	os.WriteFile(local, data, 0o644)
 	md := md5.Sum(data)
 	ctx := context.Background()
@@ -272,13 +286,13 @@ func TestCacheFileSourceAndChecksumFiles(t *testing.T) {
 	}
 	// Checksum files in both formats name the image's hash.
 	for _, f := range []string{"disk.img.SHA256SUMS", "disk.img.BSD"} {
-		img, err := ImageFromInstanceInfo(ctx, map[string]any{"image_source": s.srv.URL + "/disk.img",
+		img, err := c.ImageFromInstanceInfo(ctx, map[string]any{"image_source": s.srv.URL + "/disk.img",
 			"image_checksum": s.srv.URL + "/" + f})
 		if err != nil || img.Checksum != sha(data) || img.Algo != "sha256" {
 			t.Fatalf("%s: %+v %v", f, img, err)
 		}
 	}
-	if _, err := ImageFromInstanceInfo(ctx, map[string]any{"image_source": s.srv.URL + "/disk.img"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := c.ImageFromInstanceInfo(ctx, map[string]any{"image_source": s.srv.URL + "/disk.img"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("no checksum: %v", err)
 	}
 }
@@ -290,11 +304,11 @@ func TestCacheFileSourceAndChecksumFiles(t *testing.T) {
 func TestCacheNamesAreKeyed(t *testing.T) {
 	img := Image{Source: "http://images.example/disk.img", Algo: "sha256", Checksum: strings.Repeat("ab", 32)}
 	dirA, dirB := t.TempDir(), t.TempDir()
-	a, err := NewCache(dirA, nil)
+	a, err := NewCache(CacheConfig{Dir: dirA})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := NewCache(dirB, nil)
+	b, err := NewCache(CacheConfig{Dir: dirB})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +323,7 @@ func TestCacheNamesAreKeyed(t *testing.T) {
 	}
 	want := a.name(img)
 	a.Close()
-	again, err := NewCache(dirA, nil)
+	again, err := NewCache(CacheConfig{Dir: dirA})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +335,7 @@ func TestCacheNamesAreKeyed(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dirB, nameKeyFile), []byte("short"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewCache(dirB, nil); err == nil || !strings.Contains(err.Error(), "5 bytes, want 32") {
+	if _, err := NewCache(CacheConfig{Dir: dirB}); err == nil || !strings.Contains(err.Error(), "5 bytes, want 32") {
 		t.Errorf("a damaged key file: %v", err)
 	}
 	// The key file is never served.

@@ -437,7 +437,10 @@ func startConductor(ctx context.Context, cfg Config, dir string) (*conductorProc
 	args := append([]string{"--listen", addr, "--db", filepath.Join(dir, "rivet.db"),
 		"--state-dir", filepath.Join(dir, "state"), "--log-level", "warn",
 		"--ramdisk-heartbeat-timeout", cfg.HeartbeatTimeout.String(),
-		"--deploy-callback-timeout", "24h"}, cfg.ConductorArgs...)
+		"--deploy-callback-timeout", "24h",
+		// The load test measures deploys: provide goes straight to
+		// available (ConductorArgs may turn cleaning back on).
+		"--automated-clean=false"}, cfg.ConductorArgs...)
 	cmd := exec.Command(cfg.Conductor, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = conductorProcAttr()

@@ -7,6 +7,7 @@ package power
 import (
 	"context"
 	"errors"
+	"os"
 )
 
 // State is a power state, with Ironic's wire strings.
@@ -103,6 +104,10 @@ type Ramdisk struct {
 	Kernel    string
 	Initramfs string
 	Params    []string
+	// Open opens Kernel and Initramfs for reading; nil means os.Open.
+	// The engine opens the files a node's driver_info names through the
+	// conductor's allowed directories (conductor/hostpath).
+	Open func(path string) (*os.File, error)
 }
 
 // RamdiskBooter is implemented by drivers that boot the deploy ramdisk
@@ -119,6 +124,15 @@ type RamdiskBooter interface {
 // e.g. http://127.0.0.1:6385 → http://10.0.2.100:6385.
 type NodeView interface {
 	NodeURL(node Node, hostURL string) (string, error)
+}
+
+// HostPathChecker is implemented by drivers whose driver_info names
+// files on the conductor's host (the qemu driver's disk and console log):
+// CheckHostPaths checks only those settings that are present, so the API
+// can refuse a path the driver would not use (400) as soon as it is set,
+// before the rest of driver_info is complete.
+type HostPathChecker interface {
+	CheckHostPaths(node Node) error
 }
 
 // ErrUnsupported is returned for an operation a driver cannot perform.

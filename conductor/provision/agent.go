@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/agentclient"
+	"github.com/rivetmetal/rivet/conductor/hostpath"
 	"github.com/rivetmetal/rivet/conductor/ironicjson"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
 	"github.com/rivetmetal/rivet/conductor/store"
@@ -20,7 +21,8 @@ import (
 
 // agents is the seam of calls to a node's ramdisk agent: every command,
 // command list and poll the engine sends an agent goes through it, to the
-// endpoint on record for the node.
+// endpoint on record for the node; in a job, every request is fenced
+// first (nodes.fenced), retries and polls included.
 type agents struct {
 	client Agent
 	nodes  *nodes
@@ -30,10 +32,16 @@ type agents struct {
 }
 
 // endpoint is how the engine reaches a node's agent: its callback URL,
-// its token, and the certificate to verify it against (the one it sent,
-// else a CA file named by driver_info.agent_verify_ca).
-func (a *agents) endpoint(n *store.Node, info *internalinfo.Info) (agentclient.Endpoint, error) {
-	ep := agentclient.Endpoint{URL: info.Agent.URL, Token: info.Agent.Token}
+// its token, the certificate to verify it against (the one it sent, else a
+// CA file named by driver_info.agent_verify_ca), and the lease check made
+// before each request.
+func (a *agents) endpoint(ctx context.Context, n *store.Node, info *internalinfo.Info) (agentclient.Endpoint, error) {
+	uuid := n.UUID
+	if err := a.nodes.fenced(ctx, uuid); err != nil {
+		return agentclient.Endpoint{}, err
+	}
+	ep := agentclient.Endpoint{URL: info.Agent.URL, Token: info.Agent.Token,
+		Guard: func() error { return a.nodes.fenced(ctx, uuid) }}
 	if ep.URL == "" {
 		return ep, fmt.Errorf("node %s: no agent URL recorded (no heartbeat since the last power off)", n.UUID)
 	}
@@ -43,7 +51,7 @@ func (a *agents) endpoint(n *store.Node, info *internalinfo.Info) (agentclient.E
 		return ep, nil
 	}
 	if path, _ := n.DriverInfo["agent_verify_ca"].(string); path != "" && !isBoolString(path) {
-		b, err := os.ReadFile(path)
+		b, err := hostpath.ReadSmallFile(path, maxCAFile)
 		if err != nil {
 			return ep, fmt.Errorf("node %s: read driver_info agent_verify_ca: %w", n.UUID, err)
 		}
@@ -60,7 +68,7 @@ func isBoolString(s string) bool {
 // execute runs a command on the node's agent; with wait the result is
 // final.
 func (a *agents) execute(ctx context.Context, n *store.Node, info *internalinfo.Info, name string, params any, wait bool) (*wire.CommandResult, error) {
-	ep, err := a.endpoint(n, info)
+	ep, err := a.endpoint(ctx, n, info)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +77,7 @@ func (a *agents) execute(ctx context.Context, n *store.Node, info *internalinfo.
 
 // commands lists the node's agent's commands, oldest first.
 func (a *agents) commands(ctx context.Context, n *store.Node, info *internalinfo.Info) (*wire.CommandList, error) {
-	ep, err := a.endpoint(n, info)
+	ep, err := a.endpoint(ctx, n, info)
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +87,7 @@ func (a *agents) commands(ctx context.Context, n *store.Node, info *internalinfo
 // wait polls the node's agent until its last command named short ends,
 // CommandWaitInterval × CommandWaitAttempts at most.
 func (a *agents) wait(ctx context.Context, n *store.Node, info *internalinfo.Info, short string) (*wire.CommandResult, error) {
-	ep, err := a.endpoint(n, info)
+	ep, err := a.endpoint(ctx, n, info)
 	if err != nil {
 		return nil, err
 	}
@@ -99,10 +107,20 @@ func (a *agents) succeeded(ctx context.Context, n *store.Node, info *internalinf
 	return res, nil
 }
 
+// maxCAFile caps a CA bundle named by driver_info.
+const maxCAFile = 1 << 20
+
 // nodeDoc and portDocs render the node and its ports as step commands
-// carry them (contract §4.3).
+// carry them (contract §4.3). The config drive is masked in the node's
+// instance_info: write_image carries it in its args, once.
 func (a *agents) nodeDoc(n *store.Node) map[string]any {
-	return ironicjson.AgentNode(n, a.cfg.Conductor)
+	doc := ironicjson.AgentNode(n, a.cfg.Conductor)
+	if ii, ok := doc["instance_info"].(map[string]any); ok {
+		if v, ok := ii["configdrive"]; ok && v != nil && v != "" {
+			ii["configdrive"] = wire.Masked
+		}
+	}
+	return doc
 }
 
 func portDocs(ports []*store.Port) []map[string]any {

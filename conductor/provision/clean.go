@@ -61,6 +61,14 @@ func newCleanKind(r *runner) *cleanKind {
 	return c
 }
 
+// automatedClean reports whether automated cleaning runs for a node:
+// unless the conductor turns it off (Config.DisableAutomatedClean). This
+// is the seam for Ironic's per-node automated_clean (true cleans, false
+// skips, null follows the conductor) once nodes have the field.
+func automatedClean(cfg *Config, n *store.Node) bool {
+	return !cfg.DisableAutomatedClean
+}
+
 // manualClean reports whether a cleaning node was asked for manual
 // cleaning (it heads for manageable).
 func manualClean(n *store.Node) bool {
@@ -89,8 +97,8 @@ func (c *cleanKind) start(ctx context.Context, uuid string) {
 		return
 	}
 	switch {
-	case !manualClean(n) && !c.r.cfg.AutomatedClean:
-		c.r.log.Info("automated cleaning is disabled; skipping it", "node", uuid)
+	case !manualClean(n) && !automatedClean(c.r.cfg, n):
+		c.r.log.Warn("automated cleaning is disabled; the node is not cleaned", "node", uuid)
 		c.finish(ctx, uuid, false)
 	case info.CleaningFinishing:
 		c.finish(ctx, uuid, true)

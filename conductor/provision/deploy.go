@@ -145,6 +145,9 @@ func (d *deployKind) prepare(n *store.Node, info *internalinfo.Info, ports []*st
 			return err
 		}
 	}
+	if err := d.r.machines.checkHostFiles(n); err != nil {
+		return err
+	}
 	if n.InstanceInfo == nil {
 		n.InstanceInfo = map[string]any{}
 	}
@@ -300,17 +303,20 @@ func (d *deployKind) nodeURLFunc(t *target) func(string) (string, error) {
 }
 
 // writeImage starts the agent's write_image deploy step (contract §2.1):
-// image_info as Ironic builds it, the configdrive in both places.
+// image_info as Ironic builds it, the configdrive in the step's args.
 func (d *deployKind) writeImage(ctx context.Context, t *target) (outcome, error) {
 	n := t.node
 	info, err := imageinfo.Build(n, d.nodeURLFunc(t), t.bootMode)
 	if err != nil {
 		return 0, err
 	}
+	// The config drive (up to 64 MiB) goes once, in the step's args,
+	// where IPA's write_image takes it: not also in image_info (which
+	// only agents older than the deploy steps read) nor in the node
+	// document (masked, nodeDoc).
 	var cd *string
 	if s, ok := n.InstanceInfo["configdrive"].(string); ok && s != "" {
 		cd = &s
-		info.Configdrive = &s
 	}
 	step, err := wire.WriteImageArgs{ImageInfo: info, Configdrive: cd}.Step()
 	if err != nil {

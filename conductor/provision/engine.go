@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/agentclient"
+	"github.com/rivetmetal/rivet/conductor/hostpath"
 	"github.com/rivetmetal/rivet/conductor/images"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
@@ -116,10 +117,11 @@ type Config struct {
 	// and back off to the interval.
 	CommandWaitInterval time.Duration
 	CommandWaitAttempts int
-	// AutomatedClean runs automated cleaning on provide and after
-	// undeploy ([conductor]automated_clean). Off by default: nodes then go
-	// from cleaning to available at once.
-	AutomatedClean bool
+	// DisableAutomatedClean turns off the automated cleaning that runs
+	// on provide and after undeploy (Ironic's [conductor]automated_clean,
+	// on by default there too, so that one tenant's data never reaches
+	// the next): nodes then go from cleaning to available at once.
+	DisableAutomatedClean bool
 	// CleanStepPriorities overrides the priorities of agent clean steps
 	// for automated cleaning, keyed "<interface>.<step>" (Ironic's
 	// [deploy]erase_devices_priority and friends); 0 disables a step. Nil
@@ -142,10 +144,20 @@ type Config struct {
 	// https:// ([agent]require_tls), with Ironic's 400 "TLS is required
 	// by configuration". Off by default.
 	RequireAgentTLS bool
+	// HostFiles opens the host files nodes name (driver_info
+	// deploy_kernel/deploy_ramdisk, file:// image sources), confined to
+	// the allowed directories; nil allows none (the DeployKernel and
+	// DeployRamdisk defaults, the operator's, are used as they are).
+	HostFiles *hostpath.Confiner
 	// ImageCache, when set, serves nodes the images they must not fetch
 	// from the source themselves (file:// sources, image_download_source
 	// "http"/"local"); nil refuses such images.
 	ImageCache images.Resolver
+	// JobStopTimeout bounds how long abort and delete wait for a node's
+	// running job to stop once cancelled (default 10 s). Every job stops
+	// at its next blocking call, so this bounds a driver or agent call
+	// that ignores cancellation; a delete that waits in vain is refused.
+	JobStopTimeout time.Duration
 	// Ownership decides which nodes this conductor drives (default
 	// SingleConductor: all of them).
 	Ownership Ownership
@@ -185,6 +197,7 @@ func (c *Config) setDefaults() error {
 	def(&c.PowerStateInterval, time.Second)
 	def(&c.CommandWaitInterval, 6*time.Second)
 	def(&c.FastTrackTimeout, 300*time.Second)
+	def(&c.JobStopTimeout, 10*time.Second)
 	if c.FastTrackTimeout > 300*time.Second {
 		c.FastTrackTimeout = 300 * time.Second
 	}
@@ -261,7 +274,7 @@ func New(st store.Store, drivers []power.Driver, agent Agent, cfg Config) (*Engi
 		byName[d.Name()] = d
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger}
-	e.nodes = &nodes{st: st, log: cfg.Logger, now: func() time.Time { return cfg.Now().UTC() }}
+	e.nodes = &nodes{st: st, own: cfg.Ownership, log: cfg.Logger, now: func() time.Time { return cfg.Now().UTC() }}
 	certs := &certificates{dir: filepath.Join(cfg.StateDir, "certificates"), log: cfg.Logger}
 	e.machines = &machines{drivers: byName, nodes: e.nodes, certs: certs, cfg: &e.cfg, log: cfg.Logger}
 	e.agents = &agents{client: agent, nodes: e.nodes, certs: certs, cfg: &e.cfg, log: cfg.Logger}

@@ -119,7 +119,8 @@ func TestDeployBootsRamdiskThroughDriver(t *testing.T) {
 	fk, _ := fake.New(fake.Config{})
 	drv := &vmDriver{Driver: fk}
 	e, st := newTestEngine(t, drv, Config{APIURL: "http://127.0.0.1:6385",
-		DeployKernel: "/srv/vmlinuz", DeployRamdisk: "/srv/initramfs", CallbackTimeout: 200 * time.Millisecond})
+		DeployKernel: "/srv/vmlinuz", DeployRamdisk: "/srv/initramfs", CallbackTimeout: 200 * time.Millisecond,
+		DisableAutomatedClean: true})
 	ctx := context.Background()
 	n := &store.Node{Name: "n1", Driver: "vm", InstanceInfo: map[string]any{
 		"image_source": "http://127.0.0.1:6385/images/disk.raw", "image_checksum": strings.Repeat("a", 64)}}
@@ -219,4 +220,38 @@ func TestRecoverResumesInterruptedWork(t *testing.T) {
 
 	_, st2 := openEngine(t, path, fk, noAgent{}, Config{})
 	waitState(t, st2, n.UUID, statemachine.Manageable)
+}
+
+// TestAutomatedCleaningIsOnByDefault: with the zero Config, provide cleans
+// the node through the ramdisk (as Ironic's [conductor]automated_clean);
+// DisableAutomatedClean sends it straight to available.
+func TestAutomatedCleaningIsOnByDefault(t *testing.T) {
+	for _, disable := range []bool{false, true} {
+		fk, _ := fake.New(fake.Config{})
+		e, st := newTestEngine(t, &vmDriver{Driver: fk}, Config{APIURL: "http://127.0.0.1:6385",
+			DeployKernel: "/srv/vmlinuz", DeployRamdisk: "/srv/initramfs", DisableAutomatedClean: disable})
+		ctx := context.Background()
+		n := &store.Node{Name: "n1", Driver: "vm"}
+		if err := st.CreateNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.CreatePort(ctx, &store.Port{NodeID: n.ID, Address: "52:54:00:00:00:01"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, step := range []struct {
+			verb string
+			want statemachine.State
+		}{{"manage", statemachine.Manageable}, {"provide", statemachine.CleanWait}} {
+			if step.want == statemachine.CleanWait && disable {
+				step.want = statemachine.Available
+			}
+			if err := e.Provisioning().Provision(ctx, "n1", Request{Target: step.verb}); err != nil {
+				t.Fatal(err)
+			}
+			waitState(t, st, n.UUID, step.want)
+		}
+		if on, _ := fk.PowerState(ctx, power.Node{UUID: n.UUID}); (on == power.On) == disable {
+			t.Errorf("disable=%v: power %s after provide", disable, on)
+		}
+	}
 }

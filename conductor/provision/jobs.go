@@ -2,11 +2,13 @@ package provision
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/nodequeue"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
@@ -57,8 +59,10 @@ func workFor(s statemachine.State) (jobKind, bool) {
 }
 
 // jobs runs each node's jobs one at a time (nodequeue), only for nodes
-// this conductor owns, and the periodic work: callback timeouts, progress
-// polls, work other conductors left, nodes taken over.
+// this conductor owns, each under the fence of the lease it holds when
+// the job starts and with a context of its own (which lease loss, abort
+// and delete cancel: stop), and the periodic work: callback timeouts,
+// progress polls, work other conductors left, nodes taken over.
 type jobs struct {
 	nodes    *nodes
 	cfg      *Config
@@ -94,8 +98,13 @@ func mergeJobs(pending, job jobKind) (jobKind, bool) {
 // handle sets the function that does jobs of kind k.
 func (j *jobs) handle(k jobKind, fn func(ctx context.Context, uuid string)) { j.handlers[k] = fn }
 
-// submit queues a job for a node.
-func (j *jobs) submit(uuid string, k jobKind) { j.queue.Submit(uuid, k) }
+// submit queues a job for a node (dropped while the node's work is
+// stopped).
+func (j *jobs) submit(uuid string, k jobKind) {
+	if !j.queue.Submit(uuid, k) && j.queue.Context().Err() == nil {
+		j.log.Debug("node job dropped: the node's work is being stopped", "node", uuid, "job", jobNames[k])
+	}
+}
 
 // submitWork queues the job a node's new state needs, if any.
 func (j *jobs) submitWork(n *store.Node) {
@@ -107,32 +116,60 @@ func (j *jobs) submitWork(n *store.Node) {
 // busy reports whether a node has a job queued or running here.
 func (j *jobs) busy(uuid string) bool { return j.queue.Busy(uuid) }
 
+// run runs one job of a node this conductor owns, under the fence of the
+// lease held now; a job whose context was cancelled by a fence, an abort
+// or a delete says so once.
 func (j *jobs) run(ctx context.Context, uuid string, k jobKind) {
-	if !j.owns(ctx, uuid) {
+	f, ok := j.lease(ctx, uuid)
+	if !ok {
 		j.log.Debug("node job dropped: another conductor owns the node", "node", uuid, "job", jobNames[k])
 		return
 	}
-	j.log.Debug("node job", "node", uuid, "job", jobNames[k])
-	j.handlers[k](ctx, uuid)
+	jctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	j.log.Debug("node job", "node", uuid, "job", jobNames[k], "lease_generation", f.Generation)
+	j.handlers[k](withScope(jctx, &jobScope{fence: f, cancel: cancel}), uuid)
+	switch cause := context.Cause(jctx); {
+	case errors.Is(cause, errLeaseLost):
+		j.log.Warn("node job stopped: "+cause.Error()+"; nothing more is written or called for the node",
+			"node", uuid, "job", jobNames[k], "lease_owner", f.Owner, "lease_generation", f.Generation)
+	case errors.Is(cause, errAborted), errors.Is(cause, errDeleted):
+		j.log.Info("node job cancelled: "+cause.Error(), "node", uuid, "job", jobNames[k])
+	}
 }
 
-// owns asks the Ownership whether this conductor drives the node; an
-// error counts as "no" (another conductor may hold it).
-func (j *jobs) owns(ctx context.Context, uuid string) bool {
-	ok, err := j.cfg.Ownership.Owns(ctx, uuid)
+// lease asks the Ownership whether this conductor drives the node, and
+// under which fence; an error counts as "no" (another conductor may hold
+// it).
+func (j *jobs) lease(ctx context.Context, uuid string) (store.Fence, bool) {
+	f, ok, err := j.cfg.Ownership.Lease(ctx, uuid)
 	if err != nil {
 		if ctx.Err() == nil {
 			j.log.Warn("cannot tell whether this conductor owns the node; leaving it alone", "node", uuid, "error", err)
 		}
-		return false
+		return store.Fence{}, false
 	}
+	return f, ok
+}
+
+// owns reports whether this conductor drives the node (lease).
+func (j *jobs) owns(ctx context.Context, uuid string) bool {
+	_, ok := j.lease(ctx, uuid)
 	return ok
 }
 
-// logError logs a job's failure to persist, unless it was cancelled or
-// the node moved on.
+// stop stops a node's work here: its running job is cancelled with cause
+// and waited for (bounded by ctx), its pending jobs dropped, and jobs are
+// refused until release is called (exactly once, whatever the error).
+func (j *jobs) stop(ctx context.Context, uuid string, cause error) (release func(), err error) {
+	return j.queue.Stop(ctx, uuid, cause)
+}
+
+// logError logs a job's failure to persist, unless it was cancelled
+// (shutdown, abort, delete, a lost lease) or the node moved on.
 func (j *jobs) logError(uuid, job string, err error) {
-	if err == nil || j.queue.Context().Err() != nil || isStateChanged(err) {
+	if err == nil || j.queue.Context().Err() != nil || isStateChanged(err) ||
+		errors.Is(err, context.Canceled) || isFenced(err) || errors.Is(err, errdefs.ErrNotFound) {
 		return
 	}
 	j.log.Error("node job failed", "node", uuid, "job", job, "error", err)

@@ -50,8 +50,9 @@ func (t *target) powerNode() power.Node {
 
 // machines is the seam of power-driver calls: every call the engine makes
 // to a node's driver (power, boot device, ramdisk, URL mapping) goes
-// through it, and it records the power state and forgets the agent on
-// every power off.
+// through it; a job's calls that reach the machine or its BMC are fenced
+// first (nodes.fenced); and it records the power state and forgets the
+// agent on every power off.
 type machines struct {
 	drivers map[string]power.Driver
 	nodes   *nodes
@@ -129,6 +130,9 @@ func (m *machines) validateConnection(ctx context.Context, t *target) error {
 		return err
 	}
 	if cv, ok := t.drv.(power.ConnectionValidator); ok {
+		if err := m.nodes.fenced(ctx, t.node.UUID); err != nil {
+			return err
+		}
 		return cv.ValidateConnection(ctx, t.powerNode())
 	}
 	return nil
@@ -136,6 +140,9 @@ func (m *machines) validateConnection(ctx context.Context, t *target) error {
 
 // powerState reads the node's power state from its driver.
 func (m *machines) powerState(ctx context.Context, t *target) (power.State, error) {
+	if err := m.nodes.fenced(ctx, t.node.UUID); err != nil {
+		return "", err
+	}
 	st, err := t.drv.PowerState(ctx, t.powerNode())
 	if err != nil {
 		return "", fmt.Errorf("node %s: read power state: %w", t.node.UUID, err)
@@ -145,6 +152,9 @@ func (m *machines) powerState(ctx context.Context, t *target) (power.State, erro
 
 // setBootDevice sets the device the node boots from next.
 func (m *machines) setBootDevice(ctx context.Context, t *target, dev power.BootDevice, persistent bool) error {
+	if err := m.nodes.fenced(ctx, t.node.UUID); err != nil {
+		return err
+	}
 	if err := t.drv.SetBootDevice(ctx, t.powerNode(), dev, persistent); err != nil {
 		return fmt.Errorf("node %s: set boot device %s: %w", t.node.UUID, dev, err)
 	}
@@ -157,6 +167,9 @@ func (m *machines) bootDevice(ctx context.Context, t *target) (power.BootDevice,
 	r, ok := t.drv.(power.BootDeviceReader)
 	if !ok {
 		return "", false, nil
+	}
+	if err := m.nodes.fenced(ctx, t.node.UUID); err != nil {
+		return "", false, err
 	}
 	dev, persistent, err := r.GetBootDevice(ctx, t.powerNode())
 	if err != nil {
@@ -184,6 +197,9 @@ func (m *machines) setPower(ctx context.Context, t *target, want power.State) er
 
 func (m *machines) setPowerTimeout(ctx context.Context, t *target, want power.State, timeout time.Duration) error {
 	pn := t.powerNode()
+	if err := m.nodes.fenced(ctx, pn.UUID); err != nil {
+		return err
+	}
 	if err := t.drv.SetPowerState(ctx, pn, want); err != nil {
 		return fmt.Errorf("node %s: set power %s: %w", pn.UUID, want, err)
 	}
@@ -275,6 +291,9 @@ func (m *machines) bootRamdisk(ctx context.Context, t *target, extra ...string) 
 		if err != nil {
 			return err
 		}
+		if err := m.nodes.fenced(ctx, t.node.UUID); err != nil {
+			return err
+		}
 		if err := rb.PrepareRamdisk(ctx, t.powerNode(), rd); err != nil {
 			return fmt.Errorf("node %s: prepare ramdisk: %w", t.node.UUID, err)
 		}
@@ -300,7 +319,7 @@ func (m *machines) ramdisk(t *target, extra ...string) (power.Ramdisk, error) {
 	}
 	params = append(params, "ipa-global-request-id=req-"+uuid.NewString())
 	params = append(params, extra...)
-	return power.Ramdisk{Kernel: files[0], Initramfs: files[1], Params: params}, nil
+	return power.Ramdisk{Kernel: files[0], Initramfs: files[1], Params: params, Open: m.openDeployFile}, nil
 }
 
 // ramdiskFiles returns the deploy kernel and ramdisk of a node, or an

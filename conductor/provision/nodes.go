@@ -13,12 +13,14 @@ import (
 )
 
 // nodes is the seam of node transactions: every change the engine makes
-// to a node goes through update, which decodes the node's typed
-// driver_internal_info once, lets the caller change both, encodes it back
-// and commits, and is the one place a committed provision-state change is
-// logged.
+// to a node goes through update, which checks a job's lease (fenceTx),
+// decodes the node's typed driver_internal_info once, lets the caller
+// change both, encodes it back and commits, and is the one place a
+// committed provision-state change is logged. It also holds the lease
+// check of the other seams (fenced).
 type nodes struct {
 	st  store.Store
+	own Ownership
 	log *slog.Logger
 	now func() time.Time
 }
@@ -43,8 +45,9 @@ func (ns *nodes) read(ctx context.Context, ident string) (*store.Node, *internal
 }
 
 // update runs fn on the node and its typed driver_internal_info under the
-// node's lock, provided the node is in state expect ("" = any), and
-// returns both as committed.
+// node's lock, provided the node is in state expect ("" = any) and, in a
+// job, this conductor still holds the node's lease as the job's fence
+// says; it returns both as committed.
 func (ns *nodes) update(ctx context.Context, ident string, expect statemachine.State,
 	fn func(tx store.Tx, n *store.Node, info *internalinfo.Info) error) (*store.Node, *internalinfo.Info, error) {
 	var (
@@ -54,6 +57,9 @@ func (ns *nodes) update(ctx context.Context, ident string, expect statemachine.S
 	)
 	err := ns.st.WithNodeLock(ctx, ident, func(tx store.Tx) error {
 		n := tx.Node()
+		if err := ns.fenceTx(ctx, tx, n.UUID); err != nil {
+			return err
+		}
 		if expect != "" && n.ProvisionState != expect {
 			return fmt.Errorf("node %s: in %q, expected %q: %w", n.UUID, n.ProvisionState, expect, errStateChanged)
 		}

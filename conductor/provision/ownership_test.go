@@ -57,20 +57,41 @@ func (a *scriptedAgent) Calls() []string {
 	return slices.Clone(a.calls)
 }
 
-// leases is an Ownership a test flips: it owns the listed nodes, and
-// reports takeovers on Gained.
+// leases is an Ownership a test flips: it owns the listed nodes under
+// generation gen, and reports takeovers on Gained.
 type leases struct {
 	mu     sync.Mutex
 	owned  map[string]bool
+	gen    int64
 	gained chan string
 }
 
-func newLeases() *leases { return &leases{owned: map[string]bool{}, gained: make(chan string, 4)} }
+func newLeases() *leases {
+	return &leases{owned: map[string]bool{}, gen: 1, gained: make(chan string, 4)}
+}
 
-func (l *leases) Owns(_ context.Context, uuid string) (bool, error) {
+func (l *leases) Lease(_ context.Context, uuid string) (store.Fence, bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.owned[uuid], nil
+	if !l.owned[uuid] {
+		return store.Fence{}, false, nil
+	}
+	return store.Fence{Owner: "test", Generation: l.gen}, true, nil
+}
+
+func (l *leases) Holds(uuid string, f store.Fence) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.owned[uuid] && f == store.Fence{Owner: "test", Generation: l.gen}
+}
+
+// lose gives up a node's lease, as a conductor paused past its lease
+// finds it when it resumes.
+func (l *leases) lose(uuid string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.owned, uuid)
+	l.gen++
 }
 
 func (l *leases) Gained() <-chan string { return l.gained }
@@ -223,8 +244,8 @@ func TestWorkCommittedByANonOwnerAndTakeovers(t *testing.T) {
 
 func TestSingleConductorOwnsEverything(t *testing.T) {
 	var o Ownership = SingleConductor{}
-	if ok, err := o.Owns(context.Background(), "any"); !ok || err != nil {
-		t.Fatalf("Owns = %v, %v", ok, err)
+	if f, ok, err := o.Lease(context.Background(), "any"); !ok || err != nil || !f.IsZero() || !o.Holds("any", f) {
+		t.Fatalf("Lease = %+v, %v, %v", f, ok, err)
 	}
 	if o.Gained() != nil || !ownsAll(o) || ownsAll(newLeases()) {
 		t.Fatal("SingleConductor gains nodes or is not recognised")

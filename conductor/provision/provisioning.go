@@ -148,11 +148,117 @@ func (p *Provisioning) act(ctx context.Context, ident, verb string, ev statemach
 		return err
 	}
 	if ev == statemachine.EvAbort {
+		// The job that was handling the agent (a heartbeat, a progress
+		// poll) stops before the node is powered off.
+		p.cancelJob(ctx, n.UUID, errAborted)
 		p.jobs.submit(n.UUID, jobAbort)
 		return nil
 	}
 	p.jobs.submitWork(n)
 	return nil
+}
+
+// cancelJob cancels the node's running job here, drops its pending ones
+// and waits for it (Config.JobStopTimeout at most), then lets jobs be
+// queued again.
+func (p *Provisioning) cancelJob(ctx context.Context, uuid string, cause error) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.JobStopTimeout)
+	defer cancel()
+	release, err := p.jobs.stop(wctx, uuid, cause)
+	release()
+	if err != nil {
+		p.log.Warn("the node's running job did not stop in time; it stops at its next step", "node", uuid,
+			"reason", cause, "waited", p.cfg.JobStopTimeout)
+	}
+}
+
+// DeleteNode deletes a node and its ports (DELETE /v1/nodes/{id}) by
+// Ironic's rules (its conductor's destroy_node): outside maintenance the
+// node must not be associated with an instance and must be in enroll,
+// manageable, available or adopt failed; in maintenance any state goes,
+// to recover broken nodes. Its work here is stopped first: the running
+// job is cancelled (every job can be: it stops where it is, as on
+// shutdown) and waited for, at most Config.JobStopTimeout, else the delete is
+// refused as Ironic refuses a locked node (409); no job is started for
+// the node meanwhile. A node whose operation runs on another conductor
+// (a working state, or a power change, under that conductor's lease) is
+// refused the same way: that job cannot be cancelled from here.
+func (p *Provisioning) DeleteNode(ctx context.Context, ident string) error {
+	n, err := p.nodes.st.GetNode(ctx, ident)
+	if err != nil {
+		return err
+	}
+	if err := deleteAllowed(n); err != nil {
+		return err
+	}
+	if err := p.runsElsewhere(ctx, n); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, p.cfg.JobStopTimeout)
+	defer cancel()
+	release, err := p.jobs.stop(wctx, n.UUID, errDeleted)
+	defer release()
+	if err != nil {
+		p.log.Warn("delete refused: the node's running job did not stop", "node", n.UUID, "waited", p.cfg.JobStopTimeout)
+		return errNodeLocked(n.UUID, p.cfg.Conductor)
+	}
+	_, _, err = p.nodes.update(ctx, n.UUID, "", func(tx store.Tx, n *store.Node, _ *internalinfo.Info) error {
+		if err := deleteAllowed(n); err != nil {
+			return err
+		}
+		return tx.DeleteNode(ctx)
+	})
+	if err != nil {
+		return err
+	}
+	p.jobs.polls.stop(n.UUID)
+	p.machines.certs.remove(n.UUID)
+	p.log.Info("node deleted", "node", n.UUID, "provision_state", string(n.ProvisionState), "maintenance", n.Maintenance)
+	return nil
+}
+
+// deleteAllowed is Ironic's check of a node to delete. (Ironic's
+// "protected" flag, refused with 403, goes here once nodes have it.)
+func deleteAllowed(n *store.Node) error {
+	if n.Maintenance {
+		return nil
+	}
+	if n.InstanceUUID != "" {
+		return errdefs.Conflict("Node %s is associated with instance %s.", n.UUID, n.InstanceUUID)
+	}
+	if !statemachine.DeleteAllowed[n.ProvisionState] {
+		return errdefs.Conflict(`Can not delete node "%s" while it is in provision state "%s". Valid provision states to perform deletion are: "available, enroll, manageable, adopt failed", or set the node into maintenance mode`,
+			n.UUID, n.ProvisionState)
+	}
+	return nil
+}
+
+// runsElsewhere refuses to delete a node whose operation another
+// conductor is running: a working state or a power change in progress,
+// under another conductor's lease.
+func (p *Provisioning) runsElsewhere(ctx context.Context, n *store.Node) error {
+	busy := n.TargetPowerState != "" ||
+		(!statemachine.IsStable(n.ProvisionState) && !statemachine.AgentWait[n.ProvisionState])
+	if !busy || ownsAll(p.cfg.Ownership) || p.jobs.owns(ctx, n.UUID) {
+		return nil
+	}
+	hn, ok := p.cfg.Ownership.(holderNamer)
+	if !ok {
+		return errNodeLocked(n.UUID, "another conductor")
+	}
+	host, err := hn.Holder(ctx, n.UUID)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return nil // the lease ran out: no conductor works on the node
+	}
+	return errNodeLocked(n.UUID, host)
+}
+
+// errNodeLocked is Ironic's NodeLocked (409).
+func errNodeLocked(uuid, host string) error {
+	return errdefs.Conflict("Node %s is locked by host %s, please retry after the current operation is completed.", uuid, host)
 }
 
 // prepareAbort records an abort in the transaction that makes it (wait
@@ -338,12 +444,17 @@ func (p *Provisioning) ValidateNode(ctx context.Context, ident string) (map[stri
 			boot = bad(err)
 		}
 	}
+	if err := p.machines.checkHostFiles(&store.Node{DriverInfo: n.DriverInfo}); err != nil && *boot.Result {
+		boot = bad(err)
+	}
 	out["boot"], out["inspect"] = boot, boot
 	switch {
 	case len(t.ports) == 0:
 		out["deploy"] = bad(fmt.Errorf("node %s has no ports: the deploy agent finds its node by the MAC addresses of its ports", n.UUID))
 	default:
 		if err := imageinfo.Validate(n, p.cfg.ImageCache != nil); err != nil {
+			out["deploy"] = bad(err)
+		} else if err := p.machines.checkImageSource(n.InstanceInfo); err != nil {
 			out["deploy"] = bad(err)
 		} else {
 			out["deploy"] = ok()

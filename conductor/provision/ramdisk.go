@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -42,13 +43,43 @@ func (r *Ramdisk) HeartbeatTimeout() time.Duration { return r.cfg.HeartbeatTimeo
 // state that forbids lookup, so the two cannot be told apart.
 func errLookupNotFound() error { return errdefs.NotFound("Resource could not be found.") }
 
-// nodeByUUIDOrMACs finds the node a ramdisk speaks for: by its UUID when
-// the ramdisk knows it, else by the MACs of its ports.
+// nodeByUUIDOrMACs finds the node an inspecting ramdisk speaks for: by
+// its UUID when the ramdisk knows it, else by the MACs of its ports.
 func nodeByUUIDOrMACs(ctx context.Context, st store.NodeReader, nodeUUID string, macs []string) (*store.Node, error) {
 	if nodeUUID != "" {
 		return st.GetNode(ctx, nodeUUID)
 	}
 	return st.NodeByMACs(ctx, macs)
+}
+
+// lookupNode finds the node a deploy ramdisk looks up, by the MAC
+// addresses it reports: the one node with a port of one of them. The
+// node's UUID, when given as well, picks that node among the nodes the
+// addresses match, and must be one of them: a UUID alone, or with
+// addresses none of which is a port of that node, finds nothing, so the
+// node's document and its agent token go only to a caller that knows the
+// node's MACs.
+func lookupNode(ctx context.Context, st store.NodeReader, macs []string, nodeUUID string) (*store.Node, error) {
+	if len(macs) == 0 {
+		return nil, errLookupNotFound()
+	}
+	if nodeUUID == "" {
+		return st.NodeByMACs(ctx, macs)
+	}
+	n, err := st.GetNode(ctx, nodeUUID)
+	if err != nil {
+		return nil, err
+	}
+	ports, err := st.ListPorts(ctx, store.PortFilter{NodeID: n.ID})
+	if err != nil {
+		return nil, fmt.Errorf("node %s: list ports: %w", n.UUID, err)
+	}
+	for _, p := range ports {
+		if slices.ContainsFunc(macs, func(m string) bool { return strings.EqualFold(m, p.Address) }) {
+			return n, nil
+		}
+	}
+	return nil, errLookupNotFound()
 }
 
 // lookupAllowed reports whether the ramdisk may look a node up in its
@@ -59,14 +90,18 @@ func (r *Ramdisk) lookupAllowed(n *store.Node) bool {
 		(statemachine.FastTrackLookupAllowed[n.ProvisionState] && fastTrackEnabled(r.cfg, n))
 }
 
-// Lookup finds the node a deploy ramdisk runs on, by node UUID or by the
-// MACs of its ports, provided the node is in a lookup-allowed state. With
-// withToken (the agent declared API >= 1.62), the first lookup of an
-// operation generates the agent token and returns it; later lookups get
-// "******" (contract §4.6). The returned node is the committed one. A
-// lookup during a deploy records the boot_to_lookup timing.
+// Lookup finds the node a deploy ramdisk runs on by the MACs of its
+// ports (lookupNode: node_uuid narrows a match, never makes one),
+// provided the node is in a lookup-allowed state; any other lookup is
+// answered as an unknown node and writes nothing. With withToken (the
+// agent declared API >= 1.62), the first lookup of an operation generates
+// the agent token and returns it; later lookups get "******" (contract
+// §4.6). A lookup never resets the token: only a power off or reboot of
+// the node by the conductor, or the end of the operation, does. The
+// returned node is the committed one. A lookup during a deploy records
+// the boot_to_lookup timing.
 func (r *Ramdisk) Lookup(ctx context.Context, macs []string, nodeUUID string, withToken bool) (*store.Node, *string, error) {
-	n, err := nodeByUUIDOrMACs(ctx, r.nodes.st, nodeUUID, macs)
+	n, err := lookupNode(ctx, r.nodes.st, macs, nodeUUID)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		r.log.Warn("lookup found no node", "addresses", macs, "node_uuid", nodeUUID)
 		return nil, nil, errLookupNotFound()

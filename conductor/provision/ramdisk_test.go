@@ -1,11 +1,16 @@
 package provision
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"testing"
 
+	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/power/fake"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
+	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -54,5 +59,69 @@ func TestFreshlyBootedAndProgress(t *testing.T) {
 	}
 	if p := progressOf(deploy, &wire.CommandResult{}); p != nil {
 		t.Errorf("null result progress = %+v", p)
+	}
+}
+
+// TestLookupNeedsAMatchingAddress: the agent token (and the node's
+// document) go only to a lookup whose addresses include a port of the
+// node; node_uuid narrows a match and never makes one; a refused lookup
+// writes nothing, and no lookup replaces the token handed out.
+func TestLookupNeedsAMatchingAddress(t *testing.T) {
+	e, st := newTestEngine(t, mustFake(t), Config{APIURL: "http://127.0.0.1:6385"})
+	ctx := context.Background()
+	n1 := seedDeployWait(t, e, st, "") // port 52:54:00:00:00:01, no token yet
+	n2 := &store.Node{Name: "n2", Driver: fake.Name}
+	if err := st.CreateNode(ctx, n2); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreatePort(ctx, &store.Port{NodeID: n2.ID, Address: "52:54:00:00:00:02"}); err != nil {
+		t.Fatal(err)
+	}
+	const mac1, mac2, stranger = "52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:99"
+	stored := func() *store.Node {
+		n, err := st.GetNode(ctx, n1.UUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	refused := []struct {
+		name string
+		macs []string
+		uuid string
+	}{
+		{"node_uuid alone", nil, n1.UUID},
+		{"node_uuid with an unknown MAC", []string{stranger}, n1.UUID},
+		{"node_uuid with another node's MAC", []string{mac2}, n1.UUID},
+		{"another node's UUID with this node's MAC", []string{mac1}, n2.UUID},
+		{"unknown MAC", []string{stranger}, ""},
+		{"MACs of two nodes", []string{mac1, mac2}, ""},
+	}
+	before := stored()
+	for _, c := range refused {
+		node, tok, err := e.Ramdisk().Lookup(ctx, c.macs, c.uuid, true)
+		if !errors.Is(err, errdefs.ErrNotFound) || node != nil || tok != nil {
+			t.Errorf("%s: lookup = %v, %v, %v; want not found", c.name, node, tok, err)
+		}
+	}
+	if after := stored(); !after.UpdatedAt.Equal(before.UpdatedAt) || after.InternalString("agent_secret_token") != "" {
+		t.Fatalf("refused lookups wrote to the node: %v", after.DriverInternalInfo)
+	}
+
+	node, tok, err := e.Ramdisk().Lookup(ctx, []string{"52:54:00:00:00:01"}, "", true)
+	if err != nil || node.UUID != n1.UUID || tok == nil || len(*tok) != 43 {
+		t.Fatalf("lookup by the node's MAC = %v, %v, %v", node, tok, err)
+	}
+	token := *tok
+	// Narrowed by node_uuid among two nodes' MACs: found, token masked.
+	node, tok, err = e.Ramdisk().Lookup(ctx, []string{mac2, mac1}, n1.UUID, true)
+	if err != nil || node.UUID != n1.UUID || tok == nil || *tok != wire.Masked {
+		t.Fatalf("narrowed lookup = %v, %v, %v", node, tok, err)
+	}
+	for _, c := range refused {
+		e.Ramdisk().Lookup(ctx, c.macs, c.uuid, true) //nolint:errcheck // refused above
+	}
+	if got := stored().InternalString("agent_secret_token"); got != token {
+		t.Fatal("the agent token changed after it was handed out")
 	}
 }

@@ -6,6 +6,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -194,11 +195,36 @@ type NodeReader interface {
 	ListPorts(ctx context.Context, f PortFilter) ([]*Port, error)
 }
 
+// Fence is the node lease a conductor's work on a node is done under:
+// the conductor (its name in the cluster) and the lease's generation,
+// which changes whenever the lease changes hands (conductor/cluster). A
+// transaction checked against a fence commits only while that conductor
+// still holds the lease, unexpired, with that generation, so a conductor
+// that lost a node (paused past its lease, then resumed) writes nothing to
+// it. The zero Fence is that of a conductor that runs alone.
+type Fence struct {
+	Owner      string
+	Generation int64
+}
+
+// IsZero reports whether f is the zero Fence.
+func (f Fence) IsZero() bool { return f == Fence{} }
+
+// ErrFenced is returned (wrapped) by Tx.CheckFence when the lease is no
+// longer held as the fence says; the transaction is then rolled back.
+var ErrFenced = errors.New("node lease no longer held")
+
 // Tx is a transaction on one locked node.
 type Tx interface {
 	// Node is the locked node, freshly read; changes made to it are saved
 	// when the transaction commits.
 	Node() *Node
+	// CheckFence checks, inside the transaction, that the node's lease is
+	// still held as f says, and keeps it so until the transaction ends: a
+	// lease cannot change hands between the check and the commit. It
+	// returns an error wrapping ErrFenced when the lease is gone. A store
+	// only one conductor uses (SQLite) has no leases to check.
+	CheckFence(ctx context.Context, f Fence) error
 	// Ports lists the node's ports.
 	Ports(ctx context.Context) ([]*Port, error)
 	// DeleteNode deletes the node and its ports on commit.

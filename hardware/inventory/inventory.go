@@ -27,6 +27,7 @@ import (
 	"github.com/jaypipes/ghw"
 	"github.com/rivetmetal/rivet/hardware"
 	"github.com/rivetmetal/rivet/hardware/bmc"
+	"github.com/rivetmetal/rivet/hardware/lldp"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -49,6 +50,16 @@ type Options struct {
 	// BMC is the BMC's in-band interface. Nil: /dev/ipmi0 when Root is
 	// "/" and the device exists, else none.
 	BMC bmc.Conn
+	// LLDP, when set, listens for LLDP on every listed interface while
+	// the rest is read (ipa-collect-lldp) and fills each one's "lldp":
+	// the TLVs heard, [] when no frame came in time, null when the
+	// interface could not be listened on. Nil: every "lldp" is null.
+	LLDP LLDPListener
+}
+
+// LLDPListener hears LLDP on the named interfaces (lldp.Listener).
+type LLDPListener interface {
+	Listen(ctx context.Context, interfaces []string) []lldp.Result
 }
 
 // Collect reads the inventory. A component that cannot be read is logged
@@ -97,6 +108,15 @@ func Collect(ctx context.Context, opts Options) (*wire.Inventory, error) {
 	if len(errs) == 2 {
 		return nil, fmt.Errorf("inventory: %w", errors.Join(errs...))
 	}
+	var heard <-chan []lldp.Result
+	if opts.LLDP != nil && len(inv.Interfaces) > 0 {
+		names := make([]string, len(inv.Interfaces))
+		for i, nic := range inv.Interfaces {
+			names[i] = nic.Name
+		}
+		// The wait (up to ipa-lldp-timeout) runs while the rest is read.
+		heard = listenLLDP(ctx, opts.LLDP, names)
+	}
 
 	if cpu, err := ghw.CPU(ghwOpts...); err != nil {
 		log.WarnContext(ctx, "inventory: cannot read the CPUs", "error", err)
@@ -140,7 +160,38 @@ func Collect(ctx context.Context, opts Options) (*wire.Inventory, error) {
 	inv.Boot.PXEInterface = opts.BootIF
 	inv.Hostname = hostname(root)
 	readBMC(ctx, inv, opts.BMC, root, log)
+	if heard != nil {
+		fillLLDP(inv, <-heard)
+	}
 	return inv, nil
+}
+
+// listenLLDP starts l on names and delivers its results.
+func listenLLDP(ctx context.Context, l LLDPListener, names []string) <-chan []lldp.Result {
+	out := make(chan []lldp.Result, 1)
+	go func() { out <- l.Listen(ctx, names) }()
+	return out
+}
+
+// fillLLDP sets each interface's "lldp" from what its listener heard, as
+// IPA reports it: [type, hex] pairs, [] when nothing came, null when the
+// interface could not be listened on.
+func fillLLDP(inv *wire.Inventory, results []lldp.Result) {
+	byName := make(map[string]lldp.Result, len(results))
+	for _, r := range results {
+		byName[r.Interface] = r
+	}
+	for i := range inv.Interfaces {
+		r, ok := byName[inv.Interfaces[i].Name]
+		if !ok || r.Err != nil {
+			continue
+		}
+		tlvs := make([]wire.LLDPTLV, 0, len(r.TLVs))
+		for _, t := range r.TLVs {
+			tlvs = append(tlvs, wire.NewLLDPTLV(int(t.Type), t.Value))
+		}
+		inv.Interfaces[i].LLDP = tlvs
+	}
 }
 
 // readBMC fills in the BMC's addresses read in-band (IPA's
@@ -186,9 +237,9 @@ func Disk(d hardware.BlockDevice) wire.Disk {
 }
 
 // networkInterface is a NIC as the inventory's "interfaces" describe it,
-// without its addresses; LLDP, the InfiniBand client id and the
-// biosdevname name are not collected (null, as IPA sends them when
-// unknown).
+// without its addresses and LLDP (filled by Collect); the InfiniBand
+// client id and the biosdevname name are not collected (null, as IPA
+// sends them when unknown).
 func networkInterface(it hardware.Interface) wire.NetworkInterface {
 	return wire.NetworkInterface{
 		Name: it.Name, MACAddress: it.MACAddress, HasCarrier: it.HasCarrier,

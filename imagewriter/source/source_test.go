@@ -93,12 +93,13 @@ func TestMaxDuration(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 	s := &Source{URLs: []string{srv.URL}, Retry: Retry{Attempts: 1, Interval: time.Millisecond}, MaxDuration: 200 * time.Millisecond}
+	// On a slow machine the limit may already pass while Open waits for
+	// the first bytes; either way the download must end with the limit.
 	st, err := s.Open(context.Background())
-	if err != nil {
-		t.Fatal(err)
+	if err == nil {
+		defer st.Close()
+		_, err = io.ReadAll(st)
 	}
-	defer st.Close()
-	_, err = io.ReadAll(st)
 	if !errors.Is(err, ErrDownload) || !errors.Is(err, ErrMaxDuration) {
 		t.Fatalf("a stalled download under MaxDuration: %v", err)
 	}

@@ -97,7 +97,9 @@ func (h *Harness) Image() []byte { return h.image }
 func (h *Harness) Dir() string { return h.dir }
 
 // Config is the conductor configuration Start takes by default: short
-// intervals and timeouts fit for tests.
+// intervals and timeouts fit for tests, and automated cleaning turned off
+// (the conductor's default is on) so that provide and undeploy go straight
+// to available; tests of cleaning turn it on.
 func (h *Harness) Config() conductor.Config {
 	return conductor.Config{
 		Listen:   "127.0.0.1:0",
@@ -105,15 +107,16 @@ func (h *Harness) Config() conductor.Config {
 		ImageDir: filepath.Join(h.dir, "images"),
 		Drivers:  []power.Driver{h.drv},
 		Provision: provision.Config{
-			CallbackTimeout:      30 * time.Second,
-			CheckInterval:        50 * time.Millisecond,
-			ProgressPollInterval: 50 * time.Millisecond,
-			PowerOffRetries:      5,
-			PowerOffInterval:     20 * time.Millisecond,
-			PowerStateInterval:   10 * time.Millisecond,
-			PowerStateTimeout:    2 * time.Second,
-			CommandWaitInterval:  20 * time.Millisecond,
-			StateDir:             filepath.Join(h.dir, "state"),
+			CallbackTimeout:       30 * time.Second,
+			CheckInterval:         50 * time.Millisecond,
+			ProgressPollInterval:  50 * time.Millisecond,
+			PowerOffRetries:       5,
+			PowerOffInterval:      20 * time.Millisecond,
+			PowerStateInterval:    10 * time.Millisecond,
+			PowerStateTimeout:     2 * time.Second,
+			CommandWaitInterval:   20 * time.Millisecond,
+			StateDir:              filepath.Join(h.dir, "state"),
+			DisableAutomatedClean: true,
 		},
 		Agent:  agentclient.Config{Timeout: 5 * time.Second, RetryDelay: 10 * time.Millisecond},
 		Logger: Logger(h.t),

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/rivetmetal/rivet/conductor/power"
 )
@@ -37,7 +38,22 @@ type Config struct {
 	// that includes it has been renamed into place — changes made while a
 	// write runs share the next one).
 	StateFile string
-	Hooks     Hooks
+	// CallLog, when set, is a file a line is appended to for every call
+	// the driver gets that reaches the "machine" (JSON: time, op, node,
+	// arg), so that a test can tell which calls a conductor process made.
+	CallLog string
+	Hooks   Hooks
+}
+
+// Call is one line of Config.CallLog.
+type Call struct {
+	Time time.Time `json:"time"`
+	// Op is power_state, set_power_state, set_boot_device or
+	// get_boot_device.
+	Op   string `json:"op"`
+	Node string `json:"node"`
+	// Arg is the state or device asked for ("" for reads).
+	Arg string `json:"arg,omitempty"`
 }
 
 // Driver is the fake-hardware driver. It implements power.Driver.
@@ -52,6 +68,8 @@ type Driver struct {
 	// count the file last written holds (under writeMu).
 	writeMu   sync.Mutex
 	persisted uint64
+	// logMu serializes appends to the call log.
+	logMu sync.Mutex
 }
 
 type nodeState struct {
@@ -100,6 +118,9 @@ func (d *Driver) PowerState(ctx context.Context, node power.Node) (power.State, 
 	if err := ctx.Err(); err != nil {
 		return power.Error, fmt.Errorf("fake driver: node %s: get power state: %w", node.UUID, err)
 	}
+	if err := d.logCall("power_state", node.UUID, ""); err != nil {
+		return power.Error, err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.get(node.UUID).Power, nil
@@ -119,6 +140,9 @@ func (d *Driver) SetPowerState(ctx context.Context, node power.Node, target powe
 		st = power.Off
 	default:
 		return fmt.Errorf("fake driver: node %s: set power %q: %w", node.UUID, target, power.ErrUnsupported)
+	}
+	if err := d.logCall("set_power_state", node.UUID, string(target)); err != nil {
+		return err
 	}
 	if err := d.update(node.UUID, func(s *nodeState) { s.Power = st }); err != nil {
 		return err
@@ -142,6 +166,9 @@ func (d *Driver) SetBootDevice(ctx context.Context, node power.Node, dev power.B
 	if mode == "" {
 		mode = power.BootModeUEFI
 	}
+	if err := d.logCall("set_boot_device", node.UUID, string(dev)); err != nil {
+		return err
+	}
 	if err := d.update(node.UUID, func(s *nodeState) { s.BootDevice, s.Persistent, s.BootMode = dev, persistent, mode }); err != nil {
 		return err
 	}
@@ -155,6 +182,9 @@ func (d *Driver) SetBootDevice(ctx context.Context, node power.Node, dev power.B
 func (d *Driver) GetBootDevice(ctx context.Context, node power.Node) (power.BootDevice, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return "", false, fmt.Errorf("fake driver: node %s: get boot device: %w", node.UUID, err)
+	}
+	if err := d.logCall("get_boot_device", node.UUID, ""); err != nil {
+		return "", false, err
 	}
 	dev, persistent := d.BootDevice(node.UUID)
 	return dev, persistent, nil
@@ -242,6 +272,31 @@ func (d *Driver) persist(change uint64) error {
 		return err
 	}
 	d.persisted = snapshot
+	return nil
+}
+
+// logCall appends a call to Config.CallLog, if set.
+func (d *Driver) logCall(op, node, arg string) error {
+	if d.cfg.CallLog == "" {
+		return nil
+	}
+	b, err := json.Marshal(Call{Time: time.Now().UTC(), Op: op, Node: node, Arg: arg})
+	if err != nil {
+		return fmt.Errorf("fake driver: encode call: %w", err)
+	}
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
+	f, err := os.OpenFile(d.cfg.CallLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("fake driver: call log: %w", err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fake driver: call log %s: %w", d.cfg.CallLog, err)
+	}
 	return nil
 }
 

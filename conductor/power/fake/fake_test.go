@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -136,5 +138,44 @@ func TestConcurrentChangesAllPersisted(t *testing.T) {
 		if st, _ := d2.PowerState(ctx, power.Node{UUID: uuid}); st != power.On {
 			t.Fatalf("reloaded %s: %q, want on", uuid, st)
 		}
+	}
+}
+
+func TestCallLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "calls.jsonl")
+	d, err := New(Config{CallLog: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	n := power.Node{UUID: "n1"}
+	if err := d.SetBootDevice(ctx, n, power.BootPXE, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetPowerState(ctx, n, power.On); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.PowerState(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.GetBootDevice(ctx, power.Node{UUID: "n2"}); err != nil {
+		t.Fatal(err)
+	}
+	d.SupportedBootDevices(n) // no call to the machine: not logged
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var c Call
+		if err := json.Unmarshal([]byte(line), &c); err != nil || c.Time.IsZero() {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		got = append(got, c.Op+" "+c.Node+" "+c.Arg)
+	}
+	want := []string{"set_boot_device n1 pxe", "set_power_state n1 power on", "power_state n1 ", "get_boot_device n2 "}
+	if !slices.Equal(got, want) {
+		t.Fatalf("call log %q, want %q", got, want)
 	}
 }

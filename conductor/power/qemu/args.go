@@ -81,7 +81,8 @@ func qemuArgs(v vmSpec) ([]string, error) {
 	args = append(args, "-netdev", strings.Join(netdev, ","))
 	// Without network boot the NIC has no option ROM: the kernel shortcut
 	// is the network boot, and a PXE attempt would only add timeouts.
-	nic, err := NICArgs(cmp.Or(v.set.nicModel, DefaultNICModel), "net0", v.set.mac, netBoot, nicBoot)
+	// With qemu_nic_rom none the firmware's own network stack boots it.
+	nic, err := NICArgs(cmp.Or(v.set.nicModel, DefaultNICModel), "net0", v.set.mac, netBoot && !v.set.noNICROM, nicBoot)
 	if err != nil {
 		return nil, err
 	}

@@ -136,6 +136,17 @@ func TestQemuArgs(t *testing.T) {
 		if _, ok := argAfter(args, "-device", "nvme,drive=disk0,serial=RVT0b2c8a527f0e4c1e,bootindex=2"); !ok {
 			t.Errorf("no nvme disk second in the boot order in %q", args)
 		}
+		// qemu_nic_rom none: the same NIC without its option ROM, still
+		// first in the boot order (the firmware's own PXE client boots it).
+		v.set.noNICROM = true
+		args, err = qemuArgs(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := argAfter(args, "-device", "e1000e,netdev=net0,mac="+testMAC+",romfile=,bootindex=1"); !ok {
+			t.Errorf("no ROM-less bootable e1000e in %q", args)
+		}
+		v.set.noNICROM = false
 		v.boot = power.BootDisk
 		args, _ = qemuArgs(v)
 		if _, ok := argAfter(args, "-device", "e1000e,netdev=net0,mac="+testMAC); !ok || slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "e1000e") && strings.Contains(a, "bootindex") }) {

@@ -35,6 +35,13 @@ type Config struct {
 	// Required; created if missing.
 	StateDir string
 
+	// FilesDir is the only place a node's driver_info may name files:
+	// qemu_disk (which must exist) and qemu_console_log are relative to
+	// it or absolute paths inside it, regular files reached without
+	// leaving it. It may not hold StateDir. Zero: StateDir/files; created
+	// if missing.
+	FilesDir string
+
 	// Relay is the argv prefix of the relay program that guestfwd runs
 	// for each guest connection; the driver appends "127.0.0.1" and the
 	// port. Its first element is looked up on PATH and made absolute; no
@@ -66,6 +73,7 @@ type Config struct {
 // concurrent use; calls for one node are serialized.
 type Driver struct {
 	cfg        Config
+	files      *files
 	relay      []string
 	guestHost  netip.Addr
 	log        *slog.Logger
@@ -93,6 +101,14 @@ func New(cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.FilesDir == "" {
+		cfg.FilesDir = filepath.Join(dir, "files")
+	}
+	fl, err := openFiles(cfg.FilesDir, dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.FilesDir = fl.dir
 	if cfg.Binary == "" {
 		cfg.Binary = DefaultBinary
 	}
@@ -113,6 +129,7 @@ func New(cfg Config) (*Driver, error) {
 	}
 	return &Driver{
 		cfg:        cfg,
+		files:      fl,
 		relay:      relay,
 		guestHost:  guest,
 		log:        cfg.Logger.With("driver", Name),

@@ -18,7 +18,9 @@
 // qemu_nic_model and qemu_disk_bus pick an emulated NIC (e1000e, e1000,
 // vmxnet3, rtl8139) and disk controller (NVMe, AHCI, MegaRAID SAS, LSI SAS,
 // USB); qemu_boot=network boots through the firmware and the NIC's iPXE
-// option ROM instead of the kernel shortcut; qemu_bridge puts the NIC on a
+// option ROM instead of the kernel shortcut (qemu_nic_rom=none: through
+// the firmware's own PXE client and TFTP, OVMF with a virtio NIC only);
+// qemu_bridge puts the NIC on a
 // Linux bridge through a tap instead of user networking (no forwards, no
 // URL translation). NICArgs and DiskArgs build those devices for anyone
 // running QEMU, and Driver.Command returns the whole command line of a

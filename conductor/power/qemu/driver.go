@@ -16,9 +16,10 @@ import (
 )
 
 var (
-	_ power.Driver        = (*Driver)(nil)
-	_ power.RamdiskBooter = (*Driver)(nil)
-	_ power.NodeView      = (*Driver)(nil)
+	_ power.Driver          = (*Driver)(nil)
+	_ power.RamdiskBooter   = (*Driver)(nil)
+	_ power.NodeView        = (*Driver)(nil)
+	_ power.HostPathChecker = (*Driver)(nil)
 )
 
 // nodeEntry serializes the calls for one node and remembers the QEMU
@@ -43,17 +44,21 @@ func (d *Driver) entry(uuid string) *nodeEntry {
 func (d *Driver) Name() string { return Name }
 
 // Validate implements power.Driver: it checks driver_info (qemu_disk is
-// required) and the node's first MAC, without touching files or VMs.
+// required) and the node's first MAC, and that the files it names are in
+// the files directory (regular files, where they exist), without touching
+// VMs.
 func (d *Driver) Validate(node power.Node) error {
-	_, err := parseSettings(node)
-	return err
+	if _, err := d.settings(node); err != nil {
+		return err
+	}
+	return d.CheckHostPaths(node)
 }
 
 // PowerState implements power.Driver: "power on" while the node's QEMU
 // process runs (started by this Driver or found through the pid file),
 // "power off" otherwise, including after the guest powered itself off.
 func (d *Driver) PowerState(ctx context.Context, node power.Node) (power.State, error) {
-	s, err := parseSettings(node)
+	s, err := d.settings(node)
 	if err != nil {
 		return power.Error, err
 	}
@@ -90,7 +95,7 @@ func (d *Driver) running(e *nodeEntry, uuid string, p nodePaths) (bool, error) {
 // pulling the plug, as a BMC's hard power off does. Soft power off and
 // soft reboot are not supported.
 func (d *Driver) SetPowerState(ctx context.Context, node power.Node, target power.State) error {
-	s, err := parseSettings(node)
+	s, err := d.settings(node)
 	if err != nil {
 		return err
 	}
@@ -128,7 +133,7 @@ func (d *Driver) start(ctx context.Context, e *nodeEntry, uuid string, s setting
 	if err != nil {
 		return err
 	}
-	if err := appendConsoleHeader(p.console, boot, s.bootMode); err != nil {
+	if err := d.appendConsoleHeader(s, p.console, boot); err != nil {
 		return err
 	}
 	c, logStart, err := d.launch(uuid, p, args, func(c *child) { d.reaped(uuid, p, c) })
@@ -161,10 +166,10 @@ func (d *Driver) prepare(uuid string, s settings, p nodePaths) ([]string, nodeSt
 	if s.mac == "" {
 		return fail(fmt.Errorf("%w: the node has no port (its first MAC is the VM's NIC)", power.ErrInvalidDriverInfo))
 	}
-	if fi, err := os.Stat(s.disk); err != nil {
-		return fail(fmt.Errorf("disk: %w", err))
-	} else if fi.IsDir() {
-		return fail(fmt.Errorf("disk %s is a directory", s.disk))
+	// Checked again at each use: the disk may have been replaced since
+	// driver_info was set.
+	if err := d.checkFiles(uuid, s); err != nil {
+		return fail(err)
 	}
 	if len(p.qmp) > maxSocketPath {
 		return fail(fmt.Errorf("QMP socket path %s is longer than %d bytes: use a shorter StateDir", p.qmp, maxSocketPath))
@@ -224,7 +229,7 @@ func (d *Driver) consumeOneTimeBoot(p nodePaths, st nodeState) error {
 // and stops the process, and this Driver then neither sees it nor stops
 // it. A one-time boot device is used up by the call, as by a power on.
 func (d *Driver) Command(ctx context.Context, node power.Node) ([]string, error) {
-	s, err := parseSettings(node)
+	s, err := d.settings(node)
 	if err != nil {
 		return nil, err
 	}
@@ -298,17 +303,25 @@ func (d *Driver) prepareOVMF(p nodePaths) error {
 	return writeFileAtomic(p.vars, b)
 }
 
-// appendConsoleHeader marks a power on in the console log.
-func appendConsoleHeader(path string, boot power.BootDevice, mode string) error {
-	if err := os.MkdirAll(dirOf(path), 0o755); err != nil {
-		return fmt.Errorf("console log dir: %w", err)
+// appendConsoleHeader marks a power on in the console log: the node's
+// default one, or the one driver_info names, opened through the files
+// directory.
+func (d *Driver) appendConsoleHeader(s settings, path string, boot power.BootDevice) error {
+	var f *os.File
+	var err error
+	if s.consoleRel != "" {
+		f, err = d.files.check("", InfoConsoleLog, s.consoleRel, false, true)
+	} else {
+		if err := os.MkdirAll(dirOf(path), 0o755); err != nil {
+			return fmt.Errorf("console log dir: %w", err)
+		}
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("console log: %w", err)
 	}
 	_, err = fmt.Fprintf(f, "\n=== rivet qemu driver: power on %s, boot device %s, %s ===\n",
-		time.Now().UTC().Format(time.RFC3339), boot, mode)
+		time.Now().UTC().Format(time.RFC3339), boot, s.bootMode)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -383,7 +396,7 @@ func (d *Driver) SetBootDevice(ctx context.Context, node power.Node, dev power.B
 	if dev != power.BootPXE && dev != power.BootDisk {
 		return fmt.Errorf("qemu: node %s: boot device %q: %w", node.UUID, dev, power.ErrUnsupported)
 	}
-	s, err := parseSettings(node)
+	s, err := d.settings(node)
 	if err != nil {
 		return err
 	}

@@ -219,7 +219,7 @@ func TestStartPreconditions(t *testing.T) {
 		t.Errorf("no MAC: %v", err)
 	}
 	n = testNode(t, "6b2c8a52-7f0e-4c1e-9a2c-1d1f0f6f7a10", nil)
-	n.DriverInfo[InfoDisk] = "/no/such/disk.raw"
+	n.DriverInfo[InfoDisk] = "no-such-disk.raw"
 	if err := d.SetPowerState(ctx, n, power.On); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing disk: %v", err)
 	}

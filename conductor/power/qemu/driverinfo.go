@@ -16,16 +16,31 @@ import (
 
 // driver_info keys the driver reads.
 const (
-	InfoDisk       = "qemu_disk"        // required: the node's raw disk file on the host
+	InfoDisk       = "qemu_disk"        // required: the node's raw disk file, in Config.FilesDir
 	InfoMemoryMB   = "qemu_memory_mb"   // default 1024
 	InfoCPUs       = "qemu_cpus"        // default 1
 	InfoBootMode   = "qemu_boot_mode"   // "uefi" (default, OVMF) or "bios" (SeaBIOS)
 	InfoAgentPort  = "qemu_agent_port"  // fixed host port forwarded to the agent's 9999
-	InfoConsoleLog = "qemu_console_log" // default StateDir/<uuid>/console.log
+	InfoConsoleLog = "qemu_console_log" // default StateDir/<uuid>/console.log; else in Config.FilesDir
 	InfoBoot       = "qemu_boot"        // "kernel" (default) or "network": how a pxe boot device boots
 	InfoBridge     = "qemu_bridge"      // a Linux bridge: the NIC is a tap on it instead of user networking
 	InfoNICModel   = "qemu_nic_model"   // NICModels; default virtio
 	InfoDiskBus    = "qemu_disk_bus"    // DiskBuses; default virtio
+	InfoNICROM     = "qemu_nic_rom"     // NICROMiPXE (default) or NICROMNone
+)
+
+// Values of qemu_nic_rom: what network-boots a qemu_boot=network node.
+const (
+	// NICROMiPXE gives the NIC its iPXE option ROM (Debian's ipxe-qemu):
+	// the firmware's network boot is iPXE itself, which asks DHCP for its
+	// script at once.
+	NICROMiPXE = "ipxe"
+	// NICROMNone gives the NIC no option ROM: the firmware's own network
+	// stack boots it, as on a server whose NIC has a vendor PXE ROM. OVMF
+	// has one for virtio NICs (VirtioNetDxe and its PXE client: DHCP,
+	// then the network boot program over TFTP); SeaBIOS has none, so a
+	// BIOS node cannot network-boot this way.
+	NICROMNone = "none"
 )
 
 // Values of qemu_boot.
@@ -56,23 +71,27 @@ const (
 // settings are a node's parsed driver_info.
 type settings struct {
 	disk       string
+	diskRel    string // disk in Config.FilesDir, once resolved (files.go)
 	memoryMB   int
 	cpus       int
 	bootMode   string
 	agentPort  int // 0: allocated by the driver
 	consoleLog string
+	consoleRel string // consoleLog in Config.FilesDir, once resolved; "" for the default
 	mac        string // "" when the node has no port yet
 	boot       string // BootKernel or BootNetwork
 	bridge     string // "" for user networking
 	nicModel   string
 	diskBus    string
+	noNICROM   bool // qemu_nic_rom none
 }
 
 // uuidPattern keeps node UUIDs usable as directory names and QEMU option
 // values.
 var uuidPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 
-// parseSettings validates a node's driver_info and MACs.
+// parseSettings validates a node's driver_info and MACs; the file paths
+// are cleaned, not yet resolved against the files directory (files.go).
 func parseSettings(node power.Node) (settings, error) {
 	s := settings{memoryMB: DefaultMemoryMB, cpus: DefaultCPUs, bootMode: BootUEFI, boot: BootKernel,
 		nicModel: DefaultNICModel, diskBus: DefaultDiskBus}
@@ -86,9 +105,6 @@ func parseSettings(node power.Node) (settings, error) {
 	disk, ok := info[InfoDisk].(string)
 	if !ok || disk == "" {
 		return bad("%s (the raw disk file) is required", InfoDisk)
-	}
-	if !filepath.IsAbs(disk) {
-		return bad("%s %q is not an absolute path", InfoDisk, disk)
 	}
 	s.disk = filepath.Clean(disk)
 	var err error
@@ -110,8 +126,8 @@ func parseSettings(node power.Node) (settings, error) {
 	}
 	if v, ok := info[InfoConsoleLog]; ok {
 		p, _ := v.(string)
-		if !filepath.IsAbs(p) {
-			return bad("%s %v: want an absolute path", InfoConsoleLog, v)
+		if p == "" {
+			return bad("%s %v: want a file name", InfoConsoleLog, v)
 		}
 		s.consoleLog = filepath.Clean(p)
 	}
@@ -142,6 +158,13 @@ func parseSettings(node power.Node) (settings, error) {
 			return bad("%s %v: want one of %s", InfoDiskBus, v, strings.Join(DiskBuses, ", "))
 		}
 		s.diskBus = b
+	}
+	if v, ok := info[InfoNICROM]; ok {
+		r, _ := v.(string)
+		if r != NICROMiPXE && r != NICROMNone {
+			return bad("%s %v: want %q or %q", InfoNICROM, v, NICROMiPXE, NICROMNone)
+		}
+		s.noNICROM = r == NICROMNone
 	}
 	if len(node.MACs) > 0 {
 		hw, err := net.ParseMAC(node.MACs[0])

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 
@@ -31,6 +30,9 @@ func newTestDriver(t *testing.T, cfg Config) *Driver {
 	if cfg.StateDir == "" {
 		cfg.StateDir = t.TempDir()
 	}
+	if cfg.FilesDir == "" {
+		cfg.FilesDir = testFilesDir(t)
+	}
 	if cfg.Relay == nil {
 		cfg.Relay = []string{selfExe(t)}
 	}
@@ -46,13 +48,35 @@ func newTestDriver(t *testing.T, cfg Config) *Driver {
 	return d
 }
 
-// testNode returns a node with an empty disk file and the test MAC.
+// filesDirs holds each test's files directory (Config.FilesDir), where
+// testNode puts the disks of its nodes.
+var filesDirs sync.Map
+
+func testFilesDir(t *testing.T) string {
+	if d, ok := filesDirs.Load(t); ok {
+		return d.(string)
+	}
+	d := t.TempDir()
+	filesDirs.Store(t, d)
+	t.Cleanup(func() { filesDirs.Delete(t) })
+	return d
+}
+
+// testNode returns a node with an empty disk file in the test's files
+// directory and the test MAC.
 func testNode(t *testing.T, uuid string, info map[string]any) power.Node {
 	t.Helper()
-	disk := filepath.Join(t.TempDir(), "disk.raw")
-	if err := os.WriteFile(disk, nil, 0o644); err != nil {
+	disk, err := os.CreateTemp(testFilesDir(t), "disk-*.raw")
+	if err != nil {
 		t.Fatal(err)
 	}
+	disk.Close()
+	return testNodeWith(t, uuid, disk.Name(), info)
+}
+
+// testNodeWith returns a node whose qemu_disk is disk.
+func testNodeWith(t *testing.T, uuid, disk string, info map[string]any) power.Node {
+	t.Helper()
 	di := map[string]any{InfoDisk: disk}
 	for k, v := range info {
 		di[k] = v

@@ -23,7 +23,7 @@ var ErrUnreachable = errors.New("not reachable from a qemu node (only the conduc
 // before powering the node on. Any other URL is returned unchanged with an
 // error wrapping ErrUnreachable.
 func (d *Driver) NodeURL(node power.Node, hostURL string) (string, error) {
-	s, err := parseSettings(node)
+	s, err := d.settings(node)
 	if err != nil {
 		return "", err
 	}

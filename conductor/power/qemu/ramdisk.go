@@ -2,7 +2,6 @@ package qemu
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,7 +16,7 @@ import (
 // parameters for the next "pxe" boot. At boot the driver appends
 // console=ttyS0 ipa-advertise-host=127.0.0.1 ipa-advertise-port=<agent port>.
 func (d *Driver) PrepareRamdisk(ctx context.Context, node power.Node, rd power.Ramdisk) error {
-	s, err := parseSettings(node)
+	s, err := d.settings(node)
 	if err != nil {
 		return err
 	}
@@ -33,10 +32,14 @@ func (d *Driver) PrepareRamdisk(ctx context.Context, node power.Node, rd power.R
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("qemu: node %s: prepare ramdisk: %w", node.UUID, err)
 	}
-	if err := installFile(rd.Kernel, p.kernel); err != nil {
+	open := rd.Open
+	if open == nil {
+		open = os.Open
+	}
+	if err := installFile(open, rd.Kernel, p.kernel); err != nil {
 		return fmt.Errorf("qemu: node %s: prepare ramdisk kernel: %w", node.UUID, err)
 	}
-	if err := installFile(rd.Initramfs, p.initramfs); err != nil {
+	if err := installFile(open, rd.Initramfs, p.initramfs); err != nil {
 		return fmt.Errorf("qemu: node %s: prepare ramdisk initramfs: %w", node.UUID, err)
 	}
 	st, err := loadState(p)
@@ -52,10 +55,16 @@ func (d *Driver) PrepareRamdisk(ctx context.Context, node power.Node, rd power.R
 	return nil
 }
 
-// installFile puts a copy of src at dst (a hard link when possible),
-// replacing dst atomically; a running VM keeps what it already loaded.
-func installFile(src, dst string) error {
-	fi, err := os.Stat(src)
+// installFile puts a copy of src, opened with open, at dst, replacing
+// dst atomically; a running VM keeps what it already loaded. The copy is
+// made from the opened file, so what was checked is what is copied.
+func installFile(open func(string) (*os.File, error), src, dst string) (err error) {
+	in, err := open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
 	if err != nil {
 		return err
 	}
@@ -67,34 +76,25 @@ func installFile(src, dst string) error {
 	}
 	tmp := dst + ".tmp"
 	os.Remove(tmp)
-	if err := os.Link(src, tmp); err != nil {
-		if err := copyFile(src, tmp); err != nil {
-			os.Remove(tmp)
-			return err
-		}
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
 	}
-	if err := os.Rename(tmp, dst); err != nil {
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
 		os.Remove(tmp)
-		return err
-	}
-	return nil
-}
-
-func copyFile(src, dst string) (err error) {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, out.Close()) }()
-	if _, err := io.Copy(out, in); err != nil {
 		return fmt.Errorf("copy %s: %w", src, err)
 	}
-	return out.Sync()
+	return nil
 }
 
 func dirOf(p string) string { return filepath.Dir(p) }

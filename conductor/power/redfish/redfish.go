@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +27,7 @@ import (
 	"github.com/stmcginnis/gofish"
 	rf "github.com/stmcginnis/gofish/redfish"
 
+	"github.com/rivetmetal/rivet/conductor/hostpath"
 	"github.com/rivetmetal/rivet/conductor/power"
 )
 
@@ -142,12 +142,16 @@ func parseInfo(n power.Node) (info, error) {
 		return info{}, fmt.Errorf("%w: node %s: redfish_verify_ca must be a boolean or a file path", power.ErrInvalidDriverInfo, n.UUID)
 	}
 	if in.caFile != "" {
-		if _, err := os.Stat(in.caFile); err != nil {
+		if _, err := hostpath.ReadSmallFile(in.caFile, maxCAFile); err != nil {
 			return info{}, fmt.Errorf("%w: node %s: redfish_verify_ca: %v", power.ErrInvalidDriverInfo, n.UUID, err)
 		}
 	}
 	return in, nil
 }
+
+// maxCAFile caps the CA bundle driver_info names (a file on the
+// conductor's host, read as a regular file only: never /dev/zero).
+const maxCAFile = 1 << 20
 
 // Validate implements power.Driver.
 func (d *Driver) Validate(node power.Node) error {
@@ -181,7 +185,7 @@ func (d *Driver) connect(ctx context.Context, node power.Node, op string) (*sess
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: !in.verify} // redfish_verify_ca=false is the operator's choice
 	if in.caFile != "" {
-		pem, err := os.ReadFile(in.caFile)
+		pem, err := hostpath.ReadSmallFile(in.caFile, maxCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("redfish: node %s: %s: read CA %s: %w", node.UUID, op, in.caFile, err)
 		}

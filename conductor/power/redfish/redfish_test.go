@@ -62,6 +62,8 @@ func harness(auth string) func(t *testing.T) drivertest.Harness {
 				{"redfish_address": b.srv.URL, "redfish_auth_type": "kerberos"},
 				{"redfish_address": b.srv.URL, "redfish_verify_ca": 3},
 				{"redfish_address": b.srv.URL, "redfish_verify_ca": "/nonexistent/ca.pem"},
+				// A CA file that is no file: read, it would never end.
+				{"redfish_address": b.srv.URL, "redfish_verify_ca": "/dev/zero"},
 				{"redfish_address": b.srv.URL, "redfish_password": 42},
 			},
 			Unreachable: power.Node{UUID: "unreachable", DriverInfo: map[string]any{

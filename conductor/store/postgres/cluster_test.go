@@ -49,64 +49,81 @@ func TestLeases(t *testing.T) {
 	if l := leaseOf(t, a, n.UUID); l.Owner != "" || l.ProvisionState != statemachine.Enroll {
 		t.Fatalf("new node's lease = %+v", l)
 	}
-	must := func(ok bool, err error) bool {
+	must := func(gen int64, ok bool, err error) bool {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return ok
 	}
-	if !must(a.AcquireLease(ctx, n.UUID, "a", time.Hour)) {
+	mustRelease := func(ok bool, err error) bool {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	ha, hb := cluster.Holder{Name: "a", Incarnation: "1"}, cluster.Holder{Name: "b", Incarnation: "1"}
+	if !must(a.AcquireLease(ctx, n.UUID, ha, time.Hour)) {
 		t.Fatal("a could not take a free lease")
 	}
-	if must(b.AcquireLease(ctx, n.UUID, "b", time.Hour)) {
+	if must(b.AcquireLease(ctx, n.UUID, hb, time.Hour)) {
 		t.Fatal("b took a lease a holds")
 	}
-	if !must(a.AcquireLease(ctx, n.UUID, "a", time.Hour)) {
+	if !must(a.AcquireLease(ctx, n.UUID, ha, time.Hour)) {
 		t.Fatal("a could not renew its own lease")
 	}
 	if g := generation(t, a, n.UUID); g != 1 {
 		t.Fatalf("generation %d after a renewal, want 1", g)
 	}
-	if must(a.AcquireLease(ctx, "00000000-0000-4000-8000-000000000000", "a", time.Hour)) {
+	if must(a.AcquireLease(ctx, "00000000-0000-4000-8000-000000000000", ha, time.Hour)) {
 		t.Fatal("lease taken on a node that does not exist")
 	}
 
 	// Let it expire: b may take it, and a's renewal then finds nothing.
-	if !must(a.AcquireLease(ctx, n.UUID, "a", time.Millisecond)) {
+	if !must(a.AcquireLease(ctx, n.UUID, ha, time.Millisecond)) {
 		t.Fatal("a could not shorten its lease")
 	}
 	time.Sleep(20 * time.Millisecond)
 	if l := leaseOf(t, b, n.UUID); l.Owner != "a" || !l.Expired {
 		t.Fatalf("lease after its TTL = %+v, want a's, expired", l)
 	}
-	if !must(b.AcquireLease(ctx, n.UUID, "b", time.Hour)) {
+	if !must(b.AcquireLease(ctx, n.UUID, hb, time.Hour)) {
 		t.Fatal("b could not take an expired lease")
 	}
 	if g := generation(t, a, n.UUID); g != 2 {
 		t.Fatalf("generation %d after a change of owner, want 2", g)
 	}
-	if got, err := a.RenewLeases(ctx, "a", time.Hour); err != nil || len(got) != 0 {
+	if got, err := a.RenewLeases(ctx, ha, time.Hour, false); err != nil || len(got) != 0 {
 		t.Fatalf("a renews %v, %v after losing its lease", got, err)
 	}
-	if got, err := b.RenewLeases(ctx, "b", time.Hour); err != nil || !slices.Equal(got, []string{n.UUID}) {
+	if got, err := b.RenewLeases(ctx, hb, time.Hour, false); err != nil || !slices.Equal(got, []cluster.HeldLease{{NodeUUID: n.UUID, Generation: 2}}) {
 		t.Fatalf("b renews %v, %v", got, err)
+	}
+	if h, err := a.LeaseHolder(ctx, n.UUID); err != nil || h != "b" {
+		t.Fatalf("holder = %q, %v; want b", h, err)
 	}
 
 	// Release only in the given states.
-	if must(b.ReleaseLease(ctx, n.UUID, "b", []statemachine.State{statemachine.Active})) {
+	if mustRelease(b.ReleaseLease(ctx, n.UUID, hb, []statemachine.State{statemachine.Active})) {
 		t.Fatal("released a lease of a node in enroll when only active was allowed")
 	}
-	if must(b.ReleaseLease(ctx, n.UUID, "a", []statemachine.State{statemachine.Enroll})) {
+	if mustRelease(b.ReleaseLease(ctx, n.UUID, ha, []statemachine.State{statemachine.Enroll})) {
 		t.Fatal("a released b's lease")
 	}
-	if !must(b.ReleaseLease(ctx, n.UUID, "b", []statemachine.State{statemachine.Enroll})) {
+	if mustRelease(b.ReleaseLease(ctx, n.UUID, cluster.Holder{Name: "b", Incarnation: "2"}, []statemachine.State{statemachine.Enroll})) {
+		t.Fatal("another process of b released b's lease")
+	}
+	if !mustRelease(b.ReleaseLease(ctx, n.UUID, hb, []statemachine.State{statemachine.Enroll})) {
 		t.Fatal("b could not release its lease")
+	}
+	if h, err := a.LeaseHolder(ctx, n.UUID); err != nil || h != "" {
+		t.Fatalf("holder of a released lease = %q, %v", h, err)
 	}
 	if l := leaseOf(t, a, n.UUID); l.Owner != "" {
 		t.Fatalf("released lease = %+v", l)
 	}
-	if !must(a.AcquireLease(ctx, n.UUID, "a", time.Hour)) {
+	if !must(a.AcquireLease(ctx, n.UUID, ha, time.Hour)) {
 		t.Fatal("a could not take a released lease")
 	}
 
@@ -114,7 +131,7 @@ func TestLeases(t *testing.T) {
 	if err := a.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error { return tx.DeleteNode(ctx) }); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := a.RenewLeases(ctx, "a", time.Hour); err != nil || len(got) != 0 {
+	if got, err := a.RenewLeases(ctx, ha, time.Hour, false); err != nil || len(got) != 0 {
 		t.Fatalf("renewed %v, %v after the node was deleted", got, err)
 	}
 }
@@ -128,7 +145,8 @@ func TestReleaseWaitsForNodeTransaction(t *testing.T) {
 	if err := s.CreateNode(ctx, n); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := s.AcquireLease(ctx, n.UUID, "a", time.Hour); !ok || err != nil {
+	ha := cluster.Holder{Name: "a", Incarnation: "1"}
+	if _, ok, err := s.AcquireLease(ctx, n.UUID, ha, time.Hour); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
 	locked, release := make(chan struct{}), make(chan struct{})
@@ -148,7 +166,7 @@ func TestReleaseWaitsForNodeTransaction(t *testing.T) {
 	}
 	res := make(chan result, 1)
 	go func() {
-		ok, err := s.ReleaseLease(ctx, n.UUID, "a", []statemachine.State{statemachine.Enroll})
+		ok, err := s.ReleaseLease(ctx, n.UUID, ha, []statemachine.State{statemachine.Enroll})
 		res <- result{ok, err}
 	}()
 	select {
@@ -186,10 +204,11 @@ func TestConductorsRegistry(t *testing.T) {
 	if err := s.CreateNode(ctx, n); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := s.AcquireLease(ctx, n.UUID, "a", time.Hour); !ok || err != nil {
+	ha := cluster.Holder{Name: "a", Incarnation: "1"}
+	if _, ok, err := s.AcquireLease(ctx, n.UUID, ha, time.Hour); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	if err := s.Leave(ctx, "a"); err != nil {
+	if err := s.Leave(ctx, ha); err != nil {
 		t.Fatal(err)
 	}
 	if live, _ := s.LiveConductors(ctx, time.Hour); !slices.Equal(live, []string{"b"}) {

@@ -81,6 +81,14 @@ CREATE TABLE node_leases (
 );
 CREATE INDEX node_leases_owner ON node_leases (owner);
 `},
+	// secstate: lease fencing (conductor/cluster). A lease's holder is a
+	// conductor's process, not only its name: the incarnation is random
+	// at each start, and the generation goes up when it changes too, so a
+	// conductor restarted under the same name fences out its previous
+	// process.
+	{3, `
+ALTER TABLE node_leases ADD COLUMN incarnation TEXT NOT NULL DEFAULT '';
+`},
 }
 
 // SchemaVersion is the schema version this build writes.

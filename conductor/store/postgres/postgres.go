@@ -31,6 +31,15 @@ import (
 // pool_max_conns. A node transaction holds one connection while it runs.
 const DefaultMaxConns = 16
 
+// IdleInTransactionTimeout is the server-side bound on a transaction
+// left idle (PostgreSQL's idle_in_transaction_session_timeout, set on
+// every connection unless the DSN sets it): a node transaction does no
+// I/O between its statements, so only a paused or stuck conductor idles
+// that long, and the server then ends its session, which releases the
+// node's row lock and lease for the conductor taking it over and fails
+// the paused one's commit.
+const IdleInTransactionTimeout = "20s"
+
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
 	pool *pgxpool.Pool
@@ -56,6 +65,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	}
 	if !strings.Contains(dsn, "pool_max_conns") {
 		cfg.MaxConns = DefaultMaxConns
+	}
+	if _, set := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = IdleInTransactionTimeout
 	}
 	where := cfg.ConnConfig.Host + "/" + cfg.ConnConfig.Database
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
@@ -364,6 +376,24 @@ func (t *nodeTx) Ports(ctx context.Context) ([]*store.Port, error) {
 // DeleteNode implements store.Tx.
 func (t *nodeTx) DeleteNode(ctx context.Context) error {
 	t.deleted = true
+	return nil
+}
+
+// CheckFence implements store.Tx: the node's lease row must name f's
+// conductor with f's generation and be unexpired by the database's clock
+// now. The row is then held FOR SHARE until the transaction ends, so a
+// takeover (which updates it) waits for this transaction, and the new
+// holder reads what it committed.
+func (t *nodeTx) CheckFence(ctx context.Context, f store.Fence) error {
+	var one int
+	err := t.tx.QueryRow(ctx, `SELECT 1 FROM node_leases WHERE node_id = $1 AND owner = $2 AND generation = $3
+		AND expires_at > clock_timestamp() FOR SHARE`, t.node.ID, f.Owner, f.Generation).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("node %s: lease of %s at generation %d: %w", t.node.UUID, f.Owner, f.Generation, store.ErrFenced)
+	}
+	if err != nil {
+		return fmt.Errorf("node %s: check lease: %w", t.node.UUID, err)
+	}
 	return nil
 }
 

@@ -709,6 +709,11 @@ func (t *nodeTx) DeleteNode(ctx context.Context) error {
 	return nil
 }
 
+// CheckFence implements store.Tx. The file has one writer, a conductor
+// that runs alone (provision.SingleConductor): there is no lease another
+// conductor could take, so every fence holds.
+func (t *nodeTx) CheckFence(ctx context.Context, f store.Fence) error { return nil }
+
 // CreatePort implements store.Store.
 func (s *Store) CreatePort(ctx context.Context, p *store.Port) error {
 	p.InitNew(s.now().UTC())

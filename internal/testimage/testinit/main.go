@@ -1,8 +1,9 @@
 //go:build linux
 
-// Command testinit is /init of the test image's initramfs (see package
+// Command testinit is /init of the test images' initramfs (see package
 // testimage): it prints the boot marker with the image id and the firmware
-// that booted it on the console, then powers the machine off.
+// that booted it on the console, then the kernel command line the boot
+// loader gave, and powers the machine off.
 package main
 
 import (
@@ -23,6 +24,7 @@ func main() {
 		fmt.Println("RIVET-TESTIMAGE-ERROR", err)
 	}
 	fmt.Printf("RIVET-TESTIMAGE-BOOTED id=%s firmware=%s\n", strings.TrimSpace(string(id)), firmware())
+	fmt.Printf("RIVET-TESTIMAGE-CMDLINE %s\n", cmdline())
 	unix.Sync()
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
 		fmt.Println("RIVET-TESTIMAGE-ERROR poweroff:", err)
@@ -45,4 +47,19 @@ func firmware() string {
 		return "uefi"
 	}
 	return "bios"
+}
+
+// cmdline returns the kernel command line (/proc/cmdline).
+func cmdline() string {
+	if err := os.MkdirAll("/proc", 0o755); err != nil {
+		return "unknown: " + err.Error()
+	}
+	if err := unix.Mount("proc", "/proc", "proc", 0, ""); err != nil && err != unix.EBUSY {
+		return "unknown: " + err.Error()
+	}
+	b, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -7,12 +7,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/rivetmetal/rivet/internal/netns"
 )
 
 // Netns makes a network namespace with a name unique to this test run
@@ -43,43 +41,11 @@ func Run(t testing.TB, prog string, args ...string) string {
 }
 
 // InNetns runs fn on an OS thread that has entered the named namespace:
-// sockets fn opens stay in that namespace.
-func InNetns(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	self, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return err
-	}
-	defer self.Close()
-	target, err := os.Open(filepath.Join("/run/netns", ns))
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		return os.NewSyscallError("setns", err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread cannot go back: end it with the goroutine
-		// (UnlockOSThread is skipped) rather than let it serve others.
-		runtime.Goexit()
-	}
-	return ferr
-}
+// sockets fn opens stay in that namespace (netns.Do).
+func InNetns(ns string, fn func() error) error { return netns.Do(ns, fn) }
 
 // NetnsDialer dials from inside the named namespace, for an http.Client
-// that reaches addresses there.
+// that reaches addresses there (netns.Dialer).
 func NetnsDialer(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := InNetns(ns, func() error {
-			var d net.Dialer
-			var err error
-			c, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
+	return netns.Dialer(ns)
 }

@@ -41,7 +41,8 @@ func testConductor(t *testing.T, agentCfg fakeagent.Config) (apiURL, imageURL, s
 		Listen: "127.0.0.1:0", DBPath: filepath.Join(dir, "rivet.db"), ImageDir: dir,
 		Drivers: []power.Driver{drv},
 		Provision: provision.Config{CheckInterval: 50 * time.Millisecond, ProgressPollInterval: 30 * time.Millisecond,
-			PowerOffInterval: 10 * time.Millisecond, PowerStateInterval: 5 * time.Millisecond},
+			PowerOffInterval: 10 * time.Millisecond, PowerStateInterval: 5 * time.Millisecond,
+			DisableAutomatedClean: true}, // provide goes straight to available
 		Agent:  agentclient.Config{RetryDelay: 10 * time.Millisecond},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

@@ -2,7 +2,9 @@
 // node in a goroutine of its own while it has work: two jobs of one node
 // never overlap, jobs of different nodes run at once. A job submitted
 // while an equivalent one is pending can be merged into it (heartbeats
-// and progress polls need doing once, not once per submission).
+// and progress polls need doing once, not once per submission). Each job
+// runs under a context of its own, so that a node's work can be stopped
+// (Stop) without touching the others'.
 package nodequeue
 
 import (
@@ -15,7 +17,8 @@ type Job int
 
 // Config configures a Queue.
 type Config struct {
-	// Run does one job of one node; ctx ends when the queue closes.
+	// Run does one job of one node; ctx ends when the queue closes or
+	// Stop cancels the job (context.Cause then says why).
 	Run func(ctx context.Context, node string, job Job)
 	// Merge, when set, is asked for each pending job of the node whether
 	// a new job folds into it: it returns the job that stands for both
@@ -32,42 +35,56 @@ type Queue struct {
 
 	mu     sync.Mutex
 	closed bool
-	nodes  map[string]*[]Job
+	nodes  map[string]*worker
+	// held counts, per node, the Stops not yet released: while a node is
+	// held, jobs submitted for it are dropped.
+	held map[string]int
+}
+
+// worker is the goroutine working through one node's jobs.
+type worker struct {
+	pending []Job
+	// cancel cancels the running job, nil between jobs.
+	cancel context.CancelCauseFunc
+	// done is closed when the worker returns.
+	done chan struct{}
 }
 
 // New returns an empty queue whose jobs run under a context derived from
 // ctx.
 func New(ctx context.Context, cfg Config) *Queue {
 	ctx, cancel := context.WithCancel(ctx)
-	return &Queue{cfg: cfg, ctx: ctx, cancel: cancel, nodes: map[string]*[]Job{}}
+	return &Queue{cfg: cfg, ctx: ctx, cancel: cancel, nodes: map[string]*worker{}, held: map[string]int{}}
 }
 
 // Submit queues a job for a node and starts the node's worker if it has
-// none. After Close it does nothing.
-func (q *Queue) Submit(node string, job Job) {
+// none. After Close, and while the node is held by Stop, it does nothing
+// and reports false.
+func (q *Queue) Submit(node string, job Job) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.closed {
-		return
+	if q.closed || q.held[node] > 0 {
+		return false
 	}
-	pending, running := q.nodes[node]
+	w, running := q.nodes[node]
 	if !running {
-		pending = &[]Job{}
-		q.nodes[node] = pending
+		w = &worker{done: make(chan struct{})}
+		q.nodes[node] = w
 	}
 	if q.cfg.Merge != nil {
-		for i, p := range *pending {
+		for i, p := range w.pending {
 			if merged, ok := q.cfg.Merge(p, job); ok {
-				(*pending)[i] = merged
-				return
+				w.pending[i] = merged
+				return true
 			}
 		}
 	}
-	*pending = append(*pending, job)
+	w.pending = append(w.pending, job)
 	if !running {
 		q.wg.Add(1)
-		go q.worker(node, pending)
+		go q.worker(node, w)
 	}
+	return true
 }
 
 // Busy reports whether a node has a job queued or running.
@@ -78,20 +95,65 @@ func (q *Queue) Busy(node string) bool {
 	return ok
 }
 
+// Stop stops a node's work: its pending jobs are dropped, its running job
+// is cancelled with cause, and jobs submitted from now on are dropped
+// until release is called. It waits for the running job to return, or
+// for ctx to end (then it returns ctx's error; the node stays held until
+// release). release must be called exactly once, whatever the error.
+func (q *Queue) Stop(ctx context.Context, node string, cause error) (release func(), err error) {
+	q.mu.Lock()
+	q.held[node]++
+	var done chan struct{}
+	if w, ok := q.nodes[node]; ok {
+		w.pending = nil
+		if w.cancel != nil {
+			w.cancel(cause)
+		}
+		done = w.done
+	}
+	q.mu.Unlock()
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			if q.held[node]--; q.held[node] <= 0 {
+				delete(q.held, node)
+			}
+		})
+	}
+	if done == nil {
+		return release, nil
+	}
+	select {
+	case <-done:
+		return release, nil
+	case <-ctx.Done():
+		return release, ctx.Err()
+	}
+}
+
 // worker runs a node's jobs until none is left or the queue closes.
-func (q *Queue) worker(node string, pending *[]Job) {
+func (q *Queue) worker(node string, w *worker) {
 	defer q.wg.Done()
+	defer close(w.done)
 	for {
 		q.mu.Lock()
-		if len(*pending) == 0 || q.ctx.Err() != nil {
+		if len(w.pending) == 0 || q.ctx.Err() != nil {
 			delete(q.nodes, node)
 			q.mu.Unlock()
 			return
 		}
-		job := (*pending)[0]
-		*pending = (*pending)[1:]
+		job := w.pending[0]
+		w.pending = w.pending[1:]
+		ctx, cancel := context.WithCancelCause(q.ctx)
+		w.cancel = cancel
 		q.mu.Unlock()
-		q.cfg.Run(q.ctx, node, job)
+		q.cfg.Run(ctx, node, job)
+		q.mu.Lock()
+		w.cancel = nil
+		q.mu.Unlock()
+		cancel(nil)
 	}
 }
 

@@ -2,9 +2,12 @@ package nodequeue
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestJobsOfANodeRunInOrderAndMerge: a node's jobs run one after the
@@ -75,5 +78,112 @@ func TestCloseCancelsAndDrops(t *testing.T) {
 	q.Submit("a", 3)
 	if q.Busy("a") {
 		t.Error("a job was queued after Close")
+	}
+}
+
+// TestStopCancelsDropsAndHolds: Stop cancels the node's running job with
+// its cause and waits for it, drops its pending jobs, refuses new ones
+// until released, and leaves other nodes alone.
+func TestStopCancelsDropsAndHolds(t *testing.T) {
+	cause := errors.New("deleted")
+	var (
+		mu     sync.Mutex
+		ran    []string
+		causes []error
+	)
+	started := make(chan string, 4)
+	stopB := make(chan struct{})
+	q := New(context.Background(), Config{Run: func(ctx context.Context, node string, job Job) {
+		mu.Lock()
+		ran = append(ran, fmt.Sprintf("%s%d", node, job))
+		mu.Unlock()
+		started <- node
+		if node == "b" {
+			<-stopB
+			return
+		}
+		if job == 1 {
+			<-ctx.Done()
+			mu.Lock()
+			causes = append(causes, context.Cause(ctx))
+			mu.Unlock()
+		}
+	}})
+	defer q.Close()
+	q.Submit("a", 1)
+	q.Submit("a", 2)
+	q.Submit("b", 1)
+	<-started
+	<-started
+	release, err := q.Stop(context.Background(), "a", cause)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Busy("a") {
+		t.Fatal("a still busy after Stop returned")
+	}
+	if q.Submit("a", 3) {
+		t.Fatal("a job was queued while the node was held")
+	}
+	release()
+	release() // once only
+	if !q.Submit("a", 4) {
+		t.Fatal("a job was refused after release")
+	}
+	<-started
+	for q.Busy("a") {
+		time.Sleep(time.Millisecond)
+	}
+	if !q.Busy("b") {
+		t.Fatal("Stop of a stopped b")
+	}
+	close(stopB)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"a1", "b1", "a4"}; !slices.Equal(sortedFirstTwo(ran), want) {
+		t.Fatalf("ran %v, want %v", ran, want)
+	}
+	if len(causes) != 1 || !errors.Is(causes[0], cause) {
+		t.Fatalf("causes %v", causes)
+	}
+}
+
+// sortedFirstTwo orders the first two entries (two nodes' first jobs run
+// at once).
+func sortedFirstTwo(s []string) []string {
+	out := slices.Clone(s)
+	if len(out) >= 2 {
+		slices.Sort(out[:2])
+	}
+	return out
+}
+
+// TestStopIsBoundedByItsContext: a job that ignores cancellation makes
+// Stop return its context's error; the node stays held until released.
+func TestStopIsBoundedByItsContext(t *testing.T) {
+	unblock := make(chan struct{})
+	started := make(chan struct{})
+	q := New(context.Background(), Config{Run: func(ctx context.Context, node string, job Job) {
+		close(started)
+		<-unblock
+	}})
+	defer q.Close()
+	q.Submit("a", 1)
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	release, err := q.Stop(ctx, "a", errors.New("bye"))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stop = %v", err)
+	}
+	if q.Submit("a", 2) {
+		t.Fatal("queued while held")
+	}
+	close(unblock)
+	release()
+	if release, err := q.Stop(context.Background(), "idle-node", nil); err != nil {
+		t.Fatal(err)
+	} else {
+		release()
 	}
 }
