@@ -231,11 +231,17 @@ func (x xzErrors) Read(p []byte) (int, error) {
 }
 
 // xzError maps an error of the xz decoder: a dictionary over its limit
-// (which the guard refuses first) is ErrMemoryLimit. Input that ends
-// inside the stream is the guard's io.ErrUnexpectedEOF.
+// (which the guard refuses first) is ErrMemoryLimit; a filter or check
+// the decoder lacks is named. Input that ends inside the stream is the
+// guard's io.ErrUnexpectedEOF.
 func xzError(err error, maxMemory int64) error {
-	if errors.Is(err, xz.ErrMemlimit) {
+	switch {
+	case errors.Is(err, xz.ErrMemlimit):
 		return fmt.Errorf("%w: the xz dictionary is over half the %d MiB decoder memory limit: %w", ErrMemoryLimit, maxMemory>>20, err)
+	case errors.Is(err, xz.ErrOptions):
+		return fmt.Errorf("the xz stream uses a filter or filter option the decoder lacks (it has LZMA2, delta and the x86, PowerPC, IA-64, ARM, ARM-Thumb and SPARC BCJ filters, not ARM64 or RISC-V): %w", err)
+	case errors.Is(err, xz.ErrUnsupportedCheck):
+		return fmt.Errorf("the xz stream uses an integrity check the decoder lacks (it verifies none, CRC32, CRC64 and SHA-256): %w", err)
 	}
 	return limitError(err, maxMemory)
 }

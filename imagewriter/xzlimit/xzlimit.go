@@ -336,12 +336,18 @@ func (x *Reader) chunk() error {
 	if (c>>5)&3 >= 2 {
 		n = 5 // a new properties byte follows the sizes
 	}
-	h, err := x.fill(n)
+	// The header and the first byte of the chunk's range coder data,
+	// which is always zero (liblzma refuses any other; a decoder that
+	// shifts it out unread would let a corrupt byte pass unnoticed).
+	h, err := x.fill(n + 1)
 	if err != nil {
 		return err
 	}
-	x.pass = int64(binary.BigEndian.Uint16(h[2:4])) + 1
-	x.blockN += 1 + int64(n) + x.pass
+	if h[n] != 0 {
+		return fmt.Errorf("%w: LZMA2 chunk whose range coder data starts with %#x, not 0", ErrCorrupt, h[n])
+	}
+	x.pass = int64(binary.BigEndian.Uint16(h[2:4]))
+	x.blockN += 1 + int64(n) + 1 + x.pass
 	x.emit(append([]byte{c}, h...))
 	return nil
 }

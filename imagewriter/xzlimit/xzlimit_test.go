@@ -11,6 +11,7 @@ import (
 
 	"github.com/rivetmetal/rivet/internal/hostileimage"
 	"github.com/therootcompany/xz"
+	uxz "github.com/ulikunitz/xz"
 )
 
 // decode runs data through the guard and the decoder Rivet uses.
@@ -134,5 +135,45 @@ func TestGuardCorruptFraming(t *testing.T) {
 		if err == nil || errors.Is(err, ErrLimit) {
 			t.Errorf("%s: %v, want a framing error", name, err)
 		}
+	}
+}
+
+// TestGuardRefusesNonZeroRangeCoderStart: every LZMA chunk's range coder
+// data starts with a zero byte; the decoder shifts that byte out unread, so
+// the guard refuses any other (as liblzma does) and a flipped bit there is
+// not silently accepted.
+func TestGuardRefusesNonZeroRangeCoderStart(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := uxz.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(bytes.Repeat([]byte("range coder "), 2000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	good := buf.Bytes()
+	if _, err := decode(good, 64<<20); err != nil {
+		t.Fatalf("the intact stream: %v", err)
+	}
+	chunk := 12 + (int(good[12])+1)*4
+	c := good[chunk]
+	if c < 0x80 {
+		t.Fatalf("the first chunk's control byte is %#x, not an LZMA chunk", c)
+	}
+	first := chunk + 5
+	if (c>>5)&3 >= 2 {
+		first++
+	}
+	if good[first] != 0 {
+		t.Fatalf("byte %d is %#x; want the range coder's leading zero", first, good[first])
+	}
+	bad := bytes.Clone(good)
+	bad[first] = 0x40
+	_, err = decode(bad, 64<<20)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("err = %v; want ErrCorrupt", err)
 	}
 }
