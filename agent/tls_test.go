@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/internal/loopdev"
+	"github.com/rivetmetal/rivet/internal/syncbuf"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -178,7 +179,7 @@ func TestAgentVerifiesTheConductor(t *testing.T) {
 		c := newTLSConductor(t, img)
 		cfg := tlsAgentConfig(c, disk.Path)
 		cfg.Insecure = true
-		logs := &lockedBuffer{b: &bytes.Buffer{}}
+		logs := &syncbuf.Buffer{}
 		startAgentWith(t, cfg, Options{Power: &fakePower{}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 		waitBeat(t, c.ironic)
 		if !strings.Contains(logs.String(), "ipa-insecure") || !strings.Contains(logs.String(), "NOT verified") {
@@ -235,21 +236,4 @@ func TestRamdiskCA(t *testing.T) {
 	if err := get(cfg, ""); err != nil {
 		t.Errorf("TLS 1.3 minimum against a Go server: %v", err)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
 }

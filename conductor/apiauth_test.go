@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/auth"
 	"github.com/rivetmetal/rivet/conductor/fakeagent"
 	"github.com/rivetmetal/rivet/internal/conductortest"
+	"github.com/rivetmetal/rivet/internal/syncbuf"
 	"github.com/rivetmetal/rivet/internal/testpki"
 	"github.com/rivetmetal/rivet/wire"
 )
@@ -307,24 +307,6 @@ func lanListener(t *testing.T) addrListener {
 	return addrListener{Listener: ln, addr: &net.TCPAddr{IP: net.ParseIP("192.0.2.10"), Port: 6385}}
 }
 
-// syncBuffer is a log sink safe for the conductor's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestAuthDefaultsOffLoopback: a conductor reachable from the network
 // requires http_basic unless noauth is allowed explicitly, which is
 // logged as a warning.
@@ -360,7 +342,7 @@ func TestAuthDefaultsOffLoopback(t *testing.T) {
 	h.Stop()
 
 	// noauth allowed explicitly: served, with a warning.
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	cfg = h.Config()
 	lan = lanListener(t)
 	cfg.Listener = lan

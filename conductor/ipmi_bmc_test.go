@@ -41,7 +41,7 @@ func TestIPMINodeWithDeadBMC(t *testing.T) {
 	}
 	defer bmc.Close()
 	cfg := h.Config()
-	cfg.Drivers = append(cfg.Drivers, ipmi.New(ipmi.Config{Timeout: 500 * time.Millisecond, Retries: 1}))
+	cfg.Drivers = append(cfg.Drivers, ipmi.New(ipmi.Config{Timeout: 2 * time.Second, Retries: 1})) // generous: ipmi_sim answers slowly on a loaded machine
 	h.Start(cfg)
 
 	var node map[string]any

@@ -5,12 +5,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,79 +29,15 @@ import (
 func TestHardwareRamdiskOnBridge(t *testing.T) {
 	a := needArtefacts(t)
 	kernel, ramdisk := vmtest.GenericKernel(t), vmtest.HardwareRamdisk(t)
-	ns := vmtest.Netns(t)
-	ipBin := vmtest.Tool(t, "ip")
-	vmtest.Run(t, ipBin, "-n", ns, "link", "add", "br0", "type", "bridge")
-	vmtest.Run(t, ipBin, "-n", ns, "addr", "add", "10.77.0.1/24", "dev", "br0")
-	vmtest.Run(t, ipBin, "-n", ns, "link", "set", "br0", "up")
-
+	lan := newBridgeNet(t, "10.77.0")
 	f := &fakeIronic{node: "b41d6e00-0b0a-4998-8776-655443322110"}
-	var ln net.Listener
-	if err := vmtest.InNetns(ns, func() error {
-		var err error
-		ln, err = net.Listen("tcp", "10.77.0.1:0")
-		return err
-	}); err != nil {
-		t.Fatalf("listen on the bridge: %v", err)
-	}
-	srv := &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	apiURL := "http://" + ln.Addr().String()
-
-	// The driver runs QEMU (and its ifup script) inside the namespace.
-	wrapper := filepath.Join(t.TempDir(), "qemu-in-netns")
-	script := fmt.Sprintf("#!/bin/sh\nexec %s netns exec %s %s -k 5 300 %s \"$@\"\n", ipBin, ns, vmtest.Tool(t, "timeout"), vmtest.QEMU(t))
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	stateDir, err := os.MkdirTemp("/tmp", "rivet-e2e-br-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(stateDir) })
-	files := t.TempDir()
-	d, err := qemu.New(qemu.Config{StateDir: stateDir, FilesDir: files, Relay: []string{a.conductor, "relay"}, Binary: wrapper})
-	if err != nil {
-		t.Fatal(err)
-	}
-	disk := filepath.Join(files, "disk.raw")
-	if err := os.WriteFile(disk, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(disk, 4<<30); err != nil {
-		t.Fatal(err)
-	}
-	const mac = "52:54:00:77:00:02"
-	n := power.Node{UUID: f.node, DriverInfo: map[string]any{
-		qemu.InfoDisk: disk, qemu.InfoBootMode: qemu.BootBIOS, qemu.InfoMemoryMB: 1024,
-		qemu.InfoBridge: "br0", qemu.InfoNICModel: "e1000e", qemu.InfoDiskBus: qemu.DiskNVMe,
-	}, MACs: []string{mac}}
-	if err := d.Validate(n); err != nil {
-		t.Fatal(err)
-	}
+	apiURL := lan.serve(t, f)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	nodeURL, err := d.NodeURL(n, apiURL)
-	if err != nil || nodeURL != apiURL {
-		t.Fatalf("NodeURL(%s) = %s, %v: want it unchanged on a bridge", apiURL, nodeURL, err)
-	}
-	if err := d.PrepareRamdisk(ctx, n, power.Ramdisk{Kernel: kernel, Initramfs: ramdisk, Params: []string{
-		"ipa-api-url=" + nodeURL, "ip=10.77.0.2::10.77.0.1:255.255.255.0::eth0:off",
-	}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.SetBootDevice(ctx, n, power.BootPXE, false); err != nil {
-		t.Fatal(err)
-	}
-	console := filepath.Join(stateDir, n.UUID, "console.log")
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(console)
-			t.Logf("console log:\n%s", b)
-		}
-		_ = d.SetPowerState(context.Background(), n, power.Off)
-	})
+	const mac = "52:54:00:77:00:02"
+	bn := newBridgedNode(ctx, t, a, lan, apiURL, bridgedNodeSpec{uuid: f.node, mac: mac, kernel: kernel, initramfs: ramdisk,
+		driverInfo: map[string]any{qemu.InfoNICModel: "e1000e", qemu.InfoDiskBus: qemu.DiskNVMe}})
+	d, n, console := bn.driver, bn.node, bn.console
 	start := time.Now()
 	if err := d.SetPowerState(ctx, n, power.On); err != nil {
 		t.Fatal(err)
@@ -124,7 +57,7 @@ func TestHardwareRamdiskOnBridge(t *testing.T) {
 	}
 
 	// Conductor → agent across the bridge.
-	tr := &http.Transport{DialContext: vmtest.NetnsDialer(ns)}
+	tr := &http.Transport{DialContext: vmtest.NetnsDialer(lan.ns)}
 	if beat.AgentVerifyCA != "" {
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM([]byte(beat.AgentVerifyCA))

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/rivetmetal/rivet/conductor/lldp"
 	"github.com/rivetmetal/rivet/conductor/power"
-	"github.com/rivetmetal/rivet/conductor/power/qemu"
 	"github.com/rivetmetal/rivet/internal/testimage/vmtest"
 	"github.com/rivetmetal/rivet/internal/testswitch"
 	"github.com/rivetmetal/rivet/wire"
@@ -59,12 +57,9 @@ func (n *notYetInspecting) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // conductor/lldp parses them into the parsed_lldp entry Metal3 reads.
 func TestLLDPInspectionOnBridge(t *testing.T) {
 	a := needArtefacts(t)
-	ns := vmtest.Netns(t)
-	ipBin := vmtest.Tool(t, "ip")
+	lan := newBridgeNet(t, "10.78.0")
+	ns, ipBin := lan.ns, lan.ipBin
 	vmtest.Tool(t, "lldpd")
-	vmtest.Run(t, ipBin, "-n", ns, "link", "add", "br0", "type", "bridge")
-	vmtest.Run(t, ipBin, "-n", ns, "addr", "add", "10.78.0.1/24", "dev", "br0")
-	vmtest.Run(t, ipBin, "-n", ns, "link", "set", "br0", "up")
 	var bridgeMAC net.HardwareAddr
 	if err := vmtest.InNetns(ns, func() error {
 		ifi, err := net.InterfaceByName("br0")
@@ -80,67 +75,13 @@ func TestLLDPInspectionOnBridge(t *testing.T) {
 	testswitch.StartLLDPD(t, ipBin, ns, "br0", sw)
 
 	f := &notYetInspecting{fakeIronic: &fakeIronic{node: "d7f3c2b1-0b0a-4998-8776-655443322178"}, refuse: 1}
-	var ln net.Listener
-	if err := vmtest.InNetns(ns, func() error {
-		var err error
-		ln, err = net.Listen("tcp", "10.78.0.1:0")
-		return err
-	}); err != nil {
-		t.Fatalf("listen on the bridge: %v", err)
-	}
-	srv := &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	apiURL := "http://" + ln.Addr().String()
-
-	wrapper := filepath.Join(t.TempDir(), "qemu-in-netns")
-	script := fmt.Sprintf("#!/bin/sh\nexec %s netns exec %s %s -k 5 300 %s \"$@\"\n", ipBin, ns, vmtest.Tool(t, "timeout"), vmtest.QEMU(t))
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	stateDir, err := os.MkdirTemp("/tmp", "rivet-e2e-lldp-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(stateDir) })
-	d, err := qemu.New(qemu.Config{StateDir: stateDir, Relay: []string{a.conductor, "relay"}, Binary: wrapper})
-	if err != nil {
-		t.Fatal(err)
-	}
-	disk := filepath.Join(t.TempDir(), "disk.raw")
-	if err := os.WriteFile(disk, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(disk, 4<<30); err != nil {
-		t.Fatal(err)
-	}
-	const mac = "52:54:00:78:00:02"
-	n := power.Node{UUID: f.node, DriverInfo: map[string]any{
-		qemu.InfoDisk: disk, qemu.InfoBootMode: qemu.BootBIOS, qemu.InfoMemoryMB: 1024, qemu.InfoBridge: "br0",
-	}, MACs: []string{mac}}
-	if err := d.Validate(n); err != nil {
-		t.Fatal(err)
-	}
+	apiURL := lan.serve(t, f)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	if err := d.PrepareRamdisk(ctx, n, power.Ramdisk{Kernel: a.kernel, Initramfs: a.ramdisk, Params: []string{
-		"ipa-api-url=" + apiURL, "ip=10.78.0.2::10.78.0.1:255.255.255.0::eth0:off",
-		"ipa-inspection-callback-url=" + apiURL + "/v1/continue_inspection",
-		"ipa-collect-lldp=1", "ipa-lldp-timeout=60",
-	}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.SetBootDevice(ctx, n, power.BootPXE, false); err != nil {
-		t.Fatal(err)
-	}
-	console := filepath.Join(stateDir, n.UUID, "console.log")
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(console)
-			t.Logf("console log:\n%s", b)
-		}
-		_ = d.SetPowerState(context.Background(), n, power.Off)
-	})
+	const mac = "52:54:00:78:00:02"
+	bn := newBridgedNode(ctx, t, a, lan, apiURL, bridgedNodeSpec{uuid: f.node, mac: mac, kernel: a.kernel, initramfs: a.ramdisk,
+		params: []string{"ipa-inspection-callback-url=" + apiURL + "/v1/continue_inspection", "ipa-collect-lldp=1", "ipa-lldp-timeout=60"}})
+	d, n, console := bn.driver, bn.node, bn.console
 	start := time.Now()
 	if err := d.SetPowerState(ctx, n, power.On); err != nil {
 		t.Fatal(err)

@@ -32,6 +32,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rivetmetal/rivet/internal/syncbuf"
 	"github.com/rivetmetal/rivet/internal/testimage/vmtest"
 	"github.com/rivetmetal/rivet/internal/testpki"
 	"github.com/rivetmetal/rivet/wire"
@@ -52,26 +53,8 @@ type secureConductor struct {
 	ca                       *testpki.CA
 
 	cmd  *exec.Cmd
-	logs *lockedBuffer
+	logs *syncbuf.Buffer
 	done chan struct{}
-}
-
-// lockedBuffer collects the conductor's log.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // newSecureConductor prepares (and starts) the real conductor: a CA and a
@@ -128,7 +111,7 @@ func newSecureConductor(t *testing.T, extraArgs ...string) *secureConductor {
 // start runs the conductor and waits for its API.
 func (s *secureConductor) start(t *testing.T) {
 	t.Helper()
-	s.logs = &lockedBuffer{}
+	s.logs = &syncbuf.Buffer{}
 	s.cmd = exec.Command(s.bin, s.args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
@@ -686,15 +669,6 @@ func TestAttackerMemory(t *testing.T) {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
-
-func containsInt(list []int, v int) bool {
-	for _, e := range list {
-		if e == v {
-			return true
-		}
-	}
-	return false
-}
 
 // sizedReader is a body of known size.
 type sizedReader struct {

@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/rivetmetal/rivet/agent"
 	"github.com/rivetmetal/rivet/internal/hostileimage"
 	"github.com/rivetmetal/rivet/internal/loopdev"
+	"github.com/rivetmetal/rivet/internal/syncbuf"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -192,7 +192,7 @@ func runAgentWrite(t *testing.T, bin, disk, url, format, sum string) (int64, str
 	args := []string{"--ipa-standalone", "--ipa-listen-host=127.0.0.1", "--ipa-listen-port=" + strconv.Itoa(port),
 		"--ipa-block-devices=" + disk, "--ipa-image-download-connection-retries=0", "--ipa-enable-auto-tls=false"}
 	cmd := exec.Command(bin, args...)
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -258,23 +258,6 @@ func runAgentWrite(t *testing.T, bin, disk, url, format, sum string) (int64, str
 		return hwm, res.CommandError.Type + ": " + res.CommandError.Details, logs.String()
 	}
 	return hwm, fmt.Sprintf("status %s", res.CommandStatus), logs.String()
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func vmHWM(t *testing.T, pid int) int64 {

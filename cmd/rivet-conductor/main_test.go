@@ -11,14 +11,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/conductor/netboot"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/rivetmetal/rivet/conductor/netboot"
+
+	"github.com/rivetmetal/rivet/internal/syncbuf"
 	"github.com/rivetmetal/rivet/internal/testpki"
 )
 
@@ -167,24 +168,6 @@ func TestTLSFlagsGoTogether(t *testing.T) {
 	}
 }
 
-// syncBuffer collects the conductor's log lines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestSIGHUPReloadsCertificate runs the command with TLS and http_basic
 // and sends the process SIGHUP: the renewed certificate is served from
 // then on.
@@ -200,7 +183,7 @@ func TestSIGHUPReloadsCertificate(t *testing.T) {
 	if err := os.WriteFile(users, []byte("admin:"+string(h)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -269,7 +252,7 @@ func TestSIGHUPReloadsCertificate(t *testing.T) {
 }
 
 // waitFor waits for a log line matching re and returns its first group.
-func waitFor(t *testing.T, logs *syncBuffer, re *regexp.Regexp) string {
+func waitFor(t *testing.T, logs *syncbuf.Buffer, re *regexp.Regexp) string {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {

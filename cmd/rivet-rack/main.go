@@ -48,7 +48,7 @@ type options struct {
 	nodes                             int
 	dir, listen                       string
 	conductor, kernel, ramdisk, image string
-	keep, verbose                     bool
+	keep, verbose, automatedClean     bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -62,6 +62,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.kernel, "deploy-kernel", "build/kernel-generic/vmlinuz", "deploy kernel (the hardware ramdisk's: Debian's generic kernel)")
 	fs.StringVar(&o.ramdisk, "deploy-ramdisk", "build/initramfs.cpio.zst", "deploy ramdisk (the hardware flavour)")
 	fs.StringVar(&o.image, "image-dir", "build/testimage", "directory the conductor serves under /images/ (empty: none)")
+	fs.BoolVar(&o.automatedClean, "automated-clean", false, "run the conductor's automated cleaning (on provide and after undeploy; off by default in the rack: a minute per node under emulation)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the rack's directory (logs, consoles) at exit")
 	fs.BoolVar(&o.verbose, "v", false, "also print the conductor's log")
 	if err := fs.Parse(args); err != nil {
@@ -119,7 +120,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg := virtualrack.Config{Dir: dir, Conductor: paths[0], DeployKernel: paths[1], DeployRamdisk: paths[2],
-		ImageDir: paths[3], Nodes: nodeSpecs(o.nodes), Logger: log}
+		ImageDir: paths[3], Nodes: nodeSpecs(o.nodes), Logger: log, AutomatedClean: o.automatedClean}
 	if o.verbose {
 		cfg.ConductorOutput = stderr
 	}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/rivetmetal/rivet/internal/syncbuf"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -83,7 +84,7 @@ func TestStrategyDefaults(t *testing.T) {
 		{name: "keystone", cfg: Config{Strategy: "keystone"}, addr: "127.0.0.1:1", err: `unknown strategy "keystone"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs logBuffer
+			var logs syncbuf.Buffer
 			tc.cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 			g, err := New(tc.cfg, tcpAddr(tc.addr))
 			if tc.err != "" {

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,27 +14,11 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/rivetmetal/rivet/internal/syncbuf"
 )
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // writeUsers writes a user file of name:password pairs (bcrypt MinCost)
 // atomically, as an operator's tool would (write, rename).
@@ -180,7 +163,7 @@ func TestFileChangesTakeEffect(t *testing.T) {
 	users, roles := filepath.Join(dir, "users"), filepath.Join(dir, "roles")
 	writeUsers(t, users, "alice", "old")
 	writeAtomic(t, roles, "alice:admin\n")
-	var logs logBuffer
+	var logs syncbuf.Buffer
 	v := newTestVerifier(t, VerifierConfig{UserFile: users, RolesFile: roles,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx := t.Context()

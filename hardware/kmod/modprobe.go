@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -17,35 +14,16 @@ import (
 // line's. It returns the modules it put into the kernel; the error joins
 // the names that could not be resolved or loaded.
 func Modprobe(ctx context.Context, cfg Config, names []string, params string) ([]string, error) {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	dir := cfg.ModulesDir
-	if dir == "" {
-		rel, err := release()
-		if err != nil {
-			return nil, err
-		}
-		dir = filepath.Join("/lib/modules", rel)
-	}
-	ix, err := LoadIndex(dir)
+	log, ix, opts, err := cfg.open()
 	if err != nil {
 		return nil, err
 	}
-	var cmdline string
-	if cfg.Cmdline != nil {
-		cmdline = *cfg.Cmdline
-	} else if b, err := os.ReadFile("/proc/cmdline"); err == nil {
-		cmdline = string(b)
-	}
-	opts := ParseCmdline(cmdline)
 	var errs []error
 	var todo []string
 	for i, name := range names {
 		mods := ix.Resolve(name)
 		if len(mods) == 0 {
-			errs = append(errs, fmt.Errorf("kmod: %s: %w in %s", name, ErrNoModule, dir))
+			errs = append(errs, fmt.Errorf("kmod: %s: %w in %s", name, ErrNoModule, ix.Dir()))
 			continue
 		}
 		if i == 0 && params != "" && len(mods) == 1 {

@@ -32,6 +32,35 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// open resolves what Start and Modprobe share: the logger, the module
+// index of ModulesDir (the running kernel's by default) and the module
+// options of the kernel command line.
+func (cfg Config) open() (*slog.Logger, *Index, ModuleOptions, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	dir := cfg.ModulesDir
+	if dir == "" {
+		rel, err := release()
+		if err != nil {
+			return nil, nil, ModuleOptions{}, err
+		}
+		dir = filepath.Join("/lib/modules", rel)
+	}
+	ix, err := LoadIndex(dir)
+	if err != nil {
+		return nil, nil, ModuleOptions{}, err
+	}
+	var cmdline string
+	if cfg.Cmdline != nil {
+		cmdline = *cfg.Cmdline
+	} else if b, err := os.ReadFile("/proc/cmdline"); err == nil {
+		cmdline = string(b)
+	}
+	return log, ix, ParseCmdline(cmdline), nil
+}
+
 // Defaults for Config.SettleQuiet and Config.SettleLimit.
 const (
 	DefaultSettleQuiet = 300 * time.Millisecond
@@ -56,29 +85,10 @@ type Session struct {
 // uevent socket cannot be opened, coldplug still runs and the error is
 // logged. It fails only when the module index cannot be read.
 func Start(ctx context.Context, cfg Config) (*Session, error) {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	dir := cfg.ModulesDir
-	if dir == "" {
-		rel, err := release()
-		if err != nil {
-			return nil, err
-		}
-		dir = filepath.Join("/lib/modules", rel)
-	}
-	ix, err := LoadIndex(dir)
+	log, ix, opts, err := cfg.open()
 	if err != nil {
 		return nil, err
 	}
-	var cmdline string
-	if cfg.Cmdline != nil {
-		cmdline = *cfg.Cmdline
-	} else if b, err := os.ReadFile("/proc/cmdline"); err == nil {
-		cmdline = string(b)
-	}
-	opts := ParseCmdline(cmdline)
 	loader := NewLoader(ix, LoaderOptions{Logger: log, Params: opts.Params, Blacklist: opts.Blacklist})
 	p := NewPlugger(ix, loader, PluggerOptions{Workers: cfg.Workers, Logger: log})
 

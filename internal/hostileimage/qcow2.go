@@ -1,6 +1,7 @@
 package hostileimage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"io"
 	"slices"
@@ -132,26 +133,39 @@ func (q QCOW2) Build() []byte {
 	return file
 }
 
-// GzipZeros returns a gzip stream of size zero bytes, compressed as it is
-// read: a few hundred KiB of input that inflates a thousandfold.
+// gzipZerosMember is how many zero bytes one gzip member of GzipZeros
+// holds: compressed once (about 8 KiB) and repeated, so that a bomb of
+// gigabytes costs milliseconds to make, even under the race detector.
+const gzipZerosMember = 8 << 20
+
+// GzipZeros returns a gzip stream of size zero bytes: concatenated gzip
+// members (RFC 1952 allows several; every gzip reader reads them as one
+// stream), each 8 MiB of zeros in about 8 KiB, so the whole inflates a
+// thousandfold.
 func GzipZeros(size int64) io.Reader {
-	pr, pw := io.Pipe()
-	go func() {
-		zw, err := gzip.NewWriterLevel(pw, gzip.BestCompression)
-		if err != nil {
-			pw.CloseWithError(err)
-			return
-		}
+	member := func(n int64) []byte {
+		var b bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&b, gzip.BestCompression) // a valid level cannot fail
 		zeros := make([]byte, 1<<20)
-		for done := int64(0); done < size; {
-			n := min(int64(len(zeros)), size-done)
-			if _, err := zw.Write(zeros[:n]); err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			done += n
+		for done := int64(0); done < n; {
+			k := min(int64(len(zeros)), n-done)
+			zw.Write(zeros[:k]) // a bytes.Buffer does not fail
+			done += k
 		}
-		pw.CloseWithError(zw.Close())
-	}()
-	return pr
+		zw.Close()
+		return b.Bytes()
+	}
+	full := member(min(size, gzipZerosMember))
+	var parts []io.Reader
+	for left := size; left > 0; left -= gzipZerosMember {
+		if left >= gzipZerosMember || left == size {
+			parts = append(parts, bytes.NewReader(full))
+		} else {
+			parts = append(parts, bytes.NewReader(member(left)))
+		}
+	}
+	if len(parts) == 0 {
+		parts = append(parts, bytes.NewReader(member(0)))
+	}
+	return io.MultiReader(parts...)
 }

@@ -162,18 +162,10 @@ func (c *chassis) handle(args []string) (string, error) {
 	}
 }
 
+// running says whether the machine runs.
 func (c *chassis) running() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.proc == nil {
-		return false
-	}
-	select {
-	case <-c.exited:
-		return false
-	default:
-		return true
-	}
+	proc, _ := c.machine()
+	return proc != nil
 }
 
 func (c *chassis) bootDevice() string {
@@ -226,19 +218,29 @@ func (c *chassis) powerOn() error {
 	return nil
 }
 
-// powerOff stops the machine: SIGTERM to its process group, SIGKILL after
-// StopTimeout.
-func (c *chassis) powerOff() error {
+// machine returns the machine's process and the channel closed when it
+// exits, or nil when no machine runs.
+func (c *chassis) machine() (*exec.Cmd, chan struct{}) {
 	c.mu.Lock()
 	proc, exited := c.proc, c.exited
 	c.mu.Unlock()
 	if proc == nil {
-		return nil
+		return nil, nil
 	}
 	select {
 	case <-exited:
-		return nil
+		return nil, nil
 	default:
+		return proc, exited
+	}
+}
+
+// powerOff stops the machine: SIGTERM to its process group, SIGKILL after
+// StopTimeout.
+func (c *chassis) powerOff() error {
+	proc, exited := c.machine()
+	if proc == nil {
+		return nil
 	}
 	pgid := -proc.Process.Pid
 	_ = syscall.Kill(pgid, syscall.SIGTERM)
@@ -259,16 +261,9 @@ func (c *chassis) powerOff() error {
 // softOff asks the machine to shut down and returns at once: ACPI through
 // QMP when the machine has a QMP socket, else SIGTERM.
 func (c *chassis) softOff() error {
-	c.mu.Lock()
-	proc, exited := c.proc, c.exited
-	c.mu.Unlock()
+	proc, _ := c.machine()
 	if proc == nil {
 		return nil
-	}
-	select {
-	case <-exited:
-		return nil
-	default:
 	}
 	if c.cfg.QMPSocket != "" {
 		return qmpCommand(c.cfg.QMPSocket, "system_powerdown")

@@ -64,6 +64,7 @@ func (r *Rack) conductorArgs(userFile string) []string {
 		"--auth-strategy", "http_basic",
 		"--http-basic-auth-user-file", userFile,
 		"--ramdisk-heartbeat-timeout", r.cfg.HeartbeatTimeout.String(),
+		fmt.Sprintf("--automated-clean=%t", r.cfg.AutomatedClean),
 	}
 	if r.cfg.ImageDir != "" {
 		args = append(args, "--image-dir", r.cfg.ImageDir)

@@ -102,6 +102,12 @@ type Config struct {
 	// KernelAppendParams is every node's driver_info
 	// kernel_append_params. Zero: DefaultKernelAppendParams.
 	KernelAppendParams string
+	// AutomatedClean turns the conductor's automated cleaning on. The
+	// rack turns it off by default, explicitly (--automated-clean=false),
+	// as make demo does: cleaning boots every node into the ramdisk on
+	// provide and after each undeploy, a minute per node under software
+	// emulation, to erase disks that hold nothing but test images.
+	AutomatedClean bool
 	// ConductorArgs are appended to the conductor's flags.
 	ConductorArgs []string
 	// ConductorOutput, when set, also receives the conductor's log (it

@@ -85,7 +85,7 @@ func Start(ctx context.Context, cfg Config) (_ *Rack, err error) {
 			err = errors.Join(err, r.Close())
 		}
 	}()
-	if r.qemu, err = qemu.New(qemu.Config{StateDir: filepath.Join(cfg.Dir, "qemu"), Relay: []string{cfg.Conductor, "relay"},
+	if r.qemu, err = qemu.New(qemu.Config{StateDir: filepath.Join(cfg.Dir, "qemu"), FilesDir: filepath.Join(cfg.Dir, "nodes"), Relay: []string{cfg.Conductor, "relay"},
 		Binary: cfg.QEMU, Logger: cfg.Logger}); err != nil {
 		return nil, fmt.Errorf("virtualrack: %w", err)
 	}

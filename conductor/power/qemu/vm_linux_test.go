@@ -59,7 +59,7 @@ func buildGuestRamdisk(t *testing.T) string {
 			return
 		}
 		guestRamdiskDir = dir
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute) // a Go build; slow on a busy machine
 		defer cancel()
 		res, err := initramfs.Build(ctx, initramfs.Options{
 			AgentPackage: filepath.Join(root, "conductor", "power", "qemu", "testdata", "guest"),
