@@ -23,6 +23,7 @@ require (
 require (
 	github.com/pin/tftp/v3 v3.1.0
 	github.com/spf13/cobra v1.10.2
+	github.com/therootcompany/xz v1.0.1
 )
 
 require (

@@ -318,14 +318,14 @@ func benchHash(path, algo, want string) (int64, error) {
 	return n, nil
 }
 
-// feedChunks reads a file into the decode stage's input buffers (as many
-// and as large as the write's) and hands them on, as the write's fetch
+// feedChunks reads a file into the decode stage's input buffers (count
+// of size bytes, as in the write) and hands them on, as the write's fetch
 // stage does; the returned chunkReader is the decoder's input, as in the
 // write. stop ends the feeder and waits for it.
-func feedChunks(ctx context.Context, file io.Reader) (*chunkReader, func() error) {
+func feedChunks(ctx context.Context, file io.Reader, count, size int) (*chunkReader, func() error) {
 	ctx, cancel := context.WithCancel(ctx)
-	pool := newBufferPool(decodedInput, inputChunk)
-	ch := make(chan *chunk, decodedInput)
+	pool := newBufferPool(count, size)
+	ch := make(chan *chunk, count)
 	done := make(chan error, 1)
 	go func() {
 		defer close(ch)
@@ -387,16 +387,26 @@ func benchDecode(ctx context.Context, path string, f Format) (n int64, err error
 			return 0, err
 		}
 	}
-	in, stop := feedChunks(ctx, file)
+	count, size := decodedInput, inputChunk
+	if m != nil {
+		size = DefaultBufferSize
+		count = (&qcowPlan{clusterSize: m.Header.ClusterSize()}).inputBuffers(DefaultBuffers, size)
+	}
+	in, stop := feedChunks(ctx, file, count, size)
 	defer func() {
 		if serr := stop(); serr != nil && err == nil {
 			err = serr
 		}
 	}()
 	if m != nil {
-		// The emitter copies each cluster into output buffers.
+		// The emitter copies compressed clusters and short runs into
+		// output buffers; long runs of data clusters go to the disks in
+		// the input buffers.
 		used := 0
-		emit := func(p []byte, _ int64) error {
+		emit := func(p []byte, off int64, buf qcow2.Buffer) error {
+			if buf != nil && len(p) >= minLend && aligned(p, off) {
+				return nil
+			}
 			for len(p) > 0 {
 				if used == len(out) {
 					used = 0
@@ -407,7 +417,7 @@ func benchDecode(ctx context.Context, path string, f Format) (n int64, err error
 			}
 			return nil
 		}
-		if _, err := m.Convert(ctx, in, emit); err != nil {
+		if _, err := m.ConvertRef(ctx, in, emit); err != nil {
 			return 0, err
 		}
 		return int64(m.Header.Size), nil

@@ -18,16 +18,40 @@ type chunk struct {
 	n    int    // valid bytes
 	off  int64  // offset of buf[0] in the stage's byte space
 	zero int64
-	refs atomic.Int32
-	pool *bufferPool
+	// zeroRuns are the long zero runs of the data, found once by the
+	// stage that hands the chunk to the sinks (when a sink skips zeros).
+	zeroRuns []zeroRun
+	refs     atomic.Int32
+	pool     *bufferPool
+	// parent, for a view (buf lies in the parent's bytes), is released
+	// when the view is.
+	parent *chunk
 }
 
 func (c *chunk) data() []byte { return c.buf[:c.n] }
 
 func (c *chunk) release() {
-	if c.refs.Add(-1) == 0 && c.pool != nil {
-		c.pool.put(c)
+	if c.refs.Add(-1) != 0 {
+		return
 	}
+	switch {
+	case c.pool != nil:
+		c.pool.put(c)
+	case c.parent != nil:
+		c.parent.release()
+	}
+}
+
+// Retain and Release let the qcow2 converter hold input chunks it was
+// lent (qcow2.Buffer).
+func (c *chunk) Retain()  { c.refs.Add(1) }
+func (c *chunk) Release() { c.release() }
+
+// view returns a chunk of p, which lies in c's bytes, at offset off; it
+// holds a reference to c until it is released itself.
+func (c *chunk) view(p []byte, off int64) *chunk {
+	c.refs.Add(1)
+	return &chunk{buf: p[:len(p):len(p)], n: len(p), off: off, parent: c}
 }
 
 // bufferPool is a fixed set of aligned buffers, allocated on first use: a
@@ -65,7 +89,7 @@ func (p *bufferPool) get(ctx context.Context) (*chunk, error) {
 }
 
 func (p *bufferPool) put(c *chunk) {
-	c.n, c.off, c.zero = 0, 0, 0
+	c.n, c.off, c.zero, c.zeroRuns = 0, 0, 0, c.zeroRuns[:0]
 	p.free <- c
 }
 

@@ -5,14 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
+	"math"
+	"unsafe"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/rivetmetal/rivet/imagewriter/qcow2"
 	"github.com/rivetmetal/rivet/imagewriter/source"
 	"github.com/rivetmetal/rivet/imagewriter/xzlimit"
-	"github.com/ulikunitz/xz"
+	"github.com/therootcompany/xz"
 )
 
 // chunkReader is an io.Reader over the bytes of the chunks arriving on ch,
@@ -48,6 +49,30 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// ReadPiece lends out the rest of the current chunk, or the next one,
+// with the reference the reader held (qcow2.PieceReader).
+func (r *chunkReader) ReadPiece() ([]byte, qcow2.Buffer, error) {
+	for r.cur == nil || r.pos >= r.cur.n {
+		if r.cur != nil {
+			r.cur.release()
+			r.cur = nil
+		}
+		select {
+		case c, ok := <-r.ch:
+			if !ok {
+				return nil, nil, io.EOF
+			}
+			r.cur, r.pos = c, 0
+		case <-r.ctx.Done():
+			return nil, nil, r.ctx.Err()
+		}
+	}
+	c, p := r.cur, r.cur.buf[r.pos:r.cur.n]
+	r.cur = nil
+	r.n += int64(len(p))
+	return p, c, nil
+}
+
 func (r *chunkReader) close() {
 	if r.cur != nil {
 		r.cur.release()
@@ -55,18 +80,34 @@ func (r *chunkReader) close() {
 	}
 }
 
+// minLend is the smallest run of lent input bytes the emitter hands to
+// the sinks by reference; shorter runs are gathered into pool chunks, so
+// the disks get large writes.
+const minLend = 256 << 10
+
 // emitter gathers output bytes into pool chunks, sending a chunk to every
-// sink when it is full or the next bytes are not contiguous with it.
+// sink when it is full or the next bytes are not contiguous with it. Long
+// runs of input bytes it was lent (qcow2 data clusters, aligned in the
+// input chunks as in the file) go to the sinks as they are, uncopied.
 type emitter struct {
 	ctx  context.Context
 	pool *bufferPool
 	outs []chan *chunk
-	cur  *chunk
+	// scanZeros finds each data chunk's zero runs for the sinks.
+	scanZeros bool
+	cur       *chunk
 	// wrote counts output bytes emitted.
 	wrote int64
 }
 
-func (e *emitter) write(p []byte, off int64) error {
+func (e *emitter) write(p []byte, off int64, buf qcow2.Buffer) error {
+	if c, ok := buf.(*chunk); ok && len(p) >= minLend && aligned(p, off) {
+		if err := e.flush(); err != nil {
+			return err
+		}
+		e.wrote += int64(len(p))
+		return e.send(c.view(p, off))
+	}
 	for len(p) > 0 {
 		if e.cur != nil && (e.cur.off+int64(e.cur.n) != off || e.cur.n == len(e.cur.buf)) {
 			if err := e.flush(); err != nil {
@@ -88,6 +129,12 @@ func (e *emitter) write(p []byte, off int64) error {
 		e.wrote += int64(k)
 	}
 	return nil
+}
+
+// aligned reports whether p can be written at off with direct I/O as it
+// is.
+func aligned(p []byte, off int64) bool {
+	return len(p)%alignment == 0 && off%alignment == 0 && uintptr(unsafe.Pointer(&p[0]))%alignment == 0
 }
 
 // zero asks every sink to make [off, off+n) read as zeros.
@@ -113,6 +160,9 @@ func (e *emitter) flush() error {
 }
 
 func (e *emitter) send(c *chunk) error {
+	if e.scanZeros && c.zero == 0 {
+		c.zeroRuns = findZeroRuns(c.data(), c.zeroRuns[:0])
+	}
 	c.refs.Store(int32(len(e.outs)))
 	for _, ch := range e.outs {
 		select {
@@ -144,19 +194,16 @@ func newDecompressor(f Format, r io.Reader, maxMemory int64) (io.Reader, func(),
 		}
 		return limitErrors{z, maxMemory}, z.Close, nil
 	case FormatXz:
+		// The guard checks every block's dictionary (at most half the
+		// cap) and the index before the decoder sees them; the decoder
+		// (an XZ Embedded port) keeps one dictionary and reuses it for
+		// every block, and verifies the block checks and the index.
 		guard := xzlimit.NewReader(r, maxMemory)
-		// The decoder allocates a new dictionary for every block; collect
-		// the last one before it does, so two are never resident at once.
-		guard.BeforeBlock = func(prevDict int64) {
-			if prevDict >= 4<<20 {
-				runtime.GC()
-			}
-		}
-		z, err := xz.ReaderConfig{DictCap: 4096}.NewReader(guard)
+		z, err := xz.NewReader(guard, uint32(min(maxMemory/2, math.MaxUint32)))
 		if err != nil {
-			return nil, nil, limitError(err, maxMemory)
+			return nil, nil, xzError(err, maxMemory)
 		}
-		return limitErrors{z, maxMemory}, func() {}, nil
+		return xzErrors{z, maxMemory}, func() {}, nil
 	}
 	return nil, nil, fmt.Errorf("no decoder for %s", f)
 }
@@ -170,6 +217,33 @@ type limitErrors struct {
 func (l limitErrors) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	return n, limitError(err, l.max)
+}
+
+// xzErrors maps the xz decoder's errors to the package's classes.
+type xzErrors struct {
+	r   io.Reader
+	max int64
+}
+
+func (x xzErrors) Read(p []byte) (int, error) {
+	n, err := x.r.Read(p)
+	return n, xzError(err, x.max)
+}
+
+// xzError maps an error of the xz decoder: a dictionary over its limit
+// (which the guard refuses first) is ErrMemoryLimit; a filter or check
+// the decoder lacks is named. Input that ends inside the stream is the
+// guard's io.ErrUnexpectedEOF.
+func xzError(err error, maxMemory int64) error {
+	switch {
+	case errors.Is(err, xz.ErrMemlimit):
+		return fmt.Errorf("%w: the xz dictionary is over half the %d MiB decoder memory limit: %w", ErrMemoryLimit, maxMemory>>20, err)
+	case errors.Is(err, xz.ErrOptions):
+		return fmt.Errorf("the xz stream uses a filter or filter option the decoder lacks (it has LZMA2, delta and the x86, PowerPC, IA-64, ARM, ARM-Thumb and SPARC BCJ filters, not ARM64 or RISC-V): %w", err)
+	case errors.Is(err, xz.ErrUnsupportedCheck):
+		return fmt.Errorf("the xz stream uses an integrity check the decoder lacks (it verifies none, CRC32, CRC64 and SHA-256): %w", err)
+	}
+	return limitError(err, maxMemory)
 }
 
 func limitError(err error, maxMemory int64) error {
@@ -268,7 +342,7 @@ func (w *writer) convertMap(ctx context.Context, m *qcow2.Map, in *chunkReader, 
 			return err
 		}
 	}
-	if _, err := m.Convert(ctx, in, em.write); err != nil {
+	if _, err := m.ConvertRef(ctx, in, em.write); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -42,9 +42,10 @@ const spoolAlign = 1 << 20
 
 // qcowPlan is the path chosen for a qcow2 image.
 type qcowPlan struct {
-	mode  qcowMode
-	vsize int64
-	m     *qcow2.Map // tables
+	mode        qcowMode
+	vsize       int64
+	clusterSize int64
+	m           *qcow2.Map // tables
 	// spool: the sink holding the file, and where (image-relative).
 	spoolSink int
 	spoolOff  int64
@@ -71,7 +72,7 @@ func (w *writer) planQcow2(ctx context.Context, st *source.Stream, probe []byte)
 				ErrTooLarge, w.srcName(), vsize, s.t.Path(), s.limit)
 		}
 	}
-	p := &qcowPlan{vsize: vsize}
+	p := &qcowPlan{vsize: vsize, clusterSize: h.ClusterSize()}
 	reason := "the server does not serve byte ranges"
 	if st.RangeOK() {
 		m, err := qcow2.ReadMap(ctx, readerAtCtx{ctx, st}, st.Size(), w.qcowLimits())
@@ -107,6 +108,15 @@ func (w *writer) planQcow2(ctx context.Context, st *source.Stream, probe []byte)
 	return p, nil
 }
 
+// inputBuffers is how many served chunks of size bytes the qcow2 stage's
+// input needs: the pipeline's count, and at least what the converter's
+// window may hold (it keeps two clusters of history, and lends the data
+// clusters' bytes on to the sinks) with room for the fetch to go on.
+func (p *qcowPlan) inputBuffers(count, size int) int {
+	keep := max(2*p.clusterSize+64<<10, 256<<10)
+	return max(count, int((keep+int64(size)-1)/int64(size))+3)
+}
+
 // qcowError classifies a qcow2 package error.
 func (w *writer) qcowError(err error) error {
 	switch {
@@ -122,7 +132,7 @@ func (w *writer) qcowError(err error) error {
 
 // convertStream is the decode stage of the stream path.
 func (w *writer) convertStream(ctx context.Context, in *chunkReader, em *emitter, fileSize int64) error {
-	_, _, err := qcow2.Stream(ctx, in, fileSize, w.qcowLimits(), em.write, em.zero)
+	_, _, err := qcow2.StreamRef(ctx, in, fileSize, w.qcowLimits(), em.write, em.zero)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -183,7 +193,7 @@ func (w *writer) convertSpool(ctx context.Context, size int64) error {
 				return err
 			}
 		}
-		if _, err := m.Convert(ctx, io.NewSectionReader(spool, 0, size), em.write); err != nil {
+		if _, err := m.ConvertRef(ctx, io.NewSectionReader(spool, 0, size), em.write); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -207,7 +217,7 @@ func (w *writer) runSinks(ctx context.Context, produce func(context.Context, *em
 	for i := range outs {
 		outs[i] = make(chan *chunk, max(w.req.Buffers, decodedBuffers))
 	}
-	em := &emitter{ctx: gctx, pool: newBufferPool(decodedBuffers, w.req.BufferSize), outs: outs}
+	em := &emitter{ctx: gctx, pool: newBufferPool(decodedBuffers, w.req.BufferSize), outs: outs, scanZeros: w.scanZeros()}
 	g.Go(func() error {
 		err := produce(gctx, em)
 		if err == nil {
@@ -218,7 +228,7 @@ func (w *writer) runSinks(ctx context.Context, produce func(context.Context, *em
 		return err
 	})
 	for i, s := range w.sinks {
-		g.Go(func() error { return drainToSink(gctx, s, outs[i]) })
+		g.Go(func() error { return s.drain(gctx, outs[i]) })
 	}
 	err := g.Wait()
 	w.writeSpan()
@@ -226,25 +236,6 @@ func (w *writer) runSinks(ctx context.Context, produce func(context.Context, *em
 		return fmt.Errorf("image write cancelled: %w", ctx.Err())
 	}
 	return err
-}
-
-// drainToSink writes the chunks arriving on ch to s until ch is closed.
-func drainToSink(ctx context.Context, s *sink, ch <-chan *chunk) error {
-	for {
-		select {
-		case c, ok := <-ch:
-			if !ok {
-				return nil
-			}
-			err := s.write(c)
-			c.release()
-			if err != nil {
-				return err
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 }
 
 // spoolReader reads the spooled file back from the target.

@@ -44,6 +44,9 @@ const (
 	decodedBuffers = 4
 	decodedInput   = 4
 	inputChunk     = 1 << 20
+	// qcowCopyBuffers is the qcow2 stage's output pool: the data
+	// clusters go to the disks in the input buffers, uncopied.
+	qcowCopyBuffers = 2
 	// DefaultMaxDecoderMemory is Request.MaxDecoderMemory's default.
 	DefaultMaxDecoderMemory = 128 << 20
 )
@@ -93,9 +96,12 @@ type Request struct {
 	// tables; an image needing more is converted sequentially instead. 0
 	// means qcow2.DefaultMaxReads.
 	MaxRangeReads int
-	// BufferSize and Buffers size the raw pipeline's buffer pool
-	// (Buffers × BufferSize is its memory). BufferSize is rounded up to
-	// 4 KiB.
+	// BufferSize and Buffers size the buffer pool the image is fetched
+	// into when it goes to the disks from there, raw images and qcow2
+	// data clusters (Buffers × BufferSize is its memory; qcow2 adds two
+	// buffers for compressed clusters, and takes more input buffers when
+	// its clusters are so large that the converter's history needs
+	// them). BufferSize is rounded up to 4 KiB.
 	BufferSize int
 	Buffers    int
 	// Progress, when set, is called every ProgressInterval and once at the
@@ -431,10 +437,14 @@ func (w *writer) precheck(ctx context.Context, st *source.Stream, probe []byte, 
 func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof bool, format Format) (string, int64, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	h, _ := w.req.Checksum.newHash()
-	// Raw images go from the fetch buffers straight to the disks; the
-	// others get small input buffers and a pool for the decoded output.
+	// Raw images go from the fetch buffers straight to the disks, and so
+	// do qcow2's data clusters, by reference; compressed images get small
+	// input buffers and a pool for the decoded output.
 	inCount, inSize := w.req.Buffers, w.req.BufferSize
-	if format != FormatRaw {
+	switch {
+	case format == FormatQcow2:
+		inCount = w.qcow.inputBuffers(inCount, inSize)
+	case format != FormatRaw:
 		inCount, inSize = decodedInput, inputChunk
 	}
 	in := newBufferPool(inCount, inSize)
@@ -507,7 +517,12 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 			closeSinks()
 			return nil
 		}
-		em := &emitter{ctx: gctx, pool: newBufferPool(decodedBuffers, w.req.BufferSize), outs: sinkChs}
+		outCount := decodedBuffers
+		if format == FormatQcow2 {
+			// Only compressed clusters and short runs are copied.
+			outCount = qcowCopyBuffers
+		}
+		em := &emitter{ctx: gctx, pool: newBufferPool(outCount, w.req.BufferSize), outs: sinkChs, scanZeros: w.scanZeros()}
 		cr := &chunkReader{ctx: gctx, ch: decCh}
 		defer cr.close()
 		var err error
@@ -526,23 +541,7 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 		return nil
 	})
 	for i, s := range w.sinks {
-		g.Go(func() error {
-			for {
-				select {
-				case c, ok := <-sinkChs[i]:
-					if !ok {
-						return nil
-					}
-					err := s.write(c)
-					c.release()
-					if err != nil {
-						return err
-					}
-				case <-gctx.Done():
-					return gctx.Err()
-				}
-			}
-		})
+		g.Go(func() error { return s.drain(gctx, sinkChs[i]) })
 	}
 	err := g.Wait()
 	w.writeSpan()
@@ -679,8 +678,21 @@ func (w *writer) fetchParallel(ctx context.Context, st *source.Stream, first *ch
 	return off, nil
 }
 
-// forwardRaw passes served chunks to every sink unchanged.
+// scanZeros reports whether a sink skips zero runs, so the chunks'
+// zero runs must be found.
+func (w *writer) scanZeros() bool {
+	for _, s := range w.sinks {
+		if s.zeroRuns {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardRaw passes served chunks to every sink unchanged, with their zero
+// runs found once for all of them.
 func (w *writer) forwardRaw(ctx context.Context, decCh <-chan *chunk, outs []chan *chunk) error {
+	scan := w.scanZeros()
 	for {
 		var c *chunk
 		var ok bool
@@ -691,6 +703,9 @@ func (w *writer) forwardRaw(ctx context.Context, decCh <-chan *chunk, outs []cha
 			}
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+		if scan {
+			c.zeroRuns = findZeroRuns(c.data(), c.zeroRuns[:0])
 		}
 		c.refs.Add(int32(len(outs)))
 		c.release()

@@ -21,6 +21,36 @@ var ErrMetadataMismatch = errors.New("qcow2 metadata differs between the range r
 // off. p is valid only during the call.
 type EmitFunc func(p []byte, off int64) error
 
+// EmitRefFunc receives guest data during ConvertRef and StreamRef: p
+// belongs at guest offset off. When buf is not nil, p lies in bytes the
+// input lent out (see PieceReader) and buf.Retain keeps it valid past the
+// call, until the matching Release; otherwise p is valid only during the
+// call.
+type EmitRefFunc func(p []byte, off int64, buf Buffer) error
+
+// Buffer holds bytes of the stream that a PieceReader lent out.
+type Buffer interface {
+	// Retain adds a reference: the bytes stay valid until it is released.
+	Retain()
+	// Release drops a reference.
+	Release()
+}
+
+// PieceReader is a stream that lends its bytes out instead of copying
+// them. When the reader given to ConvertRef or StreamRef is one, the file
+// is read with ReadPiece alone, and uncompressed clusters reach the emit
+// function in the input's own bytes.
+type PieceReader interface {
+	// ReadPiece returns the next bytes of the stream, with one reference
+	// to the buffer holding them that the caller releases; at the end of
+	// the stream it returns io.EOF and no bytes.
+	ReadPiece() ([]byte, Buffer, error)
+}
+
+func dropRef(emit EmitFunc) EmitRefFunc {
+	return func(p []byte, off int64, _ Buffer) error { return emit(p, off) }
+}
+
 // readPiece is how much Convert reads from the stream at once.
 const readPiece = 1 << 20
 
@@ -30,9 +60,15 @@ const readPiece = 1 << 20
 // and that the stream is as long as the file. It returns the number of
 // bytes read from r.
 func (m *Map) Convert(ctx context.Context, r io.Reader, emit EmitFunc) (int64, error) {
+	return m.ConvertRef(ctx, r, dropRef(emit))
+}
+
+// ConvertRef is Convert for an emit function that may keep the bytes it
+// gets by reference; r may be a PieceReader.
+func (m *Map) ConvertRef(ctx context.Context, r io.Reader, emit EmitRefFunc) (int64, error) {
 	cs := m.Header.ClusterSize()
-	keep := int(max(2*cs+64<<10, 256<<10))
-	w := &window{r: r, buf: make([]byte, 0, keep+readPiece), keep: keep}
+	w := newWindow(r, int(max(2*cs+64<<10, 256<<10)))
+	defer w.close()
 	var dec decompressor
 	defer dec.close()
 	ei, mi := 0, 0
@@ -86,13 +122,13 @@ func sameHost(a, b Extent) bool {
 
 // copyExtents reads the host bytes of run (extents that share them) from
 // the window once and emits them at each extent's guest offset.
-func copyExtents(w *window, dec *decompressor, typ uint8, cs int, run []Extent, emit EmitFunc) error {
+func copyExtents(w *window, dec *decompressor, typ uint8, cs int, run []Extent, emit EmitRefFunc) error {
 	e := run[0]
 	if !e.Compressed {
 		pos := int64(0)
-		return w.each(e.Host, e.Host+e.Len, func(p []byte) error {
+		return w.eachRef(e.Host, e.Host+e.Len, func(p []byte, buf Buffer) error {
 			for _, r := range run {
-				if err := emit(p, r.Guest+pos); err != nil {
+				if err := emit(p, r.Guest+pos, buf); err != nil {
 					return err
 				}
 			}
@@ -113,37 +149,72 @@ func copyExtents(w *window, dec *decompressor, typ uint8, cs int, run []Extent, 
 		return fmt.Errorf("%w: compressed cluster at host %#x (guest %#x): %w", ErrInvalid, e.Host, e.Guest, err)
 	}
 	for _, r := range run {
-		if err := emit(out[:r.GuestLen], r.Guest); err != nil {
+		if err := emit(out[:r.GuestLen], r.Guest, nil); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// window reads a stream forward, keeping the last keep bytes so ranges
-// that overlap (compressed clusters share sectors) can be served again.
+// window reads a stream forward, keeping at least the last keep bytes so
+// ranges that overlap (compressed clusters share sectors) can be served
+// again. It holds the stream as a list of pieces: the input's own bytes
+// when the input is a PieceReader (nothing is copied), else buffers of
+// its own that it reads into and reuses.
 type window struct {
-	r     io.Reader
-	buf   []byte // stream bytes [start, start+len(buf))
-	start int64
-	keep  int
-	eof   bool
+	r      io.Reader
+	pr     PieceReader
+	pieces []piece
+	start  int64 // stream offset of the first byte held
+	stop   int64 // stream offset after the last byte held
+	keep   int
+	eof    bool
+	err    error    // a read error kept for the next fill
+	free   [][]byte // own buffers to reuse
 }
 
-func (w *window) end() int64 { return w.start + int64(len(w.buf)) }
+// piece is a run of the stream held by the window; buf is nil for the
+// window's own buffers.
+type piece struct {
+	p   []byte
+	off int64
+	buf Buffer
+}
+
+func newWindow(r io.Reader, keep int) *window {
+	w := &window{r: r, keep: keep}
+	w.pr, _ = r.(PieceReader)
+	return w
+}
+
+func (w *window) end() int64 { return w.stop }
 
 // each calls fn with consecutive pieces of the stream covering [s, e).
 func (w *window) each(s, e int64, fn func([]byte) error) error {
+	return w.eachRef(s, e, func(p []byte, _ Buffer) error { return fn(p) })
+}
+
+// eachRef is each, also passing the buffer each piece lies in (nil for
+// the window's own).
+func (w *window) eachRef(s, e int64, fn func([]byte, Buffer) error) error {
 	if s < w.start {
 		return fmt.Errorf("%w: range at %#x lies before the stream window (%#x); the image is not streamable", ErrUnsupported, s, w.start)
 	}
 	for s < e {
-		if s < w.end() {
-			hi := min(e, w.end())
-			if err := fn(w.buf[s-w.start : hi-w.start]); err != nil {
-				return err
+		if s < w.stop {
+			for _, pc := range w.pieces {
+				pe := pc.off + int64(len(pc.p))
+				if s >= pe {
+					continue
+				}
+				hi := min(e, pe)
+				if err := fn(pc.p[s-pc.off:hi-pc.off], pc.buf); err != nil {
+					return err
+				}
+				if s = hi; s >= e {
+					break
+				}
 			}
-			s = hi
 			continue
 		}
 		if err := w.fill(); err != nil {
@@ -157,50 +228,97 @@ func (w *window) each(s, e int64, fn func([]byte) error) error {
 	return nil
 }
 
-// fill reads the next piece, dropping all but keep bytes of history.
+// fill reads the next piece, dropping the pieces that lie wholly more
+// than keep bytes behind the end.
 func (w *window) fill() error {
 	if w.eof {
 		return io.EOF
 	}
-	if len(w.buf)+readPiece > cap(w.buf) {
-		drop := len(w.buf) - w.keep
-		if drop > 0 {
-			n := copy(w.buf, w.buf[drop:])
-			w.buf = w.buf[:n]
-			w.start += int64(drop)
-		}
+	if w.err != nil {
+		return w.err
 	}
-	room := w.buf[len(w.buf):cap(w.buf)]
-	for {
-		n, err := w.r.Read(room)
-		w.buf = w.buf[:len(w.buf)+n]
-		if n > 0 {
-			if err == io.EOF {
-				w.eof = true
-			}
+	var p []byte
+	var buf Buffer
+	var err error
+	if w.pr != nil {
+		p, buf, err = w.pr.ReadPiece()
+	} else {
+		var own []byte
+		if n := len(w.free); n > 0 {
+			own, w.free = w.free[n-1], w.free[:n-1]
+		} else {
+			own = make([]byte, readPiece)
+		}
+		var n int
+		n, err = io.ReadFull(w.r, own)
+		if err == io.ErrUnexpectedEOF {
+			err = io.EOF
+		}
+		if n == 0 {
+			w.free = append(w.free, own)
+		}
+		p = own[:n]
+	}
+	if err == io.EOF {
+		w.eof = true
+	} else if err != nil {
+		w.err = err
+	}
+	if len(p) == 0 {
+		if buf != nil {
+			buf.Release()
+		}
+		if err == nil {
 			return nil
 		}
-		if err == io.EOF {
-			w.eof = true
-			return io.EOF
-		}
-		if err != nil {
-			return err
-		}
+		return err
+	}
+	w.pieces = append(w.pieces, piece{p: p, off: w.stop, buf: buf})
+	w.stop += int64(len(p))
+	w.trim(w.keep)
+	return nil
+}
+
+// trim drops the pieces that end more than keep bytes before the end.
+func (w *window) trim(keep int) {
+	k := 0
+	for k < len(w.pieces) && w.stop-(w.pieces[k].off+int64(len(w.pieces[k].p))) >= int64(keep) {
+		w.drop(w.pieces[k])
+		k++
+	}
+	w.pieces = append(w.pieces[:0], w.pieces[k:]...)
+	w.start = w.stop
+	if len(w.pieces) > 0 {
+		w.start = w.pieces[0].off
 	}
 }
 
+func (w *window) drop(pc piece) {
+	if pc.buf != nil {
+		pc.buf.Release()
+	} else {
+		w.free = append(w.free, pc.p[:cap(pc.p)])
+	}
+}
+
+// drain reads the rest of the stream, keeping none of it.
 func (w *window) drain() error {
 	for {
-		w.start += int64(len(w.buf))
-		w.buf = w.buf[:0]
+		w.trim(0)
 		if err := w.fill(); err != nil {
+			w.trim(0)
 			if err == io.EOF {
 				return nil
 			}
 			return err
 		}
 	}
+}
+
+// close releases every piece the window still holds.
+func (w *window) close() {
+	w.trim(0)
+	w.free = nil
 }
 
 // decompressor decodes compressed clusters, reusing its decoders and

@@ -35,8 +35,15 @@ const streamKeep = 256 << 10
 // unknown. It returns the header and the number of bytes read, and reads r
 // to its end so the whole file passes through the caller's hash.
 func Stream(ctx context.Context, r io.Reader, fileSize int64, lim Limits, emit EmitFunc, zero ZeroFunc) (*Header, int64, error) {
+	return StreamRef(ctx, r, fileSize, lim, dropRef(emit), zero)
+}
+
+// StreamRef is Stream for an emit function that may keep the bytes it gets
+// by reference; r may be a PieceReader.
+func StreamRef(ctx context.Context, r io.Reader, fileSize int64, lim Limits, emit EmitRefFunc, zero ZeroFunc) (*Header, int64, error) {
 	lim = lim.withDefaults()
-	w := &window{r: r, buf: make([]byte, 0, streamKeep+readPiece), keep: streamKeep}
+	w := newWindow(r, streamKeep)
+	defer w.close()
 	s := &streamer{ctx: ctx, w: w, fileSize: fileSize, emit: emit, zero: zero, mem: &budget{max: lim.MaxMemory}}
 	err := s.run()
 	return s.h, w.end(), err
@@ -46,7 +53,7 @@ type streamer struct {
 	ctx      context.Context
 	w        *window
 	fileSize int64
-	emit     EmitFunc
+	emit     EmitRefFunc
 	zero     ZeroFunc
 	mem      *budget
 	h        *Header
@@ -63,10 +70,7 @@ func (s *streamer) run() error {
 	}
 	s.h = h
 	cs := h.ClusterSize()
-	if keep := int(2*cs + 64<<10); keep > s.w.keep {
-		s.w.keep = keep
-		s.w.buf = append(make([]byte, 0, keep+readPiece), s.w.buf...)
-	}
+	s.w.keep = max(s.w.keep, int(2*cs+64<<10))
 	need := h.L1Needed()
 	if need == 0 {
 		return s.finish()

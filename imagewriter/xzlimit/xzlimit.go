@@ -69,12 +69,6 @@ const (
 // Reader passes an xz stream through, refusing it as soon as the framing
 // asks for more memory than allowed. It is not safe for concurrent use.
 type Reader struct {
-	// BeforeBlock, when set, is called before a block header other than
-	// the first is handed to the decoder, with the previous block's
-	// dictionary size: the decoder has dropped that dictionary and is
-	// about to allocate the next.
-	BeforeBlock func(prevDict int64)
-
 	r       io.Reader
 	maxDict int64
 	maxRecs int64
@@ -87,15 +81,15 @@ type Reader struct {
 	out     []byte
 	buf     [1024]byte
 	err     error
-	dict    int64
 	maxSeen int64
 }
 
 // NewReader returns a Reader over r that refuses an LZMA2 dictionary of
 // more than half of maxMemory bytes, and an index whose records would take
-// more than maxMemory. Half, because a decoder may hold two dictionaries at
-// once: ulikunitz/xz makes a new one for every block, and the last one is
-// garbage only once the next exists.
+// more than maxMemory. Half, so that a decoder that holds two dictionaries
+// at once (one that allocates a new one per block while the last is not
+// yet collected) stays within the limit too; the decoder Rivet uses keeps
+// one.
 func NewReader(r io.Reader, maxMemory int64) *Reader {
 	return &Reader{r: r, maxDict: maxMemory, maxRecs: max(maxMemory/indexRecordCost, 1)}
 }
@@ -306,10 +300,6 @@ func (x *Reader) blockHeader(first byte) error {
 	if x.blocks > x.maxRecs {
 		return &LimitError{What: "index of more than " + fmt.Sprint(x.maxRecs) + " blocks", Need: x.blocks * indexRecordCost, Max: x.maxDict}
 	}
-	if x.dict > 0 && x.BeforeBlock != nil {
-		x.BeforeBlock(x.dict)
-	}
-	x.dict = dict
 	x.blockN = int64(size)
 	x.emit(h)
 	x.st = stChunk
@@ -346,12 +336,18 @@ func (x *Reader) chunk() error {
 	if (c>>5)&3 >= 2 {
 		n = 5 // a new properties byte follows the sizes
 	}
-	h, err := x.fill(n)
+	// The header and the first byte of the chunk's range coder data,
+	// which is always zero (liblzma refuses any other; a decoder that
+	// shifts it out unread would let a corrupt byte pass unnoticed).
+	h, err := x.fill(n + 1)
 	if err != nil {
 		return err
 	}
-	x.pass = int64(binary.BigEndian.Uint16(h[2:4])) + 1
-	x.blockN += 1 + int64(n) + x.pass
+	if h[n] != 0 {
+		return fmt.Errorf("%w: LZMA2 chunk whose range coder data starts with %#x, not 0", ErrCorrupt, h[n])
+	}
+	x.pass = int64(binary.BigEndian.Uint16(h[2:4]))
+	x.blockN += 1 + int64(n) + 1 + x.pass
 	x.emit(append([]byte{c}, h...))
 	return nil
 }
