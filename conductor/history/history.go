@@ -23,8 +23,8 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/auth"
-	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
 )
 
