@@ -57,6 +57,12 @@ type Config struct {
 	// boot storm is over: every agent has looked up, heartbeated and been
 	// given its image write, so that the window measures the steady state.
 	Duration time.Duration
+	// Conns caps the agents' connections to the conductor (default
+	// 8192): real agents each hold their own, but 20,000 of them would
+	// need more file descriptors than this machine grants a process
+	// (20,000); a request waiting for a connection counts that wait in
+	// its latency.
+	Conns int
 	// Seeders is the number of concurrent API clients enrolling nodes
 	// (default 16).
 	Seeders int
@@ -92,6 +98,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Duration <= 0 {
 		c.Duration = 60 * time.Second
+	}
+	if c.Conns <= 0 {
+		c.Conns = 8192
 	}
 	if c.Seeders <= 0 {
 		c.Seeders = 16
@@ -226,7 +235,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer cond.stop()
 
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute}}
+		MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, MaxConnsPerHost: cfg.Conns, IdleConnTimeout: time.Minute}}
 	defer client.CloseIdleConnections()
 	api := &apiClient{base: cond.url, c: client}
 
