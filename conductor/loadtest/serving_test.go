@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -93,5 +95,45 @@ func TestRunServing(t *testing.T) {
 		if (i%2 == 0) != (r.Server == first) {
 			t.Errorf("run %d: %s in round %d out of order", i, r.Server, r.Round)
 		}
+	}
+}
+
+// TestNeighbour starts and stops the CPU-bound neighbour (stress-ng):
+// its worker runs, and nothing is left behind.
+func TestNeighbour(t *testing.T) {
+	if _, err := exec.LookPath("stress-ng"); err != nil {
+		if os.Getenv("RIVET_REQUIRE_E2E") == "1" {
+			t.Fatal("RIVET_REQUIRE_E2E=1 but stress-ng is missing (scripts/install-deps.sh bench)")
+		}
+		t.Skip("stress-ng is missing (scripts/install-deps.sh bench)")
+	}
+	p, err := startNeighbour("", 1, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var workers []int
+	for range 100 {
+		ps, err := processTree(p.cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if workers = ps[1:]; len(workers) > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.stop()
+	if len(workers) == 0 {
+		t.Fatal("stress-ng started no worker")
+	}
+	for _, w := range workers {
+		// Gone, a zombie, or the PID already someone else's.
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(w), "stat"))
+		if err == nil && strings.Contains(string(b), "(stress-ng") && !strings.Contains(string(b), ") Z ") {
+			t.Errorf("stress-ng worker %d still running after stop", w)
+		}
+	}
+	if _, err := startNeighbour("no-such-stress-ng", 1, t.TempDir()); err == nil {
+		t.Fatal("a missing stress-ng: no error")
 	}
 }
