@@ -53,6 +53,10 @@ type Config struct {
 	// Boot spreads the agents' first lookup over this long (default one
 	// heartbeat interval, 0.45 × HeartbeatTimeout).
 	Boot time.Duration
+	// StormTimeout bounds the boot storm after the boot window: the run
+	// fails if some agent has not heartbeated, or been given its image
+	// write, by then (default 10 minutes).
+	StormTimeout time.Duration
 	// Duration is the measured window (default 60 s). It opens once the
 	// boot storm is over: every agent has looked up, heartbeated and been
 	// given its image write, so that the window measures the steady state.
@@ -95,6 +99,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Boot <= 0 {
 		c.Boot = c.HeartbeatTimeout * 45 / 100
+	}
+	if c.StormTimeout <= 0 {
+		c.StormTimeout = 10 * time.Minute
 	}
 	if c.Duration <= 0 {
 		c.Duration = 60 * time.Second
@@ -324,7 +331,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		case <-ready:
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(cfg.Boot + 10*time.Minute):
+		case <-time.After(cfg.Boot + cfg.StormTimeout):
 			return nil, fmt.Errorf("loadtest: agents did not all heartbeat (conductor log %s)", cond.logPath)
 		}
 	}
@@ -332,7 +339,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// (steps to fetch and start on every node): wait until every agent
 	// writes its image.
 	for agents.writesStarted.Load() < int64(cfg.Agents) {
-		if time.Since(bootStart) > cfg.Boot+10*time.Minute {
+		if time.Since(bootStart) > cfg.Boot+cfg.StormTimeout {
 			return nil, fmt.Errorf("loadtest: only %d of %d agents were given their image write (conductor log %s)",
 				agents.writesStarted.Load(), cfg.Agents, cond.logPath)
 		}
