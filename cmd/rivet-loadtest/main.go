@@ -48,6 +48,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	window := fs.Duration("duration", 60*time.Second, "measured window of each run")
 	boot := fs.Duration("boot", 0, "boot storm: every agent boots (first lookup) within this window (default 0.45 × -heartbeat-timeout)")
 	stormTimeout := fs.Duration("storm-timeout", 10*time.Minute, "fail the run if the boot storm is not over this long after the boot window")
+	agentTimeout := fs.Duration("agent-timeout", 30*time.Second, "each simulated agent request's timeout (a lookup answered after it strands the agent: its token was handed out)")
 	neighbour := fs.Int("neighbour", 0, "run a CPU-bound process (stress-ng --cpu N) on N cores beside the conductor from the boot storm on (0: none)")
 	stressNG := fs.String("stress-ng", "", "stress-ng binary for -neighbour (default stress-ng on PATH)")
 	dashSubs := fs.Int("dashboard-subscribers", 0, "keep this many dashboard event streams open through the window and time probe writes until they arrive (0: none)")
@@ -89,7 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var reports []*loadtest.Report
 	for _, n := range ns {
 		rep, err := loadtest.Run(ctx, loadtest.Config{Conductor: *bin, ConductorArgs: extra, Agents: n,
-			HeartbeatTimeout: *hbTimeout, Boot: *boot, StormTimeout: *stormTimeout, Duration: *window, Neighbour: *neighbour, StressNG: *stressNG,
+			HeartbeatTimeout: *hbTimeout, Boot: *boot, StormTimeout: *stormTimeout, AgentTimeout: *agentTimeout, Duration: *window, Neighbour: *neighbour, StressNG: *stressNG,
 			DashboardSubscribers: *dashSubs, Logger: log})
 		if err != nil {
 			return fmt.Errorf("%d agents: %w", n, err)

@@ -61,6 +61,10 @@ type Config struct {
 	// boot storm is over: every agent has looked up, heartbeated and been
 	// given its image write, so that the window measures the steady state.
 	Duration time.Duration
+	// AgentTimeout bounds each request of an agent (default 30 s). A
+	// lookup the conductor answered after its agent gave up strands the
+	// agent: the token was handed out, and later lookups get "******".
+	AgentTimeout time.Duration
 	// Conns caps the agents' connections to the conductor (default
 	// 8192): real agents each hold their own, but 20,000 of them would
 	// need more file descriptors than this machine grants a process
@@ -105,6 +109,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Duration <= 0 {
 		c.Duration = 60 * time.Second
+	}
+	if c.AgentTimeout <= 0 {
+		c.AgentTimeout = 30 * time.Second
 	}
 	if c.Conns <= 0 {
 		c.Conns = 8192
@@ -305,7 +312,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				return
 			}
 			a := agents.agents[i]
-			c := &http.Client{Timeout: 30 * time.Second, Transport: &timedTransport{base: client.Transport, phase: &phase, record: record}}
+			c := &http.Client{Timeout: cfg.AgentTimeout, Transport: &timedTransport{base: client.Transport, phase: &phase, record: record}}
 			res, err := lookup.Lookup(actx, lookup.Config{APIURLs: []string{cond.url}, MACs: []string{agentMAC(i)},
 				APIVersion: wire.LookupAPIVersion, Interval: 5 * time.Second, MaxInterval: 5 * time.Second,
 				Timeout: cfg.Boot + 10*time.Minute, Client: c, Logger: quiet})
