@@ -128,13 +128,27 @@ bench:
 		BENCH_PROFILE=$(if $(BENCH_PROFILE),$(abspath $(BENCH_PROFILE))) BENCH_PROFILE_CASES=$(BENCH_PROFILE_CASES) BENCH_PROFILE_ONLY=$(BENCH_PROFILE_ONLY) \
 		$(GO) test -run '^$$' -bench '^BenchmarkImageWrite$$' -benchtime 1x -timeout 180m ./imagewriter/
 
-## bench-conductor: conductor load on SQLite — N simulated agents (lookup, heartbeat at IPA's cadence compressed by a short heartbeat timeout, command polling answered by the agents); p50/p99, errors, CPU at each N
+## bench-conductor: conductor load on SQLite — N simulated agents (lookup, heartbeat at IPA's cadence compressed by a short heartbeat timeout, command polling answered by the agents); a boot storm (every agent boots within BENCH_BOOT) then a steady window; p50/p99/max, errors, conductor and agents' CPU, RSS at each N; BENCH_NEIGHBOUR=N runs a CPU-bound process (stress-ng) on N cores beside the conductor
 BENCH_AGENTS ?= 1000,5000
 BENCH_HEARTBEAT_TIMEOUT ?= 30s
 BENCH_WINDOW ?= 60s
+BENCH_BOOT ?=
+BENCH_NEIGHBOUR ?= 0
 BENCH_DASHBOARD_SUBSCRIBERS ?= 0
 .PHONY: bench-conductor
 bench-conductor: $(BIN)/rivet-conductor
+	$(if $(filter-out 0,$(BENCH_NEIGHBOUR)),scripts/install-deps.sh bench)
 	$(GO) run ./cmd/rivet-loadtest -conductor $(BIN)/rivet-conductor \
 		-n $(BENCH_AGENTS) -heartbeat-timeout $(BENCH_HEARTBEAT_TIMEOUT) -duration $(BENCH_WINDOW) \
+		$(if $(BENCH_BOOT),-boot $(BENCH_BOOT)) -neighbour $(BENCH_NEIGHBOUR) \
 		-dashboard-subscribers $(BENCH_DASHBOARD_SUBSCRIBERS)
+
+## bench-serving: one cached image (BENCH_SERVE_SIZE) downloaded by BENCH_SERVE_CLIENTS clients at once from the conductor and from nginx (sendfile) in the same run, BENCH_SERVE_ROUNDS rounds, order alternating; aggregate MiB/s, medians, CPU, load
+BENCH_SERVE_SIZE ?= 1GiB
+BENCH_SERVE_CLIENTS ?= 50
+BENCH_SERVE_ROUNDS ?= 3
+.PHONY: bench-serving
+bench-serving: $(BIN)/rivet-conductor
+	scripts/install-deps.sh bench
+	$(GO) run ./cmd/rivet-loadtest -serving -conductor $(BIN)/rivet-conductor \
+		-serve-size $(BENCH_SERVE_SIZE) -serve-clients $(BENCH_SERVE_CLIENTS) -serve-rounds $(BENCH_SERVE_ROUNDS)

@@ -3,6 +3,12 @@
 // that many simulated deploy ramdisks, and one line of results.
 //
 //	rivet-loadtest -conductor build/bin/rivet-conductor -n 1000,5000 -heartbeat-timeout 30s -duration 60s
+//
+// With -serving it runs the image-serving benchmark instead (make
+// bench-serving): one cached image downloaded by many clients at once
+// from the conductor and from nginx, rotated, several rounds.
+//
+//	rivet-loadtest -serving -conductor build/bin/rivet-conductor -serve-size 1GiB -serve-clients 50 -serve-rounds 3
 package main
 
 import (
@@ -40,7 +46,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sizes := fs.String("n", "1000,5000", "comma-separated numbers of simulated agents, one run each")
 	hbTimeout := fs.Duration("heartbeat-timeout", 30*time.Second, "ramdisk heartbeat timeout; agents beat every 0.3–0.6 × this")
 	window := fs.Duration("duration", 60*time.Second, "measured window of each run")
+	boot := fs.Duration("boot", 0, "boot storm: every agent boots (first lookup) within this window (default 0.45 × -heartbeat-timeout)")
+	stormTimeout := fs.Duration("storm-timeout", 10*time.Minute, "fail the run if the boot storm is not over this long after the boot window")
+	agentTimeout := fs.Duration("agent-timeout", 30*time.Second, "each simulated agent request's timeout (a lookup answered after it strands the agent: its token was handed out)")
+	neighbour := fs.Int("neighbour", 0, "run a CPU-bound process (stress-ng --cpu N) on N cores beside the conductor from the boot storm on (0: none)")
+	stressNG := fs.String("stress-ng", "", "stress-ng binary for -neighbour (default stress-ng on PATH)")
 	dashSubs := fs.Int("dashboard-subscribers", 0, "keep this many dashboard event streams open through the window and time probe writes until they arrive (0: none)")
+	serving := fs.Bool("serving", false, "run the image-serving benchmark (conductor vs nginx) instead of the load test")
+	serveSize := fs.String("serve-size", "1GiB", "-serving: image size (bytes, or with a unit: MiB, GiB)")
+	serveClients := fs.Int("serve-clients", 50, "-serving: concurrent downloaders")
+	serveRounds := fs.Int("serve-rounds", 3, "-serving: rounds (each server once per round, the order alternating)")
+	nginx := fs.String("nginx", "", "-serving: nginx binary (default nginx on PATH or /usr/sbin/nginx)")
 	var extra []string
 	fs.Func("conductor-arg", "an extra flag for the conductor, e.g. -conductor-arg=--pprof-listen=127.0.0.1:6060 (repeatable)", func(s string) error {
 		extra = append(extra, s)
@@ -48,6 +64,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	})
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if *serving {
+		size, err := parseSize(*serveSize)
+		if err != nil {
+			return fmt.Errorf("-serve-size: %w", err)
+		}
+		rep, err := loadtest.RunServing(ctx, loadtest.ServingConfig{Conductor: *bin, Nginx: *nginx, Size: size,
+			Clients: *serveClients, Rounds: *serveRounds, Logger: log})
+		if err != nil {
+			return err
+		}
+		printServing(stdout, rep)
+		return nil
 	}
 	var ns []int
 	for _, s := range strings.Split(*sizes, ",") {
@@ -57,11 +87,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		ns = append(ns, n)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
 	var reports []*loadtest.Report
 	for _, n := range ns {
 		rep, err := loadtest.Run(ctx, loadtest.Config{Conductor: *bin, ConductorArgs: extra, Agents: n,
-			HeartbeatTimeout: *hbTimeout, Duration: *window, DashboardSubscribers: *dashSubs, Logger: log})
+			HeartbeatTimeout: *hbTimeout, Boot: *boot, StormTimeout: *stormTimeout, AgentTimeout: *agentTimeout, Duration: *window, Neighbour: *neighbour, StressNG: *stressNG,
+			DashboardSubscribers: *dashSubs, Logger: log})
 		if err != nil {
 			return fmt.Errorf("%d agents: %w", n, err)
 		}
@@ -70,25 +100,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			log.Warn("errors seen", "agents", n, "heartbeat", rep.Heartbeats.FirstError, "lookup", rep.Lookups.FirstError)
 		}
 	}
-	fmt.Fprintf(stdout, "\nConductor load (SQLite, fake-hardware nodes in wait call-back, image writes running; "+
-		"heartbeat_timeout %s → one heartbeat per agent every %s–%s; %s window once every agent writes its image)\n\n",
+	bootWindow := *boot
+	if bootWindow <= 0 {
+		bootWindow = *hbTimeout * 45 / 100
+	}
+	fmt.Fprintf(stdout, "\nConductor load, steady phase (SQLite, fake-hardware nodes in wait call-back, image writes running; "+
+		"heartbeat_timeout %s → one heartbeat per agent every %s–%s; %s window once every agent writes its image; "+
+		"neighbour: cores busy with stress-ng beside the conductor; agents' CPU: the load generator's own)\n\n",
 		*hbTimeout, *hbTimeout*3/10, *hbTimeout*6/10, *window)
-	fmt.Fprintln(stdout, "| agents | heartbeats/s | hb p50 | hb p99 | hb max | hb errors | lookups | lookup p50 | lookup p99 | lookup errors | agent polls/s | conductor CPU | machine CPU | load1 | RSS | failed nodes |")
+	fmt.Fprintln(stdout, "| agents | neighbour | heartbeats/s | hb p50 | hb p99 | hb max | hb errors | agent polls/s | conductor CPU | agents' CPU | machine CPU | load1 | RSS (peak) | failed nodes |")
+	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range reports {
+		fmt.Fprintf(stdout, "| %d | %d | %.0f | %s | %s | %s | %d | %.0f | %.0f%% of a core | %.0f%% of a core | %.0f%% of %d cores | %.2f | %d MiB (%d MiB) | %d |\n",
+			r.Agents, r.Neighbour, r.Heartbeats.Rate, ms(r.Heartbeats.P50), ms(r.Heartbeats.P99), ms(r.Heartbeats.Max), r.Heartbeats.Errors,
+			float64(r.Polls)/r.Window.Seconds(), 100*r.ConductorCPU, 100*r.AgentsCPU, 100*r.MachineCPU, r.Cores, r.Load1,
+			r.ConductorRSS>>20, r.ConductorPeakRSS>>20, r.Stuck)
+	}
+	fmt.Fprintf(stdout, "\nBoot storm (every agent boots within %s: lookup, heartbeat, deploy steps; ends when every agent writes its image)\n\n", bootWindow)
+	fmt.Fprintln(stdout, "| agents | neighbour | every agent writing after | heartbeats | hb p50 | hb p99 | hb max | hb errors | lookups | lookup p50 | lookup p99 | lookup max | lookup errors | conductor CPU | agents' CPU | load1 at end |")
 	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range reports {
-		fmt.Fprintf(stdout, "| %d | %.0f | %s | %s | %s | %d | %d | %s | %s | %d | %.0f | %.0f%% of a core | %.0f%% of %d cores | %.2f | %d MiB | %d |\n",
-			r.Agents, r.Heartbeats.Rate, ms(r.Heartbeats.P50), ms(r.Heartbeats.P99), ms(r.Heartbeats.Max), r.Heartbeats.Errors,
-			r.Lookups.Count, ms(r.Lookups.P50), ms(r.Lookups.P99), r.Lookups.Errors,
-			float64(r.Polls)/r.Window.Seconds(), 100*r.ConductorCPU, 100*r.MachineCPU, r.Cores, r.Load1,
-			r.ConductorRSS>>20, r.Stuck)
+		b, l := r.BootHeartbeats, r.BootLookups
+		fmt.Fprintf(stdout, "| %d | %d | %.1f s | %d | %s | %s | %s | %d | %d | %s | %s | %s | %d | %.0f%% of a core | %.0f%% of a core | %.2f |\n",
+			r.Agents, r.Neighbour, r.BootStorm.Seconds(), b.Count, ms(b.P50), ms(b.P99), ms(b.Max), b.Errors,
+			l.Count, ms(l.P50), ms(l.P99), ms(l.Max), l.Errors, 100*r.BootConductorCPU, 100*r.BootAgentsCPU, r.BootLoad1)
 	}
-	fmt.Fprintf(stdout, "\nBoot storm (agents boot over %s, look up, heartbeat; ends when every agent writes its image)\n\n", *hbTimeout*45/100)
-	fmt.Fprintln(stdout, "| agents | every agent writing after | heartbeats | hb p50 | hb p99 | hb max | hb errors | lookup p50 | lookup p99 |")
-	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for _, r := range reports {
-		fmt.Fprintf(stdout, "| %d | %.1f s | %d | %s | %s | %s | %d | %s | %s |\n",
-			r.Agents, r.BootStorm.Seconds(), r.BootHeartbeats.Count, ms(r.BootHeartbeats.P50), ms(r.BootHeartbeats.P99),
-			ms(r.BootHeartbeats.Max), r.BootHeartbeats.Errors, ms(r.Lookups.P50), ms(r.Lookups.P99))
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Fprintf(stdout, "\nload average (1, 5, 15 min) at the end: %s\n", strings.Join(strings.Fields(string(la))[:3], ", "))
 	}
 	if *dashSubs > 0 {
 		fmt.Fprintf(stdout, "\nDashboard (%d event streams open through the window; a probe write every second, timed until every stream has it)\n\n", *dashSubs)
@@ -104,3 +142,53 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+// parseSize reads a byte count, optionally with a KiB, MiB or GiB unit.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mult, nil
+}
+
+// printServing writes the serving benchmark's tables: every run, then
+// the medians and the ratio.
+func printServing(w io.Writer, r *loadtest.ServingReport) {
+	fmt.Fprintf(w, "\nImage serving (one cached %d MiB image, %d concurrent downloaders on loopback, each server once per round, order alternating)\n\n",
+		r.Size>>20, r.Clients)
+	fmt.Fprintln(w, "| round | server | aggregate MiB/s | took | server CPU | server CPU s per GiB | downloaders' CPU | machine CPU | load1 before |")
+	fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+	row := func(label string, x loadtest.ServingRun) {
+		gib := float64(x.Bytes) / (1 << 30)
+		perGiB := 0.0
+		if gib > 0 {
+			perGiB = x.ServerCPU.Seconds() / gib
+		}
+		fmt.Fprintf(w, "| %s | %s | %.0f | %.1f s | %.1f s | %.3f | %.1f s | %.0f%% of %d cores | %.2f |\n", label, x.Server,
+			x.Throughput()/(1<<20), x.Took.Seconds(), x.ServerCPU.Seconds(), perGiB, x.ClientCPU.Seconds(),
+			100*x.MachineCPU, r.Cores, x.Load1)
+	}
+	for _, x := range r.Runs {
+		row(strconv.Itoa(x.Round), x)
+	}
+	rv, ng := r.Median(loadtest.ServerRivet), r.Median(loadtest.ServerNginx)
+	row("median", rv)
+	row("median", ng)
+	if ng.Throughput() > 0 {
+		fmt.Fprintf(w, "\nrivet-conductor / nginx (medians): %.2f\n", rv.Throughput()/ng.Throughput())
+	}
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Fprintf(w, "load average (1, 5, 15 min) at the end: %s\n", strings.Join(strings.Fields(string(la))[:3], ", "))
+	}
+}

@@ -53,16 +53,36 @@ type Config struct {
 	// Boot spreads the agents' first lookup over this long (default one
 	// heartbeat interval, 0.45 × HeartbeatTimeout).
 	Boot time.Duration
+	// StormTimeout bounds the boot storm after the boot window: the run
+	// fails if some agent has not heartbeated, or been given its image
+	// write, by then (default 10 minutes).
+	StormTimeout time.Duration
 	// Duration is the measured window (default 60 s). It opens once the
 	// boot storm is over: every agent has looked up, heartbeated and been
 	// given its image write, so that the window measures the steady state.
 	Duration time.Duration
+	// AgentTimeout bounds each request of an agent (default 30 s). A
+	// lookup the conductor answered after its agent gave up strands the
+	// agent: the token was handed out, and later lookups get "******".
+	AgentTimeout time.Duration
+	// Conns caps the agents' connections to the conductor (default
+	// 8192): real agents each hold their own, but 20,000 of them would
+	// need more file descriptors than this machine grants a process
+	// (20,000); a request waiting for a connection counts that wait in
+	// its latency.
+	Conns int
 	// Seeders is the number of concurrent API clients enrolling nodes
 	// (default 16).
 	Seeders int
 	// Dir holds the conductor's database and logs (default a new
 	// temporary directory, removed afterwards).
 	Dir string
+	// Neighbour, when positive, runs a CPU-bound process (stress-ng) on
+	// this many cores beside the conductor from the boot storm to the end.
+	Neighbour int
+	// StressNG is the stress-ng binary for Neighbour (default stress-ng
+	// on PATH).
+	StressNG string
 	// DashboardSubscribers, when positive, keeps this many dashboard event
 	// streams open through the measured window and times probe writes
 	// until they reach them (Report.Dashboard; see MeasureDashboard).
@@ -84,8 +104,17 @@ func (c *Config) setDefaults() error {
 	if c.Boot <= 0 {
 		c.Boot = c.HeartbeatTimeout * 45 / 100
 	}
+	if c.StormTimeout <= 0 {
+		c.StormTimeout = 10 * time.Minute
+	}
 	if c.Duration <= 0 {
 		c.Duration = 60 * time.Second
+	}
+	if c.AgentTimeout <= 0 {
+		c.AgentTimeout = 30 * time.Second
+	}
+	if c.Conns <= 0 {
+		c.Conns = 8192
 	}
 	if c.Seeders <= 0 {
 		c.Seeders = 16
@@ -119,8 +148,19 @@ type Report struct {
 	MachineCPU   float64
 	Load1        float64
 	Cores        int
-	// ConductorRSS is the conductor's resident memory at the end (bytes).
-	ConductorRSS int64
+	// ConductorRSS is the conductor's resident memory at the end (bytes),
+	// ConductorPeakRSS its peak (VmHWM).
+	ConductorRSS, ConductorPeakRSS int64
+	// AgentsCPU is the load generator's own CPU (the simulated agents,
+	// their command API and this process) over the window, in cores;
+	// BootConductorCPU and BootAgentsCPU are the same over the boot
+	// storm; BootLoad1 is the load average at the storm's end.
+	AgentsCPU, BootConductorCPU, BootAgentsCPU float64
+	BootLoad1                                  float64
+	// BootLookups are the lookups sent during the boot storm.
+	BootLookups Stats
+	// Neighbour is the number of cores the CPU-bound neighbour ran on.
+	Neighbour int
 	// Stuck counts nodes that left wait call-back / deploying (failed).
 	Stuck int
 	// Dashboard is the dashboard measurement (DashboardSubscribers > 0).
@@ -209,7 +249,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer cond.stop()
 
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute}}
+		MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, MaxConnsPerHost: cfg.Conns, IdleConnTimeout: time.Minute}}
 	defer client.CloseIdleConnections()
 	api := &apiClient{base: cond.url, c: client}
 
@@ -222,7 +262,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	// Boot the agents: lookup, then heartbeat until the run ends, with
 	// rivet-agent's own clients; every request is timed on its way out.
-	var lookups, heartbeats, bootBeats recorder
+	var lookups, bootLookups, heartbeats, bootBeats recorder
 	// phase is what a heartbeat is recorded as: during the boot storm,
 	// in the measured window, or not at all (between and after).
 	var phase atomic.Int32
@@ -230,6 +270,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		switch {
 		case strings.HasPrefix(req.URL.Path, "/v1/lookup"):
 			lookups.add(took, err)
+			if req.Context().Value(phaseKey{}) == phaseBoot {
+				bootLookups.add(took, err)
+			}
 		case strings.HasPrefix(req.URL.Path, "/v1/heartbeat/"):
 			switch req.Context().Value(phaseKey{}) {
 			case phaseBoot:
@@ -238,6 +281,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				heartbeats.add(took, err)
 			}
 		}
+	}
+	if cfg.Neighbour > 0 {
+		nb, err := startNeighbour(cfg.StressNG, cfg.Neighbour, dir)
+		if err != nil {
+			return nil, err
+		}
+		defer nb.stop()
+		log.Info("CPU-bound neighbour running", "cores", cfg.Neighbour)
+	}
+	bootCPU0, err := cond.cpuTime()
+	if err != nil {
+		return nil, err
+	}
+	bootSelf0, err := procCPU(os.Getpid())
+	if err != nil {
+		return nil, err
 	}
 	bootStart := time.Now()
 	actx, stopAgents := context.WithCancel(ctx)
@@ -253,7 +312,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				return
 			}
 			a := agents.agents[i]
-			c := &http.Client{Timeout: 30 * time.Second, Transport: &timedTransport{base: client.Transport, phase: &phase, record: record}}
+			c := &http.Client{Timeout: cfg.AgentTimeout, Transport: &timedTransport{base: client.Transport, phase: &phase, record: record}}
 			res, err := lookup.Lookup(actx, lookup.Config{APIURLs: []string{cond.url}, MACs: []string{agentMAC(i)},
 				APIVersion: wire.LookupAPIVersion, Interval: 5 * time.Second, MaxInterval: 5 * time.Second,
 				Timeout: cfg.Boot + 10*time.Minute, Client: c, Logger: quiet})
@@ -279,7 +338,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		case <-ready:
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(cfg.Boot + 5*time.Minute):
+		case <-time.After(cfg.Boot + cfg.StormTimeout):
 			return nil, fmt.Errorf("loadtest: agents did not all heartbeat (conductor log %s)", cond.logPath)
 		}
 	}
@@ -287,7 +346,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// (steps to fetch and start on every node): wait until every agent
 	// writes its image.
 	for agents.writesStarted.Load() < int64(cfg.Agents) {
-		if time.Since(bootStart) > cfg.Boot+5*time.Minute {
+		if time.Since(bootStart) > cfg.Boot+cfg.StormTimeout {
 			return nil, fmt.Errorf("loadtest: only %d of %d agents were given their image write (conductor log %s)",
 				agents.writesStarted.Load(), cfg.Agents, cond.logPath)
 		}
@@ -297,6 +356,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	bootTook := time.Since(bootStart)
 	phase.Store(phaseSettled)
+	bootCPU1, err := cond.cpuTime()
+	if err != nil {
+		return nil, err
+	}
+	bootSelf1, err := procCPU(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	bootLoad1, _ := loadavg()
 	log.Info("boot storm over: every agent writes its image", "took", bootTook.Round(time.Second))
 	var dash *Dashboard
 	if cfg.DashboardSubscribers > 0 {
@@ -317,6 +385,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	m0, err := machineCPU()
+	if err != nil {
+		return nil, err
+	}
+	self0, err := procCPU(os.Getpid())
 	if err != nil {
 		return nil, err
 	}
@@ -341,15 +413,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	self1, err := procCPU(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
 	rep := &Report{Agents: cfg.Agents, HeartbeatTimeout: cfg.HeartbeatTimeout, Window: window,
 		Lookups: lookups.stats(0), Heartbeats: heartbeats.stats(window),
 		BootHeartbeats: bootBeats.stats(bootTook), BootStorm: bootTook,
 		Polls: agents.polls.Load() - polls0, Posts: agents.posts.Load() - posts0,
 		Dashboard:    dashRep,
 		ConductorCPU: (cpu1 - cpu0).Seconds() / window.Seconds(),
-		MachineCPU:   m1.busyFraction(m0), Cores: m1.cores}
+		MachineCPU:   m1.busyFraction(m0), Cores: m1.cores,
+		AgentsCPU:        (self1 - self0).Seconds() / window.Seconds(),
+		BootConductorCPU: (bootCPU1 - bootCPU0).Seconds() / bootTook.Seconds(),
+		BootAgentsCPU:    (bootSelf1 - bootSelf0).Seconds() / bootTook.Seconds(),
+		BootLoad1:        bootLoad1, BootLookups: bootLookups.stats(bootTook), Neighbour: cfg.Neighbour}
 	rep.Load1, _ = loadavg()
-	rep.ConductorRSS, _ = cond.rss()
+	rep.ConductorRSS, _ = cond.memory("VmRSS:")
+	rep.ConductorPeakRSS, _ = cond.memory("VmHWM:")
 	stopAgents()
 	wg.Wait()
 	if rep.Stuck, err = api.countOutside(ctx, "wait call-back", "deploying"); err != nil {
@@ -483,32 +564,22 @@ func (p *conductorProc) stop() {
 }
 
 // cpuTime is the conductor's user + system CPU time so far.
-func (p *conductorProc) cpuTime() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, fmt.Errorf("loadtest: conductor CPU: %w", err)
-	}
-	// Fields after the command name (which may hold spaces) start at ")".
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	const ticks = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / ticks, nil
-}
+func (p *conductorProc) cpuTime() (time.Duration, error) { return procCPU(p.cmd.Process.Pid) }
 
-// rss is the conductor's resident memory.
-func (p *conductorProc) rss() (int64, error) {
+// memory is one of the conductor's memory figures from
+// /proc/<pid>/status (field "VmRSS:" or "VmHWM:"), in bytes.
+func (p *conductorProc) memory(field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
 			kb, err := strconv.ParseInt(f[1], 10, 64)
 			return kb << 10, err
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, p.cmd.Process.Pid)
 }
 
 // cpuSample is the machine's aggregate CPU counters.
@@ -718,4 +789,48 @@ func seed(ctx context.Context, api *apiClient, cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// neighbourProc is the CPU-bound process run beside the conductor.
+type neighbourProc struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// startNeighbour runs stress-ng's CPU stressor on cores workers (a
+// tight loop each, at normal priority) until stopped.
+func startNeighbour(bin string, cores int, dir string) (*neighbourProc, error) {
+	if bin == "" {
+		bin = "stress-ng"
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: CPU-bound neighbour: %w (scripts/install-deps.sh bench installs stress-ng)", err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "neighbour.log"))
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(path, "--cpu", strconv.Itoa(cores), "--cpu-method", "loop", "--timeout", "0", "--quiet")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = conductorProcAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("loadtest: start CPU-bound neighbour: %w", err)
+	}
+	p := &neighbourProc{cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	return p, nil
+}
+
+// stop ends the neighbour (SIGTERM, which stress-ng passes on to its
+// workers, then SIGKILL after 10 s).
+func (p *neighbourProc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
 }

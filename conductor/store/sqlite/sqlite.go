@@ -54,6 +54,12 @@ type Store struct {
 	mu    sync.Mutex
 	locks map[int64]chan struct{}
 	stmts map[stmtKey]*sql.Stmt
+
+	// ids remembers the row ID of each node UUID a transaction resolved
+	// (string → int64), so that a node transaction makes one query, not
+	// two. An entry is a hint: the row read under the lock must carry the
+	// UUID, or the node is resolved again from the database.
+	ids sync.Map
 }
 
 type stmtKey struct {
@@ -589,21 +595,35 @@ func (s *Store) NodeByMACs(ctx context.Context, macs []string) (*store.Node, err
 // updated_at as read, so a write from outside this store (another
 // process on the same file) is detected as a conflict, not overwritten.
 func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx) error) error {
-	id, uuid, err := s.resolve(ctx, ident)
-	if err != nil {
-		return err
-	}
-	unlock, err := s.lock(ctx, id)
-	if err != nil {
-		return fmt.Errorf("lock node %s: %w", uuid, err)
-	}
-	defer unlock()
-	n, before, err := scanNodeRaw(s.reader().QueryRowContext(ctx, selectNodeByID, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return errdefs.NotFound("Node %s could not be found.", ident)
-	}
-	if err != nil {
-		return fmt.Errorf("get node %s: %w", ident, err)
+	var (
+		n      *store.Node
+		before []any
+	)
+	for useCache := true; ; useCache = false {
+		id, uuid, cached, err := s.resolve(ctx, ident, useCache)
+		if err != nil {
+			return err
+		}
+		unlock, err := s.lock(ctx, id)
+		if err != nil {
+			return fmt.Errorf("lock node %s: %w", uuid, err)
+		}
+		n, before, err = scanNodeRaw(s.reader().QueryRowContext(ctx, selectNodeByID, id))
+		if cached && (errors.Is(err, sql.ErrNoRows) || err == nil && n.UUID != uuid) {
+			// The remembered row is gone or is another node's now:
+			// resolve the node again.
+			unlock()
+			s.ids.Delete(uuid)
+			continue
+		}
+		defer unlock()
+		if errors.Is(err, sql.ErrNoRows) {
+			return errdefs.NotFound("Node %s could not be found.", ident)
+		}
+		if err != nil {
+			return fmt.Errorf("get node %s: %w", ident, err)
+		}
+		break
 	}
 	version := before[len(before)-1] // updated_at as read
 	t := &nodeTx{s: s, node: n}
@@ -625,10 +645,10 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 			return err
 		}
 		if !reflect.DeepEqual(before, after) {
+			// Only updated_at changes: the last value (see nodeValues);
+			// the JSON columns are not encoded again.
 			n.UpdatedAt = s.now().UTC()
-			if after, err = nodeValues(n); err != nil {
-				return err
-			}
+			after[len(after)-1] = formatTime(n.UpdatedAt)
 			query, args = updateNode, append(after, n.ID, version)
 		}
 	}
@@ -660,29 +680,33 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 	if err != nil {
 		return fmt.Errorf("%s node %s: %w", op, n.UUID, err)
 	}
+	if t.deleted {
+		s.ids.Delete(n.UUID)
+	}
 	return nil
 }
 
 // resolve finds the ID and UUID of the node ident names, without reading
-// the whole node.
-func (s *Store) resolve(ctx context.Context, ident string) (int64, string, error) {
+// the whole node. With useCache, a UUID already resolved is answered from
+// s.ids (cached reports it): the caller checks the row it reads.
+func (s *Store) resolve(ctx context.Context, ident string, useCache bool) (id int64, u string, cached bool, err error) {
 	col := "name"
 	if _, err := uuid.Parse(ident); err == nil {
 		col = "uuid"
 		ident = strings.ToLower(ident)
+		if v, ok := s.ids.Load(ident); ok && useCache {
+			return v.(int64), ident, true, nil
+		}
 	}
-	var (
-		id int64
-		u  string
-	)
-	err := s.reader().QueryRowContext(ctx, `SELECT id, uuid FROM nodes WHERE `+col+` = ?`, ident).Scan(&id, &u)
+	err = s.reader().QueryRowContext(ctx, `SELECT id, uuid FROM nodes WHERE `+col+` = ?`, ident).Scan(&id, &u)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, "", errdefs.NotFound("Node %s could not be found.", ident)
+		return 0, "", false, errdefs.NotFound("Node %s could not be found.", ident)
 	}
 	if err != nil {
-		return 0, "", fmt.Errorf("get node %s: %w", ident, err)
+		return 0, "", false, fmt.Errorf("get node %s: %w", ident, err)
 	}
-	return id, u, nil
+	s.ids.Store(u, id)
+	return id, u, false, nil
 }
 
 // lock takes node id's in-process exclusive lock, waiting at most as long

@@ -246,3 +246,67 @@ func TestUnchangedNodeIsNotWritten(t *testing.T) {
 		t.Fatalf("change not saved: %+v", got)
 	}
 }
+
+// TestRememberedNodeIDIsChecked covers the UUID → row ID hint of node
+// transactions: a node removed behind the store's back, its row ID taken
+// by another node, and its UUID enrolled again under a new row ID.
+func TestRememberedNodeIDIsChecked(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
+	defer s.Close()
+	a := &store.Node{Name: "a", Driver: "fake-hardware"}
+	if err := s.CreateNode(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	describe := func(ident, d string) error {
+		return s.WithNodeLock(ctx, ident, func(tx store.Tx) error {
+			tx.Node().Description = d
+			return nil
+		})
+	}
+	if err := describe(a.UUID, "first"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.ids.Load(a.UUID); !ok {
+		t.Fatal("the node's row ID was not remembered")
+	}
+	// Removed by another writer of the file; the next node takes the row ID.
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM nodes WHERE id = ?`, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	b := &store.Node{Name: "b", Driver: "fake-hardware"}
+	if err := s.CreateNode(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if b.ID != a.ID {
+		t.Logf("row ID %d not reused (node b has %d)", a.ID, b.ID)
+	}
+	if err := describe(a.UUID, "stale"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("transaction on the removed node = %v, want not found", err)
+	}
+	if got, err := s.GetNode(ctx, "b"); err != nil || got.Description != "" {
+		t.Fatalf("node b after a transaction on the removed node: %+v, %v", got, err)
+	}
+	// The UUID enrolled again: a new row, found.
+	again := &store.Node{UUID: a.UUID, Name: "a2", Driver: "fake-hardware"}
+	if err := s.CreateNode(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	if err := describe(a.UUID, "again"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetNode(ctx, a.UUID)
+	if err != nil || got.Name != "a2" || got.Description != "again" {
+		t.Fatalf("re-enrolled node: %+v, %v", got, err)
+	}
+	if b2, _ := s.GetNode(ctx, "b"); b2.Description != "" {
+		t.Fatalf("node b changed: %+v", b2)
+	}
+	// A deletion through the store forgets the row ID.
+	if err := s.WithNodeLock(ctx, a.UUID, func(tx store.Tx) error { return tx.DeleteNode(ctx) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.ids.Load(a.UUID); ok {
+		t.Fatal("a deleted node's row ID is still remembered")
+	}
+}
