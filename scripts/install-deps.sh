@@ -22,9 +22,11 @@ for g in "${groups[@]}"; do
     # which writes the user files the conductor reads; the mkfs tools whose
     # output the disk-format readers are checked against; lldpd, the switch
     # side the agent's LLDP collector listens to (iproute2 for its namespaces),
-    # and ironic-inspector, whose LLDP parser the conductor's is checked against.
+    # and ironic-inspector, whose LLDP parser the conductor's is checked against;
+    # nginx and stress-ng, which the load test's own tests start (the serving
+    # bench's reference server on 127.0.0.1, the CPU-bound neighbour).
     test) pkgs+=(python3-ironicclient fuseiso apache2-utils xfsprogs btrfs-progs genisoimage gdisk lldpd iproute2
-                 python3-ironic-inspector) ;;
+                 python3-ironic-inspector nginx stress-ng) ;;
     # The real Ironic (API + conductor) that drives rivet-agent in the
     # compatibility tests.
     ironic) pkgs+=(ironic-api ironic-conductor python3-ironicclient) ;;

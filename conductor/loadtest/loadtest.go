@@ -494,15 +494,9 @@ func (t *timedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// conductorProc is the conductor under test.
-type conductorProc struct {
-	cmd     *exec.Cmd
-	url     string
-	logPath string
-	done    chan error
-}
-
-func startConductor(ctx context.Context, cfg Config, dir string) (*conductorProc, error) {
+// startConductor starts the conductor under test on a free 127.0.0.1
+// port and waits until it serves.
+func startConductor(ctx context.Context, cfg Config, dir string) (*server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: %w", err)
@@ -524,62 +518,15 @@ func startConductor(ctx context.Context, cfg Config, dir string) (*conductorProc
 		"--automated-clean=false"}, cfg.ConductorArgs...)
 	cmd := exec.Command(cfg.Conductor, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = conductorProcAttr()
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("loadtest: start conductor: %w", err)
-	}
-	p := &conductorProc{cmd: cmd, url: "http://" + addr, logPath: logPath, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(p.url + "/")
-		if err == nil {
+	return startServer(ctx, "conductor", cmd, "http://"+addr, logPath, syscall.SIGTERM, 60*time.Second,
+		func(url string) (bool, error) {
+			resp, err := http.Get(url + "/")
+			if err != nil {
+				return false, nil
+			}
 			resp.Body.Close()
-			return p, nil
-		}
-		select {
-		case err := <-p.done:
-			return nil, fmt.Errorf("loadtest: conductor exited: %v (log %s)", err, logPath)
-		case <-ctx.Done():
-			p.stop()
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.stop()
-			return nil, fmt.Errorf("loadtest: conductor not serving after 60 s (log %s)", logPath)
-		}
-	}
-}
-
-// stop ends the conductor (SIGTERM, then SIGKILL after 15 s).
-func (p *conductorProc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// cpuTime is the conductor's user + system CPU time so far.
-func (p *conductorProc) cpuTime() (time.Duration, error) { return procCPU(p.cmd.Process.Pid) }
-
-// memory is one of the conductor's memory figures from
-// /proc/<pid>/status (field "VmRSS:" or "VmHWM:"), in bytes.
-func (p *conductorProc) memory(field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, p.cmd.Process.Pid)
+			return true, nil
+		})
 }
 
 // cpuSample is the machine's aggregate CPU counters.

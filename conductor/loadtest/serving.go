@@ -347,17 +347,10 @@ func download(ctx context.Context, c *http.Client, url string) (int64, error) {
 	}
 }
 
-// nginxProc is the reference server.
-type nginxProc struct {
-	cmd  *exec.Cmd
-	url  string
-	done chan error
-}
-
 // startNginx starts nginx in the foreground on a free 127.0.0.1 port,
 // serving root with sendfile, as Debian's default configuration does,
 // with as many workers as cores and no access log.
-func startNginx(ctx context.Context, bin, dir, root string) (*nginxProc, error) {
+func startNginx(ctx context.Context, bin, dir, root string) (*server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: %w", err)
@@ -405,47 +398,18 @@ http {
 	defer logf.Close()
 	cmd := exec.Command(bin, "-p", prefix, "-c", confPath, "-e", filepath.Join(prefix, "error.log"))
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = conductorProcAttr()
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("loadtest: start nginx: %w", err)
-	}
-	p := &nginxProc{cmd: cmd, url: "http://" + addr, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Head(p.url + "/image")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p, nil
+	return startServer(ctx, "nginx", cmd, "http://"+addr, logPath, syscall.SIGQUIT, 30*time.Second,
+		func(url string) (bool, error) {
+			resp, err := http.Head(url + "/image")
+			if err != nil {
+				return false, nil
 			}
-			p.stop()
-			return nil, fmt.Errorf("loadtest: nginx answers HTTP %d for the image (logs in %s)", resp.StatusCode, prefix)
-		}
-		select {
-		case err := <-p.done:
-			return nil, fmt.Errorf("loadtest: nginx exited: %v (log %s)", err, logPath)
-		case <-ctx.Done():
-			p.stop()
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.stop()
-			return nil, fmt.Errorf("loadtest: nginx not serving after 30 s (log %s)", logPath)
-		}
-	}
-}
-
-// stop ends nginx (SIGQUIT, its graceful stop, then SIGKILL after 15 s).
-func (p *nginxProc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGQUIT)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return false, fmt.Errorf("nginx answers HTTP %d for the image (logs in %s)", resp.StatusCode, prefix)
+			}
+			return true, nil
+		})
 }
 
 // processTree returns pid and its direct children (nginx's workers).

@@ -30,6 +30,13 @@ type fakeBMC struct {
 	sessions   map[string]bool
 	resets     []string
 	badRequest []string
+
+	// What tests change of the BIOS and firmware the BMC reports.
+	noBios      bool            // the system links no Bios
+	noRegistry  bool            // the Bios names no AttributeRegistry
+	biosVersion string          // ComputerSystem.BiosVersion ("" omits it)
+	bmcVersion  string          // Manager.FirmwareVersion ("" omits it)
+	fail        map[string]bool // paths answered with 500
 }
 
 const systemPath = "/redfish/v1/Systems/437XR1138R2"
@@ -43,13 +50,20 @@ var (
 
 func newFakeBMC(t *testing.T) *fakeBMC {
 	b := &fakeBMC{user: "admin", password: "s3cret-pw", enabled: "Disabled", target: "None",
-		mode: "UEFI", sessions: map[string]bool{}}
+		mode: "UEFI", sessions: map[string]bool{}, biosVersion: "P89 v1.40 (10/06/2020)",
+		bmcVersion: "iLO 5 v2.30", fail: map[string]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /redfish/v1/{$}", b.serviceRoot)
 	mux.HandleFunc("GET /redfish/v1/Systems", b.auth(b.systems))
 	mux.HandleFunc("GET "+systemPath, b.auth(b.system))
 	mux.HandleFunc("PATCH "+systemPath, b.auth(b.patchSystem))
 	mux.HandleFunc("POST "+systemPath+"/Actions/ComputerSystem.Reset", b.auth(b.reset))
+	mux.HandleFunc("GET "+systemPath+"/Bios", b.auth(b.bios))
+	mux.HandleFunc("GET /redfish/v1/Registries", b.auth(b.registries))
+	mux.HandleFunc("GET "+registryFilePath, b.auth(b.registryFile))
+	mux.HandleFunc("GET "+registryPath, b.auth(b.registry))
+	mux.HandleFunc("GET /redfish/v1/Managers", b.auth(b.managers))
+	mux.HandleFunc("GET "+managerPath, b.auth(b.manager))
 	mux.HandleFunc("POST /redfish/v1/SessionService/Sessions", b.createSession)
 	mux.HandleFunc("DELETE /redfish/v1/SessionService/Sessions/{id}", b.auth(b.deleteSession))
 	b.srv = httptest.NewServer(mux)
@@ -98,6 +112,13 @@ func (b *fakeBMC) auth(h http.HandlerFunc) http.HandlerFunc {
 		if u, p, basic := r.BasicAuth(); basic && u == b.user && p == b.password {
 			ok = true
 		}
+		b.mu.Lock()
+		fail := b.fail[r.URL.Path]
+		b.mu.Unlock()
+		if ok && fail {
+			redfishError(w, http.StatusInternalServerError, "InternalError", "The request failed due to an internal service error.")
+			return
+		}
 		if !ok {
 			redfishError(w, http.StatusUnauthorized, "NoValidSession", "There is no valid session established with the implementation.")
 			return
@@ -113,6 +134,8 @@ func (b *fakeBMC) serviceRoot(w http.ResponseWriter, r *http.Request) {
 		"UUID":           "92384634-2938-2342-8820-489239905423",
 		"Systems":        map[string]any{"@odata.id": "/redfish/v1/Systems"},
 		"SessionService": map[string]any{"@odata.id": "/redfish/v1/SessionService"},
+		"Managers":       map[string]any{"@odata.id": "/redfish/v1/Managers"},
+		"Registries":     map[string]any{"@odata.id": "/redfish/v1/Registries"},
 		"Links":          map[string]any{"Sessions": map[string]any{"@odata.id": "/redfish/v1/SessionService/Sessions"}},
 	})
 }
@@ -132,7 +155,7 @@ func (b *fakeBMC) system(w http.ResponseWriter, r *http.Request) {
 	if b.on {
 		ps = "On"
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	doc := map[string]any{
 		"@odata.type": "#ComputerSystem.v1_13_0.ComputerSystem", "@odata.id": systemPath,
 		"@odata.etag": fmt.Sprintf(`W/"%d"`, len(b.resets)),
 		"Id":          "437XR1138R2", "Name": "WebFrontEnd483", "SystemType": "Physical",
@@ -147,7 +170,15 @@ func (b *fakeBMC) system(w http.ResponseWriter, r *http.Request) {
 			"target":                            systemPath + "/Actions/ComputerSystem.Reset",
 			"ResetType@Redfish.AllowableValues": resetTypes,
 		}},
-	})
+		"Links": map[string]any{"ManagedBy": []any{map[string]any{"@odata.id": managerPath}}},
+	}
+	if b.biosVersion != "" {
+		doc["BiosVersion"] = b.biosVersion
+	}
+	if !b.noBios {
+		doc["Bios"] = map[string]any{"@odata.id": systemPath + "/Bios"}
+	}
+	writeJSON(w, http.StatusOK, doc)
 }
 
 func (b *fakeBMC) reset(w http.ResponseWriter, r *http.Request) {
@@ -224,4 +255,137 @@ func (b *fakeBMC) deleteSession(w http.ResponseWriter, r *http.Request) {
 	delete(b.sessions, r.PathValue("id"))
 	b.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// The BIOS and firmware resources, shaped like the DMTF mockups and an
+// HPE iLO 5: a Bios whose Attributes are described by an attribute
+// registry that the service's Registries collection locates.
+const (
+	managerPath      = "/redfish/v1/Managers/1"
+	registryID       = "BiosAttributeRegistryP89.v1_0_0"
+	registryFilePath = "/redfish/v1/Registries/BiosAttributeRegistryP89.v1_0_0"
+	registryPath     = "/redfish/v1/Registries/BiosAttributeRegistryP89.v1_0_0/BiosAttributeRegistryP89.v1_0_0.json"
+)
+
+func (b *fakeBMC) bios(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.noBios {
+		redfishError(w, http.StatusNotFound, "ResourceMissingAtURI", "The resource at the URI "+r.URL.Path+" was not found.")
+		return
+	}
+	doc := map[string]any{
+		"@odata.type": "#Bios.v1_1_0.Bios", "@odata.id": systemPath + "/Bios",
+		"Id": "BIOS", "Name": "BIOS Configuration Current Settings",
+		"AttributeRegistry": registryID,
+		"Attributes": map[string]any{
+			"AdminPhone":         "",
+			"BootMode":           "Uefi",
+			"EmbeddedSata":       "Raid",
+			"NicBoot1":           "NetworkBoot",
+			"ProcTurboMode":      "Enabled",
+			"ProcCoreDisable":    0,
+			"UsbControl":         "UsbEnabled",
+			"QuietBoot":          true,
+			"SerialNumber":       "437XR1138R2",
+			"PowerOnDelay":       30.0,
+			"OemPassword":        nil,
+			"WorkloadProfile":    "GeneralPowerEfficientCompute",
+			"ServiceEmail":       "ops@example.com",
+			"SriovGlobalEnable":  false,
+			"ThermalShutdownLow": -5,
+		},
+		"@Redfish.Settings": map[string]any{"@odata.type": "#Settings.v1_3_0.Settings",
+			"SettingsObject": map[string]any{"@odata.id": systemPath + "/Bios/Settings"}},
+		"Actions": map[string]any{"#Bios.ResetBios": map[string]any{"target": systemPath + "/Bios/Actions/Bios.ResetBios"}},
+	}
+	if b.noRegistry {
+		delete(doc, "AttributeRegistry")
+	}
+	writeJSON(w, http.StatusOK, doc)
+}
+
+func (b *fakeBMC) registries(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.type": "#MessageRegistryFileCollection.MessageRegistryFileCollection", "@odata.id": "/redfish/v1/Registries",
+		"Name": "Registry File Collection", "Members@odata.count": 2,
+		"Members": []any{map[string]any{"@odata.id": "/redfish/v1/Registries/Base"},
+			map[string]any{"@odata.id": registryFilePath}},
+	})
+}
+
+func (b *fakeBMC) registryFile(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.type": "#MessageRegistryFile.v1_1_0.MessageRegistryFile", "@odata.id": registryFilePath,
+		"Id": registryID, "Name": "BIOS Attribute Registry File", "Registry": registryID,
+		"Languages": []string{"de", "en"},
+		"Location": []any{
+			map[string]any{"Language": "de", "Uri": registryFilePath + "/de.json"},
+			map[string]any{"Language": "en", "Uri": registryPath},
+		},
+	})
+}
+
+func (b *fakeBMC) registry(w http.ResponseWriter, r *http.Request) {
+	enum := func(names ...string) []any {
+		out := make([]any, len(names))
+		for i, n := range names {
+			out[i] = map[string]any{"ValueName": n, "ValueDisplayName": n}
+		}
+		return out
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.type": "#AttributeRegistry.v1_3_0.AttributeRegistry", "@odata.id": registryPath,
+		"Id": registryID, "Name": "BIOS Attribute Registry", "Language": "en", "OwningEntity": "Contoso",
+		"RegistryVersion": "1.0.0",
+		"SupportedSystems": []any{map[string]any{"ProductName": "Contoso Server", "SystemId": "P89", "FirmwareVersion": "v1.40"}},
+		"RegistryEntries": map[string]any{
+			"Attributes": []any{
+				map[string]any{"AttributeName": "BootMode", "Type": "Enumeration", "DisplayName": "Boot Mode",
+					"Value": enum("Uefi", "LegacyBios"), "ResetRequired": true, "ReadOnly": false},
+				map[string]any{"AttributeName": "ProcTurboMode", "Type": "Enumeration", "DisplayName": "Turbo Boost",
+					"Value": enum("Enabled", "Disabled"), "ResetRequired": true},
+				map[string]any{"AttributeName": "ProcCoreDisable", "Type": "Integer", "DisplayName": "Disabled cores",
+					"LowerBound": 0, "UpperBound": 24, "ScalarIncrement": 1, "ResetRequired": true},
+				map[string]any{"AttributeName": "AdminPhone", "Type": "String", "DisplayName": "Admin phone",
+					"MinLength": 0, "MaxLength": 30, "ValueExpression": "^[0-9 +-]*$"},
+				map[string]any{"AttributeName": "SerialNumber", "Type": "String", "DisplayName": "Serial Number",
+					"MinLength": 0, "MaxLength": 16, "ReadOnly": true, "IsSystemUniqueProperty": true},
+				map[string]any{"AttributeName": "QuietBoot", "Type": "Boolean", "DisplayName": "Quiet boot"},
+				map[string]any{"AttributeName": "OemPassword", "Type": "Password", "DisplayName": "Setup password",
+					"MinLength": 8, "MaxLength": 32, "WriteOnly": true},
+			},
+			"Menus": []any{map[string]any{"MenuName": "SystemOptions", "DisplayName": "System Options", "MenuPath": "./SystemOptions"}},
+		},
+	})
+}
+
+func (b *fakeBMC) managers(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.type": "#ManagerCollection.ManagerCollection", "@odata.id": "/redfish/v1/Managers",
+		"Name": "Manager Collection", "Members@odata.count": 1,
+		"Members": []any{map[string]any{"@odata.id": managerPath}},
+	})
+}
+
+func (b *fakeBMC) manager(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	doc := map[string]any{
+		"@odata.type": "#Manager.v1_10_0.Manager", "@odata.id": managerPath,
+		"Id": "1", "Name": "Manager", "ManagerType": "BMC", "Model": "iLO 5",
+		"Status": map[string]any{"State": "Enabled", "Health": "OK"},
+		"Links":  map[string]any{"ManagerForServers": []any{map[string]any{"@odata.id": systemPath}}},
+	}
+	if b.bmcVersion != "" {
+		doc["FirmwareVersion"] = b.bmcVersion
+	}
+	writeJSON(w, http.StatusOK, doc)
+}
+
+// set changes the fake's state under its lock.
+func (b *fakeBMC) set(f func(b *fakeBMC)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f(b)
 }
