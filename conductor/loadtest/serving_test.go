@@ -64,9 +64,9 @@ func TestRunServing(t *testing.T) {
 	}
 	if _, err := exec.LookPath(nginx); err != nil {
 		if os.Getenv("RIVET_REQUIRE_E2E") == "1" {
-			t.Fatal("RIVET_REQUIRE_E2E=1 but nginx is missing (scripts/install-deps.sh bench)")
+			t.Fatal("RIVET_REQUIRE_E2E=1 but nginx is missing (scripts/install-deps.sh test)")
 		}
-		t.Skip("nginx is missing (scripts/install-deps.sh bench)")
+		t.Skip("nginx is missing (scripts/install-deps.sh test)")
 	}
 	bin := filepath.Join(t.TempDir(), "rivet-conductor")
 	build := exec.Command("go", "build", "-o", bin, "github.com/rivetmetal/rivet/cmd/rivet-conductor")
@@ -103,9 +103,9 @@ func TestRunServing(t *testing.T) {
 func TestNeighbour(t *testing.T) {
 	if _, err := exec.LookPath("stress-ng"); err != nil {
 		if os.Getenv("RIVET_REQUIRE_E2E") == "1" {
-			t.Fatal("RIVET_REQUIRE_E2E=1 but stress-ng is missing (scripts/install-deps.sh bench)")
+			t.Fatal("RIVET_REQUIRE_E2E=1 but stress-ng is missing (scripts/install-deps.sh test)")
 		}
-		t.Skip("stress-ng is missing (scripts/install-deps.sh bench)")
+		t.Skip("stress-ng is missing (scripts/install-deps.sh test)")
 	}
 	p, err := startNeighbour("", 1, t.TempDir())
 	if err != nil {

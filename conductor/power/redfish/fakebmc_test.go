@@ -61,6 +61,7 @@ func newFakeBMC(t *testing.T) *fakeBMC {
 	mux.HandleFunc("GET "+systemPath+"/Bios", b.auth(b.bios))
 	mux.HandleFunc("GET /redfish/v1/Registries", b.auth(b.registries))
 	mux.HandleFunc("GET "+registryFilePath, b.auth(b.registryFile))
+	mux.HandleFunc("GET /redfish/v1/Registries/Base", b.auth(b.baseRegistryFile))
 	mux.HandleFunc("GET "+registryPath, b.auth(b.registry))
 	mux.HandleFunc("GET /redfish/v1/Managers", b.auth(b.managers))
 	mux.HandleFunc("GET "+managerPath, b.auth(b.manager))
@@ -326,6 +327,16 @@ func (b *fakeBMC) registryFile(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+func (b *fakeBMC) baseRegistryFile(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.type": "#MessageRegistryFile.v1_1_0.MessageRegistryFile", "@odata.id": "/redfish/v1/Registries/Base",
+		"Id": "Base", "Name": "Base Message Registry File", "Registry": "Base.1.8",
+		"Languages": []string{"en"},
+		"Location": []any{map[string]any{"Language": "en",
+			"PublicationUri": "https://redfish.dmtf.org/registries/Base.1.8.1.json"}},
+	})
+}
+
 func (b *fakeBMC) registry(w http.ResponseWriter, r *http.Request) {
 	enum := func(names ...string) []any {
 		out := make([]any, len(names))
@@ -337,7 +348,7 @@ func (b *fakeBMC) registry(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"@odata.type": "#AttributeRegistry.v1_3_0.AttributeRegistry", "@odata.id": registryPath,
 		"Id": registryID, "Name": "BIOS Attribute Registry", "Language": "en", "OwningEntity": "Contoso",
-		"RegistryVersion": "1.0.0",
+		"RegistryVersion":  "1.0.0",
 		"SupportedSystems": []any{map[string]any{"ProductName": "Contoso Server", "SystemId": "P89", "FirmwareVersion": "v1.40"}},
 		"RegistryEntries": map[string]any{
 			"Attributes": []any{
