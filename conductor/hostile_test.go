@@ -271,7 +271,7 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 	h := conductortest.New(t, fakeagent.Config{})
 	cfg := h.Config()
 	cfg.Timeouts = conductor.Timeouts{ReadHeader: 300 * time.Millisecond, Read: 500 * time.Millisecond,
-		Write: 500 * time.Millisecond, Idle: time.Second, Download: 300 * time.Millisecond}
+		Write: 500 * time.Millisecond, Idle: time.Second, Download: time.Second}
 	big := make([]byte, 32<<20)
 	if err := os.WriteFile(filepath.Join(cfg.ImageDir, "big.raw"), big, 0o644); err != nil {
 		t.Fatal(err)
@@ -317,7 +317,7 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 		if err != nil {
 			break
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // 4 MiB in ~40 ms: well inside the 1 s per 4 MiB, even on a busy machine
 	}
 	resp.Body.Close()
 	if n != int64(len(big)) {
@@ -331,7 +331,7 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 	}
 	defer conn3.Close()
 	fmt.Fprint(conn3, "GET /images/big.raw HTTP/1.1\r\nHost: x\r\n\r\n")
-	time.Sleep(2 * time.Second)
+	time.Sleep(3 * time.Second) // past the 1 s allowed for the first 4 MiB
 	conn3.SetReadDeadline(time.Now().Add(30 * time.Second))
 	got, _ := io.Copy(io.Discard, bufio.NewReader(conn3))
 	if got >= int64(len(big)) {

@@ -1,6 +1,7 @@
 // Package redfish is the "redfish" power driver: power and boot-device
 // control of a node through its BMC's DMTF Redfish service
-// (ComputerSystem.Reset and Boot.BootSourceOverride*), using gofish.
+// (ComputerSystem.Reset and Boot.BootSourceOverride*), and reading of its
+// BIOS settings and firmware versions, using gofish.
 //
 // driver_info keys, as Ironic's redfish hardware type names them:
 //
@@ -52,7 +53,8 @@ type Config struct {
 }
 
 // Driver is the redfish driver. It implements power.Driver,
-// power.BootDeviceReader and power.BootDeviceLister.
+// power.BootDeviceReader, power.BootDeviceLister, power.BIOSReader and
+// power.FirmwareReader (bios.go).
 type Driver struct {
 	cfg Config
 }
