@@ -37,6 +37,14 @@ type fakeBMC struct {
 	biosVersion string          // ComputerSystem.BiosVersion ("" omits it)
 	bmcVersion  string          // Manager.FirmwareVersion ("" omits it)
 	fail        map[string]bool // paths answered with 500
+	media       map[string]*fakeMedia
+}
+
+// fakeMedia is one of the manager's VirtualMedia devices.
+type fakeMedia struct {
+	types          []string
+	image          string
+	writeProtected bool
 }
 
 const systemPath = "/redfish/v1/Systems/437XR1138R2"
@@ -51,7 +59,9 @@ var (
 func newFakeBMC(t *testing.T) *fakeBMC {
 	b := &fakeBMC{user: "admin", password: "s3cret-pw", enabled: "Disabled", target: "None",
 		mode: "UEFI", sessions: map[string]bool{}, biosVersion: "P89 v1.40 (10/06/2020)",
-		bmcVersion: "iLO 5 v2.30", fail: map[string]bool{}}
+		bmcVersion: "iLO 5 v2.30", fail: map[string]bool{},
+		media: map[string]*fakeMedia{"Floppy1": {types: []string{"Floppy", "USBStick"}},
+			"CD1": {types: []string{"CD", "DVD"}}, "CD2": {types: []string{"CD", "DVD"}}}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /redfish/v1/{$}", b.serviceRoot)
 	mux.HandleFunc("GET /redfish/v1/Systems", b.auth(b.systems))
@@ -65,6 +75,10 @@ func newFakeBMC(t *testing.T) *fakeBMC {
 	mux.HandleFunc("GET "+registryPath, b.auth(b.registry))
 	mux.HandleFunc("GET /redfish/v1/Managers", b.auth(b.managers))
 	mux.HandleFunc("GET "+managerPath, b.auth(b.manager))
+	mux.HandleFunc("GET "+managerPath+"/VirtualMedia", b.auth(b.mediaCollection))
+	mux.HandleFunc("GET "+managerPath+"/VirtualMedia/{id}", b.auth(b.mediaDevice))
+	mux.HandleFunc("POST "+managerPath+"/VirtualMedia/{id}/Actions/VirtualMedia.InsertMedia", b.auth(b.insertMedia))
+	mux.HandleFunc("POST "+managerPath+"/VirtualMedia/{id}/Actions/VirtualMedia.EjectMedia", b.auth(b.ejectMedia))
 	mux.HandleFunc("POST /redfish/v1/SessionService/Sessions", b.createSession)
 	mux.HandleFunc("DELETE /redfish/v1/SessionService/Sessions/{id}", b.auth(b.deleteSession))
 	b.srv = httptest.NewServer(mux)
@@ -385,8 +399,9 @@ func (b *fakeBMC) manager(w http.ResponseWriter, r *http.Request) {
 	doc := map[string]any{
 		"@odata.type": "#Manager.v1_10_0.Manager", "@odata.id": managerPath,
 		"Id": "1", "Name": "Manager", "ManagerType": "BMC", "Model": "iLO 5",
-		"Status": map[string]any{"State": "Enabled", "Health": "OK"},
-		"Links":  map[string]any{"ManagerForServers": []any{map[string]any{"@odata.id": systemPath}}},
+		"Status":       map[string]any{"State": "Enabled", "Health": "OK"},
+		"VirtualMedia": map[string]any{"@odata.id": managerPath + "/VirtualMedia"},
+		"Links":        map[string]any{"ManagerForServers": []any{map[string]any{"@odata.id": systemPath}}},
 	}
 	if b.bmcVersion != "" {
 		doc["FirmwareVersion"] = b.bmcVersion
@@ -399,4 +414,102 @@ func (b *fakeBMC) set(f func(b *fakeBMC)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	f(b)
+}
+
+// mediaIDs are the VirtualMedia devices in the order the BMC lists them.
+var mediaIDs = []string{"Floppy1", "CD1", "CD2"}
+
+func (b *fakeBMC) mediaCollection(w http.ResponseWriter, r *http.Request) {
+	members := make([]any, len(mediaIDs))
+	for i, id := range mediaIDs {
+		members[i] = map[string]any{"@odata.id": managerPath + "/VirtualMedia/" + id}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.type": "#VirtualMediaCollection.VirtualMediaCollection", "@odata.id": managerPath + "/VirtualMedia",
+		"Name": "Virtual Media Services", "Members@odata.count": len(members), "Members": members,
+	})
+}
+
+// mediaOf returns the device the request names, or answers 404.
+func (b *fakeBMC) mediaOf(w http.ResponseWriter, r *http.Request) *fakeMedia {
+	m := b.media[r.PathValue("id")]
+	if m == nil {
+		redfishError(w, http.StatusNotFound, "ResourceMissingAtURI", "The resource at the URI "+r.URL.Path+" was not found.")
+	}
+	return m
+}
+
+func (b *fakeBMC) mediaDevice(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.mediaOf(w, r)
+	if m == nil {
+		return
+	}
+	id := r.PathValue("id")
+	p := managerPath + "/VirtualMedia/" + id
+	doc := map[string]any{
+		"@odata.type": "#VirtualMedia.v1_3_0.VirtualMedia", "@odata.id": p, "Id": id, "Name": "Virtual Removable Media",
+		"MediaTypes": m.types, "Image": nil, "ImageName": "", "Inserted": m.image != "",
+		"WriteProtected": m.writeProtected, "ConnectedVia": "NotConnected",
+		"Actions": map[string]any{
+			"#VirtualMedia.InsertMedia": map[string]any{"target": p + "/Actions/VirtualMedia.InsertMedia"},
+			"#VirtualMedia.EjectMedia":  map[string]any{"target": p + "/Actions/VirtualMedia.EjectMedia"},
+		},
+	}
+	if m.image != "" {
+		doc["Image"], doc["ConnectedVia"] = m.image, "URI"
+	}
+	writeJSON(w, http.StatusOK, doc)
+}
+
+func (b *fakeBMC) insertMedia(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Image          string
+		Inserted       *bool
+		WriteProtected *bool
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Image == "" {
+		redfishError(w, http.StatusBadRequest, "ActionParameterMissing", "Image is required")
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.mediaOf(w, r)
+	if m == nil {
+		return
+	}
+	if m.image != "" {
+		redfishError(w, http.StatusConflict, "ResourceInUse", "The device already holds an image.")
+		return
+	}
+	m.image = body.Image
+	m.writeProtected = body.WriteProtected == nil || *body.WriteProtected
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (b *fakeBMC) ejectMedia(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.mediaOf(w, r)
+	if m == nil {
+		return
+	}
+	if m.image == "" {
+		redfishError(w, http.StatusBadRequest, "ActionNotSupported", "No image is inserted.")
+		return
+	}
+	m.image, m.writeProtected = "", false
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// images returns the image of each device ("" when empty).
+func (b *fakeBMC) images() map[string]string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]string{}
+	for id, m := range b.media {
+		out[id] = m.image
+	}
+	return out
 }

@@ -1,7 +1,8 @@
 // Package redfish is the "redfish" power driver: power and boot-device
 // control of a node through its BMC's DMTF Redfish service
-// (ComputerSystem.Reset and Boot.BootSourceOverride*), and reading of its
-// BIOS settings and firmware versions, using gofish.
+// (ComputerSystem.Reset and Boot.BootSourceOverride*), reading of its
+// BIOS settings and firmware versions, and its virtual media, using
+// gofish.
 //
 // driver_info keys, as Ironic's redfish hardware type names them:
 //
@@ -54,7 +55,8 @@ type Config struct {
 
 // Driver is the redfish driver. It implements power.Driver,
 // power.BootDeviceReader, power.BootDeviceLister, power.BIOSReader and
-// power.FirmwareReader (bios.go).
+// power.FirmwareReader (bios.go) and power.VirtualMediaDriver
+// (vmedia.go).
 type Driver struct {
 	cfg Config
 }
