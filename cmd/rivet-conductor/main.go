@@ -172,10 +172,20 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.imageCacheTTL == 0 {
 		o.imageCacheTTL = -1 // never
 	}
+	// The defaults derive from --state-dir and --image-dir, which may be
+	// relative (make demo passes build/testimage); allowed roots are
+	// absolute.
 	if !o.fileURLAllowedPathsSet {
 		o.fileURLAllowedPaths = []string{filepath.Join(o.stateDir, "images")}
 		if o.imageDir != "" {
 			o.fileURLAllowedPaths = append(o.fileURLAllowedPaths, o.imageDir)
+		}
+		for i, p := range o.fileURLAllowedPaths {
+			abs, err := filepath.Abs(p)
+			if err != nil {
+				return o, fmt.Errorf("--file-url-allowed-paths default %s: %w", p, err)
+			}
+			o.fileURLAllowedPaths[i] = abs
 		}
 	}
 	if o.qemuFilesDir == "" {

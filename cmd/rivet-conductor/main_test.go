@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,6 +42,24 @@ func TestParseFlagsDefaults(t *testing.T) {
 	}
 	if off, err := parseFlags([]string{"--automated-clean=false"}, io.Discard); err != nil || off.automatedClean {
 		t.Fatalf("--automated-clean=false: %+v, %v", off.automatedClean, err)
+	}
+}
+
+// TestRelativeDirsGiveAbsoluteAllowedPaths: make demo passes relative
+// --state-dir and --image-dir; the default allowed roots for host paths
+// are their absolute forms (the confinement refuses relative roots).
+func TestRelativeDirsGiveAbsoluteAllowedPaths(t *testing.T) {
+	o, err := parseFlags([]string{"--state-dir", "state", "--image-dir", "build/testimage"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{filepath.Join(wd, "state", "images"), filepath.Join(wd, "build", "testimage")}
+	if !slices.Equal(o.fileURLAllowedPaths, want) {
+		t.Fatalf("allowed paths %v, want %v", o.fileURLAllowedPaths, want)
 	}
 }
 
