@@ -12,8 +12,6 @@ import (
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/provision"
-	"github.com/rivetmetal/rivet/conductor/statemachine"
-	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -418,17 +416,21 @@ func TestProvisionMetal3Verbs(t *testing.T) {
 	}
 	st, out = put("1.107", map[string]any{"target": "service", "service_steps": svc, "disable_ramdisk": true})
 	a.fault("service disable_ramdisk at 1.107", st, out, 406, "")
-	// abort of wait call-back: 1.110.
-	err := a.st.WithNodeLock(context.Background(), "n1", func(tx store.Tx) error {
-		tx.Node().ProvisionState = statemachine.DeployWait
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, out = put("1.109", map[string]any{"target": "abort"})
-	a.fault("abort wait call-back at 1.109", st, out, 400, "")
-	if st, _ := put("1.110", map[string]any{"target": "abort"}); st != 202 {
-		t.Fatalf("abort at 1.110: %d", st)
+	// abort of wait call-back came with 1.110: the API tells the engine,
+	// which checks it with the node's state under its lock
+	// (conductor/orchestration_test.go, TestAbortDeployWait).
+	for _, c := range []struct {
+		version string
+		refuse  bool
+	}{{"1.109", true}, {"1.110", false}} {
+		if st, out := put(c.version, map[string]any{"target": "abort"}); st != 202 {
+			t.Fatalf("abort at %s: %d %v", c.version, st, out)
+		}
+		a.p.mu.Lock()
+		req := a.p.requests[len(a.p.requests)-1]
+		a.p.mu.Unlock()
+		if req.Target != "abort" || req.NoAbortDeployWait != c.refuse {
+			t.Errorf("abort at %s: the engine got %+v, want NoAbortDeployWait %v", c.version, req, c.refuse)
+		}
 	}
 }

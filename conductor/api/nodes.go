@@ -527,14 +527,9 @@ func (s *Server) setProvisionState(w http.ResponseWriter, r *http.Request, v ver
 		return
 	}
 	ident := r.PathValue("ident")
-	if req.Target == "abort" && v.minor < minorAbortDeployWait {
-		// Aborting a deploy waiting for its agent came with 1.110.
-		if n, gerr := s.cfg.Store.GetNode(r.Context(), ident); gerr == nil && n.ProvisionState == statemachine.DeployWait {
-			s.writeError(w, r, errdefs.InvalidArgument(`The requested action "abort" can not be performed on node "%s" while it is in state "%s".`,
-				n.UUID, n.ProvisionState))
-			return
-		}
-	}
+	// Aborting a deploy waiting for its agent came with 1.110; the engine
+	// checks it with the node's state, under its lock.
+	req.NoAbortDeployWait = req.Target == "abort" && v.minor < minorAbortDeployWait
 	disableRamdisk := body.DisableRamdisk != nil && *body.DisableRamdisk
 	switch req.Target {
 	case "clean":

@@ -51,6 +51,10 @@ type Request struct {
 	// priority and args of the deploy's steps of the same name and add
 	// the agent's (the custom-agent deploy interface runs only them).
 	DeploySteps []wire.PlannedStep
+	// NoAbortDeployWait refuses "abort" of a node in wait call-back: the
+	// request's API version is older than 1.110, which allowed it. It is
+	// checked with the node's state, under its lock.
+	NoAbortDeployWait bool
 }
 
 // errProtected refuses to undeploy, rebuild or delete a protected node.
@@ -117,6 +121,10 @@ func (p *Provisioning) Provision(ctx context.Context, ident string, req Request)
 				info.InspectionReceived = false
 			}
 		case statemachine.EvAbort:
+			if req.NoAbortDeployWait && n.ProvisionState == statemachine.DeployWait {
+				return errdefs.InvalidArgument(`The requested action "abort" can not be performed on node "%s" while it is in state "%s".`,
+					n.UUID, n.ProvisionState)
+			}
 			return p.prepareAbort(n, info)
 		}
 		return nil
