@@ -80,21 +80,33 @@ func TestRedfishBIOSAndFirmware(t *testing.T) {
 	bmc := redfishBIOSBMC(t)
 	h := conductortest.New(t, fakeagent.Config{})
 	cfg := h.Config()
-	cfg.Drivers = append(cfg.Drivers, redfish.New(redfish.Config{Timeout: 5 * time.Second}))
+	cfg.Drivers = append(cfg.Drivers, redfish.New(redfish.Config{Timeout: 5 * time.Second}),
+		redfish.New(redfish.Config{Timeout: 5 * time.Second, Name: redfish.IDRACName}))
 	h.Start(cfg)
+	// The idrac hardware type reads the same through its idrac-redfish
+	// interfaces.
+	for _, c := range []struct{ driver, bios, firmware string }{
+		{"redfish", "redfish", "redfish"},
+		{"idrac", "idrac-redfish", "redfish"},
+	} {
+		t.Run(c.driver, func(t *testing.T) { checkBMCReads(t, h, bmc.URL, c.driver, c.bios, c.firmware) })
+	}
+}
 
+// checkBMCReads creates a node of driver with the given interfaces on the
+// fake BMC and reads its BIOS settings and firmware through the API.
+func checkBMCReads(t *testing.T, h *conductortest.Harness, bmcURL, driver, biosIface, firmwareIface string) {
 	var node map[string]any
-	if st := h.CallVersion("1.86", "POST", "/v1/nodes", map[string]any{"name": "rf1", "driver": "redfish",
-		"bios_interface": "redfish", "firmware_interface": "redfish",
-		"driver_info": map[string]any{"redfish_address": bmc.URL, "redfish_username": "admin",
+	if st := h.CallVersion("1.86", "POST", "/v1/nodes", map[string]any{"name": driver, "driver": driver,
+		"bios_interface": biosIface, "firmware_interface": firmwareIface,
+		"driver_info": map[string]any{"redfish_address": bmcURL, "redfish_username": "admin",
 			"redfish_password": "pw", "redfish_auth_type": "basic"}}, &node); st != http.StatusCreated {
 		t.Fatalf("create node: %d %v", st, node)
 	}
-
 	var bios struct {
 		BIOS []map[string]any `json:"bios"`
 	}
-	if st := h.CallVersion("1.74", "GET", "/v1/nodes/rf1/bios?detail=true", nil, &bios); st != http.StatusOK {
+	if st := h.CallVersion("1.74", "GET", "/v1/nodes/"+driver+"/bios?detail=true", nil, &bios); st != http.StatusOK {
 		t.Fatalf("GET bios: %d", st)
 	}
 	if len(bios.BIOS) != 3 {
@@ -121,7 +133,7 @@ func TestRedfishBIOSAndFirmware(t *testing.T) {
 	var fw struct {
 		Firmware []map[string]any `json:"firmware"`
 	}
-	if st := h.CallVersion("1.86", "GET", "/v1/nodes/rf1/firmware", nil, &fw); st != http.StatusOK {
+	if st := h.CallVersion("1.86", "GET", "/v1/nodes/"+driver+"/firmware", nil, &fw); st != http.StatusOK {
 		t.Fatalf("GET firmware: %d", st)
 	}
 	want := map[string]string{"bios": "U46 v2.72", "bmc": "7.00.00.171"}

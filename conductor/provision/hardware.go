@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
@@ -37,15 +38,21 @@ func (t *target) iface(kind string) string {
 	return hardwaretype.Of(t.node.Driver, t.node.Interfaces)[hardwaretype.Field(kind)]
 }
 
+// overRedfish says whether an interface implementation talks Redfish to
+// the BMC: Ironic's "redfish" ones and iDRAC's (the idrac hardware type
+// runs over the redfish driver).
+func overRedfish(impl string) bool { return impl == "redfish" || impl == "idrac-redfish" }
+
 // BIOSSettings reads a node's BIOS settings (GET /v1/nodes/{id}/bios):
-// from the BMC with bios_interface "redfish", none otherwise.
+// from the BMC with bios_interface "redfish" or "idrac-redfish", none
+// otherwise.
 func (h *Hardware) BIOSSettings(ctx context.Context, ident string) ([]power.BIOSSetting, error) {
 	t, err := h.machines.load(ctx, ident)
 	if err != nil {
 		return nil, err
 	}
 	r, ok := t.drv.(power.BIOSReader)
-	if t.iface("bios") != "redfish" || !ok {
+	if !overRedfish(t.iface("bios")) || !ok {
 		return []power.BIOSSetting{}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, BMCTimeout)
@@ -54,15 +61,7 @@ func (h *Hardware) BIOSSettings(ctx context.Context, ident string) ([]power.BIOS
 	if err != nil {
 		return nil, fmt.Errorf("node %s: read BIOS settings: %w", t.node.UUID, err)
 	}
-	slices.SortFunc(s, func(a, b power.BIOSSetting) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(s, func(a, b power.BIOSSetting) int { return strings.Compare(a.Name, b.Name) })
 	return s, nil
 }
 
@@ -75,7 +74,7 @@ func (h *Hardware) FirmwareComponents(ctx context.Context, ident string) ([]powe
 		return nil, err
 	}
 	r, ok := t.drv.(power.FirmwareReader)
-	if t.iface("firmware") != "redfish" || !ok {
+	if !overRedfish(t.iface("firmware")) || !ok {
 		return []power.FirmwareComponent{}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, BMCTimeout)
@@ -95,7 +94,7 @@ func (h *Hardware) virtualMedia(ctx context.Context, ident string) (*target, pow
 		return nil, nil, err
 	}
 	vm, ok := t.drv.(power.VirtualMediaDriver)
-	if t.iface("management") != "redfish" || !ok {
+	if !overRedfish(t.iface("management")) || !ok {
 		return nil, nil, errUnsupported(t.node.Driver, "virtual media")
 	}
 	return t, vm, nil
@@ -180,7 +179,7 @@ func (h *Hardware) VendorMethods(ctx context.Context, ident string) (map[string]
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := t.drv.(power.EventSubscriber); ok && (t.iface("vendor") == "redfish" || t.iface("vendor") == "idrac-redfish") {
+	if _, ok := t.drv.(power.EventSubscriber); ok && overRedfish(t.iface("vendor")) {
 		return redfishVendorMethods, nil
 	}
 	return map[string]VendorMethod{}, nil
@@ -196,7 +195,7 @@ func (h *Hardware) VendorPassthru(ctx context.Context, ident, method, httpMethod
 	}
 	es, ok := t.drv.(power.EventSubscriber)
 	m, known := redfishVendorMethods[method]
-	if !ok || t.iface("vendor") != "redfish" || !known {
+	if !ok || !overRedfish(t.iface("vendor")) || !known {
 		return nil, errdefs.InvalidArgument("Unsupported method (%s) passed through to vendor extension of node %s.", method, t.node.UUID)
 	}
 	if !slices.Contains(m.HTTPMethods, httpMethod) {

@@ -381,26 +381,7 @@ func (p *Provisioning) afterAbort(ctx context.Context, uuid string) {
 // verify checks the driver can manage the node: driver_info is valid and
 // the power state can be read (enroll -> verifying -> manageable; a job).
 func (p *Provisioning) verify(ctx context.Context, uuid string) {
-	t, err := p.machines.load(ctx, uuid)
-	var st power.State
-	if err == nil {
-		if err = p.machines.validate(t); err == nil {
-			st, err = p.machines.powerState(ctx, t)
-		}
-	}
-	if ctx.Err() != nil {
-		return
-	}
-	_, _, uerr := p.nodes.update(ctx, uuid, statemachine.Verifying, func(_ store.Tx, n *store.Node, _ *internalinfo.Info) error {
-		if err != nil {
-			n.LastError = fmt.Sprintf("Failed to get power state for node %s. Error: %v", uuid, err)
-			return p.nodes.advance(n, statemachine.EvFail)
-		}
-		n.PowerState = string(st)
-		n.LastError = ""
-		return p.nodes.advance(n, statemachine.EvDone)
-	})
-	p.jobs.logError(uuid, "verify", uerr)
+	p.checkMachine(ctx, uuid, "verify", statemachine.Verifying, "Failed to get power state for node %s. Error: %v")
 }
 
 // adopt takes over a node that already runs its instance (manageable ->
@@ -409,6 +390,14 @@ func (p *Provisioning) verify(ctx context.Context, uuid string) {
 // externally provisioned hosts, and hosts whose node was re-created,
 // without one); nothing is written or rebooted.
 func (p *Provisioning) adopt(ctx context.Context, uuid string) {
+	p.checkMachine(ctx, uuid, "adopt", statemachine.Adopting, "Error while attempting to adopt node %s: %v.")
+}
+
+// checkMachine is verify's and adopt's job: validate the node's driver
+// settings and read its power state, then move the node on from state
+// (done, with the power state) or fail it with failFormat (node UUID,
+// error) as its last_error.
+func (p *Provisioning) checkMachine(ctx context.Context, uuid, job string, state statemachine.State, failFormat string) {
 	t, err := p.machines.load(ctx, uuid)
 	var st power.State
 	if err == nil {
@@ -419,16 +408,16 @@ func (p *Provisioning) adopt(ctx context.Context, uuid string) {
 	if ctx.Err() != nil {
 		return
 	}
-	_, _, uerr := p.nodes.update(ctx, uuid, statemachine.Adopting, func(_ store.Tx, n *store.Node, _ *internalinfo.Info) error {
+	_, _, uerr := p.nodes.update(ctx, uuid, state, func(_ store.Tx, n *store.Node, _ *internalinfo.Info) error {
 		if err != nil {
-			n.LastError = fmt.Sprintf("Error while attempting to adopt node %s: %v.", uuid, err)
+			n.LastError = fmt.Sprintf(failFormat, uuid, err)
 			return p.nodes.advance(n, statemachine.EvFail)
 		}
 		n.PowerState = string(st)
 		n.LastError = ""
 		return p.nodes.advance(n, statemachine.EvDone)
 	})
-	p.jobs.logError(uuid, "adopt", uerr)
+	p.jobs.logError(uuid, job, uerr)
 }
 
 // teardown undeploys (a job): power off, forget the instance, then clean
