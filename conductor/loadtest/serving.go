@@ -130,7 +130,7 @@ func RunServing(ctx context.Context, cfg ServingConfig) (*ServingReport, error) 
 		}
 	}
 	if _, err := exec.LookPath(cfg.Nginx); err != nil {
-		return nil, fmt.Errorf("loadtest: nginx not found (scripts/install-deps.sh bench installs it): %w", err)
+		return nil, fmt.Errorf("loadtest: nginx not found (scripts/install-deps.sh test or bench installs it): %w", err)
 	}
 	log := cfg.Logger
 	dir := cfg.Dir
