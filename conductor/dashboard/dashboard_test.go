@@ -318,6 +318,13 @@ func TestEventsStreamSummariesThatChange(t *testing.T) {
 	e.update("a", func(n *store.Node) { n.SetInternal("agent_last_heartbeat", "2026-01-01T00:00:00") })
 	b := e.createNode("b", nil)
 	ev = s.next()
+	// a's creation may come once more when the snapshot was read from the
+	// store before the view had seen it: the same summary, not the
+	// heartbeat's.
+	// Once at most: a second would be the heartbeat's summary.
+	if ev.name == "nodes" && len(ev.data.Nodes) == 1 && ev.data.Nodes[0].Name == "a" && ev.data.Nodes[0].ProvisionState == "enroll" {
+		ev = s.next()
+	}
 	if ev.name != "nodes" || len(ev.data.Nodes) != 1 || ev.data.Nodes[0].UUID != b.UUID {
 		t.Fatalf("after a heartbeat of a and b's creation: %+v", ev)
 	}
