@@ -99,6 +99,7 @@ func (f *fakeProvisioner) Lookup(context.Context, []string, string, bool) (*stor
 	return nil, nil, errdefs.NotFound("Resource could not be found.")
 }
 
+func (f *fakeProvisioner) ReleaseToken(context.Context, string, string) error             { return nil }
 func (f *fakeProvisioner) Heartbeat(context.Context, string, wire.HeartbeatRequest) error { return nil }
 func (f *fakeProvisioner) ContinueInspection(_ context.Context, nodeUUID string, data wire.InspectionData) (*store.Node, error) {
 	if err := f.record("continue_inspection " + nodeUUID); err != nil {

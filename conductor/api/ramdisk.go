@@ -1,11 +1,14 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -102,11 +105,40 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request, v version) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, wire.LookupResponse{
+	body, err := json.Marshal(wire.LookupResponse{
 		Node:   ironicjson.LookupNode(n, s.opts(r, v)),
 		Config: s.lookupConfig(token),
 	})
+	if err == nil {
+		body = append(body, '\n')
+		err = r.Context().Err() // the client gave up while the node was looked up
+	}
+	if err == nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		if _, err = w.Write(body); err == nil {
+			if err = http.NewResponseController(w).Flush(); errors.Is(err, http.ErrNotSupported) {
+				err = nil
+			}
+		}
+	}
+	if err == nil || token == nil || *token == wire.Masked {
+		return
+	}
+	// A token generated for an answer that did not reach the agent would
+	// strand it: every later lookup would be answered "******". Take it
+	// back, so that the agent's next lookup gets a new one.
+	s.log.Warn("lookup answer not delivered; releasing its agent token", "node", n.UUID, "error", err)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), releaseTimeout)
+	defer cancel()
+	if err := s.cfg.Ramdisk.ReleaseToken(ctx, n.UUID, *token); err != nil {
+		s.log.Error("release of an undelivered agent token failed", "node", n.UUID, "error", err)
+	}
 }
+
+// releaseTimeout bounds the write that takes back an undelivered agent
+// token.
+const releaseTimeout = 30 * time.Second
 
 // lookupConfig is the config part of a lookup answer (Ironic 2023.1
 // defaults).

@@ -52,6 +52,9 @@ type PowerManager interface {
 // (provision.Ramdisk).
 type RamdiskEndpoints interface {
 	Lookup(ctx context.Context, macs []string, nodeUUID string, withToken bool) (*store.Node, *string, error)
+	// ReleaseToken takes back a token Lookup generated whose answer did
+	// not reach the agent.
+	ReleaseToken(ctx context.Context, nodeUUID, token string) error
 	Heartbeat(ctx context.Context, ident string, hb wire.HeartbeatRequest) error
 	HeartbeatTimeout() time.Duration
 }

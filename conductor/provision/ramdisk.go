@@ -148,6 +148,34 @@ func (r *Ramdisk) Lookup(ctx context.Context, macs []string, nodeUUID string, wi
 	return n, &token, nil
 }
 
+// ReleaseToken takes back an agent token that Lookup generated but whose
+// answer never reached the agent (its client gave up, or the answer could
+// not be written): the node's token is cleared, so that the agent's next
+// lookup is handed a new one instead of "******" for the rest of the
+// operation. Nothing changes unless the node still holds exactly that
+// token and no heartbeat has been accepted since (no callback URL is
+// recorded): a token an agent has used is never taken back.
+func (r *Ramdisk) ReleaseToken(ctx context.Context, nodeUUID, token string) error {
+	if token == "" || token == wire.Masked {
+		return nil
+	}
+	released := false
+	_, _, err := r.nodes.update(ctx, nodeUUID, "", func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
+		if info.Agent.URL != "" || subtle.ConstantTimeCompare([]byte(info.Agent.Token), []byte(token)) != 1 {
+			return nil
+		}
+		info.Agent.Token, released = "", true
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("node %s: release the undelivered agent token: %w", nodeUUID, err)
+	}
+	if released {
+		r.log.Warn("agent token released: the lookup's answer did not reach the agent; its next lookup gets a new token", "node", nodeUUID)
+	}
+	return nil
+}
+
 // newToken returns 32 random bytes as 43 URL-safe base64 characters
 // (Python's secrets.token_urlsafe()).
 func newToken() (string, error) {

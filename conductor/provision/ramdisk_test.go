@@ -125,3 +125,67 @@ func TestLookupNeedsAMatchingAddress(t *testing.T) {
 		t.Fatal("the agent token changed after it was handed out")
 	}
 }
+
+// TestReleaseUndeliveredToken: a token whose lookup answer never reached
+// the agent is taken back, so the agent's next lookup gets a new one
+// instead of "******"; a stale or wrong token releases nothing, and a
+// token an agent has heartbeated with is never taken back.
+func TestReleaseUndeliveredToken(t *testing.T) {
+	e, st := newTestEngine(t, mustFake(t), Config{APIURL: "http://127.0.0.1:6385"})
+	ctx := context.Background()
+	n := seedDeployWait(t, e, st, "")
+	macs := []string{"52:54:00:00:00:01"}
+	token := func() string {
+		t.Helper()
+		_, tok, err := e.Ramdisk().Lookup(ctx, macs, "", true)
+		if err != nil || tok == nil {
+			t.Fatalf("lookup: %v, %v", tok, err)
+		}
+		return *tok
+	}
+	stored := func() string {
+		t.Helper()
+		got, err := st.GetNode(ctx, n.UUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.InternalString("agent_secret_token")
+	}
+
+	first := token()
+	if len(first) != 43 || token() != wire.Masked {
+		t.Fatalf("first lookup %q; the second must be masked", first)
+	}
+	for _, wrong := range []string{"", wire.Masked, first[:42] + "x"} {
+		if err := e.Ramdisk().ReleaseToken(ctx, n.UUID, wrong); err != nil {
+			t.Fatalf("release %q: %v", wrong, err)
+		}
+		if stored() != first {
+			t.Fatalf("release of %q changed the token", wrong)
+		}
+	}
+	if err := e.Ramdisk().ReleaseToken(ctx, n.UUID, first); err != nil {
+		t.Fatal(err)
+	}
+	if stored() != "" {
+		t.Fatal("the undelivered token was not released")
+	}
+	second := token()
+	if len(second) != 43 || second == first {
+		t.Fatalf("lookup after the release got %q (first %q)", second, first)
+	}
+	// A heartbeat with the new token shows the agent has it: it stays.
+	hb := wire.HeartbeatRequest{CallbackURL: "http://127.0.0.1:9999", AgentToken: second, AgentVersion: "10.0.0"}
+	if err := e.Ramdisk().Heartbeat(ctx, n.UUID, hb); err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
+	if err := e.Ramdisk().ReleaseToken(ctx, n.UUID, second); err != nil {
+		t.Fatal(err)
+	}
+	if stored() != second {
+		t.Fatal("a token the agent heartbeated with was released")
+	}
+	if err := e.Ramdisk().ReleaseToken(ctx, "6a5a3c8e-1d2b-4f6e-9a0c-2b7d8e9f0a11", second); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("release on an unknown node: %v", err)
+	}
+}

@@ -60,7 +60,15 @@ type Store struct {
 	// two. An entry is a hint: the row read under the lock must carry the
 	// UUID, or the node is resolved again from the database.
 	ids sync.Map
+
+	// memo holds the maps decoded from recently read or written JSON
+	// column texts (single-node reads and node transactions only).
+	memo *jsoncol.Memo
 }
+
+// MemoBytes is the JSON column text the store's decode memo holds: at a
+// few KiB per node, the nodes a deploy storm has in flight at once.
+const MemoBytes = 16 << 20
 
 type stmtKey struct {
 	db    *sql.DB
@@ -114,7 +122,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	rdb.SetMaxOpenConns(Readers)
 	rdb.SetMaxIdleConns(Readers)
 	s := &Store{db: db, rdb: rdb, ops: make(chan *writeOp), stop: make(chan struct{}), now: time.Now,
-		locks: map[int64]chan struct{}{}, stmts: map[stmtKey]*sql.Stmt{}}
+		locks: map[int64]chan struct{}{}, stmts: map[stmtKey]*sql.Stmt{}, memo: jsoncol.NewMemo(MemoBytes)}
 	for _, q := range txStatements {
 		if _, err := s.stmt(ctx, db, q); err != nil {
 			s.closeDB()
@@ -304,15 +312,16 @@ const portColumns = `p.id, p.uuid, p.node_id, n.uuid, p.address, p.pxe_enabled, 
 
 type rowScanner interface{ Scan(dest ...any) error }
 
-func scanNode(r rowScanner) (*store.Node, error) {
-	n, _, err := scanNodeRaw(r)
+func scanNode(r rowScanner, memo *jsoncol.Memo) (*store.Node, error) {
+	n, _, err := scanNodeRaw(r, memo)
 	return n, err
 }
 
 // scanNodeRaw scans a node and also returns its columns (but id) as
 // stored, which equal nodeValues of the node until it is changed: a node
 // transaction compares against them instead of encoding the node twice.
-func scanNodeRaw(r rowScanner) (*store.Node, []any, error) {
+// The JSON columns are decoded through memo (nil: parsed every time).
+func scanNodeRaw(r rowScanner, memo *jsoncol.Memo) (*store.Node, []any, error) {
 	var (
 		n                               store.Node
 		name                            sql.NullString
@@ -342,7 +351,7 @@ func scanNodeRaw(r rowScanner) (*store.Node, []any, error) {
 	n.ProvisionUpdatedAt = parseTime(pua)
 	n.CreatedAt = parseTime(created)
 	n.UpdatedAt = parseTime(updated)
-	if err := jsoncol.DecodeAll([]string{ii, di, dii, props, extra, step}, jsoncol.NodeMaps(&n)); err != nil {
+	if err := memo.DecodeAll([]string{ii, di, dii, props, extra, step}, jsoncol.NodeMaps(&n)); err != nil {
 		return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
 	}
 	if err := jsoncol.DecodeAttributes(attrs, &n.NodeAttributes); err != nil {
@@ -486,7 +495,7 @@ func getNode(ctx context.Context, q conn, ident string) (*store.Node, error) {
 		col = "uuid"
 		ident = strings.ToLower(ident)
 	}
-	n, err := scanNode(q.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE `+col+` = ?`, ident))
+	n, err := scanNode(q.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE `+col+` = ?`, ident), q.s.memo)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errdefs.NotFound("Node %s could not be found.", ident)
 	}
@@ -497,7 +506,7 @@ func getNode(ctx context.Context, q conn, ident string) (*store.Node, error) {
 }
 
 func getNodeByID(ctx context.Context, q conn, id int64, ident string) (*store.Node, error) {
-	n, err := scanNode(q.QueryRowContext(ctx, selectNodeByID, id))
+	n, err := scanNode(q.QueryRowContext(ctx, selectNodeByID, id), q.s.memo)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errdefs.NotFound("Node %s could not be found.", ident)
 	}
@@ -536,7 +545,7 @@ func (s *Store) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.Nod
 	defer rows.Close()
 	var out []*store.Node
 	for rows.Next() {
-		n, err := scanNode(rows)
+		n, err := scanNode(rows, nil) // a listing would only churn the memo
 		if err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
 		}
@@ -608,7 +617,7 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 		if err != nil {
 			return fmt.Errorf("lock node %s: %w", uuid, err)
 		}
-		n, before, err = scanNodeRaw(s.reader().QueryRowContext(ctx, selectNodeByID, id))
+		n, before, err = scanNodeRaw(s.reader().QueryRowContext(ctx, selectNodeByID, id), s.memo)
 		if cached && (errors.Is(err, sql.ErrNoRows) || err == nil && n.UUID != uuid) {
 			// The remembered row is gone or is another node's now:
 			// resolve the node again.
@@ -682,9 +691,20 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 	}
 	if t.deleted {
 		s.ids.Delete(n.UUID)
+		return nil
+	}
+	// The next read of a changed column finds it in the memo.
+	for i, m := range jsoncol.NodeMaps(n) {
+		if col := firstMapColumn + i; query != "" && before[col] != args[col] {
+			s.memo.Remember(args[col].(string), *m)
+		}
 	}
 	return nil
 }
+
+// firstMapColumn is the index of instance_info, the first of the JSON
+// columns (jsoncol.NodeMaps order), in nodeValues.
+const firstMapColumn = 15
 
 // resolve finds the ID and UUID of the node ident names, without reading
 // the whole node. With useCache, a UUID already resolved is answered from

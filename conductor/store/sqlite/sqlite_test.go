@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -308,5 +309,61 @@ func TestRememberedNodeIDIsChecked(t *testing.T) {
 	}
 	if _, ok := s.ids.Load(a.UUID); ok {
 		t.Fatal("a deleted node's row ID is still remembered")
+	}
+}
+
+// TestMemoizedColumnsReadAsStored: with the decode memo, a node reads
+// back exactly as its stored JSON decodes — a value written as an int
+// reads as a JSON number, and a reader changing the maps it was given
+// changes nothing another reader sees.
+func TestMemoizedColumnsReadAsStored(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
+	defer s.Close()
+	ctx := context.Background()
+	pad := strings.Repeat("x", 100)
+	n := &store.Node{Name: "n1", Driver: "fake-hardware", InstanceInfo: map[string]any{"image_source": "http://127.0.0.1/" + pad}}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	write := func(v any) {
+		t.Helper()
+		if err := s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
+			tx.Node().DriverInternalInfo["steps"] = v
+			tx.Node().DriverInternalInfo["pad"] = pad
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() *store.Node {
+		t.Helper()
+		got, err := s.GetNode(ctx, n.UUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	write([]any{map[string]any{"priority": 80}}) // an int: not memoized as one
+	got := read()
+	if p := got.DriverInternalInfo["steps"].([]any)[0].(map[string]any)["priority"]; p != 80.0 {
+		t.Fatalf("priority read back as %#v, want float64 80", p)
+	}
+	got.DriverInternalInfo["steps"].([]any)[0].(map[string]any)["priority"] = 1.0
+	got.InstanceInfo["image_source"] = "vandalised"
+	if again := read(); again.DriverInternalInfo["steps"].([]any)[0].(map[string]any)["priority"] != 80.0 ||
+		again.InstanceInfo["image_source"] != "http://127.0.0.1/"+pad {
+		t.Fatalf("a reader's change leaked into the next read: %v %v", again.DriverInternalInfo, again.InstanceInfo)
+	}
+	write([]any{map[string]any{"priority": 60.0}}) // JSON values: memoized at the write
+	if s.memo.Len() == 0 {
+		t.Fatal("nothing memoized")
+	}
+	if p := read().DriverInternalInfo["steps"].([]any)[0].(map[string]any)["priority"]; p != 60.0 {
+		t.Fatalf("priority after the second write %#v", p)
+	}
+	vals, err := nodeValues(read())
+	if err != nil || !strings.Contains(vals[firstMapColumn].(string), "image_source") ||
+		!strings.Contains(vals[firstMapColumn+2].(string), `"steps"`) {
+		t.Fatalf("firstMapColumn does not index instance_info: %v %v", vals, err)
 	}
 }

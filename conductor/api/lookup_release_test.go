@@ -1,0 +1,86 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/wire"
+)
+
+// slowRamdisk answers lookups with a fresh token, each once its caller's
+// context ends when hold is set (a lookup committed after the agent gave
+// up), and records the tokens released.
+type slowRamdisk struct {
+	fakeProvisioner
+	hold     atomic.Bool
+	started  chan struct{}
+	released chan string
+	mu       sync.Mutex
+	n        int
+}
+
+func (f *slowRamdisk) Lookup(ctx context.Context, _ []string, _ string, _ bool) (*store.Node, *string, error) {
+	f.mu.Lock()
+	f.n++
+	tok := "token-" + string(rune('a'+f.n)) + "-0123456789012345678901234567890123"
+	f.mu.Unlock()
+	if f.hold.Load() {
+		f.started <- struct{}{}
+		<-ctx.Done()
+	}
+	return &store.Node{UUID: "6a5a3c8e-1d2b-4f6e-9a0c-2b7d8e9f0a11"}, &tok, nil
+}
+
+func (f *slowRamdisk) ReleaseToken(_ context.Context, _ string, token string) error {
+	f.released <- token
+	return nil
+}
+
+// TestLookupReleasesUndeliveredToken: a lookup whose client gave up before
+// the answer was written has its token released; a delivered one keeps it.
+func TestLookupReleasesUndeliveredToken(t *testing.T) {
+	rd := &slowRamdisk{started: make(chan struct{}, 1), released: make(chan string, 4)}
+	a := newTestAPIWith(t, func(c *Config) { c.Ramdisk = rd })
+
+	var lr wire.LookupResponse
+	if st, _ := a.do("1.68", "GET", "/v1/lookup?addresses=52:54:00:00:00:01", nil, &lr); st != 200 ||
+		lr.Config.AgentToken == nil || len(*lr.Config.AgentToken) < 32 {
+		t.Fatalf("delivered lookup: %d %+v", st, lr)
+	}
+
+	rd.hold.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", a.srv.URL+"/v1/lookup?addresses=52:54:00:00:00:01", nil)
+	req.Header.Set(wire.APIVersionHeader, "1.68")
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	<-rd.started
+	cancel() // the agent's request timeout
+	if err := <-done; err == nil {
+		t.Fatal("the cancelled lookup got an answer")
+	}
+	select {
+	case tok := <-rd.released:
+		if tok == *lr.Config.AgentToken || len(tok) < 32 {
+			t.Fatalf("released %q, want the undelivered token", tok)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the undelivered token was not released")
+	}
+	select {
+	case tok := <-rd.released:
+		t.Fatalf("a second release (%q): the delivered token was released too", tok)
+	default:
+	}
+}

@@ -1,0 +1,180 @@
+package jsoncol
+
+import (
+	"sync"
+	"unicode/utf8"
+)
+
+// Memo remembers the maps decoded from JSON column texts, by text, so
+// that a column read again unchanged — a node read at every step of a
+// deploy, most of whose columns do not change between two reads — is
+// copied instead of parsed. Entries are keyed by content, never by row,
+// so they cannot go stale. The texts it holds are bounded by a byte
+// budget; past it, arbitrary entries are dropped. A Memo is safe for
+// concurrent use.
+type Memo struct {
+	budget int
+
+	mu    sync.Mutex
+	bytes int
+	m     map[string]map[string]any
+}
+
+// NewMemo returns a Memo that holds at most budget bytes of column text.
+func NewMemo(budget int) *Memo {
+	return &Memo{budget: budget, m: map[string]map[string]any{}}
+}
+
+// Decode is the package's Decode of one column's text, from the memo
+// when it holds that text: the map returned is the caller's own either
+// way.
+func (c *Memo) Decode(raw string, dst *map[string]any) error {
+	if c == nil || len(raw) < minMemo {
+		return Decode(raw, dst)
+	}
+	c.mu.Lock()
+	m, ok := c.m[raw]
+	c.mu.Unlock()
+	if ok {
+		*dst = cloneMap(m)
+		return nil
+	}
+	if err := Decode(raw, dst); err != nil {
+		return err
+	}
+	c.put(raw, cloneMap(*dst))
+	return nil
+}
+
+// DecodeAll is DecodeAll through the memo.
+func (c *Memo) DecodeAll(raws []string, maps []*map[string]any) error {
+	if c == nil || len(raws) != len(maps) {
+		return DecodeAll(raws, maps)
+	}
+	for i, raw := range raws {
+		if err := c.Decode(raw, maps[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Remember records that raw is the encoding of m (a column just written
+// from m), so that the next read of raw is a copy. It records nothing
+// unless m holds only what decoding JSON yields (maps, slices, strings
+// that are valid UTF-8, float64, bools and nulls): a map holding an int,
+// a struct or anything else decodes to other values than it holds.
+func (c *Memo) Remember(raw string, m map[string]any) {
+	if c == nil || len(raw) < minMemo {
+		return
+	}
+	c.mu.Lock()
+	_, ok := c.m[raw]
+	c.mu.Unlock()
+	if ok {
+		return
+	}
+	clone, native := cloneNative(m)
+	if !native {
+		return
+	}
+	c.put(raw, clone.(map[string]any))
+}
+
+// Len is the number of column texts the memo holds.
+func (c *Memo) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
+
+// minMemo is the shortest text worth remembering: shorter ones ("{}", a
+// key or two) parse about as fast as they copy.
+const minMemo = 64
+
+func (c *Memo) put(raw string, m map[string]any) {
+	if len(raw) > c.budget/16 {
+		return // one huge column would push out everything else
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[raw]; ok {
+		return
+	}
+	for k := range c.m {
+		if c.bytes+len(raw) <= c.budget {
+			break
+		}
+		c.bytes -= len(k)
+		delete(c.m, k)
+	}
+	c.m[raw] = m
+	c.bytes += len(raw)
+}
+
+// cloneMap deep-copies a decoded JSON object. Strings, numbers, booleans
+// and nulls are immutable and shared; maps and slices are copied.
+func cloneMap(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = cloneValue(v)
+	}
+	return out
+}
+
+func cloneValue(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		return cloneMap(x)
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = cloneValue(e)
+		}
+		return out
+	default:
+		return v
+	}
+}
+
+// cloneNative deep-copies v and reports whether it holds only values
+// that decoding JSON yields.
+func cloneNative(v any) (any, bool) {
+	switch x := v.(type) {
+	case map[string]any:
+		if x == nil {
+			return nil, false // encodes as null, decodes as no map
+		}
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			if !utf8.ValidString(k) {
+				return nil, false
+			}
+			c, ok := cloneNative(e)
+			if !ok {
+				return nil, false
+			}
+			out[k] = c
+		}
+		return out, true
+	case []any:
+		if x == nil {
+			return nil, false
+		}
+		out := make([]any, len(x))
+		for i, e := range x {
+			c, ok := cloneNative(e)
+			if !ok {
+				return nil, false
+			}
+			out[i] = c
+		}
+		return out, true
+	case string:
+		return v, utf8.ValidString(x)
+	case float64, bool, nil:
+		return v, true
+	default:
+		return nil, false
+	}
+}
