@@ -95,20 +95,39 @@ func (c *Confiner) allow(dir string) error {
 		return fmt.Errorf("hostpath: allowed path %q is not absolute", dir)
 	}
 	clean := filepath.Clean(dir)
+	// The path as named is checked first, so that a blocked directory is
+	// refused as such whether or not it exists here; then where it leads.
+	if err := c.checkBlocked(clean, clean); err != nil {
+		return err
+	}
 	real, err := filepath.EvalSymlinks(clean)
 	if err != nil {
 		return fmt.Errorf("hostpath: allowed path %s: %w", clean, err)
 	}
-	for _, name := range []string{clean, real} {
-		if name == "/" {
-			return fmt.Errorf("hostpath: allowed path %s is the root directory, which holds everything the conductor must never serve", clean)
-		}
-		for _, b := range Blocked {
-			if within(name, b) {
-				return fmt.Errorf("hostpath: allowed path %s is in %s, which is never allowed", clean, b)
-			}
+	if err := c.checkBlocked(clean, real); err != nil {
+		return err
+	}
+	return c.checkProtected(clean, real)
+}
+
+// checkBlocked refuses an allowed path (clean, as named) that is, or
+// leads to (name), the root directory or a directory that is never
+// allowed.
+func (c *Confiner) checkBlocked(clean, name string) error {
+	if name == "/" {
+		return fmt.Errorf("hostpath: allowed path %s is the root directory, which holds everything the conductor must never serve", clean)
+	}
+	for _, b := range Blocked {
+		if within(name, b) {
+			return fmt.Errorf("hostpath: allowed path %s is in %s, which is never allowed", clean, b)
 		}
 	}
+	return nil
+}
+
+// checkProtected refuses an allowed path that holds, or lies inside, one
+// of the conductor's own files and directories, and opens it.
+func (c *Confiner) checkProtected(clean, real string) error {
 	for _, p := range c.protected {
 		rp, err := filepath.EvalSymlinks(p)
 		if err != nil {

@@ -44,7 +44,8 @@ func newDeployKind(r *runner) *deployKind {
 	d := &deployKind{r: r}
 	d.own = []*ownStep{
 		{Own: plan.Own{Interface: "deploy", Step: "deploy", Priority: bootRamdiskPriority}, run: d.bootRamdisk},
-		{Own: plan.Own{Interface: "deploy", Step: wire.WriteImageStep, Priority: 80}, delegates: true, run: d.writeImage},
+		{Own: plan.Own{Interface: "deploy", Step: wire.WriteImageStep, Priority: 80}, delegates: true, run: d.writeImage,
+			started: func(info *internalinfo.Info, now time.Time) { markTime(info, markWrite, now) }},
 		{Own: plan.Own{Interface: "deploy", Step: "prepare_instance_boot", Priority: 60}, run: d.prepareInstanceBoot},
 		{Own: plan.Own{Interface: "deploy", Step: "tear_down_agent", Priority: 40}, run: d.tearDownAgent},
 		{Own: plan.Own{Interface: "deploy", Step: "switch_to_tenant_network", Priority: 30},
@@ -385,14 +386,8 @@ func (d *deployKind) writeImage(ctx context.Context, t *target) (outcome, error)
 	if err := d.r.execute(ctx, d.k, t, step); err != nil {
 		return 0, err
 	}
-	if _, _, err := d.r.nodes.update(ctx, n.UUID, statemachine.Deploying, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
-		info.Deploy.Started = true
-		markTime(info, markWrite, d.r.nodes.now())
-		return nil
-	}); err != nil {
-		return 0, err
-	}
-	d.r.jobs.polls.track(n.UUID)
+	// The runner records the start (Started, the write_started mark) in
+	// the update that moves the node to wait call-back.
 	return wait, nil
 }
 

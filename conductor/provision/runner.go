@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/rivetmetal/rivet/conductor/agentclient"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
@@ -31,6 +32,10 @@ type ownStep struct {
 	// the agent's command, as for the agent's own steps.
 	delegates bool
 	run       func(ctx context.Context, t *target) (outcome, error)
+	// started, if set, records in the node that a delegating step's
+	// agent command started; it runs in the update that moves the node to
+	// the wait state, so that the start and the wait are one write.
+	started func(info *internalinfo.Info, now time.Time)
 }
 
 // kind is one kind of step operation the runner drives: its states, its
@@ -176,14 +181,23 @@ func (r *runner) run(ctx context.Context, k *kind, uuid string, from int) {
 			// The step is under way: the agent's, one of the conductor's
 			// that the agent carries on, or one of the conductor's that is
 			// done and waits for the agent (the ramdisk boot).
-			r.toWait(ctx, k, uuid, func(s *internalinfo.Steps) {
+			toWait(ctx, r.nodes, r.jobs, k.working, uuid, func(info *internalinfo.Info) {
+				s := info.Kind(k.wire)
 				switch {
 				case own == nil:
 					s.Started = true
-				case !own.delegates:
+				case own.delegates:
+					s.Started = true
+					if own.started != nil {
+						own.started(info, r.nodes.now())
+					}
+				default:
 					s.SkipCurrent = true
 				}
 			})
+			if own != nil && own.delegates && k.progress != nil && k.progress(step) {
+				r.jobs.polls.track(uuid)
+			}
 			return
 		}
 	}
@@ -245,8 +259,30 @@ func (r *runner) heartbeat(ctx context.Context, k *kind, n *store.Node, info *in
 	if r.whileRunning(ctx, k, n, info) {
 		return
 	}
-	n, info, err := r.resumeFromWait(ctx, k.waiting, n.UUID)
+	// The agent's first heartbeat of an operation: its steps are fetched
+	// before the node resumes, and cached in the same write.
+	var (
+		fetched  *fetchedSteps
+		fetchErr error
+	)
+	if info.Kind(k.wire).Cached == nil {
+		fetched, fetchErr = r.fetchSteps(ctx, k, n, info)
+	}
+	n, info, err := r.resumeFromWait(ctx, k.waiting, n.UUID, func(n *store.Node, info *internalinfo.Info) {
+		if fetched == nil || info.Kind(k.wire).Cached != nil {
+			return
+		}
+		// A failed replan caches nothing and fails the operation
+		// below, as a failed refresh does.
+		if err := r.cacheSteps(k, n, info, fetched); err != nil {
+			fetchErr = err
+		}
+	})
 	if err != nil {
+		return
+	}
+	if fetchErr != nil {
+		r.handle(ctx, k, n, &loadError{fetchErr})
 		return
 	}
 	r.advance(ctx, k, n, info)
@@ -256,7 +292,12 @@ func (r *runner) heartbeat(ctx context.Context, k *kind, n *store.Node, info *in
 // state and handles the outcome: wait, fail, or (done inside) the next
 // step.
 func (r *runner) advance(ctx context.Context, k *kind, n *store.Node, info *internalinfo.Info) {
-	err := r.check(ctx, k, n, info)
+	r.handle(ctx, k, n, r.check(ctx, k, n, info))
+}
+
+// handle acts on the outcome of processing the agent's state: nothing,
+// wait for a busy agent, or fail the operation with Ironic's message.
+func (r *runner) handle(ctx context.Context, k *kind, n *store.Node, err error) {
 	var (
 		le   lastError
 		load *loadError
@@ -431,12 +472,19 @@ func (r *runner) whileRunning(ctx context.Context, k *kind, n *store.Node, info 
 // resumeFromWait moves a node from a wait state to its working state on
 // a heartbeat, clearing the pending marker; it fails quietly when the node
 // is elsewhere (the marker then stays for the job that owns the node).
-func (r *runner) resumeFromWait(ctx context.Context, waitState statemachine.State, uuid string) (*store.Node, *internalinfo.Info, error) {
+func (r *runner) resumeFromWait(ctx context.Context, waitState statemachine.State, uuid string,
+	also func(n *store.Node, info *internalinfo.Info)) (*store.Node, *internalinfo.Info, error) {
 	at, beat := r.beats.take(uuid)
 	n, info, err := r.nodes.update(ctx, uuid, waitState, func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
 		recordBeat(info, at, beat)
 		info.Agent.HeartbeatPending = ""
-		return r.nodes.advance(n, statemachine.EvResume)
+		if err := r.nodes.advance(n, statemachine.EvResume); err != nil {
+			return err
+		}
+		if also != nil {
+			also(n, info)
+		}
+		return nil
 	})
 	switch {
 	case err == nil:
@@ -476,46 +524,70 @@ func (r *runner) rebootForNext(ctx context.Context, k *kind, uuid string, next i
 // interface) with its hardware manager version and, for kinds that
 // replan, makes the plan again around the current step.
 func (r *runner) refresh(ctx context.Context, k *kind, n *store.Node, info *internalinfo.Info) (*store.Node, *internalinfo.Info, error) {
-	ports, err := r.nodes.st.ListPorts(ctx, store.PortFilter{NodeID: n.ID})
-	if err != nil {
-		return nil, nil, fmt.Errorf("node %s: list ports: %w", n.UUID, err)
-	}
-	res, err := r.agents.succeeded(ctx, n, info, k.wire.GetStepsCommand(),
-		wire.GetStepsParams{Node: r.agents.nodeDoc(n), Ports: portDocs(ports)})
-	if err != nil {
-		return nil, nil, err
-	}
-	steps, err := k.wire.DecodeAgentSteps(res)
-	if err != nil {
-		return nil, nil, err
-	}
-	cached, err := plan.Cache(steps.Steps)
+	f, err := r.fetchSteps(ctx, k, n, info)
 	if err != nil {
 		return nil, nil, err
 	}
 	return r.nodes.update(ctx, n.UUID, k.working, func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
-		s := info.Kind(k.wire)
-		s.Cached = cached
-		info.Agent.HardwareManagerVersion = steps.HardwareManagerVersion
-		if info.Agent.HardwareManagerVersion == nil {
-			info.Agent.HardwareManagerVersion = wire.HardwareManagerVersion{}
-		}
-		s.Refreshed = agentTimestamp(r.nodes.now())
-		if k.replanOnRefresh {
-			fresh, err := k.plan(n, info)
-			if err != nil {
-				return err
-			}
-			if cur, ok := s.Current(); ok {
-				if j := plan.IndexOf(fresh, cur); j >= 0 {
-					s.Index = &j
-				}
-			}
-			s.Plan = fresh
-		}
-		n.Touch(r.nodes.now())
-		return nil
+		return r.cacheSteps(k, n, info, f)
 	})
+}
+
+// fetchedSteps are the agent's steps of a kind as get_<kind>_steps
+// returned them, ready to cache.
+type fetchedSteps struct {
+	cached  map[string][]wire.PlannedStep
+	version wire.HardwareManagerVersion
+}
+
+// fetchSteps asks the agent for its steps of the kind.
+func (r *runner) fetchSteps(ctx context.Context, k *kind, n *store.Node, info *internalinfo.Info) (*fetchedSteps, error) {
+	ports, err := r.nodes.st.ListPorts(ctx, store.PortFilter{NodeID: n.ID})
+	if err != nil {
+		return nil, fmt.Errorf("node %s: list ports: %w", n.UUID, err)
+	}
+	res, err := r.agents.succeeded(ctx, n, info, k.wire.GetStepsCommand(),
+		wire.GetStepsParams{Node: r.agents.nodeDoc(n), Ports: portDocs(ports)})
+	if err != nil {
+		return nil, err
+	}
+	steps, err := k.wire.DecodeAgentSteps(res)
+	if err != nil {
+		return nil, err
+	}
+	cached, err := plan.Cache(steps.Steps)
+	if err != nil {
+		return nil, err
+	}
+	return &fetchedSteps{cached: cached, version: steps.HardwareManagerVersion}, nil
+}
+
+// cacheSteps records fetched steps in the node (within an update); when
+// the new plan cannot be made it changes nothing.
+func (r *runner) cacheSteps(k *kind, n *store.Node, info *internalinfo.Info, f *fetchedSteps) error {
+	s := info.Kind(k.wire)
+	was, wasVersion := *s, info.Agent.HardwareManagerVersion
+	s.Cached = f.cached
+	info.Agent.HardwareManagerVersion = f.version
+	if info.Agent.HardwareManagerVersion == nil {
+		info.Agent.HardwareManagerVersion = wire.HardwareManagerVersion{}
+	}
+	s.Refreshed = agentTimestamp(r.nodes.now())
+	if k.replanOnRefresh {
+		fresh, err := k.plan(n, info)
+		if err != nil {
+			*s, info.Agent.HardwareManagerVersion = was, wasVersion
+			return err
+		}
+		if cur, ok := s.Current(); ok {
+			if j := plan.IndexOf(fresh, cur); j >= 0 {
+				s.Index = &j
+			}
+		}
+		s.Plan = fresh
+	}
+	n.Touch(r.nodes.now())
+	return nil
 }
 
 // makePlan makes the kind's plan and stores it with its first step as

@@ -68,7 +68,7 @@ type Store struct {
 
 // MemoBytes is the JSON column text the store's decode memo holds: at a
 // few KiB per node, the nodes a deploy storm has in flight at once.
-const MemoBytes = 16 << 20
+const MemoBytes = 4 << 20
 
 type stmtKey struct {
 	db    *sql.DB
