@@ -459,7 +459,7 @@ func fastTrackable(cfg *Config, n *store.Node, info *internalinfo.Info) bool {
 	if !fastTrackEnabled(cfg, n) || n.LastError != "" || n.PowerState != string(power.On) || info.Agent.URL == "" {
 		return false
 	}
-	last, err := time.Parse("2006-01-02T15:04:05.000000", info.Agent.LastHeartbeat)
+	last, err := time.Parse(agentTimeLayout, info.Agent.LastHeartbeat)
 	return err == nil && cfg.Now().UTC().Sub(last) <= cfg.FastTrackTimeout
 }
 

@@ -129,7 +129,10 @@ func (ns *nodes) logMove(n *store.Node, from statemachine.State) {
 }
 
 // agentTimestamp formats a time as Ironic's timestamp_driver_internal_info.
-func agentTimestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000") }
+func agentTimestamp(t time.Time) string { return t.UTC().Format(agentTimeLayout) }
+
+// agentTimeLayout is Ironic's timestamp format in driver_internal_info.
+const agentTimeLayout = "2006-01-02T15:04:05.000000"
 
 // lastError is a failure whose text is the node's last_error verbatim
 // (Ironic's wording).

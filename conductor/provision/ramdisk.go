@@ -122,19 +122,25 @@ func (r *Ramdisk) Lookup(ctx context.Context, macs []string, nodeUUID string, wi
 		if !r.lookupAllowed(n) {
 			return errLookupNotFound()
 		}
+		now := r.nodes.now()
 		if info.Agent.Token != "" {
-			r.log.Warn("agent token already handed out for this operation; answering with a masked token", "node", n.UUID)
-			token = wire.Masked
-			return nil
+			if !r.tokenUnused(info, now) {
+				r.log.Warn("agent token already handed out for this operation; answering with a masked token", "node", n.UUID)
+				token = wire.Masked
+				return nil
+			}
+			r.log.Warn("agent token handed out and never used within the heartbeat timeout; handing out a new one",
+				"node", n.UUID, "handed_out", info.Agent.TokenHandedOut, "heartbeat_timeout", r.cfg.HeartbeatTimeout)
 		}
 		t, err := newToken()
 		if err != nil {
 			return fmt.Errorf("node %s: generate agent token: %w", n.UUID, err)
 		}
 		info.Agent.Token, token = t, t
+		info.Agent.TokenHandedOut = agentTimestamp(now)
 		if n.ProvisionState == statemachine.DeployWait || n.ProvisionState == statemachine.Deploying {
 			if _, done := info.Image.Timings[PhaseBootToLookup]; !done {
-				timePhase(info, PhaseBootToLookup, markRamdiskOn, r.nodes.now())
+				timePhase(info, PhaseBootToLookup, markRamdiskOn, now)
 			}
 		}
 		return nil
@@ -148,23 +154,40 @@ func (r *Ramdisk) Lookup(ctx context.Context, macs []string, nodeUUID string, wi
 	return n, &token, nil
 }
 
+// tokenUnused reports whether the node's agent token is void: handed out
+// by a lookup more than the heartbeat timeout ago and never heartbeated
+// with since. Its agent, if it got it at all, missed the first heartbeat
+// by the deadline every later one is held to; most likely the lookup's
+// answer was lost (the agent gave up waiting for it), and the agent,
+// answered "******" at every lookup since, can never heartbeat. A
+// pre-generated token is never void.
+func (r *Ramdisk) tokenUnused(info *internalinfo.Info, now time.Time) bool {
+	a := &info.Agent
+	if a.TokenPregenerated || a.TokenHandedOut == "" || a.TokenUsed() {
+		return false
+	}
+	at, err := time.Parse(agentTimeLayout, a.TokenHandedOut)
+	return err == nil && now.UTC().Sub(at) > r.cfg.HeartbeatTimeout
+}
+
 // ReleaseToken takes back an agent token that Lookup generated but whose
 // answer never reached the agent (its client gave up, or the answer could
 // not be written): the node's token is cleared, so that the agent's next
 // lookup is handed a new one instead of "******" for the rest of the
 // operation. Nothing changes unless the node still holds exactly that
-// token and no heartbeat has been accepted since (no callback URL is
-// recorded): a token an agent has used is never taken back.
+// token and no heartbeat has been accepted since it was handed out: a
+// token an agent has used, or a pre-generated one, is never taken back.
 func (r *Ramdisk) ReleaseToken(ctx context.Context, nodeUUID, token string) error {
 	if token == "" || token == wire.Masked {
 		return nil
 	}
 	released := false
 	_, _, err := r.nodes.update(ctx, nodeUUID, "", func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
-		if info.Agent.URL != "" || subtle.ConstantTimeCompare([]byte(info.Agent.Token), []byte(token)) != 1 {
+		if info.Agent.TokenPregenerated || info.Agent.TokenUsed() ||
+			subtle.ConstantTimeCompare([]byte(info.Agent.Token), []byte(token)) != 1 {
 			return nil
 		}
-		info.Agent.Token, released = "", true
+		info.Agent.Token, info.Agent.TokenHandedOut, released = "", "", true
 		return nil
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
@@ -187,5 +188,77 @@ func TestReleaseUndeliveredToken(t *testing.T) {
 	}
 	if err := e.Ramdisk().ReleaseToken(ctx, "6a5a3c8e-1d2b-4f6e-9a0c-2b7d8e9f0a11", second); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("release on an unknown node: %v", err)
+	}
+}
+
+// TestUnusedTokenIsVoidAfterHeartbeatTimeout: a token handed out more
+// than the heartbeat timeout ago and never heartbeated with is void — the
+// next lookup gets a new one — while a younger one, a used one and a
+// pre-generated one stay masked.
+func TestUnusedTokenIsVoidAfterHeartbeatTimeout(t *testing.T) {
+	e, st := newTestEngine(t, mustFake(t), Config{APIURL: "http://127.0.0.1:6385", HeartbeatTimeout: time.Minute})
+	ctx := context.Background()
+	n := seedDeployWait(t, e, st, "")
+	macs := []string{"52:54:00:00:00:01"}
+	lookup := func() string {
+		t.Helper()
+		_, tok, err := e.Ramdisk().Lookup(ctx, macs, "", true)
+		if err != nil || tok == nil {
+			t.Fatalf("lookup: %v, %v", tok, err)
+		}
+		return *tok
+	}
+	set := func(key string, v any) {
+		t.Helper()
+		if err := st.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
+			tx.Node().DriverInternalInfo[key] = v
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ago := func(d time.Duration) string { return agentTimestamp(time.Now().Add(-d)) }
+
+	first := lookup()
+	if len(first) != 43 {
+		t.Fatalf("first token %q", first)
+	}
+	set("agent_secret_token_handed_out", ago(59*time.Second))
+	if got := lookup(); got != wire.Masked {
+		t.Fatalf("a token handed out 59 s ago was replaced: %q", got)
+	}
+	set("agent_secret_token_handed_out", ago(61*time.Second))
+	second := lookup()
+	if len(second) != 43 || second == first {
+		t.Fatalf("a token unused for 61 s was not replaced: %q", second)
+	}
+	if got := lookup(); got != wire.Masked {
+		t.Fatalf("the new token was handed out twice: %q", got)
+	}
+
+	// Used: a heartbeat recorded since the hand-out (as the heartbeat
+	// endpoint records it; processing it would move the node on), with
+	// or without a callback URL.
+	set("agent_secret_token_handed_out", ago(time.Hour))
+	set("agent_last_heartbeat", ago(time.Hour-time.Second))
+	if got := lookup(); got != wire.Masked {
+		t.Fatalf("a token heartbeated with was replaced: %q", got)
+	}
+	set("agent_last_heartbeat", ago(2*time.Hour)) // an earlier operation's
+	set("agent_url", "http://127.0.0.1:9999")
+	if got := lookup(); got != wire.Masked {
+		t.Fatalf("a token whose agent's URL is on record was replaced: %q", got)
+	}
+	// Pre-generated: never void.
+	set("agent_url", nil)
+	set("agent_secret_token_pregenerated", true)
+	if got := lookup(); got != wire.Masked {
+		t.Fatalf("a pre-generated token was replaced: %q", got)
+	}
+	// Handed out before the key existed: never void.
+	set("agent_secret_token_pregenerated", nil)
+	set("agent_secret_token_handed_out", nil)
+	if got := lookup(); got != wire.Masked {
+		t.Fatalf("a token without its hand-out time was replaced: %q", got)
 	}
 }

@@ -137,7 +137,7 @@ func (i *Info) WipeOnPowerOff() {
 	a := &i.Agent
 	a.URL = ""
 	if !a.TokenPregenerated {
-		a.Token = ""
+		a.Token, a.TokenHandedOut = "", ""
 	}
 	a.VerifyCA, a.VerifyCAPEM, a.HeartbeatPending = "", "", ""
 	for _, s := range []*Steps{&i.Deploy, &i.Clean, &i.Service} {
@@ -168,6 +168,10 @@ type Agent struct {
 	// offs (agent_secret_token_pregenerated).
 	Token             string
 	TokenPregenerated bool
+	// TokenHandedOut is when a lookup handed the token out, in Ironic's
+	// timestamp format (agent_secret_token_handed_out, Rivet's); "" for a
+	// pre-generated token or one handed out before the key existed.
+	TokenHandedOut string
 	// Version is the agent's version (agent_version).
 	Version string
 	// LastHeartbeat is the time of its last heartbeat, in Ironic's format
@@ -195,8 +199,15 @@ type Agent struct {
 // WipeTokenAndURL forgets the agent and its token, pre-generated or not
 // (Ironic's wipe_token_and_url): at the end of an operation.
 func (a *Agent) WipeTokenAndURL() {
-	a.URL, a.Token, a.TokenPregenerated = "", "", false
+	a.URL, a.Token, a.TokenPregenerated, a.TokenHandedOut = "", "", false, ""
 	a.VerifyCA, a.VerifyCAPEM, a.HeartbeatPending = "", "", ""
+}
+
+// TokenUsed reports whether an agent has heartbeated since the token was
+// handed out: its callback URL is on record, or its last heartbeat is
+// not older than the hand-out.
+func (a *Agent) TokenUsed() bool {
+	return a.URL != "" || a.LastHeartbeat != "" && a.LastHeartbeat >= a.TokenHandedOut
 }
 
 // Image is what a deploy produced and measured.
@@ -270,6 +281,7 @@ func (i *Info) fields() []field {
 		str("agent_url", &i.Agent.URL),
 		str("agent_secret_token", &i.Agent.Token),
 		flag("agent_secret_token_pregenerated", &i.Agent.TokenPregenerated),
+		str("agent_secret_token_handed_out", &i.Agent.TokenHandedOut),
 		str("agent_version", &i.Agent.Version),
 		str("agent_last_heartbeat", &i.Agent.LastHeartbeat),
 		str("agent_verify_ca", &i.Agent.VerifyCA),
