@@ -214,9 +214,13 @@ func (r *recorder) stats(window time.Duration) Stats {
 	return s
 }
 
+// conductorLog is the conductor's log file in the run's directory.
+const conductorLog = "conductor.log"
+
 // Run performs one load run and stops everything it started before
-// returning.
-func Run(ctx context.Context, cfg Config) (*Report, error) {
+// returning. A failed run keeps its directory's conductor log (the
+// error names it) and removes the rest.
+func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -227,7 +231,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err != nil {
 			return nil, fmt.Errorf("loadtest: %w", err)
 		}
-		defer os.RemoveAll(d)
+		defer func() {
+			if runErr == nil {
+				os.RemoveAll(d)
+				return
+			}
+			entries, _ := os.ReadDir(d)
+			for _, e := range entries {
+				if e.Name() != conductorLog {
+					os.RemoveAll(filepath.Join(d, e.Name()))
+				}
+			}
+		}()
 		dir = d
 	}
 
@@ -333,13 +348,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 		}()
 	}
-	for range cfg.Agents {
+	stormDeadline := time.NewTimer(time.Until(bootStart.Add(cfg.Boot + cfg.StormTimeout)))
+	defer stormDeadline.Stop()
+	for i := range cfg.Agents {
 		select {
 		case <-ready:
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(cfg.Boot + cfg.StormTimeout):
-			return nil, fmt.Errorf("loadtest: agents did not all heartbeat (conductor log %s)", cond.logPath)
+		case <-stormDeadline.C:
+			return nil, fmt.Errorf("loadtest: only %d of %d agents heartbeated within the boot window and -storm-timeout (conductor log %s)",
+				i, cfg.Agents, cond.logPath)
 		}
 	}
 	// The conductor may still be working through the boot storm's backlog
@@ -503,7 +521,7 @@ func startConductor(ctx context.Context, cfg Config, dir string) (*server, error
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	logPath := filepath.Join(dir, "conductor.log")
+	logPath := filepath.Join(dir, conductorLog)
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: %w", err)
