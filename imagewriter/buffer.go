@@ -2,6 +2,7 @@ package imagewriter
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 )
@@ -54,30 +55,34 @@ func (c *chunk) view(p []byte, off int64) *chunk {
 	return &chunk{buf: p[:len(p):len(p)], n: len(p), off: off, parent: c}
 }
 
-// bufferPool is a fixed set of aligned buffers, allocated on first use: a
-// stage's whole memory budget. Its size bounds how far the stage before it
-// can run ahead.
+// bufferPool is a fixed set of aligned buffers: a stage's whole memory
+// budget. Its size bounds how far the stage before it can run ahead. The
+// buffers are cut from one slab, allocated on first use, so that buffers
+// smaller than a huge page share huge pages too (alignedBuffer).
 type bufferPool struct {
 	free  chan *chunk
 	size  int
 	made  atomic.Int32
 	count int32
+	once  sync.Once
+	slab  []byte
 }
 
 func newBufferPool(count, size int) *bufferPool {
 	return &bufferPool{free: make(chan *chunk, count), size: size, count: int32(count)}
 }
 
-// get returns a free buffer, allocating one while the pool is not full, or
-// waits for one; it fails only when ctx ends.
+// get returns a free buffer, taking a new one from the slab while the
+// pool is not full, or waits for one; it fails only when ctx ends.
 func (p *bufferPool) get(ctx context.Context) (*chunk, error) {
 	select {
 	case c := <-p.free:
 		return c, nil
 	default:
 	}
-	if p.made.Add(1) <= p.count {
-		return &chunk{buf: alignedBuffer(p.size), pool: p}, nil
+	if i := int(p.made.Add(1)); i <= int(p.count) {
+		p.once.Do(func() { p.slab = alignedBuffer(int(p.count) * p.size) })
+		return &chunk{buf: p.slab[(i-1)*p.size : i*p.size : i*p.size], pool: p}, nil
 	}
 	p.made.Add(-1)
 	select {
@@ -93,15 +98,33 @@ func (p *bufferPool) put(c *chunk) {
 	p.free <- c
 }
 
+// hugePage is the size of a transparent huge page (x86-64 and arm64 with
+// 4 KiB pages).
+const hugePage = 2 << 20
+
 // alignedBuffer returns a slice of size bytes whose start is aligned for
-// O_DIRECT.
+// O_DIRECT. A buffer of a huge page or more starts on a huge page and is
+// marked for transparent huge pages where the kernel offers them
+// (adviseHugePages): the image bytes pass through these buffers three
+// times (the socket read's copy, the hash, the direct write's page
+// pinning), and with 4 KiB pages each pass pays a TLB miss and the write
+// a page reference for every 4 KiB. The alignment costs address space,
+// not memory: the unused head and tail are never touched.
 func alignedBuffer(size int) []byte {
-	raw := make([]byte, size+alignment)
-	shift := 0
-	if rem := int(uintptr(unsafe.Pointer(&raw[0])) % alignment); rem != 0 {
-		shift = alignment - rem
+	align := alignment
+	if size >= hugePage {
+		align = hugePage
 	}
-	return raw[shift : shift+size : shift+size]
+	raw := make([]byte, size+align)
+	shift := 0
+	if rem := int(uintptr(unsafe.Pointer(&raw[0])) % uintptr(align)); rem != 0 {
+		shift = align - rem
+	}
+	b := raw[shift : shift+size : shift+size]
+	if align == hugePage {
+		adviseHugePages(b)
+	}
+	return b
 }
 
 var zeros = alignedBuffer(1 << 20)
