@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"maps"
 	"slices"
 )
@@ -63,11 +62,11 @@ func (a NodeAttributes) Clone() NodeAttributes {
 		v := *a.AutomatedClean
 		c.AutomatedClean = &v
 	}
-	c.NetworkData = cloneJSON(a.NetworkData)
+	c.NetworkData = CloneJSONMap(a.NetworkData)
 	c.Traits = slices.Clone(a.Traits)
 	c.Interfaces = maps.Clone(a.Interfaces)
-	c.TargetRAIDConfig = cloneJSON(a.TargetRAIDConfig)
-	c.RAIDConfig = cloneJSON(a.RAIDConfig)
+	c.TargetRAIDConfig = CloneJSONMap(a.TargetRAIDConfig)
+	c.RAIDConfig = CloneJSONMap(a.RAIDConfig)
 	return c
 }
 
@@ -80,18 +79,41 @@ type PortAttributes struct {
 	Category    string `json:"category,omitempty"`
 }
 
-// cloneJSON deep-copies a JSON object (maps, lists and scalars).
-func cloneJSON(m map[string]any) map[string]any {
+// CloneJSONMap deep-copies a JSON-valued map: maps and slices of the
+// shapes JSON decoding produces, and the string lists and maps the stores'
+// fields hold, are copied down to their leaves; other values (strings,
+// numbers, booleans, nulls) are immutable and shared. nil stays nil.
+func CloneJSONMap(m map[string]any) map[string]any {
 	if m == nil {
 		return nil
 	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return maps.Clone(m)
+	c := make(map[string]any, len(m))
+	for k, v := range m {
+		c[k] = cloneJSONValue(v)
 	}
-	var out map[string]any
-	if err := json.Unmarshal(b, &out); err != nil {
-		return maps.Clone(m)
+	return c
+}
+
+func cloneJSONValue(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		return CloneJSONMap(x)
+	case []any:
+		c := make([]any, len(x))
+		for i, e := range x {
+			c[i] = cloneJSONValue(e)
+		}
+		return c
+	case []string:
+		return slices.Clone(x)
+	case []map[string]any:
+		c := make([]map[string]any, len(x))
+		for i, e := range x {
+			c[i] = CloneJSONMap(e)
+		}
+		return c
+	case map[string]string:
+		return maps.Clone(x)
 	}
-	return out
+	return v
 }

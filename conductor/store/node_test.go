@@ -1,6 +1,9 @@
 package store
 
-import "testing"
+import (
+	"reflect"
+	"testing"
+)
 
 func TestNodeCleanStep(t *testing.T) {
 	steps := []any{
@@ -20,5 +23,44 @@ func TestNodeCleanStep(t *testing.T) {
 	}
 	if got := (&Node{}).CleanStep(); got == nil || len(got) != 0 {
 		t.Errorf("a node that is not cleaning: %v, want {}", got)
+	}
+}
+
+// TestCloneJSONMap: every map and slice shape the stores hold is copied,
+// so that changing the copy at any depth leaves the original alone.
+func TestCloneJSONMap(t *testing.T) {
+	orig := map[string]any{
+		"obj":   map[string]any{"a": []any{1.0, map[string]any{"b": "c"}}},
+		"strs":  []string{"x"},
+		"objs":  []map[string]any{{"d": true}},
+		"smap":  map[string]string{"e": "f"},
+		"null":  nil,
+		"num":   2.5,
+		"plain": "s",
+	}
+	c := CloneJSONMap(orig)
+	if !reflect.DeepEqual(c, orig) {
+		t.Fatalf("clone %v differs from %v", c, orig)
+	}
+	c["obj"].(map[string]any)["a"].([]any)[1].(map[string]any)["b"] = "changed"
+	c["obj"].(map[string]any)["a"].([]any)[0] = 9.0
+	c["strs"].([]string)[0] = "changed"
+	c["objs"].([]map[string]any)[0]["d"] = false
+	c["smap"].(map[string]string)["e"] = "changed"
+	c["plain"] = "changed"
+	want := map[string]any{
+		"obj":   map[string]any{"a": []any{1.0, map[string]any{"b": "c"}}},
+		"strs":  []string{"x"},
+		"objs":  []map[string]any{{"d": true}},
+		"smap":  map[string]string{"e": "f"},
+		"null":  nil,
+		"num":   2.5,
+		"plain": "s",
+	}
+	if !reflect.DeepEqual(orig, want) {
+		t.Fatalf("changing the clone changed the original: %v", orig)
+	}
+	if CloneJSONMap(nil) != nil {
+		t.Fatal("nil map cloned to non-nil")
 	}
 }

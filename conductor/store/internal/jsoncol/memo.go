@@ -3,6 +3,8 @@ package jsoncol
 import (
 	"sync"
 	"unicode/utf8"
+
+	"github.com/rivetmetal/rivet/conductor/store"
 )
 
 // Memo remembers the maps decoded from JSON column texts, by text, so
@@ -36,13 +38,13 @@ func (c *Memo) Decode(raw string, dst *map[string]any) error {
 	m, ok := c.m[raw]
 	c.mu.Unlock()
 	if ok {
-		*dst = cloneMap(m)
+		*dst = store.CloneJSONMap(m)
 		return nil
 	}
 	if err := Decode(raw, dst); err != nil {
 		return err
 	}
-	c.put(raw, cloneMap(*dst))
+	c.put(raw, store.CloneJSONMap(*dst))
 	return nil
 }
 
@@ -110,31 +112,6 @@ func (c *Memo) put(raw string, m map[string]any) {
 	}
 	c.m[raw] = m
 	c.bytes += len(raw)
-}
-
-// cloneMap deep-copies a decoded JSON object. Strings, numbers, booleans
-// and nulls are immutable and shared; maps and slices are copied.
-func cloneMap(m map[string]any) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = cloneValue(v)
-	}
-	return out
-}
-
-func cloneValue(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		return cloneMap(x)
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = cloneValue(e)
-		}
-		return out
-	default:
-		return v
-	}
 }
 
 // cloneNative deep-copies v and reports whether it holds only values
