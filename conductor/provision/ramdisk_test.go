@@ -135,15 +135,7 @@ func TestReleaseUndeliveredToken(t *testing.T) {
 	e, st := newTestEngine(t, mustFake(t), Config{APIURL: "http://127.0.0.1:6385"})
 	ctx := context.Background()
 	n := seedDeployWait(t, e, st, "")
-	macs := []string{"52:54:00:00:00:01"}
-	token := func() string {
-		t.Helper()
-		_, tok, err := e.Ramdisk().Lookup(ctx, macs, "", true)
-		if err != nil || tok == nil {
-			t.Fatalf("lookup: %v, %v", tok, err)
-		}
-		return *tok
-	}
+	token := func() string { t.Helper(); return lookupToken(t, e) }
 	stored := func() string {
 		t.Helper()
 		got, err := st.GetNode(ctx, n.UUID)
@@ -199,15 +191,7 @@ func TestUnusedTokenIsVoidAfterHeartbeatTimeout(t *testing.T) {
 	e, st := newTestEngine(t, mustFake(t), Config{APIURL: "http://127.0.0.1:6385", HeartbeatTimeout: time.Minute})
 	ctx := context.Background()
 	n := seedDeployWait(t, e, st, "")
-	macs := []string{"52:54:00:00:00:01"}
-	lookup := func() string {
-		t.Helper()
-		_, tok, err := e.Ramdisk().Lookup(ctx, macs, "", true)
-		if err != nil || tok == nil {
-			t.Fatalf("lookup: %v, %v", tok, err)
-		}
-		return *tok
-	}
+	lookup := func() string { t.Helper(); return lookupToken(t, e) }
 	set := func(key string, v any) {
 		t.Helper()
 		if err := st.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
@@ -261,4 +245,15 @@ func TestUnusedTokenIsVoidAfterHeartbeatTimeout(t *testing.T) {
 	if got := lookup(); got != wire.Masked {
 		t.Fatalf("a token without its hand-out time was replaced: %q", got)
 	}
+}
+
+// lookupToken looks up the node seedDeployWait made, by its port's MAC,
+// and returns the token the lookup answered with.
+func lookupToken(t *testing.T, e *Engine) string {
+	t.Helper()
+	_, tok, err := e.Ramdisk().Lookup(context.Background(), []string{"52:54:00:00:00:01"}, "", true)
+	if err != nil || tok == nil {
+		t.Fatalf("lookup: %v, %v", tok, err)
+	}
+	return *tok
 }
