@@ -29,15 +29,18 @@ func TestNodeCleanStep(t *testing.T) {
 // TestCloneJSONMap: every map and slice shape the stores hold is copied,
 // so that changing the copy at any depth leaves the original alone.
 func TestCloneJSONMap(t *testing.T) {
-	orig := map[string]any{
-		"obj":   map[string]any{"a": []any{1.0, map[string]any{"b": "c"}}},
-		"strs":  []string{"x"},
-		"objs":  []map[string]any{{"d": true}},
-		"smap":  map[string]string{"e": "f"},
-		"null":  nil,
-		"num":   2.5,
-		"plain": "s",
+	sample := func() map[string]any {
+		return map[string]any{
+			"obj":   map[string]any{"a": []any{1.0, map[string]any{"b": "c"}}},
+			"strs":  []string{"x"},
+			"objs":  []map[string]any{{"d": true}},
+			"smap":  map[string]string{"e": "f"},
+			"null":  nil,
+			"num":   2.5,
+			"plain": "s",
+		}
 	}
+	orig := sample()
 	c := CloneJSONMap(orig)
 	if !reflect.DeepEqual(c, orig) {
 		t.Fatalf("clone %v differs from %v", c, orig)
@@ -48,16 +51,7 @@ func TestCloneJSONMap(t *testing.T) {
 	c["objs"].([]map[string]any)[0]["d"] = false
 	c["smap"].(map[string]string)["e"] = "changed"
 	c["plain"] = "changed"
-	want := map[string]any{
-		"obj":   map[string]any{"a": []any{1.0, map[string]any{"b": "c"}}},
-		"strs":  []string{"x"},
-		"objs":  []map[string]any{{"d": true}},
-		"smap":  map[string]string{"e": "f"},
-		"null":  nil,
-		"num":   2.5,
-		"plain": "s",
-	}
-	if !reflect.DeepEqual(orig, want) {
+	if !reflect.DeepEqual(orig, sample()) {
 		t.Fatalf("changing the clone changed the original: %v", orig)
 	}
 	if CloneJSONMap(nil) != nil {
