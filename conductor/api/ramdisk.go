@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"sort"
@@ -109,7 +110,9 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request, v version) {
 		Node:   ironicjson.LookupNode(n, s.opts(r, v)),
 		Config: s.lookupConfig(token),
 	})
-	if err == nil {
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("encode the lookup answer: %w", err))
+	} else {
 		body = append(body, '\n')
 		err = r.Context().Err() // the client gave up while the node was looked up
 	}
