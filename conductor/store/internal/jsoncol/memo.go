@@ -76,11 +76,10 @@ func (c *Memo) Remember(raw string, m map[string]any) {
 	if ok {
 		return
 	}
-	clone, native := cloneNative(m)
-	if !native {
+	if m == nil || !decodedJSON(m) {
 		return
 	}
-	c.put(raw, clone.(map[string]any))
+	c.put(raw, store.CloneJSONMap(m))
 }
 
 // Len is the number of column texts the memo holds.
@@ -114,44 +113,36 @@ func (c *Memo) put(raw string, m map[string]any) {
 	c.bytes += len(raw)
 }
 
-// cloneNative deep-copies v and reports whether it holds only values
-// that decoding JSON yields.
-func cloneNative(v any) (any, bool) {
+// decodedJSON reports whether v holds only values that decoding JSON
+// yields: objects and arrays (not nil ones: they encode as null), strings
+// that are valid UTF-8 (keys too), float64, bools and nulls.
+func decodedJSON(v any) bool {
 	switch x := v.(type) {
 	case map[string]any:
 		if x == nil {
-			return nil, false // encodes as null, decodes as no map
+			return false
 		}
-		out := make(map[string]any, len(x))
 		for k, e := range x {
-			if !utf8.ValidString(k) {
-				return nil, false
+			if !utf8.ValidString(k) || !decodedJSON(e) {
+				return false
 			}
-			c, ok := cloneNative(e)
-			if !ok {
-				return nil, false
-			}
-			out[k] = c
 		}
-		return out, true
+		return true
 	case []any:
 		if x == nil {
-			return nil, false
+			return false
 		}
-		out := make([]any, len(x))
-		for i, e := range x {
-			c, ok := cloneNative(e)
-			if !ok {
-				return nil, false
+		for _, e := range x {
+			if !decodedJSON(e) {
+				return false
 			}
-			out[i] = c
 		}
-		return out, true
+		return true
 	case string:
-		return v, utf8.ValidString(x)
+		return utf8.ValidString(x)
 	case float64, bool, nil:
-		return v, true
+		return true
 	default:
-		return nil, false
+		return false
 	}
 }
