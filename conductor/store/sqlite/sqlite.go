@@ -64,6 +64,10 @@ type Store struct {
 	// memo holds the maps decoded from recently read or written JSON
 	// column texts (single-node reads and node transactions only).
 	memo *jsoncol.Memo
+
+	// rows holds node rows as last committed, for single-node reads and
+	// node transactions (see rowCache).
+	rows *rowCache
 }
 
 // MemoBytes is the JSON column text the store's decode memo holds: at a
@@ -122,7 +126,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	rdb.SetMaxOpenConns(Readers)
 	rdb.SetMaxIdleConns(Readers)
 	s := &Store{db: db, rdb: rdb, ops: make(chan *writeOp), stop: make(chan struct{}), now: time.Now,
-		locks: map[int64]chan struct{}{}, stmts: map[stmtKey]*sql.Stmt{}, memo: jsoncol.NewMemo(MemoBytes)}
+		locks: map[int64]chan struct{}{}, stmts: map[stmtKey]*sql.Stmt{}, memo: jsoncol.NewMemo(MemoBytes),
+		rows: newRowCache(RowCacheBytes)}
 	for _, q := range txStatements {
 		if _, err := s.stmt(ctx, db, q); err != nil {
 			s.closeDB()
@@ -429,7 +434,28 @@ func (s *Store) CreateNode(ctx context.Context, n *store.Node) error {
 
 // GetNode implements store.NodeReader.
 func (s *Store) GetNode(ctx context.Context, ident string) (*store.Node, error) {
+	if u := strings.ToLower(ident); uuid.Validate(u) == nil {
+		if id, ok := s.ids.Load(u); ok {
+			if n, ok, err := s.cachedNode(id.(int64), u); ok {
+				return n, err
+			}
+		}
+	}
 	return getNode(ctx, s.reader(), ident)
+}
+
+// cachedNode returns node id from the row cache, if held and still the
+// node with UUID u ("": any).
+func (s *Store) cachedNode(id int64, u string) (*store.Node, bool, error) {
+	r, ok := s.rows.get(id)
+	if !ok || u != "" && r.uuid() != u {
+		return nil, false, nil
+	}
+	n, err := scanNode(r, s.memo)
+	if err != nil {
+		return nil, true, fmt.Errorf("get node %s: %w", r.uuid(), err)
+	}
+	return n, true, nil
 }
 
 // conn runs prepared statements on the read pool, or on the writer inside
@@ -593,6 +619,9 @@ func (s *Store) NodeByMACs(ctx context.Context, macs []string) (*store.Node, err
 	if len(ids) != 1 {
 		return nil, errdefs.NotFound("Resource could not be found.")
 	}
+	if n, ok, err := s.cachedNode(ids[0], ""); ok {
+		return n, err
+	}
 	return getNodeByID(ctx, s.reader(), ids[0], strings.Join(macs, ","))
 }
 
@@ -617,7 +646,16 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 		if err != nil {
 			return fmt.Errorf("lock node %s: %w", uuid, err)
 		}
-		n, before, err = scanNodeRaw(s.reader().QueryRowContext(ctx, selectNodeByID, id), s.memo)
+		if r, ok := s.rows.get(id); ok && r.uuid() == uuid {
+			n, before, err = scanNodeRaw(r, s.memo)
+		} else {
+			n, before, err = scanNodeRaw(s.reader().QueryRowContext(ctx, selectNodeByID, id), s.memo)
+			if err == nil && n.UUID == uuid {
+				// Read under the lock: no write of the node can
+				// commit meanwhile.
+				s.rows.put(id, before)
+			}
+		}
 		if cached && (errors.Is(err, sql.ErrNoRows) || err == nil && n.UUID != uuid) {
 			// The remembered row is gone or is another node's now:
 			// resolve the node again.
@@ -687,11 +725,17 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 		return nil
 	})
 	if err != nil {
+		// Whatever failed, the next transaction reads the row again.
+		s.rows.drop(n.ID)
 		return fmt.Errorf("%s node %s: %w", op, n.UUID, err)
 	}
 	if t.deleted {
+		s.rows.drop(n.ID)
 		s.ids.Delete(n.UUID)
 		return nil
+	}
+	if query != "" {
+		s.rows.put(n.ID, args[:len(args)-2])
 	}
 	// The next read of a changed column finds it in the memo.
 	for i, m := range jsoncol.NodeMaps(n) {

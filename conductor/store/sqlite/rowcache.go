@@ -1,0 +1,141 @@
+package sqlite
+
+import (
+	"database/sql"
+	"fmt"
+	"sync"
+)
+
+// RowCacheBytes bounds the column text the committed-row cache holds: at
+// a few KiB per node, the rows of a 20,000-node boot storm.
+const RowCacheBytes = 64 << 20
+
+// rowCache holds node rows as this store last committed them (or read
+// them), by row ID, so that single-node reads and node transactions skip
+// the SQL read. The store is the file's only writer and every write of a
+// node row goes through it: a row is put after its write committed, under
+// the node's lock, and dropped when the node is deleted or a write finds
+// the row changed behind the store's back. A reader therefore gets the
+// last committed row, as a read from the database would.
+//
+// The cache is bounded by the size of the rows' text: when full, rows are
+// dropped in map order (that is, at random) until the new one fits.
+type rowCache struct {
+	max int
+
+	mu   sync.Mutex
+	size int
+	rows map[int64]cachedRow
+}
+
+// cachedRow is a node row: its ID and the values of the other columns,
+// as scanNodeRaw returns and nodeValues makes them.
+type cachedRow struct {
+	id   int64
+	vals []any
+	size int
+}
+
+func newRowCache(max int) *rowCache {
+	return &rowCache{max: max, rows: map[int64]cachedRow{}}
+}
+
+// get returns row id, if held.
+func (c *rowCache) get(id int64) (cachedRow, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.rows[id]
+	return r, ok
+}
+
+// put holds row id with vals (nodeColumns order but id), which the caller
+// no longer changes.
+func (c *rowCache) put(id int64, vals []any) {
+	size := 64
+	for _, v := range vals {
+		if s, ok := v.(string); ok {
+			size += len(s)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropLocked(id)
+	if size > c.max {
+		return
+	}
+	for k := range c.rows {
+		if c.size+size <= c.max {
+			break
+		}
+		c.dropLocked(k)
+	}
+	c.rows[id] = cachedRow{id: id, vals: vals, size: size}
+	c.size += size
+}
+
+// drop forgets row id.
+func (c *rowCache) drop(id int64) {
+	c.mu.Lock()
+	c.dropLocked(id)
+	c.mu.Unlock()
+}
+
+func (c *rowCache) dropLocked(id int64) {
+	if r, ok := c.rows[id]; ok {
+		c.size -= r.size
+		delete(c.rows, id)
+	}
+}
+
+// uuid is the row's node UUID.
+func (r cachedRow) uuid() string { return r.vals[0].(string) }
+
+// Scan implements rowScanner, for scanNodeRaw: it assigns the row's ID
+// and values to the destinations scanNodeRaw passes.
+func (r cachedRow) Scan(dest ...any) error {
+	if len(dest) != len(r.vals)+1 {
+		return fmt.Errorf("cached node row: %d destinations for %d columns", len(dest), len(r.vals)+1)
+	}
+	id, ok := dest[0].(*int64)
+	if !ok {
+		return fmt.Errorf("cached node row: id into %T", dest[0])
+	}
+	*id = r.id
+	for i, v := range r.vals {
+		if err := assignColumn(dest[i+1], v); err != nil {
+			return fmt.Errorf("cached node row: column %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// assignColumn stores a column value as nodeValues makes it (string, int
+// or nil) into a destination of scanNodeRaw's.
+func assignColumn(dest, v any) error {
+	switch d := dest.(type) {
+	case *string:
+		s, ok := v.(string)
+		if !ok {
+			return fmt.Errorf("%T into a string", v)
+		}
+		*d = s
+	case *sql.NullString:
+		switch s := v.(type) {
+		case nil:
+			*d = sql.NullString{}
+		case string:
+			*d = sql.NullString{String: s, Valid: true}
+		default:
+			return fmt.Errorf("%T into a nullable string", v)
+		}
+	case *int:
+		n, ok := v.(int)
+		if !ok {
+			return fmt.Errorf("%T into an int", v)
+		}
+		*d = n
+	default:
+		return fmt.Errorf("unsupported destination %T", dest)
+	}
+	return nil
+}

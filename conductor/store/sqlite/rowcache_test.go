@@ -1,0 +1,135 @@
+package sqlite
+
+import (
+	"context"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/rivetmetal/rivet/conductor/store"
+)
+
+// TestRowCacheReadsAsDatabase checks that a node served from the row
+// cache equals the node read from the file, for a node whose columns take
+// every kind of value (no name, maintenance on, nested JSON).
+func TestRowCacheReadsAsDatabase(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
+	defer s.Close()
+	for _, name := range []string{"", "named"} {
+		n := &store.Node{Name: name, Driver: "fake-hardware",
+			DriverInfo: map[string]any{"deploy_kernel": "k", "nested": map[string]any{"a": []any{1.5, "x", nil, true}}}}
+		if err := s.CreateNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := s.rows.get(n.ID); ok {
+			t.Fatal("a created node is cached before any transaction read it under its lock")
+		}
+		err := s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
+			m := tx.Node()
+			m.Maintenance, m.MaintenanceReason = true, "testing"
+			m.DriverInternalInfo = map[string]any{"agent_url": "http://127.0.0.1:9999", "deploy_step_index": 2.0,
+				"deploy_steps": []any{map[string]any{"step": "write_image", "priority": 80.0}}}
+			m.Properties = map[string]any{"cpus": 4.0}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := s.rows.get(n.ID); !ok {
+			t.Fatal("the committed row is not cached")
+		}
+		cached, err := s.GetNode(ctx, n.UUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read, err := getNode(ctx, s.reader(), n.UUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(cached, read) {
+			t.Fatalf("cached node differs from the stored one:\n cached %+v\n stored %+v", cached, read)
+		}
+		if !cached.Maintenance || cached.DriverInternalInfo["agent_url"] != "http://127.0.0.1:9999" {
+			t.Fatalf("cached node lacks the committed change: %+v", cached)
+		}
+		// A change to the node read does not reach the cache.
+		cached.DriverInternalInfo["agent_url"] = "changed"
+		again, err := s.GetNode(ctx, n.UUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.DriverInternalInfo["agent_url"] != "http://127.0.0.1:9999" {
+			t.Fatalf("a reader's change leaked into the cache: %v", again.DriverInternalInfo)
+		}
+	}
+}
+
+// TestRowCacheFollowsWrites checks that transactions, one after the other,
+// each see the last committed row, and that a deleted node leaves the
+// cache.
+func TestRowCacheFollowsWrites(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
+	defer s.Close()
+	n := &store.Node{Driver: "fake-hardware"}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		err := s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
+			m := tx.Node()
+			if got := m.Description; got != strings.Repeat("x", i) {
+				t.Errorf("transaction %d read description %q", i, got)
+			}
+			m.Description += "x"
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error { return tx.DeleteNode(ctx) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.rows.get(n.ID); ok {
+		t.Fatal("a deleted node is still cached")
+	}
+	if _, err := s.GetNode(ctx, n.UUID); err == nil {
+		t.Fatal("a deleted node is still found")
+	}
+}
+
+// TestRowCacheBudget checks that the cache keeps the text it holds within
+// its budget and refuses a row larger than the budget.
+func TestRowCacheBudget(t *testing.T) {
+	c := newRowCache(1000)
+	row := func(id int64, text int) []any {
+		return []any{"uuid-" + string(rune('a'+id)), nil, strings.Repeat("j", text), 1}
+	}
+	for id := range int64(20) {
+		c.put(id, row(id, 200))
+		if c.size > c.max {
+			t.Fatalf("after %d rows the cache holds %d bytes, budget %d", id+1, c.size, c.max)
+		}
+		if _, ok := c.get(id); !ok {
+			t.Fatalf("row %d, just put, is not held", id)
+		}
+	}
+	if len(c.rows) == 0 || len(c.rows) > 1000/200 {
+		t.Fatalf("the cache holds %d rows of ~270 bytes in a budget of 1000", len(c.rows))
+	}
+	c.put(99, row(99, 2000))
+	if _, ok := c.get(99); ok {
+		t.Fatal("a row larger than the budget was kept")
+	}
+	total := 0
+	for _, r := range c.rows {
+		total += r.size
+	}
+	if total != c.size {
+		t.Fatalf("the cache counts %d bytes, its rows hold %d", c.size, total)
+	}
+}
