@@ -4,6 +4,9 @@ import (
 	"database/sql"
 	"fmt"
 	"sync"
+
+	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/conductor/store/internal/jsoncol"
 )
 
 // RowCacheBytes bounds the column text the committed-row cache holds: at
@@ -11,8 +14,9 @@ import (
 const RowCacheBytes = 64 << 20
 
 // rowCache holds node rows as this store last committed them (or read
-// them), by row ID, so that single-node reads and node transactions skip
-// the SQL read. The store is the file's only writer and every write of a
+// them), by row ID, each with the node decoded from it, so that
+// single-node reads and node transactions skip the SQL read and the
+// decoding of the JSON columns: a read copies the decoded node. The store is the file's only writer and every write of a
 // node row goes through it: a row is put after its write committed, under
 // the node's lock, and dropped when the node is deleted or a write finds
 // the row changed behind the store's back. A reader therefore gets the
@@ -28,11 +32,13 @@ type rowCache struct {
 	rows map[int64]cachedRow
 }
 
-// cachedRow is a node row: its ID and the values of the other columns,
-// as scanNodeRaw returns and nodeValues makes them.
+// cachedRow is a node row: its ID, the values of the other columns, as
+// scanNodeRaw returns and nodeValues makes them, and the node decoded
+// from them, which is never handed out (readers get copies) nor changed.
 type cachedRow struct {
 	id   int64
 	vals []any
+	node *store.Node
 	size int
 }
 
@@ -48,9 +54,9 @@ func (c *rowCache) get(id int64) (cachedRow, bool) {
 	return r, ok
 }
 
-// put holds row id with vals (nodeColumns order but id), which the caller
-// no longer changes.
-func (c *rowCache) put(id int64, vals []any) {
+// put holds row id with vals (nodeColumns order but id) and node, the
+// node decoded from them; the caller changes neither afterwards.
+func (c *rowCache) put(id int64, vals []any, node *store.Node) {
 	size := 64
 	for _, v := range vals {
 		if s, ok := v.(string); ok {
@@ -69,7 +75,7 @@ func (c *rowCache) put(id int64, vals []any) {
 		}
 		c.dropLocked(k)
 	}
-	c.rows[id] = cachedRow{id: id, vals: vals, size: size}
+	c.rows[id] = cachedRow{id: id, vals: vals, node: node, size: size}
 	c.size += size
 }
 
@@ -89,6 +95,54 @@ func (c *rowCache) dropLocked(id int64) {
 
 // uuid is the row's node UUID.
 func (r cachedRow) uuid() string { return r.vals[0].(string) }
+
+// copyNode returns a copy of the row's node that shares nothing with it.
+func (r cachedRow) copyNode() *store.Node {
+	n := *r.node
+	for _, m := range jsoncol.NodeMaps(&n) {
+		*m = store.CloneJSONMap(*m)
+	}
+	n.NodeAttributes = r.node.NodeAttributes.Clone()
+	return &n
+}
+
+// committedNode is the node a read of vals, the row a node transaction
+// committed from n, decodes, made without parsing what it need not:
+// a JSON column unchanged since prev (the cached row the transaction
+// started from; nil when it read the database) is prev's decoded map,
+// shared; a changed one is a copy of n's map, when that holds only what
+// decoding its text yields (jsoncol.IsDecoded), else the text decoded.
+func committedNode(id int64, vals []any, n *store.Node, prev *cachedRow) (*store.Node, error) {
+	c, _, err := scanNodeScalars(cachedRow{id: id, vals: vals})
+	if err != nil {
+		return nil, err
+	}
+	dst, from := jsoncol.NodeMaps(c), jsoncol.NodeMaps(n)
+	var old []*map[string]any
+	if prev != nil {
+		old = jsoncol.NodeMaps(prev.node)
+	}
+	for i := range dst {
+		col := firstMapColumn + i
+		text := vals[col].(string)
+		switch {
+		case prev != nil && prev.vals[col] == text:
+			*dst[i] = *old[i]
+		case jsoncol.IsDecoded(*from[i]):
+			*dst[i] = store.CloneJSONMap(*from[i])
+		default:
+			if err := jsoncol.Decode(text, dst[i]); err != nil {
+				return nil, fmt.Errorf("node %s: %w", c.UUID, err)
+			}
+		}
+	}
+	if text := vals[attributesColumn].(string); prev != nil && prev.vals[attributesColumn] == text {
+		c.NodeAttributes = prev.node.NodeAttributes
+	} else if err := jsoncol.DecodeAttributes(text, &c.NodeAttributes); err != nil {
+		return nil, fmt.Errorf("node %s: %w", c.UUID, err)
+	}
+	return c, nil
+}
 
 // Scan implements rowScanner, for scanNodeRaw: it assigns the row's ID
 // and values to the destinations scanNodeRaw passes.

@@ -6,17 +6,47 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rivetmetal/rivet/conductor/store"
 )
 
 // TestRowCacheReadsAsDatabase checks that a node served from the row
-// cache equals the node read from the file, for a node whose columns take
-// every kind of value (no name, maintenance on, nested JSON).
+// cache equals the node read from the file after each of a series of
+// transactions that set every kind of value: no name, maintenance on,
+// nested JSON, values JSON does not decode to (an int, a []string, a nil
+// map), nanosecond times, attributes, and columns left unchanged (whose
+// decoded maps the cache shares between rows) next to changed ones.
 func TestRowCacheReadsAsDatabase(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
 	defer s.Close()
+	changes := []func(n *store.Node){
+		func(n *store.Node) {
+			n.Maintenance, n.MaintenanceReason = true, "testing"
+			n.DriverInternalInfo = map[string]any{"agent_url": "http://127.0.0.1:9999", "deploy_step_index": 2.0,
+				"deploy_steps": []any{map[string]any{"step": "write_image", "priority": 80.0}}}
+			n.Properties = map[string]any{"cpus": 4.0}
+		},
+		func(n *store.Node) {
+			// Changed in place: the row before shares this map's
+			// decoded original with the cache.
+			n.DriverInternalInfo["deploy_step_index"] = 3.0
+			n.DriverInternalInfo["deploy_steps"].([]any)[0].(map[string]any)["priority"] = 90.0
+		},
+		func(n *store.Node) {
+			n.Extra = map[string]any{"count": 7, "list": []string{"a", "b"}}
+			n.InstanceInfo = nil
+			n.ProvisionUpdatedAt = time.Date(2026, 12, 6, 1, 2, 3, 456789123, time.FixedZone("x", 3600))
+		},
+		func(n *store.Node) {
+			n.Traits = []string{}
+			n.Interfaces = map[string]string{"deploy": "direct"}
+			n.NetworkData = map[string]any{"links": []any{map[string]any{"id": "eth0", "mtu": 1500}}}
+			n.Description = "attributes changed"
+		},
+		func(n *store.Node) { n.Maintenance = false }, // only scalars
+	}
 	for _, name := range []string{"", "named"} {
 		n := &store.Node{Name: name, Driver: "fake-hardware",
 			DriverInfo: map[string]any{"deploy_kernel": "k", "nested": map[string]any{"a": []any{1.5, "x", nil, true}}}}
@@ -26,42 +56,40 @@ func TestRowCacheReadsAsDatabase(t *testing.T) {
 		if _, ok := s.rows.get(n.ID); ok {
 			t.Fatal("a created node is cached before any transaction read it under its lock")
 		}
-		err := s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
-			m := tx.Node()
-			m.Maintenance, m.MaintenanceReason = true, "testing"
-			m.DriverInternalInfo = map[string]any{"agent_url": "http://127.0.0.1:9999", "deploy_step_index": 2.0,
-				"deploy_steps": []any{map[string]any{"step": "write_image", "priority": 80.0}}}
-			m.Properties = map[string]any{"cpus": 4.0}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := s.rows.get(n.ID); !ok {
-			t.Fatal("the committed row is not cached")
-		}
-		cached, err := s.GetNode(ctx, n.UUID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		read, err := getNode(ctx, s.reader(), n.UUID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(cached, read) {
-			t.Fatalf("cached node differs from the stored one:\n cached %+v\n stored %+v", cached, read)
-		}
-		if !cached.Maintenance || cached.DriverInternalInfo["agent_url"] != "http://127.0.0.1:9999" {
-			t.Fatalf("cached node lacks the committed change: %+v", cached)
-		}
-		// A change to the node read does not reach the cache.
-		cached.DriverInternalInfo["agent_url"] = "changed"
-		again, err := s.GetNode(ctx, n.UUID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if again.DriverInternalInfo["agent_url"] != "http://127.0.0.1:9999" {
-			t.Fatalf("a reader's change leaked into the cache: %v", again.DriverInternalInfo)
+		for i, change := range changes {
+			err := s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
+				change(tx.Node())
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := s.rows.get(n.ID); !ok {
+				t.Fatalf("change %d: the committed row is not cached", i)
+			}
+			cached, err := s.GetNode(ctx, n.UUID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			read, err := getNode(ctx, s.reader(), n.UUID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(cached, read) {
+				t.Fatalf("change %d: cached node differs from the stored one:\n cached %+v\n stored %+v", i, cached, read)
+			}
+			// A change to the node read reaches neither the cache nor
+			// the next reader.
+			cached.DriverInternalInfo["agent_url"] = "changed"
+			cached.DriverInfo["nested"].(map[string]any)["a"].([]any)[0] = "changed"
+			cached.Interfaces = map[string]string{"x": "y"}
+			again, err := s.GetNode(ctx, n.UUID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(again, read) {
+				t.Fatalf("change %d: a reader's change leaked into the cache:\n %+v", i, again)
+			}
 		}
 	}
 }
@@ -110,7 +138,7 @@ func TestRowCacheBudget(t *testing.T) {
 		return []any{"uuid-" + string(rune('a'+id)), nil, strings.Repeat("j", text), 1}
 	}
 	for id := range int64(20) {
-		c.put(id, row(id, 200))
+		c.put(id, row(id, 200), &store.Node{})
 		if c.size > c.max {
 			t.Fatalf("after %d rows the cache holds %d bytes, budget %d", id+1, c.size, c.max)
 		}
@@ -121,7 +149,7 @@ func TestRowCacheBudget(t *testing.T) {
 	if len(c.rows) == 0 || len(c.rows) > 1000/200 {
 		t.Fatalf("the cache holds %d rows of ~270 bytes in a budget of 1000", len(c.rows))
 	}
-	c.put(99, row(99, 2000))
+	c.put(99, row(99, 2000), &store.Node{})
 	if _, ok := c.get(99); ok {
 		t.Fatal("a row larger than the budget was kept")
 	}

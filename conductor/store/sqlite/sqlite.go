@@ -327,6 +327,22 @@ func scanNode(r rowScanner, memo *jsoncol.Memo) (*store.Node, error) {
 // transaction compares against them instead of encoding the node twice.
 // The JSON columns are decoded through memo (nil: parsed every time).
 func scanNodeRaw(r rowScanner, memo *jsoncol.Memo) (*store.Node, []any, error) {
+	n, raw, err := scanNodeScalars(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := memo.DecodeAll(mapTexts(raw), jsoncol.NodeMaps(n)); err != nil {
+		return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
+	}
+	if err := jsoncol.DecodeAttributes(raw[attributesColumn].(string), &n.NodeAttributes); err != nil {
+		return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
+	}
+	return n, raw, nil
+}
+
+// scanNodeScalars scans a node and returns it with its columns (but id)
+// as stored; its JSON columns and attributes are left undecoded.
+func scanNodeScalars(r rowScanner) (*store.Node, []any, error) {
 	var (
 		n                               store.Node
 		name                            sql.NullString
@@ -356,13 +372,17 @@ func scanNodeRaw(r rowScanner, memo *jsoncol.Memo) (*store.Node, []any, error) {
 	n.ProvisionUpdatedAt = parseTime(pua)
 	n.CreatedAt = parseTime(created)
 	n.UpdatedAt = parseTime(updated)
-	if err := memo.DecodeAll([]string{ii, di, dii, props, extra, step}, jsoncol.NodeMaps(&n)); err != nil {
-		return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
-	}
-	if err := jsoncol.DecodeAttributes(attrs, &n.NodeAttributes); err != nil {
-		return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
-	}
 	return &n, raw, nil
+}
+
+// mapTexts are the texts of the JSON columns (jsoncol.NodeMaps order) in
+// a node's column values.
+func mapTexts(raw []any) []string {
+	texts := make([]string, mapColumns)
+	for i := range texts {
+		texts[i] = raw[firstMapColumn+i].(string)
+	}
+	return texts
 }
 
 func scanPort(r rowScanner) (*store.Port, error) {
@@ -436,8 +456,8 @@ func (s *Store) CreateNode(ctx context.Context, n *store.Node) error {
 func (s *Store) GetNode(ctx context.Context, ident string) (*store.Node, error) {
 	if u := strings.ToLower(ident); uuid.Validate(u) == nil {
 		if id, ok := s.ids.Load(u); ok {
-			if n, ok, err := s.cachedNode(id.(int64), u); ok {
-				return n, err
+			if n, ok := s.cachedNode(id.(int64), u); ok {
+				return n, nil
 			}
 		}
 	}
@@ -446,16 +466,12 @@ func (s *Store) GetNode(ctx context.Context, ident string) (*store.Node, error) 
 
 // cachedNode returns node id from the row cache, if held and still the
 // node with UUID u ("": any).
-func (s *Store) cachedNode(id int64, u string) (*store.Node, bool, error) {
+func (s *Store) cachedNode(id int64, u string) (*store.Node, bool) {
 	r, ok := s.rows.get(id)
 	if !ok || u != "" && r.uuid() != u {
-		return nil, false, nil
+		return nil, false
 	}
-	n, err := scanNode(r, s.memo)
-	if err != nil {
-		return nil, true, fmt.Errorf("get node %s: %w", r.uuid(), err)
-	}
-	return n, true, nil
+	return r.copyNode(), true
 }
 
 // conn runs prepared statements on the read pool, or on the writer inside
@@ -619,8 +635,8 @@ func (s *Store) NodeByMACs(ctx context.Context, macs []string) (*store.Node, err
 	if len(ids) != 1 {
 		return nil, errdefs.NotFound("Resource could not be found.")
 	}
-	if n, ok, err := s.cachedNode(ids[0], ""); ok {
-		return n, err
+	if n, ok := s.cachedNode(ids[0], ""); ok {
+		return n, nil
 	}
 	return getNodeByID(ctx, s.reader(), ids[0], strings.Join(macs, ","))
 }
@@ -636,6 +652,7 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 	var (
 		n      *store.Node
 		before []any
+		prev   *cachedRow // the cached row read, if any
 	)
 	for useCache := true; ; useCache = false {
 		id, uuid, cached, err := s.resolve(ctx, ident, useCache)
@@ -647,13 +664,15 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 			return fmt.Errorf("lock node %s: %w", uuid, err)
 		}
 		if r, ok := s.rows.get(id); ok && r.uuid() == uuid {
-			n, before, err = scanNodeRaw(r, s.memo)
+			n, before, prev = r.copyNode(), r.vals, &r
 		} else {
 			n, before, err = scanNodeRaw(s.reader().QueryRowContext(ctx, selectNodeByID, id), s.memo)
 			if err == nil && n.UUID == uuid {
 				// Read under the lock: no write of the node can
 				// commit meanwhile.
-				s.rows.put(id, before)
+				r := cachedRow{id: id, vals: before, node: cachedRow{node: n}.copyNode()}
+				s.rows.put(id, r.vals, r.node)
+				prev = &r
 			}
 		}
 		if cached && (errors.Is(err, sql.ErrNoRows) || err == nil && n.UUID != uuid) {
@@ -735,20 +754,25 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 		return nil
 	}
 	if query != "" {
-		s.rows.put(n.ID, args[:len(args)-2])
-	}
-	// The next read of a changed column finds it in the memo.
-	for i, m := range jsoncol.NodeMaps(n) {
-		if col := firstMapColumn + i; query != "" && before[col] != args[col] {
-			s.memo.Remember(args[col].(string), *m)
+		vals := args[:len(args)-2]
+		if c, err := committedNode(n.ID, vals, n, prev); err == nil {
+			s.rows.put(n.ID, vals, c)
+		} else {
+			// The write stands; the next transaction reads the row.
+			s.rows.drop(n.ID)
 		}
 	}
 	return nil
 }
 
-// firstMapColumn is the index of instance_info, the first of the JSON
-// columns (jsoncol.NodeMaps order), in nodeValues.
-const firstMapColumn = 15
+// firstMapColumn is the index of instance_info, the first of the
+// mapColumns JSON columns (jsoncol.NodeMaps order), in nodeValues;
+// attributesColumn that of attributes, which follows them.
+const (
+	firstMapColumn   = 15
+	mapColumns       = 6
+	attributesColumn = firstMapColumn + mapColumns
+)
 
 // resolve finds the ID and UUID of the node ident names, without reading
 // the whole node. With useCache, a UUID already resolved is answered from
