@@ -9,9 +9,27 @@ import (
 	"github.com/rivetmetal/rivet/conductor/store/internal/jsoncol"
 )
 
-// RowCacheBytes bounds the column text the committed-row cache holds: at
-// a few KiB per node, the rows of a 20,000-node boot storm.
-const RowCacheBytes = 64 << 20
+// RowCacheBytes bounds the memory the committed-row cache takes, as
+// estimated by rowSize: at a few KiB of column text per node, the rows of
+// several thousand nodes, those a boot storm has in flight at once.
+const RowCacheBytes = 128 << 20
+
+// decodedFactor is how much more memory a JSON column takes decoded
+// (maps, boxed values) than as text, roughly, for the columns a deploy
+// writes; the row's text is kept as well.
+const decodedFactor = 4
+
+// rowSize estimates the memory a cached row takes: its text, and the
+// node decoded from it.
+func rowSize(vals []any) int {
+	size := 256
+	for _, v := range vals {
+		if s, ok := v.(string); ok {
+			size += (1 + decodedFactor) * len(s)
+		}
+	}
+	return size
+}
 
 // rowCache holds node rows as this store last committed them (or read
 // them), by row ID, each with the node decoded from it, so that
@@ -22,8 +40,9 @@ const RowCacheBytes = 64 << 20
 // the row changed behind the store's back. A reader therefore gets the
 // last committed row, as a read from the database would.
 //
-// The cache is bounded by the size of the rows' text: when full, rows are
-// dropped in map order (that is, at random) until the new one fits.
+// The cache is bounded by the memory its rows take (rowSize): when full,
+// rows are dropped in map order (that is, at random) until the new one
+// fits.
 type rowCache struct {
 	max int
 
@@ -57,12 +76,7 @@ func (c *rowCache) get(id int64) (cachedRow, bool) {
 // put holds row id with vals (nodeColumns order but id) and node, the
 // node decoded from them; the caller changes neither afterwards.
 func (c *rowCache) put(id int64, vals []any, node *store.Node) {
-	size := 64
-	for _, v := range vals {
-		if s, ok := v.(string); ok {
-			size += len(s)
-		}
-	}
+	size := rowSize(vals)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.dropLocked(id)

@@ -133,7 +133,7 @@ func TestRowCacheFollowsWrites(t *testing.T) {
 // TestRowCacheBudget checks that the cache keeps the text it holds within
 // its budget and refuses a row larger than the budget.
 func TestRowCacheBudget(t *testing.T) {
-	c := newRowCache(1000)
+	c := newRowCache(5000)
 	row := func(id int64, text int) []any {
 		return []any{"uuid-" + string(rune('a'+id)), nil, strings.Repeat("j", text), 1}
 	}
@@ -146,10 +146,10 @@ func TestRowCacheBudget(t *testing.T) {
 			t.Fatalf("row %d, just put, is not held", id)
 		}
 	}
-	if len(c.rows) == 0 || len(c.rows) > 1000/200 {
-		t.Fatalf("the cache holds %d rows of ~270 bytes in a budget of 1000", len(c.rows))
+	if n := c.max / rowSize(row(0, 200)); len(c.rows) == 0 || len(c.rows) > n {
+		t.Fatalf("the cache holds %d rows in a budget for %d", len(c.rows), n)
 	}
-	c.put(99, row(99, 2000), &store.Node{})
+	c.put(99, row(99, 1000), &store.Node{})
 	if _, ok := c.get(99); ok {
 		t.Fatal("a row larger than the budget was kept")
 	}

@@ -15,7 +15,11 @@
 // sleeps (1 to 100 ms) would otherwise set the tail latency under load.
 // Statements are prepared once per connection and reused. The store
 // assumes it is the file's only writer (the node locks are in-process);
-// a write from elsewhere is detected and refused as a conflict.
+// a write from elsewhere is detected and refused as a conflict. Because
+// it is, the rows it last committed are kept, decoded, in a bounded cache
+// (rowCache) that single-node reads and node transactions use instead of
+// a read: a node row changed behind the store's back is therefore seen
+// only once a write of it has been refused as a conflict.
 package sqlite
 
 import (
