@@ -13,11 +13,9 @@
 package internalinfo
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
-	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -65,6 +63,10 @@ type Info struct {
 	// it (service_ramdisk_booted, Rivet's).
 	ServiceDisableRamdisk bool
 	ServiceRamdisk        bool
+
+	// raw is what Decode read the steps' args and argsinfo from, for
+	// Encode.
+	raw rawMemo
 }
 
 // Steps are the steps of one kind and where they stand.
@@ -254,226 +256,4 @@ type PowerRequest struct {
 	State string `json:"state"`
 	// Timeout bounds the wait for it, in seconds; 0 is the default.
 	Timeout float64 `json:"timeout,omitempty"`
-}
-
-// stepKeys are the driver_internal_info keys of one step kind.
-type stepKeys struct{ plan, index, started, skip, cached, refreshed, reboot string }
-
-func keysOf(k wire.StepKind) stepKeys {
-	ing := map[wire.StepKind]string{wire.DeployStepKind: "deployment", wire.CleanStepKind: "cleaning",
-		wire.ServiceStepKind: "servicing"}[k]
-	s := string(k)
-	return stepKeys{plan: s + "_steps", index: s + "_step_index", started: s + "_step_started", skip: "skip_current_" + s + "_step",
-		cached: "agent_cached_" + s + "_steps", refreshed: "agent_cached_" + s + "_steps_refreshed",
-		reboot: ing + "_reboot"}
-}
-
-// field binds one key to its place in Info.
-type field struct {
-	key    string
-	decode func(v any) error
-	// encode returns the JSON value and whether the key is present.
-	encode func() (any, bool, error)
-}
-
-func (i *Info) fields() []field {
-	f := []field{
-		str("agent_url", &i.Agent.URL),
-		str("agent_secret_token", &i.Agent.Token),
-		flag("agent_secret_token_pregenerated", &i.Agent.TokenPregenerated),
-		str("agent_secret_token_handed_out", &i.Agent.TokenHandedOut),
-		str("agent_version", &i.Agent.Version),
-		str("agent_last_heartbeat", &i.Agent.LastHeartbeat),
-		str("agent_verify_ca", &i.Agent.VerifyCA),
-		str("agent_verify_ca_pem", &i.Agent.VerifyCAPEM),
-		str("agent_heartbeat_pending", &i.Agent.HeartbeatPending),
-		str("agent_status", &i.Agent.Status),
-		str("agent_status_message", &i.Agent.StatusMessage),
-		object("hardware_manager_version", &i.Agent.HardwareManagerVersion, func(v wire.HardwareManagerVersion) bool { return v != nil }),
-		str("agent_logs_path", &i.Agent.LogsPath),
-
-		object("is_whole_disk_image", &i.Image.WholeDisk, func(v *bool) bool { return v != nil }),
-		str("root_uuid_or_disk_id", &i.Image.RootUUIDOrDiskID),
-		str("efi_system_partition_uuid", &i.Image.EFISystemPartitionUUID),
-		object("deploy_progress", &i.Image.Progress, func(v *wire.Progress) bool { return v != nil }),
-		object("deploy_timings", &i.Image.Timings, func(v map[string]float64) bool { return len(v) > 0 }),
-		object("deploy_timestamps", &i.Image.Timestamps, func(v map[string]time.Time) bool { return len(v) > 0 }),
-
-		str("deploy_boot_mode", &i.BootMode),
-		object("ramdisk_kernel_params", &i.KernelParams, func(v []string) bool { return len(v) > 0 }),
-		object("user_clean_steps", &i.UserCleanSteps, func(v []wire.PlannedStep) bool { return v != nil }),
-		flag("cleaning_finishing", &i.CleaningFinishing),
-		object("power_request", &i.PowerRequest, func(v *PowerRequest) bool { return v != nil }),
-		flag("inspection_data_received", &i.InspectionReceived),
-		object("user_deploy_steps", &i.UserDeploySteps, func(v []wire.PlannedStep) bool { return v != nil }),
-		object("service_steps_requested", &i.UserServiceSteps, func(v []wire.PlannedStep) bool { return v != nil }),
-		flag("service_disable_ramdisk", &i.ServiceDisableRamdisk),
-		flag("service_ramdisk_booted", &i.ServiceRamdisk),
-	}
-	for _, k := range []wire.StepKind{wire.DeployStepKind, wire.CleanStepKind, wire.ServiceStepKind} {
-		s, keys := i.Kind(k), keysOf(k)
-		f = append(f,
-			object(keys.plan, &s.Plan, func(v []wire.PlannedStep) bool { return v != nil }),
-			object(keys.index, &s.Index, func(v *int) bool { return v != nil }),
-			flag(keys.started, &s.Started),
-			flag(keys.skip, &s.SkipCurrent),
-			object(keys.cached, &s.Cached, func(v map[string][]wire.PlannedStep) bool { return v != nil }),
-			str(keys.refreshed, &s.Refreshed),
-			flag(keys.reboot, &s.Reboot))
-	}
-	return append(f, i.eraseFields()...)
-}
-
-// eraseFields bind the erase settings, written all together.
-func (i *Info) eraseFields() []field {
-	e := i.Erase
-	if e == nil {
-		e = &EraseSettings{}
-	}
-	return []field{
-		i.eraseField("agent_erase_devices_iterations", &e.Iterations, e),
-		i.eraseField("agent_erase_devices_zeroize", &e.Zeroize, e),
-		i.eraseField("agent_continue_if_secure_erase_failed", &e.ContinueIfSecureEraseFails, e),
-		i.eraseField("agent_continue_if_ata_erase_failed", &e.ContinueIfATAEraseFails, e),
-		i.eraseField("agent_enable_nvme_secure_erase", &e.EnableNVMeSecureErase, e),
-		i.eraseField("agent_enable_ata_secure_erase", &e.EnableATASecureErase, e),
-		i.eraseField("disk_erasure_concurrency", &e.Concurrency, e),
-		i.eraseField("agent_erase_skip_read_only", &e.SkipReadOnly, e),
-	}
-}
-
-// eraseField binds one erase setting of e: decoding it makes e the
-// node's settings; it is written, as JSON decodes it, when the node has
-// settings.
-func (i *Info) eraseField(key string, p any, e *EraseSettings) field {
-	return field{key: key,
-		decode: func(v any) error {
-			i.Erase = e
-			return decodeJSON(key, v, p)
-		},
-		encode: func() (any, bool, error) {
-			switch x := p.(type) {
-			case *int:
-				return float64(*x), i.Erase != nil, nil
-			case *bool:
-				return *x, i.Erase != nil, nil
-			}
-			return nil, false, fmt.Errorf("driver_internal_info %s: %T is no erase setting", key, p)
-		}}
-}
-
-// str binds a string key; "" is absent.
-func str(key string, p *string) field {
-	return field{key: key,
-		decode: func(v any) error {
-			s, ok := v.(string)
-			if !ok {
-				return fmt.Errorf("driver_internal_info %s: %v is not a string", key, v)
-			}
-			*p = s
-			return nil
-		},
-		encode: func() (any, bool, error) { return *p, *p != "", nil }}
-}
-
-// flag binds a boolean key; false is absent.
-func flag(key string, p *bool) field {
-	return field{key: key,
-		decode: func(v any) error {
-			b, ok := v.(bool)
-			if !ok {
-				return fmt.Errorf("driver_internal_info %s: %v is not a boolean", key, v)
-			}
-			*p = b
-			return nil
-		},
-		encode: func() (any, bool, error) { return *p, *p, nil }}
-}
-
-// object binds a key whose value goes through JSON; present says whether
-// the key is written.
-func object[T any](key string, p *T, present func(T) bool) field {
-	return field{key: key,
-		decode: func(v any) error { return decodeJSON(key, v, p) },
-		encode: func() (any, bool, error) {
-			if !present(*p) {
-				return nil, false, nil
-			}
-			b, err := json.Marshal(*p)
-			if err != nil {
-				return nil, false, fmt.Errorf("driver_internal_info %s: %w", key, err)
-			}
-			var out any
-			if err := json.Unmarshal(b, &out); err != nil {
-				return nil, false, fmt.Errorf("driver_internal_info %s: %w", key, err)
-			}
-			return out, true, nil
-		}}
-}
-
-func decodeJSON(key string, v any, p any) error {
-	b, err := json.Marshal(v)
-	if err == nil {
-		err = json.Unmarshal(b, p)
-	}
-	if err != nil {
-		return fmt.Errorf("driver_internal_info %s: %w", key, err)
-	}
-	return nil
-}
-
-// Decode reads the typed view of a node's driver_internal_info. A key
-// whose value has the wrong shape is an error that names it.
-func Decode(n *store.Node) (*Info, error) {
-	i := &Info{}
-	for _, f := range i.fields() {
-		v, ok := n.DriverInternalInfo[f.key]
-		if !ok || v == nil {
-			continue
-		}
-		if err := f.decode(v); err != nil {
-			return nil, fmt.Errorf("node %s: %w", n.UUID, err)
-		}
-	}
-	return i, nil
-}
-
-// HeartbeatPending reports whether the node has a heartbeat recorded and
-// not yet processed (Agent.HeartbeatPending), reading only that key: the
-// search for pending work asks it of many nodes.
-func HeartbeatPending(n *store.Node) bool {
-	s, _ := n.DriverInternalInfo["agent_heartbeat_pending"].(string)
-	return s != ""
-}
-
-// Encode writes the typed view back into the node's driver_internal_info
-// (keys it does not own are kept) and sets node.deploy_step to the
-// deploy's current step ({} when none).
-func (i *Info) Encode(n *store.Node) error {
-	for _, f := range i.fields() {
-		v, ok, err := f.encode()
-		if err != nil {
-			return fmt.Errorf("node %s: %w", n.UUID, err)
-		}
-		if !ok {
-			delete(n.DriverInternalInfo, f.key)
-			continue
-		}
-		if n.DriverInternalInfo == nil {
-			n.DriverInternalInfo = map[string]any{}
-		}
-		n.DriverInternalInfo[f.key] = v
-	}
-	n.DeployStep = map[string]any{}
-	if step, ok := i.Deploy.Current(); ok {
-		step.RequiresRamdisk = false
-		b, err := json.Marshal(step)
-		if err == nil {
-			err = json.Unmarshal(b, &n.DeployStep)
-		}
-		if err != nil {
-			return fmt.Errorf("node %s: deploy_step: %w", n.UUID, err)
-		}
-	}
-	return nil
 }
