@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -72,6 +73,9 @@ type Store struct {
 	// rows holds node rows as last committed, for single-node reads and
 	// node transactions (see rowCache).
 	rows *rowCache
+
+	// ports holds answers of port reads (see portCache).
+	ports *portCache
 }
 
 // MemoBytes is the JSON column text the store's decode memo holds: at a
@@ -84,7 +88,7 @@ type stmtKey struct {
 }
 
 // Readers is the size of the read pool.
-const Readers = 8
+const Readers = 32
 
 // MaxBatch bounds the writes committed together.
 const MaxBatch = 128
@@ -131,7 +135,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	rdb.SetMaxIdleConns(Readers)
 	s := &Store{db: db, rdb: rdb, ops: make(chan *writeOp), stop: make(chan struct{}), now: time.Now,
 		locks: map[int64]chan struct{}{}, stmts: map[stmtKey]*sql.Stmt{}, memo: jsoncol.NewMemo(MemoBytes),
-		rows: newRowCache(RowCacheBytes)}
+		rows: newRowCache(RowCacheBytes), ports: newPortCache()}
 	for _, q := range txStatements {
 		if _, err := s.stmt(ctx, db, q); err != nil {
 			s.closeDB()
@@ -608,32 +612,8 @@ func (s *Store) NodeByMACs(ctx context.Context, macs []string) (*store.Node, err
 	if len(macs) == 0 {
 		return nil, errdefs.NotFound("Resource could not be found.")
 	}
-	lower := make([]string, len(macs))
-	for i, m := range macs {
-		lower[i] = strings.ToLower(m)
-	}
-	list, err := json.Marshal(lower)
+	ids, err := s.macNodes(ctx, macs)
 	if err != nil {
-		return nil, fmt.Errorf("lookup node by MACs %v: %w", macs, err)
-	}
-	// One statement for any number of MACs; the address index serves
-	// each of them.
-	rows, err := s.reader().QueryContext(ctx, `SELECT DISTINCT node_id FROM ports
-		WHERE address IN (SELECT value FROM json_each(?))`, string(list))
-	if err != nil {
-		return nil, fmt.Errorf("lookup node by MACs %v: %w", macs, err)
-	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("lookup node by MACs %v: %w", macs, err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("lookup node by MACs %v: %w", macs, err)
 	}
 	if len(ids) != 1 {
@@ -643,6 +623,69 @@ func (s *Store) NodeByMACs(ctx context.Context, macs []string) (*store.Node, err
 		return n, nil
 	}
 	return getNodeByID(ctx, s.reader(), ids[0], strings.Join(macs, ","))
+}
+
+// macNodes returns the IDs of the nodes with a port of any of the MAC
+// addresses, each once, from the port cache for the addresses it holds.
+func (s *Store) macNodes(ctx context.Context, macs []string) ([]int64, error) {
+	var (
+		ids     []int64
+		missing []string
+	)
+	add := func(id int64) {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	for _, m := range macs {
+		m = strings.ToLower(m)
+		held, ok := s.ports.macNodes(m)
+		if !ok {
+			if !slices.Contains(missing, m) {
+				missing = append(missing, m)
+			}
+			continue
+		}
+		for _, id := range held {
+			add(id)
+		}
+	}
+	if len(missing) == 0 {
+		return ids, nil
+	}
+	list, err := json.Marshal(missing)
+	if err != nil {
+		return nil, err
+	}
+	gen := s.ports.generation()
+	// One statement for any number of MACs; the address index serves
+	// each of them.
+	rows, err := s.reader().QueryContext(ctx, `SELECT address, node_id FROM ports
+		WHERE address IN (SELECT value FROM json_each(?))`, string(list))
+	if err != nil {
+		return nil, err
+	}
+	found := make(map[string][]int64, len(missing))
+	for rows.Next() {
+		var (
+			addr string
+			id   int64
+		)
+		if err := rows.Scan(&addr, &id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		found[addr] = append(found[addr], id)
+		add(id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, m := range missing {
+		s.ports.putMACNodes(gen, m, found[m]) // none found is an answer too
+	}
+	return ids, nil
 }
 
 // WithNodeLock implements store.NodeLocker. Under the node's in-process
@@ -755,6 +798,7 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 	if t.deleted {
 		s.rows.drop(n.ID)
 		s.ids.Delete(n.UUID)
+		s.ports.invalidate() // its ports went with it
 		return nil
 	}
 	if query != "" {
@@ -848,7 +892,7 @@ func (t *nodeTx) Node() *store.Node { return t.node }
 
 // Ports implements store.Tx.
 func (t *nodeTx) Ports(ctx context.Context) ([]*store.Port, error) {
-	return listPorts(ctx, t.s.reader(), store.PortFilter{NodeID: t.node.ID})
+	return t.s.nodePorts(ctx, t.node.ID)
 }
 
 // DeleteNode implements store.Tx.
@@ -872,6 +916,7 @@ func (s *Store) CreatePort(ctx context.Context, p *store.Port) error {
 	if err != nil {
 		return fmt.Errorf("create port %s: %w", p.Address, err)
 	}
+	defer s.ports.invalidate()
 	err = s.do(ctx, func(tx *sql.Tx) error {
 		res, err := s.inTx(tx).ExecContext(context.Background(), `INSERT INTO ports (uuid, node_id, address, pxe_enabled,
 			physical_network, extra, local_link_connection, internal_info, attributes, created_at)
@@ -920,6 +965,7 @@ func (s *Store) UpdatePort(ctx context.Context, p *store.Port) error {
 	}
 	now := s.now().UTC()
 	var updated int64
+	defer s.ports.invalidate()
 	err = s.do(ctx, func(tx *sql.Tx) error {
 		res, err := s.inTx(tx).ExecContext(context.Background(), `UPDATE ports SET node_id = ?, address = ?, pxe_enabled = ?,
 			physical_network = ?, extra = ?, local_link_connection = ?, internal_info = ?, attributes = ?,
@@ -963,7 +1009,24 @@ func (s *Store) GetPort(ctx context.Context, id string) (*store.Port, error) {
 
 // ListPorts implements store.NodeReader.
 func (s *Store) ListPorts(ctx context.Context, f store.PortFilter) ([]*store.Port, error) {
-	return listPorts(ctx, s.reader(), f)
+	if f.NodeID == 0 || f.Address != "" {
+		return listPorts(ctx, s.reader(), f)
+	}
+	return s.nodePorts(ctx, f.NodeID)
+}
+
+// nodePorts lists node id's ports, from the port cache when it holds them.
+func (s *Store) nodePorts(ctx context.Context, id int64) ([]*store.Port, error) {
+	if ports, ok := s.ports.nodePorts(id); ok {
+		return ports, nil
+	}
+	gen := s.ports.generation()
+	ports, err := listPorts(ctx, s.reader(), store.PortFilter{NodeID: id})
+	if err != nil {
+		return nil, err
+	}
+	s.ports.putNodePorts(gen, id, ports)
+	return ports, nil
 }
 
 func listPorts(ctx context.Context, q conn, f store.PortFilter) ([]*store.Port, error) {
@@ -1005,6 +1068,7 @@ func listPorts(ctx context.Context, q conn, f store.PortFilter) ([]*store.Port, 
 // DeletePort implements store.Store.
 func (s *Store) DeletePort(ctx context.Context, id string) error {
 	var deleted int64
+	defer s.ports.invalidate()
 	err := s.do(ctx, func(tx *sql.Tx) error {
 		res, err := s.inTx(tx).ExecContext(context.Background(), `DELETE FROM ports WHERE uuid = ?`, strings.ToLower(id))
 		if err != nil {
