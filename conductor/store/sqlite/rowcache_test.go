@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/conductor/store/internal/jsoncol"
 )
 
 // TestRowCacheReadsAsDatabase checks that a node served from the row
@@ -57,8 +58,10 @@ func TestRowCacheReadsAsDatabase(t *testing.T) {
 			t.Fatal("a created node is cached before any transaction read it under its lock")
 		}
 		for i, change := range changes {
+			var written []string
 			err := s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
 				change(tx.Node())
+				written = columnTexts(t, tx.Node())
 				return nil
 			})
 			if err != nil {
@@ -77,6 +80,9 @@ func TestRowCacheReadsAsDatabase(t *testing.T) {
 			}
 			if !reflect.DeepEqual(cached, read) {
 				t.Fatalf("change %d: cached node differs from the stored one:\n cached %+v\n stored %+v", i, cached, read)
+			}
+			if got := columnTexts(t, read); !reflect.DeepEqual(got, written) {
+				t.Fatalf("change %d: stored JSON columns differ from those written:\n stored  %q\n written %q", i, got, written)
 			}
 			// A change to the node read reaches neither the cache nor
 			// the next reader.
@@ -160,4 +166,18 @@ func TestRowCacheBudget(t *testing.T) {
 	if total != c.size {
 		t.Fatalf("the cache counts %d bytes, its rows hold %d", c.size, total)
 	}
+}
+
+// columnTexts are the encodings of the node's JSON columns.
+func columnTexts(t *testing.T, n *store.Node) []string {
+	t.Helper()
+	var out []string
+	for _, m := range jsoncol.NodeMaps(n) {
+		text, err := jsoncol.Encode(*m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, text)
+	}
+	return out
 }

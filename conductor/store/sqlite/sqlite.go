@@ -417,8 +417,9 @@ func scanPort(r rowScanner) (*store.Port, error) {
 }
 
 // nodeValues returns the column values of every column but id, in
-// nodeColumns order.
-func nodeValues(n *store.Node) ([]any, error) {
+// nodeColumns order. A JSON column whose map is the same as in prev, the
+// cached row the node was read from (nil: none), is not encoded again.
+func nodeValues(n *store.Node, prev *cachedRow) ([]any, error) {
 	var name any
 	if n.Name != "" {
 		name = n.Name
@@ -426,11 +427,22 @@ func nodeValues(n *store.Node) ([]any, error) {
 	vals := []any{n.UUID, name, n.Driver, string(n.ProvisionState), string(n.TargetProvisionState),
 		formatTime(n.ProvisionUpdatedAt), n.PowerState, n.TargetPowerState, boolInt(n.Maintenance),
 		n.MaintenanceReason, n.LastError, n.InstanceUUID, n.ResourceClass, n.Description, n.Owner}
-	maps, err := jsoncol.EncodeAll(jsoncol.NodeMaps(n))
-	if err != nil {
-		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
+	var read []*map[string]any
+	if prev != nil {
+		read = jsoncol.NodeMaps(prev.node)
 	}
-	vals = append(vals, maps...)
+	for i, m := range jsoncol.NodeMaps(n) {
+		if read != nil && store.SameJSONMap(*m, *read[i]) {
+			// Unchanged since read: its text as stored.
+			vals = append(vals, prev.vals[firstMapColumn+i])
+			continue
+		}
+		text, err := jsoncol.Encode(*m)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", n.UUID, err)
+		}
+		vals = append(vals, text)
+	}
 	attrs, err := jsoncol.EncodeAttributes(n.NodeAttributes)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
@@ -441,7 +453,7 @@ func nodeValues(n *store.Node) ([]any, error) {
 // CreateNode implements store.Store.
 func (s *Store) CreateNode(ctx context.Context, n *store.Node) error {
 	n.InitNew(s.now().UTC())
-	vals, err := nodeValues(n)
+	vals, err := nodeValues(n, nil)
 	if err != nil {
 		return err
 	}
@@ -753,7 +765,7 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 		// The node's history goes with it (ON DELETE CASCADE).
 		query, args, op, events = deleteNode, []any{n.ID, version}, "delete", nil
 	} else {
-		after, err := nodeValues(n)
+		after, err := nodeValues(n, prev)
 		if err != nil {
 			return err
 		}

@@ -367,7 +367,7 @@ func TestMemoizedColumnsReadAsStored(t *testing.T) {
 	if p := read().DriverInternalInfo["steps"].([]any)[0].(map[string]any)["priority"]; p != 60.0 {
 		t.Fatalf("priority after the second write %#v", p)
 	}
-	vals, err := nodeValues(read())
+	vals, err := nodeValues(read(), nil)
 	if err != nil || !strings.Contains(vals[firstMapColumn].(string), "image_source") ||
 		!strings.Contains(vals[firstMapColumn+2].(string), `"steps"`) {
 		t.Fatalf("firstMapColumn does not index instance_info: %v %v", vals, err)
