@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -210,17 +209,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
-// gcPercent is the garbage collector's target (GOGC) unless the GOGC
-// environment variable sets one: the heap may grow to three times what is
-// live, not twice. A boot storm allocates heavily (JSON columns, HTTP
-// requests). At 5,000 agents booting at the rate of 20,000 in 30 s, 200
-// took the storm from 13.5 s to 11.7 s and the steady phase's CPU from
-// 73 % to 64 % of a core (that run set GOGC for the load generator too);
-// at 20,000 the storm went from 62.6 s to 60.2 s on 9 % less conductor
-// CPU. The price is memory: 203 → 273 MiB at 5,000, peak 1.4 → 1.6 GiB
-// in the 20,000 storm (docs/conductor-scaling.md).
-const gcPercent = 200
-
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "relay" {
 		if len(args) != 3 {
@@ -237,10 +225,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(gcPercent)
-		log.Debug("garbage collector target set", "gc_percent", gcPercent, "override", "GOGC")
-	}
+	tuneGC(log)
 	if err := os.MkdirAll(o.stateDir, 0o750); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,7 +29,17 @@ import (
 	"github.com/rivetmetal/rivet/conductor/loadtest"
 )
 
+// loadGCPercent is the load generator's own garbage collector target
+// unless GOGC sets one (the conductor under test keeps its own default):
+// the simulated agents share the machine's cores with the conductor, and
+// every CPU-second they spend collecting is one the conductor, whose
+// agents would run on other machines, does not get.
+const loadGCPercent = 400
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(loadGCPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {

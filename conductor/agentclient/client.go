@@ -183,6 +183,24 @@ func (c *Client) httpClient(ep Endpoint) (*http.Client, error) {
 	return hc, nil
 }
 
+// commandBody is the JSON of wire.CommandRequest{Name: name, Params:
+// params encoded}, written around the encoded params: encoding the request
+// with json.Marshal would validate and compact them again, and they are
+// most of it (a deploy's node document).
+func commandBody(name string, params any) ([]byte, error) {
+	p, err := json.Marshal(params)
+	if err != nil {
+		return nil, fmt.Errorf("encode params: %w", err)
+	}
+	n, err := json.Marshal(name)
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	body := make([]byte, 0, len(`{"name":,"params":}`)+len(n)+len(p))
+	body = append(append(append(body, `{"name":`...), n...), `,"params":`...)
+	return append(append(body, p...), '}'), nil
+}
+
 // Execute runs command name ("<extension>.<command>") with params on the
 // agent. With wait, the answer holds the final result. A command the agent
 // accepted gives a result even when it FAILED; errors are transport or API
@@ -193,13 +211,9 @@ func (c *Client) Execute(ctx context.Context, ep Endpoint, name string, params a
 	if params == nil {
 		params = map[string]any{}
 	}
-	p, err := json.Marshal(params)
+	body, err := commandBody(name, params)
 	if err != nil {
-		return nil, fmt.Errorf("agent %s: %s: encode params: %w", ep.URL, name, err)
-	}
-	body, err := json.Marshal(wire.CommandRequest{Name: name, Params: p})
-	if err != nil {
-		return nil, fmt.Errorf("agent %s: %s: encode request: %w", ep.URL, name, err)
+		return nil, fmt.Errorf("agent %s: %s: %w", ep.URL, name, err)
 	}
 	hc, err := c.httpClient(ep)
 	if err != nil {

@@ -235,3 +235,46 @@ func selfSigned(t *testing.T) []byte {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// TestCommandBodyIsTheRequestEncoded checks that the request body written
+// around the encoded params is byte for byte what encoding
+// wire.CommandRequest gives, for params with characters JSON escapes,
+// nested raw JSON and values whose MarshalJSON is not compact.
+func TestCommandBodyIsTheRequestEncoded(t *testing.T) {
+	type spaced struct{ json.Marshaler }
+	cases := []struct {
+		name   string
+		params any
+	}{
+		{"standby.prepare_image", map[string]any{"image_info": map[string]any{"id": "<&>", "urls": []string{"http://h/a?b=1&c=2"}}}},
+		{"deploy.get_deploy_steps", map[string]any{"node": json.RawMessage(`{ "uuid" : "x<y" , "n": [1, 2.50] }`), "ports": []any{}}},
+		{"clean.execute_clean_step", map[string]any{"step": spaced{rawMarshaler(`{ "a" :  "\u2028" }`)}}},
+		{`weird"name\<>`, map[string]any{}},
+		{"standby.sync", struct{}{}},
+	}
+	for _, c := range cases {
+		got, err := commandBody(c.name, c.params)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		p, err := json.Marshal(c.params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := json.Marshal(wire.CommandRequest{Name: c.name, Params: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("%s:\n got  %s\n want %s", c.name, got, want)
+		}
+	}
+	if _, err := commandBody("x", map[string]any{"f": func() {}}); err == nil {
+		t.Error("params that cannot be encoded gave a body")
+	}
+}
+
+// rawMarshaler encodes as its text, spaces and all.
+type rawMarshaler string
+
+func (r rawMarshaler) MarshalJSON() ([]byte, error) { return []byte(r), nil }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"maps"
+	"math"
 	"slices"
 )
 
@@ -116,4 +117,53 @@ func cloneJSONValue(v any) any {
 		return maps.Clone(x)
 	}
 	return v
+}
+
+// SameJSONMap reports whether a and b hold the same JSON values of the
+// kinds decoding JSON yields (objects, arrays, strings, float64 numbers,
+// booleans, nulls), so that both encode to the same text. It is strict:
+// a value of any other kind, a nil map or array, and -0 against 0 make
+// it false, which only costs its caller an encoding.
+func SameJSONMap(a, b map[string]any) bool {
+	if a == nil || b == nil || len(a) != len(b) {
+		return false
+	}
+	for k, va := range a {
+		vb, ok := b[k]
+		if !ok || !sameJSONValue(va, vb) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameJSONValue(a, b any) bool {
+	switch x := a.(type) {
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		return ok && SameJSONMap(x, y)
+	case []any:
+		y, ok := b.([]any)
+		if !ok || x == nil || y == nil || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !sameJSONValue(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	case string:
+		y, ok := b.(string)
+		return ok && x == y
+	case float64:
+		y, ok := b.(float64)
+		return ok && math.Float64bits(x) == math.Float64bits(y)
+	case bool:
+		y, ok := b.(bool)
+		return ok && x == y
+	case nil:
+		return b == nil
+	}
+	return false
 }

@@ -15,7 +15,11 @@
 // sleeps (1 to 100 ms) would otherwise set the tail latency under load.
 // Statements are prepared once per connection and reused. The store
 // assumes it is the file's only writer (the node locks are in-process);
-// a write from elsewhere is detected and refused as a conflict.
+// a write from elsewhere is detected and refused as a conflict. Because
+// it is, the rows it last committed are kept, decoded, in a bounded cache
+// (rowCache) that single-node reads and node transactions use instead of
+// a read: a node row changed behind the store's back is therefore seen
+// only once a write of it has been refused as a conflict.
 package sqlite
 
 import (
@@ -26,6 +30,7 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -64,6 +69,13 @@ type Store struct {
 	// memo holds the maps decoded from recently read or written JSON
 	// column texts (single-node reads and node transactions only).
 	memo *jsoncol.Memo
+
+	// rows holds node rows as last committed, for single-node reads and
+	// node transactions (see rowCache).
+	rows *rowCache
+
+	// ports holds answers of port reads (see portCache).
+	ports *portCache
 }
 
 // MemoBytes is the JSON column text the store's decode memo holds: at a
@@ -76,7 +88,7 @@ type stmtKey struct {
 }
 
 // Readers is the size of the read pool.
-const Readers = 8
+const Readers = 32
 
 // MaxBatch bounds the writes committed together.
 const MaxBatch = 128
@@ -122,7 +134,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	rdb.SetMaxOpenConns(Readers)
 	rdb.SetMaxIdleConns(Readers)
 	s := &Store{db: db, rdb: rdb, ops: make(chan *writeOp), stop: make(chan struct{}), now: time.Now,
-		locks: map[int64]chan struct{}{}, stmts: map[stmtKey]*sql.Stmt{}, memo: jsoncol.NewMemo(MemoBytes)}
+		locks: map[int64]chan struct{}{}, stmts: map[stmtKey]*sql.Stmt{}, memo: jsoncol.NewMemo(MemoBytes),
+		rows: newRowCache(RowCacheBytes), ports: newPortCache()}
 	for _, q := range txStatements {
 		if _, err := s.stmt(ctx, db, q); err != nil {
 			s.closeDB()
@@ -322,6 +335,22 @@ func scanNode(r rowScanner, memo *jsoncol.Memo) (*store.Node, error) {
 // transaction compares against them instead of encoding the node twice.
 // The JSON columns are decoded through memo (nil: parsed every time).
 func scanNodeRaw(r rowScanner, memo *jsoncol.Memo) (*store.Node, []any, error) {
+	n, raw, err := scanNodeScalars(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := memo.DecodeAll(mapTexts(raw), jsoncol.NodeMaps(n)); err != nil {
+		return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
+	}
+	if err := jsoncol.DecodeAttributes(raw[attributesColumn].(string), &n.NodeAttributes); err != nil {
+		return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
+	}
+	return n, raw, nil
+}
+
+// scanNodeScalars scans a node and returns it with its columns (but id)
+// as stored; its JSON columns and attributes are left undecoded.
+func scanNodeScalars(r rowScanner) (*store.Node, []any, error) {
 	var (
 		n                               store.Node
 		name                            sql.NullString
@@ -351,13 +380,17 @@ func scanNodeRaw(r rowScanner, memo *jsoncol.Memo) (*store.Node, []any, error) {
 	n.ProvisionUpdatedAt = parseTime(pua)
 	n.CreatedAt = parseTime(created)
 	n.UpdatedAt = parseTime(updated)
-	if err := memo.DecodeAll([]string{ii, di, dii, props, extra, step}, jsoncol.NodeMaps(&n)); err != nil {
-		return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
-	}
-	if err := jsoncol.DecodeAttributes(attrs, &n.NodeAttributes); err != nil {
-		return nil, nil, fmt.Errorf("node %s: %w", n.UUID, err)
-	}
 	return &n, raw, nil
+}
+
+// mapTexts are the texts of the JSON columns (jsoncol.NodeMaps order) in
+// a node's column values.
+func mapTexts(raw []any) []string {
+	texts := make([]string, mapColumns)
+	for i := range texts {
+		texts[i] = raw[firstMapColumn+i].(string)
+	}
+	return texts
 }
 
 func scanPort(r rowScanner) (*store.Port, error) {
@@ -384,8 +417,9 @@ func scanPort(r rowScanner) (*store.Port, error) {
 }
 
 // nodeValues returns the column values of every column but id, in
-// nodeColumns order.
-func nodeValues(n *store.Node) ([]any, error) {
+// nodeColumns order. A JSON column whose map is the same as in prev, the
+// cached row the node was read from (nil: none), is not encoded again.
+func nodeValues(n *store.Node, prev *cachedRow) ([]any, error) {
 	var name any
 	if n.Name != "" {
 		name = n.Name
@@ -393,11 +427,22 @@ func nodeValues(n *store.Node) ([]any, error) {
 	vals := []any{n.UUID, name, n.Driver, string(n.ProvisionState), string(n.TargetProvisionState),
 		formatTime(n.ProvisionUpdatedAt), n.PowerState, n.TargetPowerState, boolInt(n.Maintenance),
 		n.MaintenanceReason, n.LastError, n.InstanceUUID, n.ResourceClass, n.Description, n.Owner}
-	maps, err := jsoncol.EncodeAll(jsoncol.NodeMaps(n))
-	if err != nil {
-		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
+	var read []*map[string]any
+	if prev != nil {
+		read = jsoncol.NodeMaps(prev.node)
 	}
-	vals = append(vals, maps...)
+	for i, m := range jsoncol.NodeMaps(n) {
+		if read != nil && store.SameJSONMap(*m, *read[i]) {
+			// Unchanged since read: its text as stored.
+			vals = append(vals, prev.vals[firstMapColumn+i])
+			continue
+		}
+		text, err := jsoncol.Encode(*m)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", n.UUID, err)
+		}
+		vals = append(vals, text)
+	}
 	attrs, err := jsoncol.EncodeAttributes(n.NodeAttributes)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
@@ -408,7 +453,7 @@ func nodeValues(n *store.Node) ([]any, error) {
 // CreateNode implements store.Store.
 func (s *Store) CreateNode(ctx context.Context, n *store.Node) error {
 	n.InitNew(s.now().UTC())
-	vals, err := nodeValues(n)
+	vals, err := nodeValues(n, nil)
 	if err != nil {
 		return err
 	}
@@ -429,7 +474,24 @@ func (s *Store) CreateNode(ctx context.Context, n *store.Node) error {
 
 // GetNode implements store.NodeReader.
 func (s *Store) GetNode(ctx context.Context, ident string) (*store.Node, error) {
+	if u := strings.ToLower(ident); uuid.Validate(u) == nil {
+		if id, ok := s.ids.Load(u); ok {
+			if n, ok := s.cachedNode(id.(int64), u); ok {
+				return n, nil
+			}
+		}
+	}
 	return getNode(ctx, s.reader(), ident)
+}
+
+// cachedNode returns node id from the row cache, if held and still the
+// node with UUID u ("": any).
+func (s *Store) cachedNode(id int64, u string) (*store.Node, bool) {
+	r, ok := s.rows.get(id)
+	if !ok || u != "" && r.uuid() != u {
+		return nil, false
+	}
+	return r.copyNode(), true
 }
 
 // conn runs prepared statements on the read pool, or on the writer inside
@@ -562,38 +624,80 @@ func (s *Store) NodeByMACs(ctx context.Context, macs []string) (*store.Node, err
 	if len(macs) == 0 {
 		return nil, errdefs.NotFound("Resource could not be found.")
 	}
-	lower := make([]string, len(macs))
-	for i, m := range macs {
-		lower[i] = strings.ToLower(m)
-	}
-	list, err := json.Marshal(lower)
+	ids, err := s.macNodes(ctx, macs)
 	if err != nil {
-		return nil, fmt.Errorf("lookup node by MACs %v: %w", macs, err)
-	}
-	// One statement for any number of MACs; the address index serves
-	// each of them.
-	rows, err := s.reader().QueryContext(ctx, `SELECT DISTINCT node_id FROM ports
-		WHERE address IN (SELECT value FROM json_each(?))`, string(list))
-	if err != nil {
-		return nil, fmt.Errorf("lookup node by MACs %v: %w", macs, err)
-	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("lookup node by MACs %v: %w", macs, err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("lookup node by MACs %v: %w", macs, err)
 	}
 	if len(ids) != 1 {
 		return nil, errdefs.NotFound("Resource could not be found.")
 	}
+	if n, ok := s.cachedNode(ids[0], ""); ok {
+		return n, nil
+	}
 	return getNodeByID(ctx, s.reader(), ids[0], strings.Join(macs, ","))
+}
+
+// macNodes returns the IDs of the nodes with a port of any of the MAC
+// addresses, each once, from the port cache for the addresses it holds.
+func (s *Store) macNodes(ctx context.Context, macs []string) ([]int64, error) {
+	var (
+		ids     []int64
+		missing []string
+	)
+	add := func(id int64) {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	for _, m := range macs {
+		m = strings.ToLower(m)
+		held, ok := s.ports.macNodes(m)
+		if !ok {
+			if !slices.Contains(missing, m) {
+				missing = append(missing, m)
+			}
+			continue
+		}
+		for _, id := range held {
+			add(id)
+		}
+	}
+	if len(missing) == 0 {
+		return ids, nil
+	}
+	list, err := json.Marshal(missing)
+	if err != nil {
+		return nil, err
+	}
+	gen := s.ports.generation()
+	// One statement for any number of MACs; the address index serves
+	// each of them.
+	rows, err := s.reader().QueryContext(ctx, `SELECT address, node_id FROM ports
+		WHERE address IN (SELECT value FROM json_each(?))`, string(list))
+	if err != nil {
+		return nil, err
+	}
+	found := make(map[string][]int64, len(missing))
+	for rows.Next() {
+		var (
+			addr string
+			id   int64
+		)
+		if err := rows.Scan(&addr, &id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		found[addr] = append(found[addr], id)
+		add(id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, m := range missing {
+		s.ports.putMACNodes(gen, m, found[m]) // none found is an answer too
+	}
+	return ids, nil
 }
 
 // WithNodeLock implements store.NodeLocker. Under the node's in-process
@@ -607,6 +711,7 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 	var (
 		n      *store.Node
 		before []any
+		prev   *cachedRow // the cached row read, if any
 	)
 	for useCache := true; ; useCache = false {
 		id, uuid, cached, err := s.resolve(ctx, ident, useCache)
@@ -617,7 +722,18 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 		if err != nil {
 			return fmt.Errorf("lock node %s: %w", uuid, err)
 		}
-		n, before, err = scanNodeRaw(s.reader().QueryRowContext(ctx, selectNodeByID, id), s.memo)
+		if r, ok := s.rows.get(id); ok && r.uuid() == uuid {
+			n, before, prev = r.copyNode(), r.vals, &r
+		} else {
+			n, before, err = scanNodeRaw(s.reader().QueryRowContext(ctx, selectNodeByID, id), s.memo)
+			if err == nil && n.UUID == uuid {
+				// Read under the lock: no write of the node can
+				// commit meanwhile.
+				r := cachedRow{id: id, vals: before, node: cachedRow{node: n}.copyNode()}
+				s.rows.put(id, r.vals, r.node)
+				prev = &r
+			}
+		}
 		if cached && (errors.Is(err, sql.ErrNoRows) || err == nil && n.UUID != uuid) {
 			// The remembered row is gone or is another node's now:
 			// resolve the node again.
@@ -649,7 +765,7 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 		// The node's history goes with it (ON DELETE CASCADE).
 		query, args, op, events = deleteNode, []any{n.ID, version}, "delete", nil
 	} else {
-		after, err := nodeValues(n)
+		after, err := nodeValues(n, prev)
 		if err != nil {
 			return err
 		}
@@ -687,24 +803,36 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 		return nil
 	})
 	if err != nil {
+		// Whatever failed, the next transaction reads the row again.
+		s.rows.drop(n.ID)
 		return fmt.Errorf("%s node %s: %w", op, n.UUID, err)
 	}
 	if t.deleted {
+		s.rows.drop(n.ID)
 		s.ids.Delete(n.UUID)
+		s.ports.invalidate() // its ports went with it
 		return nil
 	}
-	// The next read of a changed column finds it in the memo.
-	for i, m := range jsoncol.NodeMaps(n) {
-		if col := firstMapColumn + i; query != "" && before[col] != args[col] {
-			s.memo.Remember(args[col].(string), *m)
+	if query != "" {
+		vals := args[:len(args)-2]
+		if c, err := committedNode(n.ID, vals, n, prev); err == nil {
+			s.rows.put(n.ID, vals, c)
+		} else {
+			// The write stands; the next transaction reads the row.
+			s.rows.drop(n.ID)
 		}
 	}
 	return nil
 }
 
-// firstMapColumn is the index of instance_info, the first of the JSON
-// columns (jsoncol.NodeMaps order), in nodeValues.
-const firstMapColumn = 15
+// firstMapColumn is the index of instance_info, the first of the
+// mapColumns JSON columns (jsoncol.NodeMaps order), in nodeValues;
+// attributesColumn that of attributes, which follows them.
+const (
+	firstMapColumn   = 15
+	mapColumns       = 6
+	attributesColumn = firstMapColumn + mapColumns
+)
 
 // resolve finds the ID and UUID of the node ident names, without reading
 // the whole node. With useCache, a UUID already resolved is answered from
@@ -776,7 +904,7 @@ func (t *nodeTx) Node() *store.Node { return t.node }
 
 // Ports implements store.Tx.
 func (t *nodeTx) Ports(ctx context.Context) ([]*store.Port, error) {
-	return listPorts(ctx, t.s.reader(), store.PortFilter{NodeID: t.node.ID})
+	return t.s.nodePorts(ctx, t.node.ID)
 }
 
 // DeleteNode implements store.Tx.
@@ -800,6 +928,7 @@ func (s *Store) CreatePort(ctx context.Context, p *store.Port) error {
 	if err != nil {
 		return fmt.Errorf("create port %s: %w", p.Address, err)
 	}
+	defer s.ports.invalidate()
 	err = s.do(ctx, func(tx *sql.Tx) error {
 		res, err := s.inTx(tx).ExecContext(context.Background(), `INSERT INTO ports (uuid, node_id, address, pxe_enabled,
 			physical_network, extra, local_link_connection, internal_info, attributes, created_at)
@@ -848,6 +977,7 @@ func (s *Store) UpdatePort(ctx context.Context, p *store.Port) error {
 	}
 	now := s.now().UTC()
 	var updated int64
+	defer s.ports.invalidate()
 	err = s.do(ctx, func(tx *sql.Tx) error {
 		res, err := s.inTx(tx).ExecContext(context.Background(), `UPDATE ports SET node_id = ?, address = ?, pxe_enabled = ?,
 			physical_network = ?, extra = ?, local_link_connection = ?, internal_info = ?, attributes = ?,
@@ -891,7 +1021,24 @@ func (s *Store) GetPort(ctx context.Context, id string) (*store.Port, error) {
 
 // ListPorts implements store.NodeReader.
 func (s *Store) ListPorts(ctx context.Context, f store.PortFilter) ([]*store.Port, error) {
-	return listPorts(ctx, s.reader(), f)
+	if f.NodeID == 0 || f.Address != "" {
+		return listPorts(ctx, s.reader(), f)
+	}
+	return s.nodePorts(ctx, f.NodeID)
+}
+
+// nodePorts lists node id's ports, from the port cache when it holds them.
+func (s *Store) nodePorts(ctx context.Context, id int64) ([]*store.Port, error) {
+	if ports, ok := s.ports.nodePorts(id); ok {
+		return ports, nil
+	}
+	gen := s.ports.generation()
+	ports, err := listPorts(ctx, s.reader(), store.PortFilter{NodeID: id})
+	if err != nil {
+		return nil, err
+	}
+	s.ports.putNodePorts(gen, id, ports)
+	return ports, nil
 }
 
 func listPorts(ctx context.Context, q conn, f store.PortFilter) ([]*store.Port, error) {
@@ -933,6 +1080,7 @@ func listPorts(ctx context.Context, q conn, f store.PortFilter) ([]*store.Port, 
 // DeletePort implements store.Store.
 func (s *Store) DeletePort(ctx context.Context, id string) error {
 	var deleted int64
+	defer s.ports.invalidate()
 	err := s.do(ctx, func(tx *sql.Tx) error {
 		res, err := s.inTx(tx).ExecContext(context.Background(), `DELETE FROM ports WHERE uuid = ?`, strings.ToLower(id))
 		if err != nil {

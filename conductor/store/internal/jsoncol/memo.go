@@ -76,7 +76,7 @@ func (c *Memo) Remember(raw string, m map[string]any) {
 	if ok {
 		return
 	}
-	if m == nil || !decodedJSON(m) {
+	if !IsDecoded(m) {
 		return
 	}
 	c.put(raw, store.CloneJSONMap(m))
@@ -112,6 +112,11 @@ func (c *Memo) put(raw string, m map[string]any) {
 	c.m[raw] = m
 	c.bytes += len(raw)
 }
+
+// IsDecoded reports whether m, a JSON column's map, holds only what
+// decoding its encoding yields (see Remember): a copy of m then equals
+// the decoding of Encode(m).
+func IsDecoded(m map[string]any) bool { return m != nil && decodedJSON(m) }
 
 // decodedJSON reports whether v holds only values that decoding JSON
 // yields: objects and arrays (not nil ones: they encode as null), strings

@@ -1,0 +1,121 @@
+package sqlite
+
+import (
+	"sync"
+
+	"github.com/rivetmetal/rivet/conductor/store"
+)
+
+// portCacheEntries bounds the answers the port cache holds (node port
+// lists and MAC look-ups together); past it, it starts again empty.
+const portCacheEntries = 1 << 16
+
+// portCache holds answers of port reads — the ports of a node, the nodes
+// a MAC address belongs to — so that the reads a deploy makes at every
+// boot (the lookup's MAC query, the port lists sent to the agent) do not
+// queue for the read pool. Ports change seldom (enrolment, inspection),
+// and only through this store: every port write, and every node deletion
+// (which deletes its ports), empties the cache once it committed.
+//
+// A reader takes the cache's generation before it queries and keeps its
+// answer only if no write emptied the cache meanwhile: an answer read
+// before a write committed is thus never kept after it.
+type portCache struct {
+	mu     sync.Mutex
+	gen    uint64
+	byNode map[int64][]*store.Port
+	byMAC  map[string][]int64
+}
+
+func newPortCache() *portCache {
+	return &portCache{byNode: map[int64][]*store.Port{}, byMAC: map[string][]int64{}}
+}
+
+// generation is the cache's generation, to pass to put*.
+func (c *portCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// invalidate empties the cache, after a write of ports committed (or
+// failed: what it did is unknown).
+func (c *portCache) invalidate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	c.clearLocked()
+}
+
+func (c *portCache) clearLocked() {
+	clear(c.byNode)
+	clear(c.byMAC)
+}
+
+// full makes room for one more answer.
+func (c *portCache) makeRoomLocked() {
+	if len(c.byNode)+len(c.byMAC) >= portCacheEntries {
+		c.clearLocked()
+	}
+}
+
+// nodePorts returns copies of node id's ports, if held.
+func (c *portCache) nodePorts(id int64) ([]*store.Port, bool) {
+	c.mu.Lock()
+	ports, ok := c.byNode[id]
+	c.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	out := make([]*store.Port, len(ports))
+	for i, p := range ports {
+		out[i] = copyPort(p)
+	}
+	return out, true
+}
+
+// putNodePorts holds node id's ports, read at generation gen; the caller
+// keeps ports, which the cache copies.
+func (c *portCache) putNodePorts(gen uint64, id int64, ports []*store.Port) {
+	held := make([]*store.Port, len(ports))
+	for i, p := range ports {
+		held[i] = copyPort(p)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
+	c.makeRoomLocked()
+	c.byNode[id] = held
+}
+
+// macNodes returns the IDs of the nodes with a port of MAC address mac
+// (lower case), if held.
+func (c *portCache) macNodes(mac string) ([]int64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids, ok := c.byMAC[mac]
+	return ids, ok
+}
+
+// putMACNodes holds the IDs of the nodes with a port of mac, read at
+// generation gen; ids is the cache's afterwards.
+func (c *portCache) putMACNodes(gen uint64, mac string, ids []int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
+	c.makeRoomLocked()
+	c.byMAC[mac] = ids
+}
+
+// copyPort returns a copy of p that shares nothing with it.
+func copyPort(p *store.Port) *store.Port {
+	c := *p
+	c.Extra = store.CloneJSONMap(p.Extra)
+	c.LocalLinkConnection = store.CloneJSONMap(p.LocalLinkConnection)
+	c.InternalInfo = store.CloneJSONMap(p.InternalInfo)
+	return &c
+}
