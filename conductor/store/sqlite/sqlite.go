@@ -66,8 +66,9 @@ type Store struct {
 	// UUID, or the node is resolved again from the database.
 	ids sync.Map
 
-	// memo holds the maps decoded from recently read or written JSON
-	// column texts (single-node reads and node transactions only).
+	// memo holds the maps decoded from JSON column texts recently read
+	// from the file by single-node reads and node transactions (those
+	// the row cache did not answer).
 	memo *jsoncol.Memo
 
 	// rows holds node rows as last committed, for single-node reads and

@@ -61,27 +61,6 @@ func (c *Memo) DecodeAll(raws []string, maps []*map[string]any) error {
 	return nil
 }
 
-// Remember records that raw is the encoding of m (a column just written
-// from m), so that the next read of raw is a copy. It records nothing
-// unless m holds only what decoding JSON yields (maps, slices, strings
-// that are valid UTF-8, float64, bools and nulls): a map holding an int,
-// a struct or anything else decodes to other values than it holds.
-func (c *Memo) Remember(raw string, m map[string]any) {
-	if c == nil || len(raw) < minMemo {
-		return
-	}
-	c.mu.Lock()
-	_, ok := c.m[raw]
-	c.mu.Unlock()
-	if ok {
-		return
-	}
-	if !IsDecoded(m) {
-		return
-	}
-	c.put(raw, store.CloneJSONMap(m))
-}
-
 // Len is the number of column texts the memo holds.
 func (c *Memo) Len() int {
 	c.mu.Lock()
@@ -114,8 +93,10 @@ func (c *Memo) put(raw string, m map[string]any) {
 }
 
 // IsDecoded reports whether m, a JSON column's map, holds only what
-// decoding its encoding yields (see Remember): a copy of m then equals
-// the decoding of Encode(m).
+// decoding its encoding yields (maps, slices, strings that are valid
+// UTF-8, float64, bools and nulls; no nil map or slice): a copy of m then
+// equals the decoding of Encode(m). A map holding an int, a struct or
+// anything else decodes to other values than it holds.
 func IsDecoded(m map[string]any) bool { return m != nil && decodedJSON(m) }
 
 // decodedJSON reports whether v holds only values that decoding JSON

@@ -43,43 +43,42 @@ func TestMemoDecodeIsACopy(t *testing.T) {
 	}
 }
 
-// TestMemoRememberOnlyJSONValues: a written map is remembered only when
-// decoding its text would give it back exactly.
-func TestMemoRememberOnlyJSONValues(t *testing.T) {
-	pad := strings.Repeat("p", 80)
+// TestIsDecoded: a map is taken for decoded JSON only when decoding its
+// text gives it back exactly.
+func TestIsDecoded(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		m    map[string]any
-		keep bool
+		want bool
 	}{
-		{"decoded JSON", map[string]any{"a": []any{1.0, "x", true, nil, map[string]any{"b": pad}}}, true},
-		{"an int", map[string]any{"a": 1, "pad": pad}, false},
-		{"a nested int", map[string]any{"a": []any{map[string]any{"b": int64(2)}}, "pad": pad}, false},
-		{"a struct", map[string]any{"a": struct{ X string }{pad}}, false},
-		{"a typed map", map[string]any{"a": map[string]string{"b": pad}}, false},
-		{"a nil map", map[string]any{"a": map[string]any(nil), "pad": pad}, false},
-		{"invalid UTF-8", map[string]any{"a": "\xff" + pad}, false},
-		{"an invalid UTF-8 key", map[string]any{"\xff": pad}, false},
+		{"decoded JSON", map[string]any{"a": []any{1.0, "x", true, nil, map[string]any{"b": "c"}}}, true},
+		{"empty", map[string]any{}, true},
+		{"nil", nil, false},
+		{"an int", map[string]any{"a": 1}, false},
+		{"a nested int", map[string]any{"a": []any{map[string]any{"b": int64(2)}}}, false},
+		{"a struct", map[string]any{"a": struct{ X string }{"x"}}, false},
+		{"a typed map", map[string]any{"a": map[string]string{"b": "c"}}, false},
+		{"a nil map", map[string]any{"a": map[string]any(nil)}, false},
+		{"invalid UTF-8", map[string]any{"a": "\xff"}, false},
+		{"an invalid UTF-8 key", map[string]any{"\xff": "x"}, false},
 	} {
+		if got := IsDecoded(c.m); got != c.want {
+			t.Errorf("%s: IsDecoded = %v, want %v", c.name, got, c.want)
+			continue
+		}
+		if !c.want {
+			continue
+		}
 		b, err := json.Marshal(c.m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		memo := NewMemo(1 << 20)
-		memo.Remember(string(b), c.m)
-		if _, ok := memo.m[string(b)]; ok != c.keep {
-			t.Errorf("%s: remembered %v, want %v", c.name, ok, c.keep)
-			continue
-		}
-		var got, want map[string]any
-		if err := memo.Decode(string(b), &got); err != nil {
+		var back map[string]any
+		if err := Decode(string(b), &back); err != nil {
 			t.Fatal(err)
 		}
-		if err := Decode(string(b), &want); err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("%s: decode through the memo = %#v, want %#v", c.name, got, want)
+		if !reflect.DeepEqual(back, c.m) {
+			t.Errorf("%s: decoded %#v, want %#v", c.name, back, c.m)
 		}
 	}
 }
@@ -124,10 +123,10 @@ func TestMemoBudget(t *testing.T) {
 	if err := nilMemo.Decode(doc, &m); err != nil || m["ok"] != true {
 		t.Fatal("a nil memo must decode", m, err)
 	}
-	nilMemo.Remember(doc, m)
 }
 
-// TestMemoConcurrent: concurrent decodes and remembers (run with -race).
+// TestMemoConcurrent: concurrent decodes of the same texts, whose
+// callers change the maps they get (run with -race).
 func TestMemoConcurrent(t *testing.T) {
 	c := NewMemo(8 << 10)
 	var wg sync.WaitGroup
@@ -140,8 +139,11 @@ func TestMemoConcurrent(t *testing.T) {
 					t.Error(err)
 					return
 				}
+				if m["mutated"] != nil {
+					t.Error("a decode returned another caller's change")
+					return
+				}
 				m["mutated"] = true
-				c.Remember(raw, map[string]any{"g": float64(g % 2), "i": float64(i % 20), "pad": strings.Repeat("z", 100)})
 			}
 		})
 	}
