@@ -34,11 +34,12 @@ func rowSize(vals []any) int {
 // rowCache holds node rows as this store last committed them (or read
 // them), by row ID, each with the node decoded from it, so that
 // single-node reads and node transactions skip the SQL read and the
-// decoding of the JSON columns: a read copies the decoded node. The store is the file's only writer and every write of a
-// node row goes through it: a row is put after its write committed, under
-// the node's lock, and dropped when the node is deleted or a write finds
-// the row changed behind the store's back. A reader therefore gets the
-// last committed row, as a read from the database would.
+// decoding of the JSON columns: a read copies the decoded node. The store
+// is the file's only writer and every write of a node row goes through
+// it: a row is put after its write committed, under the node's lock, and
+// dropped when the node is deleted or a write of it fails (one refused
+// because the row changed behind the store's back among them). A reader
+// therefore gets the last committed row, as a read from the file would.
 //
 // The cache is bounded by the memory its rows take (rowSize): when full,
 // rows are dropped in map order (that is, at random) until the new one
