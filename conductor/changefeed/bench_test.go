@@ -44,7 +44,7 @@ func BenchmarkPublishCommittedNode(b *testing.B) {
 	n := deployingNode()
 	b.ReportAllocs()
 	for b.Loop() {
-		f.publish(Change{Kind: NodeChanged, NodeUUID: n.UUID, Node: CloneNode(n)})
+		f.publish(Change{Kind: NodeChanged, NodeUUID: n.UUID, Node: n.Clone()})
 	}
 	for _, s := range subs {
 		s.Close()

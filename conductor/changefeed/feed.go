@@ -345,7 +345,7 @@ func (s feedStore) CreateNode(ctx context.Context, n *store.Node) error {
 	if err := s.f.inner.CreateNode(ctx, n); err != nil {
 		return err
 	}
-	s.f.publish(Change{Kind: NodeChanged, NodeUUID: n.UUID, Node: CloneNode(n),
+	s.f.publish(Change{Kind: NodeChanged, NodeUUID: n.UUID, Node: n.Clone(),
 		Moves: []Move{{From: statemachine.NoState, To: n.ProvisionState, At: n.CreatedAt}}})
 	return nil
 }
@@ -385,9 +385,9 @@ func (s feedStore) WithNodeLock(ctx context.Context, ident string, fn func(store
 	}
 	switch {
 	case deleted:
-		s.f.publish(Change{Kind: NodeDeleted, NodeUUID: node.UUID, Node: CloneNode(node)})
+		s.f.publish(Change{Kind: NodeDeleted, NodeUUID: node.UUID, Node: node.Clone()})
 	case !node.UpdatedAt.Equal(before):
-		c := Change{Kind: NodeChanged, NodeUUID: node.UUID, Node: CloneNode(node)}
+		c := Change{Kind: NodeChanged, NodeUUID: node.UUID, Node: node.Clone()}
 		if node.ProvisionState != from {
 			c.Moves = []Move{{From: from, To: node.ProvisionState, At: node.ProvisionUpdatedAt}}
 		}
@@ -421,7 +421,7 @@ func (s feedStore) CreatePort(ctx context.Context, p *store.Port) error {
 	if err := s.f.inner.CreatePort(ctx, p); err != nil {
 		return err
 	}
-	s.f.publish(Change{Kind: PortChanged, NodeUUID: p.NodeUUID, Port: clonePort(p)})
+	s.f.publish(Change{Kind: PortChanged, NodeUUID: p.NodeUUID, Port: p.Clone()})
 	return nil
 }
 
@@ -452,7 +452,7 @@ func (s *updatingStore) UpdatePort(ctx context.Context, p *store.Port) error {
 	if err := s.f.inner.(portUpdater).UpdatePort(ctx, p); err != nil {
 		return err
 	}
-	s.f.publish(Change{Kind: PortChanged, NodeUUID: p.NodeUUID, Port: clonePort(p)})
+	s.f.publish(Change{Kind: PortChanged, NodeUUID: p.NodeUUID, Port: p.Clone()})
 	return nil
 }
 

@@ -167,3 +167,33 @@ func sameJSONValue(a, b any) bool {
 	}
 	return false
 }
+
+// Clone is a deep copy of n: its JSON-valued fields are copied down to
+// their leaves (CloneJSONMap) and its attributes with theirs; nil stays
+// nil.
+func (n *Node) Clone() *Node {
+	if n == nil {
+		return nil
+	}
+	c := *n
+	c.InstanceInfo = CloneJSONMap(n.InstanceInfo)
+	c.DriverInfo = CloneJSONMap(n.DriverInfo)
+	c.DriverInternalInfo = CloneJSONMap(n.DriverInternalInfo)
+	c.Properties = CloneJSONMap(n.Properties)
+	c.Extra = CloneJSONMap(n.Extra)
+	c.DeployStep = CloneJSONMap(n.DeployStep)
+	c.NodeAttributes = n.NodeAttributes.Clone()
+	return &c
+}
+
+// Clone is a deep copy of p (its attributes are strings); nil stays nil.
+func (p *Port) Clone() *Port {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	c.Extra = CloneJSONMap(p.Extra)
+	c.LocalLinkConnection = CloneJSONMap(p.LocalLinkConnection)
+	c.InternalInfo = CloneJSONMap(p.InternalInfo)
+	return &c
+}

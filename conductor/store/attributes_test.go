@@ -43,3 +43,31 @@ func TestSameJSONMap(t *testing.T) {
 		t.Error("a nil map is the same as an empty one")
 	}
 }
+
+// TestNodeAndPortClone checks that a clone shares nothing a change can
+// reach: nested maps and slices of every JSON field and the attributes.
+func TestNodeAndPortClone(t *testing.T) {
+	auto := true
+	n := &Node{UUID: "u", DriverInternalInfo: map[string]any{"steps": []any{map[string]any{"step": "a"}}},
+		InstanceInfo: map[string]any{"k": "v"}, DeployStep: map[string]any{"step": "x"},
+		NodeAttributes: NodeAttributes{AutomatedClean: &auto, Traits: []string{"CUSTOM_A"},
+			Interfaces: map[string]string{"deploy": "direct"}}}
+	c := n.Clone()
+	c.DriverInternalInfo["steps"].([]any)[0].(map[string]any)["step"] = "changed"
+	c.InstanceInfo["k"], c.DeployStep["step"] = "changed", "changed"
+	*c.AutomatedClean, c.Traits[0], c.Interfaces["deploy"] = false, "changed", "changed"
+	if n.DriverInternalInfo["steps"].([]any)[0].(map[string]any)["step"] != "a" || n.InstanceInfo["k"] != "v" ||
+		n.DeployStep["step"] != "x" || !*n.AutomatedClean || n.Traits[0] != "CUSTOM_A" || n.Interfaces["deploy"] != "direct" {
+		t.Fatalf("a change to the clone reached the node: %+v", n)
+	}
+	p := &Port{Address: "52:54:00:00:00:01", Extra: map[string]any{"a": []any{"b"}},
+		LocalLinkConnection: map[string]any{"port_id": "p1"}, InternalInfo: map[string]any{"i": 1.0}}
+	q := p.Clone()
+	q.Extra["a"].([]any)[0], q.LocalLinkConnection["port_id"], q.InternalInfo["i"] = "changed", "changed", 2.0
+	if p.Extra["a"].([]any)[0] != "b" || p.LocalLinkConnection["port_id"] != "p1" || p.InternalInfo["i"] != 1.0 {
+		t.Fatalf("a change to the clone reached the port: %+v", p)
+	}
+	if (*Node)(nil).Clone() != nil || (*Port)(nil).Clone() != nil {
+		t.Fatal("a nil clone is not nil")
+	}
+}

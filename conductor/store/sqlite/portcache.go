@@ -52,7 +52,7 @@ func (c *portCache) clearLocked() {
 	clear(c.byMAC)
 }
 
-// full makes room for one more answer.
+// makeRoomLocked makes room for one more answer.
 func (c *portCache) makeRoomLocked() {
 	if len(c.byNode)+len(c.byMAC) >= portCacheEntries {
 		c.clearLocked()
@@ -69,7 +69,7 @@ func (c *portCache) nodePorts(id int64) ([]*store.Port, bool) {
 	}
 	out := make([]*store.Port, len(ports))
 	for i, p := range ports {
-		out[i] = copyPort(p)
+		out[i] = p.Clone()
 	}
 	return out, true
 }
@@ -79,7 +79,7 @@ func (c *portCache) nodePorts(id int64) ([]*store.Port, bool) {
 func (c *portCache) putNodePorts(gen uint64, id int64, ports []*store.Port) {
 	held := make([]*store.Port, len(ports))
 	for i, p := range ports {
-		held[i] = copyPort(p)
+		held[i] = p.Clone()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -109,13 +109,4 @@ func (c *portCache) putMACNodes(gen uint64, mac string, ids []int64) {
 	}
 	c.makeRoomLocked()
 	c.byMAC[mac] = ids
-}
-
-// copyPort returns a copy of p that shares nothing with it.
-func copyPort(p *store.Port) *store.Port {
-	c := *p
-	c.Extra = store.CloneJSONMap(p.Extra)
-	c.LocalLinkConnection = store.CloneJSONMap(p.LocalLinkConnection)
-	c.InternalInfo = store.CloneJSONMap(p.InternalInfo)
-	return &c
 }

@@ -111,16 +111,6 @@ func (c *rowCache) dropLocked(id int64) {
 // uuid is the row's node UUID.
 func (r cachedRow) uuid() string { return r.vals[0].(string) }
 
-// copyNode returns a copy of the row's node that shares nothing with it.
-func (r cachedRow) copyNode() *store.Node {
-	n := *r.node
-	for _, m := range jsoncol.NodeMaps(&n) {
-		*m = store.CloneJSONMap(*m)
-	}
-	n.NodeAttributes = r.node.NodeAttributes.Clone()
-	return &n
-}
-
 // committedNode is the node a read of vals, the row a node transaction
 // committed from n, decodes, made without parsing what it need not:
 // a JSON column unchanged since prev (the cached row the transaction

@@ -492,7 +492,7 @@ func (s *Store) cachedNode(id int64, u string) (*store.Node, bool) {
 	if !ok || u != "" && r.uuid() != u {
 		return nil, false
 	}
-	return r.copyNode(), true
+	return r.node.Clone(), true
 }
 
 // conn runs prepared statements on the read pool, or on the writer inside
@@ -724,13 +724,13 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 			return fmt.Errorf("lock node %s: %w", uuid, err)
 		}
 		if r, ok := s.rows.get(id); ok && r.uuid() == uuid {
-			n, before, prev = r.copyNode(), r.vals, &r
+			n, before, prev = r.node.Clone(), r.vals, &r
 		} else {
 			n, before, err = scanNodeRaw(s.reader().QueryRowContext(ctx, selectNodeByID, id), s.memo)
 			if err == nil && n.UUID == uuid {
 				// Read under the lock: no write of the node can
 				// commit meanwhile.
-				r := cachedRow{id: id, vals: before, node: cachedRow{node: n}.copyNode()}
+				r := cachedRow{id: id, vals: before, node: n.Clone()}
 				s.rows.put(id, r.vals, r.node)
 				prev = &r
 			}
