@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/store"
@@ -13,8 +14,16 @@ import (
 
 // TestPortCacheFollowsWrites checks that the port reads the cache answers
 // (a node's ports, the node of a MAC) follow every kind of port write and
-// a node's deletion, negative answers included.
+// a node's deletion, negative answers included: with MACs answered one by
+// one, and from the index of every MAC, loaded again at every look-up
+// that misses.
 func TestPortCacheFollowsWrites(t *testing.T) {
+	for _, viaIndex := range []bool{false, true} {
+		t.Run(fmt.Sprintf("index=%v", viaIndex), func(t *testing.T) { testPortCacheFollowsWrites(t, viaIndex) })
+	}
+}
+
+func testPortCacheFollowsWrites(t *testing.T, viaIndex bool) {
 	ctx := context.Background()
 	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
 	defer s.Close()
@@ -27,6 +36,13 @@ func TestPortCacheFollowsWrites(t *testing.T) {
 	const mac, other = "52:54:00:00:00:01", "52:54:00:00:00:02"
 	lookup := func(m string) string {
 		t.Helper()
+		s.ports.mu.Lock()
+		if viaIndex {
+			s.ports.nextLoad = time.Time{} // a load at every miss
+		} else {
+			s.ports.nextLoad = time.Now().Add(time.Hour) // no load: each MAC asked alone
+		}
+		s.ports.mu.Unlock()
 		n, err := s.NodeByMACs(ctx, []string{m, "00:00:00:00:00:99"})
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return ""
@@ -141,5 +157,114 @@ func TestPortCacheKeepsNoStaleAnswer(t *testing.T) {
 	}
 	if _, ok := c.macNodes(fmt.Sprintf("mac-%d", portCacheEntries+9)); !ok {
 		t.Fatal("the last answer put is not held")
+	}
+}
+
+// TestMACIndexAnswersEveryMAC checks that the first MAC look-up loads the
+// index of every port and that it answers the others, unknown MACs
+// included, until a port write drops it.
+func TestMACIndexAnswersEveryMAC(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
+	defer s.Close()
+	const nodes = 20
+	mac := func(i int) string { return fmt.Sprintf("52:54:00:00:01:%02x", i) }
+	for i := range nodes {
+		n := &store.Node{Name: fmt.Sprintf("n%d", i), Driver: "fake-hardware"}
+		if err := s.CreateNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreatePort(ctx, &store.Port{NodeID: n.ID, Address: mac(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range nodes {
+		n, err := s.NodeByMACs(ctx, []string{"00:00:00:00:00:99", mac(i)})
+		if err != nil || n.Name != fmt.Sprintf("n%d", i) {
+			t.Fatalf("MAC %s: %v, %v", mac(i), n, err)
+		}
+		s.ports.mu.Lock()
+		index, cached := s.ports.index, len(s.ports.byMAC)
+		s.ports.mu.Unlock()
+		if len(index) != nodes || cached != 0 {
+			t.Fatalf("after look-up %d: index of %d MACs, %d answered alone; want the index of all %d", i, len(index), cached, nodes)
+		}
+	}
+	if _, err := s.NodeByMACs(ctx, []string{"00:00:00:00:00:98"}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("an unknown MAC: %v", err)
+	}
+	if err := s.CreatePort(ctx, &store.Port{NodeID: 1, Address: "52:54:00:00:02:00"}); err != nil {
+		t.Fatal(err)
+	}
+	s.ports.mu.Lock()
+	dropped := s.ports.index == nil
+	s.ports.mu.Unlock()
+	if !dropped {
+		t.Fatal("a port write left the MAC index in place")
+	}
+	if n, err := s.NodeByMACs(ctx, []string{"52:54:00:00:02:00"}); err != nil || n.ID != 1 {
+		t.Fatalf("the new port's MAC: %v, %v", n, err)
+	}
+}
+
+// TestMACIndexKeepsNoStaleIndex checks that an index read while a port
+// write committed is not kept, that loads are spaced, and that an index
+// past the bound is neither kept nor tried again soon.
+func TestMACIndexKeepsNoStaleIndex(t *testing.T) {
+	c := newPortCache()
+	now := time.Now()
+	gen, ok := c.startIndexLoad(now)
+	if !ok {
+		t.Fatal("no index, yet no load")
+	}
+	if _, ok := c.startIndexLoad(now); ok {
+		t.Fatal("two loads at once")
+	}
+	c.invalidate() // a port write committed during the load
+	c.finishIndexLoad(gen, map[string][]int64{"52:54:00:00:00:01": {1}}, false, now)
+	if _, ok := c.macNodes("52:54:00:00:00:01"); ok {
+		t.Fatal("an index read before a write was kept")
+	}
+	if _, ok := c.startIndexLoad(now.Add(macIndexInterval / 2)); ok {
+		t.Fatal("a load within the interval of the last")
+	}
+	gen, ok = c.startIndexLoad(now.Add(macIndexInterval))
+	if !ok {
+		t.Fatal("no load after the interval")
+	}
+	c.finishIndexLoad(gen, nil, true, now)
+	if _, ok := c.startIndexLoad(now.Add(macIndexBackoff - time.Second)); ok {
+		t.Fatal("a load soon after one found too many ports")
+	}
+}
+
+// TestMACIndexBound checks that a store with more ports than the index
+// may hold answers MAC look-ups one by one.
+func TestMACIndexBound(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
+	defer s.Close()
+	n := &store.Node{Name: "many", Driver: "fake-hardware"}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	// The ports written straight into the file, in one statement.
+	if _, err := s.db.ExecContext(ctx, `WITH RECURSIVE c(x) AS (SELECT 0 UNION ALL SELECT x+1 FROM c LIMIT ?)
+		INSERT INTO ports (uuid, node_id, address, created_at) SELECT 'p' || x, ?, printf('02:00:00:%02x:%02x:%02x', x >> 16, (x >> 8) & 255, x & 255), '' FROM c`,
+		portCacheEntries+1, n.ID); err != nil {
+		t.Fatal(err)
+	}
+	index, tooBig, err := loadMACIndex(ctx, s.reader())
+	if err != nil || !tooBig || index != nil {
+		t.Fatalf("loadMACIndex over the bound: %d entries, too big %v, %v", len(index), tooBig, err)
+	}
+	got, err := s.NodeByMACs(ctx, []string{"02:00:00:01:00:00"})
+	if err != nil || got.ID != n.ID {
+		t.Fatalf("look-up past the bound: %v, %v", got, err)
+	}
+	s.ports.mu.Lock()
+	defer s.ports.mu.Unlock()
+	if s.ports.index != nil || len(s.ports.byMAC) != 1 {
+		t.Fatalf("past the bound: index of %d, %d MACs answered alone; want no index, one MAC", len(s.ports.index), len(s.ports.byMAC))
 	}
 }

@@ -666,6 +666,23 @@ func (s *Store) macNodes(ctx context.Context, macs []string) ([]int64, error) {
 	if len(missing) == 0 {
 		return ids, nil
 	}
+	if gen, ok := s.ports.startIndexLoad(time.Now()); ok {
+		index, tooBig, err := loadMACIndex(ctx, s.reader())
+		s.ports.finishIndexLoad(gen, index, tooBig, time.Now())
+		if index != nil {
+			for _, m := range missing {
+				for _, id := range index[m] {
+					add(id)
+				}
+			}
+			return ids, nil
+		}
+		if err != nil && ctx.Err() != nil {
+			return nil, err
+		}
+		// Too many ports for the index, or it could not be read: ask
+		// for the MACs alone.
+	}
 	list, err := json.Marshal(missing)
 	if err != nil {
 		return nil, err
@@ -699,6 +716,34 @@ func (s *Store) macNodes(ctx context.Context, macs []string) ([]int64, error) {
 		s.ports.putMACNodes(gen, m, found[m]) // none found is an answer too
 	}
 	return ids, nil
+}
+
+// loadMACIndex reads the address and node of every port, nil and tooBig
+// when there are more than portCacheEntries.
+func loadMACIndex(ctx context.Context, q conn) (index map[string][]int64, tooBig bool, err error) {
+	rows, err := q.QueryContext(ctx, `SELECT address, node_id FROM ports LIMIT ?`, portCacheEntries+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("load the MAC index: %w", err)
+	}
+	defer rows.Close()
+	index = map[string][]int64{}
+	for n := 0; rows.Next(); n++ {
+		if n == portCacheEntries {
+			return nil, true, nil
+		}
+		var (
+			addr string
+			id   int64
+		)
+		if err := rows.Scan(&addr, &id); err != nil {
+			return nil, false, fmt.Errorf("load the MAC index: %w", err)
+		}
+		index[addr] = append(index[addr], id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("load the MAC index: %w", err)
+	}
+	return index, false, nil
 }
 
 // WithNodeLock implements store.NodeLocker. Under the node's in-process
