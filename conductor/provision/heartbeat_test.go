@@ -89,7 +89,7 @@ func TestHeartbeatWhileWritingChangesNoState(t *testing.T) {
 		t.Fatalf("after a heartbeat during the write: state %q, pending %v, updated %v, progress %v",
 			got.ProvisionState, internalinfo.HeartbeatPending(got), got.ProvisionUpdatedAt, p)
 	}
-	if _, ok := e.jobs.polls.last[n.UUID]; !ok {
+	if !e.jobs.polls.tracking(n.UUID) {
 		t.Fatal("the node is not known to be writing")
 	}
 

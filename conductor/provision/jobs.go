@@ -79,8 +79,7 @@ type jobs struct {
 
 func newJobs(ns *nodes, cfg *Config) *jobs {
 	j := &jobs{nodes: ns, cfg: cfg, log: cfg.Logger, handlers: map[jobKind]func(context.Context, string){}}
-	j.polls = &progressPolls{interval: cfg.ProgressPollInterval, rate: cfg.ProgressPollRate, now: ns.now,
-		last: map[string]time.Time{}}
+	j.polls = newProgressPolls(cfg.ProgressPollInterval, cfg.ProgressPollRate, ns.now)
 	j.queue = nodequeue.New(context.Background(), nodequeue.Config{Run: j.run, Merge: mergeJobs})
 	return j
 }

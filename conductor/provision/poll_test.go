@@ -2,6 +2,7 @@ package provision
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -13,11 +14,12 @@ import (
 // the budget, and a node just refreshed (by a heartbeat) is not polled.
 func TestDuePollsAreRateLimitedOldestFirst(t *testing.T) {
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
-	p := &progressPolls{interval: 5 * time.Second, rate: 40, now: func() time.Time { return now }, last: map[string]time.Time{}}
-	// 100 nodes, node i last refreshed i ms after t0; node-fresh just now.
+	p := newProgressPolls(5*time.Second, 40, func() time.Time { return now })
+	// 100 nodes, node i last refreshed i ms after t0, recorded in an
+	// order of their own; node-fresh just now.
 	t0 := now.Add(-10 * time.Second)
-	for i := 0; i < 100; i++ {
-		p.last[fmt.Sprintf("node-%03d", i)] = t0.Add(time.Duration(i) * time.Millisecond)
+	for _, i := range rand.Perm(100) {
+		p.setLocked(fmt.Sprintf("node-%03d", i), t0.Add(time.Duration(i)*time.Millisecond))
 	}
 	p.track("node-fresh")
 	// A tick is 250 ms: 40 polls/s give a budget of 10.
@@ -50,6 +52,21 @@ func TestDuePollsAreRateLimitedOldestFirst(t *testing.T) {
 	now = now.Add(250 * time.Millisecond)
 	if due = p.due(); due[0] != "node-032" {
 		t.Fatalf("a node no longer written is polled: %v", due)
+	}
+}
+
+// BenchmarkDuePolls is a tick of the poll schedule with 20,000 nodes
+// writing (after a boot storm), none of them due.
+func BenchmarkDuePolls(b *testing.B) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	p := newProgressPolls(5*time.Second, 40, func() time.Time { return now })
+	for i := range 20000 {
+		p.setLocked(fmt.Sprintf("node-%05d", i), now.Add(-time.Duration(20000-i)*time.Microsecond))
+	}
+	for b.Loop() {
+		if due := p.due(); len(due) != 0 {
+			b.Fatal(due)
+		}
 	}
 }
 

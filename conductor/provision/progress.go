@@ -1,9 +1,9 @@
 package provision
 
 import (
+	"container/list"
 	"context"
 	"encoding/json"
-	"sort"
 	"sync"
 	"time"
 
@@ -20,30 +20,56 @@ import (
 // second over all nodes).
 
 // progressPolls tracks the nodes whose agent writes an image, with the
-// time their progress was last refreshed (by a poll or a heartbeat).
+// time their progress was last refreshed (by a poll or a heartbeat), in
+// that order: a tick takes the nodes due from the front, without looking
+// at the others (thousands of nodes write at once after a boot storm).
 type progressPolls struct {
 	interval time.Duration
 	rate     int
 	now      func() time.Time
 
-	mu   sync.Mutex
-	last map[string]time.Time
+	mu sync.Mutex
+	// order holds a *pollEntry per writing node, least recently refreshed
+	// first; byNode finds a node's element.
+	order  list.List
+	byNode map[string]*list.Element
+}
+
+// pollEntry is a writing node and when its progress was last refreshed.
+type pollEntry struct {
+	uuid string
+	last time.Time
+}
+
+func newProgressPolls(interval time.Duration, rate int, now func() time.Time) *progressPolls {
+	return &progressPolls{interval: interval, rate: rate, now: now, byNode: map[string]*list.Element{}}
 }
 
 // track starts polling a node's write progress (if not yet).
 func (p *progressPolls) track(uuid string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.last[uuid]; !ok {
-		p.last[uuid] = p.now()
+	if _, ok := p.byNode[uuid]; !ok {
+		p.setLocked(uuid, p.now())
 	}
+}
+
+// tracking reports whether a node's write progress is polled.
+func (p *progressPolls) tracking(uuid string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.byNode[uuid]
+	return ok
 }
 
 // stop stops polling a node.
 func (p *progressPolls) stop(uuid string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.last, uuid)
+	if e, ok := p.byNode[uuid]; ok {
+		p.order.Remove(e)
+		delete(p.byNode, uuid)
+	}
 }
 
 // refreshed records that a writing node's progress was just read (a
@@ -51,9 +77,30 @@ func (p *progressPolls) stop(uuid string) {
 func (p *progressPolls) refreshed(uuid string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.last[uuid]; ok {
-		p.last[uuid] = p.now()
+	if _, ok := p.byNode[uuid]; ok {
+		p.setLocked(uuid, p.now())
 	}
+}
+
+// setLocked records that node uuid was refreshed at t, keeping the order:
+// the node goes after the last one refreshed no later (the back, while
+// the clock goes forward).
+func (p *progressPolls) setLocked(uuid string, t time.Time) {
+	e, ok := p.byNode[uuid]
+	if ok {
+		p.order.Remove(e)
+	}
+	mark := p.order.Back()
+	for mark != nil && mark.Value.(*pollEntry).last.After(t) {
+		mark = mark.Prev()
+	}
+	entry := &pollEntry{uuid: uuid, last: t}
+	if mark == nil {
+		e = p.order.PushFront(entry)
+	} else {
+		e = p.order.InsertAfter(entry, mark)
+	}
+	p.byNode[uuid] = e
 }
 
 // tick is how often the poll schedule is looked at: a fraction of the
@@ -71,17 +118,15 @@ func (p *progressPolls) due() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var due []string
-	for uuid, last := range p.last {
-		if now.Sub(last) >= p.interval {
-			due = append(due, uuid)
+	for e := p.order.Front(); e != nil && len(due) < budget; e = e.Next() {
+		entry := e.Value.(*pollEntry)
+		if now.Sub(entry.last) < p.interval {
+			break
 		}
-	}
-	sort.Slice(due, func(i, j int) bool { return p.last[due[i]].Before(p.last[due[j]]) })
-	if len(due) > budget {
-		due = due[:budget]
+		due = append(due, entry.uuid)
 	}
 	for _, uuid := range due {
-		p.last[uuid] = now
+		p.setLocked(uuid, now)
 	}
 	return due
 }
