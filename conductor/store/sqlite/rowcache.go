@@ -116,7 +116,7 @@ func (r cachedRow) uuid() string { return r.vals[0].(string) }
 // a JSON column unchanged since prev (the cached row the transaction
 // started from; nil when it read the database) is prev's decoded map,
 // shared; a changed one is a copy of n's map, when that holds only what
-// decoding its text yields (jsoncol.IsDecoded), else the text decoded.
+// decoding its text yields (jsoncol.CopyDecoded), else the text decoded.
 func committedNode(id int64, vals []any, n *store.Node, prev *cachedRow) (*store.Node, error) {
 	c, _, err := scanNodeScalars(cachedRow{id: id, vals: vals})
 	if err != nil {
@@ -130,15 +130,16 @@ func committedNode(id int64, vals []any, n *store.Node, prev *cachedRow) (*store
 	for i := range dst {
 		col := firstMapColumn + i
 		text := vals[col].(string)
-		switch {
-		case prev != nil && prev.vals[col] == text:
+		if prev != nil && prev.vals[col] == text {
 			*dst[i] = *old[i]
-		case jsoncol.IsDecoded(*from[i]):
-			*dst[i] = store.CloneJSONMap(*from[i])
-		default:
-			if err := jsoncol.Decode(text, dst[i]); err != nil {
-				return nil, fmt.Errorf("node %s: %w", c.UUID, err)
-			}
+			continue
+		}
+		if m, ok := jsoncol.CopyDecoded(*from[i]); ok {
+			*dst[i] = m
+			continue
+		}
+		if err := jsoncol.Decode(text, dst[i]); err != nil {
+			return nil, fmt.Errorf("node %s: %w", c.UUID, err)
 		}
 	}
 	if text := vals[attributesColumn].(string); prev != nil && prev.vals[attributesColumn] == text {

@@ -92,43 +92,60 @@ func (c *Memo) put(raw string, m map[string]any) {
 	c.bytes += len(raw)
 }
 
-// IsDecoded reports whether m, a JSON column's map, holds only what
-// decoding its encoding yields (maps, slices, strings that are valid
-// UTF-8, float64, bools and nulls; no nil map or slice): a copy of m then
-// equals the decoding of Encode(m). A map holding an int, a struct or
-// anything else decodes to other values than it holds.
-func IsDecoded(m map[string]any) bool { return m != nil && decodedJSON(m) }
+// CopyDecoded returns a deep copy of m, a JSON column's map, provided it
+// holds only what decoding its encoding yields (maps, slices, strings that
+// are valid UTF-8, float64, bools and nulls; no nil map or slice): the
+// copy then equals the decoding of Encode(m). A map holding an int, a
+// struct or anything else decodes to other values than it holds: ok is
+// false. One walk both checks and copies.
+func CopyDecoded(m map[string]any) (_ map[string]any, ok bool) {
+	if m == nil {
+		return nil, false
+	}
+	c, ok := copyDecodedMap(m)
+	return c, ok
+}
 
-// decodedJSON reports whether v holds only values that decoding JSON
-// yields: objects and arrays (not nil ones: they encode as null), strings
-// that are valid UTF-8 (keys too), float64, bools and nulls.
-func decodedJSON(v any) bool {
+func copyDecodedMap(m map[string]any) (map[string]any, bool) {
+	if m == nil {
+		return nil, false
+	}
+	c := make(map[string]any, len(m))
+	for k, e := range m {
+		if !utf8.ValidString(k) {
+			return nil, false
+		}
+		v, ok := copyDecoded(e)
+		if !ok {
+			return nil, false
+		}
+		c[k] = v
+	}
+	return c, true
+}
+
+func copyDecoded(v any) (any, bool) {
 	switch x := v.(type) {
 	case map[string]any:
-		if x == nil {
-			return false
-		}
-		for k, e := range x {
-			if !utf8.ValidString(k) || !decodedJSON(e) {
-				return false
-			}
-		}
-		return true
+		return copyDecodedMap(x)
 	case []any:
 		if x == nil {
-			return false
+			return nil, false
 		}
-		for _, e := range x {
-			if !decodedJSON(e) {
-				return false
+		c := make([]any, len(x))
+		for i, e := range x {
+			v, ok := copyDecoded(e)
+			if !ok {
+				return nil, false
 			}
+			c[i] = v
 		}
-		return true
+		return c, true
 	case string:
-		return utf8.ValidString(x)
+		return x, utf8.ValidString(x)
 	case float64, bool, nil:
-		return true
+		return x, true
 	default:
-		return false
+		return nil, false
 	}
 }

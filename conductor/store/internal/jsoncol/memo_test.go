@@ -43,9 +43,9 @@ func TestMemoDecodeIsACopy(t *testing.T) {
 	}
 }
 
-// TestIsDecoded: a map is taken for decoded JSON only when decoding its
-// text gives it back exactly.
-func TestIsDecoded(t *testing.T) {
+// TestCopyDecoded: a map is copied as decoded JSON only when decoding its
+// text gives it back exactly, and the copy shares nothing that changes.
+func TestCopyDecoded(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		m    map[string]any
@@ -62,12 +62,29 @@ func TestIsDecoded(t *testing.T) {
 		{"invalid UTF-8", map[string]any{"a": "\xff"}, false},
 		{"an invalid UTF-8 key", map[string]any{"\xff": "x"}, false},
 	} {
-		if got := IsDecoded(c.m); got != c.want {
-			t.Errorf("%s: IsDecoded = %v, want %v", c.name, got, c.want)
+		cp, got := CopyDecoded(c.m)
+		if got != c.want {
+			t.Errorf("%s: CopyDecoded ok = %v, want %v", c.name, got, c.want)
 			continue
 		}
 		if !c.want {
+			if cp != nil {
+				t.Errorf("%s: a copy of a map that is not decoded JSON", c.name)
+			}
 			continue
+		}
+		if !reflect.DeepEqual(cp, c.m) {
+			t.Errorf("%s: copy %#v, want %#v", c.name, cp, c.m)
+		}
+		if a, ok := cp["a"].([]any); ok {
+			a[0] = "changed"
+			if c.m["a"].([]any)[0] == "changed" {
+				t.Errorf("%s: the copy shares its arrays", c.name)
+			}
+			a[4].(map[string]any)["b"] = "changed"
+			if c.m["a"].([]any)[4].(map[string]any)["b"] == "changed" {
+				t.Errorf("%s: the copy shares its objects", c.name)
+			}
 		}
 		b, err := json.Marshal(c.m)
 		if err != nil {
