@@ -328,7 +328,15 @@ func (j *jobs) pickUpPending(ctx context.Context) {
 // long for their agent.
 func (j *jobs) checkTimeouts(ctx context.Context) {
 	for s := range statemachine.AgentWait {
-		nodes, err := j.nodes.st.ListNodes(ctx, store.NodeFilter{ProvisionState: s})
+		d := j.timeoutFor(s)
+		if d <= 0 {
+			continue
+		}
+		// Only the nodes waiting longer than the timeout are read: after
+		// a boot storm thousands wait, and reading them all every
+		// CheckInterval decoded every one.
+		nodes, err := j.nodes.st.ListNodes(ctx, store.NodeFilter{ProvisionState: s,
+			ProvisionUpdatedBefore: j.cfg.Now().Add(-d)})
 		if err != nil {
 			if ctx.Err() == nil {
 				j.log.Error("callback timeout check failed", "error", err)

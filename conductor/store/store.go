@@ -187,6 +187,11 @@ type NodeFilter struct {
 	Driver         string
 	// Maintenance filters on the flag when non-nil.
 	Maintenance *bool
+	// ProvisionUpdatedBefore, when set, selects the nodes whose
+	// provision_updated_at is unset or earlier. Stores may compare at
+	// millisecond precision: a caller that needs the exact instant checks
+	// the nodes returned again.
+	ProvisionUpdatedBefore time.Time
 }
 
 // PortFilter selects ports in ListPorts; zero fields do not filter.

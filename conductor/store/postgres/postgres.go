@@ -284,6 +284,9 @@ func (s *Store) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.Nod
 	if f.Maintenance != nil {
 		add("maintenance = $%d", *f.Maintenance)
 	}
+	if !f.ProvisionUpdatedBefore.IsZero() {
+		add("(provision_updated_at IS NULL OR provision_updated_at < $%d)", f.ProvisionUpdatedBefore)
+	}
 	q := `SELECT ` + nodeColumns + ` FROM nodes`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")

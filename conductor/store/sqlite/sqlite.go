@@ -597,6 +597,13 @@ func (s *Store) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.Nod
 		where = append(where, "maintenance = ?")
 		args = append(args, boolInt(*f.Maintenance))
 	}
+	if !f.ProvisionUpdatedBefore.IsZero() {
+		// The column is RFC 3339 text, whose order is not the times'
+		// (trailing zeros of the fraction are dropped): SQLite's date
+		// functions read it, to the millisecond.
+		where = append(where, "(provision_updated_at = '' OR julianday(provision_updated_at) < julianday(?))")
+		args = append(args, formatTime(f.ProvisionUpdatedBefore))
+	}
 	q := `SELECT ` + nodeColumns + ` FROM nodes`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")

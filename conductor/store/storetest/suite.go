@@ -25,6 +25,60 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("History", func(t *testing.T) { testHistory(t, newStore(t)) })
 	t.Run("Attributes", func(t *testing.T) { testAttributes(t, newStore(t)) })
 	t.Run("UpdatePort", func(t *testing.T) { testUpdatePort(t, newStore(t)) })
+	t.Run("ListNodesUpdatedBefore", func(t *testing.T) { testListNodesUpdatedBefore(t, newStore(t)) })
+}
+
+// testListNodesUpdatedBefore checks the provision_updated_at filter, alone
+// and with the state's: nodes moved at different times, times whose text
+// has fractions of different lengths, and a node never moved (unset).
+func testListNodesUpdatedBefore(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC)
+	moves := map[string]time.Time{ // a fraction of 9, 1 and 3 digits, and none
+		"a": t0.Add(-time.Hour + 123456789),
+		"b": t0.Add(-time.Second + 100*time.Millisecond),
+		"c": t0.Add(250 * time.Millisecond),
+		"d": t0.Add(time.Hour),
+	}
+	for _, name := range []string{"a", "b", "c", "d", "never"} {
+		if err := s.CreateNode(ctx, &store.Node{Name: name, Driver: "fake-hardware"}); err != nil {
+			t.Fatal(err)
+		}
+		at, ok := moves[name]
+		if !ok {
+			continue
+		}
+		if err := s.WithNodeLock(ctx, name, func(tx store.Tx) error {
+			_, err := tx.Node().Advance(statemachine.EvManage, at)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func(f store.NodeFilter) string {
+		t.Helper()
+		nodes, err := s.ListNodes(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := ""
+		for _, n := range nodes {
+			out += n.Name + " "
+		}
+		return out
+	}
+	if got := names(store.NodeFilter{ProvisionUpdatedBefore: t0}); got != "a b never " {
+		t.Errorf("updated before t0: %q, want a, b and the node never moved", got)
+	}
+	if got := names(store.NodeFilter{ProvisionUpdatedBefore: t0.Add(time.Second)}); got != "a b c never " {
+		t.Errorf("updated before t0+1s: %q", got)
+	}
+	if got := names(store.NodeFilter{ProvisionState: statemachine.Verifying, ProvisionUpdatedBefore: t0.Add(time.Second)}); got != "a b c " {
+		t.Errorf("verifying and updated before t0+1s: %q", got)
+	}
+	if got := names(store.NodeFilter{ProvisionState: statemachine.Enroll, ProvisionUpdatedBefore: t0}); got != "never " {
+		t.Errorf("enroll and updated before t0: %q", got)
+	}
 }
 
 // testAttributes checks that the fields of later API versions survive a
