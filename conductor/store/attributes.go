@@ -71,6 +71,30 @@ func (a NodeAttributes) Clone() NodeAttributes {
 	return c
 }
 
+// Same reports whether a and b encode to the same attributes text
+// (every field is omitted when empty): strictly, as SameJSONMap compares
+// the JSON-valued ones, so that false only costs its caller an encoding.
+// A field added to NodeAttributes must be compared here
+// (TestNodeAttributesSameSeesEveryField fails otherwise).
+func (a NodeAttributes) Same(b NodeAttributes) bool {
+	return samePtr(a.AutomatedClean, b.AutomatedClean) && a.DisablePowerOff == b.DisablePowerOff &&
+		sameOmitted(a.NetworkData, b.NetworkData) && a.Protected == b.Protected &&
+		a.ProtectedReason == b.ProtectedReason && a.Retired == b.Retired && a.RetiredReason == b.RetiredReason &&
+		a.Lessee == b.Lessee && a.ConductorGroup == b.ConductorGroup && a.Shard == b.Shard &&
+		a.ParentNode == b.ParentNode && a.InstanceName == b.InstanceName && slices.Equal(a.Traits, b.Traits) &&
+		maps.Equal(a.Interfaces, b.Interfaces) && sameOmitted(a.TargetRAIDConfig, b.TargetRAIDConfig) &&
+		sameOmitted(a.RAIDConfig, b.RAIDConfig) && a.Fault == b.Fault
+}
+
+func samePtr[T comparable](a, b *T) bool {
+	return (a == nil && b == nil) || (a != nil && b != nil && *a == *b)
+}
+
+// sameOmitted compares two JSON-valued fields that are omitted when empty.
+func sameOmitted(a, b map[string]any) bool {
+	return (len(a) == 0 && len(b) == 0) || SameJSONMap(a, b)
+}
+
 // PortAttributes are the port fields of API 1.88–1.101 (name,
 // description, vendor, category), kept in one JSON column like the node's.
 type PortAttributes struct {

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"encoding/json"
 	"math"
+	"reflect"
 	"testing"
 )
 
@@ -69,5 +71,77 @@ func TestNodeAndPortClone(t *testing.T) {
 	}
 	if (*Node)(nil).Clone() != nil || (*Port)(nil).Clone() != nil {
 		t.Fatal("a nil clone is not nil")
+	}
+}
+
+// attributeSample sets field f to a non-zero value, one of two (alt),
+// by its type; ok is false for a type it does not know.
+func attributeSample(f reflect.Value, alt bool) bool {
+	word := "x"
+	if alt {
+		word = "y"
+	}
+	switch v := f.Addr().Interface().(type) {
+	case **bool:
+		b := !alt
+		*v = &b
+	case *bool:
+		*v = !alt
+	case *string:
+		*v = word
+	case *[]string:
+		*v = []string{word}
+	case *map[string]string:
+		*v = map[string]string{"k": word}
+	case *map[string]any:
+		*v = map[string]any{"k": []any{word, 1.0}}
+	default:
+		return false
+	}
+	return true
+}
+
+// TestNodeAttributesSameSeesEveryField sets every field of NodeAttributes
+// (by reflection, so that a field added later is covered or the test
+// fails) and checks that Same sees a change of each, and agrees with the
+// encoded text.
+func TestNodeAttributesSameSeesEveryField(t *testing.T) {
+	var full NodeAttributes
+	fv := reflect.ValueOf(&full).Elem()
+	for i := range fv.NumField() {
+		if !attributeSample(fv.Field(i), false) {
+			t.Fatalf("field %s (%s): no sample; teach attributeSample and Same", fv.Type().Field(i).Name, fv.Field(i).Type())
+		}
+	}
+	text := func(a NodeAttributes) string {
+		b, err := json.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if !full.Same(full.Clone()) || !(NodeAttributes{}).Same(NodeAttributes{}) {
+		t.Fatal("attributes differ from their copy")
+	}
+	if !(NodeAttributes{NetworkData: map[string]any{}, Traits: []string{}}).Same(NodeAttributes{}) {
+		t.Fatal("empty and nil fields, both omitted, differ")
+	}
+	for i := range fv.NumField() {
+		name := fv.Type().Field(i).Name
+		for _, zero := range []bool{true, false} {
+			changed := full.Clone()
+			cv := reflect.ValueOf(&changed).Elem().Field(i)
+			if zero {
+				cv.SetZero()
+			} else {
+				attributeSample(cv, true)
+			}
+			if full.Same(changed) || changed.Same(full) {
+				t.Errorf("field %s changed, Same still true", name)
+			}
+			if text(full) == text(changed) {
+				t.Errorf("field %s changed, the text did not", name)
+			}
+		}
 	}
 }

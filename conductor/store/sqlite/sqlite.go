@@ -444,9 +444,15 @@ func nodeValues(n *store.Node, prev *cachedRow) ([]any, error) {
 		}
 		vals = append(vals, text)
 	}
-	attrs, err := jsoncol.EncodeAttributes(n.NodeAttributes)
-	if err != nil {
-		return nil, fmt.Errorf("node %s: %w", n.UUID, err)
+	var attrs any
+	if prev != nil && n.NodeAttributes.Same(prev.node.NodeAttributes) {
+		attrs = prev.vals[attributesColumn]
+	} else {
+		text, err := jsoncol.EncodeAttributes(n.NodeAttributes)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", n.UUID, err)
+		}
+		attrs = text
 	}
 	return append(vals, attrs, formatTime(n.CreatedAt), formatTime(n.UpdatedAt)), nil
 }
