@@ -34,7 +34,7 @@ func TestEncodeIsEncodingJSON(t *testing.T) {
 		Args     map[string]any `json:"args"`
 	}
 	cases := map[string]map[string]any{
-		"decoded": {"b": true, "a": nil, "n": 1.5, "big": 1e21, "small": 1e-7, "neg": -0.0,
+		"decoded": {"b": true, "a": nil, "n": 1.5, "big": 1e21, "small": 1e-7, "neg": math.Copysign(0, -1),
 			"list": []any{"x", 2.0, map[string]any{"z": 1.0, "y": []any{}}}, "empty": map[string]any{}},
 		"numbers":  {"int": 3, "int64": int64(-1) << 62, "uint8": uint8(255), "float32": float32(0.1), "number": json.Number("12.50")},
 		"escapes":  {"html": "<a href='x'>&</a>", "ls": "a\u2028b\u2029c", "ctl": "\x00\x1f\t\n\"\\", "bad utf8": "x\xffy\xc3", "ключ<>": "значение"},
