@@ -91,9 +91,15 @@ func Lookup(ctx context.Context, cfg Config) (*Result, error) {
 	backoff := cfg.Interval
 	conflicts := 0
 	urls := append([]string(nil), cfg.APIURLs...)
+	// answered is the last failure an API answered with: why the lookups
+	// failed, when the deadline then cuts an attempt short.
+	var answered error
 	for attempt := 1; ; attempt++ {
 		var wait time.Duration
 		res, status, err := cfg.tryAll(ctx, urls)
+		if status != 0 {
+			answered = err
+		}
 		switch {
 		case err == nil:
 			log.Info("lookup succeeded", "node", res.Node.UUID, "api", res.APIURL, "attempt", attempt,
@@ -109,6 +115,9 @@ func Lookup(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		log.Warn("lookup failed; retrying", "attempt", attempt, "status", status, "error", err, "retry_in", wait.Round(time.Millisecond))
 		if serr := cfg.Sleep(ctx, wait); serr != nil {
+			if status == 0 && ctx.Err() != nil && answered != nil {
+				err = answered
+			}
 			return nil, fmt.Errorf("%w after %d attempts (%s): last error: %w", ErrTimeout, attempt, cfg.Timeout, err)
 		}
 	}

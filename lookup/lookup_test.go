@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,6 +108,28 @@ func TestLookupMaskedTokenIsNotAccepted(t *testing.T) {
 	defer srv.Close()
 	_, err := Lookup(context.Background(), Config{APIURLs: []string{srv.URL}, MACs: []string{"52:54:00:12:34:56"},
 		Timeout: 300 * time.Millisecond, Interval: 50 * time.Millisecond})
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "already handed out") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestLookupTimeoutNamesTheLastAnswer: when the deadline cuts the last
+// attempt short, the error says why the lookups before it failed (the
+// API's last answer), not that the deadline passed.
+func TestLookupTimeoutNamesTheLastAnswer(t *testing.T) {
+	masked := wire.Masked
+	f := &fakeIronic{max: "1.82", statuses: []int{200}, token: &masked}
+	var lookups atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" && lookups.Add(1) > 1 {
+			<-r.Context().Done() // the second lookup hangs past the deadline
+			return
+		}
+		f.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	_, err := Lookup(context.Background(), Config{APIURLs: []string{srv.URL}, MACs: []string{"52:54:00:12:34:56"},
+		Timeout: 300 * time.Millisecond, Interval: 20 * time.Millisecond})
 	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "already handed out") {
 		t.Fatalf("err = %v", err)
 	}

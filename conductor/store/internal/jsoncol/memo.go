@@ -98,13 +98,7 @@ func (c *Memo) put(raw string, m map[string]any) {
 // copy then equals the decoding of Encode(m). A map holding an int, a
 // struct or anything else decodes to other values than it holds: ok is
 // false. One walk both checks and copies.
-func CopyDecoded(m map[string]any) (_ map[string]any, ok bool) {
-	if m == nil {
-		return nil, false
-	}
-	c, ok := copyDecodedMap(m)
-	return c, ok
-}
+func CopyDecoded(m map[string]any) (_ map[string]any, ok bool) { return copyDecodedMap(m) }
 
 func copyDecodedMap(m map[string]any) (map[string]any, bool) {
 	if m == nil {
