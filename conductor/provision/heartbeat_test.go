@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,5 +102,78 @@ func TestHeartbeatWhileWritingChangesNoState(t *testing.T) {
 	again, _ := st.GetNode(ctx, n.UUID)
 	if !again.ProvisionUpdatedAt.Equal(now) || again.ProvisionState != statemachine.DeployWait {
 		t.Fatalf("second heartbeat: updated %v, state %q", again.ProvisionUpdatedAt, again.ProvisionState)
+	}
+}
+
+// writeCounter counts node transactions.
+type writeCounter struct {
+	store.Store
+	mu     sync.Mutex
+	writes int
+}
+
+func (c *writeCounter) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx) error) error {
+	c.mu.Lock()
+	c.writes++
+	c.mu.Unlock()
+	return c.Store.WithNodeLock(ctx, ident, fn)
+}
+
+func (c *writeCounter) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes
+}
+
+// TestFirstHeartbeatStartsTheNextStepInTheResumeWrite: the first
+// heartbeat of a deploy, whose current step is the conductor's ramdisk
+// boot, resumes the node, caches the agent's steps and makes write_image
+// the current step in one write; the step is started on the agent and
+// the node waits again in a second one. The agent is not asked for its
+// commands.
+func TestFirstHeartbeatStartsTheNextStepInTheResumeWrite(t *testing.T) {
+	ctx := context.Background()
+	inner, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "rivet.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	st := &writeCounter{Store: inner}
+	fk, _ := fake.New(fake.Config{})
+	agent := &scriptedAgent{}
+	e, err := New(st, []power.Driver{fk}, agent, Config{APIURL: "http://127.0.0.1:6385", Logger: discardLogger(),
+		StateDir: t.TempDir(), ProgressPollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	n := seedDeployWait(t, e, st, strings.Repeat("t", 43))
+	_, _, err = e.nodes.update(ctx, n.UUID, statemachine.DeployWait, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
+		info.Agent.URL, info.Agent.Version = "http://10.0.0.5:9999", "9.0.0"
+		info.Agent.HeartbeatPending = agentTimestamp(time.Now())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := st.count()
+	e.ramdisk.processHeartbeat(ctx, n.UUID)
+	if got := st.count() - before; got != 2 {
+		t.Errorf("the heartbeat took %d node writes, want 2 (resume with the next step current, then wait)", got)
+	}
+	want := []string{"deploy.get_deploy_steps@http://10.0.0.5:9999", "deploy.execute_deploy_step@http://10.0.0.5:9999"}
+	if got := agent.Calls(); !slices.Equal(got, want) {
+		t.Errorf("agent calls = %v, want %v", got, want)
+	}
+	got, info, err := e.nodes.read(ctx, n.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step, ok := info.Deploy.Current()
+	if got.ProvisionState != statemachine.DeployWait || !ok || step.Name() != "deploy.write_image" || !info.Deploy.Started ||
+		info.Deploy.SkipCurrent || info.Deploy.Cached == nil || info.Agent.HeartbeatPending != "" {
+		t.Fatalf("after the heartbeat: state %q, step %q (%v), started %v, skip %v, cached %v, pending %q",
+			got.ProvisionState, step.Name(), ok, info.Deploy.Started, info.Deploy.SkipCurrent,
+			info.Deploy.Cached != nil, info.Agent.HeartbeatPending)
 	}
 }

@@ -127,20 +127,37 @@ func (r *runner) waitingKind(s statemachine.State) *kind {
 // busy" waits for the next heartbeat; cancellation (shutdown) leaves the
 // node as it is, for the next run to resume.
 func (r *runner) run(ctx context.Context, k *kind, uuid string, from int) {
+	r.runFrom(ctx, k, uuid, from, nil, nil)
+}
+
+// runFrom is run, except that when current is given it is the node as
+// the update that returned it left it, with step from already made the
+// current one and not started: that step runs without another write.
+func (r *runner) runFrom(ctx context.Context, k *kind, uuid string, from int, current *store.Node, currentInfo *internalinfo.Info) {
 	for i := from; ; i++ {
 		var (
 			step wire.PlannedStep
 			ok   bool
+			n    = current
+			info = currentInfo
+			err  error
 		)
-		n, info, err := r.nodes.update(ctx, uuid, k.working, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
-			s := info.Kind(k.wire)
-			if i >= len(s.Plan) {
-				return nil
+		current, currentInfo = nil, nil
+		if n != nil {
+			if s := info.Kind(k.wire); i < len(s.Plan) {
+				step, ok = s.Plan[i], true
 			}
-			s.SetIndex(i)
-			step, ok = s.Plan[i], true
-			return nil
-		})
+		} else {
+			n, info, err = r.nodes.update(ctx, uuid, k.working, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
+				s := info.Kind(k.wire)
+				if i >= len(s.Plan) {
+					return nil
+				}
+				s.SetIndex(i)
+				step, ok = s.Plan[i], true
+				return nil
+			})
+		}
 		if err != nil {
 			r.jobs.logError(uuid, string(k.wire), err)
 			return
@@ -268,14 +285,24 @@ func (r *runner) heartbeat(ctx context.Context, k *kind, n *store.Node, info *in
 	if info.Kind(k.wire).Cached == nil {
 		fetched, fetchErr = r.fetchSteps(ctx, k, n, info)
 	}
+	next := -1
 	n, info, err := r.resumeFromWait(ctx, k.waiting, n.UUID, func(n *store.Node, info *internalinfo.Info) {
-		if fetched == nil || info.Kind(k.wire).Cached != nil {
+		next = -1
+		if fetched != nil && info.Kind(k.wire).Cached == nil {
+			// A failed replan caches nothing and fails the operation
+			// below, as a failed refresh does.
+			if err := r.cacheSteps(k, n, info, fetched); err != nil {
+				fetchErr = err
+			}
+		}
+		if fetchErr != nil {
 			return
 		}
-		// A failed replan caches nothing and fails the operation
-		// below, as a failed refresh does.
-		if err := r.cacheSteps(k, n, info, fetched); err != nil {
-			fetchErr = err
+		// The step that runs next, when check would run it without
+		// asking the agent, is made the current one in this same write.
+		if i, ok := k.afterOwnWait(info); ok {
+			info.Kind(k.wire).SetIndex(i)
+			next = i
 		}
 	})
 	if err != nil {
@@ -285,7 +312,31 @@ func (r *runner) heartbeat(ctx context.Context, k *kind, n *store.Node, info *in
 		r.handle(ctx, k, n, &loadError{fetchErr})
 		return
 	}
+	if next >= 0 {
+		r.runFrom(ctx, k, n.UUID, next, n, info)
+		return
+	}
 	r.advance(ctx, k, n, info)
+}
+
+// afterOwnWait is the step to run next when the current one is one of the
+// conductor's that waited for the agent: the step after it once the
+// ramdisk came up (SkipCurrent), the same one again after a busy agent.
+// It reports false when check has something else to do first (fetch the
+// agent's steps, make the plan, ask the agent about its step, finish).
+func (k *kind) afterOwnWait(info *internalinfo.Info) (int, bool) {
+	s := info.Kind(k.wire)
+	if s.Cached == nil || s.Plan == nil {
+		return 0, false
+	}
+	i := s.IndexValue()
+	if i < 0 || i >= len(s.Plan) || k.agentDriven(s.Plan[i]) {
+		return 0, false
+	}
+	if s.SkipCurrent {
+		i++
+	}
+	return i, i < len(s.Plan)
 }
 
 // advance processes the agent's state for a node in the kind's working
