@@ -300,8 +300,13 @@ func (r *runner) heartbeat(ctx context.Context, k *kind, n *store.Node, info *in
 		}
 		// The step that runs next, when check would run it without
 		// asking the agent, is made the current one in this same write.
-		if i, ok := k.afterOwnWait(info); ok {
-			info.Kind(k.wire).SetIndex(i)
+		s := info.Kind(k.wire)
+		if s.Cached == nil || s.Plan == nil {
+			return // check fetches the steps or makes the plan first
+		}
+		// Past the last step, check finishes the operation.
+		if i, own := k.afterOwnStep(s); own && i < len(s.Plan) {
+			s.SetIndex(i)
 			next = i
 		}
 	})
@@ -319,16 +324,11 @@ func (r *runner) heartbeat(ctx context.Context, k *kind, n *store.Node, info *in
 	r.advance(ctx, k, n, info)
 }
 
-// afterOwnWait is the step to run next when the current one is one of the
-// conductor's that waited for the agent: the step after it once the
+// afterOwnStep is the step to run next when the current one is one of
+// the conductor's, which waited for the agent: the step after it once the
 // ramdisk came up (SkipCurrent), the same one again after a busy agent.
-// It reports false when check has something else to do first (fetch the
-// agent's steps, make the plan, ask the agent about its step, finish).
-func (k *kind) afterOwnWait(info *internalinfo.Info) (int, bool) {
-	s := info.Kind(k.wire)
-	if s.Cached == nil || s.Plan == nil {
-		return 0, false
-	}
+// It reports false when there is no current step or the agent runs it.
+func (k *kind) afterOwnStep(s *internalinfo.Steps) (next int, own bool) {
 	i := s.IndexValue()
 	if i < 0 || i >= len(s.Plan) || k.agentDriven(s.Plan[i]) {
 		return 0, false
@@ -336,7 +336,7 @@ func (k *kind) afterOwnWait(info *internalinfo.Info) (int, bool) {
 	if s.SkipCurrent {
 		i++
 	}
-	return i, i < len(s.Plan)
+	return i, true
 }
 
 // advance processes the agent's state for a node in the kind's working
@@ -397,16 +397,11 @@ func (r *runner) check(ctx context.Context, k *kind, n *store.Node, info *intern
 	if i < 0 {
 		return fmt.Errorf("node %s: no current %s step", uuid, k.wire)
 	}
-	step := s.Plan[i]
-	if !k.agentDriven(step) {
-		// One of the conductor's steps waited for the agent (the ramdisk
-		// came up: carry on after it) or for a busy agent (run it again).
-		if s.SkipCurrent {
-			i++
-		}
-		r.run(ctx, k, uuid, i)
+	if next, own := k.afterOwnStep(s); own {
+		r.run(ctx, k, uuid, next)
 		return nil
 	}
+	step := s.Plan[i]
 	list, err := r.agents.commands(ctx, n, info)
 	if err != nil {
 		return err

@@ -736,24 +736,14 @@ func (s *Store) macNodes(ctx context.Context, macs []string) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	found := make(map[string][]int64, len(missing))
-	for rows.Next() {
-		var (
-			addr string
-			id   int64
-		)
-		if err := rows.Scan(&addr, &id); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		found[addr] = append(found[addr], id)
-		add(id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	found, _, err := scanPortNodes(rows, 0)
+	if err != nil {
 		return nil, err
 	}
 	for _, m := range missing {
+		for _, id := range found[m] {
+			add(id)
+		}
 		s.ports.putMACNodes(gen, m, found[m]) // none found is an answer too
 	}
 	return ids, nil
@@ -766,10 +756,21 @@ func loadMACIndex(ctx context.Context, q conn) (index map[string][]int64, tooBig
 	if err != nil {
 		return nil, false, fmt.Errorf("load the MAC index: %w", err)
 	}
+	index, tooBig, err = scanPortNodes(rows, portCacheEntries)
+	if err != nil {
+		return nil, false, fmt.Errorf("load the MAC index: %w", err)
+	}
+	return index, tooBig, nil
+}
+
+// scanPortNodes reads rows of (address, node_id) into the IDs of each
+// address's nodes, and closes them; past limit rows it stops and reports
+// tooBig (limit <= 0 reads them all).
+func scanPortNodes(rows *sql.Rows, limit int) (_ map[string][]int64, tooBig bool, _ error) {
 	defer rows.Close()
-	index = map[string][]int64{}
+	nodes := map[string][]int64{}
 	for n := 0; rows.Next(); n++ {
-		if n == portCacheEntries {
+		if limit > 0 && n == limit {
 			return nil, true, nil
 		}
 		var (
@@ -777,14 +778,11 @@ func loadMACIndex(ctx context.Context, q conn) (index map[string][]int64, tooBig
 			id   int64
 		)
 		if err := rows.Scan(&addr, &id); err != nil {
-			return nil, false, fmt.Errorf("load the MAC index: %w", err)
+			return nil, false, err
 		}
-		index[addr] = append(index[addr], id)
+		nodes[addr] = append(nodes[addr], id)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, false, fmt.Errorf("load the MAC index: %w", err)
-	}
-	return index, false, nil
+	return nodes, false, rows.Err()
 }
 
 // WithNodeLock implements store.NodeLocker. Under the node's in-process

@@ -8,9 +8,7 @@ import "unicode/utf8"
 // copy then equals the decoding of Encode(m). A map holding an int, a
 // struct or anything else decodes to other values than it holds: ok is
 // false. One walk both checks and copies.
-func CopyDecoded(m map[string]any) (_ map[string]any, ok bool) { return copyDecodedMap(m) }
-
-func copyDecodedMap(m map[string]any) (map[string]any, bool) {
+func CopyDecoded(m map[string]any) (_ map[string]any, ok bool) {
 	if m == nil {
 		return nil, false
 	}
@@ -31,7 +29,7 @@ func copyDecodedMap(m map[string]any) (map[string]any, bool) {
 func copyDecoded(v any) (any, bool) {
 	switch x := v.(type) {
 	case map[string]any:
-		return copyDecodedMap(x)
+		return CopyDecoded(x)
 	case []any:
 		if x == nil {
 			return nil, false
