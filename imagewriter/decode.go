@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/klauspost/compress/gzip"
@@ -96,8 +97,6 @@ type emitter struct {
 	// scanZeros finds each data chunk's zero runs for the sinks.
 	scanZeros bool
 	cur       *chunk
-	// wrote counts output bytes emitted.
-	wrote int64
 }
 
 func (e *emitter) write(p []byte, off int64, buf qcow2.Buffer) error {
@@ -105,7 +104,6 @@ func (e *emitter) write(p []byte, off int64, buf qcow2.Buffer) error {
 		if err := e.flush(); err != nil {
 			return err
 		}
-		e.wrote += int64(len(p))
 		return e.send(c.view(p, off))
 	}
 	for len(p) > 0 {
@@ -126,7 +124,6 @@ func (e *emitter) write(p []byte, off int64, buf qcow2.Buffer) error {
 		e.cur.n += k
 		p = p[k:]
 		off += int64(k)
-		e.wrote += int64(k)
 	}
 	return nil
 }
@@ -198,7 +195,7 @@ func newDecompressor(f Format, r io.Reader, maxMemory int64) (io.Reader, func(),
 		if err != nil {
 			return nil, nil, err
 		}
-		return limitErrors{z, maxMemory}, z.Close, nil
+		return zstdErrors{z, maxMemory}, z.Close, nil
 	case FormatXz:
 		// The guard checks every block's dictionary (at most half the
 		// cap) and the index before the decoder sees them; the decoder
@@ -214,15 +211,22 @@ func newDecompressor(f Format, r io.Reader, maxMemory int64) (io.Reader, func(),
 	return nil, nil, fmt.Errorf("no decoder for %s", f)
 }
 
-// limitErrors reports a decoder's refusal to allocate as ErrMemoryLimit.
-type limitErrors struct {
-	r   io.Reader
+// zstdErrors reports the zstd decoder's refusal to allocate as
+// ErrMemoryLimit.
+type zstdErrors struct {
+	z   *zstd.Decoder
 	max int64
 }
 
-func (l limitErrors) Read(p []byte) (int, error) {
-	n, err := l.r.Read(p)
-	return n, limitError(err, l.max)
+func (e zstdErrors) Read(p []byte) (int, error) {
+	n, err := e.z.Read(p)
+	return n, limitError(err, e.max)
+}
+
+// WriteTo hands the decoder's output blocks to w as they are decoded.
+func (e zstdErrors) WriteTo(w io.Writer) (int64, error) {
+	n, err := e.z.WriteTo(w)
+	return n, limitError(err, e.max)
 }
 
 // xzErrors maps the xz decoder's errors to the package's classes.
@@ -268,6 +272,12 @@ func limitError(err error, maxMemory int64) error {
 // served bytes from in and emits the raw disk. The stream must end exactly
 // where the compressed data ends: a truncated stream or trailing bytes are
 // errors.
+//
+// The first chunk is read from the decoder, to check what the stream
+// holds. A decoder that can hand over its output blocks (io.WriterTo:
+// gzip, zstd) then writes the rest to a zeroSkipper, which copies each
+// block once, into the emitter's chunks, and does not copy runs of zero
+// blocks at all when every sink would skip them anyway.
 func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *emitter) error {
 	dec, closeDec, err := newDecompressor(f, in, w.req.MaxDecoderMemory)
 	if err != nil {
@@ -277,6 +287,7 @@ func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *
 		return fmt.Errorf("%w: %s stream of %s: %w", ErrFormat, f, w.srcName(), err)
 	}
 	defer closeDec()
+	wt, blocks := dec.(io.WriterTo)
 	var off int64
 	for {
 		c, err := em.pool.get(ctx)
@@ -298,7 +309,6 @@ func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *
 			}
 		}
 		off += int64(n)
-		em.wrote += int64(n)
 		w.decoded.Store(off)
 		if n > 0 {
 			if serr := em.send(c); serr != nil {
@@ -309,21 +319,24 @@ func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *
 			c.release()
 		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if errors.Is(err, source.ErrTruncated) || errors.Is(err, source.ErrDownload) {
-				return err
-			}
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return fmt.Errorf("%w: the %s stream of %s ended before its end marker after %d served bytes (%d decoded)", ErrTruncated, f, w.srcName(), in.n, off)
-			}
-			if errors.Is(err, ErrMemoryLimit) {
-				return fmt.Errorf("%w: %s stream of %s: %w", ErrFormat, f, w.srcName(), err)
-			}
-			return fmt.Errorf("%w: decoding the %s stream of %s at served byte %d: %w", ErrFormat, f, w.srcName(), in.n, err)
+			return w.decodeError(ctx, f, in, off, err)
 		}
 		if eof {
+			break
+		}
+		if blocks {
+			zs := &zeroSkipper{em: em, off: off, skip: w.skipsZeros(), decoded: &w.decoded}
+			_, err := wt.WriteTo(zs)
+			if err == nil {
+				err = zs.flush()
+			}
+			if zs.err != nil {
+				return zs.err
+			}
+			off = zs.off
+			if err != nil {
+				return w.decodeError(ctx, f, in, off, err)
+			}
 			break
 		}
 	}
@@ -337,6 +350,115 @@ func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *
 	}
 	w.decoded.Store(off)
 	return em.flush()
+}
+
+// decodeError classifies an error of the decoder after off decoded bytes.
+func (w *writer) decodeError(ctx context.Context, f Format, in *chunkReader, off int64, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, source.ErrTruncated) || errors.Is(err, source.ErrDownload) {
+		return err
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: the %s stream of %s ended before its end marker after %d served bytes (%d decoded)", ErrTruncated, f, w.srcName(), in.n, off)
+	}
+	if errors.Is(err, ErrMemoryLimit) {
+		return fmt.Errorf("%w: %s stream of %s: %w", ErrFormat, f, w.srcName(), err)
+	}
+	return fmt.Errorf("%w: decoding the %s stream of %s at served byte %d: %w", ErrFormat, f, w.srcName(), in.n, err)
+}
+
+// zeroSkipper is the io.Writer a decoder hands its output blocks to. It
+// copies them into the emitter's chunks at off, except, when skip is set
+// (every sink skips zero runs), runs of all-zero blocks: it only counts
+// those, and emits the page-aligned part of a run of at least minZeroRun
+// as a zero chunk, which the sinks zero without a copy ever being made.
+// Shorter runs, and the unaligned ends of long ones, are copied as zeros.
+type zeroSkipper struct {
+	em   *emitter
+	off  int64 // output offset of the next byte
+	skip bool
+	// pending counts the zero bytes before off not yet emitted.
+	pending int64
+	decoded *atomic.Int64
+	// err is the emitter's error (the write was cancelled), told apart
+	// from the decoder's own.
+	err error
+}
+
+// Write copies p, or counts it as zeros; it never keeps p.
+func (z *zeroSkipper) Write(p []byte) (int, error) {
+	if z.skip && isZero(p) {
+		if err := z.em.ctx.Err(); err != nil {
+			z.err = err
+			return 0, err
+		}
+		z.off += int64(len(p))
+		z.pending += int64(len(p))
+		z.decoded.Store(z.off)
+		// A long run goes out as it grows, so an endless one reaches a
+		// too-small disk's end, or a cancellation, in bounded time.
+		if z.pending >= maxZeroRequest {
+			if err := z.emitZeros(z.off &^ (alignment - 1)); err != nil {
+				return 0, err
+			}
+		}
+		return len(p), nil
+	}
+	if err := z.flush(); err != nil {
+		return 0, err
+	}
+	if err := z.em.write(p, z.off, nil); err != nil {
+		z.err = err
+		return 0, err
+	}
+	z.off += int64(len(p))
+	z.decoded.Store(z.off)
+	return len(p), nil
+}
+
+// flush emits the pending zero run.
+func (z *zeroSkipper) flush() error {
+	return z.emitZeros(z.off)
+}
+
+// emitZeros emits the pending zeros before end (at most off); those from
+// end to off stay pending.
+func (z *zeroSkipper) emitZeros(end int64) error {
+	from := z.off - z.pending
+	if end <= from {
+		return nil
+	}
+	start, stop := (from+alignment-1)&^(alignment-1), end&^(alignment-1)
+	var err error
+	if stop-start >= minZeroRun {
+		if err = z.copyZeros(from, start); err == nil {
+			if err = z.em.zero(start, stop-start); err == nil {
+				err = z.copyZeros(stop, end)
+			}
+		}
+	} else {
+		err = z.copyZeros(from, end)
+	}
+	if err != nil {
+		z.err = err
+		return err
+	}
+	z.pending = z.off - end
+	return nil
+}
+
+// copyZeros copies zeros into the emitter's chunks for [from, to).
+func (z *zeroSkipper) copyZeros(from, to int64) error {
+	for from < to {
+		k := min(to-from, int64(len(zeros)))
+		if err := z.em.write(zeros[:k], from, nil); err != nil {
+			return err
+		}
+		from += k
+	}
+	return nil
 }
 
 // convertMap is the decode stage of a qcow2 image: it zeroes the holes on

@@ -689,6 +689,17 @@ func (w *writer) scanZeros() bool {
 	return false
 }
 
+// skipsZeros reports whether every sink skips zero runs, so a decoder's
+// zero blocks need not be copied at all (zeroSkipper).
+func (w *writer) skipsZeros() bool {
+	for _, s := range w.sinks {
+		if !s.zeroRuns {
+			return false
+		}
+	}
+	return len(w.sinks) > 0
+}
+
 // forwardRaw passes served chunks to every sink unchanged, with their zero
 // runs found once for all of them.
 func (w *writer) forwardRaw(ctx context.Context, decCh <-chan *chunk, outs []chan *chunk) error {

@@ -468,3 +468,50 @@ func TestWriteChecksumFileURL(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestWriteCompressedZeroRunsOverOldData writes gzip and zstd images with
+// zero runs (one starting unaligned, and a zero tail) over a disk full of
+// old bytes: the zero runs the decoder hands over whole are zeroed by the
+// device without being copied, and every byte must read back as the image.
+func TestWriteCompressedZeroRunsOverOldData(t *testing.T) {
+	img, _ := testImage(t, 24<<20+512)
+	clear(img[4<<20+1000 : 12<<20])
+	clear(img[14<<20:])
+	for _, tc := range []struct {
+		format     Format
+		noZeroSkip bool
+	}{{FormatZstd, false}, {FormatGzip, false}, {FormatZstd, true}} {
+		t.Run(fmt.Sprintf("%s/noZeroSkip=%v", tc.format, tc.noZeroSkip), func(t *testing.T) {
+			served := compressed(t, tc.format, img)
+			loop := loopdev.New(t, 32<<20)
+			f, err := os.OpenFile(loop.Path, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Write(bytes.Repeat([]byte{0xa5}, 32<<20)); err != nil {
+				t.Fatal(err)
+			}
+			if err := errors.Join(f.Sync(), f.Close()); err != nil {
+				t.Fatal(err)
+			}
+			srv := serveBytes(t, served)
+			res, err := Write(context.Background(), Request{
+				Source: Source{URLs: []string{srv.URL}, Retry: fastRetry}, Checksum: sha256Of(served),
+				Targets: []string{loop.Path}, BufferSize: 1 << 20, Verify: true, NoZeroSkip: tc.noZeroSkip,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := res.Disks[0]
+			if res.Format != tc.format || res.ImageSize != int64(len(img)) || d.Written+d.Skipped != int64(len(img)) || d.Verified < int64(len(img)) {
+				t.Fatalf("result = %+v, disk %+v; want %d image bytes, all written or skipped and verified", res, d, len(img))
+			}
+			if tc.noZeroSkip && d.Skipped != 0 || !tc.noZeroSkip && d.Skipped < 17<<20 {
+				t.Fatalf("skipped %d bytes; want %v", d.Skipped, map[bool]string{true: "none", false: "≥ 17 MiB"}[tc.noZeroSkip])
+			}
+			if got := readDevice(t, loop.Path, 0, len(img)); !bytes.Equal(got, img) {
+				t.Fatal("device content differs from the image")
+			}
+		})
+	}
+}
