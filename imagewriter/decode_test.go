@@ -41,6 +41,20 @@ func collect(ch <-chan *chunk, size int) *emitted {
 	return e
 }
 
+// finish ends the stream as decompress does (the pending zeros, then the
+// emitter's last chunk) and waits until the collector has everything.
+func (e *emitted) finish(t *testing.T, zs *zeroSkipper, em *emitter, ch chan *chunk) {
+	t.Helper()
+	if err := zs.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := em.flush(); err != nil {
+		t.Fatal(err)
+	}
+	close(ch)
+	<-e.done
+}
+
 // decoderBlocks cuts img into the pieces a decoder would hand over:
 // mostly 128 KiB blocks, some odd-sized.
 func decoderBlocks(img []byte, r *rand.Rand) [][]byte {
@@ -90,14 +104,7 @@ func TestZeroSkipperCopiesDataAndSkipsLongZeroRuns(t *testing.T) {
 				t.Fatalf("Write = %d, %v", n, err)
 			}
 		}
-		if err := zs.flush(); err != nil {
-			t.Fatal(err)
-		}
-		if err := em.flush(); err != nil {
-			t.Fatal(err)
-		}
-		close(ch)
-		<-got.done
+		got.finish(t, zs, em, ch)
 		if !bytes.Equal(got.img, img) {
 			t.Fatalf("skip=%v: the emitted image differs from the decoded one", skip)
 		}
@@ -162,14 +169,7 @@ func TestZeroSkipperEmitsAnEndlessRunAsItGrows(t *testing.T) {
 	if first.start != 0 || first.end < maxZeroRequest {
 		t.Fatalf("first zero chunk [%d, %d); want [0, ≥%d)", first.start, first.end, maxZeroRequest)
 	}
-	if err := zs.flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := em.flush(); err != nil {
-		t.Fatal(err)
-	}
-	close(ch)
-	<-got.done
+	got.finish(t, zs, em, ch)
 	var skipped int
 	for _, z := range got.zeros {
 		skipped += z.end - z.start
