@@ -384,9 +384,14 @@ func (c *copyOut) copy(p []byte) {
 	}
 }
 
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+// Write is what the write's zeroSkipper does with a block a decoder
+// hands over: copied out, unless it is all zeros (the sinks zero those).
+func (c *copyOut) Write(p []byte) (int, error) {
+	if !isZero(p) {
+		c.copy(p)
+	}
+	return len(p), nil
+}
 
 // benchDecode decodes a file to nowhere with the decoder the write uses,
 // fed through the write's input buffers and drained into buffers of the
@@ -444,14 +449,7 @@ func benchDecode(ctx context.Context, path string, f Format) (n int64, err error
 	}
 	defer closeDec()
 	if wt, ok := dec.(io.WriterTo); ok {
-		// As the write hands the blocks to its zeroSkipper: copied out,
-		// except whole zero blocks, only counted (the sinks zero those).
-		return wt.WriteTo(writerFunc(func(p []byte) (int, error) {
-			if !isZero(p) {
-				out.copy(p)
-			}
-			return len(p), nil
-		}))
+		return wt.WriteTo(out)
 	}
 	for {
 		k, eof, err := fill(dec, out.buf)

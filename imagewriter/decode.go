@@ -325,17 +325,8 @@ func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *
 			break
 		}
 		if blocks {
-			zs := &zeroSkipper{em: em, off: off, skip: w.skipsZeros(), decoded: &w.decoded}
-			_, err := wt.WriteTo(zs)
-			if err == nil {
-				err = zs.flush()
-			}
-			if zs.err != nil {
-				return zs.err
-			}
-			off = zs.off
-			if err != nil {
-				return w.decodeError(ctx, f, in, off, err)
+			if off, err = w.handOver(ctx, f, wt, in, em, off); err != nil {
+				return err
 			}
 			break
 		}
@@ -350,6 +341,25 @@ func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *
 	}
 	w.decoded.Store(off)
 	return em.flush()
+}
+
+// handOver has the decoder hand the rest of its output, from off on, to a
+// zeroSkipper, and returns where the output ended. A failed emit (the
+// write was cancelled) is returned as it is, the decoder's own failure
+// classified (decodeError).
+func (w *writer) handOver(ctx context.Context, f Format, wt io.WriterTo, in *chunkReader, em *emitter, off int64) (int64, error) {
+	zs := &zeroSkipper{em: em, off: off, skip: w.skipsZeros(), decoded: &w.decoded}
+	_, err := wt.WriteTo(zs)
+	if err == nil {
+		err = zs.flush()
+	}
+	switch {
+	case zs.err != nil:
+		return zs.off, zs.err
+	case err != nil:
+		return zs.off, w.decodeError(ctx, f, in, zs.off, err)
+	}
+	return zs.off, nil
 }
 
 // decodeError classifies an error of the decoder after off decoded bytes.
