@@ -5,11 +5,11 @@
 package lookup
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/rivetmetal/rivet/internal/pause"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rivetmetal/rivet/internal/pause"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -91,14 +92,19 @@ func Lookup(ctx context.Context, cfg Config) (*Result, error) {
 	backoff := cfg.Interval
 	conflicts := 0
 	urls := append([]string(nil), cfg.APIURLs...)
-	// answered is the last failure an API answered with: why the lookups
-	// failed, when the deadline then cuts an attempt short.
-	var answered error
+	// answered is the last failure an API answered with, unanswered the
+	// last one no API answered (refused connection, untrusted certificate)
+	// before the deadline: why the lookups failed, when the deadline then
+	// cuts an attempt short.
+	var answered, unanswered error
 	for attempt := 1; ; attempt++ {
 		var wait time.Duration
 		res, status, err := cfg.tryAll(ctx, urls)
-		if status != 0 {
+		switch {
+		case status != 0:
 			answered = err
+		case err != nil && ctx.Err() == nil:
+			unanswered = err
 		}
 		switch {
 		case err == nil:
@@ -115,8 +121,8 @@ func Lookup(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		log.Warn("lookup failed; retrying", "attempt", attempt, "status", status, "error", err, "retry_in", wait.Round(time.Millisecond))
 		if serr := cfg.Sleep(ctx, wait); serr != nil {
-			if status == 0 && ctx.Err() != nil && answered != nil {
-				err = answered
+			if status == 0 {
+				err = cmp.Or(answered, unanswered, err)
 			}
 			return nil, fmt.Errorf("%w after %d attempts (%s): last error: %w", ErrTimeout, attempt, cfg.Timeout, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -132,6 +133,30 @@ func TestLookupTimeoutNamesTheLastAnswer(t *testing.T) {
 		Timeout: 300 * time.Millisecond, Interval: 20 * time.Millisecond})
 	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "already handed out") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestLookupTimeoutNamesTheLastUnansweredFailure: when no API ever
+// answered (here the root document is not one; an untrusted certificate
+// fails the same way) and the deadline cuts the last attempt short, the
+// error names the failure before it, not the deadline.
+func TestLookupTimeoutNamesTheLastUnansweredFailure(t *testing.T) {
+	var roots atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if roots.Add(1) > 1 {
+			<-r.Context().Done() // the second attempt hangs past the deadline
+			return
+		}
+		io.WriteString(w, "<html>a proxy's error page</html>")
+	}))
+	defer srv.Close()
+	_, err := Lookup(context.Background(), Config{APIURLs: []string{srv.URL}, MACs: []string{"52:54:00:12:34:56"},
+		Timeout: 300 * time.Millisecond, Interval: 20 * time.Millisecond})
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "not a version document") {
+		t.Fatalf("err = %v", err)
+	}
+	if roots.Load() < 2 {
+		t.Fatalf("%d attempts; the deadline did not cut one short", roots.Load())
 	}
 }
 
