@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -68,6 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	serveClients := fs.Int("serve-clients", 50, "-serving: concurrent downloaders")
 	serveRounds := fs.Int("serve-rounds", 3, "-serving: rounds (each server once per round, the order alternating)")
 	nginx := fs.String("nginx", "", "-serving: nginx binary (default nginx on PATH or /usr/sbin/nginx)")
+	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile (the whole run) to this file")
 	var extra []string
 	fs.Func("conductor-arg", "an extra flag for the conductor, e.g. -conductor-arg=--pprof-listen=127.0.0.1:6060 (repeatable)", func(s string) error {
 		extra = append(extra, s)
@@ -77,6 +79,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *serving {
 		size, err := parseSize(*serveSize)
 		if err != nil {
