@@ -152,7 +152,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 }
 
 // txStatements are prepared on the writer at Open, for node transactions.
-var txStatements = []string{updateNode, deleteNode, insertHistory}
+var txStatements = append(updateNodes[:], deleteNode, insertHistory)
 
 // Close stops the committer, after the batch it runs, and closes the
 // database.
@@ -843,6 +843,7 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 	var (
 		query  string
 		args   []any
+		saved  []any // every column's value saved (nodeValues)
 		op     = "save"
 		events = t.events
 	)
@@ -859,7 +860,8 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 			// the JSON columns are not encoded again.
 			n.UpdatedAt = s.now().UTC()
 			after[len(after)-1] = formatTime(n.UpdatedAt)
-			query, args = updateNode, append(after, n.ID, version)
+			query, args = updateNodeChanged(before, after, n.ID, version)
+			saved = after
 		}
 	}
 	if query == "" && len(events) == 0 {
@@ -899,9 +901,8 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 		return nil
 	}
 	if query != "" {
-		vals := args[:len(args)-2]
-		if c, err := committedNode(n.ID, vals, n, prev); err == nil {
-			s.rows.put(n.ID, vals, c)
+		if c, err := committedNode(n.ID, saved, n, prev); err == nil {
+			s.rows.put(n.ID, saved, c)
 		} else {
 			// The write stands; the next transaction reads the row.
 			s.rows.drop(n.ID)
@@ -974,15 +975,52 @@ const (
 	deleteNode = `DELETE FROM nodes WHERE id = ? AND updated_at = ?`
 )
 
-// updateNode saves every column but id of the node with id ? if its
-// updated_at is still ?.
-var updateNode = func() string {
-	sets := strings.Split(strings.TrimPrefix(nodeColumns, "id, "), ",")
-	for i := range sets {
-		sets[i] = strings.TrimSpace(sets[i]) + " = ?"
+// indexedColumns are the positions, in nodeValues, of the node columns
+// an index covers: uuid and name (UNIQUE) and provision_state. SQLite
+// rewrites the index entry of every indexed column an UPDATE sets, and
+// probes a UNIQUE index first, whether or not the value changed; most
+// node writes change none of them (a heartbeat, a lookup's token), so a
+// write sets only those that changed (updateNodeChanged).
+var indexedColumns = [...]int{0, 1, 3}
+
+// updateNodes[mask] saves the columns but id of the node with id ? if its
+// updated_at is still ?: every column but the indexed ones, and those of
+// indexedColumns whose bit is set in mask.
+var updateNodes = func() (stmts [1 << len(indexedColumns)]string) {
+	cols := strings.Split(strings.TrimPrefix(nodeColumns, "id, "), ",")
+	for mask := range stmts {
+		var sets []string
+		for i, c := range cols {
+			if k := slices.Index(indexedColumns[:], i); k >= 0 && mask&(1<<k) == 0 {
+				continue
+			}
+			sets = append(sets, strings.TrimSpace(c)+" = ?")
+		}
+		stmts[mask] = `UPDATE nodes SET ` + strings.Join(sets, ", ") + ` WHERE id = ? AND updated_at = ?`
 	}
-	return `UPDATE nodes SET ` + strings.Join(sets, ", ") + ` WHERE id = ? AND updated_at = ?`
+	return stmts
 }()
+
+// updateNodeChanged returns the statement that saves after over before
+// (nodeValues of the same node), and its arguments: after without the
+// indexed columns that did not change, then id and version (the
+// updated_at read).
+func updateNodeChanged(before, after []any, id int64, version any) (string, []any) {
+	mask := 0
+	for k, c := range indexedColumns {
+		if before[c] != after[c] {
+			mask |= 1 << k
+		}
+	}
+	args := make([]any, 0, len(after)+2)
+	for i, v := range after {
+		if k := slices.Index(indexedColumns[:], i); k >= 0 && mask&(1<<k) == 0 {
+			continue
+		}
+		args = append(args, v)
+	}
+	return updateNodes[mask], append(args, id, version)
+}
 
 // Node implements store.Tx.
 func (t *nodeTx) Node() *store.Node { return t.node }

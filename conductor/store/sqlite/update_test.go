@@ -1,0 +1,125 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/statemachine"
+	"github.com/rivetmetal/rivet/conductor/store"
+)
+
+// TestUpdateNodeStatements checks every variant of the node UPDATE: it
+// sets the indexed columns its mask names and no others, every other
+// column but id, and takes exactly the arguments updateNodeChanged gives
+// it.
+func TestUpdateNodeStatements(t *testing.T) {
+	cols := strings.Split(strings.TrimPrefix(nodeColumns, "id, "), ",")
+	indexed := []string{"uuid", "name", "provision_state"}
+	for mask, q := range updateNodes {
+		for k, c := range indexed {
+			if got, want := strings.Contains(q, " "+c+" = ?"), mask&(1<<k) != 0; got != want {
+				t.Errorf("mask %03b: sets %s: %v, want %v\n%s", mask, c, got, want, q)
+			}
+		}
+		for _, c := range cols {
+			c = strings.TrimSpace(c)
+			if !strings.Contains(q, " "+c+" = ?") && !strings.Contains(strings.Join(indexed, " "), c) {
+				t.Errorf("mask %03b: %s not set\n%s", mask, c, q)
+			}
+		}
+		before := make([]any, len(cols))
+		after := make([]any, len(cols))
+		for i := range cols {
+			before[i], after[i] = "same", "same"
+		}
+		for k, c := range indexedColumns {
+			if mask&(1<<k) != 0 {
+				after[c] = "changed"
+			}
+		}
+		gotQ, args := updateNodeChanged(before, after, 7, "version")
+		if gotQ != q {
+			t.Errorf("mask %03b: updateNodeChanged chose\n%s", mask, gotQ)
+		}
+		if n := strings.Count(q, "?"); len(args) != n {
+			t.Errorf("mask %03b: %d arguments for %d placeholders", mask, len(args), n)
+		}
+		if args[len(args)-2] != int64(7) || args[len(args)-1] != "version" {
+			t.Errorf("mask %03b: arguments end %v", mask, args[len(args)-2:])
+		}
+	}
+}
+
+// TestNodeWritesKeepIndexes writes nodes through transactions that change
+// none, one or several of the indexed columns, and checks that lookups by
+// every index see each write, that a name already taken is still refused,
+// and that the file's indexes agree with its rows.
+func TestNodeWritesKeepIndexes(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
+	defer s.Close()
+	a := &store.Node{Name: "a", Driver: "fake-hardware"}
+	b := &store.Node{Name: "b", Driver: "fake-hardware"}
+	for _, n := range []*store.Node{a, b} {
+		if err := s.CreateNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(ident string, fn func(n *store.Node) error) error {
+		return s.WithNodeLock(ctx, ident, func(tx store.Tx) error { return fn(tx.Node()) })
+	}
+	// No indexed column changes.
+	if err := write("a", func(n *store.Node) error { n.SetInternal("agent_url", "http://127.0.0.1:9999"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// The state alone.
+	if err := write("a", func(n *store.Node) error { n.ProvisionState = statemachine.Manageable; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// The name alone, then the name and the state.
+	if err := write("a", func(n *store.Node) error { n.Name = "a2"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := write("a2", func(n *store.Node) error {
+		n.Name, n.ProvisionState = "a3", statemachine.Available
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A name another node holds.
+	if err := write("b", func(n *store.Node) error { n.Name = "a3"; return nil }); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("renaming b to a name a holds: %v, want it refused as existing", err)
+	}
+	for _, ident := range []string{"a", "a2"} {
+		if _, err := s.GetNode(ctx, ident); err == nil {
+			t.Errorf("old name %s still finds a node", ident)
+		}
+	}
+	got, err := s.GetNode(ctx, "a3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.UUID != a.UUID || got.ProvisionState != statemachine.Available || got.InternalString("agent_url") != "http://127.0.0.1:9999" {
+		t.Fatalf("a3 = %s in %s, agent_url %v", got.UUID, got.ProvisionState, got.InternalString("agent_url"))
+	}
+	if got, err := s.GetNode(ctx, strings.ToUpper(a.UUID)); err != nil || got.Name != "a3" {
+		t.Fatalf("by UUID: %v, %v", got, err)
+	}
+	for state, want := range map[statemachine.State]string{statemachine.Available: a.UUID, statemachine.Enroll: b.UUID} {
+		ns, err := s.ListNodes(ctx, store.NodeFilter{ProvisionState: state})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ns) != 1 || ns[0].UUID != want {
+			t.Errorf("nodes in %s: %v, want only %s", state, ns, want)
+		}
+	}
+	var check string
+	if err := s.db.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&check); err != nil || check != "ok" {
+		t.Fatalf("integrity_check: %q, %v", check, err)
+	}
+}
