@@ -89,41 +89,55 @@ func Node(n *store.Node, o Options) map[string]any {
 
 // nodeDoc is the unmasked node document with links.
 func nodeDoc(n *store.Node, o Options) map[string]any {
+	doc := nodeFields(n, CopyDict, apiTime)
 	traits := make([]any, len(n.Traits))
 	for i, t := range n.Traits {
 		traits[i] = t
 	}
+	doc["traits"] = traits
+	doc["reservation"] = nil
+	doc["chassis_uuid"] = nil
+	doc["allocation_uuid"] = nil
+	doc["conductor"] = nullString(o.Conductor)
+	doc["links"] = links(o.BaseURL, "nodes", n.UUID)
+	doc["ports"] = links(o.BaseURL, "nodes", n.UUID+"/ports")
+	doc["states"] = links(o.BaseURL, "nodes", n.UUID+"/states")
+	doc["portgroups"] = links(o.BaseURL, "nodes", n.UUID+"/portgroups")
+	doc["volume"] = links(o.BaseURL, "nodes", n.UUID+"/volume")
+	return doc
+}
+
+// nodeFields are the fields the API's node document and the agent's have
+// in common, unmasked: each dict as dict gives it, each time as timeText
+// formats it.
+func nodeFields(n *store.Node, dict func(map[string]any) map[string]any, timeText func(time.Time) any) map[string]any {
 	doc := map[string]any{
 		"uuid":                   n.UUID,
 		"name":                   nullString(n.Name),
 		"driver":                 n.Driver,
 		"provision_state":        string(n.ProvisionState),
 		"target_provision_state": nullString(string(n.TargetProvisionState)),
-		"provision_updated_at":   apiTime(n.ProvisionUpdatedAt),
+		"provision_updated_at":   timeText(n.ProvisionUpdatedAt),
 		"power_state":            nullString(n.PowerState),
 		"target_power_state":     nullString(n.TargetPowerState),
 		"maintenance":            n.Maintenance,
 		"maintenance_reason":     nullString(n.MaintenanceReason),
 		"fault":                  nullString(n.Fault),
 		"last_error":             nullString(n.LastError),
-		"reservation":            nil,
 		"instance_uuid":          nullString(n.InstanceUUID),
-		"instance_info":          CopyDict(n.InstanceInfo),
-		"driver_info":            CopyDict(n.DriverInfo),
-		"driver_internal_info":   CopyDict(n.DriverInternalInfo),
-		"properties":             CopyDict(n.Properties),
-		"extra":                  CopyDict(n.Extra),
-		"clean_step":             CopyDict(n.CleanStep()),
-		"deploy_step":            CopyDict(n.DeployStep),
-		"raid_config":            CopyDict(n.RAIDConfig),
-		"target_raid_config":     CopyDict(n.TargetRAIDConfig),
+		"instance_info":          dict(n.InstanceInfo),
+		"driver_info":            dict(n.DriverInfo),
+		"driver_internal_info":   dict(n.DriverInternalInfo),
+		"properties":             dict(n.Properties),
+		"extra":                  dict(n.Extra),
+		"clean_step":             dict(n.CleanStep()),
+		"deploy_step":            dict(n.DeployStep),
+		"raid_config":            dict(n.RAIDConfig),
+		"target_raid_config":     dict(n.TargetRAIDConfig),
 		"resource_class":         nullString(n.ResourceClass),
 		"description":            nullString(n.Description),
 		"owner":                  nullString(n.Owner),
 		"lessee":                 nullString(n.Lessee),
-		"chassis_uuid":           nil,
-		"allocation_uuid":        nil,
-		"conductor":              nullString(o.Conductor),
 		"conductor_group":        n.ConductorGroup,
 		"console_enabled":        false,
 		"automated_clean":        boolOrNull(n.AutomatedClean),
@@ -131,25 +145,19 @@ func nodeDoc(n *store.Node, o Options) map[string]any {
 		"protected_reason":       nullString(n.ProtectedReason),
 		"retired":                n.Retired,
 		"retired_reason":         nullString(n.RetiredReason),
-		"network_data":           CopyDict(n.NetworkData),
+		"network_data":           dict(n.NetworkData),
 		"boot_mode":              nil,
 		"secure_boot":            nil,
 		"shard":                  nullString(n.Shard),
 		"parent_node":            nullString(n.ParentNode),
-		"service_step":           CopyDict(n.ServiceStep()),
+		"service_step":           dict(n.ServiceStep()),
 		"disable_power_off":      n.DisablePowerOff,
 		"instance_name":          nullString(n.InstanceName),
 		"health":                 nil,
-		"traits":                 traits,
 		"inspection_started_at":  nil,
 		"inspection_finished_at": nil,
-		"created_at":             apiTime(n.CreatedAt),
-		"updated_at":             apiTime(n.UpdatedAt),
-		"links":                  links(o.BaseURL, "nodes", n.UUID),
-		"ports":                  links(o.BaseURL, "nodes", n.UUID+"/ports"),
-		"states":                 links(o.BaseURL, "nodes", n.UUID+"/states"),
-		"portgroups":             links(o.BaseURL, "nodes", n.UUID+"/portgroups"),
-		"volume":                 links(o.BaseURL, "nodes", n.UUID+"/volume"),
+		"created_at":             timeText(n.CreatedAt),
+		"updated_at":             timeText(n.UpdatedAt),
 	}
 	for k, v := range hardwaretype.Of(n.Driver, n.Interfaces) {
 		doc[k] = v
@@ -179,13 +187,11 @@ func LookupNode(n *store.Node, o Options) wire.LookupNode {
 // AgentNode renders the node dictionary sent to the agent with step
 // commands (Ironic's node.as_dict with secrets masked): driver_info
 // passwords and the agent token are masked; instance_info, configdrive
-// included, is sent as is, since the deploy steps need it.
+// included, is sent as is, since the deploy steps need it. The document
+// is for encoding at once: its other dicts are the node's own, not
+// copies (driver_info, driver_internal_info and instance_info are).
 func AgentNode(n *store.Node, conductor string) map[string]any {
-	doc := nodeDoc(n, Options{})
-	for _, k := range []string{"links", "ports", "states", "portgroups", "volume",
-		"chassis_uuid", "allocation_uuid", "conductor"} {
-		delete(doc, k)
-	}
+	doc := nodeFields(n, shareDict, agentTime)
 	doc["id"] = n.ID
 	doc["chassis_id"] = nil
 	doc["allocation_id"] = nil
@@ -196,12 +202,18 @@ func AgentNode(n *store.Node, conductor string) map[string]any {
 		objs[i] = map[string]any{"trait": t}
 	}
 	doc["traits"] = map[string]any{"objects": objs}
+	doc["instance_info"] = CopyDict(n.InstanceInfo)
 	doc["driver_info"] = MaskDict(n.DriverInfo)
 	doc["driver_internal_info"] = maskInternal(n.DriverInternalInfo)
-	doc["provision_updated_at"] = agentTime(n.ProvisionUpdatedAt)
-	doc["created_at"] = agentTime(n.CreatedAt)
-	doc["updated_at"] = agentTime(n.UpdatedAt)
 	return doc
+}
+
+// shareDict is m itself, or an empty map for nil (a dict is never null).
+func shareDict(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	return m
 }
 
 // maskInstanceInfo masks instance_info for API readers: passwords, the

@@ -2,6 +2,7 @@ package ironicjson
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 
@@ -87,5 +88,46 @@ func TestAgentNodeKeepsConfigdrive(t *testing.T) {
 	}
 	if _, ok := doc["links"]; ok {
 		t.Error("agent node has links")
+	}
+}
+
+// TestAgentNodeFields checks the agent's node document against the API's:
+// the same fields but the API's links and its few own, and Ironic's
+// database fields instead; the same values but the masked dicts, the
+// traits and the times (which the agent gets without a zone).
+func TestAgentNodeFields(t *testing.T) {
+	n := testNode()
+	n.Properties = map[string]any{"root_device": map[string]any{"size": 10.0}}
+	n.Traits = []string{"CUSTOM_A"}
+	n.ProvisionUpdatedAt = n.CreatedAt.Add(time.Minute)
+	agent, api := AgentNode(n, "conductor-1"), nodeDoc(n, Options{})
+	apiOnly := map[string]bool{"links": true, "ports": true, "states": true, "portgroups": true, "volume": true,
+		"chassis_uuid": true, "allocation_uuid": true, "conductor": true}
+	agentOnly := map[string]bool{"id": true, "chassis_id": true, "allocation_id": true, "conductor_affinity": true}
+	differ := map[string]bool{"driver_info": true, "driver_internal_info": true, "traits": true, "reservation": true,
+		"created_at": true, "updated_at": true, "provision_updated_at": true}
+	for k, v := range api {
+		av, ok := agent[k]
+		switch {
+		case apiOnly[k]:
+			if ok {
+				t.Errorf("agent document has the API's %q", k)
+			}
+		case !ok:
+			t.Errorf("agent document lacks %q", k)
+		case !differ[k] && !reflect.DeepEqual(av, v):
+			t.Errorf("%s: agent %v, API %v", k, av, v)
+		}
+	}
+	for k := range agent {
+		if _, ok := api[k]; !ok && !agentOnly[k] {
+			t.Errorf("agent document has %q, which is neither the API's nor Ironic's database field", k)
+		}
+	}
+	if agent["provision_updated_at"] != "2026-11-21T10:01:05.088239" || agent["reservation"] != "conductor-1" {
+		t.Errorf("provision_updated_at %v, reservation %v", agent["provision_updated_at"], agent["reservation"])
+	}
+	if got := agent["traits"]; !reflect.DeepEqual(got, map[string]any{"objects": []any{map[string]any{"trait": "CUSTOM_A"}}}) {
+		t.Errorf("traits = %v", got)
 	}
 }
