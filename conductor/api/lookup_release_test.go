@@ -1,13 +1,18 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/rivetmetal/rivet/conductor/ironicjson"
 	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/wire"
 )
@@ -82,5 +87,45 @@ func TestLookupReleasesUndeliveredToken(t *testing.T) {
 	case tok := <-rd.released:
 		t.Fatalf("a second release (%q): the delivered token was released too", tok)
 	default:
+	}
+}
+
+// trickyRamdisk answers every lookup with a node whose dicts hold what
+// JSON encoders tell apart: HTML characters, non-ASCII and invalid UTF-8,
+// nested arrays, numbers of every size.
+type trickyRamdisk struct{ fakeProvisioner }
+
+func (*trickyRamdisk) Lookup(context.Context, []string, string, bool) (*store.Node, *string, error) {
+	tok := "tok-0123456789012345678901234567890123456789"
+	return &store.Node{UUID: "6a5a3c8e-1d2b-4f6e-9a0c-2b7d8e9f0a11",
+		Properties: map[string]any{"root_device": map[string]any{"size": 10.0, "name": "/dev/<sda>&"},
+			"big": 1e21, "small": 1e-7, "neg": -0.5, "list": []any{1.0, "ü\u2028", nil, true}},
+		InstanceInfo:       map[string]any{"image_source": "http://img/disk.raw?a=1&b=2", "bad": "\xff\xfe"},
+		DriverInternalInfo: map[string]any{"agent_secret_token": "secret", "clean_steps": []any{map[string]any{"step": "x"}}},
+	}, &tok, nil
+}
+
+// TestLookupAnswerIsEncodingJSON: the lookup answer, written by
+// segmentio/encoding, is byte for byte what encoding/json writes for the
+// same document.
+func TestLookupAnswerIsEncodingJSON(t *testing.T) {
+	a := newTestAPIWith(t, func(c *Config) { c.Ramdisk = &trickyRamdisk{} })
+	req, _ := http.NewRequest("GET", a.srv.URL+"/v1/lookup?addresses=52:54:00:00:00:01", nil)
+	req.Header.Set(wire.APIVersionHeader, "1.68")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, _ := io.ReadAll(resp.Body)
+	n, tok, _ := (&trickyRamdisk{}).Lookup(context.Background(), nil, "", true)
+	srv := New(Config{Ramdisk: &trickyRamdisk{}, Conductor: "c1", Logger: slog.New(slog.DiscardHandler)})
+	want, err := json.Marshal(wire.LookupResponse{Node: ironicjson.LookupNode(n, srv.opts(req, version{major: 1, minor: 68})),
+		Config: srv.lookupConfig(tok)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want = append(want, '\n'); !bytes.Equal(got, want) {
+		t.Fatalf("lookup answer:\n%s\nencoding/json:\n%s", got, want)
 	}
 }
