@@ -72,8 +72,9 @@ func (k Kind) String() string {
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-// Change is one committed change. Node and Port are copies owned by the
-// feed and shared by every subscriber: read them, never modify them.
+// Change is one committed change. Node and Port are snapshots shared by
+// every subscriber (a Node possibly with the store's cache too, see
+// store.CommittedNodeLocker): read them, never modify them.
 type Change struct {
 	Kind     Kind
 	NodeUUID string
@@ -367,7 +368,7 @@ func (s feedStore) WithNodeLock(ctx context.Context, ident string, fn func(store
 			unlock()
 		}
 	}()
-	err := s.f.inner.WithNodeLock(ctx, ident, func(tx store.Tx) error {
+	run := func(tx store.Tx) error {
 		n := tx.Node()
 		if unlock == nil {
 			unlock = s.f.order.lock("node/" + n.UUID)
@@ -379,7 +380,18 @@ func (s feedStore) WithNodeLock(ctx context.Context, ident string, fn func(store
 		}
 		node, deleted = n, ft.deleted
 		return nil
-	})
+	}
+	// A store that keeps its committed nodes read-only hands over the one
+	// to publish; otherwise the feed takes its own copy.
+	var (
+		committed *store.Node
+		err       error
+	)
+	if cl, ok := s.f.inner.(store.CommittedNodeLocker); ok {
+		committed, err = cl.WithNodeLockCommitted(ctx, ident, run)
+	} else {
+		err = s.f.inner.WithNodeLock(ctx, ident, run)
+	}
 	if err != nil || node == nil {
 		return err
 	}
@@ -387,7 +399,10 @@ func (s feedStore) WithNodeLock(ctx context.Context, ident string, fn func(store
 	case deleted:
 		s.f.publish(Change{Kind: NodeDeleted, NodeUUID: node.UUID, Node: node.Clone()})
 	case !node.UpdatedAt.Equal(before):
-		c := Change{Kind: NodeChanged, NodeUUID: node.UUID, Node: node.Clone()}
+		if committed == nil {
+			committed = node.Clone()
+		}
+		c := Change{Kind: NodeChanged, NodeUUID: node.UUID, Node: committed}
 		if node.ProvisionState != from {
 			c.Moves = []Move{{From: from, To: node.ProvisionState, At: node.ProvisionUpdatedAt}}
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -333,4 +334,56 @@ func ExampleFeed() {
 
 func openPostgres(ctx context.Context, dsn string) (*postgres.Store, error) {
 	return postgres.Open(ctx, dsn)
+}
+
+// plainStore hides the SQLite store's committed snapshots: the feed copies
+// the node itself.
+type plainStore struct{ store.Store }
+
+// TestPublishedNodeIsTheCommittedOne: whether the store hands over its
+// committed snapshot (SQLite) or the feed copies the node, subscribers get
+// the node as committed, and a writer that keeps its transaction's node and
+// changes it afterwards (as callers of WithNodeLock own it) changes nothing
+// they read.
+func TestPublishedNodeIsTheCommittedOne(t *testing.T) {
+	for name, inner := range map[string]func(t *testing.T) store.Store{
+		"committed snapshot": func(t *testing.T) store.Store { return openSQLite(t) },
+		"feed's copy":        func(t *testing.T) store.Store { return plainStore{openSQLite(t)} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			feed := changefeed.New(inner(t), changefeed.Config{})
+			st := feed.Store()
+			n := &store.Node{Name: "n1", Driver: "fake-hardware"}
+			if err := st.CreateNode(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+			sub := feed.Subscribe()
+			defer sub.Close()
+			var kept *store.Node
+			err := st.WithNodeLock(ctx, "n1", func(tx store.Tx) error {
+				kept = tx.Node()
+				kept.Description = "committed"
+				kept.Extra = map[string]any{"k": map[string]any{"deep": 1.0}}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept.Description = "changed after the commit"
+			kept.Extra["k"].(map[string]any)["deep"] = 2.0
+			items, _ := next(t, sub)
+			got := items[len(items)-1].Value.Node
+			want, err := st.GetNode(ctx, "n1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Description != "committed" || got.Extra["k"].(map[string]any)["deep"] != 1.0 {
+				t.Fatalf("published %q, %v", got.Description, got.Extra)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("published node differs from the committed one:\n%+v\n%+v", got, want)
+			}
+		})
+	}
 }

@@ -264,6 +264,16 @@ type NodeLocker interface {
 	WithNodeLock(ctx context.Context, ident string, fn func(Tx) error) error
 }
 
+// CommittedNodeLocker is implemented by stores that keep the nodes they
+// commit as read-only snapshots: WithNodeLockCommitted is WithNodeLock
+// that also returns, when the transaction saved the node, the node as
+// committed, shared with the store's other readers (nil when nothing was
+// saved). It must never be modified; a change feed publishes it instead of
+// a copy of its own.
+type CommittedNodeLocker interface {
+	WithNodeLockCommitted(ctx context.Context, ident string, fn func(Tx) error) (*Node, error)
+}
+
 // PortUpdater is implemented by stores that update ports in place:
 // UpdatePort saves a port's node (NodeID), address, PXE flag, physical
 // network, dictionaries and attributes (found by UUID), stamps UpdatedAt

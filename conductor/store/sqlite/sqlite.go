@@ -793,6 +793,14 @@ func scanPortNodes(rows *sql.Rows, limit int) (_ map[string][]int64, tooBig bool
 // updated_at as read, so a write from outside this store (another
 // process on the same file) is detected as a conflict, not overwritten.
 func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx) error) error {
+	_, err := s.WithNodeLockCommitted(ctx, ident, fn)
+	return err
+}
+
+// WithNodeLockCommitted implements store.CommittedNodeLocker: the node it
+// returns is the one the row cache keeps (a copy when the cache could not
+// take it).
+func (s *Store) WithNodeLockCommitted(ctx context.Context, ident string, fn func(store.Tx) error) (*store.Node, error) {
 	var (
 		n      *store.Node
 		before []any
@@ -801,11 +809,11 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 	for useCache := true; ; useCache = false {
 		id, uuid, cached, err := s.resolve(ctx, ident, useCache)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		unlock, err := s.lock(ctx, id)
 		if err != nil {
-			return fmt.Errorf("lock node %s: %w", uuid, err)
+			return nil, fmt.Errorf("lock node %s: %w", uuid, err)
 		}
 		if r, ok := s.rows.get(id); ok && r.uuid() == uuid {
 			n, before, prev = r.node.Clone(), r.vals, &r
@@ -828,17 +836,17 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 		}
 		defer unlock()
 		if errors.Is(err, sql.ErrNoRows) {
-			return errdefs.NotFound("Node %s could not be found.", ident)
+			return nil, errdefs.NotFound("Node %s could not be found.", ident)
 		}
 		if err != nil {
-			return fmt.Errorf("get node %s: %w", ident, err)
+			return nil, fmt.Errorf("get node %s: %w", ident, err)
 		}
 		break
 	}
 	version := before[len(before)-1] // updated_at as read
 	t := &nodeTx{s: s, node: n}
 	if err := fn(t); err != nil {
-		return err
+		return nil, err
 	}
 	var (
 		query  string
@@ -853,7 +861,7 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 	} else {
 		after, err := nodeValues(n, prev)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !reflect.DeepEqual(before, after) {
 			// Only updated_at changes: the last value (see nodeValues);
@@ -865,11 +873,11 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 		}
 	}
 	if query == "" && len(events) == 0 {
-		return nil
+		return nil, nil
 	}
 	rows, err := historyRows(n.ID, events, s.now())
 	if err != nil {
-		return fmt.Errorf("save node %s: %w", n.UUID, err)
+		return nil, fmt.Errorf("save node %s: %w", n.UUID, err)
 	}
 	err = s.do(ctx, func(tx *sql.Tx) error {
 		c := s.inTx(tx)
@@ -892,23 +900,25 @@ func (s *Store) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx
 	if err != nil {
 		// Whatever failed, the next transaction reads the row again.
 		s.rows.drop(n.ID)
-		return fmt.Errorf("%s node %s: %w", op, n.UUID, err)
+		return nil, fmt.Errorf("%s node %s: %w", op, n.UUID, err)
 	}
 	if t.deleted {
 		s.rows.drop(n.ID)
 		s.ids.Delete(n.UUID)
 		s.ports.invalidate() // its ports went with it
-		return nil
+		return nil, nil
 	}
-	if query != "" {
-		if c, err := committedNode(n.ID, saved, n, prev); err == nil {
-			s.rows.put(n.ID, saved, c)
-		} else {
-			// The write stands; the next transaction reads the row.
-			s.rows.drop(n.ID)
-		}
+	if query == "" {
+		return nil, nil
 	}
-	return nil
+	c, err := committedNode(n.ID, saved, n, prev)
+	if err != nil {
+		// The write stands; the next transaction reads the row.
+		s.rows.drop(n.ID)
+		return n.Clone(), nil
+	}
+	s.rows.put(n.ID, saved, c)
+	return c, nil
 }
 
 // firstMapColumn is the index of instance_info, the first of the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -121,5 +122,36 @@ func TestNodeWritesKeepIndexes(t *testing.T) {
 	var check string
 	if err := s.db.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&check); err != nil || check != "ok" {
 		t.Fatalf("integrity_check: %q, %v", check, err)
+	}
+}
+
+// TestWithNodeLockCommitted: a transaction that saves the node returns the
+// node as committed, the same as a read gives; one that saves nothing
+// returns nil.
+func TestWithNodeLockCommitted(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
+	defer s.Close()
+	n := &store.Node{Name: "n", Driver: "fake-hardware"}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.WithNodeLockCommitted(ctx, "n", func(tx store.Tx) error { return nil })
+	if err != nil || got != nil {
+		t.Fatalf("nothing saved: %v, %v", got, err)
+	}
+	got, err = s.WithNodeLockCommitted(ctx, "n", func(tx store.Tx) error {
+		tx.Node().SetInternal("agent_url", "http://127.0.0.1:9999")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := s.GetNode(ctx, "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) || got.InternalString("agent_url") != "http://127.0.0.1:9999" {
+		t.Fatalf("committed node\n%+v\nread\n%+v", got, want)
 	}
 }
