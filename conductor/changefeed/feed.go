@@ -296,6 +296,12 @@ func (s feedStore) GetNode(ctx context.Context, ident string) (*store.Node, erro
 	return s.f.inner.GetNode(ctx, ident)
 }
 
+// ViewNode implements store.NodeViewer, with the inner store's snapshot
+// when it has them.
+func (s feedStore) ViewNode(ctx context.Context, ident string, fn func(*store.Node) error) error {
+	return store.ViewNode(ctx, s.f.inner, ident, fn)
+}
+
 // ListNodes implements store.NodeReader.
 func (s feedStore) ListNodes(ctx context.Context, fl store.NodeFilter) ([]*store.Node, error) {
 	return s.f.inner.ListNodes(ctx, fl)

@@ -104,6 +104,12 @@ func (s *Store) UpdatePort(ctx context.Context, p *store.Port) error {
 	return pu.UpdatePort(ctx, p)
 }
 
+// ViewNode passes a node view through to the inner store (store.NodeViewer),
+// so that decorating a store keeps its shared snapshots.
+func (s *Store) ViewNode(ctx context.Context, ident string, fn func(*store.Node) error) error {
+	return store.ViewNode(ctx, s.Store, ident, fn)
+}
+
 // User is the authenticated user of the request ctx belongs to, "" when
 // there is none.
 func User(ctx context.Context) string {

@@ -177,3 +177,78 @@ func TestFirstHeartbeatStartsTheNextStepInTheResumeWrite(t *testing.T) {
 			info.Deploy.Cached != nil, info.Agent.HeartbeatPending)
 	}
 }
+
+// TestKnownAgentHeartbeatIsCheckedWithoutAWrite: the heartbeat of the
+// agent on record, for a node waiting for it, is checked from the store's
+// snapshot of the node (SQLite) or from a copy (a store without
+// snapshots), accepted without a write and queued for its job; a wrong
+// token is refused the same way.
+func TestKnownAgentHeartbeatIsCheckedWithoutAWrite(t *testing.T) {
+	for name, wrap := range map[string]func(store.Store) store.Store{
+		"snapshot": func(s store.Store) store.Store { return s },
+		"copy":     func(s store.Store) store.Store { return &writeCounter{Store: s} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "rivet.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			st := wrap(db)
+			fk, _ := fake.New(fake.Config{})
+			e, err := New(st, []power.Driver{fk}, &writingAgent{}, Config{Logger: discardLogger(), StateDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The heartbeat's job only reports that it ran.
+			jobsRun := make(chan string, 4)
+			e.jobs.handle(jobHeartbeat, func(_ context.Context, uuid string) { jobsRun <- uuid })
+			n := &store.Node{Name: "n1", Driver: fk.Name()}
+			if err := st.CreateNode(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+			err = st.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
+				n := tx.Node()
+				n.ProvisionState, n.TargetProvisionState = statemachine.DeployWait, statemachine.Active
+				n.SetInternal("agent_url", "http://127.0.0.1:9")
+				n.SetInternal("agent_version", "10.0.0")
+				n.SetInternal("agent_secret_token", "token-0123456789abcdefghijklmnopqrstuv")
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, _ := st.GetNode(ctx, n.UUID)
+			hb := wire.HeartbeatRequest{CallbackURL: "http://127.0.0.1:9", AgentVersion: "10.0.0", AgentToken: "wrong"}
+			if err := e.ramdisk.Heartbeat(ctx, n.UUID, hb); err == nil || !strings.Contains(err.Error(), "Invalid or missing agent token") {
+				t.Fatalf("heartbeat with a wrong token: %v", err)
+			}
+			hb.AgentToken = "token-0123456789abcdefghijklmnopqrstuv"
+			if err := e.ramdisk.Heartbeat(ctx, n.UUID, hb); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case uuid := <-jobsRun:
+				if uuid != n.UUID {
+					t.Fatalf("job ran for %s", uuid)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the accepted heartbeat's job did not run")
+			}
+			after, _ := st.GetNode(ctx, n.UUID)
+			if !after.UpdatedAt.Equal(before.UpdatedAt) {
+				t.Fatal("the known agent's heartbeat wrote the node")
+			}
+			if wc, ok := st.(*writeCounter); ok && wc.count() != 1 {
+				t.Fatalf("%d node transactions, want only the setup's", wc.count())
+			}
+			if _, ok := e.ramdisk.beats.take(n.UUID); !ok {
+				t.Fatal("the accepted heartbeat was not recorded for its job")
+			}
+			if len(jobsRun) != 0 {
+				t.Fatal("more than one heartbeat job ran")
+			}
+		})
+	}
+}

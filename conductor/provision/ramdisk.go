@@ -305,13 +305,27 @@ var processedStates = map[statemachine.State]bool{statemachine.DeployWait: true,
 // wait state that this conductor owns — is validated from a read and
 // recorded by the job that processes it, in that job's single update.
 func (r *Ramdisk) Heartbeat(ctx context.Context, ident string, hb wire.HeartbeatRequest) error {
-	if n, info, err := r.nodes.read(ctx, ident); err == nil && knownAgent(n, info, hb) && r.jobs.owns(ctx, n.UUID) {
-		if err := r.checkHeartbeat(n, info, hb); err != nil {
-			return err
+	// The check reads the store's snapshot of the node, not a copy (a
+	// failed read goes on to the update below, which reports it).
+	var accepted string
+	var refused error
+	_ = store.ViewNode(ctx, r.nodes.st, ident, func(n *store.Node) error {
+		info, err := internalinfo.Decode(n)
+		if err != nil || !knownAgent(n, info, hb) || !r.jobs.owns(ctx, n.UUID) {
+			return nil
 		}
-		r.beats.put(n.UUID)
-		r.log.Debug("heartbeat accepted", "node", n.UUID)
-		r.jobs.submit(n.UUID, jobHeartbeat)
+		if refused = r.checkHeartbeat(n, info, hb); refused == nil {
+			accepted = n.UUID
+		}
+		return nil
+	})
+	if refused != nil {
+		return refused
+	}
+	if accepted != "" {
+		r.beats.put(accepted)
+		r.log.Debug("heartbeat accepted", "node", accepted)
+		r.jobs.submit(accepted, jobHeartbeat)
 		return nil
 	}
 	var (

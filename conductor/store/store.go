@@ -274,6 +274,29 @@ type CommittedNodeLocker interface {
 	WithNodeLockCommitted(ctx context.Context, ident string, fn func(Tx) error) (*Node, error)
 }
 
+// NodeViewer is implemented by stores that keep read-only snapshots of
+// their nodes: ViewNode calls fn with the node ident names (as GetNode
+// finds it), shared with the store's other readers instead of copied. fn
+// must neither modify the node nor keep it, or anything it holds, past its
+// return.
+type NodeViewer interface {
+	ViewNode(ctx context.Context, ident string, fn func(*Node) error) error
+}
+
+// ViewNode calls fn with the node ident names: r's shared snapshot when r
+// is a NodeViewer, else a copy GetNode reads for the call. fn is bound by
+// NodeViewer's rules either way.
+func ViewNode(ctx context.Context, r NodeReader, ident string, fn func(*Node) error) error {
+	if v, ok := r.(NodeViewer); ok {
+		return v.ViewNode(ctx, ident, fn)
+	}
+	n, err := r.GetNode(ctx, ident)
+	if err != nil {
+		return err
+	}
+	return fn(n)
+}
+
 // PortUpdater is implemented by stores that update ports in place:
 // UpdatePort saves a port's node (NodeID), address, PXE flag, physical
 // network, dictionaries and attributes (found by UUID), stamps UpdatedAt

@@ -509,24 +509,57 @@ func (s *Store) CreateNode(ctx context.Context, n *store.Node) error {
 
 // GetNode implements store.NodeReader.
 func (s *Store) GetNode(ctx context.Context, ident string) (*store.Node, error) {
-	if u := strings.ToLower(ident); uuid.Validate(u) == nil {
-		if id, ok := s.ids.Load(u); ok {
-			if n, ok := s.cachedNode(id.(int64), u); ok {
-				return n, nil
-			}
-		}
+	if n, ok := s.heldNode(ident); ok {
+		return n.Clone(), nil
 	}
 	return getNode(ctx, s.reader(), ident)
 }
 
-// cachedNode returns node id from the row cache, if held and still the
-// node with UUID u ("": any).
+// ViewNode implements store.NodeViewer: a node the row cache holds is
+// handed to fn as it is kept, not copied.
+func (s *Store) ViewNode(ctx context.Context, ident string, fn func(*store.Node) error) error {
+	if n, ok := s.heldNode(ident); ok {
+		return fn(n)
+	}
+	n, err := getNode(ctx, s.reader(), ident)
+	if err != nil {
+		return err
+	}
+	return fn(n)
+}
+
+// heldNode is the row cache's node named by ident, when ident is a UUID
+// already resolved and the cache holds its row: the cache's own, never to
+// be modified.
+func (s *Store) heldNode(ident string) (*store.Node, bool) {
+	u := strings.ToLower(ident)
+	if uuid.Validate(u) != nil {
+		return nil, false
+	}
+	id, ok := s.ids.Load(u)
+	if !ok {
+		return nil, false
+	}
+	return s.cachedRowNode(id.(int64), u)
+}
+
+// cachedNode returns a copy of node id from the row cache, if held and
+// still the node with UUID u ("": any).
 func (s *Store) cachedNode(id int64, u string) (*store.Node, bool) {
+	n, ok := s.cachedRowNode(id, u)
+	if !ok {
+		return nil, false
+	}
+	return n.Clone(), true
+}
+
+// cachedRowNode is cachedNode without the copy.
+func (s *Store) cachedRowNode(id int64, u string) (*store.Node, bool) {
 	r, ok := s.rows.get(id)
 	if !ok || u != "" && r.uuid() != u {
 		return nil, false
 	}
-	return r.node.Clone(), true
+	return r.node, true
 }
 
 // conn runs prepared statements on the read pool, or on the writer inside

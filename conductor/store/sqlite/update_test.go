@@ -155,3 +155,56 @@ func TestWithNodeLockCommitted(t *testing.T) {
 		t.Fatalf("committed node\n%+v\nread\n%+v", got, want)
 	}
 }
+
+// TestViewNode: a view shows the node as GetNode reads it, by UUID from
+// the row cache and otherwise from the file, and later writes replace the
+// cached node rather than change the one a view was shown.
+func TestViewNode(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
+	defer s.Close()
+	n := &store.Node{Name: "n", Driver: "fake-hardware", Extra: map[string]any{"k": "before"}}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	// A write puts the row in the cache.
+	if err := s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error { tx.Node().Description = "d"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var seen *store.Node
+	for _, ident := range []string{n.UUID, "n"} {
+		err := s.ViewNode(ctx, ident, func(v *store.Node) error {
+			want, err := s.GetNode(ctx, ident)
+			if err != nil {
+				return err
+			}
+			if !reflect.DeepEqual(v, want) {
+				t.Errorf("view of %s:\n%+v\nread:\n%+v", ident, v, want)
+			}
+			if ident == n.UUID {
+				seen = v
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if held, _ := s.heldNode(n.UUID); held != seen {
+		t.Error("the view by UUID is not the cached node itself")
+	}
+	err := s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
+		tx.Node().Description = "d2"
+		tx.Node().Extra["k"] = "after"
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen.Description != "d" || seen.Extra["k"] != "before" {
+		t.Fatalf("a later write changed the node a view was shown: %q, %v", seen.Description, seen.Extra)
+	}
+	if err := s.ViewNode(ctx, "nope", func(*store.Node) error { return nil }); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("view of a missing node: %v", err)
+	}
+}
