@@ -40,6 +40,21 @@ func TestDecoratedStoreConforms(t *testing.T) {
 	})
 }
 
+// feedWithNode is a feed of inner with node n1 created, its decorated
+// store, and a subscription opened after the creation.
+func feedWithNode(t *testing.T, inner store.Store) (store.Store, *store.Node, *changefeed.Subscription[changefeed.Change]) {
+	t.Helper()
+	feed := changefeed.New(inner, changefeed.Config{})
+	st := feed.Store()
+	n := &store.Node{Name: "n1", Driver: "fake-hardware"}
+	if err := st.CreateNode(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	sub := feed.Subscribe()
+	t.Cleanup(sub.Close)
+	return st, n, sub
+}
+
 // next waits for the subscription's next batch.
 func next(t *testing.T, s *changefeed.Subscription[changefeed.Change]) ([]changefeed.Item[changefeed.Change], bool) {
 	t.Helper()
@@ -150,14 +165,7 @@ func TestPublishesCommittedChangesOnly(t *testing.T) {
 // order (a counter that never goes back) and ends on the committed state.
 func TestChangesOfANodeArriveInCommitOrder(t *testing.T) {
 	ctx := context.Background()
-	feed := changefeed.New(openSQLite(t), changefeed.Config{})
-	st := feed.Store()
-	n := &store.Node{Name: "n1", Driver: "fake-hardware"}
-	if err := st.CreateNode(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	sub := feed.Subscribe()
-	defer sub.Close()
+	st, n, sub := feedWithNode(t, openSQLite(t))
 
 	const writers, each = 8, 40
 	var wg sync.WaitGroup
@@ -352,14 +360,7 @@ func TestPublishedNodeIsTheCommittedOne(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			feed := changefeed.New(inner(t), changefeed.Config{})
-			st := feed.Store()
-			n := &store.Node{Name: "n1", Driver: "fake-hardware"}
-			if err := st.CreateNode(ctx, n); err != nil {
-				t.Fatal(err)
-			}
-			sub := feed.Subscribe()
-			defer sub.Close()
+			st, _, sub := feedWithNode(t, inner(t))
 			var kept *store.Node
 			err := st.WithNodeLock(ctx, "n1", func(tx store.Tx) error {
 				kept = tx.Node()

@@ -58,29 +58,14 @@ func TestHeartbeatWhileWritingChangesNoState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &store.Node{Name: "n1", Driver: fk.Name()}
-	if err := st.CreateNode(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	err = st.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
-		n := tx.Node()
-		n.ProvisionState, n.TargetProvisionState = statemachine.DeployWait, statemachine.Active
-		for k, v := range map[string]any{
-			"agent_url": "http://127.0.0.1:9", "agent_secret_token": "t", "agent_cached_deploy_steps": map[string]any{},
-			"deploy_steps": []any{
-				map[string]any{"step": "deploy", "interface": "deploy", "priority": 100},
-				map[string]any{"step": "write_image", "interface": "deploy", "priority": 80},
-			},
-			"deploy_step_index": 1, "deploy_step_started": true, "agent_heartbeat_pending": "2026-11-21T12:00:00.000000",
-		} {
-			n.SetInternal(k, v)
-		}
-		n.ProvisionUpdatedAt = start
-		return nil
+	n := deployWaitNode(t, st, fk.Name(), start, map[string]any{
+		"agent_url": "http://127.0.0.1:9", "agent_secret_token": "t", "agent_cached_deploy_steps": map[string]any{},
+		"deploy_steps": []any{
+			map[string]any{"step": "deploy", "interface": "deploy", "priority": 100},
+			map[string]any{"step": "write_image", "interface": "deploy", "priority": 80},
+		},
+		"deploy_step_index": 1, "deploy_step_started": true, "agent_heartbeat_pending": "2026-11-21T12:00:00.000000",
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	now = start.Add(time.Minute)
 	e.ramdisk.processHeartbeat(ctx, n.UUID)
@@ -103,6 +88,30 @@ func TestHeartbeatWhileWritingChangesNoState(t *testing.T) {
 	if !again.ProvisionUpdatedAt.Equal(now) || again.ProvisionState != statemachine.DeployWait {
 		t.Fatalf("second heartbeat: updated %v, state %q", again.ProvisionUpdatedAt, again.ProvisionState)
 	}
+}
+
+// deployWaitNode creates node n1 of driver waiting for its agent in a
+// deploy since at, with the driver_internal_info keys given.
+func deployWaitNode(t *testing.T, st store.Store, driver string, at time.Time, internal map[string]any) *store.Node {
+	t.Helper()
+	ctx := context.Background()
+	n := &store.Node{Name: "n1", Driver: driver}
+	if err := st.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	err := st.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
+		n := tx.Node()
+		n.ProvisionState, n.TargetProvisionState = statemachine.DeployWait, statemachine.Active
+		for k, v := range internal {
+			n.SetInternal(k, v)
+		}
+		n.ProvisionUpdatedAt = at
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // writeCounter counts node transactions.
@@ -204,21 +213,8 @@ func TestKnownAgentHeartbeatIsCheckedWithoutAWrite(t *testing.T) {
 			// The heartbeat's job only reports that it ran.
 			jobsRun := make(chan string, 4)
 			e.jobs.handle(jobHeartbeat, func(_ context.Context, uuid string) { jobsRun <- uuid })
-			n := &store.Node{Name: "n1", Driver: fk.Name()}
-			if err := st.CreateNode(ctx, n); err != nil {
-				t.Fatal(err)
-			}
-			err = st.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
-				n := tx.Node()
-				n.ProvisionState, n.TargetProvisionState = statemachine.DeployWait, statemachine.Active
-				n.SetInternal("agent_url", "http://127.0.0.1:9")
-				n.SetInternal("agent_version", "10.0.0")
-				n.SetInternal("agent_secret_token", "token-0123456789abcdefghijklmnopqrstuv")
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			n := deployWaitNode(t, st, fk.Name(), time.Now(), map[string]any{"agent_url": "http://127.0.0.1:9",
+				"agent_version": "10.0.0", "agent_secret_token": "token-0123456789abcdefghijklmnopqrstuv"})
 			before, _ := st.GetNode(ctx, n.UUID)
 			hb := wire.HeartbeatRequest{CallbackURL: "http://127.0.0.1:9", AgentVersion: "10.0.0", AgentToken: "wrong"}
 			if err := e.ramdisk.Heartbeat(ctx, n.UUID, hb); err == nil || !strings.Contains(err.Error(), "Invalid or missing agent token") {

@@ -25,6 +25,16 @@ func open(t *testing.T, path string) *Store {
 	return s
 }
 
+// createNode creates a fake-hardware node named name.
+func createNode(t *testing.T, s *Store, name string) *store.Node {
+	t.Helper()
+	n := &store.Node{Name: name, Driver: "fake-hardware"}
+	if err := s.CreateNode(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
@@ -142,13 +152,8 @@ func TestReadsDoNotWaitForTheWriter(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
 	defer s.Close()
-	a := &store.Node{Name: "a", Driver: "fake-hardware"}
-	b := &store.Node{Name: "b", Driver: "fake-hardware"}
-	for _, n := range []*store.Node{a, b} {
-		if err := s.CreateNode(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createNode(t, s, "a")
+	b := createNode(t, s, "b")
 	if err := s.CreatePort(ctx, &store.Port{NodeID: b.ID, Address: "52:54:00:00:00:0b"}); err != nil {
 		t.Fatal(err)
 	}

@@ -63,13 +63,7 @@ func TestNodeWritesKeepIndexes(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
 	defer s.Close()
-	a := &store.Node{Name: "a", Driver: "fake-hardware"}
-	b := &store.Node{Name: "b", Driver: "fake-hardware"}
-	for _, n := range []*store.Node{a, b} {
-		if err := s.CreateNode(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a, b := createNode(t, s, "a"), createNode(t, s, "b")
 	write := func(ident string, fn func(n *store.Node) error) error {
 		return s.WithNodeLock(ctx, ident, func(tx store.Tx) error { return fn(tx.Node()) })
 	}
@@ -132,10 +126,7 @@ func TestWithNodeLockCommitted(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
 	defer s.Close()
-	n := &store.Node{Name: "n", Driver: "fake-hardware"}
-	if err := s.CreateNode(ctx, n); err != nil {
-		t.Fatal(err)
-	}
+	createNode(t, s, "n")
 	got, err := s.WithNodeLockCommitted(ctx, "n", func(tx store.Tx) error { return nil })
 	if err != nil || got != nil {
 		t.Fatalf("nothing saved: %v, %v", got, err)
