@@ -1034,10 +1034,9 @@ var updateNodes = func() (stmts [1 << len(indexedColumns)]string) {
 	for mask := range stmts {
 		var sets []string
 		for i, c := range cols {
-			if k := slices.Index(indexedColumns[:], i); k >= 0 && mask&(1<<k) == 0 {
-				continue
+			if setsColumn(mask, i) {
+				sets = append(sets, strings.TrimSpace(c)+" = ?")
 			}
-			sets = append(sets, strings.TrimSpace(c)+" = ?")
 		}
 		stmts[mask] = `UPDATE nodes SET ` + strings.Join(sets, ", ") + ` WHERE id = ? AND updated_at = ?`
 	}
@@ -1051,18 +1050,26 @@ var updateNodes = func() (stmts [1 << len(indexedColumns)]string) {
 func updateNodeChanged(before, after []any, id int64, version any) (string, []any) {
 	mask := 0
 	for k, c := range indexedColumns {
+		// Both hold the text or nil of the column (scanNodeScalars,
+		// nodeValues): comparable.
 		if before[c] != after[c] {
 			mask |= 1 << k
 		}
 	}
 	args := make([]any, 0, len(after)+2)
 	for i, v := range after {
-		if k := slices.Index(indexedColumns[:], i); k >= 0 && mask&(1<<k) == 0 {
-			continue
+		if setsColumn(mask, i) {
+			args = append(args, v)
 		}
-		args = append(args, v)
 	}
 	return updateNodes[mask], append(args, id, version)
+}
+
+// setsColumn reports whether updateNodes[mask] sets column i (of
+// nodeValues): every column but the indexed ones mask leaves out.
+func setsColumn(mask, i int) bool {
+	k := slices.Index(indexedColumns[:], i)
+	return k < 0 || mask&(1<<k) != 0
 }
 
 // Node implements store.Tx.

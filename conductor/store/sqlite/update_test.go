@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,7 +29,7 @@ func TestUpdateNodeStatements(t *testing.T) {
 		}
 		for _, c := range cols {
 			c = strings.TrimSpace(c)
-			if !strings.Contains(q, " "+c+" = ?") && !strings.Contains(strings.Join(indexed, " "), c) {
+			if !strings.Contains(q, " "+c+" = ?") && !slices.Contains(indexed, c) {
 				t.Errorf("mask %03b: %s not set\n%s", mask, c, q)
 			}
 		}
