@@ -314,7 +314,7 @@ func New(st store.Store, drivers []power.Driver, agent Agent, cfg Config) (*Engi
 	e.agents = &agents{client: agent, nodes: e.nodes, certs: certs, cfg: &e.cfg, log: cfg.Logger}
 	e.jobs = newJobs(e.nodes, &e.cfg)
 	e.runner = &runner{nodes: e.nodes, machines: e.machines, agents: e.agents, jobs: e.jobs, cfg: &e.cfg, log: cfg.Logger,
-		beats: &beats{jobs: e.jobs, now: e.nodes.now, at: map[string]time.Time{}}}
+		beats: &beats{jobs: e.jobs, now: e.nodes.now, at: map[string]beat{}}}
 	deploy := newDeployKind(e.runner)
 	clean := newCleanKind(e.runner)
 	service := newServiceKind(e.runner)

@@ -2,7 +2,14 @@ package provision
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -244,6 +251,225 @@ func TestKnownAgentHeartbeatIsCheckedWithoutAWrite(t *testing.T) {
 			}
 			if len(jobsRun) != 0 {
 				t.Fatal("more than one heartbeat job ran")
+			}
+		})
+	}
+}
+
+// firstBeatEngine is an engine on a write-counting SQLite store, with a
+// node waiting in deploy wait for the agent holding token, whose
+// heartbeat jobs only report that they were queued: the test runs them.
+func firstBeatEngine(t *testing.T, token string) (*Engine, *writeCounter, *scriptedAgent, *store.Node, chan string) {
+	t.Helper()
+	inner, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "rivet.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inner.Close() })
+	st := &writeCounter{Store: inner}
+	agent := &scriptedAgent{}
+	e, err := New(st, []power.Driver{mustFake(t)}, agent, Config{APIURL: "http://127.0.0.1:6385", Logger: discardLogger(),
+		StateDir: t.TempDir(), ProgressPollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	queued := make(chan string, 16)
+	e.jobs.handle(jobHeartbeat, func(_ context.Context, uuid string) { queued <- uuid })
+	return e, st, agent, seedDeployWait(t, e, st, token), queued
+}
+
+// waitQueued waits for the heartbeat job of node uuid to be queued.
+func waitQueued(t *testing.T, queued chan string, uuid string) {
+	t.Helper()
+	select {
+	case got := <-queued:
+		if got != uuid {
+			t.Fatalf("heartbeat job queued for %s, want %s", got, uuid)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the accepted heartbeat's job was not queued")
+	}
+}
+
+// testCertificatePEM is a fresh self-signed certificate, as an agent
+// sends in agent_verify_ca.
+func testCertificatePEM(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "agent"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+// TestFirstHeartbeatIsRecordedInTheResumeWrite: an agent's first
+// heartbeat, for a node this conductor owns waiting for it, is checked
+// from a read and accepted without a write; its job works with the agent
+// (URL, token, certificate) and records it in the write that resumes the
+// node. The boot's heartbeat takes two node writes, not three.
+func TestFirstHeartbeatIsRecordedInTheResumeWrite(t *testing.T) {
+	ctx := context.Background()
+	token := strings.Repeat("t", 43)
+	e, st, agent, n, queued := firstBeatEngine(t, token)
+	ca := testCertificatePEM(t)
+	before := st.count()
+	hb := wire.HeartbeatRequest{CallbackURL: "https://10.0.0.5:9999", AgentToken: token, AgentVersion: "9.0.0", AgentVerifyCA: ca}
+	if err := e.ramdisk.Heartbeat(ctx, n.UUID, hb); err != nil {
+		t.Fatal(err)
+	}
+	waitQueued(t, queued, n.UUID)
+	if got := st.count() - before; got != 0 {
+		t.Fatalf("the first heartbeat wrote the node %d times before its job ran", got)
+	}
+	if _, info, _ := e.nodes.read(ctx, n.UUID); info.Agent.URL != "" {
+		t.Fatalf("agent URL %q on record before the job ran", info.Agent.URL)
+	}
+
+	e.ramdisk.processHeartbeat(ctx, n.UUID)
+	if got := st.count() - before; got != 2 {
+		t.Errorf("the first heartbeat took %d node writes, want 2 (resume with the agent recorded, then wait)", got)
+	}
+	want := []string{"deploy.get_deploy_steps@https://10.0.0.5:9999", "deploy.execute_deploy_step@https://10.0.0.5:9999"}
+	if got := agent.Calls(); !slices.Equal(got, want) {
+		t.Errorf("agent calls = %v, want %v", got, want)
+	}
+	got, info, err := e.nodes.read(ctx, n.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := info.Agent
+	if a.URL != hb.CallbackURL || a.Version != "9.0.0" || a.LastHeartbeat == "" || a.VerifyCAPEM != ca ||
+		a.VerifyCA != e.ramdisk.certs.path(n.UUID) || a.HeartbeatPending != "" {
+		t.Fatalf("agent on record: %+v", a)
+	}
+	if step, _ := info.Deploy.Current(); got.ProvisionState != statemachine.DeployWait || step.Name() != "deploy.write_image" || !info.Deploy.Started {
+		t.Fatalf("after the heartbeat: state %q, step %q, started %v", got.ProvisionState, step.Name(), info.Deploy.Started)
+	}
+	if _, ok := e.ramdisk.beats.take(n.UUID); ok {
+		t.Fatal("the recorded heartbeat is still pending")
+	}
+}
+
+// TestFirstHeartbeatPinsItsAgentUntilRecorded: until its job records it,
+// a first heartbeat pins the callback URL and certificate as its write
+// would have: another URL or certificate is refused with Ironic's error,
+// a malformed certificate at once; the same agent again is accepted, with
+// or without its certificate. A
+// pre-generated token's first heartbeat is written at once.
+func TestFirstHeartbeatPinsItsAgentUntilRecorded(t *testing.T) {
+	ctx := context.Background()
+	token := strings.Repeat("t", 43)
+	e, st, _, n, queued := firstBeatEngine(t, token)
+	ca := testCertificatePEM(t)
+	before := st.count()
+	hb := wire.HeartbeatRequest{CallbackURL: "https://10.0.0.5:9999", AgentToken: token, AgentVersion: "9.0.0", AgentVerifyCA: ca}
+	if err := e.ramdisk.Heartbeat(ctx, n.UUID, hb); err != nil {
+		t.Fatal(err)
+	}
+	waitQueued(t, queued, n.UUID)
+	for _, c := range []struct {
+		name string
+		hb   wire.HeartbeatRequest
+		want string
+	}{
+		{"another URL", wire.HeartbeatRequest{CallbackURL: "https://10.0.0.6:9999", AgentToken: token, AgentVersion: "9.0.0", AgentVerifyCA: ca},
+			`Detected change in ramdisk provided "callback_url"`},
+		{"another certificate", wire.HeartbeatRequest{CallbackURL: hb.CallbackURL, AgentToken: token, AgentVersion: "9.0.0", AgentVerifyCA: testCertificatePEM(t)},
+			`Detected change in ramdisk provided "agent_verify_ca"`},
+		{"malformed certificate", wire.HeartbeatRequest{CallbackURL: hb.CallbackURL, AgentToken: token, AgentVersion: "9.0.0", AgentVerifyCA: "not a certificate"},
+			"Invalid agent_verify_ca: not a PEM certificate"},
+		{"wrong token", wire.HeartbeatRequest{CallbackURL: hb.CallbackURL, AgentToken: strings.Repeat("u", 43), AgentVersion: "9.0.0", AgentVerifyCA: ca},
+			"Invalid or missing agent token"},
+	} {
+		if err := e.ramdisk.Heartbeat(ctx, n.UUID, c.hb); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+	if err := e.ramdisk.Heartbeat(ctx, n.UUID, hb); err != nil {
+		t.Fatalf("the same agent again: %v", err)
+	}
+	waitQueued(t, queued, n.UUID)
+	// Without its certificate: no change, the pinned one stays.
+	if err := e.ramdisk.Heartbeat(ctx, n.UUID, wire.HeartbeatRequest{CallbackURL: hb.CallbackURL, AgentToken: token, AgentVersion: "9.0.0"}); err != nil {
+		t.Fatalf("the same agent without its certificate: %v", err)
+	}
+	waitQueued(t, queued, n.UUID)
+	if got := st.count() - before; got != 0 {
+		t.Fatalf("%d node writes for heartbeats accepted or refused from a read", got)
+	}
+	if a := e.ramdisk.beats.arriving(n.UUID); a == nil || a.url != hb.CallbackURL || a.caPEM != ca {
+		t.Fatalf("pending agent %+v", a)
+	}
+
+	// A pre-generated token: the first heartbeat is on record at once.
+	_, _, err := e.nodes.update(ctx, n.UUID, statemachine.DeployWait, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
+		info.Agent.TokenPregenerated = true
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ramdisk.beats.take(n.UUID)
+	if err := e.ramdisk.Heartbeat(ctx, n.UUID, hb); err != nil {
+		t.Fatal(err)
+	}
+	if _, info, _ := e.nodes.read(ctx, n.UUID); info.Agent.URL != hb.CallbackURL || info.Agent.VerifyCAPEM != ca {
+		t.Fatalf("pre-generated token's first heartbeat not on record: %+v", info.Agent)
+	}
+}
+
+// TestFirstHeartbeatOfAReplacedAgentIsNotRecorded: when the node's token
+// is wiped (a power off) or replaced (a new lookup) between a first
+// heartbeat's acceptance and its job, the job records nothing, asks the
+// agent nothing and leaves the node waiting; a pending first heartbeat's
+// token is not released as undelivered.
+func TestFirstHeartbeatOfAReplacedAgentIsNotRecorded(t *testing.T) {
+	for name, change := range map[string]func(info *internalinfo.Info){
+		"power off": func(info *internalinfo.Info) { info.WipeOnPowerOff() },
+		"new token": func(info *internalinfo.Info) { info.Agent.Token = strings.Repeat("n", 43) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			token := strings.Repeat("t", 43)
+			e, _, agent, n, queued := firstBeatEngine(t, token)
+			hb := wire.HeartbeatRequest{CallbackURL: "http://10.0.0.5:9999", AgentToken: token, AgentVersion: "9.0.0"}
+			if err := e.ramdisk.Heartbeat(ctx, n.UUID, hb); err != nil {
+				t.Fatal(err)
+			}
+			waitQueued(t, queued, n.UUID)
+			if err := e.ramdisk.ReleaseToken(ctx, n.UUID, token); err != nil {
+				t.Fatal(err)
+			}
+			if _, info, _ := e.nodes.read(ctx, n.UUID); info.Agent.Token != token {
+				t.Fatal("the token of a pending first heartbeat was released")
+			}
+			_, _, err := e.nodes.update(ctx, n.UUID, statemachine.DeployWait, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
+				change(info)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.ramdisk.processHeartbeat(ctx, n.UUID)
+			if calls := agent.Calls(); len(calls) != 0 {
+				t.Errorf("the replaced agent was asked %v", calls)
+			}
+			got, info, err := e.nodes.read(ctx, n.UUID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.ProvisionState != statemachine.DeployWait || info.Agent.URL != "" || info.Agent.LastHeartbeat != "" {
+				t.Fatalf("after the stale heartbeat: state %q, agent %+v", got.ProvisionState, info.Agent)
+			}
+			if _, ok := e.ramdisk.beats.take(n.UUID); ok {
+				t.Fatal("the stale heartbeat is still pending")
 			}
 		})
 	}

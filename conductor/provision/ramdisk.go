@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
@@ -175,15 +174,17 @@ func (r *Ramdisk) tokenUnused(info *internalinfo.Info, now time.Time) bool {
 // not be written): the node's token is cleared, so that the agent's next
 // lookup is handed a new one instead of "******" for the rest of the
 // operation. Nothing changes unless the node still holds exactly that
-// token and no heartbeat has been accepted since it was handed out: a
-// token an agent has used, or a pre-generated one, is never taken back.
+// token and no heartbeat has been accepted since it was handed out (on
+// record, or a first heartbeat this conductor accepted and has yet to
+// record): a token an agent has used, or a pre-generated one, is never
+// taken back.
 func (r *Ramdisk) ReleaseToken(ctx context.Context, nodeUUID, token string) error {
 	if token == "" || token == wire.Masked {
 		return nil
 	}
 	released := false
 	_, _, err := r.nodes.update(ctx, nodeUUID, "", func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
-		if info.Agent.TokenPregenerated || info.Agent.TokenUsed() ||
+		if info.Agent.TokenPregenerated || info.Agent.TokenUsed() || r.beats.firstWith(n.UUID, token) ||
 			subtle.ConstantTimeCompare([]byte(info.Agent.Token), []byte(token)) != 1 {
 			return nil
 		}
@@ -258,6 +259,16 @@ func (r *Ramdisk) pinAgentCA(n *store.Node, info *internalinfo.Info, pemText str
 		}
 		return nil
 	}
+	if err := checkAgentCA(pemText); err != nil {
+		return err
+	}
+	info.Agent.VerifyCAPEM = pemText
+	info.Agent.VerifyCA = r.certs.path(n.UUID)
+	return nil
+}
+
+// checkAgentCA refuses an agent_verify_ca that is not one PEM certificate.
+func checkAgentCA(pemText string) error {
 	block, _ := pem.Decode([]byte(pemText))
 	if block == nil || block.Type != "CERTIFICATE" {
 		return errdefs.InvalidArgument("Invalid agent_verify_ca: not a PEM certificate")
@@ -265,8 +276,6 @@ func (r *Ramdisk) pinAgentCA(n *store.Node, info *internalinfo.Info, pemText str
 	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
 		return errdefs.InvalidArgument("Invalid agent_verify_ca: %v", err)
 	}
-	info.Agent.VerifyCAPEM = pemText
-	info.Agent.VerifyCA = r.certs.path(n.UUID)
 	return nil
 }
 
@@ -275,14 +284,30 @@ func (r *Ramdisk) pinAgentCA(n *store.Node, info *internalinfo.Info, pemText str
 // record) for a node waiting for it: such a heartbeat needs no write of
 // its own.
 func knownAgent(n *store.Node, info *internalinfo.Info, hb wire.HeartbeatRequest) bool {
+	return waitingForAgent(n, hb) && info.Agent.URL == hb.CallbackURL &&
+		info.Agent.Version == hb.AgentVersion &&
+		strings.TrimSpace(hb.AgentVerifyCA) == strings.TrimSpace(info.Agent.VerifyCAPEM)
+}
+
+// firstHeartbeat reports whether a heartbeat is the first of an agent
+// that a lookup handed the node's token to, for a node waiting for it,
+// with no agent or certificate on record yet. Such a heartbeat is
+// recorded by the job that processes it, in that job's first write; a
+// pre-generated token, which survives power offs and so cannot tell the
+// agent of one boot from the next, is recorded at once.
+func firstHeartbeat(n *store.Node, info *internalinfo.Info, hb wire.HeartbeatRequest) bool {
+	return waitingForAgent(n, hb) && info.Agent.URL == "" && info.Agent.VerifyCAPEM == "" &&
+		info.Agent.Token != "" && !info.Agent.TokenPregenerated
+}
+
+// waitingForAgent reports whether a heartbeat carries nothing but the
+// agent's address, version and certificate, for a node in a wait state.
+func waitingForAgent(n *store.Node, hb wire.HeartbeatRequest) bool {
 	if n.ProvisionState != statemachine.DeployWait && n.ProvisionState != statemachine.CleanWait &&
 		n.ProvisionState != statemachine.ServiceWait {
 		return false
 	}
-	return hb.CallbackURL != "" && info.Agent.URL == hb.CallbackURL &&
-		info.Agent.Version == hb.AgentVersion &&
-		hb.AgentStatus == "" && hb.AgentStatusMessage == "" &&
-		strings.TrimSpace(hb.AgentVerifyCA) == strings.TrimSpace(info.Agent.VerifyCAPEM)
+	return hb.CallbackURL != "" && hb.AgentStatus == "" && hb.AgentStatusMessage == ""
 }
 
 // processedStates are the states whose heartbeats drive work (marked
@@ -301,30 +326,55 @@ var processedStates = map[statemachine.State]bool{statemachine.DeployWait: true,
 // logged; with fast-track, heartbeats in enroll, manageable and available
 // are recorded only.
 //
-// The common heartbeat — from the agent already on record, for a node in a
-// wait state that this conductor owns — is validated from a read and
-// recorded by the job that processes it, in that job's single update.
+// The common heartbeats — from the agent already on record, or the first
+// of an agent for a node waiting for it, for a node this conductor owns —
+// are validated from a read and recorded by the job that processes them,
+// in that job's first update.
 func (r *Ramdisk) Heartbeat(ctx context.Context, ident string, hb wire.HeartbeatRequest) error {
 	// The check reads the store's snapshot of the node, not a copy (a
 	// failed read goes on to the update below, which reports it).
-	var accepted string
-	var refused error
+	var (
+		accepted string
+		arriving *arrivingAgent
+		refused  error
+	)
 	_ = store.ViewNode(ctx, r.nodes.st, ident, func(n *store.Node) error {
 		info, err := internalinfo.Decode(n)
-		if err != nil || !knownAgent(n, info, hb) || !r.jobs.owns(ctx, n.UUID) {
+		if err != nil {
 			return nil
 		}
-		if refused = r.checkHeartbeat(n, info, hb); refused == nil {
-			accepted = n.UUID
+		known := knownAgent(n, info, hb)
+		if !known && !firstHeartbeat(n, info, hb) || !r.jobs.owns(ctx, n.UUID) {
+			return nil
 		}
+		if refused = r.checkHeartbeat(n, info, hb); refused != nil {
+			return nil
+		}
+		if !known {
+			if hb.AgentVerifyCA != "" {
+				if refused = checkAgentCA(hb.AgentVerifyCA); refused != nil {
+					return nil
+				}
+			}
+			arriving = &arrivingAgent{url: hb.CallbackURL, version: hb.AgentVersion,
+				caPEM: hb.AgentVerifyCA, token: hb.AgentToken}
+			if hb.AgentVerifyCA != "" {
+				arriving.caPath = r.certs.path(n.UUID)
+			}
+		}
+		accepted = n.UUID
 		return nil
 	})
 	if refused != nil {
 		return refused
 	}
 	if accepted != "" {
-		r.beats.put(accepted)
-		r.log.Debug("heartbeat accepted", "node", accepted)
+		if err := r.beats.put(accepted, arriving); err != nil {
+			r.log.Error("heartbeat of another agent than the one accepted before; not processed", "node", accepted,
+				"callback_url", hb.CallbackURL)
+			return err
+		}
+		r.log.Debug("heartbeat accepted", "node", accepted, "first", arriving != nil)
 		r.jobs.submit(accepted, jobHeartbeat)
 		return nil
 	}
@@ -387,66 +437,30 @@ func (r *Ramdisk) processHeartbeat(ctx context.Context, uuid string) {
 		return
 	}
 	if k := r.runner.waitingKind(n.ProvisionState); k != nil {
+		// An agent whose first heartbeat was accepted without a write is
+		// worked with as if on record; the job's first update records it.
+		if a := r.beats.arriving(uuid); a != nil && info.Agent.URL == "" {
+			_ = a.record(info)
+		}
 		r.runner.heartbeat(ctx, k, n, info)
 		return
 	}
 	// A heartbeat accepted without a write while the node waited, whose
 	// node has moved on since: record it as pending, for the job now
 	// running to process when it waits again.
-	if at, ok := r.beats.take(uuid); ok && processedStates[n.ProvisionState] {
+	if bt, ok := r.beats.take(uuid); ok && processedStates[n.ProvisionState] {
 		_, _, err := r.nodes.update(ctx, uuid, n.ProvisionState, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
-			recordBeat(info, at, true)
-			info.Agent.HeartbeatPending = agentTimestamp(at)
+			if err := recordBeat(info, bt, true); err != nil {
+				return err
+			}
+			info.Agent.HeartbeatPending = agentTimestamp(bt.at)
 			return nil
 		})
-		if err != nil && !isStateChanged(err) {
+		if errors.Is(err, errAgentGone) {
+			r.log.Info("heartbeat of an agent replaced since; not recorded", "node", uuid)
+		} else if err != nil && !isStateChanged(err) {
 			r.jobs.logError(uuid, "heartbeat", err)
 		}
 	}
 }
 
-// beats holds the heartbeats accepted without a write, by node, until the
-// job that processes them records them.
-type beats struct {
-	jobs *jobs
-	now  func() time.Time
-
-	mu sync.Mutex
-	at map[string]time.Time
-}
-
-// put remembers a heartbeat accepted now.
-func (b *beats) put(uuid string) {
-	b.mu.Lock()
-	b.at[uuid] = b.now()
-	b.mu.Unlock()
-}
-
-// take returns and forgets the time of a heartbeat accepted without a
-// write, if there is one.
-func (b *beats) take(uuid string) (time.Time, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	t, ok := b.at[uuid]
-	delete(b.at, uuid)
-	return t, ok
-}
-
-// requeue puts back a heartbeat whose recording update found the node in
-// another state, and queues its processing again: the job then sees the
-// new state and records it as pending.
-func (b *beats) requeue(uuid string, at time.Time) {
-	b.mu.Lock()
-	if _, newer := b.at[uuid]; !newer {
-		b.at[uuid] = at
-	}
-	b.mu.Unlock()
-	b.jobs.submit(uuid, jobHeartbeat)
-}
-
-// recordBeat writes a deferred heartbeat into the node within an update.
-func recordBeat(info *internalinfo.Info, at time.Time, ok bool) {
-	if ok {
-		info.Agent.LastHeartbeat = agentTimestamp(at)
-	}
-}

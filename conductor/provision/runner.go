@@ -489,9 +489,11 @@ func (r *runner) whileRunning(ctx context.Context, k *kind, n *store.Node, info 
 	if writing {
 		p = progressOf(k, cmd)
 	}
-	at, beat := r.beats.take(uuid)
+	bt, beat := r.beats.take(uuid)
 	_, _, err = r.nodes.update(ctx, uuid, k.waiting, func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
-		recordBeat(info, at, beat)
+		if err := recordBeat(info, bt, beat); err != nil {
+			return err
+		}
 		info.Agent.HeartbeatPending = ""
 		n.Touch(r.nodes.now())
 		if p != nil && progressMoved(info.Image.Progress, p) {
@@ -500,10 +502,14 @@ func (r *runner) whileRunning(ctx context.Context, k *kind, n *store.Node, info 
 		return nil
 	})
 	if err != nil {
-		if !isStateChanged(err) {
+		switch {
+		case errors.Is(err, errAgentGone):
+			r.log.Info("first heartbeat of an agent replaced since; not processed", "node", uuid)
+			return true
+		case !isStateChanged(err):
 			r.jobs.logError(uuid, "heartbeat", err)
-		} else if beat {
-			r.beats.requeue(uuid, at)
+		case beat:
+			r.beats.requeue(uuid, bt)
 			return true
 		}
 		return false
@@ -520,9 +526,16 @@ func (r *runner) whileRunning(ctx context.Context, k *kind, n *store.Node, info 
 // is elsewhere (the marker then stays for the job that owns the node).
 func (r *runner) resumeFromWait(ctx context.Context, waitState statemachine.State, uuid string,
 	also func(n *store.Node, info *internalinfo.Info)) (*store.Node, *internalinfo.Info, error) {
-	at, beat := r.beats.take(uuid)
+	bt, beat := r.beats.take(uuid)
 	n, info, err := r.nodes.update(ctx, uuid, waitState, func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
-		recordBeat(info, at, beat)
+		if err := recordBeat(info, bt, beat); err != nil {
+			return err
+		}
+		if info.Agent.URL == "" {
+			// The agent was heard of only in a first heartbeat that is
+			// no longer pending: nothing to resume with.
+			return errAgentGone
+		}
 		info.Agent.HeartbeatPending = ""
 		if err := r.nodes.advance(n, statemachine.EvResume); err != nil {
 			return err
@@ -534,10 +547,12 @@ func (r *runner) resumeFromWait(ctx context.Context, waitState statemachine.Stat
 	})
 	switch {
 	case err == nil:
+	case errors.Is(err, errAgentGone):
+		r.log.Info("first heartbeat of an agent replaced since; not processed", "node", uuid)
 	case !isStateChanged(err):
 		r.jobs.logError(uuid, "heartbeat", err)
 	case beat:
-		r.beats.requeue(uuid, at)
+		r.beats.requeue(uuid, bt)
 	}
 	return n, info, err
 }
