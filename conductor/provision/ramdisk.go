@@ -463,4 +463,3 @@ func (r *Ramdisk) processHeartbeat(ctx context.Context, uuid string) {
 		}
 	}
 }
-
