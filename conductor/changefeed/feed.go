@@ -312,6 +312,12 @@ func (s feedStore) NodeByMACs(ctx context.Context, macs []string) (*store.Node, 
 	return s.f.inner.NodeByMACs(ctx, macs)
 }
 
+// NodeUUIDByMACs implements store.NodeNamer, with the inner store's when
+// it has one.
+func (s feedStore) NodeUUIDByMACs(ctx context.Context, macs []string) (string, error) {
+	return store.NodeUUIDByMACs(ctx, s.f.inner, macs)
+}
+
 // GetPort implements store.NodeReader.
 func (s feedStore) GetPort(ctx context.Context, id string) (*store.Port, error) {
 	return s.f.inner.GetPort(ctx, id)

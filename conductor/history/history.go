@@ -110,6 +110,12 @@ func (s *Store) ViewNode(ctx context.Context, ident string, fn func(*store.Node)
 	return store.ViewNode(ctx, s.Store, ident, fn)
 }
 
+// NodeUUIDByMACs passes the look-up through to the inner store
+// (store.NodeNamer).
+func (s *Store) NodeUUIDByMACs(ctx context.Context, macs []string) (string, error) {
+	return store.NodeUUIDByMACs(ctx, s.Store, macs)
+}
+
 // User is the authenticated user of the request ctx belongs to, "" when
 // there is none.
 func User(ctx context.Context) string {

@@ -2,6 +2,7 @@ package history_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -229,5 +230,31 @@ func TestPortUpdatesPassThrough(t *testing.T) {
 	}
 	if got, err := s.GetPort(ctx, p.UUID); err != nil || got.PXEEnabled {
 		t.Fatalf("port after UpdatePort: %+v, %v", got, err)
+	}
+}
+
+// namingStore names nodes by MAC (store.NodeNamer) and refuses to read
+// them by MAC.
+type namingStore struct{ store.Store }
+
+func (namingStore) NodeByMACs(context.Context, []string) (*store.Node, error) {
+	return nil, errors.New("the node was read")
+}
+
+func (namingStore) NodeUUIDByMACs(context.Context, []string) (string, error) { return "named", nil }
+
+// TestHistoryNamesNodesWithoutReading: the history store passes a look-up
+// by MAC for the node's UUID through to the inner store's NodeNamer
+// instead of reading the node.
+func TestHistoryNamesNodesWithoutReading(t *testing.T) {
+	inner, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "rivet.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	got, err := store.NodeUUIDByMACs(context.Background(), history.New(namingStore{inner}, history.Config{Conductor: "c1"}),
+		[]string{"52:54:00:00:00:01"})
+	if err != nil || got != "named" {
+		t.Fatalf("NodeUUIDByMACs through history = %q, %v", got, err)
 	}
 }

@@ -81,6 +81,39 @@ func lookupNode(ctx context.Context, st store.NodeReader, macs []string, nodeUUI
 	return nil, errLookupNotFound()
 }
 
+// lookupUUID is lookupNode answering with the node's UUID, without
+// reading the node when the store can name it (store.NodeNamer).
+func lookupUUID(ctx context.Context, st store.NodeReader, macs []string, nodeUUID string) (string, error) {
+	if len(macs) == 0 {
+		return "", errLookupNotFound()
+	}
+	if nodeUUID == "" {
+		return store.NodeUUIDByMACs(ctx, st, macs)
+	}
+	n, err := lookupNode(ctx, st, macs, nodeUUID)
+	if err != nil {
+		return "", err
+	}
+	return n.UUID, nil
+}
+
+// lookupFailed is the answer to a lookup that found no node, or failed.
+func (r *Ramdisk) lookupFailed(macs []string, nodeUUID string, err error) error {
+	if errors.Is(err, errdefs.ErrNotFound) {
+		r.log.Warn("lookup found no node", "addresses", macs, "node_uuid", nodeUUID)
+		return errLookupNotFound()
+	}
+	return err
+}
+
+// lookupRefused is the answer to a lookup of a node in a state that does
+// not allow one: an unknown node's.
+func (r *Ramdisk) lookupRefused(n *store.Node) error {
+	r.log.Warn("lookup refused: provision state does not allow it", "node", n.UUID,
+		"provision_state", string(n.ProvisionState))
+	return errLookupNotFound()
+}
+
 // lookupAllowed reports whether the ramdisk may look a node up in its
 // current state (contract §3.3; with fast-track also enroll, manageable
 // and available).
@@ -100,26 +133,25 @@ func (r *Ramdisk) lookupAllowed(n *store.Node) bool {
 // returned node is the committed one. A lookup during a deploy records
 // the boot_to_lookup timing.
 func (r *Ramdisk) Lookup(ctx context.Context, macs []string, nodeUUID string, withToken bool) (*store.Node, *string, error) {
-	n, err := lookupNode(ctx, r.nodes.st, macs, nodeUUID)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		r.log.Warn("lookup found no node", "addresses", macs, "node_uuid", nodeUUID)
-		return nil, nil, errLookupNotFound()
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	if !r.lookupAllowed(n) {
-		r.log.Warn("lookup refused: provision state does not allow it", "node", n.UUID,
-			"provision_state", string(n.ProvisionState))
-		return nil, nil, errLookupNotFound()
-	}
 	if !withToken {
+		n, err := lookupNode(ctx, r.nodes.st, macs, nodeUUID)
+		if err != nil {
+			return nil, nil, r.lookupFailed(macs, nodeUUID, err)
+		}
+		if !r.lookupAllowed(n) {
+			return nil, nil, r.lookupRefused(n)
+		}
 		return n, nil, nil
 	}
+	// The node is read once, in the write that hands out the token.
+	uuid, err := lookupUUID(ctx, r.nodes.st, macs, nodeUUID)
+	if err != nil {
+		return nil, nil, r.lookupFailed(macs, nodeUUID, err)
+	}
 	var token string
-	n, _, err = r.nodes.update(ctx, n.UUID, "", func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
+	n, _, err := r.nodes.update(ctx, uuid, "", func(_ store.Tx, n *store.Node, info *internalinfo.Info) error {
 		if !r.lookupAllowed(n) {
-			return errLookupNotFound()
+			return r.lookupRefused(n)
 		}
 		now := r.nodes.now()
 		if info.Agent.Token != "" {

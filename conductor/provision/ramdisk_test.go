@@ -4,14 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"path/filepath"
 	"regexp"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
+	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
 	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/conductor/store/sqlite"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -97,16 +101,23 @@ func TestLookupNeedsAMatchingAddress(t *testing.T) {
 		{"another node's UUID with this node's MAC", []string{mac1}, n2.UUID},
 		{"unknown MAC", []string{stranger}, ""},
 		{"MACs of two nodes", []string{mac1, mac2}, ""},
+		{"a node in a state that takes no lookup (enroll)", []string{mac2}, ""},
 	}
 	before := stored()
+	before2, _ := st.GetNode(ctx, n2.UUID)
 	for _, c := range refused {
-		node, tok, err := e.Ramdisk().Lookup(ctx, c.macs, c.uuid, true)
-		if !errors.Is(err, errdefs.ErrNotFound) || node != nil || tok != nil {
-			t.Errorf("%s: lookup = %v, %v, %v; want not found", c.name, node, tok, err)
+		for _, withToken := range []bool{true, false} {
+			node, tok, err := e.Ramdisk().Lookup(ctx, c.macs, c.uuid, withToken)
+			if !errors.Is(err, errdefs.ErrNotFound) || node != nil || tok != nil {
+				t.Errorf("%s (token %v): lookup = %v, %v, %v; want not found", c.name, withToken, node, tok, err)
+			}
 		}
 	}
 	if after := stored(); !after.UpdatedAt.Equal(before.UpdatedAt) || after.InternalString("agent_secret_token") != "" {
 		t.Fatalf("refused lookups wrote to the node: %v", after.DriverInternalInfo)
+	}
+	if after2, _ := st.GetNode(ctx, n2.UUID); !after2.UpdatedAt.Equal(before2.UpdatedAt) || after2.InternalString("agent_secret_token") != "" {
+		t.Fatalf("refused lookups wrote to the node in enroll: %v", after2.DriverInternalInfo)
 	}
 
 	node, tok, err := e.Ramdisk().Lookup(ctx, []string{"52:54:00:00:00:01"}, "", true)
@@ -256,4 +267,64 @@ func lookupToken(t *testing.T, e *Engine) string {
 		t.Fatalf("lookup: %v, %v", tok, err)
 	}
 	return *tok
+}
+
+// readCounter counts the node reads made outside transactions; it names
+// nodes by MAC through the inner store (store.NodeNamer).
+type readCounter struct {
+	store.Store
+	mu    sync.Mutex
+	reads int
+}
+
+func (c *readCounter) read() {
+	c.mu.Lock()
+	c.reads++
+	c.mu.Unlock()
+}
+
+func (c *readCounter) GetNode(ctx context.Context, ident string) (*store.Node, error) {
+	c.read()
+	return c.Store.GetNode(ctx, ident)
+}
+
+func (c *readCounter) NodeByMACs(ctx context.Context, macs []string) (*store.Node, error) {
+	c.read()
+	return c.Store.NodeByMACs(ctx, macs)
+}
+
+func (c *readCounter) NodeUUIDByMACs(ctx context.Context, macs []string) (string, error) {
+	return store.NodeUUIDByMACs(ctx, c.Store, macs)
+}
+
+// TestLookupWithATokenReadsTheNodeInItsWrite: a lookup by MAC that hands
+// out the agent token reads the node once, in the write that records the
+// token, not before it as well.
+func TestLookupWithATokenReadsTheNodeInItsWrite(t *testing.T) {
+	ctx := context.Background()
+	inner, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "rivet.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	st := &readCounter{Store: inner}
+	e, err := New(st, []power.Driver{mustFake(t)}, noAgent{}, Config{APIURL: "http://127.0.0.1:6385", Logger: discardLogger(), StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	n := seedDeployWait(t, e, st, "")
+	st.mu.Lock()
+	st.reads = 0
+	st.mu.Unlock()
+	got, tok, err := e.Ramdisk().Lookup(ctx, []string{"52:54:00:00:00:01"}, "", true)
+	if err != nil || got.UUID != n.UUID || tok == nil || len(*tok) != 43 {
+		t.Fatalf("lookup = %v, %v, %v", got, tok, err)
+	}
+	if st.reads != 0 {
+		t.Fatalf("%d node reads besides the write's", st.reads)
+	}
+	if stored, _ := inner.GetNode(ctx, n.UUID); stored.InternalString("agent_secret_token") != *tok {
+		t.Fatal("the token handed out is not the node's")
+	}
 }

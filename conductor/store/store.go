@@ -297,6 +297,29 @@ func ViewNode(ctx context.Context, r NodeReader, ident string, fn func(*Node) er
 	return fn(n)
 }
 
+// NodeNamer is implemented by stores that can name the node owning ports
+// with any of a set of MAC addresses without reading the node: a caller
+// that goes on to lock the node (a lookup handing out a token) then reads
+// it once, in its transaction.
+type NodeNamer interface {
+	// NodeUUIDByMACs is NodeByMACs answering with the node's UUID.
+	NodeUUIDByMACs(ctx context.Context, macs []string) (string, error)
+}
+
+// NodeUUIDByMACs returns the UUID of the one node owning ports with any
+// of the addresses (errdefs.ErrNotFound if none or if they span nodes),
+// without reading the node when r is a NodeNamer.
+func NodeUUIDByMACs(ctx context.Context, r NodeReader, macs []string) (string, error) {
+	if nn, ok := r.(NodeNamer); ok {
+		return nn.NodeUUIDByMACs(ctx, macs)
+	}
+	n, err := r.NodeByMACs(ctx, macs)
+	if err != nil {
+		return "", err
+	}
+	return n.UUID, nil
+}
+
 // PortUpdater is implemented by stores that update ports in place:
 // UpdatePort saves a port's node (NodeID), address, PXE flag, physical
 // network, dictionaries and attributes (found by UUID), stamps UpdatedAt

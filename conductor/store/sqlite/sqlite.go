@@ -712,6 +712,34 @@ func (s *Store) NodeByMACs(ctx context.Context, macs []string) (*store.Node, err
 	return getNodeByID(ctx, s.reader(), ids[0], strings.Join(macs, ","))
 }
 
+// NodeUUIDByMACs implements store.NodeNamer: the node's UUID from the row
+// cache, or read alone, and remembered for the lock that follows.
+func (s *Store) NodeUUIDByMACs(ctx context.Context, macs []string) (string, error) {
+	if len(macs) == 0 {
+		return "", errdefs.NotFound("Resource could not be found.")
+	}
+	ids, err := s.macNodes(ctx, macs)
+	if err != nil {
+		return "", fmt.Errorf("lookup node by MACs %v: %w", macs, err)
+	}
+	if len(ids) != 1 {
+		return "", errdefs.NotFound("Resource could not be found.")
+	}
+	if r, ok := s.rows.get(ids[0]); ok {
+		return r.uuid(), nil
+	}
+	var u string
+	err = s.reader().QueryRowContext(ctx, `SELECT uuid FROM nodes WHERE id = ?`, ids[0]).Scan(&u)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", errdefs.NotFound("Resource could not be found.")
+	}
+	if err != nil {
+		return "", fmt.Errorf("lookup node by MACs %v: %w", macs, err)
+	}
+	s.ids.Store(u, ids[0])
+	return u, nil
+}
+
 // macNodes returns the IDs of the nodes with a port of any of the MAC
 // addresses, each once, from the port cache for the addresses it holds.
 func (s *Store) macNodes(ctx context.Context, macs []string) ([]int64, error) {

@@ -200,3 +200,47 @@ func TestViewNode(t *testing.T) {
 		t.Fatalf("view of a missing node: %v", err)
 	}
 }
+
+// TestNodeUUIDByMACs: a node is named by its MACs from the file when the
+// row cache does not hold it (the UUID then resolves without a query), and
+// from the cache when it does; a deleted node is not found.
+func TestNodeUUIDByMACs(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rivet.db")
+	s := open(t, path)
+	n := &store.Node{Name: "n", Driver: "fake-hardware"}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreatePort(ctx, &store.Port{NodeID: n.ID, Address: "52:54:00:00:00:01"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, path)
+	defer s.Close()
+	if _, cached := s.rows.get(n.ID); cached {
+		t.Fatal("a freshly opened store holds the node")
+	}
+	u, err := s.NodeUUIDByMACs(ctx, []string{"52:54:00:00:00:99", "52:54:00:00:00:01"})
+	if err != nil || u != n.UUID {
+		t.Fatalf("from the file: %q, %v; want %s", u, err, n.UUID)
+	}
+	if id, ok := s.ids.Load(u); !ok || id.(int64) != n.ID {
+		t.Fatalf("the UUID is not remembered for the lock: %v, %v", id, ok)
+	}
+	if err := s.WithNodeLock(ctx, u, func(tx store.Tx) error { tx.Node().Description = "d"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, cached := s.rows.get(n.ID); !cached {
+		t.Fatal("the write did not cache the node")
+	}
+	if u, err := s.NodeUUIDByMACs(ctx, []string{"52:54:00:00:00:01"}); err != nil || u != n.UUID {
+		t.Fatalf("from the cache: %q, %v", u, err)
+	}
+	if err := s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error { return tx.DeleteNode(ctx) }); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := s.NodeUUIDByMACs(ctx, []string{"52:54:00:00:00:01"}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("a deleted node: %q, %v", u, err)
+	}
+}

@@ -323,6 +323,15 @@ func testPorts(t *testing.T, s store.Store) {
 	if _, err := s.NodeByMACs(ctx, []string{"00:00:00:00:00:01"}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("unknown MAC: %v, want ErrNotFound", err)
 	}
+	// The same answers by UUID (store.NodeNamer where the store is one).
+	if u, err := store.NodeUUIDByMACs(ctx, s, []string{"00:00:00:00:00:01", "52:54:00:12:34:56"}); err != nil || u != a.UUID {
+		t.Fatalf("NodeUUIDByMACs = %q, %v; want node a's %s", u, err, a.UUID)
+	}
+	for _, macs := range [][]string{{"52:54:00:12:34:56", "52:54:00:aa:bb:cc"}, {"00:00:00:00:00:01"}, nil} {
+		if u, err := store.NodeUUIDByMACs(ctx, s, macs); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Fatalf("NodeUUIDByMACs(%v) = %q, %v; want ErrNotFound", macs, u, err)
+		}
+	}
 	var txPorts []*store.Port
 	err = s.WithNodeLock(ctx, "a", func(tx store.Tx) error {
 		var err error
