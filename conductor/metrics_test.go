@@ -68,10 +68,15 @@ func TestMetricsListeners(t *testing.T) {
 	if st, body := get(c.URL() + "/dashboard/"); st != http.StatusOK || !strings.Contains(body, `id="fleet"`) {
 		t.Fatalf("dashboard: %d", st)
 	}
-	// The API's own requests are timed by route.
+	// The API's own requests are timed by route, also with a trailing
+	// slash.
 	get(c.URL() + "/v1/nodes")
 	if _, body := get(metricsURL + "/metrics"); !strings.Contains(body, `route="GET /v1/nodes"`) {
 		t.Fatal("API request not timed by route")
+	}
+	get(c.URL() + "/v1/drivers/")
+	if _, body := get(metricsURL + "/metrics"); !strings.Contains(body, `route="GET /v1/drivers"`) {
+		t.Fatal("API request with a trailing slash not timed by route")
 	}
 }
 

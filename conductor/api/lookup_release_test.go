@@ -129,3 +129,33 @@ func TestLookupAnswerIsEncodingJSON(t *testing.T) {
 		t.Fatalf("lookup answer:\n%s\nencoding/json:\n%s", got, want)
 	}
 }
+
+// urgencyRamdisk records whether its lookups' context marks their writes
+// urgent.
+type urgencyRamdisk struct {
+	trickyRamdisk
+	urgent chan bool
+}
+
+func (f *urgencyRamdisk) Lookup(ctx context.Context, macs []string, uuid string, withToken bool) (*store.Node, *string, error) {
+	f.urgent <- store.IsUrgent(ctx)
+	return f.trickyRamdisk.Lookup(ctx, macs, uuid, withToken)
+}
+
+// TestRequestWritesAreUrgent: the store sees the writes made while an API
+// client waits (here an agent's lookup) as urgent, to commit them before
+// the engine's background work.
+func TestRequestWritesAreUrgent(t *testing.T) {
+	rd := &urgencyRamdisk{urgent: make(chan bool, 1)}
+	a := newTestAPIWith(t, func(c *Config) { c.Ramdisk = rd })
+	var lr wire.LookupResponse
+	// The trailing slash takes the path-rewriting branch as well.
+	for _, path := range []string{"/v1/lookup?addresses=52:54:00:00:00:01", "/v1/lookup/?addresses=52:54:00:00:00:01"} {
+		if st, _ := a.do("1.68", "GET", path, nil, &lr); st != 200 {
+			t.Fatalf("%s: %d", path, st)
+		}
+		if !<-rd.urgent {
+			t.Fatalf("%s: the lookup's context is not urgent", path)
+		}
+	}
+}

@@ -242,13 +242,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(p) > 1 && strings.HasSuffix(p, "/") && strings.HasPrefix(p, "/v1") {
 		p = strings.TrimRight(p, "/")
 	}
+	// A client waits for the request's writes: the store commits them
+	// before the engine's background work (store.Urgent).
+	ctx := store.Urgent(r.Context())
+	in := r
 	if p != r.URL.Path {
-		r2 := r.Clone(r.Context())
-		r2.URL.Path = p
-		r2.URL.RawPath = ""
-		r = r2
+		r = r.Clone(ctx)
+		r.URL.Path = p
+		r.URL.RawPath = ""
+	} else {
+		r = r.WithContext(ctx)
 	}
 	s.mux.ServeHTTP(w, r)
+	// Like a ServeMux, leave the matched pattern on the request it was
+	// handed, for the handlers around this one (the metrics' routes).
+	in.Pattern = r.Pattern
 }
 
 // baseURL is the public base URL for links.

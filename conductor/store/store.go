@@ -297,6 +297,21 @@ func ViewNode(ctx context.Context, r NodeReader, ident string, fn func(*Node) er
 	return fn(n)
 }
 
+// urgentKey marks a context whose writes a client waits for.
+type urgentKey struct{}
+
+// Urgent returns ctx marked as carrying writes a client waits for (an API
+// request: an agent's lookup, an operator's change), which a store that
+// queues its writes commits before the others (the engine's background
+// work). It changes no outcome, only the order of commits.
+func Urgent(ctx context.Context) context.Context { return context.WithValue(ctx, urgentKey{}, true) }
+
+// IsUrgent reports whether ctx was marked by Urgent.
+func IsUrgent(ctx context.Context) bool {
+	u, _ := ctx.Value(urgentKey{}).(bool)
+	return u
+}
+
 // NodeNamer is implemented by stores that can name the node owning ports
 // with any of a set of MAC addresses without reading the node: a caller
 // that goes on to lock the node (a lookup handing out a token) then reads

@@ -1,8 +1,14 @@
 package sqlite
 
 import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/rivetmetal/rivet/conductor/store"
 )
 
 // TestGatherCommitsALoneWriteAtOnce: a write with nothing queued behind
@@ -11,7 +17,7 @@ func TestGatherCommitsALoneWriteAtOnce(t *testing.T) {
 	ops := make(chan *writeOp)
 	timer := stoppedTimer()
 	done := make(chan []*writeOp)
-	go func() { done <- gather(&writeOp{}, ops, MaxBatch, time.Hour, timer) }()
+	go func() { done <- gather(&writeOp{}, nil, ops, MaxBatch, time.Hour, timer) }()
 	select {
 	case b := <-done:
 		if len(b) != 1 {
@@ -38,7 +44,7 @@ func TestGatherWaitsForMoreUnderLoad(t *testing.T) {
 		ops <- late
 		close(sent)
 	}()
-	b := gather(&writeOp{}, ops, 3, time.Hour, timer)
+	b := gather(&writeOp{}, nil, ops, 3, time.Hour, timer)
 	<-sent
 	if len(b) != 3 || b[2] != late {
 		t.Fatalf("batch of %d writes, want the first, the queued one and the late one", len(b))
@@ -51,14 +57,14 @@ func TestGatherWindowEnds(t *testing.T) {
 	ops := make(chan *writeOp, 1)
 	ops <- &writeOp{}
 	timer := stoppedTimer()
-	if b := gather(&writeOp{}, ops, MaxBatch, time.Millisecond, timer); len(b) != 2 {
+	if b := gather(&writeOp{}, nil, ops, MaxBatch, time.Millisecond, timer); len(b) != 2 {
 		t.Fatalf("batch of %d writes, want 2", len(b))
 	}
 	if timer.Stop() {
 		t.Fatal("the timer was left running")
 	}
 	ops <- &writeOp{}
-	if b := gather(&writeOp{}, ops, MaxBatch, time.Millisecond, timer); len(b) != 2 {
+	if b := gather(&writeOp{}, nil, ops, MaxBatch, time.Millisecond, timer); len(b) != 2 {
 		t.Fatalf("second batch of %d writes, want 2", len(b))
 	}
 }
@@ -69,7 +75,7 @@ func TestGatherStopsAtTheLimit(t *testing.T) {
 	for range 4 {
 		ops <- &writeOp{}
 	}
-	if b := gather(&writeOp{}, ops, 3, time.Hour, stoppedTimer()); len(b) != 3 {
+	if b := gather(&writeOp{}, nil, ops, 3, time.Hour, stoppedTimer()); len(b) != 3 {
 		t.Fatalf("batch of %d writes, want 3", len(b))
 	}
 	if len(ops) != 2 {
@@ -77,8 +83,113 @@ func TestGatherStopsAtTheLimit(t *testing.T) {
 	}
 }
 
+// TestGatherTakesUrgentWritesFirst: writes a client waits for go into the
+// batch before the others queued, whichever came first; the others wait
+// for the next batch.
+func TestGatherTakesUrgentWritesFirst(t *testing.T) {
+	ops, urgent := make(chan *writeOp, 4), make(chan *writeOp, 2)
+	for range 4 {
+		ops <- &writeOp{}
+	}
+	u1, u2 := &writeOp{}, &writeOp{}
+	urgent <- u1
+	urgent <- u2
+	b := gather(&writeOp{}, urgent, ops, 3, time.Hour, stoppedTimer())
+	if len(b) != 3 || b[1] != u1 || b[2] != u2 {
+		t.Fatalf("batch %v, want the first write and then the two urgent ones", b)
+	}
+	if len(ops) != 4 {
+		t.Fatalf("%d other writes left queued, want 4", len(ops))
+	}
+	// Within the window an urgent write joins like any other.
+	late := &writeOp{}
+	go func() {
+		for len(ops) > 0 {
+			time.Sleep(time.Millisecond)
+		}
+		urgent <- late
+	}()
+	b = gather(&writeOp{}, urgent, ops, 6, time.Hour, stoppedTimer())
+	if len(b) != 6 || b[5] != late {
+		t.Fatalf("batch of %d writes, want the first, the four queued and the late urgent one", len(b))
+	}
+}
+
 func stoppedTimer() *time.Timer {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	return t
+}
+
+// TestUrgentWritesCommit: writes marked urgent commit through their own
+// queue alongside the others, each exactly once.
+func TestUrgentWritesCommit(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
+	defer s.Close()
+	n := &store.Node{Name: "n", Driver: "fake-hardware"}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wctx := ctx
+			if i%2 == 0 {
+				wctx = store.Urgent(ctx)
+			}
+			errs <- s.WithNodeLock(wctx, n.UUID, func(tx store.Tx) error {
+				tx.Node().Extra[fmt.Sprint(i)] = i
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.GetNode(ctx, n.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Extra) != 64 {
+		t.Fatalf("%d of 64 writes committed", len(got.Extra))
+	}
+}
+
+// TestUrgentWritesQueueApart: a write whose context is marked urgent is
+// queued for the committer apart from the others.
+func TestUrgentWritesQueueApart(t *testing.T) {
+	s := &Store{ops: make(chan *writeOp), urgent: make(chan *writeOp), stop: make(chan struct{})}
+	for _, urgent := range []bool{true, false} {
+		ctx := context.Background()
+		if urgent {
+			ctx = store.Urgent(ctx)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.do(ctx, nil) }()
+		var op *writeOp
+		select {
+		case op = <-s.urgent:
+			if !urgent {
+				t.Fatal("a write without urgency was queued as urgent")
+			}
+		case op = <-s.ops:
+			if urgent {
+				t.Fatal("an urgent write was queued with the others")
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the write was not queued")
+		}
+		op.done <- nil
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -50,11 +50,12 @@ type Store struct {
 	db *sql.DB
 	// rdb is the read pool (query_only connections).
 	rdb *sql.DB
-	// ops queues writes for the committer; stop ends it.
-	ops  chan *writeOp
-	stop chan struct{}
-	wg   sync.WaitGroup
-	now  func() time.Time
+	// ops queues writes for the committer, urgent those a client waits
+	// for (store.Urgent), which it takes first; stop ends it.
+	ops, urgent chan *writeOp
+	stop        chan struct{}
+	wg          sync.WaitGroup
+	now         func() time.Time
 
 	mu    sync.Mutex
 	locks map[int64]chan struct{}
@@ -134,7 +135,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	rdb.SetMaxOpenConns(Readers)
 	rdb.SetMaxIdleConns(Readers)
-	s := &Store{db: db, rdb: rdb, ops: make(chan *writeOp), stop: make(chan struct{}), now: time.Now,
+	s := &Store{db: db, rdb: rdb, ops: make(chan *writeOp), urgent: make(chan *writeOp), stop: make(chan struct{}), now: time.Now,
 		locks: map[int64]chan struct{}{}, stmts: map[stmtKey]*sql.Stmt{}, memo: jsoncol.NewMemo(MemoBytes),
 		rows: newRowCache(RowCacheBytes), ports: newPortCache()}
 	for _, q := range txStatements {
@@ -215,8 +216,12 @@ type writeOp struct {
 // Once queued, the op is waited for even if ctx ends meanwhile.
 func (s *Store) do(ctx context.Context, run func(tx *sql.Tx) error) error {
 	op := &writeOp{ctx: ctx, run: run, done: make(chan error, 1)}
+	queue := s.ops
+	if store.IsUrgent(ctx) {
+		queue = s.urgent
+	}
 	select {
-	case s.ops <- op:
+	case queue <- op:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.stop:
@@ -238,8 +243,10 @@ func (s *Store) commitLoop() {
 	t.Stop()
 	for {
 		select {
+		case op := <-s.urgent:
+			s.commit(gather(op, s.urgent, s.ops, MaxBatch, GatherWindow, t))
 		case op := <-s.ops:
-			s.commit(gather(op, s.ops, MaxBatch, GatherWindow, t))
+			s.commit(gather(op, s.urgent, s.ops, MaxBatch, GatherWindow, t))
 		case <-s.stop:
 			return
 		}
@@ -247,13 +254,21 @@ func (s *Store) commitLoop() {
 }
 
 // gather makes a batch of first and the writes queued behind it, up to
-// limit. When there were any, it waits up to window (on t, a stopped timer)
-// for more.
-func gather(first *writeOp, ops <-chan *writeOp, limit int, window time.Duration, t *time.Timer) []*writeOp {
+// limit, the urgent ones before the others. When there were any, it waits
+// up to window (on t, a stopped timer) for more.
+func gather(first *writeOp, urgent, ops <-chan *writeOp, limit int, window time.Duration, t *time.Timer) []*writeOp {
 	batch := []*writeOp{first}
 queued:
 	for len(batch) < limit {
 		select {
+		case op := <-urgent:
+			batch = append(batch, op)
+			continue
+		default:
+		}
+		select {
+		case op := <-urgent:
+			batch = append(batch, op)
 		case op := <-ops:
 			batch = append(batch, op)
 		default:
@@ -267,6 +282,8 @@ queued:
 	defer t.Stop()
 	for len(batch) < limit {
 		select {
+		case op := <-urgent:
+			batch = append(batch, op)
 		case op := <-ops:
 			batch = append(batch, op)
 		case <-t.C:
