@@ -279,6 +279,24 @@ func firstBeatEngine(t *testing.T, token string) (*Engine, *writeCounter, *scrip
 	return e, st, agent, seedDeployWait(t, e, st, token), queued
 }
 
+// acceptFirstBeat is firstBeatEngine with the first heartbeat of an agent
+// with a certificate accepted and its job queued (not run); before is the
+// node write count before the heartbeat.
+func acceptFirstBeat(t *testing.T) (e *Engine, st *writeCounter, agent *scriptedAgent, n *store.Node, queued chan string,
+	before int, hb wire.HeartbeatRequest) {
+	t.Helper()
+	token := strings.Repeat("t", 43)
+	e, st, agent, n, queued = firstBeatEngine(t, token)
+	before = st.count()
+	hb = wire.HeartbeatRequest{CallbackURL: "https://10.0.0.5:9999", AgentToken: token, AgentVersion: "9.0.0",
+		AgentVerifyCA: testCertificatePEM(t)}
+	if err := e.ramdisk.Heartbeat(context.Background(), n.UUID, hb); err != nil {
+		t.Fatal(err)
+	}
+	waitQueued(t, queued, n.UUID)
+	return e, st, agent, n, queued, before, hb
+}
+
 // waitQueued waits for the heartbeat job of node uuid to be queued.
 func waitQueued(t *testing.T, queued chan string, uuid string) {
 	t.Helper()
@@ -316,15 +334,8 @@ func testCertificatePEM(t *testing.T) string {
 // node. The boot's heartbeat takes two node writes, not three.
 func TestFirstHeartbeatIsRecordedInTheResumeWrite(t *testing.T) {
 	ctx := context.Background()
-	token := strings.Repeat("t", 43)
-	e, st, agent, n, queued := firstBeatEngine(t, token)
-	ca := testCertificatePEM(t)
-	before := st.count()
-	hb := wire.HeartbeatRequest{CallbackURL: "https://10.0.0.5:9999", AgentToken: token, AgentVersion: "9.0.0", AgentVerifyCA: ca}
-	if err := e.ramdisk.Heartbeat(ctx, n.UUID, hb); err != nil {
-		t.Fatal(err)
-	}
-	waitQueued(t, queued, n.UUID)
+	e, st, agent, n, _, before, hb := acceptFirstBeat(t)
+	ca := hb.AgentVerifyCA
 	if got := st.count() - before; got != 0 {
 		t.Fatalf("the first heartbeat wrote the node %d times before its job ran", got)
 	}
@@ -361,19 +372,12 @@ func TestFirstHeartbeatIsRecordedInTheResumeWrite(t *testing.T) {
 // a first heartbeat pins the callback URL and certificate as its write
 // would have: another URL or certificate is refused with Ironic's error,
 // a malformed certificate at once; the same agent again is accepted, with
-// or without its certificate. A
-// pre-generated token's first heartbeat is written at once.
+// or without its certificate. A pre-generated token's first heartbeat is
+// written at once.
 func TestFirstHeartbeatPinsItsAgentUntilRecorded(t *testing.T) {
 	ctx := context.Background()
-	token := strings.Repeat("t", 43)
-	e, st, _, n, queued := firstBeatEngine(t, token)
-	ca := testCertificatePEM(t)
-	before := st.count()
-	hb := wire.HeartbeatRequest{CallbackURL: "https://10.0.0.5:9999", AgentToken: token, AgentVersion: "9.0.0", AgentVerifyCA: ca}
-	if err := e.ramdisk.Heartbeat(ctx, n.UUID, hb); err != nil {
-		t.Fatal(err)
-	}
-	waitQueued(t, queued, n.UUID)
+	e, st, _, n, queued, before, hb := acceptFirstBeat(t)
+	token, ca := hb.AgentToken, hb.AgentVerifyCA
 	for _, c := range []struct {
 		name string
 		hb   wire.HeartbeatRequest

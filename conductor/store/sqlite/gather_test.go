@@ -2,9 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -119,48 +116,6 @@ func stoppedTimer() *time.Timer {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	return t
-}
-
-// TestUrgentWritesCommit: writes marked urgent commit through their own
-// queue alongside the others, each exactly once.
-func TestUrgentWritesCommit(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
-	defer s.Close()
-	n := &store.Node{Name: "n", Driver: "fake-hardware"}
-	if err := s.CreateNode(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for i := range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			wctx := ctx
-			if i%2 == 0 {
-				wctx = store.Urgent(ctx)
-			}
-			errs <- s.WithNodeLock(wctx, n.UUID, func(tx store.Tx) error {
-				tx.Node().Extra[fmt.Sprint(i)] = i
-				return nil
-			})
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := s.GetNode(ctx, n.UUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got.Extra) != 64 {
-		t.Fatalf("%d of 64 writes committed", len(got.Extra))
-	}
 }
 
 // TestUrgentWritesQueueApart: a write whose context is marked urgent is

@@ -264,11 +264,17 @@ func testLockSerialises(t *testing.T, s store.Store) {
 	const workers = 16
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
-	for range workers {
+	for i := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
+			// Half of them urgent (store.Urgent): committed first where
+			// the store queues writes, serialised all the same.
+			wctx := ctx
+			if i%2 == 0 {
+				wctx = store.Urgent(ctx)
+			}
+			errs <- s.WithNodeLock(wctx, n.UUID, func(tx store.Tx) error {
 				c, _ := tx.Node().Extra["count"].(float64)
 				if tx.Node().Extra == nil {
 					tx.Node().Extra = map[string]any{}
