@@ -44,21 +44,27 @@ type arrivingAgent struct {
 // off, a new lookup) or another agent was recorded meanwhile.
 var errAgentGone = errors.New("the agent of the accepted first heartbeat is no longer the node's (its token or callback URL changed since)")
 
-// put remembers a heartbeat accepted now. A first heartbeat (agent not
-// nil) must name the same callback URL and certificate (if it sends one)
-// as one accepted before it and not yet recorded: they are pinned from
-// the first one on, as if it had been written, and a change is refused
-// with Ironic's error. A known agent's heartbeat keeps a pending record.
-func (b *beats) put(uuid string, agent *arrivingAgent) error {
+// put remembers a heartbeat accepted now, which presented token. A first
+// heartbeat (agent not nil) must name the same callback URL and
+// certificate (if it sends one) as one accepted before it with the same
+// token and not yet recorded: they are pinned from the first one on, as if
+// it had been written, and a change is refused with Ironic's error. A
+// pending agent that presented another token is of an earlier boot (its
+// job never ran): it is dropped. A known agent's heartbeat keeps a pending
+// record of its own token.
+func (b *beats) put(uuid, token string, agent *arrivingAgent) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	old := b.at[uuid]
+	if old.agent != nil && subtle.ConstantTimeCompare([]byte(old.agent.token), []byte(token)) != 1 {
+		old.agent = nil
+	}
 	switch {
 	case agent == nil:
 		agent = old.agent
-	case old.agent != nil && old.agent.url != agent.url:
-		return errdefs.InvalidArgument(`Detected change in ramdisk provided "callback_url"`)
 	case old.agent == nil:
+	case old.agent.url != agent.url:
+		return errdefs.InvalidArgument(`Detected change in ramdisk provided "callback_url"`)
 	case agent.caPEM == "":
 		// No certificate sent is no change (as for one on record).
 		agent.caPEM, agent.caPath = old.agent.caPEM, old.agent.caPath

@@ -372,8 +372,9 @@ func TestFirstHeartbeatIsRecordedInTheResumeWrite(t *testing.T) {
 // a first heartbeat pins the callback URL and certificate as its write
 // would have: another URL or certificate is refused with Ironic's error,
 // a malformed certificate at once; the same agent again is accepted, with
-// or without its certificate. A pre-generated token's first heartbeat is
-// written at once.
+// or without its certificate. A pending first heartbeat of an earlier
+// boot (another token) pins nothing. A pre-generated token's first
+// heartbeat is written at once.
 func TestFirstHeartbeatPinsItsAgentUntilRecorded(t *testing.T) {
 	ctx := context.Background()
 	e, st, _, n, queued, before, hb := acceptFirstBeat(t)
@@ -412,8 +413,26 @@ func TestFirstHeartbeatPinsItsAgentUntilRecorded(t *testing.T) {
 		t.Fatalf("pending agent %+v", a)
 	}
 
-	// A pre-generated token: the first heartbeat is on record at once.
+	// A pending first heartbeat of an earlier boot (another token, its
+	// job never ran) pins nothing for the agent of the next one.
 	_, _, err := e.nodes.update(ctx, n.UUID, statemachine.DeployWait, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
+		info.Agent.Token = strings.Repeat("n", 43)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := wire.HeartbeatRequest{CallbackURL: "https://10.0.0.7:9999", AgentToken: strings.Repeat("n", 43), AgentVersion: "9.0.0"}
+	if err := e.ramdisk.Heartbeat(ctx, n.UUID, next); err != nil {
+		t.Fatalf("the next boot's agent: %v", err)
+	}
+	waitQueued(t, queued, n.UUID)
+	if a := e.ramdisk.beats.arriving(n.UUID); a == nil || a.url != next.CallbackURL || a.caPEM != "" {
+		t.Fatalf("pending agent after the next boot's heartbeat %+v", a)
+	}
+
+	// A pre-generated token: the first heartbeat is on record at once.
+	_, _, err = e.nodes.update(ctx, n.UUID, statemachine.DeployWait, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
 		info.Agent.TokenPregenerated = true
 		return nil
 	})
@@ -421,7 +440,9 @@ func TestFirstHeartbeatPinsItsAgentUntilRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.ramdisk.beats.take(n.UUID)
-	if err := e.ramdisk.Heartbeat(ctx, n.UUID, hb); err != nil {
+	pre := hb
+	pre.AgentToken = next.AgentToken
+	if err := e.ramdisk.Heartbeat(ctx, n.UUID, pre); err != nil {
 		t.Fatal(err)
 	}
 	if _, info, _ := e.nodes.read(ctx, n.UUID); info.Agent.URL != hb.CallbackURL || info.Agent.VerifyCAPEM != ca {

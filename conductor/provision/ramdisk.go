@@ -401,7 +401,7 @@ func (r *Ramdisk) Heartbeat(ctx context.Context, ident string, hb wire.Heartbeat
 		return refused
 	}
 	if accepted != "" {
-		if err := r.beats.put(accepted, arriving); err != nil {
+		if err := r.beats.put(accepted, hb.AgentToken, arriving); err != nil {
 			r.log.Error("heartbeat of another agent than the one accepted before; not processed", "node", accepted,
 				"callback_url", hb.CallbackURL)
 			return err
