@@ -2,7 +2,6 @@ package history_test
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/conductor/store/sqlite"
+	"github.com/rivetmetal/rivet/conductor/store/storetest"
 )
 
 // open returns a history-recording store on a fresh SQLite file.
@@ -233,16 +233,6 @@ func TestPortUpdatesPassThrough(t *testing.T) {
 	}
 }
 
-// namingStore names nodes by MAC (store.NodeNamer) and refuses to read
-// them by MAC.
-type namingStore struct{ store.Store }
-
-func (namingStore) NodeByMACs(context.Context, []string) (*store.Node, error) {
-	return nil, errors.New("the node was read")
-}
-
-func (namingStore) NodeUUIDByMACs(context.Context, []string) (string, error) { return "named", nil }
-
 // TestHistoryNamesNodesWithoutReading: the history store passes a look-up
 // by MAC for the node's UUID through to the inner store's NodeNamer
 // instead of reading the node.
@@ -252,9 +242,5 @@ func TestHistoryNamesNodesWithoutReading(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer inner.Close()
-	got, err := store.NodeUUIDByMACs(context.Background(), history.New(namingStore{inner}, history.Config{Conductor: "c1"}),
-		[]string{"52:54:00:00:00:01"})
-	if err != nil || got != "named" {
-		t.Fatalf("NodeUUIDByMACs through history = %q, %v", got, err)
-	}
+	storetest.NamingPassesThrough(t, inner, func(s store.Store) store.Store { return history.New(s, history.Config{Conductor: "c1"}) })
 }

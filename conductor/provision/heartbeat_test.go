@@ -121,24 +121,72 @@ func deployWaitNode(t *testing.T, st store.Store, driver string, at time.Time, i
 	return n
 }
 
-// writeCounter counts node transactions.
-type writeCounter struct {
+// countingStore counts node transactions and the node reads made
+// outside them. It names nodes by MAC through the inner store
+// (store.NodeNamer) but hides its snapshots (store.NodeViewer): views are
+// copies GetNode reads.
+type countingStore struct {
 	store.Store
-	mu     sync.Mutex
-	writes int
+	mu            sync.Mutex
+	writes, reads int
 }
 
-func (c *writeCounter) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx) error) error {
+func (c *countingStore) add(n *int) {
 	c.mu.Lock()
-	c.writes++
+	*n++
 	c.mu.Unlock()
+}
+
+func (c *countingStore) WithNodeLock(ctx context.Context, ident string, fn func(store.Tx) error) error {
+	c.add(&c.writes)
 	return c.Store.WithNodeLock(ctx, ident, fn)
 }
 
-func (c *writeCounter) count() int {
+func (c *countingStore) GetNode(ctx context.Context, ident string) (*store.Node, error) {
+	c.add(&c.reads)
+	return c.Store.GetNode(ctx, ident)
+}
+
+func (c *countingStore) NodeByMACs(ctx context.Context, macs []string) (*store.Node, error) {
+	c.add(&c.reads)
+	return c.Store.NodeByMACs(ctx, macs)
+}
+
+func (c *countingStore) NodeUUIDByMACs(ctx context.Context, macs []string) (string, error) {
+	return store.NodeUUIDByMACs(ctx, c.Store, macs)
+}
+
+// countingEngine is an engine on a counting SQLite store, with the fake
+// power driver and agent; both are closed when the test ends.
+func countingEngine(t *testing.T, agent Agent) (*Engine, *countingStore) {
+	t.Helper()
+	inner, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "rivet.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inner.Close() })
+	st := &countingStore{Store: inner}
+	e, err := New(st, []power.Driver{mustFake(t)}, agent, Config{APIURL: "http://127.0.0.1:6385", Logger: discardLogger(),
+		StateDir: t.TempDir(), ProgressPollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e, st
+}
+
+// count is the number of node transactions so far.
+func (c *countingStore) count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.writes
+}
+
+// readCount is the number of node reads outside transactions so far.
+func (c *countingStore) readCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads
 }
 
 // TestFirstHeartbeatStartsTheNextStepInTheResumeWrite: the first
@@ -149,22 +197,10 @@ func (c *writeCounter) count() int {
 // commands.
 func TestFirstHeartbeatStartsTheNextStepInTheResumeWrite(t *testing.T) {
 	ctx := context.Background()
-	inner, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "rivet.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inner.Close()
-	st := &writeCounter{Store: inner}
-	fk, _ := fake.New(fake.Config{})
 	agent := &scriptedAgent{}
-	e, err := New(st, []power.Driver{fk}, agent, Config{APIURL: "http://127.0.0.1:6385", Logger: discardLogger(),
-		StateDir: t.TempDir(), ProgressPollInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e, st := countingEngine(t, agent)
 	n := seedDeployWait(t, e, st, strings.Repeat("t", 43))
-	_, _, err = e.nodes.update(ctx, n.UUID, statemachine.DeployWait, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
+	_, _, err := e.nodes.update(ctx, n.UUID, statemachine.DeployWait, func(_ store.Tx, _ *store.Node, info *internalinfo.Info) error {
 		info.Agent.URL, info.Agent.Version = "http://10.0.0.5:9999", "9.0.0"
 		info.Agent.HeartbeatPending = agentTimestamp(time.Now())
 		return nil
@@ -202,7 +238,7 @@ func TestFirstHeartbeatStartsTheNextStepInTheResumeWrite(t *testing.T) {
 func TestKnownAgentHeartbeatIsCheckedWithoutAWrite(t *testing.T) {
 	for name, wrap := range map[string]func(store.Store) store.Store{
 		"snapshot": func(s store.Store) store.Store { return s },
-		"copy":     func(s store.Store) store.Store { return &writeCounter{Store: s} },
+		"copy":     func(s store.Store) store.Store { return &countingStore{Store: s} },
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
@@ -243,7 +279,7 @@ func TestKnownAgentHeartbeatIsCheckedWithoutAWrite(t *testing.T) {
 			if !after.UpdatedAt.Equal(before.UpdatedAt) {
 				t.Fatal("the known agent's heartbeat wrote the node")
 			}
-			if wc, ok := st.(*writeCounter); ok && wc.count() != 1 {
+			if wc, ok := st.(*countingStore); ok && wc.count() != 1 {
 				t.Fatalf("%d node transactions, want only the setup's", wc.count())
 			}
 			if _, ok := e.ramdisk.beats.take(n.UUID); !ok {
@@ -259,21 +295,10 @@ func TestKnownAgentHeartbeatIsCheckedWithoutAWrite(t *testing.T) {
 // firstBeatEngine is an engine on a write-counting SQLite store, with a
 // node waiting in deploy wait for the agent holding token, whose
 // heartbeat jobs only report that they were queued: the test runs them.
-func firstBeatEngine(t *testing.T, token string) (*Engine, *writeCounter, *scriptedAgent, *store.Node, chan string) {
+func firstBeatEngine(t *testing.T, token string) (*Engine, *countingStore, *scriptedAgent, *store.Node, chan string) {
 	t.Helper()
-	inner, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "rivet.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { inner.Close() })
-	st := &writeCounter{Store: inner}
 	agent := &scriptedAgent{}
-	e, err := New(st, []power.Driver{mustFake(t)}, agent, Config{APIURL: "http://127.0.0.1:6385", Logger: discardLogger(),
-		StateDir: t.TempDir(), ProgressPollInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
+	e, st := countingEngine(t, agent)
 	queued := make(chan string, 16)
 	e.jobs.handle(jobHeartbeat, func(_ context.Context, uuid string) { queued <- uuid })
 	return e, st, agent, seedDeployWait(t, e, st, token), queued
@@ -282,7 +307,7 @@ func firstBeatEngine(t *testing.T, token string) (*Engine, *writeCounter, *scrip
 // acceptFirstBeat is firstBeatEngine with the first heartbeat of an agent
 // with a certificate accepted and its job queued (not run); before is the
 // node write count before the heartbeat.
-func acceptFirstBeat(t *testing.T) (e *Engine, st *writeCounter, agent *scriptedAgent, n *store.Node, queued chan string,
+func acceptFirstBeat(t *testing.T) (e *Engine, st *countingStore, agent *scriptedAgent, n *store.Node, queued chan string,
 	before int, hb wire.HeartbeatRequest) {
 	t.Helper()
 	token := strings.Repeat("t", 43)

@@ -471,6 +471,8 @@ func (r *Ramdisk) processHeartbeat(ctx context.Context, uuid string) {
 	if k := r.runner.waitingKind(n.ProvisionState); k != nil {
 		// An agent whose first heartbeat was accepted without a write is
 		// worked with as if on record; the job's first update records it.
+		// One that is no longer the node's (errAgentGone) stays off, and
+		// the heartbeat is dropped as stale.
 		if a := r.beats.arriving(uuid); a != nil && info.Agent.URL == "" {
 			_ = a.record(info)
 		}

@@ -4,18 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"regexp"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
-	"github.com/rivetmetal/rivet/conductor/power"
 	"github.com/rivetmetal/rivet/conductor/power/fake"
 	"github.com/rivetmetal/rivet/conductor/provision/internal/internalinfo"
 	"github.com/rivetmetal/rivet/conductor/store"
-	"github.com/rivetmetal/rivet/conductor/store/sqlite"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -269,62 +265,22 @@ func lookupToken(t *testing.T, e *Engine) string {
 	return *tok
 }
 
-// readCounter counts the node reads made outside transactions; it names
-// nodes by MAC through the inner store (store.NodeNamer).
-type readCounter struct {
-	store.Store
-	mu    sync.Mutex
-	reads int
-}
-
-func (c *readCounter) read() {
-	c.mu.Lock()
-	c.reads++
-	c.mu.Unlock()
-}
-
-func (c *readCounter) GetNode(ctx context.Context, ident string) (*store.Node, error) {
-	c.read()
-	return c.Store.GetNode(ctx, ident)
-}
-
-func (c *readCounter) NodeByMACs(ctx context.Context, macs []string) (*store.Node, error) {
-	c.read()
-	return c.Store.NodeByMACs(ctx, macs)
-}
-
-func (c *readCounter) NodeUUIDByMACs(ctx context.Context, macs []string) (string, error) {
-	return store.NodeUUIDByMACs(ctx, c.Store, macs)
-}
-
 // TestLookupWithATokenReadsTheNodeInItsWrite: a lookup by MAC that hands
 // out the agent token reads the node once, in the write that records the
 // token, not before it as well.
 func TestLookupWithATokenReadsTheNodeInItsWrite(t *testing.T) {
 	ctx := context.Background()
-	inner, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "rivet.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inner.Close()
-	st := &readCounter{Store: inner}
-	e, err := New(st, []power.Driver{mustFake(t)}, noAgent{}, Config{APIURL: "http://127.0.0.1:6385", Logger: discardLogger(), StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e, st := countingEngine(t, noAgent{})
 	n := seedDeployWait(t, e, st, "")
-	st.mu.Lock()
-	st.reads = 0
-	st.mu.Unlock()
+	reads := st.readCount()
 	got, tok, err := e.Ramdisk().Lookup(ctx, []string{"52:54:00:00:00:01"}, "", true)
 	if err != nil || got.UUID != n.UUID || tok == nil || len(*tok) != 43 {
 		t.Fatalf("lookup = %v, %v, %v", got, tok, err)
 	}
-	if st.reads != 0 {
-		t.Fatalf("%d node reads besides the write's", st.reads)
+	if d := st.readCount() - reads; d != 0 {
+		t.Fatalf("%d node reads besides the write's", d)
 	}
-	if stored, _ := inner.GetNode(ctx, n.UUID); stored.InternalString("agent_secret_token") != *tok {
+	if stored, _ := st.Store.GetNode(ctx, n.UUID); stored.InternalString("agent_secret_token") != *tok {
 		t.Fatal("the token handed out is not the node's")
 	}
 }

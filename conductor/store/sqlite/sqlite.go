@@ -713,48 +713,52 @@ func (s *Store) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.Nod
 
 // NodeByMACs implements store.NodeReader.
 func (s *Store) NodeByMACs(ctx context.Context, macs []string) (*store.Node, error) {
-	if len(macs) == 0 {
-		return nil, errdefs.NotFound("Resource could not be found.")
-	}
-	ids, err := s.macNodes(ctx, macs)
+	id, err := s.macNode(ctx, macs)
 	if err != nil {
-		return nil, fmt.Errorf("lookup node by MACs %v: %w", macs, err)
+		return nil, err
 	}
-	if len(ids) != 1 {
-		return nil, errdefs.NotFound("Resource could not be found.")
-	}
-	if n, ok := s.cachedNode(ids[0], ""); ok {
+	if n, ok := s.cachedNode(id, ""); ok {
 		return n, nil
 	}
-	return getNodeByID(ctx, s.reader(), ids[0], strings.Join(macs, ","))
+	return getNodeByID(ctx, s.reader(), id, strings.Join(macs, ","))
 }
 
 // NodeUUIDByMACs implements store.NodeNamer: the node's UUID from the row
 // cache, or read alone, and remembered for the lock that follows.
 func (s *Store) NodeUUIDByMACs(ctx context.Context, macs []string) (string, error) {
-	if len(macs) == 0 {
-		return "", errdefs.NotFound("Resource could not be found.")
-	}
-	ids, err := s.macNodes(ctx, macs)
+	id, err := s.macNode(ctx, macs)
 	if err != nil {
-		return "", fmt.Errorf("lookup node by MACs %v: %w", macs, err)
+		return "", err
 	}
-	if len(ids) != 1 {
-		return "", errdefs.NotFound("Resource could not be found.")
-	}
-	if r, ok := s.rows.get(ids[0]); ok {
+	if r, ok := s.rows.get(id); ok {
 		return r.uuid(), nil
 	}
 	var u string
-	err = s.reader().QueryRowContext(ctx, `SELECT uuid FROM nodes WHERE id = ?`, ids[0]).Scan(&u)
+	err = s.reader().QueryRowContext(ctx, `SELECT uuid FROM nodes WHERE id = ?`, id).Scan(&u)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", errdefs.NotFound("Resource could not be found.")
 	}
 	if err != nil {
 		return "", fmt.Errorf("lookup node by MACs %v: %w", macs, err)
 	}
-	s.ids.Store(u, ids[0])
+	s.ids.Store(u, id)
 	return u, nil
+}
+
+// macNode is the ID of the one node with a port of any of the MAC
+// addresses (errdefs.ErrNotFound if none or if they span nodes).
+func (s *Store) macNode(ctx context.Context, macs []string) (int64, error) {
+	if len(macs) == 0 {
+		return 0, errdefs.NotFound("Resource could not be found.")
+	}
+	ids, err := s.macNodes(ctx, macs)
+	if err != nil {
+		return 0, fmt.Errorf("lookup node by MACs %v: %w", macs, err)
+	}
+	if len(ids) != 1 {
+		return 0, errdefs.NotFound("Resource could not be found.")
+	}
+	return ids[0], nil
 }
 
 // macNodes returns the IDs of the nodes with a port of any of the MAC

@@ -364,3 +364,24 @@ func testPorts(t *testing.T, s store.Store) {
 		t.Fatalf("second DeletePort: %v", err)
 	}
 }
+
+// namingStore names every set of MACs "named" (store.NodeNamer) and
+// refuses to read a node by MAC.
+type namingStore struct{ store.Store }
+
+func (namingStore) NodeByMACs(context.Context, []string) (*store.Node, error) {
+	return nil, errors.New("the node was read")
+}
+
+func (namingStore) NodeUUIDByMACs(context.Context, []string) (string, error) { return "named", nil }
+
+// NamingPassesThrough checks that a store decorator (wrap) passes a
+// look-up by MAC for the node's UUID through to the inner store's
+// store.NodeNamer instead of reading the node; inner is any store.
+func NamingPassesThrough(t *testing.T, inner store.Store, wrap func(store.Store) store.Store) {
+	t.Helper()
+	got, err := store.NodeUUIDByMACs(context.Background(), wrap(namingStore{inner}), []string{"52:54:00:00:00:01"})
+	if err != nil || got != "named" {
+		t.Fatalf("NodeUUIDByMACs through the decorator = %q, %v; want the inner store's answer", got, err)
+	}
+}
