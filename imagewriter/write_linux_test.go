@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/klauspost/compress/zstd"
 	"io"
 	"log/slog"
 	"net/http"
@@ -513,5 +514,61 @@ func TestWriteCompressedZeroRunsOverOldData(t *testing.T) {
 				t.Fatal("device content differs from the image")
 			}
 		})
+	}
+}
+
+// TestWriteZstdLeavesFrameChecksumsToTheImageChecksum: the writer does not
+// compute the zstd frames' XXH64, because the image's own checksum covers
+// the bytes it would be computed from. A frame whose XXH64 is wrong, served
+// with an image checksum of those very bytes, is written exactly; a payload
+// changed in transit, which XXH64 would have caught, fails the image
+// checksum, and the disk keeps nothing of it.
+func TestWriteZstdLeavesFrameChecksumsToTheImageChecksum(t *testing.T) {
+	img, _ := testImage(t, 6<<20)
+	good := compressed(t, FormatZstd, img)
+	var h zstd.Header
+	if err := h.Decode(good); err != nil || !h.HasCheckSum {
+		t.Fatalf("test stream: header %+v, %v; want a frame with a checksum", h, err)
+	}
+
+	wrongXXH := bytes.Clone(good)
+	for i := len(wrongXXH) - 4; i < len(wrongXXH); i++ {
+		wrongXXH[i] ^= 0xff
+	}
+	loop := loopdev.New(t, 8<<20)
+	srv := serveBytes(t, wrongXXH)
+	res, err := Write(context.Background(), Request{Source: Source{URLs: []string{srv.URL}, Retry: fastRetry},
+		Checksum: sha256Of(wrongXXH), Targets: []string{loop.Path}})
+	if err != nil {
+		t.Fatalf("a frame with a wrong XXH64 whose bytes the image checksum vouches for: %v", err)
+	}
+	if res.Format != FormatZstd || !bytes.Equal(readDevice(t, loop.Path, 0, len(img)), img) {
+		t.Fatalf("result %+v; the device does not hold the image", res)
+	}
+
+	// One byte changed inside a block's data: the stream still decodes,
+	// to other bytes.
+	changed := bytes.Clone(good)
+	dec, err := zstd.NewReader(nil, zstd.IgnoreChecksum(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	for at := len(changed) / 2; ; at += 1000 {
+		changed[at] ^= 0x01
+		if out, err := dec.DecodeAll(changed, nil); err == nil && len(out) == len(img) && !bytes.Equal(out, img) {
+			break
+		}
+		changed[at] ^= 0x01
+	}
+	loop = loopdev.New(t, 8<<20)
+	srv = serveBytes(t, changed)
+	res, err = Write(context.Background(), Request{Source: Source{URLs: []string{srv.URL}, Retry: fastRetry},
+		Checksum: sha256Of(good), Targets: []string{loop.Path}})
+	if !errors.Is(err, ErrChecksum) || res != nil {
+		t.Fatalf("a payload changed in transit: result %+v, err %v; want ErrChecksum and no result", res, err)
+	}
+	if head := readDevice(t, loop.Path, 0, 1<<20); !bytes.Equal(head, make([]byte, 1<<20)) {
+		t.Fatal("a failed write left the image's first MiB on the disk")
 	}
 }
