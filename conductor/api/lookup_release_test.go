@@ -107,7 +107,7 @@ func (*trickyRamdisk) Lookup(context.Context, []string, string, bool) (*store.No
 
 // TestLookupAnswerIsEncodingJSON: the lookup answer, written by
 // segmentio/encoding, is byte for byte what encoding/json writes for the
-// same document.
+// same document, sent with its length (not chunked).
 func TestLookupAnswerIsEncodingJSON(t *testing.T) {
 	a := newTestAPIWith(t, func(c *Config) { c.Ramdisk = &trickyRamdisk{} })
 	req, _ := http.NewRequest("GET", a.srv.URL+"/v1/lookup?addresses=52:54:00:00:00:01", nil)
@@ -127,6 +127,9 @@ func TestLookupAnswerIsEncodingJSON(t *testing.T) {
 	}
 	if want = append(want, '\n'); !bytes.Equal(got, want) {
 		t.Fatalf("lookup answer:\n%s\nencoding/json:\n%s", got, want)
+	}
+	if resp.ContentLength != int64(len(got)) || len(resp.TransferEncoding) != 0 {
+		t.Fatalf("lookup answer of %d bytes sent with Content-Length %d, Transfer-Encoding %v", len(got), resp.ContentLength, resp.TransferEncoding)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -120,7 +121,11 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request, v version) {
 		err = r.Context().Err() // the client gave up while the node was looked up
 	}
 	if err == nil {
+		// The length goes in the header, so the flush below sends the
+		// whole answer, not the first chunk of a chunked one whose end
+		// would take one more write after the handler.
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.WriteHeader(http.StatusOK)
 		if _, err = w.Write(body); err == nil {
 			if err = http.NewResponseController(w).Flush(); errors.Is(err, http.ErrNotSupported) {
