@@ -67,6 +67,14 @@ type Store struct {
 	// UUID, or the node is resolved again from the database.
 	ids sync.Map
 
+	// uuids remembers the UUID of each node row ID the store has
+	// resolved or created (int64 → string), so that a lookup by MAC names
+	// its node without reading the row. Row IDs are never reused
+	// (AUTOINCREMENT) and a node's UUID never changes, so an entry holds
+	// until the node is deleted, when it is dropped (one conductor owns
+	// a SQLite file).
+	uuids sync.Map
+
 	// memo holds the maps decoded from JSON column texts recently read
 	// from the file by single-node reads and node transactions (those
 	// the row cache did not answer).
@@ -521,6 +529,7 @@ func (s *Store) CreateNode(ctx context.Context, n *store.Node) error {
 	if err != nil {
 		return fmt.Errorf("create node %s: %w", n.UUID, err)
 	}
+	s.remember(n.UUID, n.ID)
 	return nil
 }
 
@@ -733,15 +742,18 @@ func (s *Store) NodeUUIDByMACs(ctx context.Context, macs []string) (string, erro
 	if r, ok := s.rows.get(id); ok {
 		return r.uuid(), nil
 	}
+	if u, ok := s.uuids.Load(id); ok {
+		return u.(string), nil
+	}
 	var u string
-	err = s.reader().QueryRowContext(ctx, `SELECT uuid FROM nodes WHERE id = ?`, id).Scan(&u)
+	err = s.reader().QueryRowContext(ctx, selectUUIDByID, id).Scan(&u)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", errdefs.NotFound("Resource could not be found.")
 	}
 	if err != nil {
 		return "", fmt.Errorf("lookup node by MACs %v: %w", macs, err)
 	}
-	s.ids.Store(u, id)
+	s.remember(u, id)
 	return u, nil
 }
 
@@ -913,7 +925,7 @@ func (s *Store) WithNodeLockCommitted(ctx context.Context, ident string, fn func
 			// The remembered row is gone or is another node's now:
 			// resolve the node again.
 			unlock()
-			s.ids.Delete(uuid)
+			s.forget(uuid, id)
 			continue
 		}
 		defer unlock()
@@ -986,7 +998,7 @@ func (s *Store) WithNodeLockCommitted(ctx context.Context, ident string, fn func
 	}
 	if t.deleted {
 		s.rows.drop(n.ID)
-		s.ids.Delete(n.UUID)
+		s.forget(n.UUID, n.ID)
 		s.ports.invalidate() // its ports went with it
 		return nil, nil
 	}
@@ -1031,8 +1043,21 @@ func (s *Store) resolve(ctx context.Context, ident string, useCache bool) (id in
 	if err != nil {
 		return 0, "", false, fmt.Errorf("get node %s: %w", ident, err)
 	}
-	s.ids.Store(u, id)
+	s.remember(u, id)
 	return id, u, false, nil
+}
+
+// remember records that node row id has UUID u, in s.ids and s.uuids.
+func (s *Store) remember(u string, id int64) {
+	s.ids.Store(u, id)
+	s.uuids.Store(id, u)
+}
+
+// forget drops what remember recorded of node UUID u and row id: the
+// node is deleted, or the hint was wrong.
+func (s *Store) forget(u string, id int64) {
+	s.ids.Delete(u)
+	s.uuids.CompareAndDelete(id, u)
 }
 
 // lock takes node id's in-process exclusive lock, waiting at most as long
@@ -1063,6 +1088,8 @@ type nodeTx struct {
 // Statements of node transactions.
 const (
 	selectNodeByID = `SELECT ` + nodeColumns + ` FROM nodes WHERE id = ?`
+	// selectUUIDByID reads the UUID of the node with id ?.
+	selectUUIDByID = `SELECT uuid FROM nodes WHERE id = ?`
 	// deleteNode deletes the node with id ? if its updated_at is still ?.
 	deleteNode = `DELETE FROM nodes WHERE id = ? AND updated_at = ?`
 )

@@ -201,6 +201,38 @@ func TestViewNode(t *testing.T) {
 	}
 }
 
+// TestNodeUUIDByMACsOfAKnownNode: a node this store created is named by
+// its MACs without reading its UUID from the file, though the row cache
+// does not hold it; once deleted, it is not found.
+func TestNodeUUIDByMACsOfAKnownNode(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
+	defer s.Close()
+	n := createNode(t, s, "n")
+	if err := s.CreatePort(ctx, &store.Port{NodeID: n.ID, Address: "52:54:00:00:00:01"}); err != nil {
+		t.Fatal(err)
+	}
+	s.rows.drop(n.ID)
+	if u, err := s.NodeUUIDByMACs(ctx, []string{"52:54:00:00:00:01"}); err != nil || u != n.UUID {
+		t.Fatalf("%q, %v; want %s", u, err, n.UUID)
+	}
+	s.mu.Lock()
+	_, read := s.stmts[stmtKey{s.rdb, selectUUIDByID}]
+	s.mu.Unlock()
+	if read {
+		t.Fatal("the UUID of a node the store created was read from the file")
+	}
+	if err := s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error { return tx.DeleteNode(ctx) }); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := s.NodeUUIDByMACs(ctx, []string{"52:54:00:00:00:01"}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("a deleted node: %q, %v", u, err)
+	}
+	if _, ok := s.uuids.Load(n.ID); ok {
+		t.Fatal("a deleted node's UUID is still remembered")
+	}
+}
+
 // TestNodeUUIDByMACs: a node is named by its MACs from the file when the
 // row cache does not hold it (the UUID then resolves without a query), and
 // from the cache when it does; a deleted node is not found.
