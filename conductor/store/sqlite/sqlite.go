@@ -61,8 +61,8 @@ type Store struct {
 	locks map[int64]chan struct{}
 	stmts map[stmtKey]*sql.Stmt
 
-	// ids remembers the row ID of each node UUID a transaction resolved
-	// (string → int64), so that a node transaction makes one query, not
+	// ids remembers the row ID of each node UUID the store resolved or
+	// created (string → int64), so that a node transaction makes one query, not
 	// two. An entry is a hint: the row read under the lock must carry the
 	// UUID, or the node is resolved again from the database.
 	ids sync.Map
