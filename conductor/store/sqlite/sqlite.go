@@ -62,9 +62,10 @@ type Store struct {
 	stmts map[stmtKey]*sql.Stmt
 
 	// ids remembers the row ID of each node UUID the store resolved or
-	// created (string → int64), so that a node transaction makes one query, not
-	// two. An entry is a hint: the row read under the lock must carry the
-	// UUID, or the node is resolved again from the database.
+	// created (string → int64), so that a node transaction makes one
+	// query, not two. An entry is a hint: the row read under the lock
+	// must carry the UUID, or the node is resolved again from the
+	// database.
 	ids sync.Map
 
 	// uuids remembers the UUID of each node row ID the store has
@@ -268,6 +269,8 @@ func gather(first *writeOp, urgent, ops <-chan *writeOp, limit int, window time.
 	batch := []*writeOp{first}
 queued:
 	for len(batch) < limit {
+		// A select picks at random among ready cases: ask for an urgent
+		// write alone first, so none waits behind a background one.
 		select {
 		case op := <-urgent:
 			batch = append(batch, op)

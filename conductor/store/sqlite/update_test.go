@@ -240,10 +240,7 @@ func TestNodeUUIDByMACs(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "rivet.db")
 	s := open(t, path)
-	n := &store.Node{Name: "n", Driver: "fake-hardware"}
-	if err := s.CreateNode(ctx, n); err != nil {
-		t.Fatal(err)
-	}
+	n := createNode(t, s, "n")
 	if err := s.CreatePort(ctx, &store.Port{NodeID: n.ID, Address: "52:54:00:00:00:01"}); err != nil {
 		t.Fatal(err)
 	}
