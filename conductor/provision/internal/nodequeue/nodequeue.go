@@ -1,6 +1,9 @@
 // Package nodequeue runs the jobs of each node one after the other, each
 // node in a goroutine of its own while it has work: two jobs of one node
-// never overlap, jobs of different nodes run at once. A job submitted
+// never overlap, jobs of different nodes run at once. A goroutine whose
+// node has no work left waits a while for another node's (see
+// IdleWorkers), so that a storm of short jobs does not start, and grow
+// the stack of, a goroutine for each. A job submitted
 // while an equivalent one is pending can be merged into it (heartbeats
 // and progress polls need doing once, not once per submission). Each job
 // runs under a context of its own, so that a node's work can be stopped
@@ -10,6 +13,20 @@ package nodequeue
 import (
 	"context"
 	"sync"
+	"time"
+)
+
+// Defaults of Config's idle-worker settings.
+const (
+	// DefaultIdleWorkers bounds the goroutines waiting for work. A job
+	// that reaches the store and the agent's API runs deep (SQLite's
+	// engine, TLS, HTTP), and a new goroutine grows its stack there by
+	// copying it several times; in a boot storm that was 3 % of the
+	// conductor's CPU. The bound keeps what idle goroutines hold small
+	// (their stacks, tens of KiB each) after a burst of thousands.
+	DefaultIdleWorkers = 64
+	// DefaultIdleLinger is how long an idle goroutine waits for work.
+	DefaultIdleLinger = 10 * time.Second
 )
 
 // Job is what a node has to do; its meaning is the caller's.
@@ -24,6 +41,13 @@ type Config struct {
 	// a new job folds into it: it returns the job that stands for both
 	// and true, or false to queue the new job as well.
 	Merge func(pending, job Job) (Job, bool)
+	// IdleWorkers bounds the goroutines kept waiting for work after
+	// their node's ran out (DefaultIdleWorkers when zero; negative keeps
+	// none).
+	IdleWorkers int
+	// IdleLinger is how long such a goroutine waits before it returns
+	// (DefaultIdleLinger when zero).
+	IdleLinger time.Duration
 }
 
 // Queue is the set of node queues.
@@ -39,14 +63,27 @@ type Queue struct {
 	// held counts, per node, the Stops not yet released: while a node is
 	// held, jobs submitted for it are dropped.
 	held map[string]int
+	// idle hands a node's worker to a goroutine waiting for work.
+	idle chan assignment
+	// waiting counts the goroutines waiting on idle; started counts the
+	// goroutines started (for tests).
+	waiting, started int
 }
 
-// worker is the goroutine working through one node's jobs.
+// assignment is a node whose jobs a waiting goroutine takes on.
+type assignment struct {
+	node string
+	w    *worker
+}
+
+// worker is one node's work: its pending jobs and the running one's
+// cancel, run by one goroutine at a time (serve).
 type worker struct {
 	pending []Job
 	// cancel cancels the running job, nil between jobs.
 	cancel context.CancelCauseFunc
-	// done is closed when the worker returns.
+	// done is closed when the node's work ends (no job left, or the
+	// queue closed).
 	done chan struct{}
 }
 
@@ -54,7 +91,17 @@ type worker struct {
 // ctx.
 func New(ctx context.Context, cfg Config) *Queue {
 	ctx, cancel := context.WithCancel(ctx)
-	return &Queue{cfg: cfg, ctx: ctx, cancel: cancel, nodes: map[string]*worker{}, held: map[string]int{}}
+	if cfg.IdleWorkers == 0 {
+		cfg.IdleWorkers = DefaultIdleWorkers
+	}
+	if cfg.IdleLinger <= 0 {
+		cfg.IdleLinger = DefaultIdleLinger
+	}
+	return &Queue{
+		cfg: cfg, ctx: ctx, cancel: cancel,
+		nodes: map[string]*worker{}, held: map[string]int{},
+		idle: make(chan assignment),
+	}
 }
 
 // Submit queues a job for a node and starts the node's worker if it has
@@ -81,8 +128,13 @@ func (q *Queue) Submit(node string, job Job) bool {
 	}
 	w.pending = append(w.pending, job)
 	if !running {
-		q.wg.Add(1)
-		go q.worker(node, w)
+		select {
+		case q.idle <- assignment{node, w}:
+		default:
+			q.started++
+			q.wg.Add(1)
+			go q.serve(node, w)
+		}
 	}
 	return true
 }
@@ -133,9 +185,49 @@ func (q *Queue) Stop(ctx context.Context, node string, cause error) (release fun
 	}
 }
 
-// worker runs a node's jobs until none is left or the queue closes.
-func (q *Queue) worker(node string, w *worker) {
+// serve runs a node's jobs, then those of each node handed to it while
+// it waits for work, until it has waited IdleLinger in vain, the idle
+// goroutines are enough, or the queue closes.
+func (q *Queue) serve(node string, w *worker) {
 	defer q.wg.Done()
+	for {
+		q.work(node, w)
+		a, ok := q.await()
+		if !ok {
+			return
+		}
+		node, w = a.node, a.w
+	}
+}
+
+// await waits for a node to work for, unless enough goroutines wait
+// already.
+func (q *Queue) await() (assignment, bool) {
+	q.mu.Lock()
+	if q.waiting >= q.cfg.IdleWorkers {
+		q.mu.Unlock()
+		return assignment{}, false
+	}
+	q.waiting++
+	q.mu.Unlock()
+	defer func() {
+		q.mu.Lock()
+		q.waiting--
+		q.mu.Unlock()
+	}()
+	t := time.NewTimer(q.cfg.IdleLinger)
+	defer t.Stop()
+	select {
+	case a := <-q.idle:
+		return a, true
+	case <-t.C:
+	case <-q.ctx.Done():
+	}
+	return assignment{}, false
+}
+
+// work runs a node's jobs until none is left or the queue closes.
+func (q *Queue) work(node string, w *worker) {
 	defer close(w.done)
 	for {
 		q.mu.Lock()

@@ -187,3 +187,94 @@ func TestStopIsBoundedByItsContext(t *testing.T) {
 		release()
 	}
 }
+
+// counts returns the queue's started and waiting goroutines.
+func counts(q *Queue) (started, waiting int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.started, q.waiting
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestIdleGoroutineTakesTheNextNode: the goroutine that ran one node's
+// jobs runs the next node's instead of a new one being started, and
+// returns once it has waited IdleLinger in vain.
+func TestIdleGoroutineTakesTheNextNode(t *testing.T) {
+	done := make(chan string, 4)
+	q := New(context.Background(), Config{
+		Run:        func(_ context.Context, node string, _ Job) { done <- node },
+		IdleLinger: 200 * time.Millisecond,
+	})
+	defer q.Close()
+	for _, node := range []string{"a", "b", "c"} {
+		q.Submit(node, 1)
+		if got := <-done; got != node {
+			t.Fatalf("ran %s, want %s", got, node)
+		}
+		waitFor(t, "the goroutine to wait for work", func() bool { _, w := counts(q); return w == 1 })
+	}
+	if started, _ := counts(q); started != 1 {
+		t.Fatalf("%d goroutines started for three nodes one after the other, want 1", started)
+	}
+	waitFor(t, "the idle goroutine to return", func() bool { _, w := counts(q); return w == 0 })
+	q.Submit("d", 1)
+	<-done
+	if started, _ := counts(q); started != 2 {
+		t.Fatalf("%d goroutines started, want 2 (the idle one had returned)", started)
+	}
+}
+
+// TestIdleGoroutinesAreBounded: after a burst of nodes at once, no more
+// than IdleWorkers goroutines wait for work, and Close ends them.
+func TestIdleGoroutinesAreBounded(t *testing.T) {
+	const nodes, idle = 20, 3
+	gate := make(chan struct{})
+	var running sync.WaitGroup
+	running.Add(nodes)
+	q := New(context.Background(), Config{
+		Run:         func(context.Context, string, Job) { running.Done(); <-gate },
+		IdleWorkers: idle,
+		IdleLinger:  time.Hour,
+	})
+	for i := range nodes {
+		q.Submit(fmt.Sprint(i), 1)
+	}
+	running.Wait() // every node's job runs at once: one goroutine each
+	if started, _ := counts(q); started != nodes {
+		t.Fatalf("%d goroutines started for %d nodes at once", started, nodes)
+	}
+	close(gate)
+	waitFor(t, "the nodes' work to end", func() bool {
+		for i := range nodes {
+			if q.Busy(fmt.Sprint(i)) {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, "the goroutines to settle", func() bool { _, w := counts(q); return w == idle })
+	time.Sleep(20 * time.Millisecond)
+	if _, w := counts(q); w != idle {
+		t.Fatalf("%d goroutines wait for work, want %d", w, idle)
+	}
+	closed := make(chan struct{})
+	go func() { q.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end the idle goroutines")
+	}
+	if _, w := counts(q); w != 0 {
+		t.Fatalf("%d goroutines still wait after Close", w)
+	}
+}
