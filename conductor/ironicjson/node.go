@@ -1,6 +1,7 @@
 package ironicjson
 
 import (
+	"maps"
 	"strings"
 	"time"
 
@@ -107,59 +108,69 @@ func nodeDoc(n *store.Node, o Options) map[string]any {
 	return doc
 }
 
+// nodeFieldCount is the number of fields nodeFields sets besides the
+// interfaces; extraDocKeys bounds those Node and AgentNode add.
+const (
+	nodeFieldCount = 46
+	extraDocKeys   = 16
+)
+
 // nodeFields are the fields the API's node document and the agent's have
 // in common, unmasked: each dict as dict gives it, each time as timeText
 // formats it.
 func nodeFields(n *store.Node, dict func(map[string]any) map[string]any, timeText func(time.Time) any) map[string]any {
-	doc := map[string]any{
-		"uuid":                   n.UUID,
-		"name":                   nullString(n.Name),
-		"driver":                 n.Driver,
-		"provision_state":        string(n.ProvisionState),
-		"target_provision_state": nullString(string(n.TargetProvisionState)),
-		"provision_updated_at":   timeText(n.ProvisionUpdatedAt),
-		"power_state":            nullString(n.PowerState),
-		"target_power_state":     nullString(n.TargetPowerState),
-		"maintenance":            n.Maintenance,
-		"maintenance_reason":     nullString(n.MaintenanceReason),
-		"fault":                  nullString(n.Fault),
-		"last_error":             nullString(n.LastError),
-		"instance_uuid":          nullString(n.InstanceUUID),
-		"instance_info":          dict(n.InstanceInfo),
-		"driver_info":            dict(n.DriverInfo),
-		"driver_internal_info":   dict(n.DriverInternalInfo),
-		"properties":             dict(n.Properties),
-		"extra":                  dict(n.Extra),
-		"clean_step":             dict(n.CleanStep()),
-		"deploy_step":            dict(n.DeployStep),
-		"raid_config":            dict(n.RAIDConfig),
-		"target_raid_config":     dict(n.TargetRAIDConfig),
-		"resource_class":         nullString(n.ResourceClass),
-		"description":            nullString(n.Description),
-		"owner":                  nullString(n.Owner),
-		"lessee":                 nullString(n.Lessee),
-		"conductor_group":        n.ConductorGroup,
-		"console_enabled":        false,
-		"automated_clean":        boolOrNull(n.AutomatedClean),
-		"protected":              n.Protected,
-		"protected_reason":       nullString(n.ProtectedReason),
-		"retired":                n.Retired,
-		"retired_reason":         nullString(n.RetiredReason),
-		"network_data":           dict(n.NetworkData),
-		"boot_mode":              nil,
-		"secure_boot":            nil,
-		"shard":                  nullString(n.Shard),
-		"parent_node":            nullString(n.ParentNode),
-		"service_step":           dict(n.ServiceStep()),
-		"disable_power_off":      n.DisablePowerOff,
-		"instance_name":          nullString(n.InstanceName),
-		"health":                 nil,
-		"inspection_started_at":  nil,
-		"inspection_finished_at": nil,
-		"created_at":             timeText(n.CreatedAt),
-		"updated_at":             timeText(n.UpdatedAt),
-	}
-	for k, v := range hardwaretype.Of(n.Driver, n.Interfaces) {
+	ifaces := hardwaretype.Of(n.Driver, n.Interfaces)
+	// Sized for every key the API or the agent adds: a map grown key by
+	// key is built several times over, and two agent documents are built
+	// per boot.
+	doc := make(map[string]any, nodeFieldCount+len(ifaces)+extraDocKeys)
+	doc["uuid"] = n.UUID
+	doc["name"] = nullString(n.Name)
+	doc["driver"] = n.Driver
+	doc["provision_state"] = string(n.ProvisionState)
+	doc["target_provision_state"] = nullString(string(n.TargetProvisionState))
+	doc["provision_updated_at"] = timeText(n.ProvisionUpdatedAt)
+	doc["power_state"] = nullString(n.PowerState)
+	doc["target_power_state"] = nullString(n.TargetPowerState)
+	doc["maintenance"] = n.Maintenance
+	doc["maintenance_reason"] = nullString(n.MaintenanceReason)
+	doc["fault"] = nullString(n.Fault)
+	doc["last_error"] = nullString(n.LastError)
+	doc["instance_uuid"] = nullString(n.InstanceUUID)
+	doc["instance_info"] = dict(n.InstanceInfo)
+	doc["driver_info"] = dict(n.DriverInfo)
+	doc["driver_internal_info"] = dict(n.DriverInternalInfo)
+	doc["properties"] = dict(n.Properties)
+	doc["extra"] = dict(n.Extra)
+	doc["clean_step"] = dict(n.CleanStep())
+	doc["deploy_step"] = dict(n.DeployStep)
+	doc["raid_config"] = dict(n.RAIDConfig)
+	doc["target_raid_config"] = dict(n.TargetRAIDConfig)
+	doc["resource_class"] = nullString(n.ResourceClass)
+	doc["description"] = nullString(n.Description)
+	doc["owner"] = nullString(n.Owner)
+	doc["lessee"] = nullString(n.Lessee)
+	doc["conductor_group"] = n.ConductorGroup
+	doc["console_enabled"] = false
+	doc["automated_clean"] = boolOrNull(n.AutomatedClean)
+	doc["protected"] = n.Protected
+	doc["protected_reason"] = nullString(n.ProtectedReason)
+	doc["retired"] = n.Retired
+	doc["retired_reason"] = nullString(n.RetiredReason)
+	doc["network_data"] = dict(n.NetworkData)
+	doc["boot_mode"] = nil
+	doc["secure_boot"] = nil
+	doc["shard"] = nullString(n.Shard)
+	doc["parent_node"] = nullString(n.ParentNode)
+	doc["service_step"] = dict(n.ServiceStep())
+	doc["disable_power_off"] = n.DisablePowerOff
+	doc["instance_name"] = nullString(n.InstanceName)
+	doc["health"] = nil
+	doc["inspection_started_at"] = nil
+	doc["inspection_finished_at"] = nil
+	doc["created_at"] = timeText(n.CreatedAt)
+	doc["updated_at"] = timeText(n.UpdatedAt)
+	for k, v := range ifaces {
 		doc[k] = v
 	}
 	return doc
@@ -188,8 +199,10 @@ func LookupNode(n *store.Node, o Options) wire.LookupNode {
 // commands (Ironic's node.as_dict with secrets masked): driver_info
 // passwords and the agent token are masked; instance_info, configdrive
 // included, is sent as is, since the deploy steps need it. The document
-// is for encoding at once: its other dicts are the node's own, not
-// copies (driver_info, driver_internal_info and instance_info are).
+// is for encoding at once: its dicts are the node's own, not copies,
+// except driver_info (masked, a deep copy) and the top level of
+// instance_info and driver_internal_info, whose keys the caller may
+// replace (the token is a top-level key).
 func AgentNode(n *store.Node, conductor string) map[string]any {
 	doc := nodeFields(n, shareDict, agentTime)
 	doc["id"] = n.ID
@@ -202,10 +215,21 @@ func AgentNode(n *store.Node, conductor string) map[string]any {
 		objs[i] = map[string]any{"trait": t}
 	}
 	doc["traits"] = map[string]any{"objects": objs}
-	doc["instance_info"] = CopyDict(n.InstanceInfo)
+	doc["instance_info"] = topCopy(n.InstanceInfo)
 	doc["driver_info"] = MaskDict(n.DriverInfo)
-	doc["driver_internal_info"] = maskInternal(n.DriverInternalInfo)
+	dii := topCopy(n.DriverInternalInfo)
+	maskToken(dii)
+	doc["driver_internal_info"] = dii
 	return doc
+}
+
+// topCopy copies m's top level: its values are m's own (nil gives an
+// empty map). A deploy's driver_internal_info holds the steps, whose deep
+// copy was a tenth of the agent document's cost.
+func topCopy(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	maps.Copy(out, m)
+	return out
 }
 
 // shareDict is m itself, or an empty map for nil (a dict is never null).
@@ -229,10 +253,15 @@ func maskInstanceInfo(ii map[string]any) map[string]any {
 // maskInternal masks the agent token in driver_internal_info.
 func maskInternal(dii map[string]any) map[string]any {
 	out := CopyDict(dii)
-	if v, ok := out["agent_secret_token"]; ok && v != nil && v != "" {
-		out["agent_secret_token"] = wire.Masked
-	}
+	maskToken(out)
 	return out
+}
+
+// maskToken masks the agent token in a copy of driver_internal_info.
+func maskToken(dii map[string]any) {
+	if v, ok := dii["agent_secret_token"]; ok && v != nil && v != "" {
+		dii["agent_secret_token"] = wire.Masked
+	}
 }
 
 func links(base, resource, args string) []any {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rivetmetal/rivet/conductor/hardwaretype"
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
 )
@@ -91,6 +92,29 @@ func TestAgentNodeKeepsConfigdrive(t *testing.T) {
 	}
 }
 
+// TestAgentNodeLeavesTheNodeAlone: masking the document, and replacing
+// the top-level keys of its instance_info and driver_internal_info (as
+// the conductor does with the configdrive), does not change the node.
+func TestAgentNodeLeavesTheNodeAlone(t *testing.T) {
+	n := testNode()
+	token := n.DriverInternalInfo["agent_secret_token"]
+	doc := AgentNode(n, "conductor-1")
+	doc["instance_info"].(map[string]any)["configdrive"] = "******"
+	doc["driver_internal_info"].(map[string]any)["agent_url"] = "changed"
+	if n.InstanceInfo["configdrive"] != "H4sI..." {
+		t.Errorf("node's configdrive = %v", n.InstanceInfo["configdrive"])
+	}
+	if n.DriverInternalInfo["agent_secret_token"] != token || token == "" || token == nil {
+		t.Errorf("node's token = %v", n.DriverInternalInfo["agent_secret_token"])
+	}
+	if _, ok := n.DriverInternalInfo["agent_url"]; ok && n.DriverInternalInfo["agent_url"] == "changed" {
+		t.Error("the document's driver_internal_info is the node's")
+	}
+	if n.DriverInfo["ipmi_password"] == "******" {
+		t.Error("the node's password was masked")
+	}
+}
+
 // TestAgentNodeFields checks the agent's node document against the API's:
 // the same fields but the API's links and its few own, and Ironic's
 // database fields instead; the same values but the masked dicts, the
@@ -129,5 +153,21 @@ func TestAgentNodeFields(t *testing.T) {
 	}
 	if got := agent["traits"]; !reflect.DeepEqual(got, map[string]any{"objects": []any{map[string]any{"trait": "CUSTOM_A"}}}) {
 		t.Errorf("traits = %v", got)
+	}
+}
+
+// TestNodeDocumentsAreSized: the size nodeFields gives its map holds
+// every key of the API's and the agent's documents, so that neither is
+// grown key by key.
+func TestNodeDocumentsAreSized(t *testing.T) {
+	n := testNode()
+	ifaces := len(hardwaretype.Of(n.Driver, n.Interfaces))
+	if got := len(nodeFields(n, shareDict, agentTime)) - ifaces; got != nodeFieldCount {
+		t.Errorf("nodeFields sets %d fields besides the interfaces, nodeFieldCount is %d", got, nodeFieldCount)
+	}
+	for name, doc := range map[string]map[string]any{"API": Node(n, Options{Minor: MaxMinor}), "agent": AgentNode(n, "c")} {
+		if extra := len(doc) - nodeFieldCount - ifaces; extra > extraDocKeys {
+			t.Errorf("the %s document adds %d keys, more than extraDocKeys (%d)", name, extra, extraDocKeys)
+		}
 	}
 }
