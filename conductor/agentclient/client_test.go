@@ -1,6 +1,7 @@
 package agentclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -10,10 +11,12 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -237,22 +240,29 @@ func selfSigned(t *testing.T) []byte {
 }
 
 // TestCommandBodyIsTheRequestEncoded checks that the request body written
-// around the encoded params is byte for byte what encoding
-// wire.CommandRequest gives, for params with characters JSON escapes,
-// nested raw JSON and values whose MarshalJSON is not compact.
+// around the encoded params is compact JSON, HTML escaped, that decodes to
+// what encoding wire.CommandRequest gives (its keys in any order), for
+// params with characters JSON escapes, nested raw JSON and values whose
+// MarshalJSON is not compact; without maps it is byte for byte the same.
 func TestCommandBodyIsTheRequestEncoded(t *testing.T) {
 	type spaced struct{ json.Marshaler }
+	type mapless struct {
+		Raw  json.RawMessage `json:"raw"`
+		Text string          `json:"text"`
+	}
 	cases := []struct {
 		name   string
 		params any
+		exact  bool // no map in params: the bytes are encoding/json's
 	}{
-		{"standby.prepare_image", map[string]any{"image_info": map[string]any{"id": "<&>", "urls": []string{"http://h/a?b=1&c=2"}}}},
-		{"deploy.get_deploy_steps", map[string]any{"node": json.RawMessage(`{ "uuid" : "x<y" , "n": [1, 2.50] }`), "ports": []any{}}},
-		{"clean.execute_clean_step", map[string]any{"step": spaced{rawMarshaler(`{ "a" :  "\u2028" }`)}}},
-		{`weird"name\<>`, map[string]any{}},
-		{"standby.sync", struct{}{}},
-		{"deploy.execute_deploy_step", deployStepParams()},
-		{"deploy.get_deploy_steps", wire.GetStepsParams{Node: deployStepParams().Node, Ports: deployStepParams().Ports}},
+		{"standby.prepare_image", map[string]any{"image_info": map[string]any{"id": "<&>", "urls": []string{"http://h/a?b=1&c=2"}}}, false},
+		{"deploy.get_deploy_steps", map[string]any{"node": json.RawMessage(`{ "uuid" : "x<y" , "n": [1, 2.50] }`), "ports": []any{}}, false},
+		{"clean.execute_clean_step", map[string]any{"step": spaced{rawMarshaler(`{ "a" :  "\u2028" }`)}}, false},
+		{`weird"name\<>`, map[string]any{}, false},
+		{"standby.sync", struct{}{}, true},
+		{"deploy.execute_deploy_step", deployStepParams(), false},
+		{"deploy.get_deploy_steps", wire.GetStepsParams{Node: deployStepParams().Node, Ports: deployStepParams().Ports}, false},
+		{"x.mapless", mapless{Raw: json.RawMessage(`{"b": 1, "a": "<"}`), Text: "a&b"}, true},
 	}
 	for _, c := range cases {
 		got, err := commandBody(c.name, c.params)
@@ -267,8 +277,25 @@ func TestCommandBodyIsTheRequestEncoded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if string(got) != string(want) {
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, got); err != nil || compact.String() != string(got) {
+			t.Errorf("%s: body is not compact JSON (%v): %s", c.name, err, got)
+		}
+		if bytes.ContainsAny(got, "<>&") || bytes.Contains(got, []byte("\u2028")) != bytes.Contains(want, []byte("\u2028")) {
+			t.Errorf("%s: not escaped as encoding/json escapes: %s", c.name, got)
+		}
+		var gotV, wantV any
+		if err := json.Unmarshal(got, &gotV); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(want, &wantV); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(gotV, wantV) {
 			t.Errorf("%s:\n got  %s\n want %s", c.name, got, want)
+		}
+		if c.exact && string(got) != string(want) {
+			t.Errorf("%s: without maps, got %s, want %s", c.name, got, want)
 		}
 	}
 	if _, err := commandBody("x", map[string]any{"f": func() {}}); err == nil {
@@ -367,5 +394,46 @@ func TestConnectionsToAgentsAreKept(t *testing.T) {
 	defer mu.Unlock()
 	if dialled != n {
 		t.Errorf("%d connections for two rounds of %d concurrent commands; want %d, kept between rounds", dialled, n, n)
+	}
+}
+
+// TestCommandBodiesAreTheirOwn: bodies encoded at once, through the
+// shared buffers, each decode to their own params, and stay so after the
+// buffers are reused.
+func TestCommandBodiesAreTheirOwn(t *testing.T) {
+	const workers, each = 8, 200
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var bodies [][]byte
+			for i := range each {
+				params := map[string]any{"id": fmt.Sprintf("%d-%d", w, i), "pad": strings.Repeat("x", 100*(i%50))}
+				b, err := commandBody("x.y", params)
+				if err != nil {
+					errs <- err
+					return
+				}
+				bodies = append(bodies, b)
+			}
+			for i, b := range bodies {
+				var req struct {
+					Params struct {
+						ID string `json:"id"`
+					} `json:"params"`
+				}
+				if err := json.Unmarshal(b, &req); err != nil || req.Params.ID != fmt.Sprintf("%d-%d", w, i) {
+					errs <- fmt.Errorf("body %d of worker %d: id %q (%v): %.80s", i, w, req.Params.ID, err, b)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
