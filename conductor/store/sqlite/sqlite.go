@@ -513,6 +513,30 @@ func nodeValues(n *store.Node, prev *cachedRow) ([]any, error) {
 	return append(vals, attrs, formatTime(n.CreatedAt), formatTime(n.UpdatedAt)), nil
 }
 
+// sameValues reports whether two rows' column values (as scanNodeRaw
+// and nodeValues make them: strings, ints, nils) are equal, as
+// reflect.DeepEqual would, without its allocations: every node
+// transaction compares the row it read with the one it would write.
+func sameValues(a, b []any) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i, x := range a {
+		switch x.(type) {
+		case nil, string, int, int64, float64, bool:
+			// Comparable: == neither panics nor differs from DeepEqual.
+			if x != b[i] {
+				return false
+			}
+		default:
+			if !reflect.DeepEqual(x, b[i]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // CreateNode implements store.Store.
 func (s *Store) CreateNode(ctx context.Context, n *store.Node) error {
 	n.InitNew(s.now().UTC())
@@ -960,7 +984,7 @@ func (s *Store) WithNodeLockCommitted(ctx context.Context, ident string, fn func
 		if err != nil {
 			return nil, err
 		}
-		if !reflect.DeepEqual(before, after) {
+		if !sameValues(before, after) {
 			// Only updated_at changes: the last value (see nodeValues);
 			// the JSON columns are not encoded again.
 			n.UpdatedAt = s.now().UTC()

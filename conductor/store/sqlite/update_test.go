@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"errors"
+	"math"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -271,5 +272,23 @@ func TestNodeUUIDByMACs(t *testing.T) {
 	}
 	if u, err := s.NodeUUIDByMACs(ctx, []string{"52:54:00:00:00:01"}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("a deleted node: %q, %v", u, err)
+	}
+}
+
+// TestSameValuesIsDeepEqual: the rows' comparison agrees with
+// reflect.DeepEqual on the values rows hold and on those they never do
+// (byte slices, mixed types), and never panics.
+func TestSameValuesIsDeepEqual(t *testing.T) {
+	vals := []any{nil, "", "a", "b", 0, 1, int64(1), 1.5, math.NaN(), true, false, []byte("a"), []byte("a"), []byte(nil), map[string]any{}}
+	for _, x := range vals {
+		for _, y := range vals {
+			a, b := []any{"uuid", x, 3}, []any{"uuid", y, 3}
+			if got, want := sameValues(a, b), reflect.DeepEqual(a, b); got != want {
+				t.Errorf("sameValues(%#v, %#v) = %v, DeepEqual %v", a, b, got, want)
+			}
+		}
+	}
+	if sameValues([]any{"a"}, []any{"a", nil}) {
+		t.Error("rows of different lengths are the same")
 	}
 }
