@@ -157,8 +157,8 @@ func TestAgentNodeFields(t *testing.T) {
 }
 
 // TestNodeDocumentsAreSized: the size nodeFields gives its map holds
-// every key of the API's and the agent's documents, so that neither is
-// grown key by key.
+// every key of the API's and the agent's documents, so that neither
+// outgrows it.
 func TestNodeDocumentsAreSized(t *testing.T) {
 	n := testNode()
 	ifaces := len(hardwaretype.Of(n.Driver, n.Interfaces))

@@ -2,9 +2,9 @@
 // node in a goroutine of its own while it has work: two jobs of one node
 // never overlap, jobs of different nodes run at once. A goroutine whose
 // node has no work left waits a while for another node's (see
-// IdleWorkers), so that a storm of short jobs does not start, and grow
-// the stack of, a goroutine for each. A job submitted
-// while an equivalent one is pending can be merged into it (heartbeats
+// Config.IdleWorkers), so that a storm of short jobs does not start, and
+// grow the stack of, a goroutine for each. A job submitted while an
+// equivalent one is pending can be merged into it (heartbeats
 // and progress polls need doing once, not once per submission). Each job
 // runs under a context of its own, so that a node's work can be stopped
 // (Stop) without touching the others'.

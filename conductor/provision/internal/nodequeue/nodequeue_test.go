@@ -213,7 +213,7 @@ func TestIdleGoroutineTakesTheNextNode(t *testing.T) {
 	done := make(chan string, 4)
 	q := New(context.Background(), Config{
 		Run:        func(_ context.Context, node string, _ Job) { done <- node },
-		IdleLinger: 200 * time.Millisecond,
+		IdleLinger: 2 * time.Second, // long beside the test's steps, short to wait for
 	})
 	defer q.Close()
 	for _, node := range []string{"a", "b", "c"} {
