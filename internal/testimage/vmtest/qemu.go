@@ -154,3 +154,18 @@ func (w *lineWriter) flush() {
 		w.buf = nil
 	}
 }
+
+// Kill kills QEMU at once, as a power cut would stop the machine: what
+// the guest had not written to its disks is lost. It returns once QEMU is
+// reaped and every console line it wrote has been collected.
+func (vm *VM) Kill() {
+	_ = vm.cmd.Process.Kill()
+	<-vm.done
+}
+
+// Lines returns the console lines collected so far.
+func (vm *VM) Lines() []string {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return append([]string(nil), vm.lines...)
+}
