@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -101,6 +102,10 @@ type stmtKey struct {
 // Readers is the size of the read pool.
 const Readers = 32
 
+// ProfileLabel is the pprof label key whose value "committer" marks the
+// committer goroutine in profiles.
+const ProfileLabel = "rivet"
+
 // MaxBatch bounds the writes committed together.
 const MaxBatch = 128
 
@@ -156,7 +161,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.commitLoop()
+		// The label sets the committer apart in CPU and goroutine
+		// profiles (pprof -tagfocus=rivet=committer).
+		pprof.Do(context.Background(), pprof.Labels(ProfileLabel, "committer"), func(context.Context) { s.commitLoop() })
 	}()
 	return s, nil
 }

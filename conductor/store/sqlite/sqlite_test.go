@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -377,4 +378,26 @@ func TestMemoizedColumnsReadAsStored(t *testing.T) {
 		!strings.Contains(vals[firstMapColumn+2].(string), `"steps"`) {
 		t.Fatalf("firstMapColumn does not index instance_info: %v %v", vals, err)
 	}
+}
+
+// TestCommitterIsLabelled: the committer goroutine carries the profile
+// label that sets it apart in CPU and goroutine profiles.
+func TestCommitterIsLabelled(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
+	defer s.Close()
+	createNode(t, s, "n1") // the committer has run: it is in commitLoop
+	var b strings.Builder
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%q:%q", ProfileLabel, "committer")
+	for _, g := range strings.Split(b.String(), "\n\n") {
+		if strings.Contains(g, want) {
+			if !strings.Contains(g, "commitLoop") {
+				t.Fatalf("the label is on another goroutine:\n%s", g)
+			}
+			return
+		}
+	}
+	t.Fatalf("no goroutine labelled %s in:\n%s", want, b.String())
 }
