@@ -16,6 +16,13 @@ import (
 	"github.com/rivetmetal/rivet/internal/testimage/vmtest"
 )
 
+// Console lines of testdata/powerloss: a write reported done (its
+// number), and the 20th or a later one, or the guest's failure.
+var (
+	ackedLine        = regexp.MustCompile(`RIVET-POWERLOSS acked=(\d+)`)
+	twentiethOrError = regexp.MustCompile(`RIVET-POWERLOSS (acked=([2-9][0-9]|[0-9]{3,})\b|error)`)
+)
+
 // TestAcknowledgedWritesSurvivePowerLoss boots a VM (QEMU, the ramdisk
 // kernel) whose uinit (testdata/powerloss) writes to a store on an ext4
 // disk, one write after another, printing each write's number once the
@@ -69,7 +76,7 @@ func TestAcknowledgedWritesSurvivePowerLoss(t *testing.T) {
 				"-kernel", kernel, "-initrd", rd.Path, "-append", "console=ttyS0",
 				"-drive", "file="+disk+",if=virtio,format=raw",
 			)
-			if _, _, err := vm.WaitFor(ctx, regexp.MustCompile(`RIVET-POWERLOSS (acked=([2-9][0-9]|[0-9]{3,})\b|error)`)); err != nil {
+			if _, _, err := vm.WaitFor(ctx, twentiethOrError); err != nil {
 				t.Fatal(err)
 			}
 			vm.Kill()
@@ -78,7 +85,7 @@ func TestAcknowledgedWritesSurvivePowerLoss(t *testing.T) {
 				if strings.Contains(l, "RIVET-POWERLOSS error") {
 					t.Fatalf("the guest failed: %s", l)
 				}
-				if m := regexp.MustCompile(`RIVET-POWERLOSS acked=(\d+)`).FindStringSubmatch(l); m != nil {
+				if m := ackedLine.FindStringSubmatch(l); m != nil {
 					n, _ := strconv.Atoi(m[1])
 					acked = max(acked, n)
 				}
