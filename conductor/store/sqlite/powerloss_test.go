@@ -44,23 +44,23 @@ func TestAcknowledgedWritesSurvivePowerLoss(t *testing.T) {
 		vmtest.Unavailable(t, "mounting the VM's disk image needs root")
 	}
 	root := vmtest.RepoRoot(t)
+	// One ramdisk for both runs: the kernel command line names the mode.
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute) // a Go build, then two TCG boots
+	defer cancel()
+	rd, err := initramfs.Build(ctx, initramfs.Options{
+		AgentPackage: filepath.Join(root, "conductor", "store", "sqlite", "testdata", "powerloss"),
+		ModulesDir:   vmtest.ModulesDir(t),
+		LoadModules:  []string{"virtio_pci", "virtio_blk"},
+		Commands:     []string{},
+		Output:       filepath.Join(t.TempDir(), "initramfs.cpio.zst"),
+		ModuleDir:    root,
+	})
+	if err != nil {
+		t.Fatalf("build the ramdisk: %v", err)
+	}
 	for _, mode := range []string{"store", "control"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute) // a Go build, then a TCG boot
-			defer cancel()
-			rd, err := initramfs.Build(ctx, initramfs.Options{
-				AgentPackage: filepath.Join(root, "conductor", "store", "sqlite", "testdata", "powerloss"),
-				AgentArgs:    []string{"-mode", mode},
-				ModulesDir:   vmtest.ModulesDir(t),
-				LoadModules:  []string{"virtio_pci", "virtio_blk"},
-				Commands:     []string{},
-				Output:       filepath.Join(dir, "initramfs.cpio.zst"),
-				ModuleDir:    root,
-			})
-			if err != nil {
-				t.Fatalf("build the ramdisk: %v", err)
-			}
 			disk := filepath.Join(dir, "disk.raw")
 			if err := os.WriteFile(disk, nil, 0o644); err != nil {
 				t.Fatal(err)
@@ -73,7 +73,7 @@ func TestAcknowledgedWritesSurvivePowerLoss(t *testing.T) {
 			}
 			vm := vmtest.Start(ctx, t,
 				"-m", "512", "-smp", "1",
-				"-kernel", kernel, "-initrd", rd.Path, "-append", "console=ttyS0",
+				"-kernel", kernel, "-initrd", rd.Path, "-append", "console=ttyS0 rivet.powerloss="+mode,
 				"-drive", "file="+disk+",if=virtio,format=raw",
 			)
 			if _, _, err := vm.WaitFor(ctx, twentiethOrError); err != nil {

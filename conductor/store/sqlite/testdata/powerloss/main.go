@@ -4,11 +4,13 @@
 // (../../powerloss_test.go). It mounts the VM's disk (ext4, made by the
 // test) and writes to a database on it, one write at a time, printing
 // the number of each write once it is reported done, until the VM is
-// killed:
+// killed. The kernel command line's rivet.powerloss= says how:
 //
-//	-mode store    through the store: one node's extra.n set to 1, 2, 3 …
-//	-mode control  through SQLite alone (WAL, synchronous=NORMAL, no sync
-//	               of its own): rows 1, 2, 3 … inserted into table t
+//	store    through the store: one node's extra.n set to 1, 2, 3 …
+//	control  through SQLite alone (WAL, synchronous=NORMAL, no sync of
+//	         its own): rows 1, 2, 3 … inserted into table t
+//
+// (one ramdisk serves both runs).
 //
 // The control shows that killing the VM loses what was not synced: the
 // store fsyncs each commit (synchronous=FULL), SQLite alone with
@@ -18,9 +20,9 @@ package main
 import (
 	"context"
 	"database/sql"
-	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -31,12 +33,28 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "store", "store or control")
-	flag.Parse()
-	if err := run(*mode); err != nil {
+	mode, err := cmdlineMode()
+	if err == nil {
+		err = run(mode)
+	}
+	if err != nil {
 		fmt.Println("RIVET-POWERLOSS error:", err)
 	}
 	select {} // the test kills the VM
+}
+
+// cmdlineMode is the value of rivet.powerloss= on the kernel command line.
+func cmdlineMode() (string, error) {
+	b, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return "", fmt.Errorf("read the kernel command line: %w", err)
+	}
+	for _, f := range strings.Fields(string(b)) {
+		if v, ok := strings.CutPrefix(f, "rivet.powerloss="); ok {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("no rivet.powerloss= on the kernel command line %q", strings.TrimSpace(string(b)))
 }
 
 func run(mode string) error {
