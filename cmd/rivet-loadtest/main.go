@@ -141,13 +141,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			r.ConductorRSS>>20, r.ConductorPeakRSS>>20, r.Stuck)
 	}
 	fmt.Fprintf(stdout, "\nBoot storm (every agent boots within %s: lookup, heartbeat, deploy steps; ends when every agent writes its image)\n\n", bootWindow)
-	fmt.Fprintln(stdout, "| agents | neighbour | every agent writing after | heartbeats | hb p50 | hb p99 | hb max | hb errors | lookups | lookup p50 | lookup p99 | lookup max | lookup errors | conductor CPU | agents' CPU | load1 at end |")
-	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(stdout, "| agents | neighbour | every agent writing after | heartbeats | hb p50 | hb p99 | hb max | hb errors | lookups | lookup p50 | lookup p99 | lookup max | lookup errors | conductor CPU | agents' CPU | load1 at end | GC cycles | GC CPU (runtime's estimate) |")
+	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range reports {
 		b, l := r.BootHeartbeats, r.BootLookups
-		fmt.Fprintf(stdout, "| %d | %d | %.1f s | %d | %s | %s | %s | %d | %d | %s | %s | %s | %d | %.0f%% of a core | %.0f%% of a core | %.2f |\n",
+		fmt.Fprintf(stdout, "| %d | %d | %.1f s | %d | %s | %s | %s | %d | %d | %s | %s | %s | %d | %.0f%% of a core | %.0f%% of a core | %.2f | %s |\n",
 			r.Agents, r.Neighbour, r.BootStorm.Seconds(), b.Count, ms(b.P50), ms(b.P99), ms(b.Max), b.Errors,
-			l.Count, ms(l.P50), ms(l.P99), ms(l.Max), l.Errors, 100*r.BootConductorCPU, 100*r.BootAgentsCPU, r.BootLoad1)
+			l.Count, ms(l.P50), ms(l.P99), ms(l.Max), l.Errors, 100*r.BootConductorCPU, 100*r.BootAgentsCPU, r.BootLoad1, gcCells(r))
 	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(stdout, "\nload average (1, 5, 15 min) at the end: %s\n", strings.Join(strings.Fields(string(la))[:3], ", "))
@@ -163,6 +163,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// gcCells are the storm table's garbage-collection cells: cycles, and
+// the runtime's estimate of their CPU with its share of the conductor's
+// CPU over the storm ("n/a" when the conductor's /metrics did not say).
+func gcCells(r *loadtest.Report) string {
+	if r.BootGC == nil {
+		return "n/a | n/a"
+	}
+	share := ""
+	if cpu := r.BootConductorCPU * r.BootStorm.Seconds(); cpu > 0 {
+		share = fmt.Sprintf(" (%.0f%% of the conductor's)", 100*r.BootGC.CPU.Seconds()/cpu)
+	}
+	return fmt.Sprintf("%d | %.1f s%s", r.BootGC.Cycles, r.BootGC.CPU.Seconds(), share)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }

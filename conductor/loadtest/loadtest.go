@@ -159,6 +159,9 @@ type Report struct {
 	BootLoad1                                  float64
 	// BootLookups are the lookups sent during the boot storm.
 	BootLookups Stats
+	// BootGC is what the conductor's garbage collector did during the
+	// boot storm (nil when its /metrics did not say).
+	BootGC *GCStats
 	// Neighbour is the number of cores the CPU-bound neighbour ran on.
 	Neighbour int
 	// Stuck counts nodes that left wait call-back / deploying (failed).
@@ -313,6 +316,7 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 	if err != nil {
 		return nil, err
 	}
+	gc0, gcErr := readGC(ctx, client, cond.metricsURL)
 	bootStart := time.Now()
 	actx, stopAgents := context.WithCancel(ctx)
 	defer stopAgents()
@@ -383,6 +387,17 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 		return nil, err
 	}
 	bootLoad1, _ := loadavg()
+	var bootGC *GCStats
+	if gcErr == nil {
+		var gc1 gcSample
+		if gc1, gcErr = readGC(ctx, client, cond.metricsURL); gcErr == nil {
+			st := gc1.since(gc0)
+			bootGC = &st
+		}
+	}
+	if gcErr != nil {
+		log.Warn("no garbage-collection figures for the boot storm", "error", gcErr)
+	}
 	log.Info("boot storm over: every agent writes its image", "took", bootTook.Round(time.Second))
 	var dash *Dashboard
 	if cfg.DashboardSubscribers > 0 {
@@ -445,7 +460,7 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 		AgentsCPU:        (self1 - self0).Seconds() / window.Seconds(),
 		BootConductorCPU: (bootCPU1 - bootCPU0).Seconds() / bootTook.Seconds(),
 		BootAgentsCPU:    (bootSelf1 - bootSelf0).Seconds() / bootTook.Seconds(),
-		BootLoad1:        bootLoad1, BootLookups: bootLookups.stats(bootTook), Neighbour: cfg.Neighbour}
+		BootLoad1:        bootLoad1, BootLookups: bootLookups.stats(bootTook), BootGC: bootGC, Neighbour: cfg.Neighbour}
 	rep.Load1, _ = loadavg()
 	rep.ConductorRSS, _ = cond.memory("VmRSS:")
 	rep.ConductorPeakRSS, _ = cond.memory("VmHWM:")
@@ -513,21 +528,23 @@ func (t *timedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // startConductor starts the conductor under test on a free 127.0.0.1
-// port and waits until it serves.
+// port, its /metrics on another, and waits until it serves.
 func startConductor(ctx context.Context, cfg Config, dir string) (*server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeLoopbackAddr()
 	if err != nil {
-		return nil, fmt.Errorf("loadtest: %w", err)
+		return nil, err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+	metricsAddr, err := freeLoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
 	logPath := filepath.Join(dir, conductorLog)
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: %w", err)
 	}
 	defer logf.Close()
-	args := append([]string{"--listen", addr, "--db", filepath.Join(dir, "rivet.db"),
+	args := append([]string{"--listen", addr, "--metrics-listen", metricsAddr, "--db", filepath.Join(dir, "rivet.db"),
 		"--state-dir", filepath.Join(dir, "state"), "--log-level", "warn",
 		"--ramdisk-heartbeat-timeout", cfg.HeartbeatTimeout.String(),
 		"--deploy-callback-timeout", "24h",
@@ -536,7 +553,7 @@ func startConductor(ctx context.Context, cfg Config, dir string) (*server, error
 		"--automated-clean=false"}, cfg.ConductorArgs...)
 	cmd := exec.Command(cfg.Conductor, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	return startServer(ctx, "conductor", cmd, "http://"+addr, logPath, syscall.SIGTERM, 60*time.Second,
+	s, err := startServer(ctx, "conductor", cmd, "http://"+addr, logPath, syscall.SIGTERM, 60*time.Second,
 		func(url string) (bool, error) {
 			resp, err := http.Get(url + "/")
 			if err != nil {
@@ -545,6 +562,21 @@ func startConductor(ctx context.Context, cfg Config, dir string) (*server, error
 			resp.Body.Close()
 			return true, nil
 		})
+	if err != nil {
+		return nil, err
+	}
+	s.metricsURL = "http://" + metricsAddr + "/metrics"
+	return s, nil
+}
+
+// freeLoopbackAddr is a 127.0.0.1 address with a port free a moment ago.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("loadtest: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // cpuSample is the machine's aggregate CPU counters.

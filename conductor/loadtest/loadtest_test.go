@@ -1,10 +1,84 @@
 package loadtest
 
 import (
+	"context"
 	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
+
+var conductorBuild struct {
+	once sync.Once
+	dir  string
+	err  error
+	out  []byte
+}
+
+// conductorBinary builds rivet-conductor once for the package's tests.
+func conductorBinary(t *testing.T) string {
+	t.Helper()
+	b := &conductorBuild
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "loadtest-conductor-"); b.err != nil {
+			return
+		}
+		build := exec.Command("go", "build", "-o", filepath.Join(b.dir, "rivet-conductor"), "github.com/rivetmetal/rivet/cmd/rivet-conductor")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		b.out, b.err = build.CombinedOutput()
+	})
+	if b.err != nil {
+		t.Fatalf("build rivet-conductor: %v\n%s", b.err, b.out)
+	}
+	return filepath.Join(b.dir, "rivet-conductor")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if conductorBuild.dir != "" {
+		os.RemoveAll(conductorBuild.dir)
+	}
+	os.Exit(code)
+}
+
+// TestRunSmallFleet runs the load test end to end against a real
+// rivet-conductor (SQLite, 40 nodes booting within 2 s, a 2 s window):
+// every agent looks up and heartbeats without an error, every node stays
+// deploying, and the report carries the conductor's CPU, memory and
+// garbage-collection figures (no timing is asserted).
+func TestRunSmallFleet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs rivet-conductor")
+	}
+	const agents = 40
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{Conductor: conductorBinary(t), Agents: agents, HeartbeatTimeout: 10 * time.Second,
+		Boot: 2 * time.Second, Duration: 2 * time.Second, Dir: t.TempDir(),
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := rep.BootLookups; l.Count < agents || l.Errors != 0 {
+		t.Errorf("storm lookups: %+v, want %d without errors", l, agents)
+	}
+	if b := rep.BootHeartbeats; b.Count < agents || b.Errors != 0 {
+		t.Errorf("storm heartbeats: %+v, want at least %d without errors", b, agents)
+	}
+	if rep.Heartbeats.Errors != 0 || rep.Stuck != 0 {
+		t.Errorf("window: %d heartbeat errors (%s), %d nodes failed", rep.Heartbeats.Errors, rep.Heartbeats.FirstError, rep.Stuck)
+	}
+	if rep.BootStorm <= 0 || rep.BootConductorCPU <= 0 || rep.ConductorRSS <= 0 || rep.ConductorPeakRSS < rep.ConductorRSS {
+		t.Errorf("storm %v, conductor CPU %v, RSS %d (peak %d)", rep.BootStorm, rep.BootConductorCPU, rep.ConductorRSS, rep.ConductorPeakRSS)
+	}
+	if rep.BootGC == nil || rep.BootGC.Cycles < 0 || rep.BootGC.CPU < 0 {
+		t.Errorf("storm GC figures: %+v, want the conductor's", rep.BootGC)
+	}
+}
 
 func TestRecorderPercentiles(t *testing.T) {
 	var r recorder

@@ -20,6 +20,8 @@ type server struct {
 	logPath string
 	stopSig syscall.Signal
 	done    chan error
+	// metricsURL is the conductor's Prometheus /metrics ("" for nginx).
+	metricsURL string
 }
 
 // startServer starts cmd and waits, at most wait, until ready(url) says it

@@ -68,12 +68,7 @@ func TestRunServing(t *testing.T) {
 		}
 		t.Skip("nginx is missing (scripts/install-deps.sh test)")
 	}
-	bin := filepath.Join(t.TempDir(), "rivet-conductor")
-	build := exec.Command("go", "build", "-o", bin, "github.com/rivetmetal/rivet/cmd/rivet-conductor")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build rivet-conductor: %v\n%s", err, out)
-	}
+	bin := conductorBinary(t)
 	const size, clients, rounds = 3<<20 + 123, 4, 2
 	rep, err := RunServing(context.Background(), ServingConfig{Conductor: bin, Nginx: nginx, Size: size,
 		Clients: clients, Rounds: rounds, Dir: t.TempDir()})

@@ -14,6 +14,7 @@ package metrics
 
 import (
 	"net/http"
+	"regexp"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,11 +50,22 @@ type Metrics struct {
 	leaseTakeovers  prometheus.Counter
 }
 
+// gcRuntimeMetrics are the runtime/metrics the Go collector exports
+// beside its defaults: the garbage collector's completed cycles
+// (go_gc_cycles_total_gc_cycles_total) and the runtime's estimate of the
+// CPU time they took (go_cpu_classes_gc_total_cpu_seconds_total; its
+// workers' wall time, so an overestimate when the machine is short of
+// CPU). Under load the conductor's latency tail follows its collector's
+// marking (docs/conductor-scaling.md).
+var gcRuntimeMetrics = regexp.MustCompile(`^/(gc/cycles/total:gc-cycles|cpu/classes/gc/total:cpu-seconds)$`)
+
 // New returns a registry with the Go and process collectors and every
 // conductor family registered.
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.GoRuntimeMetricsRule{Matcher: gcRuntimeMetrics})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &Metrics{
 		reg: reg,
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{

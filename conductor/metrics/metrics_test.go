@@ -106,8 +106,12 @@ func TestMiddlewareLabelsByRoutePatternAndCountsRamdiskCalls(t *testing.T) {
 		`rivet_conductor_lease_takeovers_total 0`,
 		`rivet_conductor_image_cache_bytes 0`,
 	)
-	if !strings.Contains(text, "go_goroutines ") || !strings.Contains(text, "process_resident_memory_bytes ") {
-		t.Error("Go or process collector missing")
+	for _, name := range []string{"go_goroutines ", "process_resident_memory_bytes ",
+		// The garbage collector's cycles and CPU estimate.
+		"go_gc_cycles_total_gc_cycles_total ", "go_cpu_classes_gc_total_cpu_seconds_total "} {
+		if !strings.Contains(text, "\n"+name) {
+			t.Errorf("no %q: the Go or process collector is missing, or a runtime metric", name)
+		}
 	}
 }
 

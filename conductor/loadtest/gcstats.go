@@ -1,0 +1,85 @@
+package loadtest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// The conductor's garbage-collection counters in its /metrics
+// (conductor/metrics).
+const (
+	gcCyclesMetric = "go_gc_cycles_total_gc_cycles_total"
+	gcCPUMetric    = "go_cpu_classes_gc_total_cpu_seconds_total"
+)
+
+// GCStats is what the conductor's garbage collector did over a phase of
+// the run.
+type GCStats struct {
+	// Cycles is the number of collections completed.
+	Cycles int
+	// CPU is the Go runtime's estimate of the CPU time they took: its
+	// collector workers' wall time, so more than they ran when the
+	// machine is short of CPU.
+	CPU time.Duration
+}
+
+// gcSample is the conductor's garbage-collection counters at one moment.
+type gcSample struct {
+	cycles, cpuSeconds float64
+}
+
+// since is what the collector did from a to b.
+func (b gcSample) since(a gcSample) GCStats {
+	return GCStats{Cycles: int(b.cycles - a.cycles), CPU: time.Duration((b.cpuSeconds - a.cpuSeconds) * float64(time.Second))}
+}
+
+// maxMetricsBody bounds what is read of a /metrics answer.
+const maxMetricsBody = 8 << 20
+
+// readGC reads the garbage-collection counters from the Prometheus
+// /metrics text at url.
+func readGC(ctx context.Context, client *http.Client, url string) (gcSample, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return gcSample{}, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return gcSample{}, fmt.Errorf("read the conductor's metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return gcSample{}, fmt.Errorf("read the conductor's metrics: %s: HTTP %d", url, resp.StatusCode)
+	}
+	return parseGC(io.LimitReader(resp.Body, maxMetricsBody))
+}
+
+// parseGC reads the garbage-collection counters from Prometheus text.
+func parseGC(r io.Reader) (gcSample, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return gcSample{}, fmt.Errorf("parse the conductor's metrics: %w", err)
+	}
+	value := func(name string) (float64, error) {
+		f, ok := fams[name]
+		if !ok || len(f.GetMetric()) != 1 || f.GetMetric()[0].GetCounter() == nil {
+			return 0, fmt.Errorf("the conductor's metrics have no counter %s (a build without it?)", name)
+		}
+		return f.GetMetric()[0].GetCounter().GetValue(), nil
+	}
+	var s gcSample
+	if s.cycles, err = value(gcCyclesMetric); err != nil {
+		return gcSample{}, err
+	}
+	if s.cpuSeconds, err = value(gcCPUMetric); err != nil {
+		return gcSample{}, err
+	}
+	return s, nil
+}
