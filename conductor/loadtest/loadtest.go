@@ -7,7 +7,9 @@
 // heartbeat timeout), and answer the conductor's command polling and
 // step calls from one HTTP server, with image writes that outlast the run.
 // It reports the latency percentiles and errors of lookups and heartbeats,
-// the request rate, and the CPU used by the conductor and by the machine.
+// the request rate, the CPU used by the conductor and by the machine, and
+// the conductor's garbage collections during the boot storm (read from
+// its /metrics).
 package loadtest
 
 import (
