@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -351,12 +350,10 @@ func download(ctx context.Context, c *http.Client, url string) (int64, error) {
 // serving root with sendfile, as Debian's default configuration does,
 // with as many workers as cores and no access log.
 func startNginx(ctx context.Context, bin, dir, root string) (*server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeLoopbackAddr()
 	if err != nil {
-		return nil, fmt.Errorf("loadtest: %w", err)
+		return nil, err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	prefix := filepath.Join(dir, "nginx")
 	if err := os.MkdirAll(filepath.Join(prefix, "tmp"), 0o755); err != nil {
 		return nil, fmt.Errorf("loadtest: %w", err)
