@@ -592,12 +592,23 @@ func machineCPU() (cpuSample, error) {
 	if err != nil {
 		return cpuSample{}, fmt.Errorf("loadtest: machine CPU: %w", err)
 	}
+	return parseProcStat(string(b)), nil
+}
+
+// cpuStatFields is how many of /proc/stat's CPU times are the CPU's own:
+// user, nice, system, idle, iowait, irq, softirq, steal. The guest times
+// after them are already counted in user and nice.
+const cpuStatFields = 8
+
+// parseProcStat reads the aggregate CPU times of /proc/stat's text and
+// counts the per-CPU lines.
+func parseProcStat(text string) cpuSample {
 	var s cpuSample
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		f := strings.Fields(line)
 		switch {
 		case len(f) > 4 && f[0] == "cpu":
-			for i, v := range f[1:] {
+			for i, v := range f[1:min(len(f), 1+cpuStatFields)] {
 				n, _ := strconv.ParseInt(v, 10, 64)
 				s.total += n
 				if i != 3 && i != 4 { // idle, iowait
@@ -608,7 +619,7 @@ func machineCPU() (cpuSample, error) {
 			s.cores++
 		}
 	}
-	return s, nil
+	return s
 }
 
 func (s cpuSample) busyFraction(before cpuSample) float64 {

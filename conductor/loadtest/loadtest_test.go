@@ -120,6 +120,23 @@ func TestMachineCPU(t *testing.T) {
 	}
 }
 
+// TestParseProcStat: busy is every CPU time but idle and iowait, the
+// guest times (already in user and nice) are not counted twice, and the
+// per-CPU lines are the cores.
+func TestParseProcStat(t *testing.T) {
+	s := parseProcStat("cpu  100 2 30 500 40 5 6 7 50 1\n" +
+		"cpu0 50 1 15 250 20 2 3 3 25 1\n" +
+		"cpu1 50 1 15 250 20 3 3 4 25 0\n" +
+		"intr 12345 0 0\nctxt 999\n")
+	if want := (cpuSample{busy: 100 + 2 + 30 + 5 + 6 + 7, total: 100 + 2 + 30 + 500 + 40 + 5 + 6 + 7, cores: 2}); s != want {
+		t.Fatalf("parsed %+v, want %+v", s, want)
+	}
+	// Older kernels list fewer times.
+	if s := parseProcStat("cpu  10 0 5 85 0\ncpu0 10 0 5 85 0\n"); s != (cpuSample{busy: 15, total: 100, cores: 1}) {
+		t.Fatalf("parsed %+v", s)
+	}
+}
+
 func TestConfigDefaults(t *testing.T) {
 	var c Config
 	if err := c.setDefaults(); err == nil {
