@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rivetmetal/rivet/internal/kernelcmdline"
 )
 
 // TestAPIBodyLimits: a body over the cap gets IPA's 413 (whether its
@@ -150,7 +152,7 @@ func TestIPAParameterParity(t *testing.T) {
 		`ipa-tls-cipher-suites=ECDHE-RSA-AES256-GCM-SHA384 ipa-network-interface=eth1 rivet-max-decoder-memory=512 ` +
 		`rivet-allow-md5-checksum=1 ipa-collect-lldp=1 ipa-lldp-timeout=5 ipa-ntp-server=192.0.2.9 ipa-enable-vlan-interfaces=all ` +
 		`ipa-inspection-dhcp-wait-timeout=10 ipa-agent-token-required=1 boot_method=vmedia`
-	params, err := ParseKernelCmdline(strings.NewReader(line))
+	params, err := kernelcmdline.Parse(strings.NewReader(line))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,7 @@
 package agent
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -420,40 +418,6 @@ func ignoredParams() []Param {
 		out = append(out, Param{Name: p.name, Usage: "accepted for IPA compatibility, no effect: " + p.why, Ignored: p.why, IsBool: p.isBool})
 	}
 	return out
-}
-
-// ParseKernelCmdline splits a kernel command line into key=value pairs.
-// Tokens without "=" are ignored, as IPA does; double quotes group spaces.
-func ParseKernelCmdline(r io.Reader) (map[string]string, error) {
-	b, err := io.ReadAll(bufio.NewReader(io.LimitReader(r, 64<<10)))
-	if err != nil {
-		return nil, fmt.Errorf("read kernel command line: %w", err)
-	}
-	out := map[string]string{}
-	var tok strings.Builder
-	inQuote := false
-	flush := func() {
-		// The kernel takes quotes around a value or a whole parameter
-		// ("ipa-x=a b" and ipa-x="a b" alike) and drops them.
-		t := strings.ReplaceAll(tok.String(), `"`, "")
-		tok.Reset()
-		if k, v, ok := strings.Cut(t, "="); ok && k != "" && !strings.ContainsAny(k, " \t\n") {
-			out[k] = v
-		}
-	}
-	for _, ch := range string(b) {
-		switch {
-		case ch == '"':
-			inQuote = !inQuote
-			tok.WriteRune(ch)
-		case (ch == ' ' || ch == '\t' || ch == '\n') && !inQuote:
-			flush()
-		default:
-			tok.WriteRune(ch)
-		}
-	}
-	flush()
-	return out, nil
 }
 
 // ApplyKernelParams sets every known parameter present in params; unknown

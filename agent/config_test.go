@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rivetmetal/rivet/internal/kernelcmdline"
 )
 
 // TestKernelCommandLine parses a command line as Ironic's PXE boot builds
@@ -14,7 +16,7 @@ func TestKernelCommandLine(t *testing.T) {
 		`BOOTIF=01-52-54-00-12-34-56 ipa-disk-wait-attempts=2 ipa-disk-wait-delay=0.5 ipa-hardware-initialization-delay=1 ` +
 		`ipa-inspection-callback-url=http://192.0.2.1:5050/v1/continue ipa-inspection-collectors=default,logs ipa-enable-auto-tls=0 ` +
 		`ipa-tls-certificate-curve=p256 ipa-guard-special-filesystems=false ipa-ignore-bootloader-failure initrd=ramdisk`
-	params, err := ParseKernelCmdline(strings.NewReader(line))
+	params, err := kernelcmdline.Parse(strings.NewReader(line))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +43,7 @@ func TestKernelCommandLine(t *testing.T) {
 }
 
 func TestKernelCommandLineQuotes(t *testing.T) {
-	params, err := ParseKernelCmdline(strings.NewReader(`"ipa-global-request-id=req-a b" ipa-inspection-collectors="default, logs" " =0" x"y=1`))
+	params, err := kernelcmdline.Parse(strings.NewReader(`"ipa-global-request-id=req-a b" ipa-inspection-collectors="default, logs" " =0" x"y=1`))
 	if err != nil {
 		t.Fatal(err)
 	}

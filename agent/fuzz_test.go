@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rivetmetal/rivet/internal/kernelcmdline"
 	"github.com/rivetmetal/rivet/wire"
 )
 
@@ -97,7 +98,7 @@ func FuzzKernelCmdline(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, line string) {
-		params, err := ParseKernelCmdline(strings.NewReader(line))
+		params, err := kernelcmdline.Parse(strings.NewReader(line))
 		if err != nil {
 			t.Fatal(err)
 		}

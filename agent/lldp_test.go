@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/hardware/lldp"
+	"github.com/rivetmetal/rivet/internal/kernelcmdline"
 )
 
 // TestLLDPParameters reads IPA's two LLDP parameters from a kernel command
@@ -19,7 +20,7 @@ func TestLLDPParameters(t *testing.T) {
 	if l := (&Agent{cfg: cfg}).lldpListener(); l != nil {
 		t.Fatalf("a listener with ipa-collect-lldp off: %#v", l)
 	}
-	params, err := ParseKernelCmdline(strings.NewReader("ipa-inspection-collectors=default,logs ipa-inspection-dhcp-all-interfaces=1 ipa-collect-lldp=1 ipa-lldp-timeout=2.5 BOOTIF=${mac}"))
+	params, err := kernelcmdline.Parse(strings.NewReader("ipa-inspection-collectors=default,logs ipa-inspection-dhcp-all-interfaces=1 ipa-collect-lldp=1 ipa-lldp-timeout=2.5 BOOTIF=${mac}"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/rivetmetal/rivet/agent"
 	"github.com/rivetmetal/rivet/agent/netup"
+	"github.com/rivetmetal/rivet/internal/kernelcmdline"
 )
 
 func main() {
@@ -53,7 +54,7 @@ func main() {
 func run(ctx context.Context, args []string, stderr io.Writer, inRamdisk bool) error {
 	cfg := agent.DefaultConfig()
 	if f, err := os.Open("/proc/cmdline"); err == nil {
-		params, err := agent.ParseKernelCmdline(f)
+		params, err := kernelcmdline.Parse(f)
 		f.Close()
 		if err != nil {
 			return err

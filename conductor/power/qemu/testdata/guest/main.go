@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/rivetmetal/rivet/internal/kernelcmdline"
 )
 
 func main() {
@@ -55,14 +57,15 @@ func main() {
 	}
 }
 
+// cmdline is the kernel command line's parameters (none when it cannot
+// be read: the test then sees the guest report empty values).
 func cmdline() map[string]string {
-	b, _ := os.ReadFile("/proc/cmdline")
-	m := map[string]string{}
-	for _, f := range strings.Fields(string(b)) {
-		k, v, _ := strings.Cut(f, "=")
-		m[k] = v
+	params, err := kernelcmdline.Read()
+	if err != nil {
+		fmt.Println("RIVET-QEMU-GUEST", err)
+		return map[string]string{}
 	}
-	return m
+	return params
 }
 
 // waitNIC returns the name and MAC of the first interface bound to virtio_net.

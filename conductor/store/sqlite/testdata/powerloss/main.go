@@ -22,7 +22,6 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/conductor/store/sqlite"
+	"github.com/rivetmetal/rivet/internal/kernelcmdline"
 )
 
 func main() {
@@ -45,16 +45,15 @@ func main() {
 
 // cmdlineMode is the value of rivet.powerloss= on the kernel command line.
 func cmdlineMode() (string, error) {
-	b, err := os.ReadFile("/proc/cmdline")
+	params, err := kernelcmdline.Read()
 	if err != nil {
-		return "", fmt.Errorf("read the kernel command line: %w", err)
+		return "", err
 	}
-	for _, f := range strings.Fields(string(b)) {
-		if v, ok := strings.CutPrefix(f, "rivet.powerloss="); ok {
-			return v, nil
-		}
+	mode, ok := params["rivet.powerloss"]
+	if !ok {
+		return "", fmt.Errorf("no rivet.powerloss= on the kernel command line")
 	}
-	return "", fmt.Errorf("no rivet.powerloss= on the kernel command line %q", strings.TrimSpace(string(b)))
+	return mode, nil
 }
 
 func run(mode string) error {
