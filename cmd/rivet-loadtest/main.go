@@ -149,6 +149,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			r.Agents, r.Neighbour, r.BootStorm.Seconds(), b.Count, ms(b.P50), ms(b.P99), ms(b.Max), b.Errors,
 			l.Count, ms(l.P50), ms(l.P99), ms(l.Max), l.Errors, 100*r.BootConductorCPU, 100*r.BootAgentsCPU, r.BootLoad1, gcCells(r))
 	}
+	fmt.Fprintln(stdout, "\nBoot storm: where the requests' times went (p99 as the histogram bucket holding it: the conductor's handlers, from the request read to the answer written; goroutines' waits, ready, for a CPU)")
+	fmt.Fprintln(stdout)
+	fmt.Fprintln(stdout, "| agents | neighbour | lookup p99 (agents) | lookup p99 (conductor's handler) | hb p99 (agents) | hb p99 (conductor's handler) | conductor's goroutines' wait to run, p99 | load generator's, p99 |")
+	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range reports {
+		lh, hh, cs, gs := "n/a", "n/a", "n/a", "n/a"
+		if x := r.BootWaits; x != nil {
+			lh, hh, cs, gs = x.LookupHandler.String(), x.HeartbeatHandler.String(), x.ConductorSched.String(), x.GeneratorSched.String()
+		}
+		fmt.Fprintf(stdout, "| %d | %d | %s | %s | %s | %s | %s | %s |\n", r.Agents, r.Neighbour,
+			ms(r.BootLookups.P99), lh, ms(r.BootHeartbeats.P99), hh, cs, gs)
+	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(stdout, "\nload average (1, 5, 15 min) at the end: %s\n", strings.Join(strings.Fields(string(la))[:3], ", "))
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -42,31 +43,30 @@ func (b gcSample) since(a gcSample) GCStats {
 // maxMetricsBody bounds what is read of a /metrics answer.
 const maxMetricsBody = 8 << 20
 
-// readGC reads the garbage-collection counters from the Prometheus
-// /metrics text at url.
-func readGC(ctx context.Context, client *http.Client, url string) (gcSample, error) {
+// scrapeMetrics reads and parses the Prometheus /metrics text at url.
+func scrapeMetrics(ctx context.Context, client *http.Client, url string) (map[string]*dto.MetricFamily, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return gcSample{}, err
+		return nil, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return gcSample{}, fmt.Errorf("read the conductor's metrics: %w", err)
+		return nil, fmt.Errorf("read the conductor's metrics: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return gcSample{}, fmt.Errorf("read the conductor's metrics: %s: HTTP %d", url, resp.StatusCode)
+		return nil, fmt.Errorf("read the conductor's metrics: %s: HTTP %d", url, resp.StatusCode)
 	}
-	return parseGC(io.LimitReader(resp.Body, maxMetricsBody))
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(io.LimitReader(resp.Body, maxMetricsBody))
+	if err != nil {
+		return nil, fmt.Errorf("parse the conductor's metrics: %w", err)
+	}
+	return fams, nil
 }
 
-// parseGC reads the garbage-collection counters from Prometheus text.
-func parseGC(r io.Reader) (gcSample, error) {
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(r)
-	if err != nil {
-		return gcSample{}, fmt.Errorf("parse the conductor's metrics: %w", err)
-	}
+// gcFrom reads the garbage-collection counters from parsed metrics.
+func gcFrom(fams map[string]*dto.MetricFamily) (gcSample, error) {
 	value := func(name string) (float64, error) {
 		f, ok := fams[name]
 		if !ok || len(f.GetMetric()) != 1 || f.GetMetric()[0].GetCounter() == nil {
@@ -75,6 +75,7 @@ func parseGC(r io.Reader) (gcSample, error) {
 		return f.GetMetric()[0].GetCounter().GetValue(), nil
 	}
 	var s gcSample
+	var err error
 	if s.cycles, err = value(gcCyclesMetric); err != nil {
 		return gcSample{}, err
 	}

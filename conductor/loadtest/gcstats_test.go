@@ -12,6 +12,15 @@ import (
 	"github.com/rivetmetal/rivet/conductor/metrics"
 )
 
+// readGC reads the garbage-collection counters at url.
+func readGC(ctx context.Context, client *http.Client, url string) (gcSample, error) {
+	fams, err := scrapeMetrics(ctx, client, url)
+	if err != nil {
+		return gcSample{}, err
+	}
+	return gcFrom(fams)
+}
+
 // TestReadGC reads the garbage-collection counters from the conductor's
 // own /metrics handler over HTTP: two samples around a forced collection
 // differ by at least that cycle. A page without the counters, an error

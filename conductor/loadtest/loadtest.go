@@ -35,6 +35,8 @@ import (
 	"syscall"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/rivetmetal/rivet/heartbeat"
 	"github.com/rivetmetal/rivet/lookup"
 	"github.com/rivetmetal/rivet/wire"
@@ -164,6 +166,9 @@ type Report struct {
 	// BootGC is what the conductor's garbage collector did during the
 	// boot storm (nil when its /metrics did not say).
 	BootGC *GCStats
+	// BootWaits says where the boot storm's request times went (nil when
+	// the conductor's /metrics did not say).
+	BootWaits *WaitStats
 	// Neighbour is the number of cores the CPU-bound neighbour ran on.
 	Neighbour int
 	// Stuck counts nodes that left wait call-back / deploying (failed).
@@ -318,7 +323,10 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 	if err != nil {
 		return nil, err
 	}
-	gc0, gcErr := readGC(ctx, client, cond.metricsURL)
+	// The conductor's collector and wait histograms, and the load
+	// generator's own waits to run, before the storm and after it.
+	fams0, metricsErr := scrapeMetrics(ctx, client, cond.metricsURL)
+	gen0, genErr := ownSchedWaits()
 	bootStart := time.Now()
 	actx, stopAgents := context.WithCancel(ctx)
 	defer stopAgents()
@@ -389,17 +397,7 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 		return nil, err
 	}
 	bootLoad1, _ := loadavg()
-	var bootGC *GCStats
-	if gcErr == nil {
-		var gc1 gcSample
-		if gc1, gcErr = readGC(ctx, client, cond.metricsURL); gcErr == nil {
-			st := gc1.since(gc0)
-			bootGC = &st
-		}
-	}
-	if gcErr != nil {
-		log.Warn("no garbage-collection figures for the boot storm", "error", gcErr)
-	}
+	bootGC, bootWaits := stormMetrics(ctx, log, client, cond.metricsURL, fams0, metricsErr, gen0, genErr)
 	log.Info("boot storm over: every agent writes its image", "took", bootTook.Round(time.Second))
 	var dash *Dashboard
 	if cfg.DashboardSubscribers > 0 {
@@ -462,7 +460,7 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 		AgentsCPU:        (self1 - self0).Seconds() / window.Seconds(),
 		BootConductorCPU: (bootCPU1 - bootCPU0).Seconds() / bootTook.Seconds(),
 		BootAgentsCPU:    (bootSelf1 - bootSelf0).Seconds() / bootTook.Seconds(),
-		BootLoad1:        bootLoad1, BootLookups: bootLookups.stats(bootTook), BootGC: bootGC, Neighbour: cfg.Neighbour}
+		BootLoad1:        bootLoad1, BootLookups: bootLookups.stats(bootTook), BootGC: bootGC, BootWaits: bootWaits, Neighbour: cfg.Neighbour}
 	rep.Load1, _ = loadavg()
 	rep.ConductorRSS, _ = cond.memory("VmRSS:")
 	rep.ConductorPeakRSS, _ = cond.memory("VmHWM:")
@@ -472,6 +470,66 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 		return nil, err
 	}
 	return rep, nil
+}
+
+// stormMetrics reads the conductor's /metrics at the end of the boot
+// storm and returns what its collector did and where the requests' times
+// went since fams0 (read at its start, or failed with err0), with gen0 the
+// load generator's own waits then. Figures it cannot have are nil, with a
+// warning: a conductor built without them still gets its run.
+func stormMetrics(ctx context.Context, log *slog.Logger, client *http.Client, url string,
+	fams0 map[string]*dto.MetricFamily, err0 error, gen0 histogram, genErr error) (*GCStats, *WaitStats) {
+	fams1, err := fams0, err0
+	if err == nil {
+		fams1, err = scrapeMetrics(ctx, client, url)
+	}
+	if err != nil {
+		log.Warn("no figures from the conductor's metrics for the boot storm", "error", err)
+		return nil, nil
+	}
+	var gc *GCStats
+	gc0, err := gcFrom(fams0)
+	if err == nil {
+		var gc1 gcSample
+		if gc1, err = gcFrom(fams1); err == nil {
+			st := gc1.since(gc0)
+			gc = &st
+		}
+	}
+	if err != nil {
+		log.Warn("no garbage-collection figures for the boot storm", "error", err)
+	}
+	waits, err := stormWaits(fams0, fams1, gen0, genErr)
+	if err != nil {
+		log.Warn("no wait figures for the boot storm", "error", err)
+	}
+	return gc, waits
+}
+
+// stormWaits is where the storm's request times went, from the
+// conductor's histograms before and after it and the load generator's own
+// waits to run.
+func stormWaits(fams0, fams1 map[string]*dto.MetricFamily, gen0 histogram, genErr error) (*WaitStats, error) {
+	if genErr != nil {
+		return nil, genErr
+	}
+	w0, err := waitsFrom(fams0)
+	if err != nil {
+		return nil, err
+	}
+	w1, err := waitsFrom(fams1)
+	if err != nil {
+		return nil, err
+	}
+	gen1, err := ownSchedWaits()
+	if err != nil {
+		return nil, err
+	}
+	gen, err := gen1.since(gen0)
+	if err != nil {
+		return nil, fmt.Errorf("the load generator's waits to run: %w", err)
+	}
+	return w1.since(w0, gen)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -78,6 +78,9 @@ func TestRunSmallFleet(t *testing.T) {
 	if rep.BootGC == nil || rep.BootGC.Cycles < 0 || rep.BootGC.CPU < 0 {
 		t.Errorf("storm GC figures: %+v, want the conductor's", rep.BootGC)
 	}
+	if w := rep.BootWaits; w == nil || w.LookupHandler.Hi <= 0 || w.HeartbeatHandler.Hi <= 0 || w.ConductorSched.Hi <= 0 || w.GeneratorSched.Hi <= 0 {
+		t.Errorf("storm wait figures: %+v, want the handlers' and both processes' p99", w)
+	}
 }
 
 func TestRecorderPercentiles(t *testing.T) {

@@ -2,7 +2,8 @@
 // (prometheus/client_golang): one registry holding the Go and process
 // collectors and Rivet's metric families, the /metrics handler, an HTTP
 // middleware that times API requests by route pattern and status (and
-// counts ramdisk heartbeats and lookups), a gauge of nodes by provision
+// counts ramdisk heartbeats and lookups), the goroutines' waits to run, a
+// gauge of nodes by provision
 // and power state kept from the change feed, and Recorder, the small API
 // through which the provision engine reports phase durations, agent-call
 // errors, image-cache use and lease takeovers.
@@ -65,7 +66,8 @@ func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.GoRuntimeMetricsRule{Matcher: gcRuntimeMetrics})),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newSchedCollector())
 	m := &Metrics{
 		reg: reg,
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{

@@ -108,10 +108,16 @@ func TestMiddlewareLabelsByRoutePatternAndCountsRamdiskCalls(t *testing.T) {
 	)
 	for _, name := range []string{"go_goroutines ", "process_resident_memory_bytes ",
 		// The garbage collector's cycles and CPU estimate.
-		"go_gc_cycles_total_gc_cycles_total ", "go_cpu_classes_gc_total_cpu_seconds_total "} {
+		"go_gc_cycles_total_gc_cycles_total ", "go_cpu_classes_gc_total_cpu_seconds_total ",
+		// The goroutines' waits to run, in the API's buckets.
+		`rivet_conductor_sched_latencies_seconds_bucket{le="0.25"} `, "rivet_conductor_sched_latencies_seconds_count "} {
 		if !strings.Contains(text, "\n"+name) {
 			t.Errorf("no %q: the Go or process collector is missing, or a runtime metric", name)
 		}
+	}
+	// This process has scheduled goroutines (the server's among them).
+	if strings.Contains(text, "\nrivet_conductor_sched_latencies_seconds_count 0\n") {
+		t.Error("no goroutine waits counted")
 	}
 }
 
