@@ -26,8 +26,12 @@ type Range struct {
 	Lo, Hi time.Duration
 }
 
-// String is "100–250 ms", "≤ 0.1 ms" or "> 2.5 s".
+// String is "100–250 ms", "≤ 0.1 ms", "> 2.5 s", or "none" for the zero
+// Range.
 func (r Range) String() string {
+	if r == (Range{}) {
+		return "none"
+	}
 	unit := func(d time.Duration) (float64, string) {
 		if d >= time.Second {
 			return d.Seconds(), "s"
@@ -66,8 +70,12 @@ type histogram struct {
 	count uint64
 }
 
-// since is the observations from a to h (same bounds).
+// since is the observations from a to h (same bounds; a may be empty,
+// read before the conductor had any series of the family).
 func (h histogram) since(a histogram) (histogram, error) {
+	if len(a.upper) == 0 && a.count == 0 {
+		return h, nil
+	}
 	if len(a.upper) != len(h.upper) {
 		return histogram{}, fmt.Errorf("histogram bounds changed between samples (%d, then %d)", len(a.upper), len(h.upper))
 	}
@@ -81,8 +89,12 @@ func (h histogram) since(a histogram) (histogram, error) {
 	return d, nil
 }
 
-// percentile is the bucket holding the p-quantile (0 < p ≤ 1).
+// percentile is the bucket holding the p-quantile (0 < p ≤ 1); the zero
+// Range when nothing was observed.
 func (h histogram) percentile(p float64) Range {
+	if h.count == 0 {
+		return Range{}
+	}
 	rank := uint64(math.Ceil(p * float64(h.count)))
 	lo := 0.0
 	for i, c := range h.cum {

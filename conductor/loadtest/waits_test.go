@@ -87,6 +87,14 @@ func TestWaitHistograms(t *testing.T) {
 	if _, err := w.lookup.since(histogram{upper: []float64{1}, cum: []uint64{0}}); err == nil {
 		t.Error("different bounds: no error")
 	}
+	// A sample taken before the family had any series.
+	if d, err := w.lookup.since(histogram{}); err != nil || d.count != 100 {
+		t.Errorf("since an empty sample: %+v, %v; want the 100 lookups", d, err)
+	}
+	// Nothing observed: no percentile.
+	if r := w.heartbeat.percentile(.99); r != (Range{}) || r.String() != "none" {
+		t.Errorf("p99 of no heartbeats: %+v (%s), want none", r, r)
+	}
 
 	// A conductor without the wait histograms.
 	delete(fams, schedMetric)
