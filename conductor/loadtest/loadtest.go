@@ -7,9 +7,11 @@
 // heartbeat timeout), and answer the conductor's command polling and
 // step calls from one HTTP server, with image writes that outlast the run.
 // It reports the latency percentiles and errors of lookups and heartbeats,
-// the request rate, the CPU used by the conductor and by the machine, and
-// the conductor's garbage collections during the boot storm (read from
-// its /metrics).
+// the request rate, the CPU used by the conductor and by the machine, the
+// conductor's garbage collections during the boot storm, and where the
+// storm's request times went: the conductor's handlers and both
+// processes' goroutines waiting to run (read from the conductor's /metrics
+// and this process's runtime).
 package loadtest
 
 import (

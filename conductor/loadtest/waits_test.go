@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"net/http/httptest"
 	"strings"
@@ -14,35 +15,35 @@ import (
 	"github.com/rivetmetal/rivet/conductor/metrics"
 )
 
-// requestsText is a /metrics page with lookups answered 200 and 404, a
-// heartbeat and another route, in the conductor's buckets (shortened).
-const requestsText = `# TYPE rivet_conductor_http_request_duration_seconds histogram
-rivet_conductor_http_request_duration_seconds_bucket{code="200",route="GET /v1/lookup",le="0.1"} 90
-rivet_conductor_http_request_duration_seconds_bucket{code="200",route="GET /v1/lookup",le="0.25"} 97
-rivet_conductor_http_request_duration_seconds_bucket{code="200",route="GET /v1/lookup",le="0.5"} 98
-rivet_conductor_http_request_duration_seconds_bucket{code="200",route="GET /v1/lookup",le="+Inf"} 98
-rivet_conductor_http_request_duration_seconds_sum{code="200",route="GET /v1/lookup"} 5
-rivet_conductor_http_request_duration_seconds_count{code="200",route="GET /v1/lookup"} 98
-rivet_conductor_http_request_duration_seconds_bucket{code="404",route="GET /v1/lookup",le="0.1"} 0
-rivet_conductor_http_request_duration_seconds_bucket{code="404",route="GET /v1/lookup",le="0.25"} 0
-rivet_conductor_http_request_duration_seconds_bucket{code="404",route="GET /v1/lookup",le="0.5"} 0
-rivet_conductor_http_request_duration_seconds_bucket{code="404",route="GET /v1/lookup",le="+Inf"} 2
-rivet_conductor_http_request_duration_seconds_sum{code="404",route="GET /v1/lookup"} 3
-rivet_conductor_http_request_duration_seconds_count{code="404",route="GET /v1/lookup"} 2
-rivet_conductor_http_request_duration_seconds_bucket{code="200",route="GET /v1/nodes",le="0.1"} 0
-rivet_conductor_http_request_duration_seconds_bucket{code="200",route="GET /v1/nodes",le="0.25"} 0
-rivet_conductor_http_request_duration_seconds_bucket{code="200",route="GET /v1/nodes",le="0.5"} 0
-rivet_conductor_http_request_duration_seconds_bucket{code="200",route="GET /v1/nodes",le="+Inf"} 50
-rivet_conductor_http_request_duration_seconds_sum{code="200",route="GET /v1/nodes"} 60
-rivet_conductor_http_request_duration_seconds_count{code="200",route="GET /v1/nodes"} 50
-# TYPE rivet_conductor_sched_latencies_seconds histogram
-rivet_conductor_sched_latencies_seconds_bucket{le="0.1"} 10
-rivet_conductor_sched_latencies_seconds_bucket{le="0.25"} 10
-rivet_conductor_sched_latencies_seconds_bucket{le="0.5"} 10
-rivet_conductor_sched_latencies_seconds_bucket{le="+Inf"} 10
-rivet_conductor_sched_latencies_seconds_sum 0.1
-rivet_conductor_sched_latencies_seconds_count 10
-`
+// histogramText is one series of a Prometheus histogram in text form:
+// labels (without braces, "" for none) and the cumulative counts at
+// bounds 0.1, 0.25, 0.5 s and +Inf.
+func histogramText(name, labels string, cum [4]uint64) string {
+	sep := ""
+	if labels != "" {
+		sep = ","
+	}
+	var b strings.Builder
+	for i, le := range []string{"0.1", "0.25", "0.5", "+Inf"} {
+		fmt.Fprintf(&b, "%s_bucket{%s%sle=%q} %d\n", name, labels, sep, le, cum[i])
+	}
+	suffix := ""
+	if labels != "" {
+		suffix = "{" + labels + "}"
+	}
+	fmt.Fprintf(&b, "%s_sum%s 1\n%s_count%s %d\n", name, suffix, name, suffix, cum[3])
+	return b.String()
+}
+
+// requestsText is a /metrics page with lookups answered 200 and 404 and
+// another route, no heartbeat yet, and the goroutines' waits to run, in
+// the conductor's buckets (shortened).
+var requestsText = "# TYPE " + requestMetric + " histogram\n" +
+	histogramText(requestMetric, `code="200",route="GET /v1/lookup"`, [4]uint64{90, 97, 98, 98}) +
+	histogramText(requestMetric, `code="404",route="GET /v1/lookup"`, [4]uint64{0, 0, 0, 2}) +
+	histogramText(requestMetric, `code="200",route="GET /v1/nodes"`, [4]uint64{0, 0, 0, 50}) +
+	"# TYPE " + schedMetric + " histogram\n" +
+	histogramText(schedMetric, "", [4]uint64{10, 10, 10, 10})
 
 func TestWaitHistograms(t *testing.T) {
 	p := expfmt.NewTextParser(model.UTF8Validation)

@@ -3,10 +3,9 @@
 // collectors and Rivet's metric families, the /metrics handler, an HTTP
 // middleware that times API requests by route pattern and status (and
 // counts ramdisk heartbeats and lookups), the goroutines' waits to run, a
-// gauge of nodes by provision
-// and power state kept from the change feed, and Recorder, the small API
-// through which the provision engine reports phase durations, agent-call
-// errors, image-cache use and lease takeovers.
+// gauge of nodes by provision and power state kept from the change feed,
+// and Recorder, the small API through which the provision engine reports
+// phase durations, agent-call errors, image-cache use and lease takeovers.
 //
 // Every label takes values from a bounded set: route patterns (never raw
 // paths), status codes, state names, and the phase, command and result
