@@ -53,12 +53,12 @@ func main() {
 // the agent.
 func run(ctx context.Context, args []string, stderr io.Writer, inRamdisk bool) error {
 	cfg := agent.DefaultConfig()
-	if f, err := os.Open("/proc/cmdline"); err == nil {
-		params, err := kernelcmdline.Parse(f)
-		f.Close()
-		if err != nil {
-			return err
-		}
+	// Outside Linux there is no /proc/cmdline, and nothing to apply.
+	switch params, err := kernelcmdline.Read(); {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return err
+	default:
 		if err := cfg.ApplyKernelParams(params); err != nil {
 			return fmt.Errorf("kernel command line: %w", err)
 		}

@@ -58,8 +58,12 @@ func (r Range) String() string {
 // and the two processes' scheduling), and how long goroutines waited,
 // ready, for a CPU, in the conductor and in the load generator.
 type WaitStats struct {
+	// LookupHandler and HeartbeatHandler are the p99 of the conductor's
+	// handlers for GET /v1/lookup and POST /v1/heartbeat/{ident}.
 	LookupHandler, HeartbeatHandler Range
-	ConductorSched, GeneratorSched  Range
+	// ConductorSched and GeneratorSched are the p99 of the conductor's
+	// and the load generator's goroutines' waits to run.
+	ConductorSched, GeneratorSched Range
 }
 
 // histogram is a cumulative histogram: cum[i] observations ≤ upper[i],
@@ -114,44 +118,37 @@ func seconds(s float64) time.Duration {
 }
 
 // promHistogram adds up the histograms of family name whose labels
-// include every pair of want (all of them when want is empty).
+// include every pair of want (all of them when want is empty). With no
+// such series yet it is empty, with the bounds of the family's others.
 func promHistogram(fams map[string]*dto.MetricFamily, name string, want map[string]string) (histogram, error) {
 	f, ok := fams[name]
 	if !ok || f.GetType() != dto.MetricType_HISTOGRAM {
 		return histogram{}, fmt.Errorf("the conductor's metrics have no histogram %s (a build without it?)", name)
 	}
+	series := f.GetMetric()
+	if len(series) == 0 {
+		return histogram{}, nil
+	}
 	var h histogram
-	found := false
-	for _, m := range f.GetMetric() {
+	for _, b := range series[0].GetHistogram().GetBucket() {
+		h.upper = append(h.upper, b.GetUpperBound())
+	}
+	h.cum = make([]uint64, len(h.upper))
+	for _, m := range series {
 		if !hasLabels(m, want) {
 			continue
 		}
-		ph := m.GetHistogram()
-		if !found {
-			for _, b := range ph.GetBucket() {
-				h.upper = append(h.upper, b.GetUpperBound())
-			}
-			h.cum = make([]uint64, len(h.upper))
-			found = true
-		}
-		if len(ph.GetBucket()) != len(h.upper) {
+		buckets := m.GetHistogram().GetBucket()
+		if len(buckets) != len(h.upper) {
 			return histogram{}, fmt.Errorf("%s: series with different buckets", name)
 		}
-		for i, b := range ph.GetBucket() {
+		for i, b := range buckets {
 			if b.GetUpperBound() != h.upper[i] {
 				return histogram{}, fmt.Errorf("%s: series with different buckets", name)
 			}
 			h.cum[i] += b.GetCumulativeCount()
 		}
-		h.count += ph.GetSampleCount()
-	}
-	if !found && len(f.GetMetric()) > 0 {
-		// No request of the kind yet: an empty histogram with the bounds
-		// of the family's other series.
-		for _, b := range f.GetMetric()[0].GetHistogram().GetBucket() {
-			h.upper = append(h.upper, b.GetUpperBound())
-		}
-		h.cum = make([]uint64, len(h.upper))
+		h.count += m.GetHistogram().GetSampleCount()
 	}
 	return h, nil
 }

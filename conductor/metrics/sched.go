@@ -53,6 +53,9 @@ func (c *schedCollector) Collect(ch chan<- prometheus.Metric) {
 // other is infinite).
 func foldHistogram(h *rtmetrics.Float64Histogram, bounds []float64) (count uint64, sum float64, buckets map[float64]uint64) {
 	buckets = make(map[float64]uint64, len(bounds))
+	for _, b := range bounds {
+		buckets[b] = 0
+	}
 	for i, n := range h.Counts {
 		if n == 0 {
 			continue
@@ -72,11 +75,6 @@ func foldHistogram(h *rtmetrics.Float64Histogram, bounds []float64) (count uint6
 			if hi <= b {
 				buckets[b] += n
 			}
-		}
-	}
-	for _, b := range bounds {
-		if _, ok := buckets[b]; !ok {
-			buckets[b] = 0
 		}
 	}
 	return count, sum, buckets

@@ -1,7 +1,9 @@
 package kernelcmdline
 
 import (
+	"bytes"
 	"maps"
+	"os"
 	"strings"
 	"testing"
 )
@@ -26,9 +28,22 @@ func TestParse(t *testing.T) {
 	}
 }
 
-// TestRead parses this machine's own command line.
+// TestRead parses this machine's own command line, as Parse does its
+// text.
 func TestRead(t *testing.T) {
-	if _, err := Read(); err != nil {
+	got, err := Read()
+	if err != nil {
 		t.Fatal(err)
+	}
+	b, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Parse(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("Read %q, Parse of /proc/cmdline %q", got, want)
 	}
 }
