@@ -161,6 +161,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "| %d | %d | %s | %s | %s | %s | %s | %s |\n", r.Agents, r.Neighbour,
 			ms(r.BootLookups.P99), lh, ms(r.BootHeartbeats.P99), hh, cs, gs)
 	}
+	fmt.Fprintln(stdout, "\nBoot storm: who used the machine's CPU (cores; the processes' own times, the rest of the processes' time as other processes; "+
+		"interrupts, hard and soft, are charged to no process and carry the loopback network's packets; stolen: given by the hypervisor to another machine)")
+	fmt.Fprintln(stdout)
+	fmt.Fprintln(stdout, "| agents | neighbour | machine busy | conductor | load generator | neighbour's processes | other processes | interrupts | stolen |")
+	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range reports {
+		m := r.BootMachine
+		fmt.Fprintf(stdout, "| %d | %d | %.2f of %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", r.Agents, r.Neighbour,
+			m.Busy, m.Cores, m.Conductor, m.Generator, m.Neighbour, m.Others, m.Interrupts, m.Steal)
+	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(stdout, "\nload average (1, 5, 15 min) at the end: %s\n", strings.Join(strings.Fields(string(la))[:3], ", "))
 	}

@@ -171,6 +171,8 @@ type Report struct {
 	// BootWaits says where the boot storm's request times went (nil when
 	// the conductor's /metrics did not say).
 	BootWaits *WaitStats
+	// BootMachine is who used the machine's CPU during the boot storm.
+	BootMachine MachineCPU
 	// Neighbour is the number of cores the CPU-bound neighbour ran on.
 	Neighbour int
 	// Stuck counts nodes that left wait call-back / deploying (failed).
@@ -309,9 +311,9 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 			}
 		}
 	}
+	var nb *neighbourProc
 	if cfg.Neighbour > 0 {
-		nb, err := startNeighbour(cfg.StressNG, cfg.Neighbour, dir)
-		if err != nil {
+		if nb, err = startNeighbour(cfg.StressNG, cfg.Neighbour, dir); err != nil {
 			return nil, err
 		}
 		defer nb.stop()
@@ -322,6 +324,14 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 		return nil, err
 	}
 	bootSelf0, err := procCPU(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	bootNeighbour0, err := nb.cpuTime()
+	if err != nil {
+		return nil, err
+	}
+	bootMachine0, err := machineCPU()
 	if err != nil {
 		return nil, err
 	}
@@ -398,6 +408,15 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 	if err != nil {
 		return nil, err
 	}
+	bootNeighbour1, err := nb.cpuTime()
+	if err != nil {
+		return nil, err
+	}
+	bootMachine1, err := machineCPU()
+	if err != nil {
+		return nil, err
+	}
+	bootMachine := bootMachine1.split(bootMachine0, bootCPU1-bootCPU0, bootSelf1-bootSelf0, bootNeighbour1-bootNeighbour0)
 	bootLoad1, _ := loadavg()
 	bootGC, bootWaits := stormMetrics(ctx, log, client, cond.metricsURL, fams0, metricsErr, gen0, genErr)
 	log.Info("boot storm over: every agent writes its image", "took", bootTook.Round(time.Second))
@@ -462,7 +481,8 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 		AgentsCPU:        (self1 - self0).Seconds() / window.Seconds(),
 		BootConductorCPU: (bootCPU1 - bootCPU0).Seconds() / bootTook.Seconds(),
 		BootAgentsCPU:    (bootSelf1 - bootSelf0).Seconds() / bootTook.Seconds(),
-		BootLoad1:        bootLoad1, BootLookups: bootLookups.stats(bootTook), BootGC: bootGC, BootWaits: bootWaits, Neighbour: cfg.Neighbour}
+		BootLoad1:        bootLoad1, BootLookups: bootLookups.stats(bootTook), BootGC: bootGC, BootWaits: bootWaits,
+		BootMachine: bootMachine, Neighbour: cfg.Neighbour}
 	rep.Load1, _ = loadavg()
 	rep.ConductorRSS, _ = cond.memory("VmRSS:")
 	rep.ConductorPeakRSS, _ = cond.memory("VmHWM:")
@@ -639,54 +659,6 @@ func freeLoopbackAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
-}
-
-// cpuSample is the machine's aggregate CPU counters.
-type cpuSample struct {
-	busy, total int64
-	cores       int
-}
-
-func machineCPU() (cpuSample, error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return cpuSample{}, fmt.Errorf("loadtest: machine CPU: %w", err)
-	}
-	return parseProcStat(string(b)), nil
-}
-
-// cpuStatFields is how many of /proc/stat's CPU times are the CPU's own:
-// user, nice, system, idle, iowait, irq, softirq, steal. The guest times
-// after them are already counted in user and nice.
-const cpuStatFields = 8
-
-// parseProcStat reads the aggregate CPU times of /proc/stat's text and
-// counts the per-CPU lines.
-func parseProcStat(text string) cpuSample {
-	var s cpuSample
-	for _, line := range strings.Split(text, "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) > 4 && f[0] == "cpu":
-			for i, v := range f[1:min(len(f), 1+cpuStatFields)] {
-				n, _ := strconv.ParseInt(v, 10, 64)
-				s.total += n
-				if i != 3 && i != 4 { // idle, iowait
-					s.busy += n
-				}
-			}
-		case len(f) > 0 && strings.HasPrefix(f[0], "cpu"):
-			s.cores++
-		}
-	}
-	return s
-}
-
-func (s cpuSample) busyFraction(before cpuSample) float64 {
-	if s.total == before.total {
-		return 0
-	}
-	return float64(s.busy-before.busy) / float64(s.total-before.total)
 }
 
 func loadavg() (float64, error) {
@@ -891,6 +863,22 @@ func startNeighbour(bin string, cores int, dir string) (*neighbourProc, error) {
 	p := &neighbourProc{cmd: cmd, done: make(chan error, 1)}
 	go func() { p.done <- cmd.Wait() }()
 	return p, nil
+}
+
+// cpuTime is the CPU time so far of the neighbour's process and its
+// workers (none without a neighbour).
+func (p *neighbourProc) cpuTime() (time.Duration, error) {
+	if p == nil {
+		return 0, nil
+	}
+	ps, err := processTree(p.cmd.Process.Pid)
+	if err == nil {
+		var d time.Duration
+		if d, err = cpuOf(ps); err == nil {
+			return d, nil
+		}
+	}
+	return 0, fmt.Errorf("loadtest: CPU-bound neighbour's CPU: %w", err)
 }
 
 // stop ends the neighbour (SIGTERM, which stress-ng passes on to its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,6 +82,9 @@ func TestRunSmallFleet(t *testing.T) {
 	if w := rep.BootWaits; w == nil || w.LookupHandler.Hi <= 0 || w.HeartbeatHandler.Hi <= 0 || w.ConductorSched.Hi <= 0 || w.GeneratorSched.Hi <= 0 {
 		t.Errorf("storm wait figures: %+v, want the handlers' and both processes' p99", w)
 	}
+	if m := rep.BootMachine; m.Cores < 1 || m.Busy <= 0 || m.Busy > float64(m.Cores)+0.01 || m.Neighbour != 0 || m.Others < 0 {
+		t.Errorf("storm machine CPU: %+v, want a busy machine and no neighbour", m)
+	}
 }
 
 func TestRecorderPercentiles(t *testing.T) {
@@ -131,12 +135,61 @@ func TestParseProcStat(t *testing.T) {
 		"cpu0 50 1 15 250 20 2 3 3 25 1\n" +
 		"cpu1 50 1 15 250 20 3 3 4 25 0\n" +
 		"intr 12345 0 0\nctxt 999\n")
-	if want := (cpuSample{busy: 100 + 2 + 30 + 5 + 6 + 7, total: 100 + 2 + 30 + 500 + 40 + 5 + 6 + 7, cores: 2}); s != want {
+	if want := (cpuSample{busy: 100 + 2 + 30 + 5 + 6 + 7, total: 100 + 2 + 30 + 500 + 40 + 5 + 6 + 7,
+		tasks: 100 + 2 + 30, irq: 5 + 6, steal: 7, cores: 2}); s != want {
 		t.Fatalf("parsed %+v, want %+v", s, want)
 	}
 	// Older kernels list fewer times.
-	if s := parseProcStat("cpu  10 0 5 85 0\ncpu0 10 0 5 85 0\n"); s != (cpuSample{busy: 15, total: 100, cores: 1}) {
+	if s := parseProcStat("cpu  10 0 5 85 0\ncpu0 10 0 5 85 0\n"); s != (cpuSample{busy: 15, total: 100, tasks: 15, cores: 1}) {
 		t.Fatalf("parsed %+v", s)
+	}
+}
+
+// TestMachineCPUSplit: ten seconds of a two-core machine's ticks split
+// into the three processes' own times, the rest of the processes' time,
+// interrupts and steal, each in cores; other processes' time is never
+// negative, and a stretch with no ticks splits into nothing.
+func TestMachineCPUSplit(t *testing.T) {
+	before := cpuSample{busy: 1000, total: 5000, tasks: 800, irq: 150, steal: 50, cores: 2}
+	// 2000 ticks = 10 s on 2 cores: 1,900 busy, of them 1,700 the
+	// processes', 150 interrupts, 50 stolen.
+	after := cpuSample{busy: 2900, total: 7000, tasks: 2500, irq: 300, steal: 100, cores: 2}
+	m := after.split(before, 8*time.Second, 3*time.Second, 5*time.Second)
+	want := MachineCPU{Cores: 2, Busy: 1.9, Conductor: 0.8, Generator: 0.3, Neighbour: 0.5, Others: 0.1,
+		Interrupts: 0.15, Steal: 0.05}
+	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+	if m.Cores != want.Cores || !near(m.Busy, want.Busy) || !near(m.Conductor, want.Conductor) || !near(m.Generator, want.Generator) ||
+		!near(m.Neighbour, want.Neighbour) || !near(m.Others, want.Others) || !near(m.Interrupts, want.Interrupts) || !near(m.Steal, want.Steal) {
+		t.Fatalf("split %+v, want %+v", m, want)
+	}
+	// The processes' own times, sampled at other ticks, past the
+	// machine's count of them: nobody else ran.
+	if m := after.split(before, 9*time.Second, 4*time.Second, 5*time.Second); m.Others != 0 {
+		t.Fatalf("others %v, want 0", m.Others)
+	}
+	if m := after.split(after, time.Second, 0, 0); m != (MachineCPU{Cores: 2}) {
+		t.Fatalf("split of no time: %+v", m)
+	}
+}
+
+// TestParsePidStat reads the parent and CPU time after a command name
+// holding spaces and parentheses, and rejects a cut-off text.
+func TestParsePidStat(t *testing.T) {
+	st, err := parsePidStat([]byte("4242 (a (b) c) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 75 3 4 20 0 1 0 12345 1000 100\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ppid != 17 || st.cpu != 3250*time.Millisecond {
+		t.Fatalf("parsed %+v, want parent 17 and 3.25 s", st)
+	}
+	for _, bad := range []string{"", "4242 (cut", "4242 (x) S 17 1 2", "4242 (x) S p 1 2 3 4 5 6 7 8 9 10 11 12", "4242 (x) S 1 1 2 3 4 5 6 7 8 9 u 11 12"} {
+		if _, err := parsePidStat([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+	self, err := procCPU(os.Getpid())
+	if err != nil || self < 0 {
+		t.Fatalf("own CPU %v, %v", self, err)
 	}
 }
 

@@ -14,8 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -407,61 +405,6 @@ http {
 			}
 			return true, nil
 		})
-}
-
-// processTree returns pid and its direct children (nginx's workers).
-func processTree(pid int) ([]int, error) {
-	ps := []int{pid}
-	des, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, fmt.Errorf("loadtest: %w", err)
-	}
-	for _, de := range des {
-		child, err := strconv.Atoi(de.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 || i+2 > len(b) {
-			continue
-		}
-		f := strings.Fields(string(b[i+2:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			ps = append(ps, child)
-		}
-	}
-	return ps, nil
-}
-
-// cpuOf is the summed user + system CPU time of processes.
-func cpuOf(pids []int) (time.Duration, error) {
-	var total time.Duration
-	for _, pid := range pids {
-		d, err := procCPU(pid)
-		if err != nil {
-			return 0, err
-		}
-		total += d
-	}
-	return total, nil
-}
-
-// procCPU is one process's user + system CPU time so far.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("loadtest: CPU of %d: %w", pid, err)
-	}
-	// Fields after the command name (which may hold spaces) start at ")".
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	const ticks = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / ticks, nil
 }
 
 // runtimeCores is the machine's number of CPUs, as /proc/stat lists them.

@@ -117,9 +117,24 @@ func TestNeighbour(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Its processes' CPU counts the worker's: it grows while the worker
+	// spins.
+	var spun time.Duration
+	for range 600 {
+		if spun, err = p.cpuTime(); err != nil || spun >= 50*time.Millisecond {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	p.stop()
 	if len(workers) == 0 {
 		t.Fatal("stress-ng started no worker")
+	}
+	if err != nil || spun < 50*time.Millisecond {
+		t.Errorf("neighbour's CPU %v (%v), want its worker's spinning", spun, err)
+	}
+	if d, err := (*neighbourProc)(nil).cpuTime(); d != 0 || err != nil {
+		t.Errorf("no neighbour: CPU %v, %v", d, err)
 	}
 	for _, w := range workers {
 		// Gone, a zombie, or the PID already someone else's.
