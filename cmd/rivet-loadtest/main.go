@@ -162,14 +162,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			ms(r.BootLookups.P99), lh, ms(r.BootHeartbeats.P99), hh, cs, gs)
 	}
 	fmt.Fprintln(stdout, "\nBoot storm: who used the machine's CPU (cores; the processes' own times, the rest of the processes' time as other processes; "+
-		"interrupts, hard and soft, are charged to no process and carry the loopback network's packets; stolen: given by the hypervisor to another machine)")
+		"interrupts, hard and soft, are charged to no process and carry the loopback network's packets; stolen: given by the hypervisor to another machine; "+
+		"core probe: a fixed piece of conductor-like work on one core just before the storm, the machine otherwise idle, fastest of three: longer means slower cores)")
 	fmt.Fprintln(stdout)
-	fmt.Fprintln(stdout, "| agents | neighbour | machine busy | conductor | load generator | neighbour's processes | other processes | interrupts | stolen |")
-	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(stdout, "| agents | neighbour | machine busy | conductor | load generator | neighbour's processes | other processes | interrupts | stolen | core probe |")
+	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range reports {
 		m := r.BootMachine
-		fmt.Fprintf(stdout, "| %d | %d | %.2f of %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", r.Agents, r.Neighbour,
-			m.Busy, m.Cores, m.Conductor, m.Generator, m.Neighbour, m.Others, m.Interrupts, m.Steal)
+		fmt.Fprintf(stdout, "| %d | %d | %.2f of %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %s |\n", r.Agents, r.Neighbour,
+			m.Busy, m.Cores, m.Conductor, m.Generator, m.Neighbour, m.Others, m.Interrupts, m.Steal, ms(r.CoreProbe))
 	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(stdout, "\nload average (1, 5, 15 min) at the end: %s\n", strings.Join(strings.Fields(string(la))[:3], ", "))

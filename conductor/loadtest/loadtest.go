@@ -173,6 +173,10 @@ type Report struct {
 	BootWaits *WaitStats
 	// BootMachine is who used the machine's CPU during the boot storm.
 	BootMachine MachineCPU
+	// CoreProbe is how long a fixed piece of conductor-like work took on
+	// one core just before the storm, the machine otherwise idle
+	// (probeCore): the longer, the slower this machine's cores were then.
+	CoreProbe time.Duration
 	// Neighbour is the number of cores the CPU-bound neighbour ran on.
 	Neighbour int
 	// Stuck counts nodes that left wait call-back / deploying (failed).
@@ -310,6 +314,12 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 				heartbeats.add(took, err)
 			}
 		}
+	}
+	// The core's speed now, with the machine otherwise idle (the
+	// conductor waits for its agents, the neighbour has not started).
+	coreProbe, err := probeCore()
+	if err != nil {
+		return nil, err
 	}
 	var nb *neighbourProc
 	if cfg.Neighbour > 0 {
@@ -482,7 +492,7 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 		BootConductorCPU: (bootCPU1 - bootCPU0).Seconds() / bootTook.Seconds(),
 		BootAgentsCPU:    (bootSelf1 - bootSelf0).Seconds() / bootTook.Seconds(),
 		BootLoad1:        bootLoad1, BootLookups: bootLookups.stats(bootTook), BootGC: bootGC, BootWaits: bootWaits,
-		BootMachine: bootMachine, Neighbour: cfg.Neighbour}
+		BootMachine: bootMachine, CoreProbe: coreProbe, Neighbour: cfg.Neighbour}
 	rep.Load1, _ = loadavg()
 	rep.ConductorRSS, _ = cond.memory("VmRSS:")
 	rep.ConductorPeakRSS, _ = cond.memory("VmHWM:")

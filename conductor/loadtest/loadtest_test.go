@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"math"
@@ -84,6 +85,9 @@ func TestRunSmallFleet(t *testing.T) {
 	}
 	if m := rep.BootMachine; m.Cores < 1 || m.Busy <= 0 || m.Busy > float64(m.Cores)+0.01 || m.Neighbour != 0 || m.Others < 0 {
 		t.Errorf("storm machine CPU: %+v, want a busy machine and no neighbour", m)
+	}
+	if rep.CoreProbe <= 0 {
+		t.Errorf("core probe %v, want the time it took", rep.CoreProbe)
 	}
 }
 
@@ -169,6 +173,27 @@ func TestMachineCPUSplit(t *testing.T) {
 	}
 	if m := after.split(after, time.Second, 0, 0); m != (MachineCPU{Cores: 2}) {
 		t.Fatalf("split of no time: %+v", m)
+	}
+}
+
+// TestProbeCore: the probe's document is a node with deploy steps, and
+// timing the work on it takes some time, none of it an error.
+func TestProbeCore(t *testing.T) {
+	doc, err := probeDocument()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n struct {
+		UUID string `json:"uuid"`
+		Info struct {
+			Steps []map[string]any `json:"deploy_steps"`
+		} `json:"driver_internal_info"`
+	}
+	if err := json.Unmarshal(doc, &n); err != nil || n.UUID == "" || len(n.Info.Steps) != 8 || len(doc) < 2048 {
+		t.Fatalf("document of %d bytes: %+v, %v", len(doc), n, err)
+	}
+	if d, err := probeCore(); err != nil || d <= 0 {
+		t.Fatalf("probe took %v, %v", d, err)
 	}
 }
 
