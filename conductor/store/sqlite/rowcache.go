@@ -2,7 +2,9 @@ package sqlite
 
 import (
 	"database/sql"
+	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/rivetmetal/rivet/conductor/store"
@@ -18,6 +20,14 @@ const RowCacheBytes = 128 << 20
 // (maps, boxed values) than as text, roughly, for the columns a deploy
 // writes; the row's text is kept as well.
 const decodedFactor = 4
+
+// RowTextBytes bounds the memory of the cache's second tier: the column
+// text of rows the decoded tier dropped, packed in one string each. A
+// node not touched for a while (most of a fleet before a boot storm) is
+// then read from memory and decoded, not read from the file. Packed
+// text is one pointer-free allocation per row, which the garbage
+// collector does not scan.
+const RowTextBytes = 128 << 20
 
 // rowSize estimates the memory a cached row takes: its text, and the
 // node decoded from it.
@@ -41,15 +51,19 @@ func rowSize(vals []any) int {
 // because the row changed behind the store's back among them). A reader
 // therefore gets the last committed row, as a read from the file would.
 //
-// The cache is bounded by the memory its rows take (rowSize): when full,
-// rows are dropped in map order (that is, at random) until the new one
-// fits.
+// The decoded tier is bounded by the memory its rows take (rowSize):
+// when full, rows are dropped in map order (that is, at random) until the
+// new one fits. A row dropped to make room keeps its column text, packed,
+// in a second tier bounded by maxText (dropped at random too), from which
+// text returns it until the row is put again or dropped.
 type rowCache struct {
-	max int
+	max, maxText int
 
-	mu   sync.Mutex
-	size int
-	rows map[int64]cachedRow
+	mu       sync.Mutex
+	size     int
+	rows     map[int64]cachedRow
+	textSize int
+	texts    map[int64]string // packed (packRow) values of rows not in rows
 }
 
 // cachedRow is a node row: its ID, the values of the other columns, as
@@ -62,8 +76,8 @@ type cachedRow struct {
 	size int
 }
 
-func newRowCache(max int) *rowCache {
-	return &rowCache{max: max, rows: map[int64]cachedRow{}}
+func newRowCache(max, maxText int) *rowCache {
+	return &rowCache{max: max, maxText: maxText, rows: map[int64]cachedRow{}, texts: map[int64]string{}}
 }
 
 // get returns row id, if held.
@@ -84,14 +98,50 @@ func (c *rowCache) put(id int64, vals []any, node *store.Node) {
 	if size > c.max {
 		return
 	}
-	for k := range c.rows {
+	for k, r := range c.rows {
 		if c.size+size <= c.max {
 			break
 		}
 		c.dropLocked(k)
+		c.keepTextLocked(k, r.vals)
 	}
 	c.rows[id] = cachedRow{id: id, vals: vals, node: node, size: size}
 	c.size += size
+}
+
+// text returns the values of row id (nodeColumns order but id) from
+// either tier, if held. A row from the text tier is unpacked afresh.
+func (c *rowCache) text(id int64) ([]any, bool) {
+	c.mu.Lock()
+	r, decoded := c.rows[id]
+	packed, ok := c.texts[id]
+	c.mu.Unlock()
+	if decoded {
+		return r.vals, true
+	}
+	if !ok {
+		return nil, false
+	}
+	vals, err := unpackRow(packed)
+	return vals, err == nil
+}
+
+// keepTextLocked holds the text of row id, which the decoded tier just
+// dropped, making room at random.
+func (c *rowCache) keepTextLocked(id int64, vals []any) {
+	packed, ok := packRow(vals)
+	if !ok || len(packed) > c.maxText {
+		return
+	}
+	for k, t := range c.texts {
+		if c.textSize+len(packed) <= c.maxText {
+			break
+		}
+		delete(c.texts, k)
+		c.textSize -= len(t)
+	}
+	c.texts[id] = packed
+	c.textSize += len(packed)
 }
 
 // drop forgets row id.
@@ -101,11 +151,117 @@ func (c *rowCache) drop(id int64) {
 	c.mu.Unlock()
 }
 
+// dropLocked forgets row id in both tiers.
 func (c *rowCache) dropLocked(id int64) {
 	if r, ok := c.rows[id]; ok {
 		c.size -= r.size
 		delete(c.rows, id)
 	}
+	if t, ok := c.texts[id]; ok {
+		c.textSize -= len(t)
+		delete(c.texts, id)
+	}
+}
+
+// Tags of packRow's values.
+const (
+	packedNil    = 'n'
+	packedString = 's'
+	packedInt    = 'i'
+)
+
+// packRow packs a row's values (string, int or nil, as nodeValues and
+// scanNodeScalars make them) into one string: per value a tag, and a
+// string's length and bytes or an int's value (varints). It reports
+// false for a value of another type.
+func packRow(vals []any) (string, bool) {
+	n := 0
+	for _, v := range vals {
+		if s, ok := v.(string); ok {
+			n += len(s)
+		}
+	}
+	var (
+		b   strings.Builder
+		num [binary.MaxVarintLen64]byte
+	)
+	b.Grow(n + len(vals)*(1+binary.MaxVarintLen64))
+	for _, v := range vals {
+		switch v := v.(type) {
+		case nil:
+			b.WriteByte(packedNil)
+		case string:
+			b.WriteByte(packedString)
+			b.Write(num[:binary.PutUvarint(num[:], uint64(len(v)))])
+			b.WriteString(v)
+		case int:
+			b.WriteByte(packedInt)
+			b.Write(num[:binary.PutVarint(num[:], int64(v))])
+		default:
+			return "", false
+		}
+	}
+	return b.String(), true
+}
+
+// unpackRow is packRow's inverse. Its strings share packed's memory.
+func unpackRow(packed string) ([]any, error) {
+	var vals []any
+	for i := 0; i < len(packed); {
+		tag := packed[i]
+		i++
+		switch tag {
+		case packedNil:
+			vals = append(vals, nil)
+		case packedString:
+			l, k := uvarintString(packed[i:])
+			if k <= 0 || l > uint64(len(packed)-i-k) {
+				return nil, fmt.Errorf("packed row: bad string length at byte %d", i)
+			}
+			i += k
+			vals = append(vals, packed[i:i+int(l)])
+			i += int(l)
+		case packedInt:
+			v, k := varintString(packed[i:])
+			if k <= 0 {
+				return nil, fmt.Errorf("packed row: bad int at byte %d", i)
+			}
+			i += k
+			vals = append(vals, int(v))
+		default:
+			return nil, fmt.Errorf("packed row: unknown tag %q at byte %d", tag, i-1)
+		}
+	}
+	return vals, nil
+}
+
+// uvarintString is binary.Uvarint over a string's bytes, without copying
+// them.
+func uvarintString(s string) (uint64, int) {
+	var x uint64
+	var shift uint
+	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
+		b := s[i]
+		if b < 0x80 {
+			if i == binary.MaxVarintLen64-1 && b > 1 {
+				return 0, -(i + 1) // overflow
+			}
+			return x | uint64(b)<<shift, i + 1
+		}
+		x |= uint64(b&0x7f) << shift
+		shift += 7
+	}
+	return 0, 0
+}
+
+// varintString is binary.Varint over a string's bytes.
+func varintString(s string) (int64, int) {
+	ux, n := uvarintString(s)
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
+	}
+	return x, n
 }
 
 // uuid is the row's node UUID.

@@ -2,12 +2,14 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/store"
 	"github.com/rivetmetal/rivet/conductor/store/internal/jsoncol"
 )
@@ -137,9 +139,11 @@ func TestRowCacheFollowsWrites(t *testing.T) {
 }
 
 // TestRowCacheBudget checks that the cache keeps the text it holds within
-// its budget and refuses a row larger than the budget.
+// its budget and refuses a row larger than the budget; that the rows it
+// drops to make room keep their values in the text tier, within its own
+// budget; and that putting or dropping a row takes it out of that tier.
 func TestRowCacheBudget(t *testing.T) {
-	c := newRowCache(5000)
+	c := newRowCache(5000, 2500)
 	row := func(id int64, text int) []any {
 		return []any{"uuid-" + string(rune('a'+id)), nil, strings.Repeat("j", text), 1}
 	}
@@ -165,6 +169,136 @@ func TestRowCacheBudget(t *testing.T) {
 	}
 	if total != c.size {
 		t.Fatalf("the cache counts %d bytes, its rows hold %d", c.size, total)
+	}
+	textTotal := 0
+	for id, packed := range c.texts {
+		textTotal += len(packed)
+		if _, ok := c.rows[id]; ok {
+			t.Fatalf("row %d held in both tiers", id)
+		}
+		vals, ok := c.text(id)
+		if !ok || !reflect.DeepEqual(vals, row(id, 200)) {
+			t.Fatalf("row %d from the text tier: %q, want %q", id, vals, row(id, 200))
+		}
+	}
+	if len(c.texts) == 0 || textTotal != c.textSize || c.textSize > c.maxText {
+		t.Fatalf("text tier: %d rows, %d bytes counted, %d held, budget %d", len(c.texts), c.textSize, textTotal, c.maxText)
+	}
+	var kept int64 = -1
+	for id := range c.texts {
+		kept = id
+		break
+	}
+	c.put(kept, row(kept, 200), &store.Node{})
+	if _, ok := c.texts[kept]; ok {
+		t.Fatalf("row %d put again is still in the text tier", kept)
+	}
+	for id := range c.texts {
+		c.drop(id)
+		if _, ok := c.text(id); ok {
+			t.Fatalf("row %d dropped is still held", id)
+		}
+	}
+	if len(c.texts) != 0 || c.textSize != 0 {
+		t.Fatalf("after dropping every row: %d in the text tier, %d bytes", len(c.texts), c.textSize)
+	}
+}
+
+// TestPackRow: a row's values come back from their packed form as they
+// went in (nil, ints of every size, strings empty, long and not UTF-8);
+// a value of another type is refused, and a damaged packed row is an
+// error, not a wrong row.
+func TestPackRow(t *testing.T) {
+	vals := []any{"uuid", nil, "", 0, -1, 1 << 40, -(1 << 62), strings.Repeat("é", 300), "\xff\x00", 7}
+	packed, ok := packRow(vals)
+	if !ok {
+		t.Fatal("not packed")
+	}
+	got, err := unpackRow(packed)
+	if err != nil || !reflect.DeepEqual(got, vals) {
+		t.Fatalf("unpacked %q, %v; want %q", got, err, vals)
+	}
+	if _, ok := packRow([]any{"x", 1.5}); ok {
+		t.Fatal("a float was packed")
+	}
+	for _, bad := range []string{packed[:len(packed)-1], "s\x05abc", "s", "i", "i\xff", "x", "s\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"} {
+		if got, err := unpackRow(bad); err == nil {
+			t.Errorf("%q unpacked to %q, want an error", bad, got)
+		}
+	}
+}
+
+// TestRowCacheTextTier: with a decoded tier of one row, the nodes it
+// dropped are read from their kept text, without a read of the file (an
+// outside change of the file is not seen, as for the decoded tier), and
+// equal what the file held; a transaction starts from that text; a write
+// refused as a conflict forgets the row, and the outside change is seen.
+func TestRowCacheTextTier(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "rivet.db"))
+	defer s.Close()
+	var nodes []*store.Node
+	for i := range 3 {
+		n := &store.Node{Driver: "fake-hardware", Description: strings.Repeat("d", i),
+			DriverInternalInfo: map[string]any{"deploy_steps": []any{map[string]any{"step": "write_image", "priority": 80.0}}}}
+		if err := s.CreateNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error { tx.Node().Extra = map[string]any{"i": float64(i)}; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			// Room for one such row in the decoded tier.
+			s.rows.max = s.rows.size * 3 / 2
+		}
+		nodes = append(nodes, n)
+	}
+	if len(s.rows.rows) != 1 || len(s.rows.texts) != 2 {
+		t.Fatalf("tiers hold %d decoded and %d text rows, want 1 and 2", len(s.rows.rows), len(s.rows.texts))
+	}
+	var inText *store.Node
+	for _, n := range nodes {
+		if _, ok := s.rows.texts[n.ID]; ok {
+			inText = n
+			break
+		}
+	}
+	read, err := getNode(ctx, s.reader(), inText.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, `UPDATE nodes SET description = 'outside', updated_at = 'x' WHERE id = ?`, inText.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetNode(ctx, inText.UUID)
+	if err != nil || !reflect.DeepEqual(got, read) {
+		t.Fatalf("node from the text tier: %+v, %v\nwant %+v", got, err, read)
+	}
+	got.Extra["i"] = "changed by a reader"
+	err = s.ViewNode(ctx, inText.UUID, func(n *store.Node) error {
+		if !reflect.DeepEqual(n, read) {
+			t.Errorf("viewed node from the text tier: %+v\nwant %+v", n, read)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.WithNodeLock(ctx, inText.UUID, func(tx store.Tx) error {
+		if !reflect.DeepEqual(tx.Node(), read) {
+			t.Errorf("transaction started from %+v\nwant %+v", tx.Node(), read)
+		}
+		tx.Node().Description = "mine"
+		return nil
+	})
+	if !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("save over an outside write = %v, want a conflict", err)
+	}
+	if _, ok := s.rows.text(inText.ID); ok {
+		t.Fatal("a row refused as a conflict is still held")
+	}
+	if got, _ := s.GetNode(ctx, inText.UUID); got.Description != "outside" {
+		t.Fatalf("after the conflict: description %q, want the outside one", got.Description)
 	}
 }
 

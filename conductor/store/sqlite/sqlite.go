@@ -16,9 +16,10 @@
 // Statements are prepared once per connection and reused. The store
 // assumes it is the file's only writer (the node locks are in-process);
 // a write from elsewhere is detected and refused as a conflict. Because
-// it is, the rows it last committed are kept, decoded, in a bounded cache
-// (rowCache) that single-node reads and node transactions use instead of
-// a read: a node row changed behind the store's back is therefore seen
+// it is, the rows it last committed are kept in a bounded cache
+// (rowCache: decoded, and as packed text once dropped from the decoded
+// tier) that single-node reads and node transactions use instead of a
+// read: a node row changed behind the store's back is therefore seen
 // only once a write of it has been refused as a conflict.
 package sqlite
 
@@ -151,7 +152,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	rdb.SetMaxIdleConns(Readers)
 	s := &Store{db: db, rdb: rdb, ops: make(chan *writeOp), urgent: make(chan *writeOp), stop: make(chan struct{}), now: time.Now,
 		locks: map[int64]chan struct{}{}, stmts: map[stmtKey]*sql.Stmt{}, memo: jsoncol.NewMemo(MemoBytes),
-		rows: newRowCache(RowCacheBytes), ports: newPortCache()}
+		rows: newRowCache(RowCacheBytes, RowTextBytes), ports: newPortCache()}
 	for _, q := range txStatements {
 		if _, err := s.stmt(ctx, db, q); err != nil {
 			s.closeDB()
@@ -569,8 +570,11 @@ func (s *Store) CreateNode(ctx context.Context, n *store.Node) error {
 
 // GetNode implements store.NodeReader.
 func (s *Store) GetNode(ctx context.Context, ident string) (*store.Node, error) {
-	if n, ok := s.heldNode(ident); ok {
-		return n.Clone(), nil
+	if n, own, ok := s.heldNode(ident); ok {
+		if !own {
+			n = n.Clone()
+		}
+		return n, nil
 	}
 	return getNode(ctx, s.reader(), ident)
 }
@@ -578,7 +582,7 @@ func (s *Store) GetNode(ctx context.Context, ident string) (*store.Node, error) 
 // ViewNode implements store.NodeViewer: a node the row cache holds is
 // handed to fn as it is kept, not copied.
 func (s *Store) ViewNode(ctx context.Context, ident string, fn func(*store.Node) error) error {
-	if n, ok := s.heldNode(ident); ok {
+	if n, _, ok := s.heldNode(ident); ok {
 		return fn(n)
 	}
 	n, err := getNode(ctx, s.reader(), ident)
@@ -589,16 +593,15 @@ func (s *Store) ViewNode(ctx context.Context, ident string, fn func(*store.Node)
 }
 
 // heldNode is the row cache's node named by ident, when ident is a UUID
-// already resolved and the cache holds its row: the cache's own, never to
-// be modified.
-func (s *Store) heldNode(ident string) (*store.Node, bool) {
+// already resolved and the cache holds its row (cachedRowNode).
+func (s *Store) heldNode(ident string) (n *store.Node, own, ok bool) {
 	u := strings.ToLower(ident)
 	if uuid.Validate(u) != nil {
-		return nil, false
+		return nil, false, false
 	}
 	id, ok := s.ids.Load(u)
 	if !ok {
-		return nil, false
+		return nil, false, false
 	}
 	return s.cachedRowNode(id.(int64), u)
 }
@@ -606,20 +609,37 @@ func (s *Store) heldNode(ident string) (*store.Node, bool) {
 // cachedNode returns a copy of node id from the row cache, if held and
 // still the node with UUID u ("": any).
 func (s *Store) cachedNode(id int64, u string) (*store.Node, bool) {
-	n, ok := s.cachedRowNode(id, u)
+	n, own, ok := s.cachedRowNode(id, u)
 	if !ok {
 		return nil, false
 	}
-	return n.Clone(), true
+	if !own {
+		n = n.Clone()
+	}
+	return n, true
 }
 
-// cachedRowNode is cachedNode without the copy.
-func (s *Store) cachedRowNode(id int64, u string) (*store.Node, bool) {
-	r, ok := s.rows.get(id)
-	if !ok || u != "" && r.uuid() != u {
-		return nil, false
+// cachedRowNode is node id from the row cache, if held and still the node
+// with UUID u ("": any): the decoded tier's own node, never to be
+// modified, or (own) one decoded afresh from the text tier, the caller's.
+// A row found only as text is not put in the decoded tier: without the
+// node's lock a write could commit in between.
+func (s *Store) cachedRowNode(id int64, u string) (n *store.Node, own, ok bool) {
+	if r, ok := s.rows.get(id); ok {
+		if u != "" && r.uuid() != u {
+			return nil, false, false
+		}
+		return r.node, false, true
 	}
-	return r.node, true
+	vals, ok := s.rows.text(id)
+	if !ok || u != "" && vals[0] != u {
+		return nil, false, false
+	}
+	n, _, err := scanNodeRaw(cachedRow{id: id, vals: vals}, s.memo)
+	if err != nil {
+		return nil, false, false // read from the file instead, which reports it
+	}
+	return n, true, true
 }
 
 // conn runs prepared statements on the read pool, or on the writer inside
@@ -946,7 +966,13 @@ func (s *Store) WithNodeLockCommitted(ctx context.Context, ident string, fn func
 		if r, ok := s.rows.get(id); ok && r.uuid() == uuid {
 			n, before, prev = r.node.Clone(), r.vals, &r
 		} else {
-			n, before, err = scanNodeRaw(s.reader().QueryRowContext(ctx, selectNodeByID, id), s.memo)
+			var row rowScanner
+			if vals, ok := s.rows.text(id); ok {
+				row = cachedRow{id: id, vals: vals}
+			} else {
+				row = s.reader().QueryRowContext(ctx, selectNodeByID, id)
+			}
+			n, before, err = scanNodeRaw(row, s.memo)
 			if err == nil && n.UUID == uuid {
 				// Read under the lock: no write of the node can
 				// commit meanwhile.

@@ -183,7 +183,7 @@ func TestViewNode(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if held, _ := s.heldNode(n.UUID); held != seen {
+	if held, _, _ := s.heldNode(n.UUID); held != seen {
 		t.Error("the view by UUID is not the cached node itself")
 	}
 	err := s.WithNodeLock(ctx, n.UUID, func(tx store.Tx) error {
