@@ -10,7 +10,10 @@ import (
 )
 
 // MachineCPU splits a machine's CPU over a stretch of time by who used
-// it. Every figure is in cores (1.0 = one core busy the whole time).
+// it. Every figure is in cores (1.0 = one core busy the whole time), over
+// the time between the two /proc/stat samples it comes from (for a boot
+// storm they bracket it, so its conductor figure can differ by a point or
+// two from the storm table's, which is over the storm's own duration).
 type MachineCPU struct {
 	// Cores is the machine's number of CPUs; Busy is what of them was not
 	// idle (nor waiting for I/O).

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -315,8 +316,8 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 			}
 		}
 	}
-	// The core's speed now, with the machine otherwise idle (the
-	// conductor waits for its agents, the neighbour has not started).
+	// The core's speed now: the conductor waits for its agents, the
+	// neighbour has not started.
 	coreProbe, err := probeCore()
 	if err != nil {
 		return nil, err
@@ -876,19 +877,29 @@ func startNeighbour(bin string, cores int, dir string) (*neighbourProc, error) {
 }
 
 // cpuTime is the CPU time so far of the neighbour's process and its
-// workers (none without a neighbour).
+// workers alive now (none without a neighbour). The process itself gone
+// is an error: the run is no longer beside a CPU-bound neighbour.
 func (p *neighbourProc) cpuTime() (time.Duration, error) {
 	if p == nil {
 		return 0, nil
 	}
 	ps, err := processTree(p.cmd.Process.Pid)
-	if err == nil {
-		var d time.Duration
-		if d, err = cpuOf(ps); err == nil {
-			return d, nil
+	if err != nil {
+		return 0, fmt.Errorf("loadtest: CPU-bound neighbour's CPU: %w", err)
+	}
+	var total time.Duration
+	for i, pid := range ps {
+		d, err := procCPU(pid)
+		switch {
+		case i > 0 && errors.Is(err, fs.ErrNotExist):
+			// A worker gone since the listing: no longer counted.
+		case err != nil:
+			return 0, fmt.Errorf("loadtest: CPU-bound neighbour's CPU: %w", err)
+		default:
+			total += d
 		}
 	}
-	return 0, fmt.Errorf("loadtest: CPU-bound neighbour's CPU: %w", err)
+	return total, nil
 }
 
 // stop ends the neighbour (SIGTERM, which stress-ng passes on to its

@@ -83,7 +83,8 @@ func TestRunSmallFleet(t *testing.T) {
 	if w := rep.BootWaits; w == nil || w.LookupHandler.Hi <= 0 || w.HeartbeatHandler.Hi <= 0 || w.ConductorSched.Hi <= 0 || w.GeneratorSched.Hi <= 0 {
 		t.Errorf("storm wait figures: %+v, want the handlers' and both processes' p99", w)
 	}
-	if m := rep.BootMachine; m.Cores < 1 || m.Busy <= 0 || m.Busy > float64(m.Cores)+0.01 || m.Neighbour != 0 || m.Others < 0 {
+	if m := rep.BootMachine; m.Cores < 1 || m.Busy <= 0 || m.Busy > float64(m.Cores)+0.01 || m.Conductor <= 0 || m.Generator <= 0 ||
+		m.Neighbour != 0 || m.Others < 0 {
 		t.Errorf("storm machine CPU: %+v, want a busy machine and no neighbour", m)
 	}
 	if rep.CoreProbe <= 0 {

@@ -16,17 +16,17 @@ const (
 
 // probeCore times a fixed piece of work of the kind the conductor does
 // (a node-like JSON document decoded into maps, changed and encoded
-// again, on one goroutine), the fastest of a few tries. Run on an
-// otherwise idle machine before a storm, it says how fast a core of this
-// machine was at the time: a shared host can run the same work more
-// slowly in one hour than in another without counting any time as
-// stolen.
+// again, on one goroutine), the fastest of a few tries. Run before a
+// storm, the conductor waiting for its agents and nothing else of the
+// run's started, it says how fast a core of this machine was at the
+// time: a shared host can run the same work more slowly in one hour than
+// in another without counting any time as stolen.
 func probeCore() (time.Duration, error) {
 	doc, err := probeDocument()
 	if err != nil {
 		return 0, err
 	}
-	best := time.Duration(0)
+	var best time.Duration
 	for range probeTries {
 		start := time.Now()
 		for i := range probeRounds {

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"database/sql"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -109,21 +110,33 @@ func (c *rowCache) put(id int64, vals []any, node *store.Node) {
 	c.size += size
 }
 
-// text returns the values of row id (nodeColumns order but id) from
-// either tier, if held. A row from the text tier is unpacked afresh.
+// text returns the values of row id (nodeColumns order but id) from the
+// text tier, unpacked afresh, if held there. A packed row that does not
+// unpack (which only a bug could make) is dropped and reported missing,
+// so that the caller reads the file.
 func (c *rowCache) text(id int64) ([]any, bool) {
 	c.mu.Lock()
-	r, decoded := c.rows[id]
 	packed, ok := c.texts[id]
 	c.mu.Unlock()
-	if decoded {
-		return r.vals, true
-	}
 	if !ok {
 		return nil, false
 	}
 	vals, err := unpackRow(packed)
-	return vals, err == nil
+	if err != nil {
+		c.dropText(id, packed)
+		return nil, false
+	}
+	return vals, true
+}
+
+// dropText forgets the text of row id if it is still packed.
+func (c *rowCache) dropText(id int64, packed string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t, ok := c.texts[id]; ok && t == packed {
+		c.textSize -= len(t)
+		delete(c.texts, id)
+	}
 }
 
 // keepTextLocked holds the text of row id, which the decoded tier just
@@ -171,9 +184,9 @@ const (
 )
 
 // packRow packs a row's values (string, int or nil, as nodeValues and
-// scanNodeScalars make them) into one string: per value a tag, and a
-// string's length and bytes or an int's value (varints). It reports
-// false for a value of another type.
+// scanNodeScalars make them) into one string: their count, then per
+// value a tag, and a string's length and bytes or an int's value
+// (varints). It reports false for a value of another type.
 func packRow(vals []any) (string, bool) {
 	n := 0
 	for _, v := range vals {
@@ -185,7 +198,8 @@ func packRow(vals []any) (string, bool) {
 		b   strings.Builder
 		num [binary.MaxVarintLen64]byte
 	)
-	b.Grow(n + len(vals)*(1+binary.MaxVarintLen64))
+	b.Grow(n + (len(vals)+1)*(1+binary.MaxVarintLen64))
+	b.Write(num[:binary.PutUvarint(num[:], uint64(len(vals)))])
 	for _, v := range vals {
 		switch v := v.(type) {
 		case nil:
@@ -204,10 +218,17 @@ func packRow(vals []any) (string, bool) {
 	return b.String(), true
 }
 
-// unpackRow is packRow's inverse. Its strings share packed's memory.
+// unpackRow is packRow's inverse: exactly as many values as were
+// packed, or an error. Its strings are copies: one that outlives the
+// row (a node's field, a memo's key) does not keep the packed row in
+// memory.
 func unpackRow(packed string) ([]any, error) {
-	var vals []any
-	for i := 0; i < len(packed); {
+	count, k := uvarintString(packed)
+	if k <= 0 || count > uint64(len(packed)) {
+		return nil, errors.New("packed row: bad value count")
+	}
+	vals := make([]any, 0, count)
+	for i := k; i < len(packed); {
 		tag := packed[i]
 		i++
 		switch tag {
@@ -219,7 +240,7 @@ func unpackRow(packed string) ([]any, error) {
 				return nil, fmt.Errorf("packed row: bad string length at byte %d", i)
 			}
 			i += k
-			vals = append(vals, packed[i:i+int(l)])
+			vals = append(vals, strings.Clone(packed[i:i+int(l)]))
 			i += int(l)
 		case packedInt:
 			v, k := varintString(packed[i:])
@@ -231,6 +252,9 @@ func unpackRow(packed string) ([]any, error) {
 		default:
 			return nil, fmt.Errorf("packed row: unknown tag %q at byte %d", tag, i-1)
 		}
+	}
+	if uint64(len(vals)) != count {
+		return nil, fmt.Errorf("packed row: %d values, %d packed", len(vals), count)
 	}
 	return vals, nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/rivetmetal/rivet/conductor/errdefs"
 	"github.com/rivetmetal/rivet/conductor/store"
@@ -205,9 +206,10 @@ func TestRowCacheBudget(t *testing.T) {
 }
 
 // TestPackRow: a row's values come back from their packed form as they
-// went in (nil, ints of every size, strings empty, long and not UTF-8);
-// a value of another type is refused, and a damaged packed row is an
-// error, not a wrong row.
+// went in (nil, ints of every size, strings empty, long and not UTF-8),
+// as copies that do not keep the packed row in memory; a value of another
+// type is refused, and a damaged packed row, cut at a value's end among
+// others, is an error, not a wrong row.
 func TestPackRow(t *testing.T) {
 	vals := []any{"uuid", nil, "", 0, -1, 1 << 40, -(1 << 62), strings.Repeat("é", 300), "\xff\x00", 7}
 	packed, ok := packRow(vals)
@@ -218,10 +220,28 @@ func TestPackRow(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, vals) {
 		t.Fatalf("unpacked %q, %v; want %q", got, err, vals)
 	}
+	start := uintptr(unsafe.Pointer(unsafe.StringData(packed)))
+	for _, v := range got {
+		if s, ok := v.(string); ok && s != "" {
+			if p := uintptr(unsafe.Pointer(unsafe.StringData(s))); p >= start && p < start+uintptr(len(packed)) {
+				t.Fatalf("unpacked string %.10q shares the packed row's memory", s)
+			}
+		}
+	}
 	if _, ok := packRow([]any{"x", 1.5}); ok {
 		t.Fatal("a float was packed")
 	}
-	for _, bad := range []string{packed[:len(packed)-1], "s\x05abc", "s", "i", "i\xff", "x", "s\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"} {
+	for _, bad := range []string{
+		"", // no count
+		"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",                                   // a count past the text
+		packed[:len(packed)-1],                                                       // cut inside the last value
+		packed[:len(packed)-2],                                                       // cut after the ninth value of ten
+		"\x02n",                                                                      // fewer values than counted
+		"\x01nn",                                                                     // more
+		"\x01s\x05abc", "\x01s", "\x01s\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", // bad string lengths
+		"\x01i", "\x01i\xff", "\x01i\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02", // bad ints, the last past 64 bits
+		"\x01x", // unknown tag
+	} {
 		if got, err := unpackRow(bad); err == nil {
 			t.Errorf("%q unpacked to %q, want an error", bad, got)
 		}
@@ -299,6 +319,40 @@ func TestRowCacheTextTier(t *testing.T) {
 	}
 	if got, _ := s.GetNode(ctx, inText.UUID); got.Description != "outside" {
 		t.Fatalf("after the conflict: description %q, want the outside one", got.Description)
+	}
+
+	// A node deleted while its row is text leaves the cache.
+	var other *store.Node
+	for _, n := range nodes {
+		if _, ok := s.rows.texts[n.ID]; ok {
+			other = n
+		}
+	}
+	if other == nil {
+		t.Fatal("no other node held as text")
+	}
+	if err := s.WithNodeLock(ctx, other.UUID, func(tx store.Tx) error { return tx.DeleteNode(ctx) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.rows.text(other.ID); ok {
+		t.Fatal("a deleted node's row is still held as text")
+	}
+	if _, err := s.GetNode(ctx, other.UUID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("a deleted node read as %v", err)
+	}
+
+	// A packed row that does not unpack is dropped, and the node read
+	// from the file.
+	if _, ok := s.rows.rows[inText.ID]; ok {
+		t.Fatal("a read put the node back in the decoded tier")
+	}
+	s.rows.texts[inText.ID] = "\x01x"
+	s.rows.textSize += 2
+	if got, err := s.GetNode(ctx, inText.UUID); err != nil || got.Description != "outside" {
+		t.Fatalf("node under a damaged packed row: %+v, %v", got, err)
+	}
+	if _, ok := s.rows.texts[inText.ID]; ok || s.rows.textSize < 0 {
+		t.Fatalf("a packed row that does not unpack is still held (text tier %d bytes)", s.rows.textSize)
 	}
 }
 

@@ -631,15 +631,28 @@ func (s *Store) cachedRowNode(id int64, u string) (n *store.Node, own, ok bool) 
 		}
 		return r.node, false, true
 	}
-	vals, ok := s.rows.text(id)
-	if !ok || u != "" && vals[0] != u {
+	n, _, ok = s.textNode(id)
+	if !ok || u != "" && n.UUID != u {
 		return nil, false, false
 	}
-	n, _, err := scanNodeRaw(cachedRow{id: id, vals: vals}, s.memo)
-	if err != nil {
-		return nil, false, false // read from the file instead, which reports it
-	}
 	return n, true, true
+}
+
+// textNode is node id decoded from the row cache's text tier, with its
+// values, if held there. A row that does not decode is dropped from the
+// cache and reported missing: the caller reads the file, which reports
+// what is wrong with it.
+func (s *Store) textNode(id int64) (*store.Node, []any, bool) {
+	vals, ok := s.rows.text(id)
+	if !ok {
+		return nil, nil, false
+	}
+	n, raw, err := scanNodeRaw(cachedRow{id: id, vals: vals}, s.memo)
+	if err != nil {
+		s.rows.drop(id)
+		return nil, nil, false
+	}
+	return n, raw, true
 }
 
 // conn runs prepared statements on the read pool, or on the writer inside
@@ -966,13 +979,10 @@ func (s *Store) WithNodeLockCommitted(ctx context.Context, ident string, fn func
 		if r, ok := s.rows.get(id); ok && r.uuid() == uuid {
 			n, before, prev = r.node.Clone(), r.vals, &r
 		} else {
-			var row rowScanner
-			if vals, ok := s.rows.text(id); ok {
-				row = cachedRow{id: id, vals: vals}
-			} else {
-				row = s.reader().QueryRowContext(ctx, selectNodeByID, id)
+			var ok bool
+			if n, before, ok = s.textNode(id); !ok {
+				n, before, err = scanNodeRaw(s.reader().QueryRowContext(ctx, selectNodeByID, id), s.memo)
 			}
-			n, before, err = scanNodeRaw(row, s.memo)
 			if err == nil && n.UUID == uuid {
 				// Read under the lock: no write of the node can
 				// commit meanwhile.
