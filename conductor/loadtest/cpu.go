@@ -35,6 +35,39 @@ type MachineCPU struct {
 	Steal float64
 }
 
+// cpuSnapshot is what a run reads to tell who used the CPU over a
+// stretch: the conductor's, the load generator's (this process's) and the
+// neighbour's processes' CPU times so far, and the machine's counters.
+type cpuSnapshot struct {
+	conductor, generator, neighbour time.Duration
+	machine                         cpuSample
+}
+
+// takeCPU reads a cpuSnapshot (nb nil: no neighbour).
+func takeCPU(cond *server, nb *neighbourProc) (cpuSnapshot, error) {
+	var (
+		s   cpuSnapshot
+		err error
+	)
+	if s.conductor, err = cond.cpuTime(); err != nil {
+		return s, err
+	}
+	if s.generator, err = procCPU(os.Getpid()); err != nil {
+		return s, err
+	}
+	if s.neighbour, err = nb.cpuTime(); err != nil {
+		return s, err
+	}
+	s.machine, err = machineCPU()
+	return s, err
+}
+
+// machineSince is the machine's CPU from before to s, split by who used
+// it.
+func (s cpuSnapshot) machineSince(before cpuSnapshot) MachineCPU {
+	return s.machine.split(before.machine, s.conductor-before.conductor, s.generator-before.generator, s.neighbour-before.neighbour)
+}
+
 // cpuSample is the machine's aggregate CPU counters, in ticks.
 type cpuSample struct {
 	// busy is every time but idle and iowait; total every time.

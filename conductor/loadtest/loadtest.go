@@ -330,19 +330,7 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 		defer nb.stop()
 		log.Info("CPU-bound neighbour running", "cores", cfg.Neighbour)
 	}
-	bootCPU0, err := cond.cpuTime()
-	if err != nil {
-		return nil, err
-	}
-	bootSelf0, err := procCPU(os.Getpid())
-	if err != nil {
-		return nil, err
-	}
-	bootNeighbour0, err := nb.cpuTime()
-	if err != nil {
-		return nil, err
-	}
-	bootMachine0, err := machineCPU()
+	boot0, err := takeCPU(cond, nb)
 	if err != nil {
 		return nil, err
 	}
@@ -411,23 +399,10 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 	}
 	bootTook := time.Since(bootStart)
 	phase.Store(phaseSettled)
-	bootCPU1, err := cond.cpuTime()
+	boot1, err := takeCPU(cond, nb)
 	if err != nil {
 		return nil, err
 	}
-	bootSelf1, err := procCPU(os.Getpid())
-	if err != nil {
-		return nil, err
-	}
-	bootNeighbour1, err := nb.cpuTime()
-	if err != nil {
-		return nil, err
-	}
-	bootMachine1, err := machineCPU()
-	if err != nil {
-		return nil, err
-	}
-	bootMachine := bootMachine1.split(bootMachine0, bootCPU1-bootCPU0, bootSelf1-bootSelf0, bootNeighbour1-bootNeighbour0)
 	bootLoad1, _ := loadavg()
 	bootGC, bootWaits := stormMetrics(ctx, log, client, cond.metricsURL, fams0, metricsErr, gen0, genErr)
 	log.Info("boot storm over: every agent writes its image", "took", bootTook.Round(time.Second))
@@ -445,15 +420,7 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 	}
 	log.Info("measuring", "window", cfg.Duration)
 
-	cpu0, err := cond.cpuTime()
-	if err != nil {
-		return nil, err
-	}
-	m0, err := machineCPU()
-	if err != nil {
-		return nil, err
-	}
-	self0, err := procCPU(os.Getpid())
+	win0, err := takeCPU(cond, nb)
 	if err != nil {
 		return nil, err
 	}
@@ -470,15 +437,7 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 	}
 	phase.Store(phaseDone)
 	window := time.Since(t0)
-	cpu1, err := cond.cpuTime()
-	if err != nil {
-		return nil, err
-	}
-	m1, err := machineCPU()
-	if err != nil {
-		return nil, err
-	}
-	self1, err := procCPU(os.Getpid())
+	win1, err := takeCPU(cond, nb)
 	if err != nil {
 		return nil, err
 	}
@@ -487,13 +446,13 @@ func Run(ctx context.Context, cfg Config) (_ *Report, runErr error) {
 		BootHeartbeats: bootBeats.stats(bootTook), BootStorm: bootTook,
 		Polls: agents.polls.Load() - polls0, Posts: agents.posts.Load() - posts0,
 		Dashboard:    dashRep,
-		ConductorCPU: (cpu1 - cpu0).Seconds() / window.Seconds(),
-		MachineCPU:   m1.busyFraction(m0), Cores: m1.cores,
-		AgentsCPU:        (self1 - self0).Seconds() / window.Seconds(),
-		BootConductorCPU: (bootCPU1 - bootCPU0).Seconds() / bootTook.Seconds(),
-		BootAgentsCPU:    (bootSelf1 - bootSelf0).Seconds() / bootTook.Seconds(),
+		ConductorCPU: (win1.conductor - win0.conductor).Seconds() / window.Seconds(),
+		MachineCPU:   win1.machine.busyFraction(win0.machine), Cores: win1.machine.cores,
+		AgentsCPU:        (win1.generator - win0.generator).Seconds() / window.Seconds(),
+		BootConductorCPU: (boot1.conductor - boot0.conductor).Seconds() / bootTook.Seconds(),
+		BootAgentsCPU:    (boot1.generator - boot0.generator).Seconds() / bootTook.Seconds(),
 		BootLoad1:        bootLoad1, BootLookups: bootLookups.stats(bootTook), BootGC: bootGC, BootWaits: bootWaits,
-		BootMachine: bootMachine, CoreProbe: coreProbe, Neighbour: cfg.Neighbour}
+		BootMachine: boot1.machineSince(boot0), CoreProbe: coreProbe, Neighbour: cfg.Neighbour}
 	rep.Load1, _ = loadavg()
 	rep.ConductorRSS, _ = cond.memory("VmRSS:")
 	rep.ConductorPeakRSS, _ = cond.memory("VmHWM:")
