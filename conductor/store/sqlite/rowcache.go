@@ -188,17 +188,19 @@ const (
 // value a tag, and a string's length and bytes or an int's value
 // (varints). It reports false for a value of another type.
 func packRow(vals []any) (string, bool) {
-	n := 0
+	var num [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(num[:], uint64(len(vals)))
 	for _, v := range vals {
-		if s, ok := v.(string); ok {
-			n += len(s)
+		n++ // tag
+		switch v := v.(type) {
+		case string:
+			n += binary.PutUvarint(num[:], uint64(len(v))) + len(v)
+		case int:
+			n += binary.PutVarint(num[:], int64(v))
 		}
 	}
-	var (
-		b   strings.Builder
-		num [binary.MaxVarintLen64]byte
-	)
-	b.Grow(n + (len(vals)+1)*(1+binary.MaxVarintLen64))
+	var b strings.Builder
+	b.Grow(n) // exactly: the budget counts what is held
 	b.Write(num[:binary.PutUvarint(num[:], uint64(len(vals)))])
 	for _, v := range vals {
 		switch v := v.(type) {
