@@ -2,7 +2,9 @@ package loadtest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -224,15 +226,20 @@ func processTree(pid int) ([]int, error) {
 	return ps, nil
 }
 
-// cpuOf is the summed user + system CPU time of processes.
+// cpuOf is the summed user + system CPU time of processes: pids[0] and
+// those of the others still alive (processTree's children, a worker gone
+// since the listing no longer counted).
 func cpuOf(pids []int) (time.Duration, error) {
 	var total time.Duration
-	for _, pid := range pids {
+	for i, pid := range pids {
 		d, err := procCPU(pid)
-		if err != nil {
+		switch {
+		case i > 0 && errors.Is(err, fs.ErrNotExist):
+		case err != nil:
 			return 0, err
+		default:
+			total += d
 		}
-		total += d
 	}
 	return total, nil
 }

@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -846,19 +845,11 @@ func (p *neighbourProc) cpuTime() (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("loadtest: CPU-bound neighbour's CPU: %w", err)
 	}
-	var total time.Duration
-	for i, pid := range ps {
-		d, err := procCPU(pid)
-		switch {
-		case i > 0 && errors.Is(err, fs.ErrNotExist):
-			// A worker gone since the listing: no longer counted.
-		case err != nil:
-			return 0, fmt.Errorf("loadtest: CPU-bound neighbour's CPU: %w", err)
-		default:
-			total += d
-		}
+	d, err := cpuOf(ps)
+	if err != nil {
+		return 0, fmt.Errorf("loadtest: CPU-bound neighbour's CPU: %w", err)
 	}
-	return total, nil
+	return d, nil
 }
 
 // stop ends the neighbour (SIGTERM, which stress-ng passes on to its

@@ -217,6 +217,15 @@ func TestParsePidStat(t *testing.T) {
 	if err != nil || self < 0 {
 		t.Fatalf("own CPU %v, %v", self, err)
 	}
+	// A child gone since the listing is no longer counted; the first
+	// process gone is an error.
+	const gone = 1 << 30 // above any pid_max
+	if d, err := cpuOf([]int{os.Getpid(), gone}); err != nil || d < self {
+		t.Fatalf("CPU of this process and a gone child: %v, %v", d, err)
+	}
+	if _, err := cpuOf([]int{gone, os.Getpid()}); err == nil {
+		t.Fatal("CPU of a gone process: no error")
+	}
 }
 
 func TestConfigDefaults(t *testing.T) {

@@ -225,27 +225,28 @@ func packRow(vals []any) (string, bool) {
 // row (a node's field, a memo's key) does not keep the packed row in
 // memory.
 func unpackRow(packed string) ([]any, error) {
-	count, k := uvarintString(packed)
-	if k <= 0 || count > uint64(len(packed)) {
+	b := []byte(packed)
+	count, k := binary.Uvarint(b)
+	if k <= 0 || count > uint64(len(b)) {
 		return nil, errors.New("packed row: bad value count")
 	}
 	vals := make([]any, 0, count)
-	for i := k; i < len(packed); {
-		tag := packed[i]
+	for i := k; i < len(b); {
+		tag := b[i]
 		i++
 		switch tag {
 		case packedNil:
 			vals = append(vals, nil)
 		case packedString:
-			l, k := uvarintString(packed[i:])
-			if k <= 0 || l > uint64(len(packed)-i-k) {
+			l, k := binary.Uvarint(b[i:])
+			if k <= 0 || l > uint64(len(b)-i-k) {
 				return nil, fmt.Errorf("packed row: bad string length at byte %d", i)
 			}
 			i += k
-			vals = append(vals, strings.Clone(packed[i:i+int(l)]))
+			vals = append(vals, string(b[i:i+int(l)]))
 			i += int(l)
 		case packedInt:
-			v, k := varintString(packed[i:])
+			v, k := binary.Varint(b[i:])
 			if k <= 0 {
 				return nil, fmt.Errorf("packed row: bad int at byte %d", i)
 			}
@@ -259,35 +260,6 @@ func unpackRow(packed string) ([]any, error) {
 		return nil, fmt.Errorf("packed row: %d values, %d packed", len(vals), count)
 	}
 	return vals, nil
-}
-
-// uvarintString is binary.Uvarint over a string's bytes, without copying
-// them.
-func uvarintString(s string) (uint64, int) {
-	var x uint64
-	var shift uint
-	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
-		b := s[i]
-		if b < 0x80 {
-			if i == binary.MaxVarintLen64-1 && b > 1 {
-				return 0, -(i + 1) // overflow
-			}
-			return x | uint64(b)<<shift, i + 1
-		}
-		x |= uint64(b&0x7f) << shift
-		shift += 7
-	}
-	return 0, 0
-}
-
-// varintString is binary.Varint over a string's bytes.
-func varintString(s string) (int64, int) {
-	ux, n := uvarintString(s)
-	x := int64(ux >> 1)
-	if ux&1 != 0 {
-		x = ^x
-	}
-	return x, n
 }
 
 // uuid is the row's node UUID.
