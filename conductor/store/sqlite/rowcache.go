@@ -12,10 +12,16 @@ import (
 	"github.com/rivetmetal/rivet/conductor/store/internal/jsoncol"
 )
 
-// RowCacheBytes bounds the memory the committed-row cache takes, as
-// estimated by rowSize: at a few KiB of column text per node, the rows of
-// several thousand nodes, those a boot storm has in flight at once.
-const RowCacheBytes = 128 << 20
+// RowCacheBytes bounds the memory of the cache's decoded tier, as
+// estimated by rowSize: at 1.6–2.3 KiB of column text per deploying node,
+// the rows of 1,500–2,000 nodes, more than a boot storm has in flight at
+// once (20,000 agents in 30 s: about 700 a second, each node's writes
+// within a second or so). It is kept that small because a decoded row is
+// a hundred-odd objects that every garbage collection marks; the text
+// tier holds the rest, a decode away. In a 20,000-agent storm beside a
+// CPU-bound process, 16 MiB instead of 128 made the collections shorter
+// and the request tails about halve (docs/conductor-scaling.md).
+const RowCacheBytes = 16 << 20
 
 // decodedFactor is how much more memory a JSON column takes decoded
 // (maps, boxed values) than as text, roughly, for the columns a deploy
@@ -27,8 +33,9 @@ const decodedFactor = 4
 // node not touched for a while (most of a fleet before a boot storm) is
 // then read from memory and decoded, not read from the file. Packed
 // text is one pointer-free allocation per row, which the garbage
-// collector does not scan.
-const RowTextBytes = 128 << 20
+// collector does not scan. 192 MiB holds the rows of about 100,000
+// deploying nodes.
+const RowTextBytes = 192 << 20
 
 // rowSize estimates the memory a cached row takes: its text, and the
 // node decoded from it.
