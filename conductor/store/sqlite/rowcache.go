@@ -14,13 +14,14 @@ import (
 
 // RowCacheBytes bounds the memory of the cache's decoded tier, as
 // estimated by rowSize: at 1.6–2.3 KiB of column text per deploying node,
-// the rows of 1,500–2,000 nodes, more than a boot storm has in flight at
+// the rows of 1,400–2,000 nodes, more than a boot storm has in flight at
 // once (20,000 agents in 30 s: about 700 a second, each node's writes
 // within a second or so). It is kept that small because a decoded row is
 // a hundred-odd objects that every garbage collection marks; the text
 // tier holds the rest, a decode away. In a 20,000-agent storm beside a
-// CPU-bound process, 16 MiB instead of 128 made the collections shorter
-// and the request tails about halve (docs/conductor-scaling.md).
+// CPU-bound process, 16 MiB instead of 128 left each collection fewer
+// objects to mark (at 128 MiB the tier's were about half of them), and
+// the request tails about halved (docs/conductor-scaling.md).
 const RowCacheBytes = 16 << 20
 
 // decodedFactor is how much more memory a JSON column takes decoded
