@@ -58,19 +58,48 @@ func BenchmarkNodeUpdate(b *testing.B) {
 	})
 }
 
-// BenchmarkGetNode is a read of a node by UUID, from parallel callers.
+// BenchmarkGetNode is a read of a node by UUID, from parallel callers,
+// with the node's row in the file only, in the row cache's decoded tier,
+// or in its text tier (the decoded tier holding one row: the read most of
+// a boot storm's transactions start from).
 func BenchmarkGetNode(b *testing.B) {
-	s, ids := benchStore(b, 256)
-	ctx := context.Background()
-	var next atomic.Int64
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := s.GetNode(ctx, ids[int(next.Add(1))%len(ids)]); err != nil {
-				b.Fatal(err)
+	for _, from := range []string{"file", "decoded", "text"} {
+		b.Run(from, func(b *testing.B) {
+			s, ids := benchStore(b, 256)
+			ctx := context.Background()
+			if from != "file" {
+				for i, id := range ids {
+					if err := s.WithNodeLock(ctx, id, func(tx store.Tx) error {
+						tx.Node().SetInternal("agent_last_heartbeat", fmt.Sprint(i))
+						return nil
+					}); err != nil {
+						b.Fatal(err)
+					}
+					if i == 0 && from == "text" { // room for one such row in the decoded tier
+						s.rows.mu.Lock()
+						s.rows.max = s.rows.size * 3 / 2
+						s.rows.mu.Unlock()
+					}
+				}
 			}
-		}
-	})
+			s.rows.mu.Lock()
+			decoded, text := len(s.rows.rows), len(s.rows.texts)
+			s.rows.mu.Unlock()
+			want := map[string][2]int{"file": {0, 0}, "decoded": {len(ids), 0}, "text": {1, len(ids) - 1}}[from]
+			if decoded != want[0] || text != want[1] {
+				b.Fatalf("tiers hold %d decoded and %d text rows, want %d and %d", decoded, text, want[0], want[1])
+			}
+			var next atomic.Int64
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := s.GetNode(ctx, ids[int(next.Add(1))%len(ids)]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
 }
 
 // BenchmarkNodeByMACs is the lookup's read.

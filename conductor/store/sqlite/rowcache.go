@@ -233,6 +233,8 @@ func packRow(vals []any) (string, bool) {
 // row (a node's field, a memo's key) does not keep the packed row in
 // memory.
 func unpackRow(packed string) ([]any, error) {
+	// Not a copy: b is only read and does not escape, so the compiler
+	// converts without copying (go build -gcflags=-m says so).
 	b := []byte(packed)
 	count, k := binary.Uvarint(b)
 	if k <= 0 || count > uint64(len(b)) {

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"errors"
+	"math"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -211,7 +212,7 @@ func TestRowCacheBudget(t *testing.T) {
 // type is refused, and a damaged packed row, cut at a value's end among
 // others, is an error, not a wrong row.
 func TestPackRow(t *testing.T) {
-	vals := []any{"uuid", nil, "", 0, -1, 1 << 40, -(1 << 62), strings.Repeat("é", 300), "\xff\x00", 7}
+	vals := []any{"uuid", nil, "", 0, -1, 63, -64, 64, 1 << 40, -(1 << 62), math.MaxInt64, math.MinInt64, strings.Repeat("é", 300), "\xff\x00", 7}
 	packed, ok := packRow(vals)
 	if !ok {
 		t.Fatal("not packed")
@@ -235,7 +236,7 @@ func TestPackRow(t *testing.T) {
 		"", // no count
 		"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",                                   // a count past the text
 		packed[:len(packed)-1],                                                       // cut inside the last value
-		packed[:len(packed)-2],                                                       // cut after the ninth value of ten
+		packed[:len(packed)-2],                                                       // cut after the last value but one
 		"\x02n",                                                                      // fewer values than counted
 		"\x01nn",                                                                     // more
 		"\x01s\x05abc", "\x01s", "\x01s\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", // bad string lengths
