@@ -60,8 +60,8 @@ func BenchmarkNodeUpdate(b *testing.B) {
 
 // BenchmarkGetNode is a read of a node by UUID, from parallel callers,
 // with the node's row in the file only, in the row cache's decoded tier,
-// or in its text tier (the decoded tier holding one row: the read most of
-// a boot storm's transactions start from).
+// or in its text tier (the decoded tier holding one row; in a boot storm,
+// a node whose row the decoded tier dropped is read this way).
 func BenchmarkGetNode(b *testing.B) {
 	for _, from := range []string{"file", "decoded", "text"} {
 		b.Run(from, func(b *testing.B) {
