@@ -443,6 +443,9 @@ func benchDecode(ctx context.Context, path string, f Format) (n int64, err error
 		}
 		return int64(m.Header.Size), nil
 	}
+	// As in the write: the decoder on a thread of its own, at its priority.
+	restore, _ := prioritizeStage()
+	defer restore()
 	dec, closeDec, err := newDecompressor(f, in, DefaultMaxDecoderMemory)
 	if err != nil {
 		return 0, err

@@ -40,9 +40,12 @@ const (
 	DefaultBuffers          = 8
 	DefaultProgressInterval = time.Second
 	// decodedBuffers × DefaultBufferSize is the decode stage's output
-	// memory; compressed input uses decodedInput buffers of 1 MiB.
-	decodedBuffers = 4
-	decodedInput   = 4
+	// memory; compressed input uses decodedInput buffers of 1 MiB. Six
+	// and eight, not four and four: with fewer, the serial decoder waited
+	// on the sink and on the hash a few hundredths of a second per GiB of
+	// zstd (docs/benchmarks.md, 2026-12-07); 12 MiB more at the peak.
+	decodedBuffers = 6
+	decodedInput   = 8
 	inputChunk     = 1 << 20
 	// qcowCopyBuffers is the qcow2 stage's output pool: the data
 	// clusters go to the disks in the input buffers, uncopied.
@@ -532,6 +535,7 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 		case format == FormatQcow2:
 			err = w.convertMap(gctx, w.qcow.m, cr, em)
 		default:
+			defer w.prioritizeDecode()()
 			err = w.decompress(gctx, format, cr, em)
 		}
 		if err != nil {
@@ -676,6 +680,20 @@ func (w *writer) fetchParallel(ctx context.Context, st *source.Stream, first *ch
 		return off, fetchErr
 	}
 	return off, nil
+}
+
+// prioritizeDecode runs the calling goroutine, a compressed image's decode
+// stage, on a thread of its own at raised priority until the returned
+// function is called (prioritizeStage), or says at debug level why it
+// keeps the priority it has.
+func (w *writer) prioritizeDecode() (restore func()) {
+	restore, err := prioritizeStage()
+	if err != nil {
+		w.log.Debug("the decode stage keeps its thread's priority", "reason", err)
+		return restore
+	}
+	w.log.Debug("the decode stage runs on a thread of its own", "nice", decodeNice)
+	return restore
 }
 
 // scanZeros reports whether a sink skips zero runs, so the chunks'

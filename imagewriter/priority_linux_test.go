@@ -1,0 +1,290 @@
+package imagewriter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rivetmetal/rivet/internal/loopdev"
+	"golang.org/x/sys/unix"
+)
+
+// threadNice reads a thread's nice value from /proc (field 19 of its
+// stat); ok is false once the thread is gone.
+func threadNice(t *testing.T, tid int) (nice int, ok bool) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The command name, in parentheses, may hold spaces: count from its end.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	nice, err = strconv.Atoi(f[16])
+	if err != nil {
+		t.Fatalf("thread %d stat %q: %v", tid, b, err)
+	}
+	return nice, true
+}
+
+// threadsAt lists the process's threads whose nice value is nice.
+func threadsAt(t *testing.T, nice int) []int {
+	t.Helper()
+	dirs, err := filepath.Glob("/proc/self/task/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tids []int
+	for _, d := range dirs {
+		tid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil {
+			continue
+		}
+		if n, ok := threadNice(t, tid); ok && n == nice {
+			tids = append(tids, tid)
+		}
+	}
+	return tids
+}
+
+// waitNoThreadAt waits until no thread of the process runs at nice: a
+// locked thread is ended by the runtime after its goroutine has returned.
+func waitNoThreadAt(t *testing.T, nice int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tids := threadsAt(t, nice)
+		if len(tids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("threads %v still run at nice %d after their goroutine ended", tids, nice)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func skipUnlessRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("raising a thread's priority needs CAP_SYS_NICE (root)")
+	}
+}
+
+// TestPrioritizeStage: the goroutine that asks runs on a thread at
+// decodeNice until it restores it; the thread is then back at nice 0 and
+// back with the runtime (it outlives the goroutine).
+func TestPrioritizeStage(t *testing.T) {
+	skipUnlessRoot(t)
+	waitNoThreadAt(t, decodeNice)
+	type seen struct {
+		tid, during, after int
+		err                error
+	}
+	done := make(chan seen)
+	go func() {
+		restore, err := prioritizeStage()
+		s := seen{tid: unix.Gettid(), err: err}
+		s.during, _ = threadNice(t, s.tid)
+		restore()
+		s.after, _ = threadNice(t, unix.Gettid())
+		done <- s
+	}()
+	s := <-done
+	if s.err != nil || s.during != decodeNice || s.after != 0 {
+		t.Fatalf("prioritizeStage as root: %v, thread %d at nice %d, then %d after restore; want %d, then 0", s.err, s.tid, s.during, s.after, decodeNice)
+	}
+	// Unlocked by restore, the thread outlives the goroutine (a locked
+	// one would be ended with it at once).
+	time.Sleep(200 * time.Millisecond)
+	if n, ok := threadNice(t, s.tid); !ok || n != 0 {
+		t.Fatalf("thread %d after the goroutine: nice %d, exists %v; want it back with the runtime at nice 0", s.tid, n, ok)
+	}
+}
+
+// TestPrioritizeStageRestoreFails: a thread whose priority cannot be put
+// back stays locked, so the runtime ends it with its goroutine, and no
+// other goroutine ever runs on it. (The process's main thread, which
+// cannot end, would be parked for good instead; the test skips then.)
+func TestPrioritizeStageRestoreFails(t *testing.T) {
+	// The fake raises nothing, so that a main thread parked for good is
+	// not left at the raised priority for the tests after this one.
+	orig := setThreadNice
+	calls := 0
+	setThreadNice = func(n int) error {
+		if calls++; calls > 1 {
+			return unix.EPERM
+		}
+		return nil
+	}
+	t.Cleanup(func() { setThreadNice = orig })
+	tidc := make(chan int)
+	go func() {
+		// Off the main thread, where it can be ended (it may move back
+		// before the lock, rarely; the test skips then).
+		for i := 0; i < 1000 && unix.Gettid() == os.Getpid(); i++ {
+			time.Sleep(time.Millisecond)
+		}
+		restore, err := prioritizeStage()
+		if err != nil {
+			t.Error(err)
+		}
+		restore()
+		tidc <- unix.Gettid()
+	}()
+	tid := <-tidc
+	if tid == os.Getpid() {
+		t.Skip("the goroutine ran on the main thread, which the runtime parks instead of ending")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := threadNice(t, tid); !ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("thread %d, still locked, outlived its goroutine", tid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPrioritizeStageAlreadyHigher: a thread already at decodeNice or
+// above is left as it is, and unlocked.
+func TestPrioritizeStageAlreadyHigher(t *testing.T) {
+	skipUnlessRoot(t)
+	type seen struct {
+		tid, after int
+		err        error
+	}
+	done := make(chan seen)
+	go func() {
+		runtime.LockOSThread()
+		if err := setThreadNice(decodeNice - 5); err != nil {
+			t.Error(err)
+		}
+		restore, err := prioritizeStage()
+		restore()
+		s := seen{tid: unix.Gettid(), err: err}
+		s.after, _ = threadNice(t, s.tid)
+		// Back to 0 and to the pool, unlocked as often as locked.
+		if err := setThreadNice(0); err != nil {
+			t.Error(err)
+		}
+		runtime.UnlockOSThread()
+		done <- s
+	}()
+	s := <-done
+	if s.err == nil || !strings.Contains(s.err.Error(), fmt.Sprintf("already runs at nice %d", decodeNice-5)) || s.after != decodeNice-5 {
+		t.Fatalf("prioritizeStage on a thread at nice %d: %v, left at %d; want it left as it is, and told", decodeNice-5, s.err, s.after)
+	}
+}
+
+// TestPrioritizeStageRefused: where the priority cannot be raised, the
+// goroutine is not left locked to its thread: the thread outlives it, at
+// the priority it had.
+func TestPrioritizeStageRefused(t *testing.T) {
+	refuseNice(t)
+	type seen struct {
+		tid int
+		err error
+	}
+	done := make(chan seen)
+	go func() {
+		restore, err := prioritizeStage()
+		restore()
+		done <- seen{unix.Gettid(), err}
+	}()
+	s := <-done
+	if !errors.Is(s.err, unix.EPERM) {
+		t.Fatalf("prioritizeStage with the priority refused: %v; want EPERM", s.err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n, ok := threadNice(t, s.tid); !ok || n != 0 {
+		t.Fatalf("thread %d: nice %d, exists %v; want it alive at nice 0", s.tid, n, ok)
+	}
+}
+
+func refuseNice(t *testing.T) {
+	t.Helper()
+	orig := setThreadNice
+	setThreadNice = func(int) error { return unix.EPERM }
+	t.Cleanup(func() { setThreadNice = orig })
+}
+
+// TestWriteDecodesOnAPrioritizedThread writes a zstd image to a loop
+// device from a server that pauses halfway through the stream. During the
+// pause one thread of the process runs at decodeNice; when the write has
+// returned, none does. With the priority refused, the same write succeeds
+// at normal priority and says so in the log.
+func TestWriteDecodesOnAPrioritizedThread(t *testing.T) {
+	skipUnlessRoot(t)
+	img, _ := testImage(t, 8<<20)
+	served := compressed(t, FormatZstd, img)
+	for _, refused := range []bool{false, true} {
+		t.Run(fmt.Sprintf("refused=%v", refused), func(t *testing.T) {
+			if refused {
+				refuseNice(t)
+			}
+			waitNoThreadAt(t, decodeNice)
+			paused, resume := make(chan struct{}), make(chan struct{})
+			srv := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", strconv.Itoa(len(served)))
+				half := len(served) / 2
+				w.Write(served[:half])
+				w.(http.Flusher).Flush()
+				close(paused)
+				select {
+				case <-resume:
+				case <-r.Context().Done():
+					return
+				}
+				w.Write(served[half:])
+			}))
+			var logs bytes.Buffer
+			loop := loopdev.New(t, 16<<20)
+			errc := make(chan error, 1)
+			go func() {
+				_, err := Write(context.Background(), Request{Source: Source{URLs: []string{srv.URL}, Retry: fastRetry},
+					Checksum: sha256Of(served), Targets: []string{loop.Path},
+					Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+				errc <- err
+			}()
+			<-paused
+			// The decoder has the first half; look for its thread until it
+			// has started.
+			var at []int
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				if at = threadsAt(t, decodeNice); len(at) > 0 || refused {
+					break
+				}
+			}
+			close(resume)
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]int{false: 1, true: 0}[refused]; len(at) != want {
+				t.Fatalf("threads at nice %d during the write: %v; want %d", decodeNice, at, want)
+			}
+			waitNoThreadAt(t, decodeNice)
+			if !bytes.Equal(readDevice(t, loop.Path, 0, len(img)), img) {
+				t.Fatal("the device does not hold the image")
+			}
+			want := map[bool]string{false: "the decode stage runs on a thread of its own", true: "the decode stage keeps its thread's priority"}[refused]
+			if !strings.Contains(logs.String(), want) {
+				t.Fatalf("log lacks %q:\n%s", want, logs.String())
+			}
+		})
+	}
+}
