@@ -8,12 +8,12 @@ import (
 )
 
 // decodeNice is the nice value of a compressed image's decode stage. That
-// stage is the write's one serial stage; on a small machine the write's
-// other threads (the hash, the socket reads, the sinks' returns from their
-// writes) and the kernel's workers otherwise take its core from it, and
-// every such turn lengthens the whole write (docs/benchmarks.md,
-// 2026-12-07). Those other stages keep running: they are waited on, so
-// the decoder cannot run ahead of them by more than its buffers.
+// stage is the write's one serial stage; on a small machine the process's
+// other threads (which run the hash, the socket reads and the sinks) and
+// the kernel's workers otherwise take its core from it, and every such
+// turn lengthens the whole write (docs/benchmarks.md, 2026-12-07). Those
+// other stages keep running: they are waited on, so the decoder cannot
+// run ahead of them by more than its buffers.
 const decodeNice = -10
 
 // setThreadNice sets the calling thread's nice value (a variable, so that
@@ -23,11 +23,12 @@ var setThreadNice = func(nice int) error {
 }
 
 // prioritizeStage gives the calling goroutine an OS thread of its own at
-// nice decodeNice. The goroutine calls restore when the stage
-// ends: restore puts the thread's nice value back and hands the thread
-// back to the runtime. Should that fail, the thread stays locked, and the
-// runtime ends it with the goroutine, so the raised priority never passes
-// to another goroutine. Where the process may not raise a priority (it
+// nice decodeNice. The goroutine calls restore when the stage ends:
+// restore puts the thread's nice value back and hands the thread back to
+// the runtime. Should that fail, the thread stays locked, and the runtime
+// ends it with the goroutine, so the raised priority never passes to
+// another goroutine. Nor do threads the runtime starts meanwhile inherit
+// it: a locked thread has the runtime's template thread start them. Where the process may not raise a priority (it
 // lacks CAP_SYS_NICE), or where the thread already runs at that priority
 // or higher, the goroutine goes on as before and err says why.
 func prioritizeStage() (restore func(), err error) {
