@@ -314,3 +314,11 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// String is what was written so far, when w is a fmt.Stringer (a
+// bytes.Buffer), read under the lock while writers may still write.
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.(fmt.Stringer).String()
+}

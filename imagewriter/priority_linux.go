@@ -28,9 +28,10 @@ var setThreadNice = func(nice int) error {
 // the runtime. Should that fail, the thread stays locked, and the runtime
 // ends it with the goroutine, so the raised priority never passes to
 // another goroutine. Nor do threads the runtime starts meanwhile inherit
-// it: a locked thread has the runtime's template thread start them. Where the process may not raise a priority (it
-// lacks CAP_SYS_NICE), or where the thread already runs at that priority
-// or higher, the goroutine goes on as before and err says why.
+// it: a locked thread has the runtime's template thread start them. Where
+// the process may not raise a priority (it lacks CAP_SYS_NICE), or where
+// the thread already runs at that priority or higher, the goroutine goes
+// on as before and err says why.
 func prioritizeStage() (restore func(), err error) {
 	runtime.LockOSThread()
 	prio, err := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())

@@ -24,7 +24,7 @@ import (
 func threadNice(t *testing.T, tid int) (nice int, ok bool) {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) { // gone, or going
 		return 0, false
 	}
 	if err != nil {
@@ -84,33 +84,40 @@ func skipUnlessRoot(t *testing.T) {
 }
 
 // TestPrioritizeStage: the goroutine that asks runs on a thread at
-// decodeNice until it restores it; the thread is then back at nice 0 and
-// back with the runtime (it outlives the goroutine).
+// decodeNice until it restores it; the thread is then back at the nice
+// value it had, and no longer locked by prioritizeStage (it outlives the
+// goroutine).
 func TestPrioritizeStage(t *testing.T) {
 	skipUnlessRoot(t)
 	waitNoThreadAt(t, decodeNice)
 	type seen struct {
-		tid, during, after int
-		err                error
+		tid, before, during, after int
+		err                        error
 	}
 	done := make(chan seen)
 	go func() {
+		// The test's own lock pins the thread to read its nice value
+		// first; prioritizeStage's lock nests inside it.
+		runtime.LockOSThread()
+		s := seen{tid: unix.Gettid()}
+		s.before, _ = threadNice(t, s.tid)
 		restore, err := prioritizeStage()
-		s := seen{tid: unix.Gettid(), err: err}
+		s.err = err
 		s.during, _ = threadNice(t, s.tid)
 		restore()
-		s.after, _ = threadNice(t, unix.Gettid())
+		s.after, _ = threadNice(t, s.tid)
+		runtime.UnlockOSThread()
 		done <- s
 	}()
 	s := <-done
-	if s.err != nil || s.during != decodeNice || s.after != 0 {
-		t.Fatalf("prioritizeStage as root: %v, thread %d at nice %d, then %d after restore; want %d, then 0", s.err, s.tid, s.during, s.after, decodeNice)
+	if s.err != nil || s.during != decodeNice || s.after != s.before {
+		t.Fatalf("prioritizeStage as root: %v, thread %d at nice %d, then %d after restore; want %d, then %d", s.err, s.tid, s.during, s.after, decodeNice, s.before)
 	}
-	// Unlocked by restore, the thread outlives the goroutine (a locked
+	// Both locks released, the thread outlives the goroutine (a locked
 	// one would be ended with it at once).
 	time.Sleep(200 * time.Millisecond)
-	if n, ok := threadNice(t, s.tid); !ok || n != 0 {
-		t.Fatalf("thread %d after the goroutine: nice %d, exists %v; want it back with the runtime at nice 0", s.tid, n, ok)
+	if n, ok := threadNice(t, s.tid); !ok || n != s.before {
+		t.Fatalf("thread %d after the goroutine: nice %d, exists %v; want it back with the runtime at nice %d", s.tid, n, ok, s.before)
 	}
 }
 
@@ -171,15 +178,17 @@ func TestPrioritizeStageAlreadyHigher(t *testing.T) {
 	done := make(chan seen)
 	go func() {
 		runtime.LockOSThread()
+		s := seen{tid: unix.Gettid()}
+		before, _ := threadNice(t, s.tid)
 		if err := setThreadNice(decodeNice - 5); err != nil {
 			t.Error(err)
 		}
 		restore, err := prioritizeStage()
 		restore()
-		s := seen{tid: unix.Gettid(), err: err}
+		s.err = err
 		s.after, _ = threadNice(t, s.tid)
-		// Back to 0 and to the pool, unlocked as often as locked.
-		if err := setThreadNice(0); err != nil {
+		// Back to where it was and to the pool, unlocked as often as locked.
+		if err := setThreadNice(before); err != nil {
 			t.Error(err)
 		}
 		runtime.UnlockOSThread()
@@ -197,22 +206,27 @@ func TestPrioritizeStageAlreadyHigher(t *testing.T) {
 func TestPrioritizeStageRefused(t *testing.T) {
 	refuseNice(t)
 	type seen struct {
-		tid int
-		err error
+		tid, before int
+		err         error
 	}
 	done := make(chan seen)
 	go func() {
+		runtime.LockOSThread() // nests prioritizeStage's, as above
+		s := seen{tid: unix.Gettid()}
+		s.before, _ = threadNice(t, s.tid)
 		restore, err := prioritizeStage()
 		restore()
-		done <- seen{unix.Gettid(), err}
+		s.err = err
+		runtime.UnlockOSThread()
+		done <- s
 	}()
 	s := <-done
 	if !errors.Is(s.err, unix.EPERM) {
 		t.Fatalf("prioritizeStage with the priority refused: %v; want EPERM", s.err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if n, ok := threadNice(t, s.tid); !ok || n != 0 {
-		t.Fatalf("thread %d: nice %d, exists %v; want it alive at nice 0", s.tid, n, ok)
+	if n, ok := threadNice(t, s.tid); !ok || n != s.before {
+		t.Fatalf("thread %d: nice %d, exists %v; want it alive at nice %d", s.tid, n, ok, s.before)
 	}
 }
 
@@ -252,26 +266,43 @@ func TestWriteDecodesOnAPrioritizedThread(t *testing.T) {
 				}
 				w.Write(served[half:])
 			}))
-			var logs bytes.Buffer
+			logs := &lockedWriter{w: &bytes.Buffer{}}
 			loop := loopdev.New(t, 16<<20)
 			errc := make(chan error, 1)
 			go func() {
 				_, err := Write(context.Background(), Request{Source: Source{URLs: []string{srv.URL}, Retry: fastRetry},
 					Checksum: sha256Of(served), Targets: []string{loop.Path},
-					Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+					Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 				errc <- err
 			}()
-			<-paused
-			// The decoder has the first half; look for its thread until it
-			// has started.
-			var at []int
-			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-				if at = threadsAt(t, decodeNice); len(at) > 0 || refused {
-					break
+			// However this subtest ends, the write ends before the next
+			// one starts (it reads setThreadNice).
+			var werr error
+			finished := false
+			finish := func() error {
+				if !finished {
+					close(resume)
+					werr, finished = <-errc, true
+				}
+				return werr
+			}
+			t.Cleanup(func() { finish() })
+			select {
+			case <-paused:
+			case err := <-errc:
+				errc <- err
+				t.Fatalf("the write ended before the server paused: %v", err)
+			}
+			// The decode stage logs once its thread is set up, whichever
+			// way; it then waits for the rest of the stream.
+			want := map[bool]string{false: "the decode stage runs on a thread of its own", true: "the decode stage keeps its thread's priority"}[refused]
+			for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), want); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no %q in the log 5 s into the pause:\n%s", want, logs.String())
 				}
 			}
-			close(resume)
-			if err := <-errc; err != nil {
+			at := threadsAt(t, decodeNice)
+			if err := finish(); err != nil {
 				t.Fatal(err)
 			}
 			if want := map[bool]int{false: 1, true: 0}[refused]; len(at) != want {
@@ -280,10 +311,6 @@ func TestWriteDecodesOnAPrioritizedThread(t *testing.T) {
 			waitNoThreadAt(t, decodeNice)
 			if !bytes.Equal(readDevice(t, loop.Path, 0, len(img)), img) {
 				t.Fatal("the device does not hold the image")
-			}
-			want := map[bool]string{false: "the decode stage runs on a thread of its own", true: "the decode stage keeps its thread's priority"}[refused]
-			if !strings.Contains(logs.String(), want) {
-				t.Fatalf("log lacks %q:\n%s", want, logs.String())
 			}
 		})
 	}

@@ -535,6 +535,8 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 		case format == FormatQcow2:
 			err = w.convertMap(gctx, w.qcow.m, cr, em)
 		default:
+			// Restored when this goroutine returns, after the decoder's
+			// last emit.
 			defer w.prioritizeDecode()()
 			err = w.decompress(gctx, format, cr, em)
 		}
