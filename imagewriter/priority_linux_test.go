@@ -83,6 +83,48 @@ func skipUnlessRoot(t *testing.T) {
 	}
 }
 
+// stageRun is what a goroutine saw around one prioritizeStage and its
+// restore: the thread, its nice value before, during and after, and
+// prioritizeStage's error.
+type stageRun struct {
+	tid, before, during, after int
+	err                        error
+}
+
+// runStage runs prioritizeStage and restore in a goroutine pinned to one
+// thread by a lock of its own (prioritizeStage's nests inside it), so the
+// thread's nice value can be read before and after. With startAt set, the
+// thread is put at that nice value first, and back where it was at the
+// end, before the goroutine lets the thread go.
+func runStage(t *testing.T, startAt *int) stageRun {
+	t.Helper()
+	done := make(chan stageRun)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		s := stageRun{tid: unix.Gettid()}
+		orig, _ := threadNice(t, s.tid)
+		if startAt != nil {
+			if err := unix.Setpriority(unix.PRIO_PROCESS, s.tid, *startAt); err != nil {
+				t.Error(err)
+			}
+			defer func() {
+				if err := unix.Setpriority(unix.PRIO_PROCESS, s.tid, orig); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		s.before, _ = threadNice(t, s.tid)
+		restore, err := prioritizeStage()
+		s.err = err
+		s.during, _ = threadNice(t, s.tid)
+		restore()
+		s.after, _ = threadNice(t, s.tid)
+		done <- s
+	}()
+	return <-done
+}
+
 // TestPrioritizeStage: the goroutine that asks runs on a thread at
 // decodeNice until it restores it; the thread is then back at the nice
 // value it had, and no longer locked by prioritizeStage (it outlives the
@@ -90,26 +132,7 @@ func skipUnlessRoot(t *testing.T) {
 func TestPrioritizeStage(t *testing.T) {
 	skipUnlessRoot(t)
 	waitNoThreadAt(t, decodeNice)
-	type seen struct {
-		tid, before, during, after int
-		err                        error
-	}
-	done := make(chan seen)
-	go func() {
-		// The test's own lock pins the thread to read its nice value
-		// first; prioritizeStage's lock nests inside it.
-		runtime.LockOSThread()
-		s := seen{tid: unix.Gettid()}
-		s.before, _ = threadNice(t, s.tid)
-		restore, err := prioritizeStage()
-		s.err = err
-		s.during, _ = threadNice(t, s.tid)
-		restore()
-		s.after, _ = threadNice(t, s.tid)
-		runtime.UnlockOSThread()
-		done <- s
-	}()
-	s := <-done
+	s := runStage(t, nil)
 	if s.err != nil || s.during != decodeNice || s.after != s.before {
 		t.Fatalf("prioritizeStage as root: %v, thread %d at nice %d, then %d after restore; want %d, then %d", s.err, s.tid, s.during, s.after, decodeNice, s.before)
 	}
@@ -171,32 +194,10 @@ func TestPrioritizeStageRestoreFails(t *testing.T) {
 // above is left as it is, and unlocked.
 func TestPrioritizeStageAlreadyHigher(t *testing.T) {
 	skipUnlessRoot(t)
-	type seen struct {
-		tid, after int
-		err        error
-	}
-	done := make(chan seen)
-	go func() {
-		runtime.LockOSThread()
-		s := seen{tid: unix.Gettid()}
-		before, _ := threadNice(t, s.tid)
-		if err := setThreadNice(decodeNice - 5); err != nil {
-			t.Error(err)
-		}
-		restore, err := prioritizeStage()
-		restore()
-		s.err = err
-		s.after, _ = threadNice(t, s.tid)
-		// Back to where it was and to the pool, unlocked as often as locked.
-		if err := setThreadNice(before); err != nil {
-			t.Error(err)
-		}
-		runtime.UnlockOSThread()
-		done <- s
-	}()
-	s := <-done
-	if s.err == nil || !strings.Contains(s.err.Error(), fmt.Sprintf("already runs at nice %d", decodeNice-5)) || s.after != decodeNice-5 {
-		t.Fatalf("prioritizeStage on a thread at nice %d: %v, left at %d; want it left as it is, and told", decodeNice-5, s.err, s.after)
+	higher := decodeNice - 5
+	s := runStage(t, &higher)
+	if s.err == nil || !strings.Contains(s.err.Error(), fmt.Sprintf("already runs at nice %d", higher)) || s.during != higher || s.after != higher {
+		t.Fatalf("prioritizeStage on a thread at nice %d: %v, then at %d and %d; want it left as it is, and told", higher, s.err, s.during, s.after)
 	}
 }
 
@@ -205,24 +206,9 @@ func TestPrioritizeStageAlreadyHigher(t *testing.T) {
 // the priority it had.
 func TestPrioritizeStageRefused(t *testing.T) {
 	refuseNice(t)
-	type seen struct {
-		tid, before int
-		err         error
-	}
-	done := make(chan seen)
-	go func() {
-		runtime.LockOSThread() // nests prioritizeStage's, as above
-		s := seen{tid: unix.Gettid()}
-		s.before, _ = threadNice(t, s.tid)
-		restore, err := prioritizeStage()
-		restore()
-		s.err = err
-		runtime.UnlockOSThread()
-		done <- s
-	}()
-	s := <-done
-	if !errors.Is(s.err, unix.EPERM) {
-		t.Fatalf("prioritizeStage with the priority refused: %v; want EPERM", s.err)
+	s := runStage(t, nil)
+	if !errors.Is(s.err, unix.EPERM) || s.during != s.before {
+		t.Fatalf("prioritizeStage with the priority refused: %v, thread at %d (was %d); want EPERM and no change", s.err, s.during, s.before)
 	}
 	time.Sleep(200 * time.Millisecond)
 	if n, ok := threadNice(t, s.tid); !ok || n != s.before {
