@@ -102,7 +102,10 @@ func Build(ctx context.Context, path string, o Options) error {
 	if err := d.Close(); err != nil {
 		return fmt.Errorf("osimage: close %s: %w", tmp, err)
 	}
-	stage, err := os.MkdirTemp(filepath.Dir(path), "osimage-root-")
+	// The staging root holds copies of host files, Go sources among them;
+	// a leading dot keeps it out of ./... patterns (go vet, go test) run
+	// in the repository meanwhile.
+	stage, err := os.MkdirTemp(filepath.Dir(path), ".osimage-root-")
 	if err != nil {
 		return err
 	}
