@@ -119,12 +119,12 @@ FUZZTIME ?= 30s
 fuzz:
 	FUZZTIME=$(FUZZTIME) FUZZ_SUMMARY=$(BUILD)/fuzz-summary.md GO=$(GO) scripts/fuzz.sh
 
-## bench: image-writer throughput against this machine's limits measured in the same run (device: dd/fio direct; stages alone: download, hash, decode), peers, 1 vs 3 disks, CPU, peak RSS, load (root; builds the OS image once into build/bench; BENCH_SIZE=1G for a quicker run, BENCH_ROUNDS, BENCH_PROFILE=dir for pprof profiles; see docs/benchmarks.md)
+## bench: image-writer throughput against this machine's limits measured in the same run (device: dd/fio direct; stages alone: download, hash, decode), peers, 1 vs 3 disks, CPU, peak RSS, load (root; builds the OS image once into build/bench; BENCH_SIZE=1G for a quicker run, BENCH_ROUNDS, BENCH_CASES=gz,zst to run only those cases and the limits they need, BENCH_PROFILE=dir for pprof profiles; see docs/benchmarks.md)
 BENCH_SIZE ?= 2560M
-BENCH_ROUNDS ?= 3
+BENCH_ROUNDS ?= 5
 bench:
 	scripts/install-deps.sh bench
-	RIVET_BENCH=1 BENCH_SIZE=$(BENCH_SIZE) BENCH_ROUNDS=$(BENCH_ROUNDS) \
+	RIVET_BENCH=1 BENCH_SIZE=$(BENCH_SIZE) BENCH_ROUNDS=$(BENCH_ROUNDS) BENCH_CASES=$(BENCH_CASES) \
 		BENCH_PROFILE=$(if $(BENCH_PROFILE),$(abspath $(BENCH_PROFILE))) BENCH_PROFILE_CASES=$(BENCH_PROFILE_CASES) BENCH_PROFILE_ONLY=$(BENCH_PROFILE_ONLY) \
 		$(GO) test -run '^$$' -bench '^BenchmarkImageWrite$$' -benchtime 1x -timeout 180m ./imagewriter/
 

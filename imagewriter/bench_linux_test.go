@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,7 +36,8 @@ import (
 // BenchmarkImageWrite runs the benchmark once (it has its own rounds) and
 // prints the report, which is also kept in build/bench/. Settings come
 // from the environment: BENCH_SIZE (raw image size, e.g. 1G or 2560M; 2560
-// MiB by default), BENCH_ROUNDS (3), BENCH_PROFILE (a directory: profile
+// MiB by default), BENCH_ROUNDS (5), BENCH_CASES (comma-separated case IDs:
+// run only those cases and the jobs they need), BENCH_PROFILE (a directory: profile
 // the cases of BENCH_PROFILE_CASES, comma-separated IDs; with
 // BENCH_PROFILE_ONLY=1, skip the timed rounds).
 func BenchmarkImageWrite(b *testing.B) {
@@ -57,6 +59,9 @@ func BenchmarkImageWrite(b *testing.B) {
 		if cfg.Rounds, err = strconv.Atoi(v); err != nil || cfg.Rounds < 1 {
 			b.Fatalf("BENCH_ROUNDS=%q: want a positive count", v)
 		}
+	}
+	if v := os.Getenv("BENCH_CASES"); v != "" {
+		cfg.Cases = strings.Split(v, ",")
 	}
 	if v := os.Getenv("BENCH_PROFILE_CASES"); v != "" {
 		cfg.ProfileCases = strings.Split(v, ",")
@@ -101,7 +106,8 @@ func TestWriteBenchSmoke(t *testing.T) {
 			t.Skipf("%s is not installed", tool)
 		}
 	}
-	rep, err := writebench.Run(context.Background(), writebench.Config{Dir: directIODir(t), SizeMiB: 64, Rounds: 1,
+	dir := directIODir(t)
+	rep, err := writebench.Run(context.Background(), writebench.Config{Dir: dir, SizeMiB: 64, Rounds: 1,
 		ChildArgs: benchChildArgs(), ProfileDir: t.TempDir(), ProfileCases: []string{"zst"}, Log: discardLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -140,6 +146,35 @@ func TestWriteBenchSmoke(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
+	}
+
+	// A subset of the cases, two rounds, on the images already built:
+	// only the jobs gz needs run, and each round's ratio is reported.
+	rep, err = writebench.Run(context.Background(), writebench.Config{Dir: dir, SizeMiB: 64, Rounds: 2, Cases: []string{"gz"},
+		ChildArgs: benchChildArgs(), Log: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Cases) != 1 || rep.Cases[0].Case.ID != "gz" || rep.Cases[0].Runs != 2 || len(rep.Cases[0].RoundRatios) != 2 {
+		t.Fatalf("gz alone: case rows %+v", rep.Cases)
+	}
+	for _, r := range rep.Cases[0].RoundRatios {
+		if r <= 0 {
+			t.Errorf("gz round ratios %v", rep.Cases[0].RoundRatios)
+		}
+	}
+	var keys []string
+	for _, l := range rep.Limits {
+		keys = append(keys, l.Key)
+		if strings.Contains(l.Key, "raw.zst") || strings.Contains(l.Key, "3 ×") || strings.Contains(l.Key, "openssl") {
+			t.Errorf("gz alone ran %q", l.Key)
+		}
+	}
+	if !slices.ContainsFunc(keys, func(k string) bool { return strings.HasPrefix(k, "decode raw.gz") }) {
+		t.Errorf("gz alone did not measure its decoder: %q", keys)
+	}
+	if _, err := writebench.Run(context.Background(), writebench.Config{Dir: dir, SizeMiB: 64, Cases: []string{"bz2"}, ChildArgs: benchChildArgs()}); err == nil {
+		t.Error("an unknown case ran")
 	}
 }
 

@@ -45,7 +45,7 @@ import (
 // Defaults of Config's zero-valued fields.
 const (
 	DefaultSizeMiB = 2560
-	DefaultRounds  = 3
+	DefaultRounds  = 5
 )
 
 // imageVersion names the image recipe; a new recipe gets new cache files.
@@ -61,6 +61,10 @@ type Config struct {
 	SizeMiB int64
 	// Rounds is how many times every job runs; zero means DefaultRounds.
 	Rounds int
+	// Cases are the IDs of the agent cases to run; nil runs them all. A
+	// subset runs only the jobs its bounds, its fan-out comparison and its
+	// peers need, so one format can get many rounds in little time.
+	Cases []string
 	// ChildArgs is the argv of the agent-side child program (required).
 	ChildArgs []string
 	// ProfileDir, when set, gets a CPU and a heap profile of one extra,
@@ -81,8 +85,10 @@ type Config struct {
 
 // bench is one run's state.
 type bench struct {
-	cfg     Config
-	log     *slog.Logger
+	cfg Config
+	log *slog.Logger
+	// cases are the agent cases run, in table order.
+	cases   []Case
 	files   map[Variant]string
 	sizes   map[Variant]int64
 	sums    map[Variant]map[string]string
@@ -134,7 +140,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if cfg.ProfileDir != "" && cfg.ProfileCases == nil {
 		cfg.ProfileCases = DefaultProfileCases
 	}
-	b := &bench{cfg: cfg, log: cfg.Log, have: map[string]bool{}}
+	cases, err := SelectCases(cfg.Cases)
+	if err != nil {
+		return nil, err
+	}
+	b := &bench{cfg: cfg, log: cfg.Log, cases: cases, have: map[string]bool{}}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -199,6 +209,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		rl.Seconds = time.Since(rs).Seconds()
 		if rl.Seconds > 0 {
 			rl.MachineBusy = (t1.Busy - t0.Busy) / rl.Seconds
+			rl.Steal = (t1.Steal - t0.Steal) / rl.Seconds
 		}
 		rl.Others = Median(others)
 		rep.Loads = append(rep.Loads, rl)
@@ -387,6 +398,9 @@ const (
 	peerQemuImg    = "qemu-img convert -t none -O raw (from the local file)"
 )
 
+// peerAgainst maps each peer to the ID of the agent case doing its job.
+var peerAgainst = map[string]string{peerCurlDD: "raw-zeros", peerCurlHashDD: "raw-zeros", peerQemuImg: "qcow2"}
+
 // jobs lists every job once.
 func (b *bench) jobs() []job {
 	var js []job
@@ -447,7 +461,7 @@ func (b *bench) jobs() []job {
 			}})
 		}
 	}
-	for _, c := range Cases {
+	for _, c := range b.cases {
 		js = append(js, job{key: agentKey(c), group: groupAgent, disks: c.Disks, run: func(ctx context.Context) (Sample, error) {
 			return b.child(ctx, b.writeSpec(c))
 		}})
@@ -475,7 +489,37 @@ wait $h; read -r s _ < "$d/sum"; [ "$s" = "$3" ] || { echo "sha256 $s, want $3" 
 		s, _, err := measure(ctx, exec.CommandContext(ctx, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-t", "none", "-n", b.files[Qcow2], dev))
 		return s, err
 	}})
-	return js
+	return b.needed(js)
+}
+
+// needed keeps the jobs the run's cases need: all of them for every case;
+// for a subset, the single-disk device jobs (the device limit is the
+// fastest of them), the stages of the cases' bounds, three dd at once for
+// a fan-out, the cases themselves and the peers doing their jobs.
+func (b *bench) needed(js []job) []job {
+	if len(b.cases) == len(Cases) {
+		return js
+	}
+	want := map[string]bool{}
+	for _, c := range b.cases {
+		want[agentKey(c)] = true
+		want[downloadKey("Go", c.Variant)] = true
+		want[hashKey("Go", c.Algo, c.Variant)] = true
+		if c.Variant != Raw {
+			want[decodeKey(c.Variant)] = true
+		}
+		if c.Disks > 1 {
+			want[keyDD3] = true
+		}
+		for peer, id := range peerAgainst {
+			if id == c.ID {
+				want[peer] = true
+			}
+		}
+	}
+	return slices.DeleteFunc(js, func(j job) bool {
+		return !want[j.key] && (j.group != groupDevice || j.key == keyDD3)
+	})
 }
 
 func ddCmd(ctx context.Context, in, out string) *exec.Cmd {

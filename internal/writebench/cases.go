@@ -1,5 +1,11 @@
 package writebench
 
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
 // Variant names an image file the benchmark serves: the raw disk and the
 // forms derived from it.
 type Variant string
@@ -55,6 +61,38 @@ var Cases = []Case{
 // DefaultProfileCases are the cases profiled when profiling is asked for
 // without a list.
 var DefaultProfileCases = []string{"raw", "raw-zeros", "raw-sha512", "gz", "zst", "xz", "qcow2", "fanout"}
+
+// SelectCases returns the cases of ids in table order, with the
+// single-disk case of every fan-out case among them (the fan-out table
+// sets one against the other); nil or empty ids select every case. An
+// unknown ID is an error naming the known ones.
+func SelectCases(ids []string) ([]Case, error) {
+	if len(ids) == 0 {
+		return slices.Clone(Cases), nil
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		i := slices.IndexFunc(Cases, func(c Case) bool { return c.ID == id })
+		if i < 0 {
+			known := make([]string, len(Cases))
+			for k, c := range Cases {
+				known[k] = c.ID
+			}
+			return nil, fmt.Errorf("writebench: no case %q (the cases are %s)", id, strings.Join(known, ", "))
+		}
+		want[id] = true
+		if one, ok := Cases[i].oneDisk(); ok {
+			want[one.ID] = true
+		}
+	}
+	var out []Case
+	for _, c := range Cases {
+		if want[c.ID] {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
 
 // oneDisk is the single-disk case doing the same job as a fan-out case.
 func (c Case) oneDisk() (Case, bool) {

@@ -17,6 +17,9 @@ const userHZ = 100
 type CPUTimes struct {
 	// Busy is everything but idle and iowait.
 	Busy float64
+	// Steal is the time the hypervisor ran something else while a
+	// virtual core wanted to run (part of Busy): other guests on the host.
+	Steal float64
 	// Total is every column (guest time is already in user).
 	Total float64
 }
@@ -40,6 +43,9 @@ func ParseProcStat(r io.Reader) (CPUTimes, error) {
 			t.Total += s
 			if i != 3 && i != 4 {
 				t.Busy += s
+			}
+			if i == 7 {
+				t.Steal = s
 			}
 		}
 		return t, nil

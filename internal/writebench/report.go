@@ -2,6 +2,7 @@ package writebench
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -48,6 +49,9 @@ type RoundLoad struct {
 	// MachineBusy is the whole machine's mean CPU use over the round, in
 	// cores (this benchmark's processes included).
 	MachineBusy float64
+	// Steal is the part of MachineBusy the hypervisor gave to other
+	// guests while this machine's cores wanted to run, in cores.
+	Steal float64
 	// Others is the median over the round's jobs of the CPU use that was
 	// neither the job's nor the server's, in cores.
 	Others float64
@@ -75,6 +79,12 @@ type CaseRow struct {
 	// agent could do at that moment. Kernel threads serving the agent's
 	// own writes count as others, so it is generous to the agent.
 	Free Limit
+	// RoundRatios is the case's × bound round by round: each round's
+	// bound, from that round's runs of the stages (and of the device job
+	// that is the device limit), over that round's run of the case. The
+	// machine's speed drifts over a run; a round sets the case against
+	// stages measured minutes, not the whole run, apart.
+	RoundRatios []float64
 }
 
 // PeerRow is another tool doing the job of a case.
@@ -109,12 +119,13 @@ func (b *bench) fill(rep *Report, jobs []job, samples map[string][]Sample) {
 			rep.Device = row
 		}
 	}
-	stage := func(name, key string) Stage {
-		r := byKey[key]
-		return Stage{Name: name, Seconds: r.Seconds, CPU: r.CPU + r.ServerCPU}
-	}
-	rows := map[string]CaseRow{}
-	for _, c := range Cases {
+	// stages are a case's stages; sample picks the figures of a job: its
+	// median, or one round's run.
+	stages := func(c Case, sample func(key string) Sample) []Stage {
+		stage := func(name, key string) Stage {
+			s := sample(key)
+			return Stage{Name: name, Seconds: s.Seconds, CPU: s.CPU + s.ServerCPU}
+		}
 		st := []Stage{stage("download (Go, with the server's CPU)", downloadKey("Go", c.Variant)), stage(c.Algo+" (Go)", hashKey("Go", c.Algo, c.Variant))}
 		if c.Variant != Raw {
 			st = append(st, stage("decode "+string(c.Variant), decodeKey(c.Variant)))
@@ -124,13 +135,27 @@ func (b *bench) fill(rep *Report, jobs []job, samples map[string][]Sample) {
 		} else {
 			st = append(st, stage("devices: "+keyDD3, keyDD3))
 		}
+		return st
+	}
+	rows := map[string]CaseRow{}
+	for _, c := range b.cases {
+		st := stages(c, func(key string) Sample { return byKey[key].Sample })
 		row := CaseRow{Case: c, Summary: Summarize(samples[agentKey(c)]), Stages: st, Limit: Bound(st, float64(rep.Cores))}
 		row.Free = Bound(st, float64(rep.Cores)-row.Others)
+		for r, s := range samples[agentKey(c)] {
+			rst := stages(c, func(key string) Sample {
+				if r < len(samples[key]) {
+					return samples[key][r]
+				}
+				return Sample{}
+			})
+			row.RoundRatios = append(row.RoundRatios, ratio(Bound(rst, float64(rep.Cores)).Seconds, s.Seconds))
+		}
 		rep.Cases = append(rep.Cases, row)
 		rows[c.ID] = row
 	}
-	for key, against := range map[string]string{peerCurlDD: "raw-zeros", peerCurlHashDD: "raw-zeros", peerQemuImg: "qcow2"} {
-		if len(samples[key]) == 0 {
+	for key, against := range peerAgainst {
+		if _, ok := rows[against]; !ok || len(samples[key]) == 0 {
 			continue
 		}
 		rep.Peers = append(rep.Peers, PeerRow{Key: key, Against: rows[against], Summary: Summarize(samples[key])})
@@ -177,10 +202,10 @@ func (r *Report) Markdown() string {
 	p("")
 	p("Machine load (%d cores, shared with other users; \"others\" is CPU not used by the measured job or the image server, in cores, median over the round's jobs; it includes kernel threads such as the loop workers serving our writes):", r.Cores)
 	p("")
-	p("| round | loadavg before | loadavg after | machine busy (cores) | others during jobs (cores) | seconds |")
-	p("|---|---|---|---|---|---|")
+	p("| round | loadavg before | loadavg after | machine busy (cores) | of which stolen by the hypervisor (cores) | others during jobs (cores) | seconds |")
+	p("|---|---|---|---|---|---|---|")
 	for _, l := range r.Loads {
-		p("| %d | %s | %s | %.2f | %.2f | %.0f |", l.Round, l.Before, l.After, l.MachineBusy, l.Others, l.Seconds)
+		p("| %d | %s | %s | %.2f | %.3f | %.2f | %.0f |", l.Round, l.Before, l.After, l.MachineBusy, l.Steal, l.Others, l.Seconds)
 	}
 	if r.Rounds == 0 {
 		r.memoryTable(p)
@@ -202,11 +227,11 @@ func (r *Report) Markdown() string {
 	p("")
 	p("The agent against its bound (bound = the longer of its slowest stage alone and the CPU all its stages need, server included, spread over %d cores; × bound = agent MB/s ÷ bound MB/s; a zero-skipping case can beat a bound whose device stage writes every byte):", r.Cores)
 	p("")
-	p("| case | agent MB/s | bound MB/s | bound is | × bound | s | CPU s | peak RSS MiB | others (cores) | MB/s min–max | bound at the free cores | × that |")
-	p("|---|---|---|---|---|---|---|---|---|---|---|---|")
+	p("| case | agent MB/s | bound MB/s | bound is | × bound | × bound round by round: median (min–max) | s | CPU s | peak RSS MiB | others (cores) | MB/s min–max | bound at the free cores | × that |")
+	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, c := range r.Cases {
-		p("| %s | %.0f | %.0f | %s | %.2f | %.2f | %.2f | %.0f | %.2f | %.0f–%.0f | %.0f MB/s: %s | %.2f |", cell(c.Case.Name), mbps(r.RawBytes, c.Seconds), mbps(r.RawBytes, c.Limit.Seconds), cell(c.Limit.String()),
-			ratio(c.Limit.Seconds, c.Seconds), c.Seconds, c.CPU, mib(c.PeakRSSKiB), c.Others, mbps(r.RawBytes, c.MaxSeconds), mbps(r.RawBytes, c.MinSeconds),
+		p("| %s | %.0f | %.0f | %s | %.2f | %s | %.2f | %.2f | %.0f | %.2f | %.0f–%.0f | %.0f MB/s: %s | %.2f |", cell(c.Case.Name), mbps(r.RawBytes, c.Seconds), mbps(r.RawBytes, c.Limit.Seconds), cell(c.Limit.String()),
+			ratio(c.Limit.Seconds, c.Seconds), spread(c.RoundRatios), c.Seconds, c.CPU, mib(c.PeakRSSKiB), c.Others, mbps(r.RawBytes, c.MaxSeconds), mbps(r.RawBytes, c.MinSeconds),
 			mbps(r.RawBytes, c.Free.Seconds), cell(c.Free.String()), ratio(c.Free.Seconds, c.Seconds))
 	}
 	p("")
@@ -215,30 +240,7 @@ func (r *Report) Markdown() string {
 	for _, c := range r.Cases {
 		p("- %s: %s", c.Case.Name, Detail(c.Limit.stagesOf(c.Stages)))
 	}
-	p("")
-	p("Fan-out: three disks at once against one (time ratio; the goal is ≤ 1.2 × wherever three dd take ≤ 1.2 × one):")
-	p("")
-	p("| job | 1 disk s | 3 disks s | 3 ÷ 1 |")
-	p("|---|---|---|---|")
-	var dd1, dd3 LimitRow
-	for _, l := range r.Limits {
-		switch l.Key {
-		case keyDD:
-			dd1 = l
-		case keyDD3:
-			dd3 = l
-		}
-	}
-	p("| %s | %.2f | %.2f | %.2f |", keyDD, dd1.Seconds, dd3.Seconds, ratio(dd3.Seconds, dd1.Seconds))
-	for _, c := range r.Cases {
-		if one, ok := c.Case.oneDisk(); ok {
-			for _, o := range r.Cases {
-				if o.Case.ID == one.ID {
-					p("| agent: %s | %.2f | %.2f | %.2f |", one.Name, o.Seconds, c.Seconds, ratio(c.Seconds, o.Seconds))
-				}
-			}
-		}
-	}
+	r.fanOutTable(p)
 	if len(r.Peers) > 0 {
 		p("")
 		p("Peers doing a case's job (× bound against that case's bound; a peer that does not hash has less work than the agent):")
@@ -252,6 +254,46 @@ func (r *Report) Markdown() string {
 	}
 	r.memoryTable(p)
 	return sb.String()
+}
+
+// fanOutTable sets the fan-out cases against their single-disk cases, and
+// three dd at once against one; it is left out when no fan-out case ran.
+func (r *Report) fanOutTable(p func(string, ...any)) {
+	var dd1, dd3 LimitRow
+	for _, l := range r.Limits {
+		switch l.Key {
+		case keyDD:
+			dd1 = l
+		case keyDD3:
+			dd3 = l
+		}
+	}
+	if dd3.Runs == 0 {
+		return
+	}
+	p("")
+	p("Fan-out: three disks at once against one (time ratio; the goal is ≤ 1.2 × wherever three dd take ≤ 1.2 × one):")
+	p("")
+	p("| job | 1 disk s | 3 disks s | 3 ÷ 1 |")
+	p("|---|---|---|---|")
+	p("| %s | %.2f | %.2f | %.2f |", keyDD, dd1.Seconds, dd3.Seconds, ratio(dd3.Seconds, dd1.Seconds))
+	for _, c := range r.Cases {
+		if one, ok := c.Case.oneDisk(); ok {
+			for _, o := range r.Cases {
+				if o.Case.ID == one.ID {
+					p("| agent: %s | %.2f | %.2f | %.2f |", one.Name, o.Seconds, c.Seconds, ratio(c.Seconds, o.Seconds))
+				}
+			}
+		}
+	}
+}
+
+// spread renders ratios as "0.98 (0.91–1.04)", or "–" for none.
+func spread(xs []float64) string {
+	if len(xs) == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f (%.2f–%.2f)", Median(xs), slices.Min(xs), slices.Max(xs))
 }
 
 // memoryTable renders the profiled runs' memory.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rivetmetal/rivet/internal/loopdev"
 )
 
 func TestMedian(t *testing.T) {
@@ -108,7 +110,7 @@ func TestParseProcStat(t *testing.T) {
 		t.Fatal(err)
 	}
 	// busy = user+nice+system+irq+softirq+steal; total adds idle+iowait.
-	if math.Abs(got.Busy-13.85) > 1e-9 || math.Abs(got.Total-95.85) > 1e-9 {
+	if math.Abs(got.Busy-13.85) > 1e-9 || math.Abs(got.Total-95.85) > 1e-9 || math.Abs(got.Steal-0.05) > 1e-9 {
 		t.Errorf("ParseProcStat = %+v", got)
 	}
 	if _, err := ParseProcStat(strings.NewReader("intr 1\n")); err == nil {
@@ -219,7 +221,7 @@ func TestMeasure(t *testing.T) {
 // chosen and the tables' rows.
 func TestReport(t *testing.T) {
 	const raw = int64(1e9)
-	b := &bench{rawSize: raw, sizes: map[Variant]int64{Raw: raw, Gzip: 3e8, Zstd: 3e8, Xz: 2e8, Qcow2: 6e8}, have: map[string]bool{"fio": true, "curl": true}}
+	b := &bench{rawSize: raw, sizes: map[Variant]int64{Raw: raw, Gzip: 3e8, Zstd: 3e8, Xz: 2e8, Qcow2: 6e8}, have: map[string]bool{"fio": true, "curl": true}, cases: Cases}
 	var jobs []job
 	samples := map[string][]Sample{}
 	add := func(key, group string, secs, cpu float64) {
@@ -282,5 +284,114 @@ func TestReport(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
+	}
+}
+
+func TestSelectCases(t *testing.T) {
+	all, err := SelectCases(nil)
+	if err != nil || len(all) != len(Cases) {
+		t.Fatalf("SelectCases(nil) = %d cases, %v", len(all), err)
+	}
+	ids := func(cs []Case) []string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.ID)
+		}
+		return out
+	}
+	// Table order, duplicates once, and a fan-out brings its one-disk case.
+	got, err := SelectCases([]string{"fanout", "zst", "gz", "zst"})
+	if want := []string{"raw", "gz", "zst", "fanout"}; err != nil || !slices.Equal(ids(got), want) {
+		t.Errorf("SelectCases = %v, %v; want %v", ids(got), err, want)
+	}
+	if _, err := SelectCases([]string{"gz", "bz2"}); err == nil || !strings.Contains(err.Error(), `"bz2"`) || !strings.Contains(err.Error(), "raw-zeros") {
+		t.Errorf("an unknown case: %v, want an error naming it and the known ones", err)
+	}
+}
+
+// TestNeeded checks which jobs a subset of the cases keeps.
+func TestNeeded(t *testing.T) {
+	b := &bench{rawSize: 1e9, sizes: map[Variant]int64{}, files: map[Variant]string{}, sums: map[Variant]map[string]string{},
+		devs: []*loopdev.Device{{Path: "/dev/loop90"}, {Path: "/dev/loop91"}, {Path: "/dev/loop92"}},
+		have: map[string]bool{"fio": true, "curl": true, "openssl": true, "sha256sum": true}}
+	keys := func() []string {
+		var out []string
+		for _, j := range b.jobs() {
+			out = append(out, j.key)
+		}
+		return out
+	}
+	var err error
+	if b.cases, err = SelectCases(nil); err != nil {
+		t.Fatal(err)
+	}
+	all := keys()
+	b.cases, _ = SelectCases([]string{"gz"})
+	got := keys()
+	want := []string{keyDD, fioKey("1M", 1), fioKey("4M", 1), fioKey("1M", 8), fioKey("4M", 8),
+		downloadKey("Go", Gzip), hashKey("Go", "sha256", Gzip), decodeKey(Gzip), agentKey(Cases[4])}
+	if !slices.Equal(got, want) {
+		t.Errorf("gz alone runs %q, want %q", got, want)
+	}
+	b.cases, _ = SelectCases([]string{"raw-sha512", "qcow2", "fanout-zeros"})
+	got = keys()
+	for _, k := range []string{keyDD3, hashKey("Go", "sha512", Raw), decodeKey(Qcow2), peerQemuImg, peerCurlDD, peerCurlHashDD, agentKey(Cases[1]), agentKey(Cases[9])} {
+		if !slices.Contains(got, k) {
+			t.Errorf("%q is missing from %q", k, got)
+		}
+	}
+	for _, k := range []string{decodeKey(Gzip), hashKey("openssl", "sha512", Raw), downloadKey("curl", Raw), hashKey("Go", "md5", Raw), agentKey(Cases[0])} {
+		if slices.Contains(got, k) {
+			t.Errorf("%q is not needed by %v", k, got)
+		}
+	}
+	if len(got) >= len(all) {
+		t.Errorf("a subset ran %d of %d jobs", len(got), len(all))
+	}
+}
+
+// TestRoundRatios fills a report of two rounds of one case and checks
+// that each round's case is set against that round's stages.
+func TestRoundRatios(t *testing.T) {
+	const raw = int64(1e9)
+	cases, err := SelectCases([]string{"gz"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bench{rawSize: raw, sizes: map[Variant]int64{Raw: raw, Gzip: 3e8}, cases: cases}
+	var jobs []job
+	samples := map[string][]Sample{}
+	add := func(key, group string, secs ...float64) {
+		jobs = append(jobs, job{key: key, group: group, in: raw})
+		for _, s := range secs {
+			samples[key] = append(samples[key], Sample{Seconds: s, CPU: 0.1})
+		}
+	}
+	add(keyDD, groupDevice, 0.5, 0.5)
+	add(fioKey("1M", 8), groupDevice, 0.4, 0.6)
+	add(downloadKey("Go", Gzip), groupStage, 0.1, 0.1)
+	add(hashKey("Go", "sha256", Gzip), groupStage, 0.2, 0.2)
+	// The decoder alone: 2 s in round 1, 1 s in round 2; the write 1 s
+	// then 2 s. Medians alone would say 1.5 ÷ 1.5 = 1.00.
+	add(decodeKey(Gzip), groupStage, 2, 1)
+	add(agentKey(cases[0]), groupAgent, 1, 2)
+	rep := &Report{Cores: 2, Rounds: 2, RawBytes: raw, Sizes: b.sizes, Image: "x.raw"}
+	b.fill(rep, jobs, samples)
+	if len(rep.Cases) != 1 {
+		t.Fatalf("%d case rows, want the one selected", len(rep.Cases))
+	}
+	c := rep.Cases[0]
+	if !slices.Equal(c.RoundRatios, []float64{2, 0.5}) {
+		t.Errorf("round ratios %v, want [2 0.5]", c.RoundRatios)
+	}
+	if r := ratio(c.Limit.Seconds, c.Seconds); r != 1 {
+		t.Errorf("× bound of the medians %v, want 1", r)
+	}
+	md := rep.Markdown()
+	if !strings.Contains(md, "| 1.00 | 1.25 (0.50–2.00) |") {
+		t.Errorf("report lacks the round-by-round spread:\n%s", md)
+	}
+	if strings.Contains(md, "Fan-out:") || strings.Contains(md, "| raw.zst |") {
+		t.Errorf("a gz-only run reports fan-out or other cases:\n%s", md)
 	}
 }
