@@ -155,8 +155,8 @@ func TestWriteBenchSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Cases) != 1 || rep.Cases[0].Case.ID != "gz" || rep.Cases[0].Runs != 2 || len(rep.Cases[0].RoundRatios) != 2 {
-		t.Fatalf("gz alone: case rows %+v", rep.Cases)
+	if len(rep.Cases) != 1 || rep.Cases[0].Case.ID != "gz" || rep.Cases[0].Runs != 2 || len(rep.Cases[0].RoundRatios) != 2 || len(rep.Peers) != 0 {
+		t.Fatalf("gz alone: case rows %+v, peers %+v", rep.Cases, rep.Peers)
 	}
 	for _, r := range rep.Cases[0].RoundRatios {
 		if r <= 0 {
@@ -173,7 +173,7 @@ func TestWriteBenchSmoke(t *testing.T) {
 	if !slices.ContainsFunc(keys, func(k string) bool { return strings.HasPrefix(k, "decode raw.gz") }) {
 		t.Errorf("gz alone did not measure its decoder: %q", keys)
 	}
-	if _, err := writebench.Run(context.Background(), writebench.Config{Dir: dir, SizeMiB: 64, Cases: []string{"bz2"}, ChildArgs: benchChildArgs()}); err == nil {
+	if _, err := writebench.Run(context.Background(), writebench.Config{Dir: dir, SizeMiB: 64, Cases: []string{"bz2"}, ChildArgs: benchChildArgs(), Log: discardLogger()}); err == nil {
 		t.Error("an unknown case ran")
 	}
 }

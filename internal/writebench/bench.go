@@ -137,12 +137,23 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if cfg.ProfileOnly && cfg.ProfileDir == "" {
 		return nil, errors.New("writebench: ProfileOnly without a ProfileDir")
 	}
-	if cfg.ProfileDir != "" && cfg.ProfileCases == nil {
-		cfg.ProfileCases = DefaultProfileCases
-	}
 	cases, err := SelectCases(cfg.Cases)
 	if err != nil {
 		return nil, err
+	}
+	subset := len(cases) < len(Cases)
+	if cfg.ProfileDir != "" {
+		// A subset profiles its own cases unless told otherwise.
+		switch profiled, err := CheckIDs(cfg.ProfileCases); {
+		case err != nil:
+			return nil, err
+		case len(profiled) > 0:
+			cfg.ProfileCases = profiled
+		case subset:
+			cfg.ProfileCases = caseIDs(cases)
+		default:
+			cfg.ProfileCases = DefaultProfileCases
+		}
 	}
 	b := &bench{cfg: cfg, log: cfg.Log, cases: cases, have: map[string]bool{}}
 	if b.log == nil {
@@ -182,6 +193,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	samples := map[string][]Sample{}
 	rep = &Report{Started: start, Cores: cfg.Cores, Rounds: cfg.Rounds, SizeMiB: cfg.SizeMiB, RawBytes: b.rawSize, Sizes: b.sizes,
 		Image: filepath.Base(b.files[Raw]), Missing: b.missing(), GoVersion: runtime.Version()}
+	if subset {
+		rep.Subset = caseIDs(cases)
+	}
 	rounds := cfg.Rounds
 	if cfg.ProfileOnly {
 		rounds, rep.Rounds = 0, 0
@@ -361,16 +375,30 @@ func (b *bench) prepareDevices(n int) error {
 	return nil
 }
 
-// missing lists the optional tools that are not installed, whose rows are
-// left out.
+// missing lists the optional tools the run would use that are not
+// installed: their rows are left out.
 func (b *bench) missing() []string {
 	var out []string
 	for _, t := range []string{"fio", "curl", "openssl", "sha256sum"} {
-		if !b.have[t] {
+		if !b.have[t] && b.uses(t) {
 			out = append(out, t)
 		}
 	}
 	return out
+}
+
+// uses reports whether the run's cases have a job that needs an optional
+// tool: fio is a device job, which every run has; curl and sha256sum are
+// peers of raw with zero runs written (curl is also a stage alone) and
+// openssl a stage alone, which only a run of every case has.
+func (b *bench) uses(tool string) bool {
+	if len(b.cases) == len(Cases) || tool == "fio" {
+		return true
+	}
+	if tool == "openssl" {
+		return false
+	}
+	return slices.ContainsFunc(b.cases, func(c Case) bool { return c.ID == peerAgainst[peerCurlDD] })
 }
 
 // Job keys.
@@ -518,7 +546,7 @@ func (b *bench) needed(js []job) []job {
 		}
 	}
 	return slices.DeleteFunc(js, func(j job) bool {
-		return !want[j.key] && (j.group != groupDevice || j.key == keyDD3)
+		return !want[j.key] && (j.group != groupDevice || j.disks != 1)
 	})
 }
 
@@ -605,11 +633,10 @@ func (b *bench) profile(ctx context.Context, rep *Report) error {
 		return err
 	}
 	for _, id := range b.cfg.ProfileCases {
-		i := slices.IndexFunc(Cases, func(c Case) bool { return c.ID == id })
-		if i < 0 {
+		c, ok := caseByID(id)
+		if !ok {
 			return fmt.Errorf("writebench: no case %q to profile", id)
 		}
-		c := Cases[i]
 		spec := b.writeSpec(c)
 		spec.CPUProfile = filepath.Join(b.cfg.ProfileDir, id+".cpu.pprof")
 		spec.HeapProfile = filepath.Join(b.cfg.ProfileDir, id+".heap.pprof")

@@ -64,24 +64,21 @@ var DefaultProfileCases = []string{"raw", "raw-zeros", "raw-sha512", "gz", "zst"
 
 // SelectCases returns the cases of ids in table order, with the
 // single-disk case of every fan-out case among them (the fan-out table
-// sets one against the other); nil or empty ids select every case. An
-// unknown ID is an error naming the known ones.
+// sets one against the other); no IDs select every case. IDs are read as
+// CheckIDs reads them.
 func SelectCases(ids []string) ([]Case, error) {
+	ids, err := CheckIDs(ids)
+	if err != nil {
+		return nil, err
+	}
 	if len(ids) == 0 {
 		return slices.Clone(Cases), nil
 	}
 	want := map[string]bool{}
 	for _, id := range ids {
-		i := slices.IndexFunc(Cases, func(c Case) bool { return c.ID == id })
-		if i < 0 {
-			known := make([]string, len(Cases))
-			for k, c := range Cases {
-				known[k] = c.ID
-			}
-			return nil, fmt.Errorf("writebench: no case %q (the cases are %s)", id, strings.Join(known, ", "))
-		}
+		c, _ := caseByID(id)
 		want[id] = true
-		if one, ok := Cases[i].oneDisk(); ok {
+		if one, ok := c.oneDisk(); ok {
 			want[one.ID] = true
 		}
 	}
@@ -92,6 +89,42 @@ func SelectCases(ids []string) ([]Case, error) {
 		}
 	}
 	return out, nil
+}
+
+// CheckIDs returns the case IDs of ids with surrounding spaces and empty
+// entries dropped (so "gz, zst," names two cases), or an error naming an
+// unknown ID and the known ones.
+func CheckIDs(ids []string) ([]string, error) {
+	var out []string
+	for _, id := range ids {
+		id = strings.TrimSpace(id)
+		if id == "" {
+			continue
+		}
+		if _, ok := caseByID(id); !ok {
+			return nil, fmt.Errorf("writebench: no case %q (the cases are %s)", id, strings.Join(caseIDs(Cases), ", "))
+		}
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+// caseIDs lists the cases' IDs.
+func caseIDs(cs []Case) []string {
+	ids := make([]string, len(cs))
+	for i, c := range cs {
+		ids[i] = c.ID
+	}
+	return ids
+}
+
+// caseByID finds a case by its ID.
+func caseByID(id string) (Case, bool) {
+	i := slices.IndexFunc(Cases, func(c Case) bool { return c.ID == id })
+	if i < 0 {
+		return Case{}, false
+	}
+	return Cases[i], true
 }
 
 // oneDisk is the single-disk case doing the same job as a fan-out case.

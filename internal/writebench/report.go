@@ -23,6 +23,9 @@ type Report struct {
 	Image    string
 	// Sizes are the variants' file sizes.
 	Sizes map[Variant]int64
+	// Subset lists the IDs of the cases run when they were not all
+	// (Config.Cases); only the jobs they need ran.
+	Subset []string
 	// Missing lists optional tools not installed (their rows are absent).
 	Missing []string
 	// Loads is the machine's load, round by round.
@@ -142,15 +145,7 @@ func (b *bench) fill(rep *Report, jobs []job, samples map[string][]Sample) {
 		st := stages(c, func(key string) Sample { return byKey[key].Sample })
 		row := CaseRow{Case: c, Summary: Summarize(samples[agentKey(c)]), Stages: st, Limit: Bound(st, float64(rep.Cores))}
 		row.Free = Bound(st, float64(rep.Cores)-row.Others)
-		for r, s := range samples[agentKey(c)] {
-			rst := stages(c, func(key string) Sample {
-				if r < len(samples[key]) {
-					return samples[key][r]
-				}
-				return Sample{}
-			})
-			row.RoundRatios = append(row.RoundRatios, ratio(Bound(rst, float64(rep.Cores)).Seconds, s.Seconds))
-		}
+		row.RoundRatios = roundRatios(c, rep.Cores, samples[agentKey(c)], stages, samples)
 		rep.Cases = append(rep.Cases, row)
 		rows[c.ID] = row
 	}
@@ -172,6 +167,28 @@ func (b *bench) fill(rep *Report, jobs []job, samples map[string][]Sample) {
 			}
 		}
 	}
+}
+
+// roundRatios sets each round's run of a case against the bound made of
+// that round's runs of its stages. It is nil unless every stage has a run
+// in every round the case has one (each job runs once per round).
+func roundRatios(c Case, cores int, runs []Sample, stages func(Case, func(string) Sample) []Stage, samples map[string][]Sample) []float64 {
+	var out []float64
+	for r, s := range runs {
+		complete := true
+		st := stages(c, func(key string) Sample {
+			if r >= len(samples[key]) {
+				complete = false
+				return Sample{}
+			}
+			return samples[key][r]
+		})
+		if !complete {
+			return nil
+		}
+		out = append(out, ratio(Bound(st, float64(cores)).Seconds, s.Seconds))
+	}
+	return out
 }
 
 // mbps is megabytes (10^6) per second.
@@ -196,6 +213,9 @@ func (r *Report) Markdown() string {
 	}
 	p("Image: %.2f GiB raw (%s). %d cores; %s; loop devices with direct I/O over files on the root filesystem; served over HTTP from 127.0.0.1 by the benchmark process. MB/s is raw image bytes (10^6) per second unless said. The run took %s.",
 		float64(r.RawBytes)/(1<<30), strings.Join(sizes, ", "), r.Cores, r.GoVersion, r.Duration.Round(time.Second))
+	if len(r.Subset) > 0 {
+		p("Only some cases ran: %s; and only the jobs they need (the device jobs, their stages, their peers).", strings.Join(r.Subset, ", "))
+	}
 	if len(r.Missing) > 0 {
 		p("Not installed, rows left out: %s.", strings.Join(r.Missing, ", "))
 	}

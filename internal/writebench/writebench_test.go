@@ -304,6 +304,15 @@ func TestSelectCases(t *testing.T) {
 	if want := []string{"raw", "gz", "zst", "fanout"}; err != nil || !slices.Equal(ids(got), want) {
 		t.Errorf("SelectCases = %v, %v; want %v", ids(got), err, want)
 	}
+	if got, err := SelectCases([]string{" zst", "gz ", ""}); err != nil || !slices.Equal(ids(got), []string{"gz", "zst"}) {
+		t.Errorf("IDs with spaces and an empty one: %v, %v", ids(got), err)
+	}
+	if got, err := SelectCases([]string{""}); err != nil || len(got) != len(Cases) {
+		t.Errorf("only an empty ID: %d cases, %v; want them all", len(got), err)
+	}
+	if got, err := CheckIDs([]string{"fanout", " zst"}); err != nil || !slices.Equal(got, []string{"fanout", "zst"}) {
+		t.Errorf("CheckIDs = %v, %v; want the IDs as given, no one-disk case added", got, err)
+	}
 	if _, err := SelectCases([]string{"gz", "bz2"}); err == nil || !strings.Contains(err.Error(), `"bz2"`) || !strings.Contains(err.Error(), "raw-zeros") {
 		t.Errorf("an unknown case: %v, want an error naming it and the known ones", err)
 	}
@@ -329,18 +338,18 @@ func TestNeeded(t *testing.T) {
 	b.cases, _ = SelectCases([]string{"gz"})
 	got := keys()
 	want := []string{keyDD, fioKey("1M", 1), fioKey("4M", 1), fioKey("1M", 8), fioKey("4M", 8),
-		downloadKey("Go", Gzip), hashKey("Go", "sha256", Gzip), decodeKey(Gzip), agentKey(Cases[4])}
+		downloadKey("Go", Gzip), hashKey("Go", "sha256", Gzip), decodeKey(Gzip), agentKey(mustCase(t, "gz"))}
 	if !slices.Equal(got, want) {
 		t.Errorf("gz alone runs %q, want %q", got, want)
 	}
 	b.cases, _ = SelectCases([]string{"raw-sha512", "qcow2", "fanout-zeros"})
 	got = keys()
-	for _, k := range []string{keyDD3, hashKey("Go", "sha512", Raw), decodeKey(Qcow2), peerQemuImg, peerCurlDD, peerCurlHashDD, agentKey(Cases[1]), agentKey(Cases[9])} {
+	for _, k := range []string{keyDD3, hashKey("Go", "sha512", Raw), decodeKey(Qcow2), peerQemuImg, peerCurlDD, peerCurlHashDD, agentKey(mustCase(t, "raw-zeros")), agentKey(mustCase(t, "fanout-zeros"))} {
 		if !slices.Contains(got, k) {
 			t.Errorf("%q is missing from %q", k, got)
 		}
 	}
-	for _, k := range []string{decodeKey(Gzip), hashKey("openssl", "sha512", Raw), downloadKey("curl", Raw), hashKey("Go", "md5", Raw), agentKey(Cases[0])} {
+	for _, k := range []string{decodeKey(Gzip), hashKey("openssl", "sha512", Raw), downloadKey("curl", Raw), hashKey("Go", "md5", Raw), agentKey(mustCase(t, "raw"))} {
 		if slices.Contains(got, k) {
 			t.Errorf("%q is not needed by %v", k, got)
 		}
@@ -350,8 +359,19 @@ func TestNeeded(t *testing.T) {
 	}
 }
 
+// mustCase is the case of an ID.
+func mustCase(t *testing.T, id string) Case {
+	t.Helper()
+	c, ok := caseByID(id)
+	if !ok {
+		t.Fatalf("no case %q", id)
+	}
+	return c
+}
+
 // TestRoundRatios fills a report of two rounds of one case and checks
-// that each round's case is set against that round's stages.
+// that each round's case is set against that round's stages, the device
+// among them.
 func TestRoundRatios(t *testing.T) {
 	const raw = int64(1e9)
 	cases, err := SelectCases([]string{"gz"})
@@ -362,36 +382,87 @@ func TestRoundRatios(t *testing.T) {
 	var jobs []job
 	samples := map[string][]Sample{}
 	add := func(key, group string, secs ...float64) {
-		jobs = append(jobs, job{key: key, group: group, in: raw})
+		jobs = append(jobs, job{key: key, group: group, in: raw, disks: 1})
 		for _, s := range secs {
 			samples[key] = append(samples[key], Sample{Seconds: s, CPU: 0.1})
 		}
 	}
+	// The device bounds: dd is the device limit by its median (0.5 s
+	// against fio's 0.6), although fio was faster in round 1.
 	add(keyDD, groupDevice, 0.5, 0.5)
-	add(fioKey("1M", 8), groupDevice, 0.4, 0.6)
+	add(fioKey("1M", 8), groupDevice, 0.3, 0.9)
 	add(downloadKey("Go", Gzip), groupStage, 0.1, 0.1)
 	add(hashKey("Go", "sha256", Gzip), groupStage, 0.2, 0.2)
-	// The decoder alone: 2 s in round 1, 1 s in round 2; the write 1 s
-	// then 2 s. Medians alone would say 1.5 ÷ 1.5 = 1.00.
-	add(decodeKey(Gzip), groupStage, 2, 1)
+	// The decoder alone: 2 s in round 1, 0.2 s in round 2; the write 1 s
+	// then 2 s. Medians alone would say 1.1 ÷ 1.5.
+	add(decodeKey(Gzip), groupStage, 2, 0.2)
 	add(agentKey(cases[0]), groupAgent, 1, 2)
-	rep := &Report{Cores: 2, Rounds: 2, RawBytes: raw, Sizes: b.sizes, Image: "x.raw"}
+	// A peer of a case that did not run is left out.
+	add(peerQemuImg, groupPeer, 1, 1)
+	rep := &Report{Cores: 2, Rounds: 2, RawBytes: raw, Sizes: b.sizes, Image: "x.raw", Subset: []string{"gz"},
+		Loads: []RoundLoad{{Round: 1, MachineBusy: 1.5, Steal: 0.125, Others: 0.01, Seconds: 9}}}
 	b.fill(rep, jobs, samples)
-	if len(rep.Cases) != 1 {
-		t.Fatalf("%d case rows, want the one selected", len(rep.Cases))
+	if rep.Device.Key != keyDD {
+		t.Fatalf("device limit %q, want dd by its median", rep.Device.Key)
+	}
+	if len(rep.Cases) != 1 || len(rep.Peers) != 0 {
+		t.Fatalf("%d case rows and peers %+v, want the one selected and no peer", len(rep.Cases), rep.Peers)
 	}
 	c := rep.Cases[0]
-	if !slices.Equal(c.RoundRatios, []float64{2, 0.5}) {
-		t.Errorf("round ratios %v, want [2 0.5]", c.RoundRatios)
-	}
-	if r := ratio(c.Limit.Seconds, c.Seconds); r != 1 {
-		t.Errorf("× bound of the medians %v, want 1", r)
+	// Round 1: the decoder's 2 s ÷ the write's 1 s; round 2: dd's 0.5 s
+	// (not fio's 0.9 s of that round) ÷ 2 s.
+	if !slices.Equal(c.RoundRatios, []float64{2, 0.25}) {
+		t.Errorf("round ratios %v, want [2 0.25]", c.RoundRatios)
 	}
 	md := rep.Markdown()
-	if !strings.Contains(md, "| 1.00 | 1.25 (0.50–2.00) |") {
-		t.Errorf("report lacks the round-by-round spread:\n%s", md)
+	for _, want := range []string{"| 1.12 (0.25–2.00) |", "| 1.50 | 0.125 | 0.01 | 9 |", "Only some cases ran: gz;"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
 	}
-	if strings.Contains(md, "Fan-out:") || strings.Contains(md, "| raw.zst |") {
-		t.Errorf("a gz-only run reports fan-out or other cases:\n%s", md)
+	if strings.Contains(md, "Fan-out:") || strings.Contains(md, "| raw.zst |") || strings.Contains(md, "qemu-img") {
+		t.Errorf("a gz-only run reports fan-out, other cases or peers:\n%s", md)
+	}
+	// Every table row has as many cells as its header.
+	cells := 0
+	for _, line := range strings.Split(md, "\n") {
+		if !strings.HasPrefix(line, "|") {
+			cells = 0
+			continue
+		}
+		n := strings.Count(strings.ReplaceAll(line, `\|`, ""), "|")
+		if cells == 0 {
+			cells = n
+		} else if n != cells {
+			t.Errorf("%d cells, header has %d: %s", n-1, cells-1, line)
+		}
+	}
+
+	// A stage missing a round leaves the round ratios out, rather than
+	// counting the stage as free.
+	samples[decodeKey(Gzip)] = samples[decodeKey(Gzip)][:1]
+	rep = &Report{Cores: 2, Rounds: 2, RawBytes: raw, Sizes: b.sizes}
+	b.fill(rep, jobs, samples)
+	if rr := rep.Cases[0].RoundRatios; rr != nil {
+		t.Errorf("round ratios %v with a stage measured once", rr)
+	}
+}
+
+func TestMissing(t *testing.T) {
+	b := &bench{have: map[string]bool{}, cases: Cases}
+	if got := b.missing(); !slices.Equal(got, []string{"fio", "curl", "openssl", "sha256sum"}) {
+		t.Errorf("every case, no tools: %v", got)
+	}
+	b.cases, _ = SelectCases([]string{"gz"})
+	if got := b.missing(); !slices.Equal(got, []string{"fio"}) {
+		t.Errorf("gz alone, no tools: %v; want only fio, the device jobs' tool", got)
+	}
+	b.cases, _ = SelectCases([]string{"raw-zeros"})
+	if got := b.missing(); !slices.Equal(got, []string{"fio", "curl", "sha256sum"}) {
+		t.Errorf("raw with zeros written, no tools: %v; want its peers' tools too", got)
+	}
+	b.have = map[string]bool{"fio": true, "curl": true, "openssl": true, "sha256sum": true}
+	if got := b.missing(); len(got) != 0 {
+		t.Errorf("all installed: %v", got)
 	}
 }
