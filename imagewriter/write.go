@@ -692,9 +692,9 @@ func (w *writer) prioritizeDecode() (restore func()) {
 	restore, err := prioritizeStage()
 	if err != nil {
 		w.log.Debug("the decode stage keeps its thread's priority", "reason", err)
-		return restore
+	} else {
+		w.log.Debug("the decode stage runs on a thread of its own", "nice", decodeNice)
 	}
-	w.log.Debug("the decode stage runs on a thread of its own", "nice", decodeNice)
 	return restore
 }
 
