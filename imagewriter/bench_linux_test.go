@@ -126,10 +126,23 @@ func TestWriteBenchSmoke(t *testing.T) {
 		if skipped := c.Child.Skipped > 0; skipped == c.Case.NoZeroSkip {
 			t.Errorf("%s skipped %d bytes", c.Case.Name, c.Child.Skipped)
 		}
+		// A decode stage reports its figures: the thread's CPU where it
+		// has a thread of its own (the decompressors, not qcow2).
+		switch d := c.Decode; {
+		case c.Case.Variant == writebench.Raw && d != nil:
+			t.Errorf("%s: decode figures %+v for a raw image", c.Case.Name, d)
+		case c.Case.Variant != writebench.Raw && (d == nil || d.InputWait < 0 || d.OutputWait < 0 || d.InputWait+d.OutputWait > c.Seconds):
+			t.Errorf("%s: decode figures %+v over %.3f s", c.Case.Name, d, c.Seconds)
+		case c.Case.Variant != writebench.Raw && (d.CPU > 0) != (c.Case.Variant != writebench.Qcow2):
+			t.Errorf("%s: decode stage CPU %.3f s", c.Case.Name, d.CPU)
+		}
 	}
 	for _, l := range rep.Limits {
 		if l.Runs != 1 || l.Seconds <= 0 || l.InBytes <= 0 {
 			t.Errorf("limit %s: %+v", l.Key, l)
+		}
+		if strings.HasPrefix(l.Key, "decode ") && (l.Decode == nil || (l.Decode.CPU > 0) != !strings.Contains(l.Key, "qcow2")) {
+			t.Errorf("limit %s: decode figures %+v", l.Key, l.Decode)
 		}
 	}
 	if rep.Device.Runs != 1 || len(rep.Memory) != 1 || rep.Memory[0].Child.Memory == nil {
@@ -142,7 +155,7 @@ func TestWriteBenchSmoke(t *testing.T) {
 	}
 	md := rep.Markdown()
 	t.Log("\n" + md)
-	for _, want := range []string{"| raw.xz |", "| qcow2 |", "raw → 3 disks", rep.Device.Key} {
+	for _, want := range []string{"| raw.xz |", "| qcow2 |", "raw → 3 disks", rep.Device.Key, "The decode stage inside the write"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
@@ -260,13 +273,16 @@ func runBenchChild(ctx context.Context, spec writebench.ChildSpec) (res writeben
 			Targets: spec.Targets, NoZeroSkip: spec.NoZeroSkip, Buffers: spec.Buffers, BufferSize: spec.BufferSize, Logger: discardLogger()})
 		if err == nil {
 			res.Bytes, res.Written, res.Skipped = r.ImageSize, r.Disks[0].Written, r.Disks[0].Skipped
+			if d := r.Decode; d != nil {
+				res.Decode = &writebench.DecodeFigures{CPU: d.CPU.Seconds(), InputWait: d.InputWait.Seconds(), OutputWait: d.OutputWait.Seconds()}
+			}
 		}
 	case writebench.ModeDownload:
 		res.Bytes, err = benchDownload(ctx, spec.URL)
 	case writebench.ModeHash:
 		res.Bytes, err = benchHash(spec.File, spec.Algo, spec.Sum)
 	case writebench.ModeDecode:
-		res.Bytes, err = benchDecode(ctx, spec.File, Format(spec.Format))
+		res.Bytes, res.Decode, err = benchDecode(ctx, spec.File, Format(spec.Format))
 	default:
 		err = fmt.Errorf("unknown mode %q", spec.Mode)
 	}
@@ -434,10 +450,10 @@ func (c *copyOut) Write(p []byte) (int, error) {
 // (lent qcow2 runs, whole zero blocks of a decoder that hands over its
 // blocks) is not copied here either. It returns the raw bytes produced
 // (the virtual size for qcow2).
-func benchDecode(ctx context.Context, path string, f Format) (n int64, err error) {
+func benchDecode(ctx context.Context, path string, f Format) (n int64, figures *writebench.DecodeFigures, err error) {
 	file, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer file.Close()
 	out := &copyOut{buf: alignedBuffer(DefaultBufferSize)}
@@ -445,10 +461,10 @@ func benchDecode(ctx context.Context, path string, f Format) (n int64, err error
 	if f == FormatQcow2 {
 		fi, err := file.Stat()
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		if m, err = qcow2.ReadMap(ctx, file, fi.Size(), qcow2.Limits{Parallel: 8}); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 	}
 	count, size := decodedInput, inputChunk
@@ -474,13 +490,26 @@ func benchDecode(ctx context.Context, path string, f Format) (n int64, err error
 			return nil
 		}
 		if _, err := m.ConvertRef(ctx, in, emit); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
-		return int64(m.Header.Size), nil
+		return int64(m.Header.Size), &writebench.DecodeFigures{InputWait: in.waited.Seconds()}, nil
 	}
-	// As in the write: the decoder on a thread of its own, at its priority.
-	restore, _ := prioritizeStage()
+	// As in the write: the decoder on a thread of its own, at its
+	// priority, its CPU measured there.
+	restore, err := prioritizeStage()
+	own := err == nil
 	defer restore()
+	cpu0, _ := stageThreadCPU()
+	n, err = decodeTo(f, in, out)
+	figures = &writebench.DecodeFigures{InputWait: in.waited.Seconds()}
+	if cpu1, ok := stageThreadCPU(); own && ok {
+		figures.CPU = (cpu1 - cpu0).Seconds()
+	}
+	return n, figures, err
+}
+
+// decodeTo decodes in to out with the write's decoder of f.
+func decodeTo(f Format, in io.Reader, out *copyOut) (n int64, err error) {
 	dec, closeDec, err := newDecompressor(f, in, DefaultMaxDecoderMemory)
 	if err != nil {
 		return 0, err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/klauspost/compress/gzip"
@@ -26,23 +27,13 @@ type chunkReader struct {
 	cur *chunk
 	pos int
 	n   int64
+	// waited is the time spent waiting for chunks.
+	waited time.Duration
 }
 
 func (r *chunkReader) Read(p []byte) (int, error) {
-	for r.cur == nil || r.pos >= r.cur.n {
-		if r.cur != nil {
-			r.cur.release()
-			r.cur = nil
-		}
-		select {
-		case c, ok := <-r.ch:
-			if !ok {
-				return 0, io.EOF
-			}
-			r.cur, r.pos = c, 0
-		case <-r.ctx.Done():
-			return 0, r.ctx.Err()
-		}
+	if err := r.next(); err != nil {
+		return 0, err
 	}
 	n := copy(p, r.cur.buf[r.pos:r.cur.n])
 	r.pos += n
@@ -53,25 +44,36 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 // ReadPiece lends out the rest of the current chunk, or the next one,
 // with the reference the reader held (qcow2.PieceReader).
 func (r *chunkReader) ReadPiece() ([]byte, qcow2.Buffer, error) {
-	for r.cur == nil || r.pos >= r.cur.n {
-		if r.cur != nil {
-			r.cur.release()
-			r.cur = nil
-		}
-		select {
-		case c, ok := <-r.ch:
-			if !ok {
-				return nil, nil, io.EOF
-			}
-			r.cur, r.pos = c, 0
-		case <-r.ctx.Done():
-			return nil, nil, r.ctx.Err()
-		}
+	if err := r.next(); err != nil {
+		return nil, nil, err
 	}
 	c, p := r.cur, r.cur.buf[r.pos:r.cur.n]
 	r.cur = nil
 	r.n += int64(len(p))
 	return p, c, nil
+}
+
+// next makes r.cur a chunk with unread bytes, releasing the one read to
+// its end and waiting for the next: io.EOF at the stream's end.
+func (r *chunkReader) next() error {
+	for r.cur == nil || r.pos >= r.cur.n {
+		if r.cur != nil {
+			r.cur.release()
+			r.cur = nil
+		}
+		start := time.Now()
+		select {
+		case c, ok := <-r.ch:
+			r.waited += time.Since(start)
+			if !ok {
+				return io.EOF
+			}
+			r.cur, r.pos = c, 0
+		case <-r.ctx.Done():
+			return r.ctx.Err()
+		}
+	}
+	return nil
 }
 
 func (r *chunkReader) close() {
@@ -97,6 +99,9 @@ type emitter struct {
 	// scanZeros finds each data chunk's zero runs for the sinks.
 	scanZeros bool
 	cur       *chunk
+	// waited is the time spent waiting for a free chunk or for the
+	// sinks to take one.
+	waited time.Duration
 }
 
 func (e *emitter) write(p []byte, off int64, buf qcow2.Buffer) error {
@@ -113,7 +118,9 @@ func (e *emitter) write(p []byte, off int64, buf qcow2.Buffer) error {
 			}
 		}
 		if e.cur == nil {
+			start := time.Now()
 			c, err := e.pool.get(e.ctx)
+			e.waited += time.Since(start)
 			if err != nil {
 				return err
 			}
@@ -161,6 +168,7 @@ func (e *emitter) send(c *chunk) error {
 		c.zeroRuns = findZeroRuns(c.data(), c.zeroRuns[:0])
 	}
 	c.refs.Store(int32(len(e.outs)))
+	start := time.Now()
 	for _, ch := range e.outs {
 		select {
 		case ch <- c:
@@ -168,6 +176,7 @@ func (e *emitter) send(c *chunk) error {
 			return e.ctx.Err()
 		}
 	}
+	e.waited += time.Since(start)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -184,4 +185,65 @@ func TestZeroSkipperEmitsAnEndlessRunAsItGrows(t *testing.T) {
 	if _, err := zs.Write(block); !errors.Is(err, context.Canceled) || !errors.Is(zs.err, context.Canceled) {
 		t.Fatalf("Write after cancel = %v (err field %v); want context.Canceled", err, zs.err)
 	}
+}
+
+// TestDecodeStageCountsItsWaits holds back a chunk reader's next chunk
+// and an emitter's sink: each counts the time it waited, and only that.
+func TestDecodeStageCountsItsWaits(t *testing.T) {
+	const hold = 100 * time.Millisecond
+	ctx := context.Background()
+
+	inPool := newBufferPool(2, 4096)
+	fed := func(s string) *chunk {
+		c, err := inPool.get(ctx)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		c.n = copy(c.buf, s)
+		c.refs.Store(1)
+		return c
+	}
+	in := make(chan *chunk, 1)
+	in <- fed("ab")
+	cr := &chunkReader{ctx: ctx, ch: in}
+	p := make([]byte, 2)
+	if n, err := cr.Read(p); n != 2 || err != nil {
+		t.Fatalf("Read = %d, %v", n, err)
+	}
+	if cr.waited >= hold {
+		t.Fatalf("waited %v for a chunk that was there", cr.waited)
+	}
+	go func() {
+		time.Sleep(hold)
+		in <- fed("cd")
+		close(in)
+	}()
+	if n, err := cr.Read(p); n != 2 || err != nil || string(p) != "cd" {
+		t.Fatalf("Read = %d %q, %v", n, p, err)
+	}
+	if cr.waited < hold {
+		t.Fatalf("waited %v for a chunk held back %v", cr.waited, hold)
+	}
+	if _, err := cr.Read(p); err != io.EOF {
+		t.Fatalf("Read at the end = %v; want io.EOF", err)
+	}
+
+	out := make(chan *chunk) // a sink that takes nothing until it is ready
+	em := &emitter{ctx: ctx, pool: newBufferPool(1, 4096), outs: []chan *chunk{out}}
+	taken := make(chan *chunk, 1)
+	go func() {
+		time.Sleep(hold)
+		taken <- <-out
+	}()
+	if err := em.write(make([]byte, 100), 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := em.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if em.waited < hold {
+		t.Fatalf("emitter waited %v for a sink held back %v", em.waited, hold)
+	}
+	(<-taken).release()
 }

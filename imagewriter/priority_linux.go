@@ -3,6 +3,7 @@ package imagewriter
 import (
 	"fmt"
 	"runtime"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,4 +45,14 @@ func prioritizeStage() (restore func(), err error) {
 			runtime.UnlockOSThread()
 		}
 	}, nil
+}
+
+// stageThreadCPU returns the user and system CPU time of the calling
+// thread: a stage's own once prioritizeStage has given it the thread.
+func stageThreadCPU() (time.Duration, bool) {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
+		return 0, false
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
 }

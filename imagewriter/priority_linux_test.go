@@ -227,9 +227,12 @@ func refuseNice(t *testing.T) {
 // device from a server that pauses halfway through the stream. During the
 // pause one thread of the process runs at decodeNice; when the write has
 // returned, none does. With the priority refused, the same write succeeds
-// at normal priority and says so in the log.
+// at normal priority and says so in the log. Either way the result counts
+// the pause as the decode stage's input wait; its thread's CPU is given
+// only when the stage had the thread to itself.
 func TestWriteDecodesOnAPrioritizedThread(t *testing.T) {
 	skipUnlessRoot(t)
+	const pause = 200 * time.Millisecond
 	img, _ := testImage(t, 8<<20)
 	served := compressed(t, FormatZstd, img)
 	for _, refused := range []bool{false, true} {
@@ -255,8 +258,10 @@ func TestWriteDecodesOnAPrioritizedThread(t *testing.T) {
 			logs := &lockedWriter{w: &bytes.Buffer{}}
 			loop := loopdev.New(t, 16<<20)
 			errc := make(chan error, 1)
+			var res *Result
 			go func() {
-				_, err := Write(context.Background(), Request{Source: Source{URLs: []string{srv.URL}, Retry: fastRetry},
+				var err error
+				res, err = Write(context.Background(), Request{Source: Source{URLs: []string{srv.URL}, Retry: fastRetry},
 					Checksum: sha256Of(served), Targets: []string{loop.Path},
 					Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 				errc <- err
@@ -288,8 +293,20 @@ func TestWriteDecodesOnAPrioritizedThread(t *testing.T) {
 				}
 			}
 			at := threadsAt(t, decodeNice)
+			// The stage has the first half, a few milliseconds of work;
+			// then it waits for the rest as long as the server holds it.
+			time.Sleep(pause)
 			if err := finish(); err != nil {
 				t.Fatal(err)
+			}
+			d := res.Decode
+			if d == nil || d.InputWait < pause/2 || d.InputWait > res.Duration || d.OutputWait < 0 || d.OutputWait > res.Duration {
+				t.Fatalf("decode stats = %+v over a %v write; want an input wait of about the %v pause", d, res.Duration, pause)
+			}
+			// Its thread's CPU is measured when the thread is its own:
+			// some, and less than the stage's time apart from its waits.
+			if own := !refused; own && (d.CPU <= 0 || d.CPU > res.Duration-d.InputWait) || !own && d.CPU != 0 {
+				t.Fatalf("decode stage CPU = %v (input wait %v, write %v), with a thread of its own: %v", d.CPU, d.InputWait, res.Duration, own)
 			}
 			if want := map[bool]int{false: 1, true: 0}[refused]; len(at) != want {
 				t.Fatalf("threads at nice %d during the write: %v; want %d", decodeNice, at, want)

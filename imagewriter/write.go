@@ -136,8 +136,31 @@ type Result struct {
 	// Timings holds per-phase durations (download, decode and write
 	// overlap).
 	Timings map[string]time.Duration
+	// Decode is how the decode stage of a compressed or qcow2 image spent
+	// the write; nil for raw images and for qcow2 files spooled to disk
+	// first.
+	Decode *DecodeStats
 	// Duration is the whole write, from connect to verified.
 	Duration time.Duration
+}
+
+// DecodeStats is how the decode stage spent a write. The stage is serial
+// and sits between the download and the disks, so its figures say which of
+// the three set the pace: a stage that hardly waited ran flat out (its CPU
+// time, set against the same decoder alone, shows what the rest of the
+// write cost it); long input waits mean the download (or the hash beside
+// it) was slower; long output waits mean the disks were.
+type DecodeStats struct {
+	// InputWait is the time the stage waited for served bytes.
+	InputWait time.Duration
+	// OutputWait is the time it waited for a free output buffer or for
+	// the disks to take a chunk.
+	OutputWait time.Duration
+	// CPU is the user and system CPU time of the stage's thread. It is
+	// zero where the stage had no thread of its own to measure it on:
+	// qcow2, whose conversion shares the runtime's threads; a process
+	// that may not raise a thread's priority; outside Linux.
+	CPU time.Duration
 }
 
 // DiskResult is what one target disk holds after the write.
@@ -189,11 +212,13 @@ type writer struct {
 	phase      string
 	phaseStart time.Time
 	timings    map[string]time.Duration
-	total      int64
-	imageSize  int64
-	srcURL     string
-	dirty      bool // the targets' old contents were changed
-	qcow       *qcowPlan
+	// decodeStats is the decode stage's figures, once it ended.
+	decodeStats *DecodeStats
+	total       int64
+	imageSize   int64
+	srcURL      string
+	dirty       bool // the targets' old contents were changed
+	qcow        *qcowPlan
 
 	read    atomic.Int64
 	decoded atomic.Int64
@@ -354,6 +379,7 @@ func (w *writer) run(ctx context.Context) (res *Result, err error) {
 	w.mu.Lock()
 	timings := maps.Clone(w.timings)
 	imageSize := w.imageSize
+	decode := w.decodeStats
 	w.mu.Unlock()
 	for i := range disks {
 		disks[i].Written = w.sinks[i].written.Load()
@@ -361,10 +387,15 @@ func (w *writer) run(ctx context.Context) (res *Result, err error) {
 		disks[i].Verified = verified[i]
 	}
 	res = &Result{URL: st.URL(), Size: size, Format: format, ImageSize: imageSize, Checksum: w.req.Checksum,
-		Targets: w.req.Targets, Disks: disks, Resumes: st.Resumes(), Timings: timings, Duration: time.Since(w.start)}
-	w.log.Info("image written and verified", "url", w.srcName(), "format", format, "bytes", size, "image_bytes", imageSize,
-		"skipped", disks[0].Skipped, "seconds", res.Duration.Seconds(), "mb_per_s", float64(imageSize)/1e6/res.Duration.Seconds(),
-		"resumes", res.Resumes)
+		Targets: w.req.Targets, Disks: disks, Resumes: st.Resumes(), Timings: timings, Decode: decode, Duration: time.Since(w.start)}
+	attrs := []any{"url", w.srcName(), "format", format, "bytes", size, "image_bytes", imageSize,
+		"skipped", disks[0].Skipped, "seconds", res.Duration.Seconds(), "mb_per_s", float64(imageSize) / 1e6 / res.Duration.Seconds(),
+		"resumes", res.Resumes}
+	if decode != nil {
+		attrs = append(attrs, "decode_input_wait_s", decode.InputWait.Seconds(), "decode_output_wait_s", decode.OutputWait.Seconds(),
+			"decode_cpu_s", decode.CPU.Seconds())
+	}
+	w.log.Info("image written and verified", attrs...)
 	return res, nil
 }
 
@@ -529,6 +560,7 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 		cr := &chunkReader{ctx: gctx, ch: decCh}
 		defer cr.close()
 		var err error
+		var cpu time.Duration
 		switch {
 		case format == FormatQcow2 && w.qcow.mode == qcowStream:
 			err = w.convertStream(gctx, cr, em, st.Size())
@@ -537,9 +569,17 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 		default:
 			// Restored when this goroutine returns, after the decoder's
 			// last emit.
-			defer w.prioritizeDecode()()
+			restore, own := w.prioritizeDecode()
+			defer restore()
+			cpu0, _ := stageThreadCPU()
 			err = w.decompress(gctx, format, cr, em)
+			if cpu1, ok := stageThreadCPU(); own && ok {
+				cpu = cpu1 - cpu0
+			}
 		}
+		w.mu.Lock()
+		w.decodeStats = &DecodeStats{InputWait: cr.waited, OutputWait: em.waited, CPU: cpu}
+		w.mu.Unlock()
 		if err != nil {
 			return err
 		}
@@ -687,15 +727,16 @@ func (w *writer) fetchParallel(ctx context.Context, st *source.Stream, first *ch
 // prioritizeDecode runs the calling goroutine, a compressed image's decode
 // stage, on a thread of its own at raised priority until the returned
 // function is called (prioritizeStage), or says at debug level why it
-// keeps the priority it has.
-func (w *writer) prioritizeDecode() (restore func()) {
+// keeps the priority it has. own reports whether the goroutine has the
+// thread to itself until then.
+func (w *writer) prioritizeDecode() (restore func(), own bool) {
 	restore, err := prioritizeStage()
 	if err != nil {
 		w.log.Debug("the decode stage keeps its thread's priority", "reason", err)
-	} else {
-		w.log.Debug("the decode stage runs on a thread of its own", "nice", decodeNice)
+		return restore, false
 	}
-	return restore
+	w.log.Debug("the decode stage runs on a thread of its own", "nice", decodeNice)
+	return restore, true
 }
 
 // scanZeros reports whether a sink skips zero runs, so the chunks'

@@ -113,7 +113,7 @@ func TestWriteRawToLoopDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Size != int64(len(img)) || res.Checksum != sum || res.URL != srv.URL+"/image.raw" || res.Format != FormatRaw {
+	if res.Size != int64(len(img)) || res.Checksum != sum || res.URL != srv.URL+"/image.raw" || res.Format != FormatRaw || res.Decode != nil {
 		t.Fatalf("result = %+v", res)
 	}
 	for _, ph := range []string{PhaseConnect, PhaseDownload, PhaseWrite, PhaseFlush, PhaseVerify, PhasePrepare} {

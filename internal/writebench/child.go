@@ -84,8 +84,20 @@ type ChildResult struct {
 	Status ProcStatus `json:"status"`
 	// Memory holds peaks sampled while working, when asked.
 	Memory *MemoryPeaks `json:"memory,omitempty"`
+	// Decode is the decode stage's own figures (write, decode), where
+	// the job had one.
+	Decode *DecodeFigures `json:"decode,omitempty"`
 	// Err is the job's failure, "" on success.
 	Err string `json:"err,omitempty"`
+}
+
+// DecodeFigures is how a decode stage spent its time, in seconds: its
+// thread's CPU (0 where unmeasured), and its waits for input and for room
+// for its output.
+type DecodeFigures struct {
+	CPU        float64 `json:"cpu"`
+	InputWait  float64 `json:"input_wait"`
+	OutputWait float64 `json:"output_wait"`
 }
 
 // ChildSpecFromEnv returns the spec the child was started with, and false

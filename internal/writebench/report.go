@@ -260,6 +260,7 @@ func (r *Report) Markdown() string {
 	for _, c := range r.Cases {
 		p("- %s: %s", c.Case.Name, Detail(c.Limit.stagesOf(c.Stages)))
 	}
+	r.decoderTable(p)
 	r.fanOutTable(p)
 	if len(r.Peers) > 0 {
 		p("")
@@ -274,6 +275,46 @@ func (r *Report) Markdown() string {
 	}
 	r.memoryTable(p)
 	return sb.String()
+}
+
+// decoderTable sets each decoding case's decode stage inside the write
+// against the same decoder alone: its thread's CPU in both, and what the
+// write's stage waited for. What is left of the write's time (neither
+// running by that CPU nor waiting) is the stage kept from its core, and
+// the write's start and end. Left out when no case reported the figures.
+func (r *Report) decoderTable(p func(string, ...any)) {
+	alone := map[Variant]*DecodeFigures{}
+	for _, l := range r.Limits {
+		for _, v := range Variants {
+			if l.Key == decodeKey(v) {
+				alone[v] = l.Decode
+			}
+		}
+	}
+	header := false
+	for _, c := range r.Cases {
+		d, a := c.Decode, alone[c.Case.Variant]
+		if d == nil || c.Case.Disks != 1 {
+			continue
+		}
+		if !header {
+			header = true
+			p("")
+			p("The decode stage inside the write (medians, seconds; CPU is the stage's own thread, user + system, \"–\" where the stage has no thread of its own; the alone figure is the decode limit's run):")
+			p("")
+			p("| case | write s | stage CPU in the write | stage CPU alone | in the write ÷ alone | waited for input | waited for the disks | neither running nor waiting |")
+			p("|---|---|---|---|---|---|---|---|")
+		}
+		cpu, cpuAlone, grew, rest := "–", "–", "–", "–"
+		if d.CPU > 0 {
+			cpu = fmt.Sprintf("%.2f", d.CPU)
+			rest = fmt.Sprintf("%.2f", c.Seconds-d.CPU-d.InputWait-d.OutputWait)
+			if a != nil && a.CPU > 0 {
+				cpuAlone, grew = fmt.Sprintf("%.2f", a.CPU), fmt.Sprintf("%.2f", d.CPU/a.CPU)
+			}
+		}
+		p("| %s | %.2f | %s | %s | %s | %.3f | %.3f | %s |", cell(c.Case.Name), c.Seconds, cpu, cpuAlone, grew, d.InputWait, d.OutputWait, rest)
+	}
 }
 
 // fanOutTable sets the fan-out cases against their single-disk cases, and

@@ -36,6 +36,9 @@ type Summary struct {
 	Runs int
 	// MinSeconds and MaxSeconds bound the samples' times.
 	MinSeconds, MaxSeconds float64
+	// Decode is the median of the decode stage's figures, field by
+	// field, when every sample's child reported them.
+	Decode *DecodeFigures
 }
 
 // Median returns the median of xs (the mean of the middle two for an even
@@ -82,6 +85,13 @@ func Summarize(samples []Sample) Summary {
 		}
 	}
 	sum.Child = best.Child
+	if !slices.ContainsFunc(samples, func(s Sample) bool { return s.Child == nil || s.Child.Decode == nil }) {
+		sum.Decode = &DecodeFigures{
+			CPU:        field(func(s Sample) float64 { return s.Child.Decode.CPU }),
+			InputWait:  field(func(s Sample) float64 { return s.Child.Decode.InputWait }),
+			OutputWait: field(func(s Sample) float64 { return s.Child.Decode.OutputWait }),
+		}
+	}
 	return sum
 }
 

@@ -49,6 +49,20 @@ func TestSummarize(t *testing.T) {
 	if z := Summarize(nil); z.Runs != 0 || z.Seconds != 0 {
 		t.Errorf("Summarize(nil) = %+v", z)
 	}
+	if s.Decode != nil {
+		t.Errorf("decode figures %+v from children that reported none", s.Decode)
+	}
+	// Decode figures: the median of each field, and only when every run
+	// has them.
+	a.Decode, b.Decode = &DecodeFigures{CPU: 1, InputWait: 0.3, OutputWait: 0.2}, &DecodeFigures{CPU: 3, InputWait: 0.1, OutputWait: 0.4}
+	c.Decode = &DecodeFigures{CPU: 2, InputWait: 0.2, OutputWait: 0.6}
+	three := []Sample{{Seconds: 3, Child: c}, {Seconds: 1, Child: a}, {Seconds: 2, Child: b}}
+	if d := Summarize(three).Decode; d == nil || *d != (DecodeFigures{CPU: 2, InputWait: 0.2, OutputWait: 0.4}) {
+		t.Errorf("decode medians %+v", d)
+	}
+	if d := Summarize(append(three, Sample{Seconds: 4})).Decode; d != nil {
+		t.Errorf("decode medians %+v with a run that reported none", d)
+	}
 }
 
 func TestRotate(t *testing.T) {
@@ -228,6 +242,14 @@ func TestReport(t *testing.T) {
 		jobs = append(jobs, job{key: key, group: group, in: raw})
 		samples[key] = []Sample{{Seconds: secs, CPU: cpu, PeakRSSKiB: 4096}}
 	}
+	gz, _ := caseByID("gz")
+	qcow, _ := caseByID("qcow2")
+	decodes := map[string]*DecodeFigures{
+		decodeKey(Gzip):  {CPU: 1.8, InputWait: 0.01},
+		decodeKey(Qcow2): {InputWait: 0.01},
+		agentKey(gz):     {CPU: 0.9, InputWait: 0.05, OutputWait: 0.02},
+		agentKey(qcow):   {InputWait: 0.1, OutputWait: 0.2},
+	}
 	add(keyDD, groupDevice, 0.5, 0.1)
 	add(fioKey("4M", 8), groupDevice, 0.4, 0.1)
 	add(keyDD3, groupDevice, 0.6, 0.3)
@@ -246,6 +268,9 @@ func TestReport(t *testing.T) {
 	}
 	jobs = append(jobs, job{key: peerCurlDD, group: groupPeer})
 	samples[peerCurlDD] = []Sample{{Seconds: 0.8, CPU: 0.5}}
+	for key, d := range decodes {
+		samples[key][0].Child = &ChildResult{Decode: d}
+	}
 	rep := &Report{Cores: 2, Rounds: 1, RawBytes: raw, Sizes: b.sizes, Image: "x.raw"}
 	b.fill(rep, jobs, samples)
 
@@ -280,10 +305,20 @@ func TestReport(t *testing.T) {
 		"| agent: raw | 1.00 | 1.00 | 1.00 |",
 		`| curl \| dd oflag=direct | 1250 | raw, zero runs written |`,
 		"**" + fioKey("4M", 8) + "**",
+		// The decoder inside the write: rest = 1 − 0.9 − 0.05 − 0.02.
+		"| raw.gz | 1.00 | 0.90 | 1.80 | 0.50 | 0.050 | 0.020 | 0.03 |",
+		"| qcow2 | 1.00 | – | – | – | 0.100 | 0.200 | – |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
+	}
+	// Only the cases that reported figures have a row there.
+	_, table, _ := strings.Cut(md, "The decode stage inside the write")
+	_, table, _ = strings.Cut(table, "\n\n")
+	table, _, _ = strings.Cut(table, "\n\n")
+	if rows := strings.Count("\n"+table, "\n| ") - 1; rows != 2 {
+		t.Errorf("%d rows in the decoder table, want 2:%s", rows, table)
 	}
 }
 
