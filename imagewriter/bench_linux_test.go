@@ -497,15 +497,10 @@ func benchDecode(ctx context.Context, path string, f Format) (n int64, figures *
 	// As in the write: the decoder on a thread of its own, at its
 	// priority, its CPU measured there.
 	restore, err := prioritizeStage()
-	own := err == nil
 	defer restore()
-	cpu0, _ := stageThreadCPU()
+	used := stageCPU(err == nil)
 	n, err = decodeTo(f, in, out)
-	figures = &writebench.DecodeFigures{InputWait: in.waited.Seconds()}
-	if cpu1, ok := stageThreadCPU(); own && ok {
-		figures.CPU = (cpu1 - cpu0).Seconds()
-	}
-	return n, figures, err
+	return n, &writebench.DecodeFigures{CPU: used().Seconds(), InputWait: in.waited.Seconds()}, err
 }
 
 // decodeTo decodes in to out with the write's decoder of f.

@@ -571,11 +571,9 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 			// last emit.
 			restore, own := w.prioritizeDecode()
 			defer restore()
-			cpu0, _ := stageThreadCPU()
+			used := stageCPU(own)
 			err = w.decompress(gctx, format, cr, em)
-			if cpu1, ok := stageThreadCPU(); own && ok {
-				cpu = cpu1 - cpu0
-			}
+			cpu = used()
 		}
 		w.mu.Lock()
 		w.decodeStats = &DecodeStats{InputWait: cr.waited, OutputWait: em.waited, CPU: cpu}

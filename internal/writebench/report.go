@@ -283,17 +283,13 @@ func (r *Report) Markdown() string {
 // running by that CPU nor waiting) is the stage kept from its core, and
 // the write's start and end. Left out when no case reported the figures.
 func (r *Report) decoderTable(p func(string, ...any)) {
-	alone := map[Variant]*DecodeFigures{}
+	alone := map[string]*DecodeFigures{}
 	for _, l := range r.Limits {
-		for _, v := range Variants {
-			if l.Key == decodeKey(v) {
-				alone[v] = l.Decode
-			}
-		}
+		alone[l.Key] = l.Decode
 	}
 	header := false
 	for _, c := range r.Cases {
-		d, a := c.Decode, alone[c.Case.Variant]
+		d, a := c.Decode, alone[decodeKey(c.Case.Variant)]
 		if d == nil || c.Case.Disks != 1 {
 			continue
 		}
