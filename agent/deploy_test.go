@@ -198,6 +198,9 @@ func TestDirectDeployLikeIronic(t *testing.T) {
 	if p := ir.Progress; p == nil || p.BytesWritten != int64(len(img)) || p.Timings["download"] <= 0 || p.Timings["flush"] <= 0 {
 		t.Fatalf("final progress = %+v", ir.Progress)
 	}
+	if _, ok := ir.Progress.Timings[wire.TimingDecodeInputWait]; ok {
+		t.Fatalf("a raw image has no decode stage, but its timings are %v", ir.Progress.Timings)
+	}
 	waitBeat(t, fi) // the forced heartbeat after the async command
 
 	// Heartbeat 2: partition UUIDs, then power off.

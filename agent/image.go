@@ -148,6 +148,7 @@ func (a *Agent) writeImage(ctx context.Context, job jobProgress, info wire.Image
 	final := toWireProgress(imagewriter.Progress{Phase: imagewriter.PhaseDone, BytesRead: res.Size, BytesDecoded: res.ImageSize,
 		BytesWritten: d.Written, BytesSkipped: d.Skipped, TotalBytes: res.Size, ImageSize: res.ImageSize,
 		StartedAt: time.Now().Add(-res.Duration), UpdatedAt: time.Now(), Timings: res.Timings})
+	addDecodeTimings(&final, res.Decode)
 	job.SetProgress(final)
 	uuids := partitionUUIDs(info, d)
 	a.images.set(uuids)
@@ -310,6 +311,22 @@ func toWireProgress(p imagewriter.Progress) wire.Progress {
 		}
 	}
 	return w
+}
+
+// addDecodeTimings adds how the write's decode stage spent it (nothing
+// for a raw image, which has no decode stage) to p's timings.
+func addDecodeTimings(p *wire.Progress, d *imagewriter.DecodeStats) {
+	if d == nil {
+		return
+	}
+	if p.Timings == nil {
+		p.Timings = map[string]float64{}
+	}
+	p.Timings[wire.TimingDecodeInputWait] = d.InputWait.Seconds()
+	p.Timings[wire.TimingDecodeOutputWait] = d.OutputWait.Seconds()
+	if d.CPU > 0 {
+		p.Timings[wire.TimingDecodeCPU] = d.CPU.Seconds()
+	}
 }
 
 func unixSeconds(t time.Time) float64 {

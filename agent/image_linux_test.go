@@ -21,6 +21,7 @@ import (
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
 	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	"github.com/rivetmetal/rivet/imagewriter"
 	"github.com/rivetmetal/rivet/internal/loopdev"
 	"github.com/rivetmetal/rivet/wire"
@@ -253,4 +254,73 @@ func TestImagePartitionImageThroughAPI(t *testing.T) {
 	if p := ir.Progress; p == nil || p.Timings["download"] <= 0 || p.Timings["flush"] <= 0 || p.Phase != "done" {
 		t.Fatalf("final progress = %+v", ir.Progress)
 	}
+}
+
+// TestWriteImageReportsItsDecodeStage: a zstd image written through the
+// API to a loop device reports, in its final progress, how the write's
+// decoder spent it: its waits for the download and for the disk, and
+// (where the agent may raise its decoder's priority, which gives the
+// decoder a thread of its own to measure) its CPU. A raw image reports
+// none (TestDirectDeployLikeIronic).
+func TestWriteImageReportsItsDecodeStage(t *testing.T) {
+	disk := loopdev.New(t, 64<<20)
+	raw, _ := diskImage(t, 24<<20, 0x5eed0042)
+	for off := 256 << 10; off+128<<10 <= len(raw); off += 256 << 10 {
+		copy(raw[off:off+128<<10], raw[:128<<10]) // matches for the decoder to copy
+	}
+	var zst bytes.Buffer
+	zw, err := zstd.NewWriter(&zst)
+	if err == nil {
+		_, err = zw.Write(raw)
+	}
+	if err == nil {
+		err = zw.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(zst.Bytes())
+	images := imageServer(t, zst.Bytes())
+	_, base := startAgent(t, standaloneConfig(disk.Path), &fakePower{})
+	c := client{t: t, base: base}
+	res := executeStep(c, writeImageStep(images.URL+"/disk.raw", hex.EncodeToString(sum[:])), nodeWithHints(map[string]any{"name": disk.Path}))
+	if res.CommandStatus != wire.StatusSucceeded {
+		t.Fatalf("write_image: %+v", res.CommandError)
+	}
+	var dr wire.DeployStepResult
+	var ir wire.ImageResult
+	if err := res.DecodeResult(&dr); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(dr.DeployResult, &ir); err != nil || ir.Progress == nil {
+		t.Fatalf("deploy result %s: %v", dr.DeployResult, err)
+	}
+	tm := ir.Progress.Timings
+	in, inOK := tm[wire.TimingDecodeInputWait]
+	out, outOK := tm[wire.TimingDecodeOutputWait]
+	decode := tm[imagewriter.PhaseDecode]
+	if !inOK || !outOK || in < 0 || out < 0 || decode <= 0 || in+out > decode {
+		t.Fatalf("timings = %v: want the decoder's waits, within its %v s phase", tm, decode)
+	}
+	cpu, cpuOK := tm[wire.TimingDecodeCPU]
+	if os.Geteuid() == 0 && (!cpuOK || cpu <= 0) {
+		t.Fatalf("timings = %v: as root the decoder runs on a thread of its own and its CPU is measured", tm)
+	}
+	if got := readBack(t, disk.Path, len(raw)); !bytes.Equal(got, raw) {
+		t.Fatal("the disk does not hold the decoded image")
+	}
+}
+
+func readBack(t *testing.T, path string, n int) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

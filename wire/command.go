@@ -137,9 +137,28 @@ type Progress struct {
 	// StartedAt and UpdatedAt are Unix times in seconds.
 	StartedAt float64 `json:"started_at"`
 	UpdatedAt float64 `json:"updated_at"`
-	// Timings holds per-phase durations in seconds once phases have ended.
+	// Timings holds per-phase durations in seconds once phases have ended
+	// and, once a compressed or qcow2 image is written, how its decode
+	// phase spent the write (TimingDecodeInputWait, TimingDecodeOutputWait,
+	// TimingDecodeCPU).
 	Timings map[string]float64 `json:"timings,omitempty"`
 }
+
+// The decode phase's own timings in Progress.Timings. The decoder is the
+// write's one serial stage: a long wait for input says the download held
+// the write back, a long wait for output says the disks did, and neither
+// says the decoder's CPU did.
+const (
+	// TimingDecodeInputWait is the time the decoder waited for served
+	// bytes.
+	TimingDecodeInputWait = "decode_input_wait"
+	// TimingDecodeOutputWait is the time it waited for a free output
+	// buffer or for the disks.
+	TimingDecodeOutputWait = "decode_output_wait"
+	// TimingDecodeCPU is the CPU time of the decoder's own thread; absent
+	// where it had none to measure (qcow2).
+	TimingDecodeCPU = "decode_cpu"
+)
 
 // ProgressResult is the command_result of a running command.
 type ProgressResult struct {

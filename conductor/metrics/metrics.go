@@ -84,7 +84,7 @@ func New() *Metrics {
 		}, []string{"result"}),
 		phases: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "phase_duration_seconds",
-			Help:    "Duration of the phases of deploys and cleanings, by kind (deploy, clean) and phase.",
+			Help:    "Duration of the phases of deploys and cleanings, by kind (deploy, clean) and phase (agent_decode_input_wait, agent_decode_output_wait and agent_decode_cpu: where the agent's decoder spent agent_decode).",
 			Buckets: prometheus.ExponentialBuckets(0.5, 2, 15), // 0.5 s … 2.3 h
 		}, []string{"kind", "phase"}),
 		agentErrors: prometheus.NewCounterVec(prometheus.CounterOpts{

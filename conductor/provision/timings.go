@@ -91,11 +91,13 @@ func recordWriteTimings(info *internalinfo.Info, p *wire.Progress, now time.Time
 	}
 }
 
-// agentPhases are the phases the agent times (imagewriter's). Only these
-// agent_<phase> timings become metrics: the names an agent sends are not
-// a bounded set.
+// agentPhases are the phases the agent times (imagewriter's), and the
+// decode phase's own timings (where its decoder waited, and its CPU).
+// Only these agent_<phase> timings become metrics: the names an agent
+// sends are not a bounded set.
 var agentPhases = map[string]bool{"prepare": true, "connect": true, "download": true, "decode": true,
-	"write": true, "flush": true, "convert": true, "verify": true, "configdrive": true, "finalize": true}
+	"write": true, "flush": true, "convert": true, "verify": true, "configdrive": true, "finalize": true,
+	wire.TimingDecodeInputWait: true, wire.TimingDecodeOutputWait: true, wire.TimingDecodeCPU: true}
 
 // cleanSteps are the clean steps of IPA's generic hardware manager, the
 // clean-step names that become metric phases; any other step is

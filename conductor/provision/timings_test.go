@@ -75,9 +75,14 @@ func TestPhaseMetrics(t *testing.T) {
 	tx(0, func() { setTiming(info, PhaseBootToLookup, 4.5) })
 	check("deploy/boot_to_lookup=4.5s")
 	tx(time.Second, func() {
-		recordWriteTimings(info, &wire.Progress{StartedAt: 100, UpdatedAt: 112, Timings: map[string]float64{"download": 11, "verify": 1, "made_up": 3}}, t0)
+		recordWriteTimings(info, &wire.Progress{StartedAt: 100, UpdatedAt: 112, Timings: map[string]float64{"download": 11, "verify": 1, "made_up": 3,
+			wire.TimingDecodeInputWait: 0.5, wire.TimingDecodeOutputWait: 0.25, wire.TimingDecodeCPU: 9}}, t0)
 	})
-	check("deploy/download_write=12s", "deploy/agent_download=11s", "deploy/agent_verify=1s")
+	check("deploy/download_write=12s", "deploy/agent_download=11s", "deploy/agent_verify=1s",
+		"deploy/agent_decode_input_wait=500ms", "deploy/agent_decode_output_wait=250ms", "deploy/agent_decode_cpu=9s")
+	if tm := info.Image.Timings; tm["agent_decode_cpu"] != 9 || tm["agent_decode_input_wait"] != 0.5 || tm["agent_made_up"] != 3 {
+		t.Fatalf("deploy timings = %v", tm)
+	}
 	tx(2*time.Second, func() { info.Image.Progress = nil }) // nothing new
 	check()
 	tx(3*time.Second, func() {

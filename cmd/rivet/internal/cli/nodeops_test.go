@@ -122,7 +122,8 @@ func TestTimingsPowerCleanBootDevice(t *testing.T) {
 	f := newFakeAPI(t, map[string]any{"uuid": "u1", "name": "n1", "provision_state": "active",
 		"driver_internal_info": map[string]any{"deploy_timings": map[string]any{
 			"boot_to_lookup": 8.25, "download_write": 12.0, "bootloader": 0.75, "power": 1.0, "custom": 0.5,
-			"agent_download": 11.0, "agent_decode": 10.5, "agent_write": 11.5, "agent_verify": 0.5, "total": 23.0}}})
+			"agent_download": 11.0, "agent_decode": 10.5, "agent_write": 11.5, "agent_verify": 0.5, "total": 23.0,
+			"agent_decode_cpu": 9.75, "agent_decode_input_wait": 0.25, "agent_decode_output_wait": 0.5}}})
 	out := mustRivet(t, "node", "timings", "n1")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	var phases []string
@@ -132,7 +133,7 @@ func TestTimingsPowerCleanBootDevice(t *testing.T) {
 	// The recorded total, not the sum of every line (the agent's
 	// overlapping phases are parts of download_write).
 	want := []string{"boot_to_lookup 8", "download_write 12", "↳ agent_download 11", "↳ agent_decode 10",
-		"↳ agent_write 11", "↳ agent_verify 0", "bootloader 0", "power 1", "custom 0", "between phases 0", "total 23"}
+		"↳ agent_decode_input_wait 0", "↳ agent_decode_output_wait 0", "↳ agent_decode_cpu 9", "↳ agent_write 11", "↳ agent_verify 0", "bootloader 0", "power 1", "custom 0", "between phases 0", "total 23"}
 	if strings.Join(phases, "|") != strings.Join(want, "|") || !strings.Contains(out, "   23.0") ||
 		!strings.Contains(lines[len(lines)-1], "23.0") || !strings.Contains(out, "part of download_write") {
 		t.Fatalf("timings output:\n%s\nphases %q", out, phases)

@@ -7,6 +7,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // phaseOrder is the order the conductor's deploy phases are shown in;
@@ -14,9 +16,10 @@ import (
 var phaseOrder = []string{"power_off", "boot_ramdisk", "boot_to_lookup", "lookup_to_heartbeat",
 	"download", "write", "download_write", "verify", "bootloader", "power", "tear_down", "boot_instance"}
 
-// agentPhaseOrder is the order of the agent's own phases (imagewriter's).
-var agentPhaseOrder = []string{"prepare", "connect", "download", "decode", "write", "flush", "convert",
-	"verify", "configdrive", "finalize"}
+// agentPhaseOrder is the order of the agent's own phases (imagewriter's),
+// the decode phase's own timings beneath it.
+var agentPhaseOrder = []string{"prepare", "connect", "download", "decode", wire.TimingDecodeInputWait,
+	wire.TimingDecodeOutputWait, wire.TimingDecodeCPU, "write", "flush", "convert", "verify", "configdrive", "finalize"}
 
 // agentPrefix marks the agent's own timings of the write: sub-phases of
 // download_write, several of them concurrent (download, decode and
