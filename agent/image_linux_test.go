@@ -306,21 +306,7 @@ func TestWriteImageReportsItsDecodeStage(t *testing.T) {
 	if os.Geteuid() == 0 && (!cpuOK || cpu <= 0) {
 		t.Fatalf("timings = %v: as root the decoder runs on a thread of its own and its CPU is measured", tm)
 	}
-	if got := readBack(t, disk.Path, len(raw)); !bytes.Equal(got, raw) {
+	if got := readDisk(t, disk.Path, len(raw)); !bytes.Equal(got, raw) {
 		t.Fatal("the disk does not hold the decoded image")
 	}
-}
-
-func readBack(t *testing.T, path string, n int) []byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, 0); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
