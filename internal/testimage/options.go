@@ -23,8 +23,11 @@ const MaxSize = 128 << 20
 const MarkerPrefix = "RIVET-TESTIMAGE-BOOTED"
 
 // MarkerPattern matches the marker line; submatch 1 is the id, 2 the
-// firmware ("uefi" or "bios").
-var MarkerPattern = regexp.MustCompile(MarkerPrefix + ` id=(\S+) firmware=(\S+)`)
+// firmware ("uefi", "bios", or "unknown" where the image could not tell).
+// Both are matched by what they may hold, not up to the next space: on a
+// serial console a kernel message can land right after the marker, before
+// its newline ("firmware=uefi[    2.131992] tsc: …").
+var MarkerPattern = regexp.MustCompile(MarkerPrefix + ` id=([A-Za-z0-9._-]{1,64}) firmware=(uefi|bios|unknown)`)
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 

@@ -59,3 +59,21 @@ func TestGrubConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestMarkerPatternBesideKernelMessages: the marker is read off a serial
+// console, where a kernel message can follow it on the same line.
+func TestMarkerPatternBesideKernelMessages(t *testing.T) {
+	for line, want := range map[string][2]string{
+		"RIVET-TESTIMAGE-BOOTED id=qemu-driver-test firmware=uefi":                                               {"qemu-driver-test", "uefi"},
+		"RIVET-TESTIMAGE-BOOTED id=rack.n1 firmware=bios[    2.131992] tsc: Refined TSC clocksource calibration": {"rack.n1", "bios"},
+		"[    1.0] x RIVET-TESTIMAGE-BOOTED id=a_b-1 firmware=unknown\r":                                         {"a_b-1", "unknown"},
+	} {
+		m := MarkerPattern.FindStringSubmatch(line)
+		if m == nil || m[1] != want[0] || m[2] != want[1] {
+			t.Errorf("%q: matched %q, want id %q firmware %q", line, m, want[0], want[1])
+		}
+	}
+	if m := MarkerPattern.FindStringSubmatch("RIVET-TESTIMAGE-BOOTED id=x firmware=efi"); m != nil {
+		t.Errorf("matched a firmware the image never prints: %q", m)
+	}
+}
