@@ -135,6 +135,8 @@ func TestWriteBenchSmoke(t *testing.T) {
 			t.Errorf("%s: decode figures %+v over %.3f s", c.Case.Name, d, c.Seconds)
 		case c.Case.Variant != writebench.Raw && (d.CPU > 0) != (c.Case.Variant != writebench.Qcow2):
 			t.Errorf("%s: decode stage CPU %.3f s", c.Case.Name, d.CPU)
+		case c.Case.Variant != writebench.Raw && (c.DecodeRest != nil) != (d.CPU > 0):
+			t.Errorf("%s: time neither running nor waiting %v, with the stage's CPU %.3f s", c.Case.Name, c.DecodeRest, d.CPU)
 		}
 	}
 	for _, l := range rep.Limits {

@@ -280,8 +280,8 @@ func (r *Report) Markdown() string {
 // decoderTable sets each decoding case's decode stage inside the write
 // against the same decoder alone: its thread's CPU in both, and what the
 // write's stage waited for. What is left of the write's time (neither
-// running by that CPU nor waiting) is the stage kept from its core, and
-// the write's start and end. Left out when no case reported the figures.
+// running by that CPU nor waiting, run by run: Summary.DecodeRest) is the
+// stage kept from its core, and the write's start and end. Left out when no case reported the figures.
 func (r *Report) decoderTable(p func(string, ...any)) {
 	alone := map[string]*DecodeFigures{}
 	for _, l := range r.Limits {
@@ -302,9 +302,11 @@ func (r *Report) decoderTable(p func(string, ...any)) {
 			p("|---|---|---|---|---|---|---|---|")
 		}
 		cpu, cpuAlone, grew, rest := "–", "–", "–", "–"
+		if c.DecodeRest != nil {
+			rest = fmt.Sprintf("%.2f", *c.DecodeRest)
+		}
 		if d.CPU > 0 {
 			cpu = fmt.Sprintf("%.2f", d.CPU)
-			rest = fmt.Sprintf("%.2f", c.Seconds-d.CPU-d.InputWait-d.OutputWait)
 			if a != nil && a.CPU > 0 {
 				cpuAlone, grew = fmt.Sprintf("%.2f", a.CPU), fmt.Sprintf("%.2f", d.CPU/a.CPU)
 			}

@@ -39,6 +39,12 @@ type Summary struct {
 	// Decode is the median of the decode stage's figures, field by
 	// field, when every sample's child reported them.
 	Decode *DecodeFigures
+	// DecodeRest is the median over the samples of the time each one's
+	// decode stage was neither running on its own thread's CPU nor
+	// waiting (kept from its core, and the write's start and end): taken
+	// run by run, not from the medians of its parts, which can be of
+	// different runs. Nil unless every sample measured the stage's CPU.
+	DecodeRest *float64
 }
 
 // Median returns the median of xs (the mean of the middle two for an even
@@ -90,6 +96,13 @@ func Summarize(samples []Sample) Summary {
 			CPU:        field(func(s Sample) float64 { return s.Child.Decode.CPU }),
 			InputWait:  field(func(s Sample) float64 { return s.Child.Decode.InputWait }),
 			OutputWait: field(func(s Sample) float64 { return s.Child.Decode.OutputWait }),
+		}
+		if !slices.ContainsFunc(samples, func(s Sample) bool { return s.Child.Decode.CPU <= 0 }) {
+			rest := field(func(s Sample) float64 {
+				d := s.Child.Decode
+				return s.Seconds - d.CPU - d.InputWait - d.OutputWait
+			})
+			sum.DecodeRest = &rest
 		}
 	}
 	return sum

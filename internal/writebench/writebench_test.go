@@ -60,6 +60,15 @@ func TestSummarize(t *testing.T) {
 	if d := Summarize(three).Decode; d == nil || *d != (DecodeFigures{CPU: 2, InputWait: 0.2, OutputWait: 0.4}) {
 		t.Errorf("decode medians %+v", d)
 	}
+	// The rest, run by run: 3−2−0.2−0.6 = 0.2, 1−1−0.3−0.2 = −0.5,
+	// 2−3−0.1−0.4 = −1.5; the medians of the parts would give −0.6.
+	if r := Summarize(three).DecodeRest; r == nil || math.Abs(*r+0.5) > 1e-9 {
+		t.Errorf("decode rest %v, want the median of each run's, -0.5", r)
+	}
+	a.Decode.CPU = 0 // a run with no thread of its own to measure
+	if r := Summarize(three).DecodeRest; r != nil {
+		t.Errorf("decode rest %v with a run whose CPU was not measured", *r)
+	}
 	if d := Summarize(append(three, Sample{Seconds: 4})).Decode; d != nil {
 		t.Errorf("decode medians %+v with a run that reported none", d)
 	}
