@@ -27,9 +27,12 @@ const MarkerPrefix = "RIVET-TESTIMAGE-BOOTED"
 // Both are matched by what they may hold, not up to the next space: on a
 // serial console a kernel message can land right after the marker, before
 // its newline ("firmware=uefi[    2.131992] tsc: …").
-var MarkerPattern = regexp.MustCompile(MarkerPrefix + ` id=([A-Za-z0-9._-]{1,64}) firmware=(uefi|bios|unknown)`)
+var MarkerPattern = regexp.MustCompile(MarkerPrefix + ` id=(` + idChars + `) firmware=(uefi|bios|unknown)`)
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+// idChars is what an image id may hold.
+const idChars = `[A-Za-z0-9._-]{1,64}`
+
+var idPattern = regexp.MustCompile(`^` + idChars + `$`)
 
 // Options describe the image. Kernel and Output are required; every other
 // field works with its zero value.

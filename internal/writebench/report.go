@@ -281,7 +281,8 @@ func (r *Report) Markdown() string {
 // against the same decoder alone: its thread's CPU in both, and what the
 // write's stage waited for. What is left of the write's time (neither
 // running by that CPU nor waiting, run by run: Summary.DecodeRest) is the
-// stage kept from its core, and the write's start and end. Left out when no case reported the figures.
+// stage kept from its core, and the write's start and end. Left out when
+// no case reported the figures.
 func (r *Report) decoderTable(p func(string, ...any)) {
 	alone := map[string]*DecodeFigures{}
 	for _, l := range r.Limits {
