@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/rivetmetal/rivet/internal/testimage"
 	"github.com/rivetmetal/rivet/internal/testimage/vmtest"
 )
@@ -21,15 +23,25 @@ const nodeMAC = "52:54:00:12:34:56"
 
 // TestDeployQEMUNode is the whole seed flow on real parts: enroll a QEMU
 // node, deploy the test image through the real deploy ramdisk, see the node
-// go active and boot its own disk, then undeploy it.
+// go active and boot its own disk, then undeploy it. The image is served
+// zstd-compressed (the raw image is what the other QEMU deploys serve), so
+// the agent decodes it as it writes and the conductor records how the
+// agent's decode stage spent the write.
 func TestDeployQEMUNode(t *testing.T) {
 	a := needArtefacts(t)
 	img, err := os.ReadFile(a.image)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(img)
-	c := startConductor(t, a, filepath.Dir(a.image))
+	imageDir := t.TempDir()
+	served := filepath.Join(imageDir, filepath.Base(a.image)+".zst")
+	zst := zstdCompress(t, img)
+	if err := os.WriteFile(served, zst, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The checksum is of the image as served, as Glance's is.
+	sum := sha256.Sum256(zst)
+	c := startConductor(t, a, imageDir)
 
 	// The qemu driver's files directory (--qemu-files-dir): the only
 	// place driver_info may name a disk.
@@ -61,7 +73,7 @@ func TestDeployQEMUNode(t *testing.T) {
 
 	start := time.Now()
 	out := c.rivet(t, 10*time.Minute, "node", "deploy", "e2e",
-		"--image", c.url+"/images/"+filepath.Base(a.image),
+		"--image", c.url+"/images/"+filepath.Base(served),
 		"--checksum", hex.EncodeToString(sum[:]), "--os-hash-algo", "sha256",
 		"--wait", "--timeout", "9m")
 	deployTime := time.Since(start)
@@ -74,6 +86,14 @@ func TestDeployQEMUNode(t *testing.T) {
 	wantID := fmt.Sprintf("0x%08x", binary.LittleEndian.Uint32(img[440:444]))
 	if dii["root_uuid_or_disk_id"] != wantID {
 		t.Errorf("root_uuid_or_disk_id = %v, want the image's disk signature %s", dii["root_uuid_or_disk_id"], wantID)
+	}
+	checkDecodeTimings(t, dii)
+	timings := c.rivet(t, 30*time.Second, "node", "timings", "e2e")
+	t.Logf("rivet node timings:\n%s", timings)
+	for _, row := range []string{"agent_decode", "agent_decode_input_wait", "agent_decode_output_wait", "agent_decode_cpu"} {
+		if !regexp.MustCompile(`(?m)^\s*↳ ` + row + `\s`).MatchString(timings) {
+			t.Errorf("rivet node timings lacks the row ↳ %s", row)
+		}
 	}
 
 	// The agent logged its peak RSS on the VM console when the write ended.
@@ -103,4 +123,44 @@ func TestDeployQEMUNode(t *testing.T) {
 	if n["provision_state"] != "available" || n["power_state"] != "power off" {
 		t.Fatalf("after undeploy: %v / %v", n["provision_state"], n["power_state"])
 	}
+}
+
+// zstdCompress compresses b as one zstd frame, as `zstd` would.
+func zstdCompress(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	zw, err := zstd.NewWriter(&out)
+	if err == nil {
+		_, err = zw.Write(b)
+	}
+	if err == nil {
+		err = zw.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// checkDecodeTimings checks the deploy timings the conductor kept from a
+// real agent's write of a compressed image: the decoder's waits for the
+// download and for the disks, within the agent's decode phase, and its
+// CPU (the ramdisk's agent runs as root, so its decoder has a thread of
+// its own to measure).
+func checkDecodeTimings(t *testing.T, dii map[string]any) {
+	t.Helper()
+	tm, _ := dii["deploy_timings"].(map[string]any)
+	get := func(k string) (float64, bool) {
+		v, ok := tm[k].(float64)
+		return v, ok
+	}
+	decode, _ := get("agent_decode")
+	in, inOK := get("agent_decode_input_wait")
+	out, outOK := get("agent_decode_output_wait")
+	cpu, cpuOK := get("agent_decode_cpu")
+	// The conductor keeps milliseconds: each figure may be rounded up.
+	if !inOK || !outOK || !cpuOK || decode <= 0 || in < 0 || out < 0 || in+out > decode+0.002 || cpu <= 0 {
+		t.Fatalf("deploy_timings = %v: want the agent's decode phase with its waits (within it) and its CPU", tm)
+	}
+	t.Logf("agent decode: %.2f s, waited %.3f s for input and %.3f s for the disk, %.2f CPU s", decode, in, out, cpu)
 }
