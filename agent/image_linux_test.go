@@ -309,4 +309,16 @@ func TestWriteImageReportsItsDecodeStage(t *testing.T) {
 	if got := readDisk(t, disk.Path, len(raw)); !bytes.Equal(got, raw) {
 		t.Fatal("the disk does not hold the decoded image")
 	}
+	// The agent's own /metrics serves the same figures.
+	st, body := c.do("GET", "/metrics", nil)
+	for _, k := range []string{imagewriter.PhaseDecode, wire.TimingDecodeInputWait, wire.TimingDecodeOutputWait, wire.TimingDecodeCPU} {
+		v, ok := tm[k]
+		if !ok {
+			continue // no CPU figure when not root
+		}
+		want := `rivet_agent_image_write_timing_seconds{timing="` + k + `"} ` + strconv.FormatFloat(v, 'g', -1, 64) + "\n"
+		if st != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET /metrics: %d, lacks %q", st, want)
+		}
+	}
 }

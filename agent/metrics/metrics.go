@@ -1,9 +1,11 @@
 // Package metrics is the agent's Prometheus instrumentation
 // (prometheus/client_golang): the Go and process collectors, and the
 // progress of the image write running or last run — bytes read, written
-// and skipped, the expected total, the rate, the estimated time left and
-// the phase — read at scrape time from a snapshot function, so the write
-// path pays nothing for it. The agent's API serves Handler at /metrics.
+// and skipped, the expected total, the rate, the estimated time left, the
+// phase and, once phases have ended, their timings (with how the decode
+// stage spent a compressed image's write) — read at scrape time from a
+// snapshot function, so the write path pays nothing for it. The agent's
+// API serves Handler at /metrics.
 //
 // The byte counts are gauges, not counters: they are the counts of one
 // write, and start again at zero with the next.
@@ -53,7 +55,7 @@ func (m *Metrics) Handler() http.Handler {
 type progressCollector struct {
 	progress ProgressFunc
 	read, written, skipped, total, rate, eta, started, updated,
-	phase *prometheus.Desc
+	phase, timing *prometheus.Desc
 }
 
 func newProgressCollector(progress ProgressFunc) *progressCollector {
@@ -70,12 +72,15 @@ func newProgressCollector(progress ProgressFunc) *progressCollector {
 		started: d("started_timestamp_seconds", "When the current or last write started (Unix time)."),
 		updated: d("updated_timestamp_seconds", "When the write's progress was last updated (Unix time)."),
 		phase:   d("phase", "The write's current phase (1 for the phase it is in).", "phase"),
+		timing: d("timing_seconds", "Seconds the current or last write spent in each phase that has ended (download, decode "+
+			"and write overlap), and how its decoder spent the decode phase: waiting for input (decode_input_wait), "+
+			"waiting for the disks (decode_output_wait), and its own CPU (decode_cpu).", "timing"),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *progressCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.read, c.written, c.skipped, c.total, c.rate, c.eta, c.started, c.updated, c.phase} {
+	for _, d := range []*prometheus.Desc{c.read, c.written, c.skipped, c.total, c.rate, c.eta, c.started, c.updated, c.phase, c.timing} {
 		ch <- d
 	}
 }
@@ -99,5 +104,10 @@ func (c *progressCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.updated, p.UpdatedAt)
 	if p.Phase != "" {
 		g(c.phase, 1, p.Phase)
+	}
+	// The names are the writer's own phases and decode timings, a small
+	// fixed set, never anything the image or a request names.
+	for name, s := range p.Timings {
+		g(c.timing, s, name)
 	}
 }

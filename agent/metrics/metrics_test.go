@@ -72,4 +72,27 @@ func TestWriteProgressIsExposed(t *testing.T) {
 			t.Errorf("exposition lacks %q", l)
 		}
 	}
+	if strings.Contains(text, "rivet_agent_image_write_timing_seconds{") {
+		t.Error("timings exposed before any phase ended")
+	}
+
+	// The final progress carries the phases' timings and the decode
+	// stage's own.
+	mu.Lock()
+	cur = &wire.Progress{Phase: "done", Timings: map[string]float64{"download": 2.5, "decode": 2.25,
+		wire.TimingDecodeInputWait: 0.125, wire.TimingDecodeOutputWait: 0.5, wire.TimingDecodeCPU: 1.75}}
+	mu.Unlock()
+	text = scrape(t, srv.URL)
+	for _, l := range []string{
+		`rivet_agent_image_write_timing_seconds{timing="download"} 2.5`,
+		`rivet_agent_image_write_timing_seconds{timing="decode"} 2.25`,
+		`rivet_agent_image_write_timing_seconds{timing="decode_input_wait"} 0.125`,
+		`rivet_agent_image_write_timing_seconds{timing="decode_output_wait"} 0.5`,
+		`rivet_agent_image_write_timing_seconds{timing="decode_cpu"} 1.75`,
+		`rivet_agent_image_write_phase{phase="done"} 1`,
+	} {
+		if !strings.Contains(text, "\n"+l+"\n") {
+			t.Errorf("exposition lacks %q", l)
+		}
+	}
 }
