@@ -49,10 +49,10 @@ for g in "${groups[@]}"; do
     browser) pkgs+=(chromium fonts-dejavu-core nodejs)
              command -v npm >/dev/null || pkgs+=(npm) ;;
     # make bench only: the device limit (fio), the peers and stage limits it
-    # measures against (curl, openssl, qemu-img, xz, losetup --direct-io);
+    # measures against (curl, openssl, qemu-img, xz, zstd, losetup --direct-io);
     # make bench-serving's reference server (nginx, started by the bench on
     # 127.0.0.1 only) and make bench-conductor's CPU-bound neighbour (stress-ng).
-    bench) pkgs+=(fio curl openssl qemu-utils xz-utils e2fsprogs util-linux nginx stress-ng) ;;
+    bench) pkgs+=(fio curl openssl qemu-utils xz-utils zstd e2fsprogs util-linux nginx stress-ng) ;;
     *) echo "install-deps: unknown group $g" >&2; exit 2 ;;
   esac
 done

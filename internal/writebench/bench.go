@@ -6,7 +6,8 @@
 // stage of the write alone (download, hash, decode) with the CPU it needs.
 // Each agent case is set against its bound (the slowest of its stages
 // alone, or the CPU all its stages need spread over the cores, whichever
-// is longer) and against peers (curl | dd, qemu-img convert). Every job
+// is longer) and against peers (curl | dd; curl into gzip, zstd or xz into
+// dd; qemu-img convert). Every job
 // runs in its own process, interleaved with the others in an order rotated
 // each round, and the tables give medians with the machine's load.
 //
@@ -159,7 +160,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if b.log == nil {
 		b.log = slog.Default()
 	}
-	for _, tool := range []string{"dd", "losetup", "mkfs.ext4", "qemu-img", "xz", "bash", "fio", "curl", "openssl", "sha256sum"} {
+	for _, tool := range append([]string{"dd", "losetup", "mkfs.ext4", "qemu-img", "xz", "bash"}, optionalTools...) {
 		_, lerr := exec.LookPath(tool)
 		b.have[tool] = lerr == nil
 	}
@@ -375,11 +376,15 @@ func (b *bench) prepareDevices(n int) error {
 	return nil
 }
 
+// optionalTools are the tools whose rows are left out when they are not
+// installed.
+var optionalTools = []string{"fio", "curl", "openssl", "sha256sum", "gzip", "zstd"}
+
 // missing lists the optional tools the run would use that are not
 // installed: their rows are left out.
 func (b *bench) missing() []string {
 	var out []string
-	for _, t := range []string{"fio", "curl", "openssl", "sha256sum"} {
+	for _, t := range optionalTools {
 		if !b.have[t] && b.uses(t) {
 			out = append(out, t)
 		}
@@ -388,17 +393,19 @@ func (b *bench) missing() []string {
 }
 
 // uses reports whether the run's cases have a job that needs an optional
-// tool: fio is a device job, which every run has; curl and sha256sum are
-// peers of raw with zero runs written (curl is also a stage alone) and
-// openssl a stage alone, which only a run of every case has.
+// tool: fio is a device job, which every run has; openssl (and curl) a
+// stage alone, which only a run of every case has; the others are tools
+// of the peers of the run's cases.
 func (b *bench) uses(tool string) bool {
 	if len(b.cases) == len(Cases) || tool == "fio" {
 		return true
 	}
-	if tool == "openssl" {
-		return false
+	for peer, tools := range peerTools {
+		if slices.Contains(tools, tool) && slices.ContainsFunc(b.cases, func(c Case) bool { return c.ID == peerAgainst[peer] }) {
+			return true
+		}
 	}
-	return slices.ContainsFunc(b.cases, func(c Case) bool { return c.ID == peerAgainst[peerCurlDD] })
+	return false
 }
 
 // Job keys.
@@ -426,8 +433,24 @@ const (
 	peerQemuImg    = "qemu-img convert -t none -O raw (from the local file)"
 )
 
+// decompressPeers are the pipelines an operator would write for a
+// compressed image: curl into the format's own tool (the C reference
+// decoder, which verifies the stream's own check; the agent's decoders
+// verify gzip's and xz's, not zstd's) into dd, by variant.
+var decompressPeers = map[Variant]string{Gzip: "gzip", Zstd: "zstd", Xz: "xz"}
+
+// decompressPeerKey is the peer key of a decompressing pipeline.
+func decompressPeerKey(tool string) string {
+	return fmt.Sprintf("curl | %s -dc | dd oflag=direct", tool)
+}
+
 // peerAgainst maps each peer to the ID of the agent case doing its job.
-var peerAgainst = map[string]string{peerCurlDD: "raw-zeros", peerCurlHashDD: "raw-zeros", peerQemuImg: "qcow2"}
+var peerAgainst = map[string]string{peerCurlDD: "raw-zeros", peerCurlHashDD: "raw-zeros", peerQemuImg: "qcow2",
+	decompressPeerKey("gzip"): "gz", decompressPeerKey("zstd"): "zst", decompressPeerKey("xz"): "xz"}
+
+// peerTools are the optional tools each peer needs.
+var peerTools = map[string][]string{peerCurlDD: {"curl"}, peerCurlHashDD: {"curl", "sha256sum"},
+	decompressPeerKey("gzip"): {"curl", "gzip"}, decompressPeerKey("zstd"): {"curl", "zstd"}, decompressPeerKey("xz"): {"curl"}}
 
 // jobs lists every job once.
 func (b *bench) jobs() []job {
@@ -512,6 +535,17 @@ wait $h; read -r s _ < "$d/sum"; [ "$s" = "$3" ] || { echo "sha256 $s, want $3" 
 				return s, err
 			}})
 		}
+	}
+	for _, v := range Variants {
+		tool, ok := decompressPeers[v]
+		if !ok || slices.ContainsFunc(peerTools[decompressPeerKey(tool)], func(t string) bool { return !b.have[t] }) {
+			continue
+		}
+		js = append(js, job{key: decompressPeerKey(tool), group: groupPeer, disks: 1, run: func(ctx context.Context) (Sample, error) {
+			script := `curl -sS --fail "$1" | "$3" -dc | dd of="$2" bs=4M iflag=fullblock oflag=direct conv=fsync status=none`
+			s, _, err := measure(ctx, exec.CommandContext(ctx, "bash", "-o", "pipefail", "-c", script, "bash", b.url(v), dev, tool))
+			return s, err
+		}})
 	}
 	js = append(js, job{key: peerQemuImg, group: groupPeer, disks: 1, run: func(ctx context.Context) (Sample, error) {
 		s, _, err := measure(ctx, exec.CommandContext(ctx, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-t", "none", "-n", b.files[Qcow2], dev))

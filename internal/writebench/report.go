@@ -264,7 +264,7 @@ func (r *Report) Markdown() string {
 	r.fanOutTable(p)
 	if len(r.Peers) > 0 {
 		p("")
-		p("Peers doing a case's job (× bound against that case's bound; a peer that does not hash has less work than the agent):")
+		p("Peers doing a case's job (× bound against that case's bound; a peer that does not hash has less work than the agent; dd writes the zero runs the agent skips, except against raw with zero runs written):")
 		p("")
 		p("| peer | MB/s | against | × bound | agent ÷ peer (speed) | s | CPU s | peak RSS MiB | others (cores) |")
 		p("|---|---|---|---|---|---|---|---|---|")

@@ -366,7 +366,7 @@ func TestSelectCases(t *testing.T) {
 func TestNeeded(t *testing.T) {
 	b := &bench{rawSize: 1e9, sizes: map[Variant]int64{}, files: map[Variant]string{}, sums: map[Variant]map[string]string{},
 		devs: []*loopdev.Device{{Path: "/dev/loop90"}, {Path: "/dev/loop91"}, {Path: "/dev/loop92"}},
-		have: map[string]bool{"fio": true, "curl": true, "openssl": true, "sha256sum": true}}
+		have: map[string]bool{"fio": true, "curl": true, "openssl": true, "sha256sum": true, "gzip": true, "zstd": true}}
 	keys := func() []string {
 		var out []string
 		for _, j := range b.jobs() {
@@ -379,10 +379,20 @@ func TestNeeded(t *testing.T) {
 		t.Fatal(err)
 	}
 	all := keys()
+	for _, tool := range []string{"gzip", "zstd", "xz"} {
+		if !slices.Contains(all, decompressPeerKey(tool)) {
+			t.Errorf("every case: no %q peer in %q", tool, all)
+		}
+	}
+	b.have["zstd"] = false
+	if slices.Contains(keys(), decompressPeerKey("zstd")) {
+		t.Error("the zstd peer runs without zstd installed")
+	}
+	b.have["zstd"] = true
 	b.cases, _ = SelectCases([]string{"gz"})
 	got := keys()
 	want := []string{keyDD, fioKey("1M", 1), fioKey("4M", 1), fioKey("1M", 8), fioKey("4M", 8),
-		downloadKey("Go", Gzip), hashKey("Go", "sha256", Gzip), decodeKey(Gzip), agentKey(mustCase(t, "gz"))}
+		downloadKey("Go", Gzip), hashKey("Go", "sha256", Gzip), decodeKey(Gzip), agentKey(mustCase(t, "gz")), decompressPeerKey("gzip")}
 	if !slices.Equal(got, want) {
 		t.Errorf("gz alone runs %q, want %q", got, want)
 	}
@@ -393,7 +403,7 @@ func TestNeeded(t *testing.T) {
 			t.Errorf("%q is missing from %q", k, got)
 		}
 	}
-	for _, k := range []string{decodeKey(Gzip), hashKey("openssl", "sha512", Raw), downloadKey("curl", Raw), hashKey("Go", "md5", Raw), agentKey(mustCase(t, "raw"))} {
+	for _, k := range []string{decodeKey(Gzip), hashKey("openssl", "sha512", Raw), downloadKey("curl", Raw), hashKey("Go", "md5", Raw), agentKey(mustCase(t, "raw")), decompressPeerKey("zstd")} {
 		if slices.Contains(got, k) {
 			t.Errorf("%q is not needed by %v", k, got)
 		}
@@ -494,18 +504,22 @@ func TestRoundRatios(t *testing.T) {
 
 func TestMissing(t *testing.T) {
 	b := &bench{have: map[string]bool{}, cases: Cases}
-	if got := b.missing(); !slices.Equal(got, []string{"fio", "curl", "openssl", "sha256sum"}) {
+	if got := b.missing(); !slices.Equal(got, []string{"fio", "curl", "openssl", "sha256sum", "gzip", "zstd"}) {
 		t.Errorf("every case, no tools: %v", got)
 	}
 	b.cases, _ = SelectCases([]string{"gz"})
-	if got := b.missing(); !slices.Equal(got, []string{"fio"}) {
-		t.Errorf("gz alone, no tools: %v; want only fio, the device jobs' tool", got)
+	if got := b.missing(); !slices.Equal(got, []string{"fio", "curl", "gzip"}) {
+		t.Errorf("gz alone, no tools: %v; want fio, the device jobs' tool, and its peer's", got)
+	}
+	b.cases, _ = SelectCases([]string{"xz"})
+	if got := b.missing(); !slices.Equal(got, []string{"fio", "curl"}) {
+		t.Errorf("xz alone, no tools: %v; want fio and curl (xz is required)", got)
 	}
 	b.cases, _ = SelectCases([]string{"raw-zeros"})
 	if got := b.missing(); !slices.Equal(got, []string{"fio", "curl", "sha256sum"}) {
 		t.Errorf("raw with zeros written, no tools: %v; want its peers' tools too", got)
 	}
-	b.have = map[string]bool{"fio": true, "curl": true, "openssl": true, "sha256sum": true}
+	b.have = map[string]bool{"fio": true, "curl": true, "openssl": true, "sha256sum": true, "gzip": true, "zstd": true}
 	if got := b.missing(); len(got) != 0 {
 		t.Errorf("all installed: %v", got)
 	}
