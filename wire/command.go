@@ -160,6 +160,13 @@ const (
 	TimingDecodeCPU = "decode_cpu"
 )
 
+// AgentTimings are the names an agent's final Progress.Timings holds, in
+// the order of the write: its phases, with the decode phase's own
+// timings beneath it. Readers list them in this order, and the conductor
+// makes metrics of these names only (an agent may send any).
+var AgentTimings = []string{"prepare", "connect", "download", "decode", TimingDecodeInputWait, TimingDecodeOutputWait,
+	TimingDecodeCPU, "write", "flush", "convert", "verify", "configdrive", "finalize"}
+
 // ProgressResult is the command_result of a running command.
 type ProgressResult struct {
 	Progress *Progress `json:"progress,omitempty"`

@@ -413,7 +413,8 @@ func TestNodeDetailShowsHistoryTimingsPortsInventoryAndNoSecrets(t *testing.T) {
 	e.update("n1", func(n *store.Node) {
 		n.ProvisionState, n.ProvisionUpdatedAt = statemachine.Active, time.Now()
 		n.SetInternal(keyTimings, map[string]any{"total": 20.0, "download_write": 9.5, "boot_to_lookup": 7.0,
-			"bootloader": 1.0, "power": 2.0, "agent_download": 8.0})
+			"bootloader": 1.0, "power": 2.0, "agent_download": 8.0, "agent_write": 8.5, "agent_decode": 7.5,
+			"agent_decode_cpu": 6.0, "agent_decode_input_wait": 0.25, "agent_decode_output_wait": 0.5, "agent_zz_new": 1.0})
 	})
 	for ev := s.next(); ev.data.Nodes[0].ProvisionState != "active"; ev = s.next() {
 	}
@@ -448,7 +449,10 @@ func TestNodeDetailShowsHistoryTimingsPortsInventoryAndNoSecrets(t *testing.T) {
 	for _, p := range d.Deploys[0].Phases {
 		names = append(names, p.Name)
 	}
-	if got := strings.Join(names, ","); got != "boot_to_lookup,download_write,bootloader,power,agent_download,total" {
+	// The agent's phases in the write's order, the decode stage's own
+	// beneath it; a name the conductor does not know comes after them.
+	if got := strings.Join(names, ","); got != "boot_to_lookup,download_write,bootloader,power,agent_download,agent_decode,"+
+		"agent_decode_input_wait,agent_decode_output_wait,agent_decode_cpu,agent_write,agent_zz_new,total" {
 		t.Fatalf("phase order %s", got)
 	}
 	var events []string

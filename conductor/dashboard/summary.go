@@ -2,11 +2,14 @@ package dashboard
 
 import (
 	"math"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/rivetmetal/rivet/conductor/statemachine"
 	"github.com/rivetmetal/rivet/conductor/store"
+	"github.com/rivetmetal/rivet/wire"
 )
 
 // Where the engine keeps what the dashboard shows, in the node record
@@ -131,7 +134,8 @@ type Deploy struct {
 	// node record's last deploy is known and the node is not active).
 	FinishedAt time.Time `json:"finished_at,omitzero"`
 	// Phases are the conductor's phases in deploy order, then the
-	// agent's own breakdown of the write ("agent_…"), then "total".
+	// agent's own breakdown of the write ("agent_…", in the write's
+	// order: wire.AgentTimings), then "total".
 	Phases []Phase `json:"phases"`
 }
 
@@ -161,7 +165,14 @@ func deployOf(n *store.Node) *Deploy {
 		if name == "total" {
 			return 3000, ""
 		}
-		return 2000, name // agent_… and unknown phases, by name
+		// The agent's own phases in the write's order, then unknown
+		// agent_… and other phases, by name.
+		if agent, ok := strings.CutPrefix(name, "agent_"); ok {
+			if i := slices.Index(wire.AgentTimings, agent); i >= 0 {
+				return 1000 + i, ""
+			}
+		}
+		return 2000, name
 	}
 	sort.Slice(d.Phases, func(i, j int) bool {
 		ri, ni := rank(d.Phases[i].Name)

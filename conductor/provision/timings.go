@@ -3,6 +3,7 @@ package provision
 import (
 	"maps"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -91,14 +92,6 @@ func recordWriteTimings(info *internalinfo.Info, p *wire.Progress, now time.Time
 	}
 }
 
-// agentPhases are the phases the agent times (imagewriter's), and the
-// decode phase's own timings (where its decoder waited, and its CPU).
-// Only these agent_<phase> timings become metrics: the names an agent
-// sends are not a bounded set.
-var agentPhases = map[string]bool{"prepare": true, "connect": true, "download": true, "decode": true,
-	"write": true, "flush": true, "convert": true, "verify": true, "configdrive": true, "finalize": true,
-	wire.TimingDecodeInputWait: true, wire.TimingDecodeOutputWait: true, wire.TimingDecodeCPU: true}
-
 // cleanSteps are the clean steps of IPA's generic hardware manager, the
 // clean-step names that become metric phases; any other step is
 // "other_step".
@@ -163,7 +156,7 @@ func (p *phaseMetrics) committed(b phaseMarks, n *store.Node, info *internalinfo
 		if old, ok := b.timings[phase]; ok && old == s {
 			continue
 		}
-		if _, known := metricDeployPhases[phase]; known || strings.HasPrefix(phase, "agent_") && agentPhases[strings.TrimPrefix(phase, "agent_")] {
+		if _, known := metricDeployPhases[phase]; known || strings.HasPrefix(phase, "agent_") && slices.Contains(wire.AgentTimings, strings.TrimPrefix(phase, "agent_")) {
 			p.rec.PhaseDone(metrics.KindDeploy, phase, time.Duration(s*float64(time.Second)))
 		}
 	}

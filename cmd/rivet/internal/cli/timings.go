@@ -18,8 +18,7 @@ var phaseOrder = []string{"power_off", "boot_ramdisk", "boot_to_lookup", "lookup
 
 // agentPhaseOrder is the order of the agent's own phases (imagewriter's),
 // the decode phase's own timings beneath it.
-var agentPhaseOrder = []string{"prepare", "connect", "download", "decode", wire.TimingDecodeInputWait,
-	wire.TimingDecodeOutputWait, wire.TimingDecodeCPU, "write", "flush", "convert", "verify", "configdrive", "finalize"}
+var agentPhaseOrder = wire.AgentTimings
 
 // agentPrefix marks the agent's own timings of the write: sub-phases of
 // download_write, several of them concurrent (download, decode and
