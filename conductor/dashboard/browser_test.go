@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/klauspost/compress/zstd"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rivetmetal/rivet/conductor"
@@ -211,7 +213,7 @@ func (a api) deploy(name string, image []byte) {
 	a.t.Helper()
 	sum := sha256.Sum256(image)
 	patch := []map[string]any{
-		{"op": "add", "path": "/instance_info/image_source", "value": a.base + "/images/disk.raw"},
+		{"op": "add", "path": "/instance_info/image_source", "value": a.base + "/images/disk.raw.zst"},
 		{"op": "add", "path": "/instance_info/image_os_hash_algo", "value": "sha256"},
 		{"op": "add", "path": "/instance_info/image_os_hash_value", "value": hex.EncodeToString(sum[:])},
 		{"op": "add", "path": "/instance_info/image_disk_format", "value": "raw"},
@@ -252,11 +254,18 @@ func TestDashboardInChromium(t *testing.T) {
 
 	// The conductor.
 	dir := t.TempDir()
-	image := bytes.Repeat([]byte("rivet-dashboard!"), 1<<18) // 4 MiB
+	// The image is served zstd-compressed (4 MiB decoded), so the agents'
+	// deploy timings have a decode stage.
+	zw, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := zw.EncodeAll(bytes.Repeat([]byte("rivet-dashboard!"), 1<<18), nil)
+	zw.Close()
 	if err := os.MkdirAll(filepath.Join(dir, "images"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "images", "disk.raw"), image, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "images", "disk.raw.zst"), image, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(operatorPass), bcrypt.MinCost)
@@ -495,6 +504,13 @@ func TestDashboardInChromium(t *testing.T) {
 	waitJS("the history", `document.querySelectorAll('#history-table tbody tr').length >= 4`)
 	if phases := evalInt(`Chart.getChart(document.getElementById('timing-chart')).data.datasets.filter(d => d.data.some(v => v > 0)).length`); phases < 3 {
 		t.Errorf("the timing chart shows %d phases with a duration, want at least 3", phases)
+	}
+	// The agent's decode stage, its own timings beneath it, named for
+	// what they measure.
+	rows := evalString(`[...document.querySelectorAll('#timing-table tbody th')].map(th => th.textContent).join('\n')`)
+	if !regexp.MustCompile(`(?s)↳ Agent: decode \(part of the write\)\n↳ Agent: decoder waiting for the download \(part of the write\)\n` +
+		`↳ Agent: decoder waiting for the disks \(part of the write\)\n.*↳ Agent: verify`).MatchString(rows) {
+		t.Errorf("the timing table's phases:\n%s\nwant the decode stage's waits, named, beneath its decode phase", rows)
 	}
 	history := evalString(`document.getElementById('history-table').innerText`)
 	// Operator actions carry the API request's user.

@@ -2,11 +2,10 @@
 // for tests of the conductor: it looks its node up and heartbeats against a
 // conductor API with rivet-agent's own clients (lookup, heartbeat), and
 // looks the node up again when its token is refused, as IPA does; it serves
-// the agent command API
-// (wire shapes) on 127.0.0.1 — over auto-TLS with its own
-// certificate when asked — with a write_image that really downloads and
-// checksums the image and reports progress while it runs, clean steps,
-// install_bootloader, and system log collection.
+// the agent command API (wire shapes) on 127.0.0.1 — over auto-TLS with its
+// own certificate when asked — with a write_image that really downloads and
+// checksums the image (and decodes a gzip or zstd one) and reports progress
+// while it runs, clean steps, install_bootloader, and system log collection.
 package fakeagent
 
 import (
@@ -38,6 +37,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/rivetmetal/rivet/heartbeat"
 	"github.com/rivetmetal/rivet/lookup"
@@ -765,10 +765,22 @@ func (a *Agent) writeImage(res *wire.CommandResult, step wire.PlannedStep, info 
 			info.URLs[0], info.ID, got, want))
 		return
 	}
-	progress.Phase, progress.BytesWritten, progress.ETASeconds = "done", int64(len(data)), 0
+	decoded, decodeSeconds, err := a.decode(data)
+	if err != nil {
+		fail(fmt.Sprintf("Error writing image %s: %v", info.ID, err))
+		return
+	}
+	progress.Phase, progress.BytesWritten, progress.ETASeconds = "done", decoded, 0
 	progress.UpdatedAt = unix(time.Now())
 	el := progress.UpdatedAt - progress.StartedAt
 	progress.Timings = map[string]float64{"download": el * 0.9, "verify": el * 0.1}
+	if decodeSeconds > 0 {
+		// Decoded from memory, the stage waited for neither input nor
+		// disks; it had no thread of its own, so no CPU figure.
+		progress.Timings["decode"] = decodeSeconds
+		progress.Timings[wire.TimingDecodeInputWait] = 0
+		progress.Timings[wire.TimingDecodeOutputWait] = 0
+	}
 	b, _ := json.Marshal(map[string]any{
 		"deploy_result": map[string]any{
 			"result":   fmt.Sprintf("prepare_image: image (%s) written to device /dev/vda root_uuid=0x1a2b3c4d", info.ID),
@@ -780,6 +792,45 @@ func (a *Agent) writeImage(res *wire.CommandResult, step wire.PlannedStep, info 
 	res.CommandResult = b
 	res.CommandStatus = wire.StatusSucceeded
 	a.mu.Unlock()
+}
+
+// maxDecoded bounds what a compressed image may decode to: the fake agent
+// has no disk to fill, and a small image must not keep it busy for long.
+const maxDecoded = 1 << 30
+
+// decode decodes a gzip or zstd image, as the real agent's decode stage
+// does, to nowhere, and returns the decoded size and the time it took;
+// any other image is raw: its own size, no time.
+func (a *Agent) decode(data []byte) (int64, float64, error) {
+	var (
+		r   io.Reader
+		err error
+	)
+	switch {
+	case bytes.HasPrefix(data, []byte{0x1f, 0x8b, 0x08}):
+		r, err = gzip.NewReader(bytes.NewReader(data))
+	case bytes.HasPrefix(data, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		var z *zstd.Decoder
+		z, err = zstd.NewReader(bytes.NewReader(data), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(64<<20))
+		if err == nil {
+			defer z.Close()
+			r = z
+		}
+	default:
+		return int64(len(data)), 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("decoding the image: %w", err)
+	}
+	start := time.Now()
+	n, err := io.Copy(io.Discard, io.LimitReader(r, maxDecoded+1))
+	switch {
+	case err != nil:
+		return 0, 0, fmt.Errorf("decoding the image: %w", err)
+	case n > maxDecoded:
+		return 0, 0, fmt.Errorf("the image decodes to more than the fake agent's %d bytes", int64(maxDecoded))
+	}
+	return n, time.Since(start).Seconds(), nil
 }
 
 // download reads the image in WriteChunks steps spread over WriteDuration,
