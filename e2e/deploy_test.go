@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -35,7 +34,12 @@ func TestDeployQEMUNode(t *testing.T) {
 	}
 	imageDir := t.TempDir()
 	served := filepath.Join(imageDir, filepath.Base(a.image)+".zst")
-	zst := zstdCompress(t, img)
+	zw, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zst := zw.EncodeAll(img, nil) // one frame, as `zstd` writes
+	zw.Close()
 	if err := os.WriteFile(served, zst, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -123,23 +127,6 @@ func TestDeployQEMUNode(t *testing.T) {
 	if n["provision_state"] != "available" || n["power_state"] != "power off" {
 		t.Fatalf("after undeploy: %v / %v", n["provision_state"], n["power_state"])
 	}
-}
-
-// zstdCompress compresses b as one zstd frame, as `zstd` would.
-func zstdCompress(t *testing.T, b []byte) []byte {
-	t.Helper()
-	var out bytes.Buffer
-	zw, err := zstd.NewWriter(&out)
-	if err == nil {
-		_, err = zw.Write(b)
-	}
-	if err == nil {
-		err = zw.Close()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out.Bytes()
 }
 
 // checkDecodeTimings checks the deploy timings the conductor kept from a
