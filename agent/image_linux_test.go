@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -320,5 +321,21 @@ func TestWriteImageReportsItsDecodeStage(t *testing.T) {
 		if st != 200 || !strings.Contains(string(body), want) {
 			t.Errorf("GET /metrics: %d, lacks %q", st, want)
 		}
+	}
+}
+
+// The timing names the conductor, the CLI and the dashboard know
+// (wire.AgentTimings) are every phase the writer times, and the decode
+// stage's own, so none of them goes unlisted or without a metric.
+func TestAgentTimingsNameTheWritersPhases(t *testing.T) {
+	for _, p := range []string{imagewriter.PhasePrepare, imagewriter.PhaseConnect, imagewriter.PhaseDownload, imagewriter.PhaseDecode,
+		imagewriter.PhaseWrite, imagewriter.PhaseFlush, imagewriter.PhaseConvert, imagewriter.PhaseVerify, imagewriter.PhaseConfigdrive,
+		imagewriter.PhaseFinalize, wire.TimingDecodeInputWait, wire.TimingDecodeOutputWait, wire.TimingDecodeCPU} {
+		if !slices.Contains(wire.AgentTimings, p) {
+			t.Errorf("wire.AgentTimings lacks %q", p)
+		}
+	}
+	if slices.Contains(wire.AgentTimings, imagewriter.PhaseDone) {
+		t.Errorf("wire.AgentTimings holds %q, which is not timed", imagewriter.PhaseDone)
 	}
 }
