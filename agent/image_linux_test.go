@@ -269,19 +269,14 @@ func TestWriteImageReportsItsDecodeStage(t *testing.T) {
 	for off := 256 << 10; off+128<<10 <= len(raw); off += 256 << 10 {
 		copy(raw[off:off+128<<10], raw[:128<<10]) // matches for the decoder to copy
 	}
-	var zst bytes.Buffer
-	zw, err := zstd.NewWriter(&zst)
-	if err == nil {
-		_, err = zw.Write(raw)
-	}
-	if err == nil {
-		err = zw.Close()
-	}
+	zw, err := zstd.NewWriter(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(zst.Bytes())
-	images := imageServer(t, zst.Bytes())
+	zst := zw.EncodeAll(raw, nil)
+	zw.Close()
+	sum := sha256.Sum256(zst)
+	images := imageServer(t, zst)
 	_, base := startAgent(t, standaloneConfig(disk.Path), &fakePower{})
 	c := client{t: t, base: base}
 	res := executeStep(c, writeImageStep(images.URL+"/disk.raw", hex.EncodeToString(sum[:])), nodeWithHints(map[string]any{"name": disk.Path}))

@@ -156,7 +156,8 @@ func (p *phaseMetrics) committed(b phaseMarks, n *store.Node, info *internalinfo
 		if old, ok := b.timings[phase]; ok && old == s {
 			continue
 		}
-		if _, known := metricDeployPhases[phase]; known || strings.HasPrefix(phase, "agent_") && slices.Contains(wire.AgentTimings, strings.TrimPrefix(phase, "agent_")) {
+		agent, isAgent := strings.CutPrefix(phase, "agent_")
+		if _, known := metricDeployPhases[phase]; known || isAgent && slices.Contains(wire.AgentTimings, agent) {
 			p.rec.PhaseDone(metrics.KindDeploy, phase, time.Duration(s*float64(time.Second)))
 		}
 	}

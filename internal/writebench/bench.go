@@ -439,18 +439,19 @@ const (
 // verify gzip's and xz's, not zstd's) into dd, by variant.
 var decompressPeers = map[Variant]string{Gzip: "gzip", Zstd: "zstd", Xz: "xz"}
 
-// decompressPeerKey is the peer key of a decompressing pipeline.
-func decompressPeerKey(tool string) string {
+// DecompressPeerKey is the peer key of the pipeline that decodes with
+// tool (gzip, zstd or xz).
+func DecompressPeerKey(tool string) string {
 	return fmt.Sprintf("curl | %s -dc | dd oflag=direct", tool)
 }
 
 // peerAgainst maps each peer to the ID of the agent case doing its job.
 var peerAgainst = map[string]string{peerCurlDD: "raw-zeros", peerCurlHashDD: "raw-zeros", peerQemuImg: "qcow2",
-	decompressPeerKey("gzip"): "gz", decompressPeerKey("zstd"): "zst", decompressPeerKey("xz"): "xz"}
+	DecompressPeerKey("gzip"): "gz", DecompressPeerKey("zstd"): "zst", DecompressPeerKey("xz"): "xz"}
 
 // peerTools are the optional tools each peer needs.
 var peerTools = map[string][]string{peerCurlDD: {"curl"}, peerCurlHashDD: {"curl", "sha256sum"},
-	decompressPeerKey("gzip"): {"curl", "gzip"}, decompressPeerKey("zstd"): {"curl", "zstd"}, decompressPeerKey("xz"): {"curl"}}
+	DecompressPeerKey("gzip"): {"curl", "gzip"}, DecompressPeerKey("zstd"): {"curl", "zstd"}, DecompressPeerKey("xz"): {"curl"}}
 
 // jobs lists every job once.
 func (b *bench) jobs() []job {
@@ -538,10 +539,10 @@ wait $h; read -r s _ < "$d/sum"; [ "$s" = "$3" ] || { echo "sha256 $s, want $3" 
 	}
 	for _, v := range Variants {
 		tool, ok := decompressPeers[v]
-		if !ok || slices.ContainsFunc(peerTools[decompressPeerKey(tool)], func(t string) bool { return !b.have[t] }) {
+		if !ok || slices.ContainsFunc(peerTools[DecompressPeerKey(tool)], func(t string) bool { return !b.have[t] }) {
 			continue
 		}
-		js = append(js, job{key: decompressPeerKey(tool), group: groupPeer, disks: 1, run: func(ctx context.Context) (Sample, error) {
+		js = append(js, job{key: DecompressPeerKey(tool), group: groupPeer, disks: 1, run: func(ctx context.Context) (Sample, error) {
 			script := `curl -sS --fail "$1" | "$3" -dc | dd of="$2" bs=4M iflag=fullblock oflag=direct conv=fsync status=none`
 			s, _, err := measure(ctx, exec.CommandContext(ctx, "bash", "-o", "pipefail", "-c", script, "bash", b.url(v), dev, tool))
 			return s, err

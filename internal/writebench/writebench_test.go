@@ -380,19 +380,19 @@ func TestNeeded(t *testing.T) {
 	}
 	all := keys()
 	for _, tool := range []string{"gzip", "zstd", "xz"} {
-		if !slices.Contains(all, decompressPeerKey(tool)) {
+		if !slices.Contains(all, DecompressPeerKey(tool)) {
 			t.Errorf("every case: no %q peer in %q", tool, all)
 		}
 	}
 	b.have["zstd"] = false
-	if slices.Contains(keys(), decompressPeerKey("zstd")) {
+	if slices.Contains(keys(), DecompressPeerKey("zstd")) {
 		t.Error("the zstd peer runs without zstd installed")
 	}
 	b.have["zstd"] = true
 	b.cases, _ = SelectCases([]string{"gz"})
 	got := keys()
 	want := []string{keyDD, fioKey("1M", 1), fioKey("4M", 1), fioKey("1M", 8), fioKey("4M", 8),
-		downloadKey("Go", Gzip), hashKey("Go", "sha256", Gzip), decodeKey(Gzip), agentKey(mustCase(t, "gz")), decompressPeerKey("gzip")}
+		downloadKey("Go", Gzip), hashKey("Go", "sha256", Gzip), decodeKey(Gzip), agentKey(mustCase(t, "gz")), DecompressPeerKey("gzip")}
 	if !slices.Equal(got, want) {
 		t.Errorf("gz alone runs %q, want %q", got, want)
 	}
@@ -403,7 +403,7 @@ func TestNeeded(t *testing.T) {
 			t.Errorf("%q is missing from %q", k, got)
 		}
 	}
-	for _, k := range []string{decodeKey(Gzip), hashKey("openssl", "sha512", Raw), downloadKey("curl", Raw), hashKey("Go", "md5", Raw), agentKey(mustCase(t, "raw")), decompressPeerKey("zstd")} {
+	for _, k := range []string{decodeKey(Gzip), hashKey("openssl", "sha512", Raw), downloadKey("curl", Raw), hashKey("Go", "md5", Raw), agentKey(mustCase(t, "raw")), DecompressPeerKey("zstd")} {
 		if slices.Contains(got, k) {
 			t.Errorf("%q is not needed by %v", k, got)
 		}
