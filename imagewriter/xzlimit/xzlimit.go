@@ -1,11 +1,18 @@
-// Package xzlimit bounds the memory an xz decoder may be asked for. Its
-// Reader sits between the image stream and the decoder and walks the xz
-// framing as the bytes pass (stream headers, block headers, LZMA2 chunk
-// headers, the index and the footer, as in the .xz file format 1.2.1): it
-// hands a block header to the decoder only after checking that its LZMA2
+// Package xzlimit walks xz framing without decoding it (stream headers,
+// block headers, LZMA2 chunk headers, the index and the footer, as in the
+// .xz file format 1.2.1), bounding the memory an xz decoder may be asked
+// for.
+//
+// Its Reader sits between the image stream and the decoder: it hands a
+// block header to the decoder only after checking that its LZMA2
 // dictionary fits the limit, and stops a stream whose index (one record
 // per block, kept by the decoder) would outgrow it. Data is passed through
 // untouched; checksums and everything else are left to the decoder.
+//
+// Its Splitter cuts a file into its blocks, with the same limits, so they
+// can be decoded apart and at once: each block as an xz stream of its own,
+// whose decoder checks its data, its check and its sizes, while the
+// Splitter checks the file's indexes and footers against the blocks.
 package xzlimit
 
 import (
@@ -36,6 +43,8 @@ const (
 	// indexRecordCost is what a decoder keeps per block (two int64 and
 	// slice growth).
 	indexRecordCost = 32
+	// maxVLI is the largest value of an xz multibyte integer.
+	maxVLI = 1<<63 - 1
 )
 
 // DictSize decodes the LZMA2 dictionary-size property byte: bits 0–5
@@ -69,7 +78,7 @@ const (
 // Reader passes an xz stream through, refusing it as soon as the framing
 // asks for more memory than allowed. It is not safe for concurrent use.
 type Reader struct {
-	r       io.Reader
+	passer
 	maxDict int64
 	maxRecs int64
 
@@ -77,10 +86,7 @@ type Reader struct {
 	check   int   // check field size of the current stream
 	blocks  int64 // blocks in the current stream
 	blockN  int64 // bytes of the current block so far (header + data)
-	pass    int64 // bytes to pass through unexamined
-	out     []byte
 	buf     [1024]byte
-	err     error
 	maxSeen int64
 }
 
@@ -91,7 +97,7 @@ type Reader struct {
 // yet collected) stays within the limit too; the decoder Rivet uses keeps
 // one.
 func NewReader(r io.Reader, maxMemory int64) *Reader {
-	return &Reader{r: r, maxDict: maxMemory, maxRecs: max(maxMemory/indexRecordCost, 1)}
+	return &Reader{passer: passer{r: r}, maxDict: maxMemory, maxRecs: max(maxMemory/indexRecordCost, 1)}
 }
 
 // MaxDictionary is the largest LZMA2 dictionary seen so far.
@@ -99,7 +105,19 @@ func (x *Reader) MaxDictionary() int64 { return x.maxSeen }
 
 // Read hands out the next bytes of the stream once the framing before them
 // has been checked.
-func (x *Reader) Read(p []byte) (int, error) {
+func (x *Reader) Read(p []byte) (int, error) { return x.read(p, x.step) }
+
+// passer is the read loop the Reader and a Block share: it hands out the
+// framing bytes queued in out, then passes pass data bytes of r through,
+// then has step examine the next framing element. An error is kept.
+type passer struct {
+	r    io.Reader
+	out  []byte
+	pass int64
+	err  error
+}
+
+func (x *passer) read(p []byte, step func() error) (int, error) {
 	for {
 		if len(x.out) > 0 {
 			n := copy(p, x.out)
@@ -126,7 +144,7 @@ func (x *Reader) Read(p []byte) (int, error) {
 			}
 			continue
 		}
-		if err := x.step(); err != nil {
+		if err := step(); err != nil {
 			x.err = err
 		}
 	}
@@ -134,9 +152,12 @@ func (x *Reader) Read(p []byte) (int, error) {
 
 // fill reads exactly n framing bytes into the buffer; the end of the input
 // there is ErrUnexpectedEOF.
-func (x *Reader) fill(n int) ([]byte, error) {
-	b := x.buf[:n]
-	if _, err := io.ReadFull(x.r, b); err != nil {
+func (x *Reader) fill(n int) ([]byte, error) { return readFull(x.r, x.buf[:n]) }
+
+// readFull fills b from r; the end of the input before b is full, even
+// before its first byte, is ErrUnexpectedEOF.
+func readFull(r io.Reader, b []byte) ([]byte, error) {
+	if _, err := io.ReadFull(r, b); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
@@ -222,115 +243,181 @@ func (x *Reader) step() error {
 }
 
 func (x *Reader) streamHeader(b []byte) error {
-	if string(b[:6]) != headerMagic {
-		return fmt.Errorf("%w: bad stream header magic", ErrCorrupt)
+	check, err := parseStreamHeader(b)
+	if err != nil {
+		return err
 	}
-	if b[6] != 0 || b[7]&0xf0 != 0 {
-		return fmt.Errorf("%w: unsupported stream flags %#x %#x", ErrCorrupt, b[6], b[7])
-	}
-	if crc32.ChecksumIEEE(b[6:8]) != binary.LittleEndian.Uint32(b[8:12]) {
-		return fmt.Errorf("%w: stream header CRC mismatch", ErrCorrupt)
-	}
-	x.check = checkSizes[b[7]&0x0f]
+	x.check = check
 	x.blocks = 0
 	x.emit(b)
 	x.st = stBlockOrIndex
 	return nil
 }
 
+// parseStreamHeader checks a 12-byte stream header and returns the size of
+// its streams' block check field.
+func parseStreamHeader(b []byte) (check int, err error) {
+	if string(b[:6]) != headerMagic {
+		return 0, fmt.Errorf("%w: bad stream header magic", ErrCorrupt)
+	}
+	if b[6] != 0 || b[7]&0xf0 != 0 {
+		return 0, fmt.Errorf("%w: unsupported stream flags %#x %#x", ErrCorrupt, b[6], b[7])
+	}
+	if crc32.ChecksumIEEE(b[6:8]) != binary.LittleEndian.Uint32(b[8:12]) {
+		return 0, fmt.Errorf("%w: stream header CRC mismatch", ErrCorrupt)
+	}
+	return checkSizes[b[7]&0x0f], nil
+}
+
 // blockHeader reads the rest of a block header whose size byte is first,
 // checks the LZMA2 dictionary, and only then queues the header.
 func (x *Reader) blockHeader(first byte) error {
-	size := (int(first) + 1) * 4
-	x.buf[0] = first
-	if _, err := io.ReadFull(x.r, x.buf[1:size]); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
+	h, err := readBlockHeader(x.r, first, x.buf[:])
+	if err != nil {
 		return err
 	}
-	h := x.buf[:size]
+	bh, err := parseBlockHeader(h, x.maxDict)
+	x.maxSeen = max(x.maxSeen, bh.dict)
+	if err != nil {
+		return err
+	}
+	x.blocks++
+	if x.blocks > x.maxRecs {
+		return &LimitError{What: "index of more than " + fmt.Sprint(x.maxRecs) + " blocks", Need: x.blocks * indexRecordCost, Max: x.maxDict}
+	}
+	x.blockN = int64(len(h))
+	x.emit(h)
+	x.st = stChunk
+	return nil
+}
+
+// readBlockHeader reads the rest of a block header whose size byte is
+// first into buf (at least 1024 bytes) and returns the whole header.
+func readBlockHeader(r io.Reader, first byte, buf []byte) ([]byte, error) {
+	size := (int(first) + 1) * 4
+	buf[0] = first
+	if _, err := readFull(r, buf[1:size]); err != nil {
+		return nil, err
+	}
+	return buf[:size], nil
+}
+
+// blockHeader is what a block header says. A size it leaves out is -1.
+type blockHeader struct {
+	compressed, uncompressed int64
+	dict                     int64
+}
+
+// parseBlockHeader checks a block header h (CRC, flags, a filter chain
+// ending in LZMA2) and its LZMA2 dictionary against the limit: a decoder
+// may hold two dictionaries, so each may take half of maxMemory.
+func parseBlockHeader(h []byte, maxMemory int64) (blockHeader, error) {
+	bh := blockHeader{compressed: -1, uncompressed: -1}
+	size := len(h)
 	if crc32.ChecksumIEEE(h[:size-4]) != binary.LittleEndian.Uint32(h[size-4:]) {
-		return fmt.Errorf("%w: block header CRC mismatch", ErrCorrupt)
+		return bh, fmt.Errorf("%w: block header CRC mismatch", ErrCorrupt)
 	}
 	flags := h[1]
 	if flags&0x3c != 0 {
-		return fmt.Errorf("%w: reserved block flags %#x", ErrCorrupt, flags)
+		return bh, fmt.Errorf("%w: reserved block flags %#x", ErrCorrupt, flags)
 	}
 	p := h[2 : size-4]
 	var err error
+	var v uint64
 	if flags&0x40 != 0 {
-		if _, p, err = uvarint(p); err != nil {
-			return err
+		if v, p, err = uvarint(p); err != nil {
+			return bh, err
 		}
+		if v == 0 || v > maxVLI {
+			return bh, fmt.Errorf("%w: a block header declares %d compressed bytes", ErrCorrupt, v)
+		}
+		bh.compressed = int64(v)
 	}
 	if flags&0x80 != 0 {
-		if _, p, err = uvarint(p); err != nil {
-			return err
+		if v, p, err = uvarint(p); err != nil {
+			return bh, err
 		}
+		if v > maxVLI {
+			return bh, fmt.Errorf("%w: a block header declares %d uncompressed bytes", ErrCorrupt, v)
+		}
+		bh.uncompressed = int64(v)
 	}
 	nf := int(flags&3) + 1
 	var lastID uint64
 	var props []byte
 	for i := 0; i < nf && i < maxFilters; i++ {
 		if lastID, p, err = uvarint(p); err != nil {
-			return err
+			return bh, err
 		}
 		var n uint64
 		if n, p, err = uvarint(p); err != nil {
-			return err
+			return bh, err
 		}
 		if n > uint64(len(p)) {
-			return fmt.Errorf("%w: filter properties run past the block header", ErrCorrupt)
+			return bh, fmt.Errorf("%w: filter properties run past the block header", ErrCorrupt)
 		}
 		props, p = p[:n], p[n:]
 	}
 	if lastID != filterLZMA2 || len(props) != 1 {
-		return fmt.Errorf("%w: the last filter of a block is %#x, not LZMA2", ErrCorrupt, lastID)
+		return bh, fmt.Errorf("%w: the last filter of a block is %#x, not LZMA2", ErrCorrupt, lastID)
 	}
-	dict, err := DictSize(props[0])
-	if err != nil {
-		return err
+	if bh.dict, err = DictSize(props[0]); err != nil {
+		return bh, err
 	}
-	x.maxSeen = max(x.maxSeen, dict)
-	if 2*dict > x.maxDict {
-		return &LimitError{What: fmt.Sprintf("an LZMA2 dictionary of %d MiB (the decoder may hold two)", ceilMiB(dict)), Need: 2 * dict, Max: x.maxDict}
+	if 2*bh.dict > maxMemory {
+		return bh, &LimitError{What: fmt.Sprintf("an LZMA2 dictionary of %d MiB (the decoder may hold two)", ceilMiB(bh.dict)), Need: 2 * bh.dict, Max: maxMemory}
 	}
-	x.blocks++
-	if x.blocks > x.maxRecs {
-		return &LimitError{What: "index of more than " + fmt.Sprint(x.maxRecs) + " blocks", Need: x.blocks * indexRecordCost, Max: x.maxDict}
-	}
-	x.blockN = int64(size)
-	x.emit(h)
-	x.st = stChunk
-	return nil
+	return bh, nil
 }
 
 // chunk reads an LZMA2 chunk header, queues it and arranges for its data
 // to be passed through.
 func (x *Reader) chunk() error {
-	b, err := x.fill(1)
+	c, err := readChunkHeader(x.fill)
 	if err != nil {
 		return err
+	}
+	x.blockN += int64(len(c.framing)) + c.pass
+	x.pass = c.pass
+	x.emit(c.framing)
+	if c.end {
+		x.st = stBlockEnd
+	}
+	return nil
+}
+
+// lzma2Chunk is an LZMA2 chunk's header as a walker sees it.
+type lzma2Chunk struct {
+	// framing is the header, and for an LZMA chunk the first byte of its
+	// range coder data; pass is the data bytes after it.
+	framing []byte
+	pass    int64
+	// size is the bytes the chunk decodes to.
+	size int64
+	// end marks the end of the block's LZMA2 data (control byte 0).
+	end bool
+}
+
+// readChunkHeader reads the next LZMA2 chunk header with fill (which
+// returns exactly n bytes, valid until its next call).
+func readChunkHeader(fill func(n int) ([]byte, error)) (lzma2Chunk, error) {
+	b, err := fill(1)
+	if err != nil {
+		return lzma2Chunk{}, err
 	}
 	c := b[0]
 	switch {
 	case c == 0:
-		x.blockN++
-		x.emit(b)
-		x.st = stBlockEnd
-		return nil
+		return lzma2Chunk{framing: []byte{0}, end: true}, nil
 	case c == 1 || c == 2:
-		h, err := x.fill(2)
+		h, err := fill(2)
 		if err != nil {
-			return err
+			return lzma2Chunk{}, err
 		}
-		x.pass = int64(binary.BigEndian.Uint16(h)) + 1
-		x.blockN += 3 + x.pass
-		x.emit(append([]byte{c}, h...))
-		return nil
+		n := int64(binary.BigEndian.Uint16(h)) + 1
+		return lzma2Chunk{framing: append([]byte{c}, h...), pass: n, size: n}, nil
 	case c < 0x80:
-		return fmt.Errorf("%w: LZMA2 control byte %#x", ErrCorrupt, c)
+		return lzma2Chunk{}, fmt.Errorf("%w: LZMA2 control byte %#x", ErrCorrupt, c)
 	}
 	n := 4
 	if (c>>5)&3 >= 2 {
@@ -339,17 +426,15 @@ func (x *Reader) chunk() error {
 	// The header and the first byte of the chunk's range coder data,
 	// which is always zero (liblzma refuses any other; a decoder that
 	// shifts it out unread would let a corrupt byte pass unnoticed).
-	h, err := x.fill(n + 1)
+	h, err := fill(n + 1)
 	if err != nil {
-		return err
+		return lzma2Chunk{}, err
 	}
 	if h[n] != 0 {
-		return fmt.Errorf("%w: LZMA2 chunk whose range coder data starts with %#x, not 0", ErrCorrupt, h[n])
+		return lzma2Chunk{}, fmt.Errorf("%w: LZMA2 chunk whose range coder data starts with %#x, not 0", ErrCorrupt, h[n])
 	}
-	x.pass = int64(binary.BigEndian.Uint16(h[2:4]))
-	x.blockN += 1 + int64(n) + 1 + x.pass
-	x.emit(append([]byte{c}, h...))
-	return nil
+	size := int64(c&0x1f)<<16 + int64(binary.BigEndian.Uint16(h[0:2])) + 1
+	return lzma2Chunk{framing: append([]byte{c}, h...), pass: int64(binary.BigEndian.Uint16(h[2:4])), size: size}, nil
 }
 
 // index passes the index body through record by record, then the
