@@ -289,12 +289,23 @@ func limitError(err error, maxMemory int64) error {
 // where the compressed data ends: a truncated stream or trailing bytes are
 // errors.
 //
-// The first chunk is read from the decoder, to check what the stream
-// holds. A decoder that can hand over its output blocks (io.WriterTo:
-// gzip, zstd) then writes the rest to a zeroSkipper, which copies each
-// block once, into the emitter's chunks, and does not copy runs of zero
-// blocks at all when every sink would skip them anyway.
-func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *emitter) error {
+// gzip and zstd decode on the calling goroutine (decompressStream): the
+// first chunk is read from the decoder, to check what the stream holds; a
+// decoder that can hand over its output blocks (io.WriterTo: both) then
+// writes the rest to a zeroSkipper, which copies each block once, into the
+// emitter's chunks, and does not copy runs of zero blocks at all when
+// every sink would skip them anyway. xz images decode block by block on
+// several workers (decompressXz), whose number and threads' CPU time
+// decompress returns.
+func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *emitter) (time.Duration, int, error) {
+	if f == FormatXz {
+		return w.decompressXz(ctx, in, em)
+	}
+	return 0, 0, w.decompressStream(ctx, f, in, em)
+}
+
+// decompressStream is the decode stage of a gzip or zstd image.
+func (w *writer) decompressStream(ctx context.Context, f Format, in *chunkReader, em *emitter) error {
 	dec, closeDec, err := newDecompressor(f, in, w.req.MaxDecoderMemory)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -313,12 +324,7 @@ func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *
 		n, eof, err := fill(dec, c.buf)
 		c.n, c.off = n, off
 		if off == 0 && n > 0 {
-			if DetectFormat(c.data()) == FormatQcow2 {
-				c.refs.Store(1)
-				c.release()
-				return fmt.Errorf("%w: a qcow2 image inside %s cannot be streamed; serve it uncompressed (qcow2 compresses its own clusters)", ErrFormat, f)
-			}
-			if err := checkFormat(f, w.req.DiskFormat, w.req.PermittedFormats, c.data()); err != nil {
+			if err := w.checkDecodedHead(f, c.data()); err != nil {
 				c.refs.Store(1)
 				c.release()
 				return err
@@ -357,6 +363,15 @@ func (w *writer) decompress(ctx context.Context, f Format, in *chunkReader, em *
 	}
 	w.decoded.Store(off)
 	return em.flush()
+}
+
+// checkDecodedHead refuses an image whose decoded first bytes are not
+// what the request allows on a disk.
+func (w *writer) checkDecodedHead(f Format, head []byte) error {
+	if DetectFormat(head) == FormatQcow2 {
+		return fmt.Errorf("%w: a qcow2 image inside %s cannot be streamed; serve it uncompressed (qcow2 compresses its own clusters)", ErrFormat, f)
+	}
+	return checkFormat(f, w.req.DiskFormat, w.req.PermittedFormats, head)
 }
 
 // handOver has the decoder hand the rest of its output, from off on, to a

@@ -72,6 +72,21 @@ func readDevice(t *testing.T, path string, off int64, n int) []byte {
 	return b
 }
 
+// fillDevice writes n bytes of old data, all b, to the device at path.
+func fillDevice(t *testing.T, path string, b byte, n int) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(bytes.Repeat([]byte{b}, n)); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(f.Sync(), f.Close()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // fileTarget is a sparse regular file standing in for a disk where the test
 // is about the source, not the device.
 func fileTarget(t *testing.T, size int64) string {
@@ -485,16 +500,7 @@ func TestWriteCompressedZeroRunsOverOldData(t *testing.T) {
 		t.Run(fmt.Sprintf("%s/noZeroSkip=%v", tc.format, tc.noZeroSkip), func(t *testing.T) {
 			served := compressed(t, tc.format, img)
 			loop := loopdev.New(t, 32<<20)
-			f, err := os.OpenFile(loop.Path, os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.Write(bytes.Repeat([]byte{0xa5}, 32<<20)); err != nil {
-				t.Fatal(err)
-			}
-			if err := errors.Join(f.Sync(), f.Close()); err != nil {
-				t.Fatal(err)
-			}
+			fillDevice(t, loop.Path, 0xa5, 32<<20)
 			srv := serveBytes(t, served)
 			res, err := Write(context.Background(), Request{
 				Source: Source{URLs: []string{srv.URL}, Retry: fastRetry}, Checksum: sha256Of(served),

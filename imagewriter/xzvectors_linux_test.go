@@ -2,6 +2,7 @@ package imagewriter
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -28,20 +30,53 @@ func xzTool(t *testing.T, data []byte, opts ...string) []byte {
 	return out.Bytes()
 }
 
-// decodeXz runs a stream through the writer's xz decoder (the guard and
-// the decoder) to its end; output beyond max bytes is an error.
+// decodeXz runs a stream through the writer's xz decoder, its splitter
+// and two workers (whatever the CPUs, so blocks that declare their sizes
+// decode in parallel), to its end; output beyond max bytes is an error.
 func decodeXz(stream []byte, maxMemory int64, max int) ([]byte, error) {
-	d, closeDec, err := newDecompressor(FormatXz, bytes.NewReader(stream), maxMemory)
-	if err != nil {
-		return nil, err
+	img := &memImage{max: int64(max)}
+	n, _, err := decodeXzBlocks(context.Background(), bytes.NewReader(stream), maxMemory, []blockOutput{img, img})
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err == nil && n != int64(len(img.b)) {
+		err = fmt.Errorf("decoded %d bytes, the blocks put %d", n, len(img.b))
 	}
-	defer closeDec()
-	var out bytes.Buffer
-	_, err = io.Copy(&out, io.LimitReader(d, int64(max)+1))
-	if err == nil && out.Len() > max {
-		return out.Bytes(), fmt.Errorf("more than %d bytes of output", max)
+	return img.b, err
+}
+
+// memImage is an image in memory that xz workers put blocks into, at
+// most max bytes of it.
+type memImage struct {
+	mu  sync.Mutex
+	b   []byte
+	max int64
+}
+
+func (m *memImage) put(_ context.Context, r io.Reader, off int64) (int64, error) {
+	buf := make([]byte, 64<<10)
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			end := off + n + int64(k)
+			if end > m.max {
+				return n, fmt.Errorf("more than %d bytes of output", m.max)
+			}
+			m.mu.Lock()
+			if int64(len(m.b)) < end {
+				m.b = append(m.b, make([]byte, end-int64(len(m.b)))...)
+			}
+			copy(m.b[off+n:], buf[:k])
+			m.mu.Unlock()
+			n += int64(k)
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
 	}
-	return out.Bytes(), err
 }
 
 // xzTestData is data of several kinds (random, text, zeros, x86-like
@@ -197,15 +232,18 @@ func TestXzVectorsRefused(t *testing.T) {
 }
 
 // TestXzCorruptAndTruncated: every single-bit flip and every truncation of
-// a checked stream (one of each check type, several blocks) is an error.
+// a checked stream (one of each check type, several blocks, sized in their
+// headers or not) is an error.
 // The CRC32s of the headers, index and footer and the block checks cover
 // every byte of such a stream.
 func TestXzCorruptAndTruncated(t *testing.T) {
 	requireTool(t, "xz", "xz-utils")
 	data := xzTestData(6000)
-	for _, check := range []string{"crc32", "crc64", "sha256"} {
-		t.Run(check, func(t *testing.T) {
-			stream := xzTool(t, data, "--check="+check, "--block-size=2500", "--lzma2=preset=0,dict=4KiB")
+	for _, tc := range []struct{ check, threads string }{{"crc32", "-T1"}, {"crc64", "-T1"}, {"sha256", "-T1"}, {"crc64", "-T2"}} {
+		check := tc.check
+		// -T2 declares every block's size, so they decode in parallel.
+		t.Run(check+tc.threads, func(t *testing.T) {
+			stream := xzTool(t, data, "--check="+check, tc.threads, "--block-size=2500", "--lzma2=preset=0,dict=4KiB")
 			if got, err := decodeXz(stream, 16<<20, len(data)); err != nil || !bytes.Equal(got, data) {
 				t.Fatalf("the intact stream: %d bytes, err %v", len(got), err)
 			}

@@ -155,8 +155,10 @@ const (
 	// TimingDecodeOutputWait is the time it waited for a free output
 	// buffer or for the disks.
 	TimingDecodeOutputWait = "decode_output_wait"
-	// TimingDecodeCPU is the CPU time of the decoder's own thread; absent
-	// where it had none to measure (qcow2).
+	// TimingDecodeCPU is the CPU time of the decoder's own thread (for
+	// xz, summed over the threads decoding its blocks at once, so it may
+	// exceed the decode phase); absent where it had none to measure
+	// (qcow2).
 	TimingDecodeCPU = "decode_cpu"
 )
 

@@ -48,7 +48,8 @@ type hostile struct {
 // The ceilings this test holds the agent to: an image the agent refuses,
 // or writes without a big decoder (raw, gzip, tidy qcow2), stays under
 // baseCeiling; an image that legitimately fills the decoder memory cap
-// (a 128 MiB zstd window, two 64 MiB xz dictionaries, qcow2 tables up to
+// (a 128 MiB zstd window, two 64 MiB xz dictionaries, xz workers' blocks
+// and dictionaries filling their shares of the cap, qcow2 tables up to
 // the cap) stays under baseCeiling + the cap: the Go memory limit the
 // agent sets (agent.BaseMemory + the cap) plus 32 MiB for what the Go
 // runtime does not count (the binary's pages, thread stacks).
@@ -89,6 +90,11 @@ func TestAgentPeakRSSUnderHostileImages(t *testing.T) {
 		{name: "xz, 128 MiB dictionary, 192 MiB", gen: func() io.Reader { return hostileimage.XZReader(192<<20, 30, 8<<20) },
 			fail: "LZMA2 dictionary of 128 MiB"},
 		{name: "xz, 64 MiB dictionary (half the cap), 24 blocks, 192 MiB", gen: func() io.Reader { return hostileimage.XZReader(192<<20, 28, 8<<20) }, atCap: true},
+		// Blocks that declare their sizes decode in parallel, each worker
+		// holding its dictionary and its block: with two workers, each
+		// fills its half of the cap.
+		{name: "xz, blocks declaring their sizes, 32 MiB dictionary and 30 MiB blocks, 192 MiB",
+			gen: func() io.Reader { return hostileimage.XZSizedReader(192<<20, 26, 30<<20) }, atCap: true},
 		{name: "zstd, 2 GiB window (--long=31), 256 MiB", gen: func() io.Reader { return hostileimage.ZstdReader(256<<20, 31) },
 			fail: "2048 MiB window"},
 		{name: "zstd, 512 MiB window (--long=29), 256 MiB", gen: func() io.Reader { return hostileimage.ZstdReader(256<<20, 29) },

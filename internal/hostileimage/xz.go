@@ -20,16 +20,28 @@ import (
 // chunks, which any decoder copies through its dictionary.
 func XZ(data []byte, dictProp byte, blockSize int) []byte {
 	var out bytes.Buffer
-	writeXZ(&out, bytes.NewReader(data), int64(len(data)), dictProp, blockSize)
+	writeXZ(&out, bytes.NewReader(data), int64(len(data)), dictProp, blockSize, false)
 	return out.Bytes()
 }
 
 // XZReader is XZ for size bytes of a repeating pattern, generated as it is
 // read, so huge streams cost no memory.
 func XZReader(size int64, dictProp byte, blockSize int) io.Reader {
+	return xzReader(size, dictProp, blockSize, false)
+}
+
+// XZSizedReader is XZReader with every block header declaring the block's
+// compressed and uncompressed sizes, as xz writes them when it compresses
+// on several threads: blocks a decoder may read whole and decode in
+// parallel.
+func XZSizedReader(size int64, dictProp byte, blockSize int) io.Reader {
+	return xzReader(size, dictProp, blockSize, true)
+}
+
+func xzReader(size int64, dictProp byte, blockSize int, sized bool) io.Reader {
 	pr, pw := io.Pipe()
 	go func() {
-		pw.CloseWithError(writeXZ(pw, io.LimitReader(Pattern(), size), size, dictProp, blockSize))
+		pw.CloseWithError(writeXZ(pw, io.LimitReader(Pattern(), size), size, dictProp, blockSize, sized))
 	}()
 	return pr
 }
@@ -52,7 +64,7 @@ func (p *pattern) Read(b []byte) (int, error) {
 
 type xzRecord struct{ unpadded, size int64 }
 
-func writeXZ(w io.Writer, data io.Reader, size int64, dictProp byte, blockSize int) error {
+func writeXZ(w io.Writer, data io.Reader, size int64, dictProp byte, blockSize int, sized bool) error {
 	le := binary.LittleEndian
 	flags := []byte{0, 1} // CRC-32
 	hdr := append([]byte("\xfd7zXZ\x00"), flags...)
@@ -68,9 +80,18 @@ func writeXZ(w io.Writer, data io.Reader, size int64, dictProp byte, blockSize i
 			return err
 		}
 		done += int64(n)
-		// Block header: size byte, flags (one filter), LZMA2 id, one
-		// property byte, padding, CRC-32.
-		bh := []byte{0, 0x00, 0x21, 1, dictProp}
+		// Block header: size byte, flags (one filter, and the sizes
+		// when sized), the sizes, LZMA2 id, one property byte, padding,
+		// CRC-32. The data goes in uncompressed LZMA2 chunks of at most
+		// 64 KiB, 3 header bytes each, and an end byte.
+		bh := []byte{0, 0x00}
+		if sized {
+			chunks := (n + 1<<16 - 1) >> 16
+			bh[1] = 0xc0
+			bh = binary.AppendUvarint(bh, uint64(n+3*chunks+1))
+			bh = binary.AppendUvarint(bh, uint64(n))
+		}
+		bh = append(bh, 0x21, 1, dictProp)
 		for (len(bh)+4)%4 != 0 {
 			bh = append(bh, 0)
 		}

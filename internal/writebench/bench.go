@@ -436,22 +436,25 @@ const (
 // decompressPeers are the pipelines an operator would write for a
 // compressed image: curl into the format's own tool (the C reference
 // decoder, which verifies the stream's own check; the agent's decoders
-// verify gzip's and xz's, not zstd's) into dd, by variant.
-var decompressPeers = map[Variant]string{Gzip: "gzip", Zstd: "zstd", Xz: "xz"}
+// verify gzip's and xz's, not zstd's) into dd, by variant. xz runs twice:
+// as it decodes by default (one thread, in XZ Utils before 5.6) and with
+// a thread per core (-T0, decoding blocks in parallel as the agent does).
+var decompressPeers = map[Variant][]string{Gzip: {"gzip"}, Zstd: {"zstd"}, Xz: {"xz", "xz -T0"}}
 
 // DecompressPeerKey is the peer key of the pipeline that decodes with
-// tool (gzip, zstd or xz).
+// tool (gzip, zstd, xz, or xz -T0).
 func DecompressPeerKey(tool string) string {
 	return fmt.Sprintf("curl | %s -dc | dd oflag=direct", tool)
 }
 
 // peerAgainst maps each peer to the ID of the agent case doing its job.
 var peerAgainst = map[string]string{peerCurlDD: "raw-zeros", peerCurlHashDD: "raw-zeros", peerQemuImg: "qcow2",
-	DecompressPeerKey("gzip"): "gz", DecompressPeerKey("zstd"): "zst", DecompressPeerKey("xz"): "xz"}
+	DecompressPeerKey("gzip"): "gz", DecompressPeerKey("zstd"): "zst", DecompressPeerKey("xz"): "xz", DecompressPeerKey("xz -T0"): "xz"}
 
 // peerTools are the optional tools each peer needs.
 var peerTools = map[string][]string{peerCurlDD: {"curl"}, peerCurlHashDD: {"curl", "sha256sum"},
-	DecompressPeerKey("gzip"): {"curl", "gzip"}, DecompressPeerKey("zstd"): {"curl", "zstd"}, DecompressPeerKey("xz"): {"curl"}}
+	DecompressPeerKey("gzip"): {"curl", "gzip"}, DecompressPeerKey("zstd"): {"curl", "zstd"}, DecompressPeerKey("xz"): {"curl"},
+	DecompressPeerKey("xz -T0"): {"curl"}}
 
 // jobs lists every job once.
 func (b *bench) jobs() []job {
@@ -538,15 +541,17 @@ wait $h; read -r s _ < "$d/sum"; [ "$s" = "$3" ] || { echo "sha256 $s, want $3" 
 		}
 	}
 	for _, v := range Variants {
-		tool, ok := decompressPeers[v]
-		if !ok || slices.ContainsFunc(peerTools[DecompressPeerKey(tool)], func(t string) bool { return !b.have[t] }) {
-			continue
+		for _, tool := range decompressPeers[v] {
+			if slices.ContainsFunc(peerTools[DecompressPeerKey(tool)], func(t string) bool { return !b.have[t] }) {
+				continue
+			}
+			// $3 unquoted: a tool and its options, from the table above.
+			js = append(js, job{key: DecompressPeerKey(tool), group: groupPeer, disks: 1, run: func(ctx context.Context) (Sample, error) {
+				script := `curl -sS --fail "$1" | $3 -dc | dd of="$2" bs=4M iflag=fullblock oflag=direct conv=fsync status=none`
+				s, _, err := measure(ctx, exec.CommandContext(ctx, "bash", "-o", "pipefail", "-c", script, "bash", b.url(v), dev, tool))
+				return s, err
+			}})
 		}
-		js = append(js, job{key: DecompressPeerKey(tool), group: groupPeer, disks: 1, run: func(ctx context.Context) (Sample, error) {
-			script := `curl -sS --fail "$1" | "$3" -dc | dd of="$2" bs=4M iflag=fullblock oflag=direct conv=fsync status=none`
-			s, _, err := measure(ctx, exec.CommandContext(ctx, "bash", "-o", "pipefail", "-c", script, "bash", b.url(v), dev, tool))
-			return s, err
-		}})
 	}
 	js = append(js, job{key: peerQemuImg, group: groupPeer, disks: 1, run: func(ctx context.Context) (Sample, error) {
 		s, _, err := measure(ctx, exec.CommandContext(ctx, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-t", "none", "-n", b.files[Qcow2], dev))

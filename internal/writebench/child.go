@@ -92,12 +92,14 @@ type ChildResult struct {
 }
 
 // DecodeFigures is how a decode stage spent its time, in seconds: its
-// thread's CPU (0 where unmeasured), and its waits for input and for room
-// for its output.
+// threads' CPU (0 where unmeasured), and its waits for input and for room
+// for its output. Threads is how many threads ran it (xz: its workers and
+// the thread handing them blocks); 0 or 1 is one.
 type DecodeFigures struct {
 	CPU        float64 `json:"cpu"`
 	InputWait  float64 `json:"input_wait"`
 	OutputWait float64 `json:"output_wait"`
+	Threads    int     `json:"threads,omitempty"`
 }
 
 // ChildSpecFromEnv returns the spec the child was started with, and false

@@ -297,7 +297,7 @@ func (r *Report) decoderTable(p func(string, ...any)) {
 		if !header {
 			header = true
 			p("")
-			p("The decode stage inside the write (medians, seconds; CPU is the stage's own thread, user + system, \"–\" where the stage has no thread of its own; the alone figure is the decode limit's run):")
+			p("The decode stage inside the write (medians, seconds; CPU is the stage's own threads, user + system, \"–\" where the stage has no thread of its own; threads: how many ran it, where more than one (xz: a worker per core and the thread handing them blocks), whose waits and CPU overlap, so nothing is left to call neither; the alone figure is the decode limit's run):")
 			p("")
 			p("| case | write s | stage CPU in the write | stage CPU alone | in the write ÷ alone | waited for input | waited for the disks | neither running nor waiting |")
 			p("|---|---|---|---|---|---|---|---|")
@@ -312,7 +312,11 @@ func (r *Report) decoderTable(p func(string, ...any)) {
 				cpuAlone, grew = fmt.Sprintf("%.2f", a.CPU), fmt.Sprintf("%.2f", d.CPU/a.CPU)
 			}
 		}
-		p("| %s | %.2f | %s | %s | %s | %.3f | %.3f | %s |", cell(c.Case.Name), c.Seconds, cpu, cpuAlone, grew, d.InputWait, d.OutputWait, rest)
+		name := cell(c.Case.Name)
+		if d.Threads > 1 {
+			name += fmt.Sprintf(" (%d threads)", d.Threads)
+		}
+		p("| %s | %.2f | %s | %s | %s | %.3f | %.3f | %s |", name, c.Seconds, cpu, cpuAlone, grew, d.InputWait, d.OutputWait, rest)
 	}
 }
 

@@ -43,7 +43,8 @@ type Summary struct {
 	// decode stage was neither running on its own thread's CPU nor
 	// waiting (kept from its core, and the write's start and end): taken
 	// run by run, not from the medians of its parts, which can be of
-	// different runs. Nil unless every sample measured the stage's CPU.
+	// different runs. Nil unless every sample measured the stage's CPU on
+	// one thread.
 	DecodeRest *float64
 }
 
@@ -96,8 +97,11 @@ func Summarize(samples []Sample) Summary {
 			CPU:        field(func(s Sample) float64 { return s.Child.Decode.CPU }),
 			InputWait:  field(func(s Sample) float64 { return s.Child.Decode.InputWait }),
 			OutputWait: field(func(s Sample) float64 { return s.Child.Decode.OutputWait }),
+			Threads:    samples[0].Child.Decode.Threads,
 		}
-		if !slices.ContainsFunc(samples, func(s Sample) bool { return s.Child.Decode.CPU <= 0 }) {
+		// The rest is a single thread's: on several, CPU and waits
+		// overlap in time.
+		if !slices.ContainsFunc(samples, func(s Sample) bool { return s.Child.Decode.CPU <= 0 || s.Child.Decode.Threads > 1 }) {
 			rest := field(func(s Sample) float64 {
 				d := s.Child.Decode
 				return s.Seconds - d.CPU - d.InputWait - d.OutputWait

@@ -65,6 +65,17 @@ func TestSummarize(t *testing.T) {
 	if r := Summarize(three).DecodeRest; r == nil || math.Abs(*r+0.5) > 1e-9 {
 		t.Errorf("decode rest %v, want the median of each run's, -0.5", r)
 	}
+	// A stage on several threads (xz's workers) has no rest: its
+	// threads' CPU and waits overlap.
+	for _, x := range []*ChildResult{a, b, c} {
+		x.Decode.Threads = 3
+	}
+	if s := Summarize(three); s.DecodeRest != nil || s.Decode.Threads != 3 {
+		t.Errorf("decode rest %v, threads %d, from a stage on three threads", s.DecodeRest, s.Decode.Threads)
+	}
+	for _, x := range []*ChildResult{a, b, c} {
+		x.Decode.Threads = 1
+	}
 	a.Decode.CPU = 0 // a run with no thread of its own to measure
 	if r := Summarize(three).DecodeRest; r != nil {
 		t.Errorf("decode rest %v with a run whose CPU was not measured", *r)
@@ -253,11 +264,14 @@ func TestReport(t *testing.T) {
 	}
 	gz, _ := caseByID("gz")
 	qcow, _ := caseByID("qcow2")
+	xz, _ := caseByID("xz")
 	decodes := map[string]*DecodeFigures{
 		decodeKey(Gzip):  {CPU: 1.8, InputWait: 0.01},
 		decodeKey(Qcow2): {InputWait: 0.01},
 		agentKey(gz):     {CPU: 0.9, InputWait: 0.05, OutputWait: 0.02},
 		agentKey(qcow):   {InputWait: 0.1, OutputWait: 0.2},
+		decodeKey(Xz):    {CPU: 3.6, InputWait: 0.01, Threads: 3},
+		agentKey(xz):     {CPU: 3.7, InputWait: 0.02, OutputWait: 0.01, Threads: 3},
 	}
 	add(keyDD, groupDevice, 0.5, 0.1)
 	add(fioKey("4M", 8), groupDevice, 0.4, 0.1)
@@ -317,6 +331,8 @@ func TestReport(t *testing.T) {
 		// The decoder inside the write: rest = 1 − 0.9 − 0.05 − 0.02.
 		"| raw.gz | 1.00 | 0.90 | 1.80 | 0.50 | 0.050 | 0.020 | 0.03 |",
 		"| qcow2 | 1.00 | – | – | – | 0.100 | 0.200 | – |",
+		// On several threads: no rest.
+		"| raw.xz (3 threads) | 1.00 | 3.70 | 3.60 | 1.03 | 0.020 | 0.010 | – |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
@@ -326,8 +342,8 @@ func TestReport(t *testing.T) {
 	_, table, _ := strings.Cut(md, "The decode stage inside the write")
 	_, table, _ = strings.Cut(table, "\n\n")
 	table, _, _ = strings.Cut(table, "\n\n")
-	if rows := strings.Count("\n"+table, "\n| ") - 1; rows != 2 {
-		t.Errorf("%d rows in the decoder table, want 2:%s", rows, table)
+	if rows := strings.Count("\n"+table, "\n| ") - 1; rows != 3 {
+		t.Errorf("%d rows in the decoder table, want 3:%s", rows, table)
 	}
 }
 
@@ -379,7 +395,7 @@ func TestNeeded(t *testing.T) {
 		t.Fatal(err)
 	}
 	all := keys()
-	for _, tool := range []string{"gzip", "zstd", "xz"} {
+	for _, tool := range []string{"gzip", "zstd", "xz", "xz -T0"} {
 		if !slices.Contains(all, DecompressPeerKey(tool)) {
 			t.Errorf("every case: no %q peer in %q", tool, all)
 		}

@@ -1,0 +1,365 @@
+package imagewriter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/rivetmetal/rivet/imagewriter/xzlimit"
+	"github.com/therootcompany/xz"
+	"golang.org/x/sync/errgroup"
+)
+
+// maxXzWorkers bounds how many blocks of an xz image decode at once, as
+// the decoder memory limit does (xzWorkers).
+const maxXzWorkers = 16
+
+// xzWorkers is how many blocks of an xz image may decode at once: one per
+// CPU the runtime may run on, as long as each worker's share of the
+// decoder memory limit holds a block of xz's usual size at its default
+// level (a 24 MiB block and its 8 MiB dictionary); at least one.
+func xzWorkers(maxMemory int64) int {
+	return max(1, min(runtime.GOMAXPROCS(0), maxXzWorkers, int(maxMemory/(32<<20))))
+}
+
+// blockOutput is where one xz worker puts the blocks it decodes.
+type blockOutput interface {
+	// put reads r, one block's decoded bytes, to its end and places
+	// them at offset off of the image on; it returns how many there
+	// were.
+	put(ctx context.Context, r io.Reader, off int64) (int64, error)
+}
+
+// xzJob is one block for a worker.
+type xzJob struct {
+	stream io.Reader // the block as an xz stream of its own
+	off    int64     // where its bytes go in the image
+	// fresh asks for a new decoder (the old one's dictionary dropped);
+	// drop asks the worker to let go of its decoder after the job, or,
+	// with no stream, at once.
+	fresh, drop bool
+	// done, when set, is closed once the block is decoded.
+	done chan struct{}
+}
+
+// decodeXzBlocks decodes an xz image, read from in, on as many workers as
+// outs has: the Splitter cuts it into its blocks, each of which decodes
+// alone, and a block whose header declares its size (as xz writes every
+// block when it compresses on several threads) is read into a worker's
+// buffer and decoded there while the next block is read, its bytes put at
+// their offset in the image. A block that does not declare its size, or
+// does not fit a worker's share of maxMemory with its dictionary, is
+// decoded as it is read, after every other worker has finished and let go
+// of its memory; so a single-block image decodes as it always did, on one
+// core. Every block is checked by the decoder (data, check, sizes) and
+// every index and footer by the Splitter. It returns the bytes decoded
+// and the CPU time of the workers' threads.
+func decodeXzBlocks(ctx context.Context, in io.Reader, maxMemory int64, outs []blockOutput) (int64, time.Duration, error) {
+	n := len(outs)
+	share := maxMemory / int64(n)
+	dictMax := uint32(min(maxMemory/2, math.MaxUint32))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	jobs := make([]chan xzJob, n)
+	idle := make(chan int, n)
+	cpus := make([]time.Duration, n)
+	for i := range outs {
+		jobs[i] = make(chan xzJob, 1)
+		idle <- i
+		g.Go(func() error {
+			restore, err := prioritizeStage()
+			defer restore()
+			used := stageCPU(err == nil)
+			defer func() { cpus[i] = used() }()
+			return xzWorker(gctx, jobs[i], idle, i, outs[i], dictMax, maxMemory)
+		})
+	}
+	d := &xzDispatcher{ctx: gctx, sp: xzlimit.NewSplitter(in, maxMemory), jobs: jobs, idle: idle,
+		bufs: make([]blockBuffer, n), dicts: make([]int64, n), share: share}
+	derr := d.run()
+	for _, ch := range jobs {
+		close(ch)
+	}
+	if derr != nil {
+		cancel()
+	}
+	werr := g.Wait()
+	// Every worker has returned: no block is read from a buffer any more.
+	for i := range d.bufs {
+		d.bufs[i].free()
+	}
+	var cpu time.Duration
+	for _, c := range cpus {
+		cpu += c
+	}
+	switch {
+	case derr != nil && !errors.Is(derr, context.Canceled):
+		return d.off, cpu, limitError(derr, maxMemory)
+	case werr != nil:
+		return d.off, cpu, werr
+	}
+	return d.off, cpu, derr
+}
+
+// xzWorker decodes the blocks it is given until its jobs end.
+func xzWorker(ctx context.Context, jobs <-chan xzJob, idle chan<- int, i int, out blockOutput, dictMax uint32, maxMemory int64) error {
+	var dec *xz.Reader
+	for {
+		var j xzJob
+		select {
+		case job, ok := <-jobs:
+			if !ok {
+				return nil
+			}
+			j = job
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if j.fresh {
+			dec = nil
+		}
+		if j.stream != nil {
+			var err error
+			if dec == nil {
+				dec, err = xz.NewReader(j.stream, dictMax)
+			} else {
+				err = dec.Reset(j.stream)
+			}
+			if err != nil {
+				return xzError(err, maxMemory)
+			}
+			if _, err := out.put(ctx, xzErrors{dec, maxMemory}, j.off); err != nil {
+				return err
+			}
+		}
+		if j.drop {
+			dec = nil
+		}
+		if j.done != nil {
+			close(j.done)
+		}
+		idle <- i
+	}
+}
+
+// xzDispatcher reads the blocks and hands them to idle workers.
+type xzDispatcher struct {
+	ctx  context.Context
+	sp   *xzlimit.Splitter
+	jobs []chan xzJob
+	idle chan int
+	// bufs and dicts are each worker's block buffer and the largest
+	// dictionary its decoder holds (0: none); share is what the two may
+	// take together.
+	bufs  []blockBuffer
+	dicts []int64
+	share int64
+	// off is where the next block's bytes go.
+	off int64
+}
+
+func (d *xzDispatcher) run() error {
+	for {
+		b, err := d.sp.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if size := b.Size(); size >= 0 && b.Dict+size <= d.share {
+			err = d.parallel(b, size)
+		} else {
+			err = d.streamed(b)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// take waits for an idle worker.
+func (d *xzDispatcher) take() (int, error) {
+	select {
+	case i := <-d.idle:
+		return i, nil
+	case <-d.ctx.Done():
+		return 0, d.ctx.Err()
+	}
+}
+
+// parallel reads a block of size bytes into an idle worker's buffer and
+// has the worker decode it.
+func (d *xzDispatcher) parallel(b *xzlimit.Block, size int64) error {
+	i, err := d.take()
+	if err != nil {
+		return err
+	}
+	j := xzJob{off: d.off}
+	if max(d.dicts[i], b.Dict)+max(int64(d.bufs[i].capacity()), size) > d.share {
+		d.bufs[i].free()
+		d.dicts[i], j.fresh = 0, true
+	}
+	buf, err := d.bufs[i].bytes(int(size))
+	if err != nil {
+		return fmt.Errorf("a buffer for a block of %d bytes: %w", size, err)
+	}
+	// The block checks its own sizes as it is read: it ends where its
+	// header says, or fails.
+	if _, err := io.ReadFull(b, buf); err != nil {
+		return err
+	}
+	var probe [1]byte
+	if k, err := b.Read(probe[:]); k != 0 || err != io.EOF {
+		if err == nil || err == io.EOF {
+			err = fmt.Errorf("%w: a block is longer than its header declares", xzlimit.ErrCorrupt)
+		}
+		return err
+	}
+	d.dicts[i] = max(d.dicts[i], b.Dict)
+	j.stream = b.Stream(d.bufs[i].reader(len(buf)))
+	d.off += b.DecodedSize()
+	d.jobs[i] <- j // the worker is idle: its queue is empty
+	return nil
+}
+
+// streamed decodes a block as it is read, on one worker, once every
+// worker is idle and every other has let go of its decoder, and all of
+// them of their buffers. The worker chosen is the one whose decoder has
+// the largest dictionary, which it keeps for the block (and the next ones
+// like it) when it is large enough.
+func (d *xzDispatcher) streamed(b *xzlimit.Block) error {
+	n := len(d.jobs)
+	for range n {
+		if _, err := d.take(); err != nil {
+			return err
+		}
+	}
+	s := 0
+	for i := range n {
+		if d.dicts[i] > d.dicts[s] {
+			s = i
+		}
+	}
+	for i := range n {
+		d.bufs[i].free()
+		switch {
+		case i == s:
+		case d.dicts[i] > 0:
+			d.dicts[i] = 0
+			d.jobs[i] <- xzJob{drop: true} // it goes back to idle itself
+		default:
+			d.idle <- i
+		}
+	}
+	done := make(chan struct{})
+	d.jobs[s] <- xzJob{stream: b.Stream(b), off: d.off, done: done}
+	select {
+	case <-done:
+	case <-d.ctx.Done():
+		return d.ctx.Err()
+	}
+	d.dicts[s] = max(d.dicts[s], b.Dict)
+	d.off += b.DecodedSize()
+	return nil
+}
+
+// decompressXz is the decode stage of an xz image: decodeXzBlocks with
+// one emitter per worker, sharing the stage's output pool and the sinks'
+// queues. No worker hands the sinks a chunk before the image's first
+// bytes were checked (checkDecodedHead). It returns the workers' CPU time
+// and their number, and adds their waits for output to em's.
+func (w *writer) decompressXz(ctx context.Context, in *chunkReader, em *emitter) (time.Duration, int, error) {
+	head := &headGate{passed: make(chan struct{})}
+	outs := make([]blockOutput, xzWorkers(w.req.MaxDecoderMemory))
+	ems := make([]*emitter, len(outs))
+	for i := range outs {
+		ems[i] = &emitter{ctx: ctx, pool: em.pool, outs: em.outs, scanZeros: em.scanZeros}
+		outs[i] = &emitBlocks{w: w, em: ems[i], head: head}
+	}
+	n, cpu, err := decodeXzBlocks(ctx, in, w.req.MaxDecoderMemory, outs)
+	for _, e := range ems {
+		em.waited += e.waited
+	}
+	if err != nil {
+		return cpu, len(outs), w.decodeError(ctx, FormatXz, in, n, err)
+	}
+	if ctx.Err() != nil {
+		return cpu, len(outs), ctx.Err()
+	}
+	w.decoded.Store(n)
+	return cpu, len(outs), nil
+}
+
+// headGate holds back every chunk but the image's first until the first
+// has been checked.
+type headGate struct {
+	passed chan struct{}
+	once   sync.Once
+}
+
+func (h *headGate) pass() { h.once.Do(func() { close(h.passed) }) }
+
+func (h *headGate) wait(ctx context.Context) error {
+	select {
+	case <-h.passed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// emitBlocks is an xz worker's output in a write: it decodes into the
+// stage's output chunks and hands each, full or at its block's end, to the
+// sinks.
+type emitBlocks struct {
+	w    *writer
+	em   *emitter
+	head *headGate
+}
+
+func (o *emitBlocks) put(ctx context.Context, r io.Reader, off int64) (int64, error) {
+	var n int64
+	for {
+		if off+n > 0 {
+			if err := o.head.wait(ctx); err != nil {
+				return n, err
+			}
+		}
+		start := time.Now()
+		c, err := o.em.pool.get(ctx)
+		o.em.waited += time.Since(start)
+		if err != nil {
+			return n, err
+		}
+		k, eof, err := fill(r, c.buf)
+		c.n, c.off = k, off+n
+		if k > 0 && c.off == 0 {
+			if herr := o.w.checkDecodedHead(FormatXz, c.data()); herr != nil {
+				c.refs.Store(1)
+				c.release()
+				return n, herr
+			}
+			o.head.pass()
+		}
+		n += int64(k)
+		o.w.decoded.Add(int64(k))
+		if k > 0 {
+			if serr := o.em.send(c); serr != nil {
+				return n, serr
+			}
+		} else {
+			c.refs.Store(1)
+			c.release()
+		}
+		if err != nil || eof {
+			return n, err
+		}
+	}
+}
