@@ -54,9 +54,9 @@ type xzJob struct {
 // buffer and decoded there while the next block is read, its bytes put at
 // their offset in the image. A block that does not declare its size, or
 // does not fit a worker's share of maxMemory with its dictionary, is
-// decoded as it is read, after every other worker has finished and let go
-// of its memory; so a single-block image decodes as it always did, on one
-// core. Every block is checked by the decoder (data, check, sizes) and
+// decoded as it is read, by one worker once all have finished and the
+// others have let go of their memory (streamed); so a single-block image
+// decodes as it always did, on one core. Every block is checked by the decoder (data, check, sizes) and
 // every index and footer by the Splitter. It returns the bytes decoded
 // and the CPU time of the workers' threads.
 func decodeXzBlocks(ctx context.Context, in io.Reader, maxMemory int64, outs []blockOutput) (int64, time.Duration, error) {
