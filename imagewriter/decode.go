@@ -317,29 +317,9 @@ func (w *writer) decompressStream(ctx context.Context, f Format, in *chunkReader
 	wt, blocks := dec.(io.WriterTo)
 	var off int64
 	for {
-		c, err := em.pool.get(ctx)
-		if err != nil {
-			return err
-		}
-		n, eof, err := fill(dec, c.buf)
-		c.n, c.off = n, off
-		if off == 0 && n > 0 {
-			if err := w.checkDecodedHead(f, c.data()); err != nil {
-				c.refs.Store(1)
-				c.release()
-				return err
-			}
-		}
+		n, eof, err := w.emitDecoded(ctx, f, em, dec, off)
 		off += int64(n)
 		w.decoded.Store(off)
-		if n > 0 {
-			if serr := em.send(c); serr != nil {
-				return serr
-			}
-		} else {
-			c.refs.Store(1)
-			c.release()
-		}
 		if err != nil {
 			return w.decodeError(ctx, f, in, off, err)
 		}
@@ -363,6 +343,39 @@ func (w *writer) decompressStream(ctx context.Context, f Format, in *chunkReader
 	}
 	w.decoded.Store(off)
 	return em.flush()
+}
+
+// emitDecoded fills a chunk of em's pool with r's next bytes, for image
+// offset off, and hands it to the sinks, unless it is empty. The image's
+// first bytes (at offset 0) are checked before they go out
+// (checkDecodedHead). It returns how many bytes it decoded, whether r
+// ended, and r's error, the refusal of the image's head, or the sinks'
+// (the write was cancelled).
+func (w *writer) emitDecoded(ctx context.Context, f Format, em *emitter, r io.Reader, off int64) (int, bool, error) {
+	start := time.Now()
+	c, err := em.pool.get(ctx)
+	em.waited += time.Since(start)
+	if err != nil {
+		return 0, false, err
+	}
+	n, eof, err := fill(r, c.buf)
+	c.n, c.off = n, off
+	if n == 0 {
+		c.refs.Store(1)
+		c.release()
+		return 0, eof, err
+	}
+	if off == 0 {
+		if herr := w.checkDecodedHead(f, c.data()); herr != nil {
+			c.refs.Store(1)
+			c.release()
+			return 0, false, herr
+		}
+	}
+	if serr := em.send(c); serr != nil {
+		return n, false, serr
+	}
+	return n, eof, err
 }
 
 // checkDecodedHead refuses an image whose decoded first bytes are not
@@ -398,7 +411,9 @@ func (w *writer) decodeError(ctx context.Context, f Format, in *chunkReader, off
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if errors.Is(err, source.ErrTruncated) || errors.Is(err, source.ErrDownload) {
+	// Already classified: the source's failures, and a refusal of what
+	// the stream decoded to (checkDecodedHead).
+	if errors.Is(err, source.ErrTruncated) || errors.Is(err, source.ErrDownload) || errors.Is(err, ErrFormat) {
 		return err
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {

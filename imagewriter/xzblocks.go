@@ -35,14 +35,13 @@ type blockOutput interface {
 	put(ctx context.Context, r io.Reader, off int64) (int64, error)
 }
 
-// xzJob is one block for a worker.
+// xzJob is one block for a worker, or, with no stream, a request to let
+// go of its decoder.
 type xzJob struct {
 	stream io.Reader // the block as an xz stream of its own
 	off    int64     // where its bytes go in the image
-	// fresh asks for a new decoder (the old one's dictionary dropped);
-	// drop asks the worker to let go of its decoder after the job, or,
-	// with no stream, at once.
-	fresh, drop bool
+	// fresh asks for a new decoder (the old one's dictionary dropped).
+	fresh bool
 	// done, when set, is closed once the block is decoded.
 	done chan struct{}
 }
@@ -121,7 +120,7 @@ func xzWorker(ctx context.Context, jobs <-chan xzJob, idle chan<- int, i int, ou
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if j.fresh {
+		if j.fresh || j.stream == nil {
 			dec = nil
 		}
 		if j.stream != nil {
@@ -137,9 +136,6 @@ func xzWorker(ctx context.Context, jobs <-chan xzJob, idle chan<- int, i int, ou
 			if _, err := out.put(ctx, xzErrors{dec, maxMemory}, j.off); err != nil {
 				return err
 			}
-		}
-		if j.drop {
-			dec = nil
 		}
 		if j.done != nil {
 			close(j.done)
@@ -253,7 +249,7 @@ func (d *xzDispatcher) streamed(b *xzlimit.Block) error {
 		case i == s:
 		case d.dicts[i] > 0:
 			d.dicts[i] = 0
-			d.jobs[i] <- xzJob{drop: true} // it goes back to idle itself
+			d.jobs[i] <- xzJob{} // it lets go of its decoder and goes back to idle itself
 		default:
 			d.idle <- i
 		}
@@ -332,32 +328,12 @@ func (o *emitBlocks) put(ctx context.Context, r io.Reader, off int64) (int64, er
 				return n, err
 			}
 		}
-		start := time.Now()
-		c, err := o.em.pool.get(ctx)
-		o.em.waited += time.Since(start)
-		if err != nil {
-			return n, err
-		}
-		k, eof, err := fill(r, c.buf)
-		c.n, c.off = k, off+n
-		if k > 0 && c.off == 0 {
-			if herr := o.w.checkDecodedHead(FormatXz, c.data()); herr != nil {
-				c.refs.Store(1)
-				c.release()
-				return n, herr
-			}
+		k, eof, err := o.w.emitDecoded(ctx, FormatXz, o.em, r, off+n)
+		if k > 0 && off+n == 0 {
 			o.head.pass()
 		}
 		n += int64(k)
 		o.w.decoded.Add(int64(k))
-		if k > 0 {
-			if serr := o.em.send(c); serr != nil {
-				return n, serr
-			}
-		} else {
-			c.refs.Store(1)
-			c.release()
-		}
 		if err != nil || eof {
 			return n, err
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -162,5 +163,33 @@ func TestDecodeXzBlocksBoundedByItsOutput(t *testing.T) {
 	stream := hostileimage.XZ(bytes.Repeat([]byte{1, 2, 3}, 1<<20), 18, 64<<10)
 	if got, err := decodeXz(stream, DefaultMaxDecoderMemory, 1<<20); err == nil || len(got) > 1<<20 {
 		t.Fatalf("3 MiB of output under a 1 MiB output cap: %d bytes, err %v", len(got), err)
+	}
+}
+
+// TestDecompressXzHoldsBlocksUntilTheHeadIsChecked: the stage checks the
+// image's first bytes before any chunk reaches a disk, and when it refuses
+// them, no block another worker decoded meanwhile gets there either. (The
+// write's precheck refuses such an image from the served probe first; this
+// is the stage's own check, behind it.) The image's first block is large
+// and the rest small, so the later blocks are decoded well before the
+// first one's first chunk is.
+func TestDecompressXzHoldsBlocksUntilTheHeadIsChecked(t *testing.T) {
+	requireTool(t, "xz", "xz-utils")
+	img := xzTestData(6 << 20)
+	copy(img, "QFI\xfb\x00\x00\x00\x03") // a qcow2 header's magic and version
+	served := xzTool(t, img, "-T2", "--block-list=4MiB,64KiB")
+	w := &writer{req: Request{MaxDecoderMemory: DefaultMaxDecoderMemory}}
+	in, stop := feedChunks(context.Background(), bytes.NewReader(served), xzInput, inputChunk)
+	defer func() { _ = stop() }()
+	defer in.close()
+	sink := make(chan *chunk, 256)
+	em := &emitter{ctx: context.Background(), pool: newBufferPool(xzWorkers(DefaultMaxDecoderMemory)+2, xzOutputChunk), outs: []chan *chunk{sink}}
+	_, _, err := w.decompressXz(context.Background(), in, em)
+	if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "qcow2 image inside") {
+		t.Fatalf("err = %v; want the qcow2 image refused", err)
+	}
+	if len(sink) != 0 {
+		c := <-sink
+		t.Fatalf("%d chunks reached the disk, the first at offset %d", len(sink)+1, c.off)
 	}
 }

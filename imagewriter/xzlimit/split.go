@@ -48,7 +48,8 @@ func NewSplitter(r io.Reader, maxMemory int64) *Splitter {
 
 // Block is one block of an xz file. Its Read hands out the block's bytes
 // (header, compressed data, padding, check) and ends with io.EOF after the
-// check, once the sizes add up; Size and Uncompressed are then known.
+// check, once the sizes add up; DecodedSize is then known (Size, from
+// the header, before).
 type Block struct {
 	passer
 	s *Splitter
@@ -171,23 +172,10 @@ func (s *Splitter) index() error {
 	crc.Write([]byte{0})
 	size := int64(1)
 	varint := func() (uint64, error) {
-		var v uint64
-		for i := 0; i < 9; i++ {
-			b, err := s.fill(1)
-			if err != nil {
-				return 0, err
-			}
-			crc.Write(b)
+		return readVLI(s.fill, func(b byte) {
+			crc.Write([]byte{b})
 			size++
-			v |= uint64(b[0]&0x7f) << (7 * i)
-			if b[0] < 0x80 {
-				if b[0] == 0 && i > 0 {
-					return 0, fmt.Errorf("%w: index integer with a trailing zero byte", ErrCorrupt)
-				}
-				return v, nil
-			}
-		}
-		return 0, fmt.Errorf("%w: index integer too long", ErrCorrupt)
+		})
 	}
 	count, err := varint()
 	if err != nil {

@@ -440,25 +440,12 @@ func readChunkHeader(fill func(n int) ([]byte, error)) (lzma2Chunk, error) {
 // index passes the index body through record by record, then the
 // padding and CRC, keeping nothing.
 func (x *Reader) index() error {
-	var vb [10]byte
 	total := int64(1) // the indicator
 	readVarint := func() (uint64, error) {
-		var v uint64
-		for i := 0; i < len(vb); i++ {
-			b, err := x.fill(1)
-			if err != nil {
-				return 0, err
-			}
-			vb[i] = b[0]
+		return readVLI(x.fill, func(b byte) {
+			x.out = append(x.out, b)
 			total++
-			if b[0] < 0x80 {
-				v |= uint64(b[0]) << (7 * i)
-				x.out = append(x.out, vb[:i+1]...)
-				return v, nil
-			}
-			v |= uint64(b[0]&0x7f) << (7 * i)
-		}
-		return 0, fmt.Errorf("%w: index varint too long", ErrCorrupt)
+		})
 	}
 	x.out = x.out[:0]
 	count, err := readVarint()
@@ -481,6 +468,27 @@ func (x *Reader) index() error {
 	x.out = append(x.out, b...)
 	x.st = stFooter
 	return nil
+}
+
+// readVLI reads an xz multibyte integer byte by byte with fill, handing
+// each byte to seen.
+func readVLI(fill func(n int) ([]byte, error), seen func(byte)) (uint64, error) {
+	var v uint64
+	for i := 0; i < 9; i++ {
+		b, err := fill(1)
+		if err != nil {
+			return 0, err
+		}
+		seen(b[0])
+		v |= uint64(b[0]&0x7f) << (7 * i)
+		if b[0] < 0x80 {
+			if b[0] == 0 && i > 0 {
+				return 0, fmt.Errorf("%w: index integer with a trailing zero byte", ErrCorrupt)
+			}
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: index integer too long", ErrCorrupt)
 }
 
 // uvarint decodes an xz multibyte integer from the front of p.
