@@ -80,7 +80,8 @@ func (w *writer) planQcow2(ctx context.Context, st *source.Stream, probe []byte)
 		case err == nil:
 			p.mode, p.m = qcowTables, m
 			w.log.Info("qcow2 image", "path", p.mode, "virtual_size", vsize, "cluster_size", h.ClusterSize(), "data_bytes", m.DataBytes,
-				"extents", len(m.Extents), "compression_type", h.CompressionType, "version", h.Version)
+				"compressed_bytes", m.CompressedBytes, "extents", len(m.Extents), "compression_type", h.CompressionType, "version", h.Version,
+				"decode_workers", qcow2.InflateWorkers())
 			return p, nil
 		case errors.Is(err, source.ErrNoRanges), errors.Is(err, qcow2.ErrTooManyReads):
 			reason = err.Error()
@@ -106,6 +107,23 @@ func (w *writer) planQcow2(ctx context.Context, st *source.Stream, probe []byte)
 		"path", p.mode, "reason", reason, "file_size", st.Size(), "virtual_size", vsize,
 		"spool_room", w.sinks[0].limit-vsize)
 	return p, nil
+}
+
+// inflates reports whether the image's data lies mostly in compressed
+// clusters, as far as the plan knows it (the tables path reads the map
+// first): those are copied out of the input as they decode, so the stage
+// needs small input buffers and more output ones.
+func (p *qcowPlan) inflates() bool {
+	return p.mode == qcowTables && 2*p.m.CompressedBytes > p.m.DataBytes
+}
+
+// inputPool is the qcow2 stage's input pool, given the pipeline's: small
+// chunks for an image that inflates, as for a compressed image.
+func (p *qcowPlan) inputPool(count, size int) (int, int) {
+	if p.inflates() {
+		count, size = decodedInput, inputChunk
+	}
+	return p.inputBuffers(count, size), size
 }
 
 // inputBuffers is how many served chunks of size bytes the qcow2 stage's

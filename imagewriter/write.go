@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/rivetmetal/rivet/imagewriter/qcow2"
 	"github.com/rivetmetal/rivet/imagewriter/source"
 	"golang.org/x/sync/errgroup"
 )
@@ -55,8 +56,14 @@ const (
 	xzOutputChunk = 2 << 20
 	xzInput       = 4
 	// qcowCopyBuffers is the qcow2 stage's output pool: the data
-	// clusters go to the disks in the input buffers, uncopied.
-	qcowCopyBuffers = 2
+	// clusters go to the disks in the input buffers, uncopied. An image
+	// whose data is mostly in compressed clusters (a cloud image) is
+	// decoded into a pool of qcowInflateBuffers instead, from small input
+	// buffers, like a compressed image: with two, its decoders waited on
+	// the disks a quarter of a second per 2.5 GiB (docs/benchmarks.md,
+	// 2026-12-08).
+	qcowCopyBuffers    = 2
+	qcowInflateBuffers = 4
 	// DefaultMaxDecoderMemory is Request.MaxDecoderMemory's default.
 	DefaultMaxDecoderMemory = 128 << 20
 )
@@ -165,12 +172,15 @@ type DecodeStats struct {
 	OutputWait time.Duration
 	// CPU is the user and system CPU time of the stage's threads. It is
 	// zero where the stage had no thread of its own to measure it on:
-	// qcow2, whose conversion shares the runtime's threads; a process
-	// that may not raise a thread's priority; outside Linux.
+	// qcow2, whose conversion (and its workers decoding compressed
+	// clusters) shares the runtime's threads; a process that may not
+	// raise a thread's priority; outside Linux.
 	CPU time.Duration
 	// Threads is how many threads ran the stage: one, or for xz its
 	// workers and the thread handing them blocks, whose CPU is summed
-	// and whose waits overlap the workers' work.
+	// and whose waits overlap the workers' work; for a qcow2 image whose
+	// data is mostly compressed clusters, the conversion and the workers
+	// decoding them (qcow2.InflateWorkers), whose waits overlap too.
 	Threads int
 }
 
@@ -488,7 +498,7 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 	inCount, inSize := w.req.Buffers, w.req.BufferSize
 	switch {
 	case format == FormatQcow2:
-		inCount = w.qcow.inputBuffers(inCount, inSize)
+		inCount, inSize = w.qcow.inputPool(inCount, inSize)
 	case format == FormatXz:
 		inCount, inSize = xzInput, inputChunk
 	case format != FormatRaw:
@@ -569,6 +579,9 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 		case FormatQcow2:
 			// Only compressed clusters and short runs are copied.
 			outCount = qcowCopyBuffers
+			if w.qcow.inflates() {
+				outCount = qcowInflateBuffers
+			}
 		case FormatXz:
 			outCount, outSize = xzWorkers(w.req.MaxDecoderMemory)+2, min(w.req.BufferSize, xzOutputChunk)
 		}
@@ -583,6 +596,9 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 			err = w.convertStream(gctx, cr, em, st.Size())
 		case format == FormatQcow2:
 			err = w.convertMap(gctx, w.qcow.m, cr, em)
+			if w.qcow.inflates() {
+				threads += qcow2.InflateWorkers()
+			}
 		default:
 			// Restored when this goroutine returns, after the decoder's
 			// last emit.

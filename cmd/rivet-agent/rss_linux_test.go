@@ -83,6 +83,10 @@ func TestAgentPeakRSSUnderHostileImages(t *testing.T) {
 	for i := int64(0); i < 4200; i++ {
 		scattered[i*64] = bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 256)
 	}
+	// A cloud image's layout at its most memory-hungry: every cluster
+	// zlib-compressed, and 2 MiB clusters (qcow2's largest), decoded on a
+	// worker per core.
+	cloud := compressedQcow2(t, 192<<20, 2<<20)
 	images := []hostile{
 		{name: "raw, 192 MiB (baseline)", gen: patterned(192 << 20), format: "raw"},
 		{name: "xz, 4 GiB dictionary, 256 MiB of data", gen: func() io.Reader { return hostileimage.XZReader(256<<20, 40, 8<<20) },
@@ -110,6 +114,8 @@ func TestAgentPeakRSSUnderHostileImages(t *testing.T) {
 			gen: bytesOf(hostileimage.QCOW2{ClusterBits: 9, Size: 4200 << 15, L2Gap: 129, Data: scattered}.Build())},
 		{name: "qcow2, 60 GiB of 512-byte clusters behind one shared L2 table", format: "qcow2", atCap: true, fail: "more decoder memory than allowed",
 			gen: bytesOf(hostileimage.QCOW2{ClusterBits: 9, Size: 60 << 30, SharedL2: true, Data: alternate}.Build())},
+		{name: "qcow2, zlib-compressed 2 MiB clusters (qemu-img convert -c), 192 MiB", format: "qcow2", logHas: "path=tables",
+			gen: bytesOf(cloud)},
 	}
 	// Every image is generated once into a file and served from there
 	// (with Range support), so serving is fast whatever the generators
@@ -167,6 +173,37 @@ func TestAgentPeakRSSUnderHostileImages(t *testing.T) {
 		fmt.Fprintf(&report, "| %s | %s | %.1f MiB | %d MiB |\n", img.name, short, float64(hwm)/(1<<20), ceiling>>20)
 	}
 	t.Logf("agent peak RSS per image (decoder cap %d MiB):\n%s", decoderCap>>20, report.String())
+}
+
+// compressedQcow2 is a size-byte disk of text with random bytes strewn
+// in (it compresses about threefold), as qemu-img convert -c writes it
+// with clusterSize clusters.
+func compressedQcow2(t *testing.T, size, clusterSize int) []byte {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Fatal("qemu-img (qemu-utils, installed by scripts/install-deps.sh) is needed")
+	}
+	raw := bytes.Repeat([]byte("a line of a cloud image's root filesystem, compressed by qemu-img\n"), size/66+1)[:size]
+	noise := hostileimage.Pattern()
+	for off := 0; off < size; off += 4096 {
+		if _, err := io.ReadFull(noise, raw[off:off+1024]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "disk.raw"), filepath.Join(dir, "disk.qcow2")
+	if err := os.WriteFile(in, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zlib,cluster_size=" + strconv.Itoa(clusterSize), in, out}
+	if b, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img %v: %v: %s", args, err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // buildAgent builds rivet-agent as make build does.

@@ -8,9 +8,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-
-	"github.com/klauspost/compress/flate"
-	"github.com/klauspost/compress/zstd"
 )
 
 // ErrMetadataMismatch: the header or a table read before streaming differs
@@ -69,8 +66,8 @@ func (m *Map) ConvertRef(ctx context.Context, r io.Reader, emit EmitRefFunc) (in
 	cs := m.Header.ClusterSize()
 	w := newWindow(r, int(max(2*cs+64<<10, 256<<10)))
 	defer w.close()
-	var dec decompressor
-	defer dec.close()
+	inf := newInflater(m.Header.CompressionType, int(cs), emit)
+	defer inf.close()
 	ei, mi := 0, 0
 	var h hash.Hash
 	for ei < len(m.Extents) || mi < len(m.meta) {
@@ -101,9 +98,12 @@ func (m *Map) ConvertRef(ctx context.Context, r io.Reader, emit EmitRefFunc) (in
 		}
 		run := m.Extents[ei:ej]
 		ei = ej
-		if err := copyExtents(w, &dec, m.Header.CompressionType, int(cs), run, emit); err != nil {
+		if err := copyExtents(w, inf, run, emit); err != nil {
 			return w.end(), err
 		}
+	}
+	if err := inf.flush(); err != nil {
+		return w.end(), err
 	}
 	// The rest of the file (refcounts, snapshots, padding) is read so the
 	// whole file passes through the caller's hash, and its length checked.
@@ -121,39 +121,23 @@ func sameHost(a, b Extent) bool {
 }
 
 // copyExtents reads the host bytes of run (extents that share them) from
-// the window once and emits them at each extent's guest offset.
-func copyExtents(w *window, dec *decompressor, typ uint8, cs int, run []Extent, emit EmitRefFunc) error {
+// the window once and emits them at each extent's guest offset; a
+// compressed cluster goes to inf, which emits it once decoded.
+func copyExtents(w *window, inf *inflater, run []Extent, emit EmitRefFunc) error {
 	e := run[0]
-	if !e.Compressed {
-		pos := int64(0)
-		return w.eachRef(e.Host, e.Host+e.Len, func(p []byte, buf Buffer) error {
-			for _, r := range run {
-				if err := emit(p, r.Guest+pos, buf); err != nil {
-					return err
-				}
+	if e.Compressed {
+		return inf.add(w, run)
+	}
+	pos := int64(0)
+	return w.eachRef(e.Host, e.Host+e.Len, func(p []byte, buf Buffer) error {
+		for _, r := range run {
+			if err := emit(p, r.Guest+pos, buf); err != nil {
+				return err
 			}
-			pos += int64(len(p))
-			return nil
-		})
-	}
-	src := dec.scratch(int(e.Len))
-	if err := w.each(e.Host, e.Host+e.Len, func(p []byte) error { src = append(src, p...); return nil }); err != nil {
-		return err
-	}
-	glen := int64(0)
-	for _, r := range run {
-		glen = max(glen, r.GuestLen)
-	}
-	out, err := dec.decompress(typ, src, int(glen), cs)
-	if err != nil {
-		return fmt.Errorf("%w: compressed cluster at host %#x (guest %#x): %w", ErrInvalid, e.Host, e.Guest, err)
-	}
-	for _, r := range run {
-		if err := emit(out[:r.GuestLen], r.Guest, nil); err != nil {
-			return err
 		}
-	}
-	return nil
+		pos += int64(len(p))
+		return nil
+	})
 }
 
 // window reads a stream forward, keeping at least the last keep bytes so
@@ -319,61 +303,4 @@ func (w *window) drain() error {
 func (w *window) close() {
 	w.trim(0)
 	w.free = nil
-}
-
-// decompressor decodes compressed clusters, reusing its decoders and
-// buffers.
-type decompressor struct {
-	src  []byte
-	out  []byte
-	fl   io.ReadCloser
-	zstd *zstd.Decoder
-}
-
-func (d *decompressor) scratch(n int) []byte {
-	if cap(d.src) < n {
-		d.src = make([]byte, 0, n)
-	}
-	return d.src[:0]
-}
-
-func (d *decompressor) decompress(typ uint8, src []byte, n, clusterSize int) ([]byte, error) {
-	if cap(d.out) < clusterSize {
-		d.out = make([]byte, clusterSize)
-	}
-	out := d.out[:n]
-	var rd io.Reader
-	switch typ {
-	case CompressionZlib:
-		if d.fl == nil {
-			d.fl = flate.NewReader(bytes.NewReader(src))
-		} else if err := d.fl.(flate.Resetter).Reset(bytes.NewReader(src), nil); err != nil {
-			return nil, err
-		}
-		rd = d.fl
-	case CompressionZstd:
-		if d.zstd == nil {
-			z, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-				zstd.WithDecoderMaxWindow(uint64(max(clusterSize, 1<<20))))
-			if err != nil {
-				return nil, err
-			}
-			d.zstd = z
-		} else if err := d.zstd.Reset(bytes.NewReader(src)); err != nil {
-			return nil, err
-		}
-		rd = d.zstd
-	default:
-		return nil, fmt.Errorf("compression type %d", typ)
-	}
-	if _, err := io.ReadFull(rd, out); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (d *decompressor) close() {
-	if d.zstd != nil {
-		d.zstd.Close()
-	}
 }

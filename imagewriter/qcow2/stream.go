@@ -57,19 +57,20 @@ type streamer struct {
 	zero     ZeroFunc
 	mem      *budget
 	h        *Header
-	dec      decompressor
+	inf      *inflater
 	// pending zero range, merged while contiguous
 	zs, ze int64
 }
 
 func (s *streamer) run() error {
-	defer s.dec.close()
 	h, err := s.header()
 	if err != nil {
 		return err
 	}
 	s.h = h
 	cs := h.ClusterSize()
+	s.inf = newInflater(h.CompressionType, int(cs), s.emit)
+	defer s.inf.close()
 	s.w.keep = max(s.w.keep, int(2*cs+64<<10))
 	need := h.L1Needed()
 	if need == 0 {
@@ -175,9 +176,12 @@ func (s *streamer) run() error {
 		if run[0].Host < s.w.start {
 			return fmt.Errorf("%w: the data at %#x (guest %#x) was passed before it was mapped", ErrNotStreamable, run[0].Host, run[0].Guest)
 		}
-		if err := copyExtents(s.w, &s.dec, h.CompressionType, int(cs), run, s.emit); err != nil {
+		if err := copyExtents(s.w, s.inf, run, s.emit); err != nil {
 			return err
 		}
+	}
+	if err := s.inf.flush(); err != nil {
+		return err
 	}
 	return s.finish()
 }

@@ -62,7 +62,9 @@ type Map struct {
 	Extents []Extent
 	// DataBytes is the number of virtual-disk bytes holding data.
 	DataBytes int64
-	meta      []metaRegion
+	// CompressedBytes is how many of them are in compressed clusters.
+	CompressedBytes int64
+	meta            []metaRegion
 }
 
 // ParseL1 decodes an L1 table into L2 table offsets (0: no L2 table).
@@ -312,6 +314,9 @@ func ReadMap(ctx context.Context, r io.ReaderAt, fileSize int64, lim Limits) (*M
 		}
 		out = append(out, e)
 		m.DataBytes += e.GuestLen
+		if e.Compressed {
+			m.CompressedBytes += e.GuestLen
+		}
 	}
 	m.Extents = slices.Clip(out)
 	slices.SortStableFunc(m.Extents, func(a, b Extent) int { return cmp.Compare(a.Host, b.Host) })

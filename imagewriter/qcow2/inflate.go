@@ -1,0 +1,283 @@
+package qcow2
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/klauspost/compress/flate"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Compressed clusters decode on worker goroutines: each cluster is a
+// stream of its own, so the clusters of a cloud image (qemu-img convert
+// -c) decode on every core while the conversion reads on. The conversion
+// batches clusters into jobs of about inflateJobBytes of guest data, so a
+// hand-off carries several 64 KiB clusters, and holds at most a queue of
+// jobs (the one it fills among them) whose buffers fit inflateMaxBytes.
+const (
+	inflateJobBytes   = 512 << 10
+	inflateMaxBytes   = 16 << 20
+	inflateMaxWorkers = 8
+)
+
+// inflateHook, when set (by tests), is called by a worker before it
+// decodes a job.
+var inflateHook func()
+
+// inflater decodes a conversion's compressed clusters on its workers and
+// hands their guest bytes to emit in the order the clusters were read,
+// always from the conversion's goroutine (add and flush), so emit needs no
+// locking. A cluster that does not decode fails the conversion when its
+// turn to be emitted comes, at most a queue of jobs after it was read.
+type inflater struct {
+	typ  uint8
+	cs   int
+	emit EmitRefFunc
+	// workers is how many goroutines decode; maxQueue how many jobs may
+	// be submitted and not yet emitted.
+	workers  int
+	maxQueue int
+	jobs     chan *inflateJob
+	wg       sync.WaitGroup
+	started  bool
+	// cur is the job being filled; queue the submitted jobs, oldest
+	// first; free the emitted ones, kept for reuse.
+	cur   *inflateJob
+	queue []*inflateJob
+	free  []*inflateJob
+}
+
+// inflateJob is a batch of compressed clusters: their bytes back to back
+// in src, and where each one's guest bytes go.
+type inflateJob struct {
+	src      []byte
+	out      []byte
+	clusters []inflateCluster
+	runs     []Extent
+	outLen   int
+	err      error
+	// done receives once the workers have decoded every cluster (or
+	// failed).
+	done chan struct{}
+}
+
+// inflateCluster is one compressed cluster of a job: src[srcOff:srcEnd]
+// decodes to out[outOff:outOff+guestLen], which every extent of
+// runs[runOff:runEnd] (extents sharing the cluster's host bytes) receives.
+type inflateCluster struct {
+	srcOff, srcEnd int
+	outOff         int
+	guestLen       int
+	runOff, runEnd int
+}
+
+// InflateWorkers is how many goroutines decode a conversion's compressed
+// clusters: one per CPU the Go runtime may use, at most 8.
+func InflateWorkers() int {
+	return min(runtime.GOMAXPROCS(0), inflateMaxWorkers)
+}
+
+func newInflater(typ uint8, clusterSize int, emit EmitRefFunc) *inflater {
+	workers := InflateWorkers()
+	// A job's buffers hold its guest bytes and at most as many compressed
+	// ones (a cluster is stored compressed only when that is smaller).
+	jobBytes := 2 * (inflateJobBytes + clusterSize)
+	return &inflater{typ: typ, cs: clusterSize, emit: emit, workers: workers,
+		maxQueue: max(2, min(2*workers+2, inflateMaxBytes/jobBytes))}
+}
+
+// add reads the compressed bytes of run (extents sharing one compressed
+// cluster) from w into the current job, submitting the job once it holds
+// enough, after emitting the oldest job when the queue is full.
+func (f *inflater) add(w *window, run []Extent) error {
+	e := run[0]
+	glen := int64(0)
+	for _, r := range run {
+		glen = max(glen, r.GuestLen)
+	}
+	if glen > int64(f.cs) {
+		return fmt.Errorf("%w: compressed cluster at host %#x maps %d guest bytes, more than a cluster", ErrInvalid, e.Host, glen)
+	}
+	if f.cur == nil {
+		j, err := f.job()
+		if err != nil {
+			return err
+		}
+		f.cur = j
+	}
+	j := f.cur
+	start := len(j.src)
+	if err := w.each(e.Host, e.Host+e.Len, func(p []byte) error { j.src = append(j.src, p...); return nil }); err != nil {
+		return err
+	}
+	j.clusters = append(j.clusters, inflateCluster{srcOff: start, srcEnd: len(j.src), outOff: j.outLen, guestLen: int(glen),
+		runOff: len(j.runs), runEnd: len(j.runs) + len(run)})
+	j.runs = append(j.runs, run...)
+	j.outLen += int(glen)
+	if j.outLen >= inflateJobBytes {
+		f.submit()
+	}
+	return nil
+}
+
+// job returns an empty job, emitting the oldest submitted one first when
+// the queue is full.
+func (f *inflater) job() (*inflateJob, error) {
+	if !f.started {
+		f.start()
+	}
+	if len(f.queue) >= f.maxQueue {
+		if err := f.emitOldest(); err != nil {
+			return nil, err
+		}
+	}
+	if n := len(f.free); n > 0 {
+		j := f.free[n-1]
+		f.free = f.free[:n-1]
+		return j, nil
+	}
+	// Room for a full job and the cluster that tops it up, made once:
+	// grown by append, the buffers would leave garbage behind them.
+	n := inflateJobBytes + f.cs
+	return &inflateJob{src: make([]byte, 0, n), out: make([]byte, n), done: make(chan struct{}, 1)}, nil
+}
+
+// submit hands the current job to the workers.
+func (f *inflater) submit() {
+	j := f.cur
+	f.cur = nil
+	if j == nil {
+		return
+	}
+	if len(j.clusters) == 0 {
+		f.free = append(f.free, j)
+		return
+	}
+	f.queue = append(f.queue, j)
+	// Never blocks: the channel holds maxQueue jobs, and at most that
+	// many are queued.
+	f.jobs <- j
+}
+
+// flush submits the current job and emits every job, in order.
+func (f *inflater) flush() error {
+	f.submit()
+	for len(f.queue) > 0 {
+		if err := f.emitOldest(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emitOldest waits for the oldest submitted job and emits its clusters.
+func (f *inflater) emitOldest() error {
+	j := f.queue[0]
+	f.queue = f.queue[1:]
+	<-j.done
+	if j.err != nil {
+		return j.err
+	}
+	for _, c := range j.clusters {
+		for _, r := range j.runs[c.runOff:c.runEnd] {
+			if err := f.emit(j.out[c.outOff:c.outOff+int(r.GuestLen)], r.Guest, nil); err != nil {
+				return err
+			}
+		}
+	}
+	j.src, j.clusters, j.runs, j.outLen, j.err = j.src[:0], j.clusters[:0], j.runs[:0], 0, nil
+	f.free = append(f.free, j)
+	return nil
+}
+
+func (f *inflater) start() {
+	f.started = true
+	f.jobs = make(chan *inflateJob, f.maxQueue)
+	for range f.workers {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			var d decompressor
+			defer d.close()
+			for j := range f.jobs {
+				if inflateHook != nil {
+					inflateHook()
+				}
+				j.err = d.decodeJob(f.typ, f.cs, j)
+				j.done <- struct{}{}
+			}
+		}()
+	}
+}
+
+// close stops the workers, after they finish the jobs they were given
+// (each a bounded amount of work), and waits for them; queued jobs that
+// were not emitted are dropped.
+func (f *inflater) close() {
+	if f.started {
+		close(f.jobs)
+		f.wg.Wait()
+		f.started = false
+	}
+	f.cur, f.queue, f.free = nil, nil, nil
+}
+
+// decompressor decodes compressed clusters, reusing its decoders.
+type decompressor struct {
+	fl   io.ReadCloser
+	zstd *zstd.Decoder
+}
+
+// decodeJob decodes every cluster of j into j.out.
+func (d *decompressor) decodeJob(typ uint8, clusterSize int, j *inflateJob) error {
+	if cap(j.out) < j.outLen {
+		j.out = make([]byte, j.outLen)
+	}
+	j.out = j.out[:j.outLen]
+	for _, c := range j.clusters {
+		if err := d.decompress(typ, j.src[c.srcOff:c.srcEnd], j.out[c.outOff:c.outOff+c.guestLen], clusterSize); err != nil {
+			e := j.runs[c.runOff]
+			return fmt.Errorf("%w: compressed cluster at host %#x (guest %#x): %w", ErrInvalid, e.Host, e.Guest, err)
+		}
+	}
+	return nil
+}
+
+// decompress decodes the compressed cluster src into out, which it fills.
+func (d *decompressor) decompress(typ uint8, src, out []byte, clusterSize int) error {
+	var rd io.Reader
+	switch typ {
+	case CompressionZlib:
+		if d.fl == nil {
+			d.fl = flate.NewReader(bytes.NewReader(src))
+		} else if err := d.fl.(flate.Resetter).Reset(bytes.NewReader(src), nil); err != nil {
+			return err
+		}
+		rd = d.fl
+	case CompressionZstd:
+		if d.zstd == nil {
+			z, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+				zstd.WithDecoderMaxWindow(uint64(max(clusterSize, 1<<20))))
+			if err != nil {
+				return err
+			}
+			d.zstd = z
+		} else if err := d.zstd.Reset(bytes.NewReader(src)); err != nil {
+			return err
+		}
+		rd = d.zstd
+	default:
+		return fmt.Errorf("compression type %d", typ)
+	}
+	_, err := io.ReadFull(rd, out)
+	return err
+}
+
+func (d *decompressor) close() {
+	if d.zstd != nil {
+		d.zstd.Close()
+	}
+}

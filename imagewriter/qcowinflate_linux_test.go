@@ -1,0 +1,108 @@
+package imagewriter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rivetmetal/rivet/imagewriter/qcow2"
+	"github.com/rivetmetal/rivet/internal/loopdev"
+)
+
+// cloudQcow2 is a disk of mixed data and zero runs (with an MBR boot
+// signature when mbr is set, which a failed write must wipe), and the
+// qcow2 file qemu-img makes of it with zlib-compressed clusters, as cloud
+// images ship.
+func cloudQcow2(t *testing.T, n int, mbr bool) (img, served []byte) {
+	t.Helper()
+	requireTool(t, "qemu-img", "qemu-utils")
+	img = xzTestData(n)
+	clear(img[n/4 : n/4+3<<20])
+	if mbr {
+		clear(img[446:510]) // no partitions
+		copy(img[510:], []byte{0x55, 0xaa})
+	}
+	dir := t.TempDir()
+	raw, out := filepath.Join(dir, "disk.raw"), filepath.Join(dir, "disk.qcow2")
+	if err := os.WriteFile(raw, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zlib", raw, out).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert -c: %v: %s", err, b)
+	}
+	served, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, served
+}
+
+// TestWriteCompressedQcow2ToLoopDevice writes a qcow2 image whose clusters
+// are zlib-compressed over a disk of old bytes: its map is read with
+// ranges, its clusters decode on the converter's workers, and every byte
+// reads back.
+func TestWriteCompressedQcow2ToLoopDevice(t *testing.T) {
+	img, served := cloudQcow2(t, 24<<20+4096, false)
+	loop := loopdev.New(t, 32<<20)
+	fillDevice(t, loop.Path, 0x5a, 32<<20)
+	srv := serveBytes(t, served)
+	var logs bytes.Buffer
+	res, err := Write(context.Background(), Request{
+		Source: Source{URLs: []string{srv.URL}, Retry: fastRetry}, Checksum: sha256Of(served),
+		Targets: []string{loop.Path}, Verify: true, Logger: textLogger(&logs),
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	if res.Format != FormatQcow2 || res.ImageSize != int64(len(img)) || res.Decode == nil {
+		t.Fatalf("result = %+v", res)
+	}
+	if got := readDevice(t, loop.Path, 0, len(img)); !bytes.Equal(got, img) {
+		t.Fatal("device content differs from the image")
+	}
+	if !strings.Contains(logs.String(), "path=tables") || strings.Contains(logs.String(), "compressed_bytes=0 ") {
+		t.Fatalf("the write did not read the map of a compressed image:\n%s", logs.String())
+	}
+}
+
+// TestWriteCompressedQcow2BadClusterFailsTheWrite: a compressed cluster
+// that does not decode, among clusters decoding on several workers, fails
+// the write as a format error and leaves no disk that boots.
+func TestWriteCompressedQcow2BadClusterFailsTheWrite(t *testing.T) {
+	_, served := cloudQcow2(t, 16<<20, true)
+	m, err := qcow2.ReadMap(context.Background(), bytes.NewReader(served), int64(len(served)), qcow2.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compressed []qcow2.Extent
+	for _, e := range m.Extents {
+		if e.Compressed {
+			compressed = append(compressed, e)
+		}
+	}
+	if len(compressed) < 40 {
+		t.Fatalf("only %d compressed clusters", len(compressed))
+	}
+	bad := bytes.Clone(served)
+	e := compressed[len(compressed)*3/4]
+	for i := e.Host; i < e.Host+16; i++ {
+		bad[i] = 0xff // a deflate block of the reserved type
+	}
+	loop := loopdev.New(t, 20<<20)
+	srv := serveBytes(t, bad)
+	_, err = Write(context.Background(), Request{
+		Source: Source{URLs: []string{srv.URL}, Retry: fastRetry}, Checksum: sha256Of(bad),
+		Targets: []string{loop.Path}, Logger: discardLogger(),
+	})
+	if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "compressed cluster") {
+		t.Fatalf("err = %v; want a format error naming the cluster", err)
+	}
+	if got := readDevice(t, loop.Path, 510, 2); bytes.Equal(got, []byte{0x55, 0xaa}) {
+		t.Fatal("the disk kept a boot signature after a failed write")
+	}
+}
