@@ -2,6 +2,7 @@ package osimage
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +39,45 @@ func TestBuildSmall(t *testing.T) {
 	}
 	if fi, err := os.Stat(zst); err != nil || fi.Size() == 0 || fi.Size() > 16<<20 {
 		t.Fatalf("zstd variant: %v %v", fi, err)
+	}
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Log("qemu-img (qemu-utils) is not installed: no qcow2 variants")
+		return
+	}
+	// The qcow2 variants: plain clusters, and zlib-compressed ones (as
+	// cloud images ship), each named by its suffix.
+	var sizes []int64
+	for _, tc := range []struct {
+		v          Variant
+		name       string
+		compressed bool
+	}{{Qcow2, "os.qcow2", false}, {Qcow2Zlib, "os.zlib.qcow2", true}} {
+		p, err := Derive(context.Background(), raw, tc.v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if filepath.Base(p) != tc.name {
+			t.Errorf("variant %q is %s, want %s", tc.v, filepath.Base(p), tc.name)
+		}
+		out, err := exec.Command("qemu-img", "check", "--output=json", "-f", "qcow2", p).Output()
+		var check struct {
+			Compressed int64 `json:"compressed-clusters"`
+			Allocated  int64 `json:"allocated-clusters"`
+		}
+		if err == nil {
+			err = json.Unmarshal(out, &check)
+		}
+		if err != nil || check.Allocated == 0 || (check.Compressed > 0) != tc.compressed {
+			t.Errorf("qemu-img check %s: %+v, %v: %s", p, check, err, out)
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, fi.Size())
+	}
+	if sizes[1] >= sizes[0] {
+		t.Errorf("the zlib-compressed qcow2 has %d bytes, the plain one %d", sizes[1], sizes[0])
 	}
 }
 

@@ -431,6 +431,8 @@ const (
 	peerCurlDD     = "curl | dd oflag=direct"
 	peerCurlHashDD = "curl | tee >(sha256sum) | dd oflag=direct"
 	peerQemuImg    = "qemu-img convert -t none -O raw (from the local file)"
+	// peerQemuImgZlib is the same from the local zlib-compressed qcow2.
+	peerQemuImgZlib = "qemu-img convert -t none -O raw (from the local zlib-compressed file)"
 )
 
 // decompressPeers are the pipelines an operator would write for a
@@ -448,7 +450,7 @@ func DecompressPeerKey(tool string) string {
 }
 
 // peerAgainst maps each peer to the ID of the agent case doing its job.
-var peerAgainst = map[string]string{peerCurlDD: "raw-zeros", peerCurlHashDD: "raw-zeros", peerQemuImg: "qcow2",
+var peerAgainst = map[string]string{peerCurlDD: "raw-zeros", peerCurlHashDD: "raw-zeros", peerQemuImg: "qcow2", peerQemuImgZlib: "qcow2c",
 	DecompressPeerKey("gzip"): "gz", DecompressPeerKey("zstd"): "zst", DecompressPeerKey("xz"): "xz", DecompressPeerKey("xz -T0"): "xz"}
 
 // peerTools are the optional tools each peer needs.
@@ -553,10 +555,15 @@ wait $h; read -r s _ < "$d/sum"; [ "$s" = "$3" ] || { echo "sha256 $s, want $3" 
 			}})
 		}
 	}
-	js = append(js, job{key: peerQemuImg, group: groupPeer, disks: 1, run: func(ctx context.Context) (Sample, error) {
-		s, _, err := measure(ctx, exec.CommandContext(ctx, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-t", "none", "-n", b.files[Qcow2], dev))
-		return s, err
-	}})
+	for _, p := range []struct {
+		key string
+		v   Variant
+	}{{peerQemuImg, Qcow2}, {peerQemuImgZlib, Qcow2Zlib}} {
+		js = append(js, job{key: p.key, group: groupPeer, disks: 1, run: func(ctx context.Context) (Sample, error) {
+			s, _, err := measure(ctx, exec.CommandContext(ctx, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-t", "none", "-n", b.files[p.v], dev))
+			return s, err
+		}})
+	}
 	return b.needed(js)
 }
 

@@ -17,15 +17,18 @@ const (
 	Zstd  Variant = "raw.zst"
 	Xz    Variant = "raw.xz"
 	Qcow2 Variant = "qcow2"
+	// Qcow2Zlib is qcow2 with zlib-compressed clusters, as cloud images
+	// (Debian's genericcloud, Ubuntu's) ship.
+	Qcow2Zlib Variant = "zlib.qcow2"
 )
 
 // Variants lists every variant, raw first.
-var Variants = []Variant{Raw, Gzip, Zstd, Xz, Qcow2}
+var Variants = []Variant{Raw, Gzip, Zstd, Xz, Qcow2, Qcow2Zlib}
 
 // decodeFormat is the format name the agent-side child decodes a variant
 // as ("" for raw).
 func (v Variant) decodeFormat() string {
-	return map[Variant]string{Gzip: "gzip", Zstd: "zstd", Xz: "xz", Qcow2: "qcow2"}[v]
+	return map[Variant]string{Gzip: "gzip", Zstd: "zstd", Xz: "xz", Qcow2: "qcow2", Qcow2Zlib: "qcow2"}[v]
 }
 
 // Case is one way the agent writes the image.
@@ -54,13 +57,14 @@ var Cases = []Case{
 	{ID: "zst", Name: "raw.zst", Variant: Zstd, Algo: "sha256", Disks: 1},
 	{ID: "xz", Name: "raw.xz", Variant: Xz, Algo: "sha256", Disks: 1},
 	{ID: "qcow2", Name: "qcow2", Variant: Qcow2, Algo: "sha256", Disks: 1},
+	{ID: "qcow2c", Name: "qcow2, zlib-compressed clusters", Variant: Qcow2Zlib, Algo: "sha256", Disks: 1},
 	{ID: "fanout", Name: "raw → 3 disks", Variant: Raw, Algo: "sha256", Disks: 3},
 	{ID: "fanout-zeros", Name: "raw, zero runs written → 3 disks", Variant: Raw, Algo: "sha256", Disks: 3, NoZeroSkip: true},
 }
 
 // DefaultProfileCases are the cases profiled when profiling is asked for
 // without a list.
-var DefaultProfileCases = []string{"raw", "raw-zeros", "raw-sha512", "gz", "zst", "xz", "qcow2", "fanout"}
+var DefaultProfileCases = []string{"raw", "raw-zeros", "raw-sha512", "gz", "zst", "xz", "qcow2", "qcow2c", "fanout"}
 
 // SelectCases returns the cases of ids in table order, with the
 // single-disk case of every fan-out case among them (the fan-out table

@@ -5,6 +5,7 @@ import (
 	"context"
 	"math"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -255,7 +256,7 @@ func TestMeasure(t *testing.T) {
 // chosen and the tables' rows.
 func TestReport(t *testing.T) {
 	const raw = int64(1e9)
-	b := &bench{rawSize: raw, sizes: map[Variant]int64{Raw: raw, Gzip: 3e8, Zstd: 3e8, Xz: 2e8, Qcow2: 6e8}, have: map[string]bool{"fio": true, "curl": true}, cases: Cases}
+	b := &bench{rawSize: raw, sizes: map[Variant]int64{Raw: raw, Gzip: 3e8, Zstd: 3e8, Xz: 2e8, Qcow2: 6e8, Qcow2Zlib: 4e8}, have: map[string]bool{"fio": true, "curl": true}, cases: Cases}
 	var jobs []job
 	samples := map[string][]Sample{}
 	add := func(key, group string, secs, cpu float64) {
@@ -264,14 +265,17 @@ func TestReport(t *testing.T) {
 	}
 	gz, _ := caseByID("gz")
 	qcow, _ := caseByID("qcow2")
+	qcowc, _ := caseByID("qcow2c")
 	xz, _ := caseByID("xz")
 	decodes := map[string]*DecodeFigures{
-		decodeKey(Gzip):  {CPU: 1.8, InputWait: 0.01},
-		decodeKey(Qcow2): {InputWait: 0.01},
-		agentKey(gz):     {CPU: 0.9, InputWait: 0.05, OutputWait: 0.02},
-		agentKey(qcow):   {InputWait: 0.1, OutputWait: 0.2},
-		decodeKey(Xz):    {CPU: 3.6, InputWait: 0.01, Threads: 3},
-		agentKey(xz):     {CPU: 3.7, InputWait: 0.02, OutputWait: 0.01, Threads: 3},
+		decodeKey(Gzip):      {CPU: 1.8, InputWait: 0.01},
+		decodeKey(Qcow2):     {InputWait: 0.01},
+		agentKey(gz):         {CPU: 0.9, InputWait: 0.05, OutputWait: 0.02},
+		agentKey(qcow):       {InputWait: 0.1, OutputWait: 0.2},
+		decodeKey(Qcow2Zlib): {InputWait: 0.02},
+		agentKey(qcowc):      {InputWait: 0.3, OutputWait: 0.1},
+		decodeKey(Xz):        {CPU: 3.6, InputWait: 0.01, Threads: 3},
+		agentKey(xz):         {CPU: 3.7, InputWait: 0.02, OutputWait: 0.01, Threads: 3},
 	}
 	add(keyDD, groupDevice, 0.5, 0.1)
 	add(fioKey("4M", 8), groupDevice, 0.4, 0.1)
@@ -291,6 +295,8 @@ func TestReport(t *testing.T) {
 	}
 	jobs = append(jobs, job{key: peerCurlDD, group: groupPeer})
 	samples[peerCurlDD] = []Sample{{Seconds: 0.8, CPU: 0.5}}
+	jobs = append(jobs, job{key: peerQemuImgZlib, group: groupPeer})
+	samples[peerQemuImgZlib] = []Sample{{Seconds: 4, CPU: 4}}
 	for key, d := range decodes {
 		samples[key][0].Child = &ChildResult{Decode: d}
 	}
@@ -331,6 +337,13 @@ func TestReport(t *testing.T) {
 		// The decoder inside the write: rest = 1 − 0.9 − 0.05 − 0.02.
 		"| raw.gz | 1.00 | 0.90 | 1.80 | 0.50 | 0.050 | 0.020 | 0.03 |",
 		"| qcow2 | 1.00 | – | – | – | 0.100 | 0.200 | – |",
+		"| qcow2, zlib-compressed clusters | 1.00 | – | – | – | 0.300 | 0.100 | – |",
+		// The zlib-compressed qcow2: its own row against its own bound
+		// (its decoder alone, 2 s), and its own qemu-img peer.
+		"| qcow2, zlib-compressed clusters | 1000 | 500 | decode zlib.qcow2 | 2.00 |",
+		"- qcow2, zlib-compressed clusters: download (Go, with the server's CPU) 0.30 s (0.30 CPU) · sha256 (Go) 0.60 s (0.60 CPU) · **decode zlib.qcow2** 2.00 s (2.00 CPU) ·",
+		"| " + peerQemuImgZlib + " | 250 | qcow2, zlib-compressed clusters | 0.50 | 4.00 |",
+		"zlib.qcow2 400 MB",
 		// On several threads: no rest.
 		"| raw.xz (3 threads) | 1.00 | 3.70 | 3.60 | 1.03 | 0.020 | 0.010 | – |",
 	} {
@@ -342,8 +355,8 @@ func TestReport(t *testing.T) {
 	_, table, _ := strings.Cut(md, "The decode stage inside the write")
 	_, table, _ = strings.Cut(table, "\n\n")
 	table, _, _ = strings.Cut(table, "\n\n")
-	if rows := strings.Count("\n"+table, "\n| ") - 1; rows != 3 {
-		t.Errorf("%d rows in the decoder table, want 3:%s", rows, table)
+	if rows := strings.Count("\n"+table, "\n| ") - 1; rows != 4 {
+		t.Errorf("%d rows in the decoder table, want 4:%s", rows, table)
 	}
 }
 
@@ -363,6 +376,9 @@ func TestSelectCases(t *testing.T) {
 	got, err := SelectCases([]string{"fanout", "zst", "gz", "zst"})
 	if want := []string{"raw", "gz", "zst", "fanout"}; err != nil || !slices.Equal(ids(got), want) {
 		t.Errorf("SelectCases = %v, %v; want %v", ids(got), err, want)
+	}
+	if got, err := SelectCases([]string{"fanout", "qcow2c", "qcow2"}); err != nil || !slices.Equal(ids(got), []string{"raw", "qcow2", "qcow2c", "fanout"}) {
+		t.Errorf("qcow2c: %v, %v; want it right after qcow2", ids(got), err)
 	}
 	if got, err := SelectCases([]string{" zst", "gz ", ""}); err != nil || !slices.Equal(ids(got), []string{"gz", "zst"}) {
 		t.Errorf("IDs with spaces and an empty one: %v, %v", ids(got), err)
@@ -419,13 +435,28 @@ func TestNeeded(t *testing.T) {
 			t.Errorf("%q is missing from %q", k, got)
 		}
 	}
-	for _, k := range []string{decodeKey(Gzip), hashKey("openssl", "sha512", Raw), downloadKey("curl", Raw), hashKey("Go", "md5", Raw), agentKey(mustCase(t, "raw")), DecompressPeerKey("zstd")} {
+	for _, k := range []string{decodeKey(Gzip), hashKey("openssl", "sha512", Raw), downloadKey("curl", Raw), hashKey("Go", "md5", Raw), agentKey(mustCase(t, "raw")), DecompressPeerKey("zstd"),
+		decodeKey(Qcow2Zlib), peerQemuImgZlib, agentKey(mustCase(t, "qcow2c"))} {
 		if slices.Contains(got, k) {
 			t.Errorf("%q is not needed by %v", k, got)
 		}
 	}
 	if len(got) >= len(all) {
 		t.Errorf("a subset ran %d of %d jobs", len(got), len(all))
+	}
+	for _, k := range []string{downloadKey("Go", Qcow2Zlib), hashKey("Go", "sha256", Qcow2Zlib), decodeKey(Qcow2Zlib), peerQemuImgZlib, agentKey(mustCase(t, "qcow2c"))} {
+		if !slices.Contains(all, k) {
+			t.Errorf("every case: %q is missing from %q", k, all)
+		}
+	}
+	// The compressed qcow2 alone: its own file's stages and its own peer,
+	// none of the plain qcow2's.
+	b.cases, _ = SelectCases([]string{"qcow2c"})
+	got = keys()
+	want = []string{keyDD, fioKey("1M", 1), fioKey("4M", 1), fioKey("1M", 8), fioKey("4M", 8),
+		downloadKey("Go", Qcow2Zlib), hashKey("Go", "sha256", Qcow2Zlib), decodeKey(Qcow2Zlib), agentKey(mustCase(t, "qcow2c")), peerQemuImgZlib}
+	if !slices.Equal(got, want) {
+		t.Errorf("qcow2c alone runs %q, want %q", got, want)
 	}
 }
 
@@ -531,6 +562,10 @@ func TestMissing(t *testing.T) {
 	if got := b.missing(); !slices.Equal(got, []string{"fio", "curl"}) {
 		t.Errorf("xz alone, no tools: %v; want fio and curl (xz is required)", got)
 	}
+	b.cases, _ = SelectCases([]string{"qcow2c"})
+	if got := b.missing(); !slices.Equal(got, []string{"fio"}) {
+		t.Errorf("qcow2c alone, no tools: %v; want fio only (its peer is qemu-img, which is required)", got)
+	}
 	b.cases, _ = SelectCases([]string{"raw-zeros"})
 	if got := b.missing(); !slices.Equal(got, []string{"fio", "curl", "sha256sum"}) {
 		t.Errorf("raw with zeros written, no tools: %v; want its peers' tools too", got)
@@ -538,5 +573,35 @@ func TestMissing(t *testing.T) {
 	b.have = map[string]bool{"fio": true, "curl": true, "openssl": true, "sha256sum": true, "gzip": true, "zstd": true}
 	if got := b.missing(); len(got) != 0 {
 		t.Errorf("all installed: %v", got)
+	}
+}
+
+// TestVariants checks the variants' names: each a distinct file suffix
+// (the image files are named by it, and served by file name), every one
+// but raw decoded, and the qcow2 ones as qcow2 whatever their suffix.
+func TestVariants(t *testing.T) {
+	names := map[string]bool{}
+	for _, v := range Variants {
+		name := "os-v2-64M." + string(v)
+		if names[name] || strings.HasPrefix(string(v), ".") || strings.HasSuffix(string(v), ".") {
+			t.Errorf("variant %q: file name %q repeated or malformed", v, name)
+		}
+		names[name] = true
+		if (v.decodeFormat() == "") != (v == Raw) {
+			t.Errorf("variant %q decodes as %q", v, v.decodeFormat())
+		}
+	}
+	for _, v := range []Variant{Qcow2, Qcow2Zlib} {
+		if name := "os-v2-64M." + string(v); v.decodeFormat() != "qcow2" || filepath.Ext(name) != ".qcow2" {
+			t.Errorf("variant %q: file %s decodes as %q", v, name, v.decodeFormat())
+		}
+	}
+	if !slices.Contains(DefaultProfileCases, "qcow2c") || mustCase(t, "qcow2c").Variant != Qcow2Zlib {
+		t.Errorf("qcow2c: profiled by default %v, variant %q", DefaultProfileCases, mustCase(t, "qcow2c").Variant)
+	}
+	for _, c := range Cases {
+		if !slices.Contains(Variants, c.Variant) {
+			t.Errorf("case %s serves %q, not a variant", c.ID, c.Variant)
+		}
 	}
 }
