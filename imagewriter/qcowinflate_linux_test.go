@@ -68,6 +68,11 @@ func TestWriteCompressedQcow2ToLoopDevice(t *testing.T) {
 	if !strings.Contains(logs.String(), "path=tables") || strings.Contains(logs.String(), "compressed_bytes=0 ") {
 		t.Fatalf("the write did not read the map of a compressed image:\n%s", logs.String())
 	}
+	// The clusters decoded on the workers, through the pools of an image
+	// that inflates.
+	if res.Decode.Threads != 1+qcow2.InflateWorkers() {
+		t.Fatalf("decode stage on %d threads; want the conversion and %d workers", res.Decode.Threads, qcow2.InflateWorkers())
+	}
 }
 
 // TestWriteCompressedQcow2BadClusterFailsTheWrite: a compressed cluster
@@ -94,6 +99,18 @@ func TestWriteCompressedQcow2BadClusterFailsTheWrite(t *testing.T) {
 		bad[i] = 0xff // a deflate block of the reserved type
 	}
 	loop := loopdev.New(t, 20<<20)
+	// The disk boots before the write, whatever part of the image reached
+	// it before the failure.
+	dev, err := os.OpenFile(loop.Path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dev.WriteAt([]byte{0x55, 0xaa}, 510); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Close(); err != nil {
+		t.Fatal(err)
+	}
 	srv := serveBytes(t, bad)
 	_, err = Write(context.Background(), Request{
 		Source: Source{URLs: []string{srv.URL}, Retry: fastRetry}, Checksum: sha256Of(bad),

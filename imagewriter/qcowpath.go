@@ -79,9 +79,12 @@ func (w *writer) planQcow2(ctx context.Context, st *source.Stream, probe []byte)
 		switch {
 		case err == nil:
 			p.mode, p.m = qcowTables, m
-			w.log.Info("qcow2 image", "path", p.mode, "virtual_size", vsize, "cluster_size", h.ClusterSize(), "data_bytes", m.DataBytes,
-				"compressed_bytes", m.CompressedBytes, "extents", len(m.Extents), "compression_type", h.CompressionType, "version", h.Version,
-				"decode_workers", qcow2.InflateWorkers())
+			attrs := []any{"path", p.mode, "virtual_size", vsize, "cluster_size", h.ClusterSize(), "data_bytes", m.DataBytes,
+				"compressed_bytes", m.CompressedBytes, "extents", len(m.Extents), "compression_type", h.CompressionType, "version", h.Version}
+			if m.CompressedBytes > 0 {
+				attrs = append(attrs, "decode_workers", qcow2.InflateWorkers())
+			}
+			w.log.Info("qcow2 image", attrs...)
 			return p, nil
 		case errors.Is(err, source.ErrNoRanges), errors.Is(err, qcow2.ErrTooManyReads):
 			reason = err.Error()

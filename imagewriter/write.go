@@ -179,8 +179,9 @@ type DecodeStats struct {
 	// Threads is how many threads ran the stage: one, or for xz its
 	// workers and the thread handing them blocks, whose CPU is summed
 	// and whose waits overlap the workers' work; for a qcow2 image whose
-	// data is mostly compressed clusters, the conversion and the workers
-	// decoding them (qcow2.InflateWorkers), whose waits overlap too.
+	// map shows its data mostly in compressed clusters (the tables path),
+	// the conversion and the workers decoding them
+	// (qcow2.InflateWorkers), whose waits overlap too.
 	Threads int
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
@@ -14,18 +15,27 @@ import (
 // Compressed clusters decode on worker goroutines: each cluster is a
 // stream of its own, so the clusters of a cloud image (qemu-img convert
 // -c) decode on every core while the conversion reads on. The conversion
-// batches clusters into jobs of about inflateJobBytes of guest data, so a
-// hand-off carries several 64 KiB clusters, and holds at most a queue of
-// jobs (the one it fills among them) whose buffers fit inflateMaxBytes.
+// batches clusters into jobs of about inflateJobBytes of guest data (or
+// of compressed bytes), so a hand-off carries several 64 KiB clusters,
+// and holds at most a queue of jobs (the one it fills among them) whose
+// buffers, made once at their largest, fit inflateMaxBytes.
+//
+// A compressed cluster's stored length is an upper bound, a count of
+// sectors that can reach two clusters (the rest of its last sector
+// belongs to the next cluster), so a job's compressed bytes may be twice
+// its guest bytes.
 const (
 	inflateJobBytes   = 512 << 10
 	inflateMaxBytes   = 16 << 20
 	inflateMaxWorkers = 8
 )
 
-// inflateHook, when set (by tests), is called by a worker before it
-// decodes a job.
-var inflateHook func()
+// Set by tests: inflateHook is called by a worker before it decodes a
+// job; inflateWorkersLive counts the workers that have not returned.
+var (
+	inflateHook        func()
+	inflateWorkersLive atomic.Int64
+)
 
 // inflater decodes a conversion's compressed clusters on its workers and
 // hands their guest bytes to emit in the order the clusters were read,
@@ -43,6 +53,9 @@ type inflater struct {
 	jobs     chan *inflateJob
 	wg       sync.WaitGroup
 	started  bool
+	// stopped tells the workers to skip the jobs left once the
+	// conversion has given up.
+	stopped atomic.Bool
 	// cur is the job being filled; queue the submitted jobs, oldest
 	// first; free the emitted ones, kept for reuse.
 	cur   *inflateJob
@@ -80,13 +93,20 @@ func InflateWorkers() int {
 	return min(runtime.GOMAXPROCS(0), inflateMaxWorkers)
 }
 
+// newInflater makes the inflater of a conversion whose clusters are
+// clusterSize bytes, compressed with typ; its workers start with the
+// first compressed cluster.
 func newInflater(typ uint8, clusterSize int, emit EmitRefFunc) *inflater {
 	workers := InflateWorkers()
-	// A job's buffers hold its guest bytes and at most as many compressed
-	// ones (a cluster is stored compressed only when that is smaller).
-	jobBytes := 2 * (inflateJobBytes + clusterSize)
 	return &inflater{typ: typ, cs: clusterSize, emit: emit, workers: workers,
-		maxQueue: max(2, min(2*workers+2, inflateMaxBytes/jobBytes))}
+		maxQueue: max(2, min(2*workers+2, inflateMaxBytes/inflateJobMemory(clusterSize)))}
+}
+
+// inflateJobMemory is the size of a job's buffers: the guest bytes of a
+// job and the cluster that tops it up, and the compressed bytes of a job
+// and the stored length (at most two clusters) that tops them up.
+func inflateJobMemory(clusterSize int) int {
+	return (inflateJobBytes + clusterSize) + (inflateJobBytes + 2*clusterSize)
 }
 
 // add reads the compressed bytes of run (extents sharing one compressed
@@ -98,8 +118,8 @@ func (f *inflater) add(w *window, run []Extent) error {
 	for _, r := range run {
 		glen = max(glen, r.GuestLen)
 	}
-	if glen > int64(f.cs) {
-		return fmt.Errorf("%w: compressed cluster at host %#x maps %d guest bytes, more than a cluster", ErrInvalid, e.Host, glen)
+	if glen > int64(f.cs) || e.Len > 2*int64(f.cs) {
+		return fmt.Errorf("%w: compressed cluster at host %#x stores %d bytes for %d guest bytes, more than a cluster holds", ErrInvalid, e.Host, e.Len, glen)
 	}
 	if f.cur == nil {
 		j, err := f.job()
@@ -117,7 +137,7 @@ func (f *inflater) add(w *window, run []Extent) error {
 		runOff: len(j.runs), runEnd: len(j.runs) + len(run)})
 	j.runs = append(j.runs, run...)
 	j.outLen += int(glen)
-	if j.outLen >= inflateJobBytes {
+	if j.outLen >= inflateJobBytes || len(j.src) >= inflateJobBytes {
 		f.submit()
 	}
 	return nil
@@ -139,10 +159,10 @@ func (f *inflater) job() (*inflateJob, error) {
 		f.free = f.free[:n-1]
 		return j, nil
 	}
-	// Room for a full job and the cluster that tops it up, made once:
-	// grown by append, the buffers would leave garbage behind them.
-	n := inflateJobBytes + f.cs
-	return &inflateJob{src: make([]byte, 0, n), out: make([]byte, n), done: make(chan struct{}, 1)}, nil
+	// Made once at their largest (inflateJobMemory), so appends never
+	// grow them.
+	return &inflateJob{src: make([]byte, 0, inflateJobBytes+2*f.cs), out: make([]byte, inflateJobBytes+f.cs),
+		done: make(chan struct{}, 1)}, nil
 }
 
 // submit hands the current job to the workers.
@@ -150,10 +170,6 @@ func (f *inflater) submit() {
 	j := f.cur
 	f.cur = nil
 	if j == nil {
-		return
-	}
-	if len(j.clusters) == 0 {
-		f.free = append(f.free, j)
 		return
 	}
 	f.queue = append(f.queue, j)
@@ -193,16 +209,23 @@ func (f *inflater) emitOldest() error {
 	return nil
 }
 
+// start starts the workers.
 func (f *inflater) start() {
 	f.started = true
 	f.jobs = make(chan *inflateJob, f.maxQueue)
 	for range f.workers {
 		f.wg.Add(1)
+		inflateWorkersLive.Add(1)
 		go func() {
 			defer f.wg.Done()
+			defer inflateWorkersLive.Add(-1)
 			var d decompressor
 			defer d.close()
 			for j := range f.jobs {
+				if f.stopped.Load() {
+					j.done <- struct{}{}
+					continue
+				}
 				if inflateHook != nil {
 					inflateHook()
 				}
@@ -213,11 +236,11 @@ func (f *inflater) start() {
 	}
 }
 
-// close stops the workers, after they finish the jobs they were given
-// (each a bounded amount of work), and waits for them; queued jobs that
-// were not emitted are dropped.
+// close stops the workers, which skip the jobs they were not yet at, and
+// waits for them; queued jobs that were not emitted are dropped.
 func (f *inflater) close() {
 	if f.started {
+		f.stopped.Store(true)
 		close(f.jobs)
 		f.wg.Wait()
 		f.started = false
@@ -233,10 +256,6 @@ type decompressor struct {
 
 // decodeJob decodes every cluster of j into j.out.
 func (d *decompressor) decodeJob(typ uint8, clusterSize int, j *inflateJob) error {
-	if cap(j.out) < j.outLen {
-		j.out = make([]byte, j.outLen)
-	}
-	j.out = j.out[:j.outLen]
 	for _, c := range j.clusters {
 		if err := d.decompress(typ, j.src[c.srcOff:c.srcEnd], j.out[c.outOff:c.outOff+c.guestLen], clusterSize); err != nil {
 			e := j.runs[c.runOff]

@@ -14,13 +14,20 @@ import (
 // (every third one stored uncompressed), enough for many jobs of the
 // inflater, with the disk it describes.
 func manyCompressed(t *testing.T, n int, zstd bool) (file, raw []byte, s synth) {
+	return compressedImage(t, n, zstd, 16)
+}
+
+// compressedImage is manyCompressed with clusters of 1<<clusterBits
+// bytes.
+func compressedImage(t *testing.T, n int, zstd bool, clusterBits uint32) (file, raw []byte, s synth) {
 	t.Helper()
-	text := bytes.Repeat([]byte("a line of a cloud image that compresses well\n"), 3000)
-	s = synth{clusterBits: 16, size: int64(n+7) << 16, zstd: zstd, data: map[int64][]byte{}, compressed: map[int64]bool{}}
+	cs := 1 << clusterBits
+	text := bytes.Repeat([]byte("a line of a cloud image that compresses well\n"), cs/45+2)
+	s = synth{clusterBits: clusterBits, size: int64(n+7) << clusterBits, zstd: zstd, data: map[int64][]byte{}, compressed: map[int64]bool{}}
 	for i := range n {
 		g := int64(i + 3)
-		d := bytes.Clone(text[i%40 : i%40+65536])
-		copy(d, randBytes(64)) // no two clusters alike
+		d := bytes.Clone(text[i%40 : i%40+cs])
+		copy(d, randBytes(min(64, cs/8))) // no two clusters alike
 		s.data[g] = d
 		s.compressed[g] = i%3 != 2
 	}
@@ -32,9 +39,10 @@ func manyCompressed(t *testing.T, n int, zstd bool) (file, raw []byte, s synth) 
 // clusters than the inflater keeps in flight, both ways, on one worker
 // and on several, and checks every byte.
 func TestConvertManyCompressedClusters(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	for _, procs := range []int{1, 4} {
 		for _, zstd := range []bool{false, true} {
-			prev := runtime.GOMAXPROCS(procs)
+			runtime.GOMAXPROCS(procs)
 			file, raw, s := manyCompressed(t, 300, zstd)
 			got, _, err := convert(t, file, s.size)
 			if err != nil || !bytes.Equal(got, raw) {
@@ -44,14 +52,47 @@ func TestConvertManyCompressedClusters(t *testing.T) {
 			if err != nil || !bytes.Equal(got, raw) {
 				t.Fatalf("GOMAXPROCS %d, zstd %v: Stream: %v (equal %v)", procs, zstd, err, bytes.Equal(got, raw))
 			}
-			runtime.GOMAXPROCS(prev)
+		}
+	}
+}
+
+// TestConvertSharedCompressedClusters maps one compressed cluster at
+// several guest clusters, the last of them cut short by the disk's end:
+// the cluster decodes once and each guest range gets its share, both
+// ways.
+func TestConvertSharedCompressedClusters(t *testing.T) {
+	text := bytes.Repeat([]byte("a cluster stored once and mapped three times "), 2000)
+	for _, zstd := range []bool{false, true} {
+		s := synth{clusterBits: 16, size: 10<<16 + 1000, zstd: zstd,
+			data:       map[int64][]byte{2: text[:65536], 4: text[3 : 65536+3]},
+			compressed: map[int64]bool{2: true, 4: true},
+			alias:      map[int64]int64{5: 2, 7: 2, 10: 2}}
+		file, raw := s.build(t)
+		got, m, err := convert(t, file, s.size)
+		if err != nil || !bytes.Equal(got, raw) {
+			t.Fatalf("zstd %v: Convert: %v (equal %v)", zstd, err, bytes.Equal(got, raw))
+		}
+		byHost := map[int64]int{}
+		shared := 0
+		for _, e := range m.Extents {
+			if e.Compressed {
+				byHost[e.Host]++
+				shared = max(shared, byHost[e.Host])
+			}
+		}
+		if shared != 4 {
+			t.Fatalf("zstd %v: at most %d extents share a compressed cluster, want 4: %+v", zstd, shared, m.Extents)
+		}
+		if got, err = stream(t, file, s.size, Limits{}); err != nil || !bytes.Equal(got, raw) {
+			t.Fatalf("zstd %v: Stream: %v (equal %v)", zstd, err, bytes.Equal(got, raw))
 		}
 	}
 }
 
 // TestInflaterDecodesOnSeveralWorkers holds each worker at the start of
-// its job until another worker has started one too: the conversion
-// finishes only if two jobs decode at once.
+// its job until another worker has started one too (for at most 5 s, so
+// a single worker fails the test instead of hanging it): two jobs must
+// have decoded at once.
 func TestInflaterDecodesOnSeveralWorkers(t *testing.T) {
 	prev := runtime.GOMAXPROCS(2)
 	defer runtime.GOMAXPROCS(prev)
@@ -116,13 +157,18 @@ func TestConvertRefusesACorruptCompressedCluster(t *testing.T) {
 	for i := bad.Host; i < bad.Host+16; i++ {
 		corrupt[i] = 0xff // a deflate block of the reserved type
 	}
-	before := runtime.NumGoroutine()
 	_, _, err = convert(t, corrupt, s.size)
 	if !errors.Is(err, ErrInvalid) || !bytes.Contains([]byte(err.Error()), []byte("compressed cluster at host")) {
 		t.Fatalf("Convert of a corrupt cluster: %v", err)
 	}
+	if n := inflateWorkersLive.Load(); n != 0 {
+		t.Fatalf("%d workers still running after Convert returned", n)
+	}
 	if _, err = stream(t, corrupt, s.size, Limits{}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("Stream of a corrupt cluster: %v", err)
+	}
+	if n := inflateWorkersLive.Load(); n != 0 {
+		t.Fatalf("%d workers still running after Stream returned", n)
 	}
 	// A failing emit stops the conversion too.
 	stop := errors.New("the disk went away")
@@ -136,66 +182,84 @@ func TestConvertRefusesACorruptCompressedCluster(t *testing.T) {
 	if !errors.Is(err, stop) {
 		t.Fatalf("Convert with a failing emit: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	if n := inflateWorkersLive.Load(); n != 0 {
+		t.Fatalf("%d workers still running after a failed emit", n)
 	}
-	if n := runtime.NumGoroutine(); n > before {
-		t.Fatalf("%d goroutines after the conversions, %d before", n, before)
+	// So does a cancelled context, with jobs queued.
+	ctx, cancel := context.WithCancel(context.Background())
+	calls = 0
+	_, err = m.Convert(ctx, bytes.NewReader(file), func([]byte, int64) error {
+		if calls++; calls == 50 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Convert cancelled: %v", err)
+	}
+	if n := inflateWorkersLive.Load(); n != 0 {
+		t.Fatalf("%d workers still running after a cancelled conversion", n)
 	}
 }
 
-// TestInflaterBoundsItsQueue feeds an inflater faster than its workers
-// decode: the jobs it holds (queued, being filled, kept for reuse) reach
-// its queue bound and never pass it (the job being filled is made once
-// the oldest has been emitted), and the bound keeps their buffers
-// within inflateMaxBytes whatever the cluster size and the cores.
+// TestInflaterBoundsItsQueue feeds inflaters faster than their workers
+// decode, every compressed cluster claiming the longest stored length
+// its L2 entry can give (two clusters): the jobs held (queued, being
+// filled, kept for reuse) reach the queue bound and never pass it, and
+// their buffers stay within inflateMaxBytes, for clusters of 512 bytes
+// to 2 MiB and any number of cores; the disk still comes out right.
 func TestInflaterBoundsItsQueue(t *testing.T) {
-	prev := runtime.GOMAXPROCS(2)
-	defer runtime.GOMAXPROCS(prev)
-	file, raw, s := manyCompressed(t, 300, false)
-	m, err := ReadMap(context.Background(), bytes.NewReader(file), int64(len(file)), Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inflateHook = func() { time.Sleep(2 * time.Millisecond) }
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	inflateHook = func() { time.Sleep(time.Millisecond) }
 	defer func() { inflateHook = nil }()
-	got := make([]byte, s.size)
-	f := newInflater(CompressionZlib, 64<<10, func(p []byte, off int64, _ Buffer) error { copy(got[off:], p); return nil })
-	defer f.close()
-	w := newWindow(bytes.NewReader(file), 256<<10)
-	defer w.close()
-	held := 0
-	for _, e := range m.Extents {
-		if !e.Compressed {
-			copy(got[e.Guest:], file[e.Host:e.Host+e.Len])
-			continue
-		}
-		if err := f.add(w, []Extent{e}); err != nil {
+	for _, tc := range []struct {
+		bits  uint32
+		n     int
+		procs int
+	}{{9, 8000, 2}, {12, 1000, 2}, {16, 300, 2}, {16, 300, 64}, {21, 12, 2}} {
+		runtime.GOMAXPROCS(tc.procs)
+		file, raw, s := compressedImage(t, tc.n, false, tc.bits)
+		m, err := ReadMap(context.Background(), bytes.NewReader(file), int64(len(file)), Limits{})
+		if err != nil {
 			t.Fatal(err)
 		}
-		n := len(f.queue) + len(f.free)
-		if f.cur != nil {
-			n++
-		}
-		held = max(held, n)
-	}
-	if err := f.flush(); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, raw) {
-		t.Fatal("the inflater's output differs from the disk")
-	}
-	if held != f.maxQueue {
-		t.Fatalf("the inflater held up to %d jobs, want its queue bound %d", held, f.maxQueue)
-	}
-	for _, cs := range []int{512, 64 << 10, 2 << 20} {
-		for _, procs := range []int{1, 2, 64} {
-			runtime.GOMAXPROCS(procs)
-			g := newInflater(CompressionZlib, cs, nil)
-			if job := 2 * (inflateJobBytes + cs); g.workers < 1 || g.workers > min(procs, inflateMaxWorkers) || g.maxQueue < 2 || g.maxQueue*job > inflateMaxBytes {
-				t.Fatalf("cluster %d, %d procs: %d workers, queue %d of %d-byte jobs", cs, procs, g.workers, g.maxQueue, job)
+		cs := 1 << tc.bits
+		got := make([]byte, s.size)
+		f := newInflater(CompressionZlib, cs, func(p []byte, off int64, _ Buffer) error { copy(got[off:], p); return nil })
+		// Lengths stretched over the next clusters reach back further than
+		// a conversion's window keeps: this one keeps them all.
+		w := newWindow(bytes.NewReader(file), 2<<20+4*cs)
+		held, peak := 0, 0
+		for _, e := range m.Extents {
+			if !e.Compressed {
+				copy(got[e.Guest:], file[e.Host:e.Host+e.Len])
+				continue
 			}
+			e.Len = min(2*int64(cs), int64(len(file))-e.Host)
+			if err := f.add(w, []Extent{e}); err != nil {
+				t.Fatal(err)
+			}
+			jobs := append(append([]*inflateJob{f.cur}, f.queue...), f.free...)
+			n, bytes := 0, 0
+			for _, j := range jobs {
+				if j != nil {
+					n++
+					bytes += cap(j.src) + cap(j.out)
+				}
+			}
+			held, peak = max(held, n), max(peak, bytes)
+		}
+		if err := f.flush(); err != nil {
+			t.Fatal(err)
+		}
+		f.close()
+		w.close()
+		if !bytes.Equal(got, raw) {
+			t.Fatalf("%d-byte clusters: the inflater's output differs from the disk", cs)
+		}
+		if held != f.maxQueue || peak > inflateMaxBytes {
+			t.Fatalf("%d-byte clusters, %d procs: up to %d jobs held (queue bound %d), %d bytes of buffers (bound %d)",
+				cs, tc.procs, held, f.maxQueue, peak, inflateMaxBytes)
 		}
 	}
 }

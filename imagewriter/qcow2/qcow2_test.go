@@ -28,6 +28,10 @@ type synth struct {
 	zstd        bool
 	dataFirst   bool // place data clusters before the L1/L2 tables
 	zeroFlag    int64
+	// alias maps guest clusters to a cluster of data whose L2 entry
+	// they share (deduplicated clusters: one host range, several guest
+	// ones).
+	alias map[int64]int64
 }
 
 // build returns the qcow2 file and the raw disk it describes.
@@ -95,6 +99,10 @@ func (s synth) build(t testing.TB) (file, raw []byte) {
 	}
 	if s.zeroFlag > 0 {
 		entries[s.zeroFlag] = 1 // reads as zeros
+	}
+	for a, src := range s.alias {
+		entries[a] = entries[src]
+		copy(raw[a*cs:], s.data[src][:min(int64(len(s.data[src])), s.size-a*cs)])
 	}
 	if pad := (cs - int64(body.Len())%cs) % cs; pad != 0 {
 		body.Write(make([]byte, pad))
