@@ -122,11 +122,15 @@ func sameHost(a, b Extent) bool {
 
 // copyExtents reads the host bytes of run (extents that share them) from
 // the window once and emits them at each extent's guest offset; a
-// compressed cluster goes to inf, which emits it once decoded.
+// compressed cluster goes to inf, which emits it once decoded, and so
+// does a short uncompressed run read while inf holds clusters back.
 func copyExtents(w *window, inf *inflater, run []Extent, emit EmitRefFunc) error {
 	e := run[0]
 	if e.Compressed {
 		return inf.add(w, run)
+	}
+	if inf.carries(e.Len) {
+		return inf.addStored(w, run)
 	}
 	pos := int64(0)
 	return w.eachRef(e.Host, e.Host+e.Len, func(p []byte, buf Buffer) error {

@@ -28,6 +28,13 @@ const (
 	inflateJobBytes   = 512 << 10
 	inflateMaxBytes   = 16 << 20
 	inflateMaxWorkers = 8
+	// inflateStoreMax: an uncompressed run shorter than this, read while
+	// compressed clusters wait in the queue, travels in a job among
+	// them (copied) instead of being emitted at once, so the guest bytes
+	// go out in the order they were read and merge into large writes
+	// (qemu-img stores an incompressible cluster uncompressed among the
+	// compressed ones). Longer runs are emitted at once, by reference.
+	inflateStoreMax = 256 << 10
 )
 
 // Set by tests: inflateHook is called by a worker before it decodes a
@@ -63,8 +70,9 @@ type inflater struct {
 	free  []*inflateJob
 }
 
-// inflateJob is a batch of compressed clusters: their bytes back to back
-// in src, and where each one's guest bytes go.
+// inflateJob is a batch of compressed clusters, and short uncompressed
+// runs among them: their bytes back to back in src, and where each one's
+// guest bytes go.
 type inflateJob struct {
 	src      []byte
 	out      []byte
@@ -79,12 +87,15 @@ type inflateJob struct {
 
 // inflateCluster is one compressed cluster of a job: src[srcOff:srcEnd]
 // decodes to out[outOff:outOff+guestLen], which every extent of
-// runs[runOff:runEnd] (extents sharing the cluster's host bytes) receives.
+// runs[runOff:runEnd] (extents sharing the cluster's host bytes)
+// receives; or, stored, an uncompressed run whose bytes src[srcOff:srcEnd]
+// those extents receive as they are.
 type inflateCluster struct {
 	srcOff, srcEnd int
 	outOff         int
 	guestLen       int
 	runOff, runEnd int
+	stored         bool
 }
 
 // InflateWorkers is how many goroutines decode a conversion's compressed
@@ -103,10 +114,63 @@ func newInflater(typ uint8, clusterSize int, emit EmitRefFunc) *inflater {
 }
 
 // inflateJobMemory is the size of a job's buffers: the guest bytes of a
-// job and the cluster that tops it up, and the compressed bytes of a job
-// and the stored length (at most two clusters) that tops them up.
+// job and the cluster that tops it up, and the source bytes of a job and
+// what tops them up: a compressed cluster's stored length (at most two
+// clusters) or an uncompressed run.
 func inflateJobMemory(clusterSize int) int {
-	return (inflateJobBytes + clusterSize) + (inflateJobBytes + 2*clusterSize)
+	return (inflateJobBytes + clusterSize) + inflateSrcCap(clusterSize)
+}
+
+// inflateSrcCap is the capacity of a job's source bytes.
+func inflateSrcCap(clusterSize int) int {
+	return inflateJobBytes + max(2*clusterSize, inflateStoreMax)
+}
+
+// carries reports whether an uncompressed run of n bytes goes in a job
+// (addStored) rather than straight to emit: compressed clusters read
+// before it are still to be emitted, and it is short.
+func (f *inflater) carries(n int64) bool {
+	return (f.cur != nil || len(f.queue) > 0) && n < inflateStoreMax
+}
+
+// addStored copies the bytes of run (extents sharing one uncompressed
+// run, shorter than inflateStoreMax) from w into the current job, to be
+// emitted in their turn.
+func (f *inflater) addStored(w *window, run []Extent) error {
+	j, err := f.current()
+	if err != nil {
+		return err
+	}
+	e := run[0]
+	start := len(j.src)
+	if err := w.each(e.Host, e.Host+e.Len, func(p []byte) error { j.src = append(j.src, p...); return nil }); err != nil {
+		return err
+	}
+	j.clusters = append(j.clusters, inflateCluster{srcOff: start, srcEnd: len(j.src), stored: true,
+		runOff: len(j.runs), runEnd: len(j.runs) + len(run)})
+	j.runs = append(j.runs, run...)
+	f.submitIfFull()
+	return nil
+}
+
+// current returns the job being filled, starting one if there is none.
+func (f *inflater) current() (*inflateJob, error) {
+	if f.cur == nil {
+		j, err := f.job()
+		if err != nil {
+			return nil, err
+		}
+		f.cur = j
+	}
+	return f.cur, nil
+}
+
+// submitIfFull submits the current job once it holds a job's worth of
+// guest or source bytes.
+func (f *inflater) submitIfFull() {
+	if j := f.cur; j.outLen >= inflateJobBytes || len(j.src) >= inflateJobBytes {
+		f.submit()
+	}
 }
 
 // add reads the compressed bytes of run (extents sharing one compressed
@@ -121,14 +185,10 @@ func (f *inflater) add(w *window, run []Extent) error {
 	if glen > int64(f.cs) || e.Len > 2*int64(f.cs) {
 		return fmt.Errorf("%w: compressed cluster at host %#x stores %d bytes for %d guest bytes, more than a cluster holds", ErrInvalid, e.Host, e.Len, glen)
 	}
-	if f.cur == nil {
-		j, err := f.job()
-		if err != nil {
-			return err
-		}
-		f.cur = j
+	j, err := f.current()
+	if err != nil {
+		return err
 	}
-	j := f.cur
 	start := len(j.src)
 	if err := w.each(e.Host, e.Host+e.Len, func(p []byte) error { j.src = append(j.src, p...); return nil }); err != nil {
 		return err
@@ -137,9 +197,7 @@ func (f *inflater) add(w *window, run []Extent) error {
 		runOff: len(j.runs), runEnd: len(j.runs) + len(run)})
 	j.runs = append(j.runs, run...)
 	j.outLen += int(glen)
-	if j.outLen >= inflateJobBytes || len(j.src) >= inflateJobBytes {
-		f.submit()
-	}
+	f.submitIfFull()
 	return nil
 }
 
@@ -161,7 +219,7 @@ func (f *inflater) job() (*inflateJob, error) {
 	}
 	// Made once at their largest (inflateJobMemory), so appends never
 	// grow them.
-	return &inflateJob{src: make([]byte, 0, inflateJobBytes+2*f.cs), out: make([]byte, inflateJobBytes+f.cs),
+	return &inflateJob{src: make([]byte, 0, inflateSrcCap(f.cs)), out: make([]byte, inflateJobBytes+f.cs),
 		done: make(chan struct{}, 1)}, nil
 }
 
@@ -198,8 +256,12 @@ func (f *inflater) emitOldest() error {
 		return j.err
 	}
 	for _, c := range j.clusters {
+		data := j.out[c.outOff : c.outOff+c.guestLen]
+		if c.stored {
+			data = j.src[c.srcOff:c.srcEnd]
+		}
 		for _, r := range j.runs[c.runOff:c.runEnd] {
-			if err := f.emit(j.out[c.outOff:c.outOff+int(r.GuestLen)], r.Guest, nil); err != nil {
+			if err := f.emit(data[:r.GuestLen], r.Guest, nil); err != nil {
 				return err
 			}
 		}
@@ -257,6 +319,9 @@ type decompressor struct {
 // decodeJob decodes every cluster of j into j.out.
 func (d *decompressor) decodeJob(typ uint8, clusterSize int, j *inflateJob) error {
 	for _, c := range j.clusters {
+		if c.stored {
+			continue
+		}
 		if err := d.decompress(typ, j.src[c.srcOff:c.srcEnd], j.out[c.outOff:c.outOff+c.guestLen], clusterSize); err != nil {
 			e := j.runs[c.runOff]
 			return fmt.Errorf("%w: compressed cluster at host %#x (guest %#x): %w", ErrInvalid, e.Host, e.Guest, err)

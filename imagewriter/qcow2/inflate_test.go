@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -204,7 +205,8 @@ func TestConvertRefusesACorruptCompressedCluster(t *testing.T) {
 
 // TestInflaterBoundsItsQueue feeds inflaters faster than their workers
 // decode, every compressed cluster claiming the longest stored length
-// its L2 entry can give (two clusters): the jobs held (queued, being
+// its L2 entry can give (two clusters), uncompressed runs carried among
+// them: the jobs held (queued, being
 // filled, kept for reuse) reach the queue bound and never pass it, and
 // their buffers stay within inflateMaxBytes, for clusters of 512 bytes
 // to 2 MiB and any number of cores; the disk still comes out right.
@@ -231,13 +233,18 @@ func TestInflaterBoundsItsQueue(t *testing.T) {
 		w := newWindow(bytes.NewReader(file), 2<<20+4*cs)
 		held, peak := 0, 0
 		for _, e := range m.Extents {
-			if !e.Compressed {
+			switch {
+			case !e.Compressed && f.carries(e.Len):
+				if err := f.addStored(w, []Extent{e}); err != nil {
+					t.Fatal(err)
+				}
+			case !e.Compressed:
 				copy(got[e.Guest:], file[e.Host:e.Host+e.Len])
-				continue
-			}
-			e.Len = min(2*int64(cs), int64(len(file))-e.Host)
-			if err := f.add(w, []Extent{e}); err != nil {
-				t.Fatal(err)
+			default:
+				e.Len = min(2*int64(cs), int64(len(file))-e.Host)
+				if err := f.add(w, []Extent{e}); err != nil {
+					t.Fatal(err)
+				}
 			}
 			jobs := append(append([]*inflateJob{f.cur}, f.queue...), f.free...)
 			n, bytes := 0, 0
@@ -261,5 +268,48 @@ func TestInflaterBoundsItsQueue(t *testing.T) {
 			t.Fatalf("%d-byte clusters, %d procs: up to %d jobs held (queue bound %d), %d bytes of buffers (bound %d)",
 				cs, tc.procs, held, f.maxQueue, peak, inflateMaxBytes)
 		}
+	}
+}
+
+// TestInflaterEmitsInReadOrder converts an image whose uncompressed
+// clusters lie one by one among compressed ones: every cluster is
+// emitted in the order the file holds it, the uncompressed ones carried
+// in the jobs around them, so the writer's emitter can merge neighbours
+// into large writes.
+func TestInflaterEmitsInReadOrder(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	runtime.GOMAXPROCS(2)
+	file, raw, s := manyCompressed(t, 300, false)
+	m, err := ReadMap(context.Background(), bytes.NewReader(file), int64(len(file)), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := 0
+	for _, e := range m.Extents {
+		if !e.Compressed {
+			stored++
+		}
+	}
+	if stored < 50 {
+		t.Fatalf("only %d uncompressed extents", stored)
+	}
+	got := make([]byte, s.size)
+	var order []int64
+	_, err = m.Convert(context.Background(), bytes.NewReader(file), func(p []byte, off int64) error {
+		copy(got[off:], p)
+		if n := len(order); n == 0 || order[n-1] != off {
+			order = append(order, off)
+		}
+		return nil
+	})
+	if err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("Convert: %v (equal %v)", err, bytes.Equal(got, raw))
+	}
+	var want []int64
+	for _, e := range m.Extents { // in host order
+		want = append(want, e.Guest)
+	}
+	if !slices.Equal(order, want) {
+		t.Fatalf("emitted at %v…, want the file's order %v…", order[:min(12, len(order))], want[:min(12, len(want))])
 	}
 }
