@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,26 +19,17 @@ import (
 // images ship.
 func cloudQcow2(t *testing.T, n int, mbr bool) (img, served []byte) {
 	t.Helper()
-	requireTool(t, "qemu-img", "qemu-utils")
 	img = xzTestData(n)
 	clear(img[n/4 : n/4+3<<20])
 	if mbr {
 		clear(img[446:510]) // no partitions
 		copy(img[510:], []byte{0x55, 0xaa})
 	}
-	dir := t.TempDir()
-	raw, out := filepath.Join(dir, "disk.raw"), filepath.Join(dir, "disk.qcow2")
+	raw := filepath.Join(t.TempDir(), "disk.raw")
 	if err := os.WriteFile(raw, img, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zlib", raw, out).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img convert -c: %v: %s", err, b)
-	}
-	served, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img, served
+	return img, qemuConvert(t, raw, "-c", "-o", "compression_type=zlib")
 }
 
 // TestWriteCompressedQcow2ToLoopDevice writes a qcow2 image whose clusters
