@@ -530,7 +530,7 @@ func benchDecode(ctx context.Context, path string, f Format) (n int64, figures *
 			return 0, nil, err
 		}
 		d := &writebench.DecodeFigures{InputWait: in.waited.Seconds()}
-		if plan.inflates() {
+		if m.CompressedBytes > 0 {
 			d.Threads = 1 + qcow2.InflateWorkers()
 		}
 		return int64(m.Header.Size), d, nil

@@ -129,6 +129,16 @@ func (p *qcowPlan) inputPool(count, size int) (int, int) {
 	return p.inputBuffers(count, size), size
 }
 
+// outputBuffers is the qcow2 stage's output pool: only compressed
+// clusters and short runs are copied into it, so a small one, unless the
+// image inflates.
+func (p *qcowPlan) outputBuffers() int {
+	if p.inflates() {
+		return qcowInflateBuffers
+	}
+	return qcowCopyBuffers
+}
+
 // inputBuffers is how many served chunks of size bytes the qcow2 stage's
 // input needs: the pipeline's count, and at least what the converter's
 // window may hold (it keeps two clusters of history, and lends the data

@@ -179,9 +179,9 @@ type DecodeStats struct {
 	// Threads is how many threads ran the stage: one, or for xz its
 	// workers and the thread handing them blocks, whose CPU is summed
 	// and whose waits overlap the workers' work; for a qcow2 image whose
-	// map shows its data mostly in compressed clusters (the tables path),
-	// the conversion and the workers decoding them
-	// (qcow2.InflateWorkers), whose waits overlap too.
+	// map shows compressed clusters (the tables path), the conversion and
+	// the workers decoding them (qcow2.InflateWorkers), whose waits
+	// overlap too.
 	Threads int
 }
 
@@ -578,11 +578,7 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 		outCount, outSize := decodedBuffers, w.req.BufferSize
 		switch format {
 		case FormatQcow2:
-			// Only compressed clusters and short runs are copied.
-			outCount = qcowCopyBuffers
-			if w.qcow.inflates() {
-				outCount = qcowInflateBuffers
-			}
+			outCount = w.qcow.outputBuffers()
 		case FormatXz:
 			outCount, outSize = xzWorkers(w.req.MaxDecoderMemory)+2, min(w.req.BufferSize, xzOutputChunk)
 		}
@@ -597,7 +593,7 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 			err = w.convertStream(gctx, cr, em, st.Size())
 		case format == FormatQcow2:
 			err = w.convertMap(gctx, w.qcow.m, cr, em)
-			if w.qcow.inflates() {
+			if w.qcow.m.CompressedBytes > 0 {
 				threads += qcow2.InflateWorkers()
 			}
 		default:

@@ -57,9 +57,10 @@ type inflater struct {
 	// be submitted and not yet emitted.
 	workers  int
 	maxQueue int
-	jobs     chan *inflateJob
-	wg       sync.WaitGroup
-	started  bool
+	// jobs, made when the workers start, carries the submitted jobs to
+	// them.
+	jobs chan *inflateJob
+	wg   sync.WaitGroup
 	// stopped tells the workers to skip the jobs left once the
 	// conversion has given up.
 	stopped atomic.Bool
@@ -137,40 +138,7 @@ func (f *inflater) carries(n int64) bool {
 // run, shorter than inflateStoreMax) from w into the current job, to be
 // emitted in their turn.
 func (f *inflater) addStored(w *window, run []Extent) error {
-	j, err := f.current()
-	if err != nil {
-		return err
-	}
-	e := run[0]
-	start := len(j.src)
-	if err := w.each(e.Host, e.Host+e.Len, func(p []byte) error { j.src = append(j.src, p...); return nil }); err != nil {
-		return err
-	}
-	j.clusters = append(j.clusters, inflateCluster{srcOff: start, srcEnd: len(j.src), stored: true,
-		runOff: len(j.runs), runEnd: len(j.runs) + len(run)})
-	j.runs = append(j.runs, run...)
-	f.submitIfFull()
-	return nil
-}
-
-// current returns the job being filled, starting one if there is none.
-func (f *inflater) current() (*inflateJob, error) {
-	if f.cur == nil {
-		j, err := f.job()
-		if err != nil {
-			return nil, err
-		}
-		f.cur = j
-	}
-	return f.cur, nil
-}
-
-// submitIfFull submits the current job once it holds a job's worth of
-// guest or source bytes.
-func (f *inflater) submitIfFull() {
-	if j := f.cur; j.outLen >= inflateJobBytes || len(j.src) >= inflateJobBytes {
-		f.submit()
-	}
+	return f.put(w, run, 0, true)
 }
 
 // add reads the compressed bytes of run (extents sharing one compressed
@@ -185,26 +153,40 @@ func (f *inflater) add(w *window, run []Extent) error {
 	if glen > int64(f.cs) || e.Len > 2*int64(f.cs) {
 		return fmt.Errorf("%w: compressed cluster at host %#x stores %d bytes for %d guest bytes, more than a cluster holds", ErrInvalid, e.Host, e.Len, glen)
 	}
-	j, err := f.current()
-	if err != nil {
-		return err
+	return f.put(w, run, int(glen), false)
+}
+
+// put copies run's host bytes from w into the job being filled (starting
+// one when there is none) as a cluster decoding to glen guest bytes, or
+// as a stored run, and submits the job once it holds a job's worth of
+// guest or source bytes.
+func (f *inflater) put(w *window, run []Extent, glen int, stored bool) error {
+	if f.cur == nil {
+		j, err := f.job()
+		if err != nil {
+			return err
+		}
+		f.cur = j
 	}
+	j, e := f.cur, run[0]
 	start := len(j.src)
 	if err := w.each(e.Host, e.Host+e.Len, func(p []byte) error { j.src = append(j.src, p...); return nil }); err != nil {
 		return err
 	}
-	j.clusters = append(j.clusters, inflateCluster{srcOff: start, srcEnd: len(j.src), outOff: j.outLen, guestLen: int(glen),
-		runOff: len(j.runs), runEnd: len(j.runs) + len(run)})
+	j.clusters = append(j.clusters, inflateCluster{srcOff: start, srcEnd: len(j.src), outOff: j.outLen, guestLen: glen,
+		runOff: len(j.runs), runEnd: len(j.runs) + len(run), stored: stored})
 	j.runs = append(j.runs, run...)
-	j.outLen += int(glen)
-	f.submitIfFull()
+	j.outLen += glen
+	if j.outLen >= inflateJobBytes || len(j.src) >= inflateJobBytes {
+		f.submit()
+	}
 	return nil
 }
 
 // job returns an empty job, emitting the oldest submitted one first when
 // the queue is full.
 func (f *inflater) job() (*inflateJob, error) {
-	if !f.started {
+	if f.jobs == nil {
 		f.start()
 	}
 	if len(f.queue) >= f.maxQueue {
@@ -273,7 +255,6 @@ func (f *inflater) emitOldest() error {
 
 // start starts the workers.
 func (f *inflater) start() {
-	f.started = true
 	f.jobs = make(chan *inflateJob, f.maxQueue)
 	for range f.workers {
 		f.wg.Add(1)
@@ -301,11 +282,11 @@ func (f *inflater) start() {
 // close stops the workers, which skip the jobs they were not yet at, and
 // waits for them; queued jobs that were not emitted are dropped.
 func (f *inflater) close() {
-	if f.started {
+	if f.jobs != nil {
 		f.stopped.Store(true)
 		close(f.jobs)
 		f.wg.Wait()
-		f.started = false
+		f.jobs = nil
 	}
 	f.cur, f.queue, f.free = nil, nil, nil
 }

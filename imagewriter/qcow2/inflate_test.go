@@ -247,14 +247,14 @@ func TestInflaterBoundsItsQueue(t *testing.T) {
 				}
 			}
 			jobs := append(append([]*inflateJob{f.cur}, f.queue...), f.free...)
-			n, bytes := 0, 0
+			n, size := 0, 0
 			for _, j := range jobs {
 				if j != nil {
 					n++
-					bytes += cap(j.src) + cap(j.out)
+					size += cap(j.src) + cap(j.out)
 				}
 			}
-			held, peak = max(held, n), max(peak, bytes)
+			held, peak = max(held, n), max(peak, size)
 		}
 		if err := f.flush(); err != nil {
 			t.Fatal(err)
