@@ -33,35 +33,51 @@ func cloudQcow2(t *testing.T, n int, mbr bool) (img, served []byte) {
 }
 
 // TestWriteCompressedQcow2ToLoopDevice writes a qcow2 image whose clusters
-// are zlib-compressed over a disk of old bytes: its map is read with
-// ranges, its clusters decode on the converter's workers, and every byte
-// reads back.
+// are zlib-compressed over a disk of old bytes, both ways it can: its map
+// read with ranges, and, from a server without ranges onto a disk with no
+// room to spool the file, converted as it downloads. Either way its
+// clusters decode on the converter's workers, the decode stage says so,
+// and every byte reads back.
 func TestWriteCompressedQcow2ToLoopDevice(t *testing.T) {
 	img, served := cloudQcow2(t, 24<<20+4096, false)
-	loop := loopdev.New(t, 32<<20)
-	fillDevice(t, loop.Path, 0x5a, 32<<20)
-	srv := serveBytes(t, served)
-	var logs bytes.Buffer
-	res, err := Write(context.Background(), Request{
-		Source: Source{URLs: []string{srv.URL}, Retry: fastRetry}, Checksum: sha256Of(served),
-		Targets: []string{loop.Path}, Verify: true, Logger: textLogger(&logs),
-	})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, logs.String())
-	}
-	if res.Format != FormatQcow2 || res.ImageSize != int64(len(img)) || res.Decode == nil {
-		t.Fatalf("result = %+v", res)
-	}
-	if got := readDevice(t, loop.Path, 0, len(img)); !bytes.Equal(got, img) {
-		t.Fatal("device content differs from the image")
-	}
-	if !strings.Contains(logs.String(), "path=tables") || strings.Contains(logs.String(), "compressed_bytes=0 ") {
-		t.Fatalf("the write did not read the map of a compressed image:\n%s", logs.String())
-	}
-	// The clusters decoded on the workers, through the pools of an image
-	// that inflates.
-	if res.Decode.Threads != 1+qcow2.InflateWorkers() {
-		t.Fatalf("decode stage on %d threads; want the conversion and %d workers", res.Decode.Threads, qcow2.InflateWorkers())
+	for _, tc := range []struct {
+		name   string
+		ranges bool
+		disk   int64
+		path   string
+	}{
+		{"map read with ranges", true, 32 << 20, "tables"},
+		{"converted as it downloads", false, 25 << 20, "stream"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			loop := loopdev.New(t, tc.disk)
+			fillDevice(t, loop.Path, 0x5a, int(tc.disk))
+			url := serveBytes(t, served).URL
+			if !tc.ranges {
+				url, _ = noRangeServer(t, served, false)
+			}
+			var logs bytes.Buffer
+			res, err := Write(context.Background(), Request{
+				Source: Source{URLs: []string{url}, Retry: fastRetry}, Checksum: sha256Of(served),
+				Targets: []string{loop.Path}, Verify: true, Logger: textLogger(&logs),
+			})
+			if err != nil {
+				t.Fatalf("%v\n%s", err, logs.String())
+			}
+			if res.Format != FormatQcow2 || res.ImageSize != int64(len(img)) || res.Decode == nil {
+				t.Fatalf("result = %+v", res)
+			}
+			if got := readDevice(t, loop.Path, 0, len(img)); !bytes.Equal(got, img) {
+				t.Fatal("device content differs from the image")
+			}
+			if !strings.Contains(logs.String(), "path="+tc.path) || strings.Contains(logs.String(), "compressed_bytes=0 ") ||
+				!strings.Contains(logs.String(), "compressed_bytes=") {
+				t.Fatalf("the write did not take the %s path of a compressed image:\n%s", tc.path, logs.String())
+			}
+			if res.Decode.Threads != 1+qcow2.InflateWorkers() {
+				t.Fatalf("decode stage on %d threads; want the conversion and %d workers", res.Decode.Threads, qcow2.InflateWorkers())
+			}
+		})
 	}
 }
 

@@ -162,20 +162,25 @@ func (w *writer) qcowError(err error) error {
 }
 
 // convertStream is the decode stage of the stream path.
-func (w *writer) convertStream(ctx context.Context, in *chunkReader, em *emitter, fileSize int64) error {
-	_, _, err := qcow2.StreamRef(ctx, in, fileSize, w.qcowLimits(), em.write, em.zero)
+func (w *writer) convertStream(ctx context.Context, in *chunkReader, em *emitter, fileSize int64) (qcow2.Streamed, error) {
+	st, err := qcow2.StreamRef(ctx, in, fileSize, w.qcowLimits(), em.write, em.zero)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return st, ctx.Err()
 		}
 		if errors.Is(err, qcow2.ErrNotStreamable) {
-			return fmt.Errorf("%w: %s: %w; the server does not serve byte ranges and the target has no room beyond the virtual size to spool the file: serve the image from a server that supports Range requests, write it with qemu-img convert (which puts tables first), or use a raw image",
+			return st, fmt.Errorf("%w: %s: %w; the server does not serve byte ranges and the target has no room beyond the virtual size to spool the file: serve the image from a server that supports Range requests, write it with qemu-img convert (which puts tables first), or use a raw image",
 				ErrFormat, w.srcName(), err)
 		}
-		return w.qcowError(err)
+		return st, w.qcowError(err)
 	}
+	attrs := []any{"data_bytes", st.DataBytes, "compressed_bytes", st.CompressedBytes}
+	if st.CompressedBytes > 0 {
+		attrs = append(attrs, "decode_workers", qcow2.InflateWorkers())
+	}
+	w.log.Info("qcow2 image converted as it downloaded", attrs...)
 	w.decoded.Store(w.qcow.vsize)
-	return em.flush()
+	return st, em.flush()
 }
 
 // spoolFile is the decode stage of the spool path: the served bytes go to

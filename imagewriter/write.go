@@ -178,10 +178,10 @@ type DecodeStats struct {
 	CPU time.Duration
 	// Threads is how many threads ran the stage: one, or for xz its
 	// workers and the thread handing them blocks, whose CPU is summed
-	// and whose waits overlap the workers' work; for a qcow2 image whose
-	// map shows compressed clusters (the tables path), the conversion and
-	// the workers decoding them (qcow2.InflateWorkers), whose waits
-	// overlap too.
+	// and whose waits overlap the workers' work; for a qcow2 image with
+	// compressed clusters (in its map, or, converted as it downloads,
+	// among the clusters it reached), the conversion and the workers
+	// decoding them (qcow2.InflateWorkers), whose waits overlap too.
 	Threads int
 }
 
@@ -590,7 +590,11 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 		threads := 1
 		switch {
 		case format == FormatQcow2 && w.qcow.mode == qcowStream:
-			err = w.convertStream(gctx, cr, em, st.Size())
+			var streamed qcow2.Streamed
+			streamed, err = w.convertStream(gctx, cr, em, st.Size())
+			if streamed.CompressedBytes > 0 {
+				threads += qcow2.InflateWorkers()
+			}
 		case format == FormatQcow2:
 			err = w.convertMap(gctx, w.qcow.m, cr, em)
 			if w.qcow.m.CompressedBytes > 0 {

@@ -152,12 +152,12 @@ func TestStreamRefLendsDataClusters(t *testing.T) {
 	l := &lender{b: file, size: 50000}
 	k := &keeper{out: make([]byte, s.size)}
 	var zeroed int64
-	_, n, err := StreamRef(context.Background(), l, int64(len(file)), Limits{}, k.emit, func(off, n int64) error {
+	st, err := StreamRef(context.Background(), l, int64(len(file)), Limits{}, k.emit, func(off, n int64) error {
 		zeroed += n
 		return nil
 	})
-	if err != nil || n != int64(len(file)) {
-		t.Fatalf("StreamRef = %d, %v", n, err)
+	if err != nil || st.Read != int64(len(file)) || st.DataBytes != 3*65536 || st.CompressedBytes != 0 {
+		t.Fatalf("StreamRef = %+v, %v", st, err)
 	}
 	if k.ref == 0 {
 		t.Error("no data cluster came by reference")

@@ -30,17 +30,25 @@ func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // stream runs Stream over file and returns the guest disk it wrote (holes
-// zeroed over a disk prefilled with 0xee).
+// zeroed over a disk prefilled with 0xee). When it succeeds, what it says
+// it found must be what the file's map says.
 func stream(t testing.TB, file []byte, size int64, lim Limits) ([]byte, error) {
 	t.Helper()
 	out := bytes.Repeat([]byte{0xee}, int(size))
-	_, n, err := Stream(context.Background(), bytes.NewReader(file), int64(len(file)), lim,
+	st, err := Stream(context.Background(), bytes.NewReader(file), int64(len(file)), lim,
 		func(p []byte, off int64) error { copy(out[off:], p); return nil },
 		func(off, n int64) error { clear(out[off : off+n]); return nil })
-	if err == nil && n != int64(len(file)) {
-		t.Fatalf("Stream read %d of %d bytes", n, len(file))
+	if err != nil {
+		return out, err
 	}
-	return out, err
+	if st.Read != int64(len(file)) || st.Header == nil {
+		t.Fatalf("Stream read %d of %d bytes (header %v)", st.Read, len(file), st.Header)
+	}
+	if m, merr := ReadMap(context.Background(), bytes.NewReader(file), int64(len(file)), lim); merr == nil &&
+		(st.DataBytes != m.DataBytes || st.CompressedBytes != m.CompressedBytes) {
+		t.Errorf("Stream found %d data bytes, %d compressed; the map says %d, %d", st.DataBytes, st.CompressedBytes, m.DataBytes, m.CompressedBytes)
+	}
+	return out, nil
 }
 
 func TestL1PrefixOnly(t *testing.T) {

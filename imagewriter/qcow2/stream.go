@@ -32,21 +32,32 @@ const streamKeep = 256 << 10
 // each table to come before what it maps, the layout qemu-img convert
 // writes; any other fails with ErrNotStreamable as soon as it shows, which
 // may be after some data was emitted. fileSize is the file's size, -1 if
-// unknown. It returns the header and the number of bytes read, and reads r
-// to its end so the whole file passes through the caller's hash.
-func Stream(ctx context.Context, r io.Reader, fileSize int64, lim Limits, emit EmitFunc, zero ZeroFunc) (*Header, int64, error) {
+// unknown. It returns what it read and found, and reads r to its end so
+// the whole file passes through the caller's hash.
+func Stream(ctx context.Context, r io.Reader, fileSize int64, lim Limits, emit EmitFunc, zero ZeroFunc) (Streamed, error) {
 	return StreamRef(ctx, r, fileSize, lim, dropRef(emit), zero)
+}
+
+// Streamed is what a one-pass conversion read and found, as far as it got.
+type Streamed struct {
+	// Header is the file's header; nil if it did not parse.
+	Header *Header
+	// Read is the number of bytes read.
+	Read int64
+	// DataBytes and CompressedBytes are as in Map, for the extents mapped
+	// so far: compressed ones decode on InflateWorkers goroutines.
+	DataBytes, CompressedBytes int64
 }
 
 // StreamRef is Stream for an emit function that may keep the bytes it gets
 // by reference; r may be a PieceReader.
-func StreamRef(ctx context.Context, r io.Reader, fileSize int64, lim Limits, emit EmitRefFunc, zero ZeroFunc) (*Header, int64, error) {
+func StreamRef(ctx context.Context, r io.Reader, fileSize int64, lim Limits, emit EmitRefFunc, zero ZeroFunc) (Streamed, error) {
 	lim = lim.withDefaults()
 	w := newWindow(r, streamKeep)
 	defer w.close()
 	s := &streamer{ctx: ctx, w: w, fileSize: fileSize, emit: emit, zero: zero, mem: &budget{max: lim.MaxMemory}}
 	err := s.run()
-	return s.h, w.end(), err
+	return Streamed{Header: s.h, Read: w.end(), DataBytes: s.data, CompressedBytes: s.compressed}, err
 }
 
 type streamer struct {
@@ -58,6 +69,9 @@ type streamer struct {
 	mem      *budget
 	h        *Header
 	inf      *inflater
+	// data and compressed count the guest bytes of the extents mapped so
+	// far, and of the compressed ones among them.
+	data, compressed int64
 	// pending zero range, merged while contiguous
 	zs, ze int64
 }
@@ -160,6 +174,10 @@ func (s *streamer) run() error {
 						return err
 					}
 					pos = e.Guest + e.GuestLen
+					s.data += e.GuestLen
+					if e.Compressed {
+						s.compressed += e.GuestLen
+					}
 					heap.Push(pending, e)
 				}
 				if err := s.hole(pos, end-pos); err != nil {

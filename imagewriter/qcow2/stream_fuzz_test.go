@@ -35,7 +35,7 @@ func FuzzStream(f *testing.F) {
 				t.Fatalf("write of %d bytes at %d outside the %d-byte disk", n, off, size)
 			}
 		}
-		_, _, serr := Stream(context.Background(), bytes.NewReader(file), int64(len(file)), Limits{MaxMemory: 4 << 20},
+		st, serr := Stream(context.Background(), bytes.NewReader(file), int64(len(file)), Limits{MaxMemory: 4 << 20},
 			func(p []byte, off int64) error { check(off, int64(len(p))); copy(streamed[off:], p); return nil },
 			func(off, n int64) error { check(off, n); clear(streamed[off : off+n]); return nil })
 		m, err := ReadMap(context.Background(), bytes.NewReader(file), int64(len(file)), Limits{MaxMemory: 4 << 20})
@@ -50,6 +50,9 @@ func FuzzStream(f *testing.F) {
 		})
 		if serr == nil && cerr == nil && !bytes.Equal(streamed, mapped) {
 			t.Fatal("Stream and ReadMap+Convert disagree")
+		}
+		if serr == nil && (st.DataBytes != m.DataBytes || st.CompressedBytes != m.CompressedBytes) {
+			t.Fatalf("Stream found %d data bytes, %d compressed; the map %d, %d", st.DataBytes, st.CompressedBytes, m.DataBytes, m.CompressedBytes)
 		}
 	})
 }
