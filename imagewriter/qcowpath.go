@@ -141,8 +141,11 @@ func (p *qcowPlan) outputBuffers() int {
 
 // inputBuffers is how many served chunks of size bytes the qcow2 stage's
 // input needs: the pipeline's count, and at least what the converter's
-// window may hold (it keeps two clusters of history, and lends the data
-// clusters' bytes on to the sinks) with room for the fetch to go on.
+// window may hold (two clusters of history and the piece it reads, and
+// while it reads a range no longer than that history, every piece from
+// the range's start: ceil(keep/size)+2 chunks) with one more for the
+// fetch to go on. Data clusters lent on to the sinks are released as the
+// disks take them.
 func (p *qcowPlan) inputBuffers(count, size int) int {
 	keep := max(2*p.clusterSize+64<<10, 256<<10)
 	return max(count, int((keep+int64(size)-1)/int64(size))+3)

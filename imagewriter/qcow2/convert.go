@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 )
 
 // ErrMetadataMismatch: the header or a table read before streaming differs
@@ -116,26 +117,44 @@ func (m *Map) ConvertRef(ctx context.Context, r io.Reader, emit EmitRefFunc) (in
 	return w.end(), nil
 }
 
+// sameHost reports whether two extents start at the same host bytes, to
+// be read once. Their lengths may differ: an L2 table mapped by several
+// L1 entries maps the same runs at each, and the disk's end cuts the
+// last one short.
 func sameHost(a, b Extent) bool {
-	return a.Host == b.Host && a.Len == b.Len && a.Compressed == b.Compressed
+	return a.Host == b.Host && a.Compressed == b.Compressed
 }
 
-// copyExtents reads the host bytes of run (extents that share them) from
-// the window once and emits them at each extent's guest offset; a
-// compressed cluster goes to inf, which emits it once decoded, and so
-// does a short uncompressed run read while inf holds clusters back.
+// runLen is how many host bytes the extents of run (sharing their start)
+// need: the longest.
+func runLen(run []Extent) int64 {
+	n := int64(0)
+	for _, r := range run {
+		n = max(n, r.Len)
+	}
+	return n
+}
+
+// copyExtents reads the host bytes of run (extents that share their
+// start, which must not change afterwards) from the window once and emits
+// each extent's share at its guest offset; a compressed cluster goes to
+// inf, which emits it once decoded, and so does a short uncompressed run
+// read while inf holds clusters back.
 func copyExtents(w *window, inf *inflater, run []Extent, emit EmitRefFunc) error {
-	e := run[0]
+	e, n := run[0], runLen(run)
 	if e.Compressed {
 		return inf.add(w, run)
 	}
-	if inf.carries(e.Len) {
+	if inf.carries(n) {
 		return inf.addStored(w, run)
 	}
 	pos := int64(0)
-	return w.eachRef(e.Host, e.Host+e.Len, func(p []byte, buf Buffer) error {
+	return w.eachRef(e.Host, e.Host+n, func(p []byte, buf Buffer) error {
 		for _, r := range run {
-			if err := emit(p, r.Guest+pos, buf); err != nil {
+			if pos >= r.Len {
+				continue
+			}
+			if err := emit(p[:min(int64(len(p)), r.Len-pos)], r.Guest+pos, buf); err != nil {
 				return err
 			}
 		}
@@ -146,9 +165,13 @@ func copyExtents(w *window, inf *inflater, run []Extent, emit EmitRefFunc) error
 
 // window reads a stream forward, keeping at least the last keep bytes so
 // ranges that overlap (compressed clusters share sectors) can be served
-// again. It holds the stream as a list of pieces: the input's own bytes
-// when the input is a PieceReader (nothing is copied), else buffers of
-// its own that it reads into and reuses.
+// again, and, from the start of the last range of at most keep bytes it
+// served, everything after it: the next range starts there or later
+// (ranges come in stream order), even when the last one's stored length
+// reached past where the next one starts. It holds the stream as a list
+// of pieces: the input's own bytes when the input is a PieceReader
+// (nothing is copied), else buffers of its own that it reads into and
+// reuses.
 type window struct {
 	r      io.Reader
 	pr     PieceReader
@@ -156,9 +179,12 @@ type window struct {
 	start  int64 // stream offset of the first byte held
 	stop   int64 // stream offset after the last byte held
 	keep   int
-	eof    bool
-	err    error    // a read error kept for the next fill
-	free   [][]byte // own buffers to reuse
+	// hold is where the last short range started: pieces ending after
+	// it stay (math.MaxInt64: none).
+	hold int64
+	eof  bool
+	err  error    // a read error kept for the next fill
+	free [][]byte // own buffers to reuse
 }
 
 // piece is a run of the stream held by the window; buf is nil for the
@@ -170,7 +196,7 @@ type piece struct {
 }
 
 func newWindow(r io.Reader, keep int) *window {
-	w := &window{r: r, keep: keep}
+	w := &window{r: r, keep: keep, hold: math.MaxInt64}
 	w.pr, _ = r.(PieceReader)
 	return w
 }
@@ -187,6 +213,10 @@ func (w *window) each(s, e int64, fn func([]byte) error) error {
 func (w *window) eachRef(s, e int64, fn func([]byte, Buffer) error) error {
 	if s < w.start {
 		return fmt.Errorf("%w: range at %#x lies before the stream window (%#x); the image is not streamable", ErrUnsupported, s, w.start)
+	}
+	w.hold = math.MaxInt64
+	if e-s <= int64(w.keep) {
+		w.hold = s
 	}
 	for s < e {
 		if s < w.stop {
@@ -267,10 +297,15 @@ func (w *window) fill() error {
 	return nil
 }
 
-// trim drops the pieces that end more than keep bytes before the end.
+// trim drops the pieces that end more than keep bytes before the end and
+// not after the hold.
 func (w *window) trim(keep int) {
 	k := 0
-	for k < len(w.pieces) && w.stop-(w.pieces[k].off+int64(len(w.pieces[k].p))) >= int64(keep) {
+	for k < len(w.pieces) {
+		end := w.pieces[k].off + int64(len(w.pieces[k].p))
+		if w.stop-end < int64(keep) || end > w.hold {
+			break
+		}
 		w.drop(w.pieces[k])
 		k++
 	}
@@ -291,6 +326,7 @@ func (w *window) drop(pc piece) {
 
 // drain reads the rest of the stream, keeping none of it.
 func (w *window) drain() error {
+	w.hold = math.MaxInt64
 	for {
 		w.trim(0)
 		if err := w.fill(); err != nil {
@@ -305,6 +341,7 @@ func (w *window) drain() error {
 
 // close releases every piece the window still holds.
 func (w *window) close() {
+	w.hold = math.MaxInt64
 	w.trim(0)
 	w.free = nil
 }

@@ -78,7 +78,6 @@ type inflateJob struct {
 	src      []byte
 	out      []byte
 	clusters []inflateCluster
-	runs     []Extent
 	outLen   int
 	err      error
 	// done receives once the workers have decoded every cluster (or
@@ -87,15 +86,16 @@ type inflateJob struct {
 }
 
 // inflateCluster is one compressed cluster of a job: src[srcOff:srcEnd]
-// decodes to out[outOff:outOff+guestLen], which every extent of
-// runs[runOff:runEnd] (extents sharing the cluster's host bytes)
-// receives; or, stored, an uncompressed run whose bytes src[srcOff:srcEnd]
-// those extents receive as they are.
+// decodes to out[outOff:outOff+guestLen], which every extent of run
+// (extents sharing the cluster's host bytes) receives; or, stored, an
+// uncompressed run whose bytes src[srcOff:srcEnd] those extents receive
+// as they are. run is the caller's slice, kept by reference: however many
+// extents share a cluster, a job holds no copy of them.
 type inflateCluster struct {
 	srcOff, srcEnd int
 	outOff         int
 	guestLen       int
-	runOff, runEnd int
+	run            []Extent
 	stored         bool
 }
 
@@ -135,23 +135,23 @@ func (f *inflater) carries(n int64) bool {
 }
 
 // addStored copies the bytes of run (extents sharing one uncompressed
-// run, shorter than inflateStoreMax) from w into the current job, to be
-// emitted in their turn.
+// run, the longest shorter than inflateStoreMax) from w into the current
+// job, to be emitted in their turn. run must not change afterwards.
 func (f *inflater) addStored(w *window, run []Extent) error {
 	return f.put(w, run, 0, true)
 }
 
 // add reads the compressed bytes of run (extents sharing one compressed
 // cluster) from w into the current job, submitting the job once it holds
-// enough, after emitting the oldest job when the queue is full.
+// enough, after emitting the oldest job when the queue is full. run must
+// not change afterwards.
 func (f *inflater) add(w *window, run []Extent) error {
-	e := run[0]
 	glen := int64(0)
 	for _, r := range run {
 		glen = max(glen, r.GuestLen)
 	}
-	if glen > int64(f.cs) || e.Len > 2*int64(f.cs) {
-		return fmt.Errorf("%w: compressed cluster at host %#x stores %d bytes for %d guest bytes, more than a cluster holds", ErrInvalid, e.Host, e.Len, glen)
+	if n := runLen(run); glen > int64(f.cs) || n > 2*int64(f.cs) {
+		return fmt.Errorf("%w: compressed cluster at host %#x stores %d bytes for %d guest bytes, more than a cluster holds", ErrInvalid, run[0].Host, n, glen)
 	}
 	return f.put(w, run, int(glen), false)
 }
@@ -168,14 +168,13 @@ func (f *inflater) put(w *window, run []Extent, glen int, stored bool) error {
 		}
 		f.cur = j
 	}
-	j, e := f.cur, run[0]
+	j, host := f.cur, run[0].Host
 	start := len(j.src)
-	if err := w.each(e.Host, e.Host+e.Len, func(p []byte) error { j.src = append(j.src, p...); return nil }); err != nil {
+	if err := w.each(host, host+runLen(run), func(p []byte) error { j.src = append(j.src, p...); return nil }); err != nil {
 		return err
 	}
 	j.clusters = append(j.clusters, inflateCluster{srcOff: start, srcEnd: len(j.src), outOff: j.outLen, guestLen: glen,
-		runOff: len(j.runs), runEnd: len(j.runs) + len(run), stored: stored})
-	j.runs = append(j.runs, run...)
+		run: run, stored: stored})
 	j.outLen += glen
 	if j.outLen >= inflateJobBytes || len(j.src) >= inflateJobBytes {
 		f.submit()
@@ -242,13 +241,14 @@ func (f *inflater) emitOldest() error {
 		if c.stored {
 			data = j.src[c.srcOff:c.srcEnd]
 		}
-		for _, r := range j.runs[c.runOff:c.runEnd] {
+		for _, r := range c.run {
 			if err := f.emit(data[:r.GuestLen], r.Guest, nil); err != nil {
 				return err
 			}
 		}
 	}
-	j.src, j.clusters, j.runs, j.outLen, j.err = j.src[:0], j.clusters[:0], j.runs[:0], 0, nil
+	clear(j.clusters) // drops the references to the callers' extents
+	j.src, j.clusters, j.outLen, j.err = j.src[:0], j.clusters[:0], 0, nil
 	f.free = append(f.free, j)
 	return nil
 }
@@ -304,7 +304,7 @@ func (d *decompressor) decodeJob(typ uint8, clusterSize int, j *inflateJob) erro
 			continue
 		}
 		if err := d.decompress(typ, j.src[c.srcOff:c.srcEnd], j.out[c.outOff:c.outOff+c.guestLen], clusterSize); err != nil {
-			e := j.runs[c.runOff]
+			e := c.run[0]
 			return fmt.Errorf("%w: compressed cluster at host %#x (guest %#x): %w", ErrInvalid, e.Host, e.Guest, err)
 		}
 	}

@@ -32,6 +32,10 @@ type synth struct {
 	// they share (deduplicated clusters: one host range, several guest
 	// ones).
 	alias map[int64]int64
+	// stretch makes every compressed cluster's L2 entry claim the most
+	// sectors it can hold (two clusters' worth), over the clusters after
+	// it, as a writer that rounds its lengths up generously may.
+	stretch bool
 }
 
 // build returns the qcow2 file and the raw disk it describes.
@@ -83,6 +87,9 @@ func (s synth) build(t testing.TB) (file, raw []byte) {
 			x := 62 - (s.clusterBits - 8)
 			n := int64(c.Len())
 			sectors := (host%512 + n + 511) / 512
+			if s.stretch {
+				sectors = 1 << (s.clusterBits - 8)
+			}
 			entries[g] = 1<<62 | uint64(sectors-1)<<x | uint64(host)
 			body.Write(c.Bytes())
 			// compressed clusters are packed: no padding

@@ -300,6 +300,11 @@ func ReadMap(ctx context.Context, r io.ReaderAt, fileSize int64, lim Limits) (*M
 	slices.SortFunc(m.Extents, func(a, b Extent) int { return cmp.Compare(a.Guest, b.Guest) })
 	out := m.Extents[:0]
 	for _, e := range m.Extents {
+		// Each extent is checked before it can merge into the one before,
+		// so a merged run lies in the file too.
+		if err := m.checkExtent(&e); err != nil {
+			return nil, err
+		}
 		if n := len(out); n > 0 && !e.Compressed {
 			p := &out[n-1]
 			if !p.Compressed && p.Host+p.Len == e.Host && p.Guest+p.GuestLen == e.Guest && p.Len == p.GuestLen {
@@ -308,9 +313,6 @@ func ReadMap(ctx context.Context, r io.ReaderAt, fileSize int64, lim Limits) (*M
 				m.DataBytes += e.GuestLen
 				continue
 			}
-		}
-		if err := m.checkExtent(&e); err != nil {
-			return nil, err
 		}
 		out = append(out, e)
 		m.DataBytes += e.GuestLen
