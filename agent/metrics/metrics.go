@@ -74,7 +74,8 @@ func newProgressCollector(progress ProgressFunc) *progressCollector {
 		phase:   d("phase", "The write's current phase (1 for the phase it is in).", "phase"),
 		timing: d("timing_seconds", "Seconds the current or last write spent in each phase that has ended (download, decode "+
 			"and write overlap), and how its decoder spent the decode phase: waiting for input (decode_input_wait), "+
-			"waiting for the disks (decode_output_wait), and its own CPU (decode_cpu).", "timing"),
+			"waiting for the disks (decode_output_wait), and its CPU time summed over its threads, which for an xz image's "+
+			"parallel blocks can exceed the phase (decode_cpu).", "timing"),
 	}
 }
 

@@ -260,10 +260,12 @@
     boot_to_lookup: 'Ramdisk boot → lookup', download_write: 'Image download and write', bootloader: 'Boot loader',
     power: 'Power off and reboot', other: 'Between phases', total: 'Total (requested → active)',
     // The agent's decode stage of a compressed image: where its decoder,
-    // the write's one serial stage, spent the write.
+    // the write's one serial stage, spent the write. Its CPU time is summed
+    // over its threads (an xz image's blocks decode on several), so it
+    // can exceed the decode phase.
     agent_decode_input_wait: 'Agent: decoder waiting for the download',
     agent_decode_output_wait: 'Agent: decoder waiting for the disks',
-    agent_decode_cpu: 'Agent: decoder CPU time',
+    agent_decode_cpu: 'Agent: decoder CPU time, summed over its threads',
   };
   const PHASE_COLOR = { boot_to_lookup: '#7a9cc6', download_write: '#2f6fd6', bootloader: '#e3a13b', power: '#5aa469', other: '#c5ccd6' };
   const phaseLabel = p => PHASE_LABEL[p] || (p.startsWith('agent_') ? 'Agent: ' + p.slice(6).replace(/_/g, ' ') : p.replace(/_/g, ' '));
