@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -558,7 +559,7 @@ func decodeTo(ctx context.Context, f Format, in io.Reader, out *copyOut) (n int6
 		for i := range outs {
 			outs[i] = &discardBlocks{buf: alignedBuffer(xzOutputChunk)}
 		}
-		n, workers, err = decodeXzBlocks(ctx, in, DefaultMaxDecoderMemory, outs)
+		n, workers, err = decodeXzBlocks(ctx, in, DefaultMaxDecoderMemory, math.MaxInt64, outs)
 		return n, workers, len(outs), err
 	}
 	n, err = decodeStream(f, in, out)

@@ -1,6 +1,7 @@
 package imagewriter
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -74,6 +75,14 @@ func (r *chunkReader) next() error {
 		}
 	}
 	return nil
+}
+
+// bindContext has r's waits end with ctx, until the returned function
+// restores the context they had.
+func (r *chunkReader) bindContext(ctx context.Context) func() {
+	prev := r.ctx
+	r.ctx = ctx
+	return func() { r.ctx = prev }
 }
 
 func (r *chunkReader) close() {
@@ -378,9 +387,19 @@ func (w *writer) emitDecoded(ctx context.Context, f Format, em *emitter, r io.Re
 	return n, eof, err
 }
 
+// headCheckBytes is how much of a compressed image's decoded start the
+// precheck decodes from the first served bytes and checks.
+const headCheckBytes = 8192
+
 // checkDecodedHead refuses an image whose decoded first bytes are not
-// what the request allows on a disk.
+// what the request allows on a disk. A head shorter than the one the
+// precheck decoded (an xz image whose first block is small) is judged on
+// that longer head, when it is its start: a GPT header needs 520 bytes or
+// more to be seen.
 func (w *writer) checkDecodedHead(f Format, head []byte) error {
+	if len(head) < len(w.head) && bytes.Equal(head, w.head[:len(head)]) {
+		head = w.head
+	}
 	if DetectFormat(head) == FormatQcow2 {
 		return fmt.Errorf("%w: a qcow2 image inside %s cannot be streamed; serve it uncompressed (qcow2 compresses its own clusters)", ErrFormat, f)
 	}

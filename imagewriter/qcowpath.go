@@ -154,7 +154,7 @@ func (p *qcowPlan) inputBuffers(count, size int) int {
 // qcowError classifies a qcow2 package error.
 func (w *writer) qcowError(err error) error {
 	switch {
-	case errors.Is(err, source.ErrTruncated), errors.Is(err, source.ErrDownload):
+	case errors.Is(err, source.ErrTruncated), errors.Is(err, source.ErrDownload), errors.Is(err, ErrTarget):
 		return err
 	case errors.Is(err, qcow2.ErrMemoryLimit):
 		return fmt.Errorf("%w: %w: %s: %w", ErrFormat, ErrMemoryLimit, w.srcName(), err)
@@ -292,7 +292,11 @@ func (r spoolReader) ReadAt(p []byte, off int64) (int, error) {
 		p, short = p[:rest], true
 	}
 	n, err := r.t.ReadAt(p, r.base+off)
-	if err == nil && short {
+	if err != nil {
+		// The disk failed, not the image: classified as the target's.
+		return n, fmt.Errorf("%w: reading the spooled qcow2 file back: %w", ErrTarget, err)
+	}
+	if short {
 		err = io.EOF
 	}
 	return n, err

@@ -236,11 +236,14 @@ type writer struct {
 	timings    map[string]time.Duration
 	// decodeStats is the decode stage's figures, once it ended.
 	decodeStats *DecodeStats
-	total       int64
-	imageSize   int64
-	srcURL      string
-	dirty       bool // the targets' old contents were changed
-	qcow        *qcowPlan
+	// head is the start of a compressed image's disk, as the precheck
+	// decoded it from the first served bytes (at most 8 KiB).
+	head      []byte
+	total     int64
+	imageSize int64
+	srcURL    string
+	dirty     bool // the targets' old contents were changed
+	qcow      *qcowPlan
 
 	read    atomic.Int64
 	decoded atomic.Int64
@@ -462,13 +465,14 @@ func (w *writer) precheck(ctx context.Context, st *source.Stream, probe []byte, 
 		if err != nil {
 			return fmt.Errorf("%w: %s stream of %s: %w", ErrFormat, format, w.srcName(), err)
 		}
-		head := make([]byte, 8192)
+		head := make([]byte, headCheckBytes)
 		n, err := io.ReadFull(dec, head)
 		closeDec()
 		if errors.Is(err, ErrMemoryLimit) {
 			return fmt.Errorf("%w: %s stream of %s: %w; nothing was written", ErrFormat, format, w.srcName(), err)
 		}
 		head = head[:n]
+		w.head = head
 		if DetectFormat(head) == FormatQcow2 {
 			return fmt.Errorf("%w: a qcow2 image inside %s cannot be streamed; serve it uncompressed (qcow2 compresses its own clusters)", ErrFormat, format)
 		}
@@ -872,10 +876,14 @@ func (w *writer) readBack(ctx context.Context, verified []int64) error {
 func (w *writer) invalidate(err error) error {
 	var failed []string
 	for _, t := range w.targets {
-		if werr := wipeSignatures(t); werr != nil {
+		werr := wipeSignatures(t)
+		if werr == nil {
+			// Until the device's cache is flushed, the wipe may not
+			// have reached the disk.
+			werr = t.Flush()
+		}
+		if werr != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", t.Path(), werr))
-		} else {
-			_ = t.Flush()
 		}
 	}
 	if len(failed) > 0 {

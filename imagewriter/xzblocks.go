@@ -15,6 +15,10 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
+// xzDispatchHook, set by tests, sees the dispatcher each time it hands a
+// block to a worker to decode in parallel.
+var xzDispatchHook func(d *xzDispatcher)
+
 // maxXzWorkers bounds how many blocks of an xz image decode at once, as
 // the decoder memory limit does (xzWorkers).
 const maxXzWorkers = 16
@@ -56,15 +60,27 @@ type xzJob struct {
 // decoded as it is read, by one worker once all have finished and the
 // others have let go of their memory (streamed); so a single-block image
 // decodes as it always did, on one core. Every block is checked by the decoder (data, check, sizes) and
-// every index and footer by the Splitter. It returns the bytes decoded
-// and the CPU time of the workers' threads.
-func decodeXzBlocks(ctx context.Context, in io.Reader, maxMemory int64, outs []blockOutput) (int64, time.Duration, error) {
+// every index and footer by the Splitter. A block that its own size and
+// those of the blocks before it (as their framing declares them, not yet
+// decoded) place partly beyond limit, the image's room on the smallest
+// target, waits until every block before it has decoded, so a block that
+// lied about its size fails as what it is, not as an image too large for
+// the disk. It returns the bytes decoded and the CPU time of the workers'
+// threads.
+//
+// A worker's failure stops the reading too: when in can bind its blocking
+// reads to a context (a chunkReader), it is bound to the workers' for the
+// call.
+func decodeXzBlocks(ctx context.Context, in io.Reader, maxMemory, limit int64, outs []blockOutput) (int64, time.Duration, error) {
 	n := len(outs)
 	share := maxMemory / int64(n)
 	dictMax := uint32(min(maxMemory/2, math.MaxUint32))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
+	if b, ok := in.(contextBinder); ok {
+		defer b.bindContext(gctx)()
+	}
 	jobs := make([]chan xzJob, n)
 	idle := make(chan int, n)
 	cpus := make([]time.Duration, n)
@@ -80,7 +96,7 @@ func decodeXzBlocks(ctx context.Context, in io.Reader, maxMemory int64, outs []b
 		})
 	}
 	d := &xzDispatcher{ctx: gctx, sp: xzlimit.NewSplitter(in, maxMemory), jobs: jobs, idle: idle,
-		bufs: make([]blockBuffer, n), dicts: make([]int64, n), share: share}
+		bufs: make([]blockBuffer, n), dicts: make([]int64, n), share: share, big: -1, limit: limit}
 	derr := d.run()
 	for _, ch := range jobs {
 		close(ch)
@@ -98,12 +114,23 @@ func decodeXzBlocks(ctx context.Context, in io.Reader, maxMemory int64, outs []b
 		cpu += c
 	}
 	switch {
+	case werr != nil && !errors.Is(werr, context.Canceled):
+		// A worker failed on a block read before whatever then stopped
+		// the reading (a truncated download, say): the image's own fault
+		// comes first.
+		return d.off, cpu, werr
 	case derr != nil && !errors.Is(derr, context.Canceled):
 		return d.off, cpu, limitError(derr, maxMemory)
 	case werr != nil:
 		return d.off, cpu, werr
 	}
 	return d.off, cpu, derr
+}
+
+// contextBinder is an input whose blocking reads can be bound to another
+// context until the returned function restores the one they had.
+type contextBinder interface {
+	bindContext(ctx context.Context) (restore func())
 }
 
 // xzWorker decodes the blocks it is given until its jobs end.
@@ -156,8 +183,12 @@ type xzDispatcher struct {
 	bufs  []blockBuffer
 	dicts []int64
 	share int64
-	// off is where the next block's bytes go.
-	off int64
+	// big is the worker that kept, after a streamed block, a decoder
+	// whose dictionary is over its share (-1: none); it lets go of it
+	// before any block decodes in parallel.
+	big int
+	// off is where the next block's bytes go, limit how far they may go.
+	off, limit int64
 }
 
 func (d *xzDispatcher) run() error {
@@ -169,7 +200,9 @@ func (d *xzDispatcher) run() error {
 		if err != nil {
 			return err
 		}
-		if size := b.Size(); size >= 0 && b.Dict+size <= d.share {
+		// Compared so that no sum can overflow: a header may declare
+		// sizes up to 2^63.
+		if size := b.Size(); size >= 0 && b.Dict <= d.share && size <= d.share-b.Dict {
 			err = d.parallel(b, size)
 		} else {
 			err = d.streamed(b)
@@ -178,6 +211,52 @@ func (d *xzDispatcher) run() error {
 			return err
 		}
 	}
+}
+
+// takeAll waits until every worker is idle, and takes them all.
+func (d *xzDispatcher) takeAll() error {
+	for range d.jobs {
+		if _, err := d.take(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// quiesce waits until every block handed out has decoded, and has the
+// worker that kept an oversized decoder let go of it; every worker is
+// idle again after it.
+func (d *xzDispatcher) quiesce() error {
+	if err := d.takeAll(); err != nil {
+		return err
+	}
+	for i := range d.jobs {
+		if i == d.big {
+			d.dicts[i] = 0
+			d.jobs[i] <- xzJob{} // it lets go of its decoder and goes back to idle itself
+			continue
+		}
+		d.idle <- i
+	}
+	d.big = -1
+	return nil
+}
+
+// waitOthers waits until every worker but i (which the caller holds) is
+// idle, then leaves them idle.
+func (d *xzDispatcher) waitOthers(i int) error {
+	others := make([]int, 0, len(d.jobs)-1)
+	for len(others) < len(d.jobs)-1 {
+		k, err := d.take()
+		if err != nil {
+			return err
+		}
+		others = append(others, k)
+	}
+	for _, k := range others {
+		d.idle <- k
+	}
+	return nil
 }
 
 // take waits for an idle worker.
@@ -193,6 +272,11 @@ func (d *xzDispatcher) take() (int, error) {
 // parallel reads a block of size bytes into an idle worker's buffer and
 // has the worker decode it.
 func (d *xzDispatcher) parallel(b *xzlimit.Block, size int64) error {
+	if d.big >= 0 {
+		if err := d.quiesce(); err != nil {
+			return err
+		}
+	}
 	i, err := d.take()
 	if err != nil {
 		return err
@@ -218,9 +302,21 @@ func (d *xzDispatcher) parallel(b *xzlimit.Block, size int64) error {
 		}
 		return err
 	}
+	if d.off+b.DecodedSize() > d.limit {
+		// Beyond the disk, as far as the blocks read so far say: the
+		// blocks before it decode first, so that one of them which lied
+		// about its size fails as corrupt before this one is refused as
+		// too large.
+		if err := d.waitOthers(i); err != nil {
+			return err
+		}
+	}
 	d.dicts[i] = max(d.dicts[i], b.Dict)
 	j.stream = b.Stream(d.bufs[i].reader(len(buf)))
 	d.off += b.DecodedSize()
+	if xzDispatchHook != nil {
+		xzDispatchHook(d)
+	}
 	d.jobs[i] <- j // the worker is idle: its queue is empty
 	return nil
 }
@@ -229,13 +325,12 @@ func (d *xzDispatcher) parallel(b *xzlimit.Block, size int64) error {
 // worker is idle and every other has let go of its decoder, and all of
 // them of their buffers. The worker chosen is the one whose decoder has
 // the largest dictionary, which it keeps for the block (and the next ones
-// like it) when it is large enough.
+// like it) when it is large enough; if that is over a worker's share, it
+// lets go of it before a block decodes in parallel again (quiesce).
 func (d *xzDispatcher) streamed(b *xzlimit.Block) error {
 	n := len(d.jobs)
-	for range n {
-		if _, err := d.take(); err != nil {
-			return err
-		}
+	if err := d.takeAll(); err != nil {
+		return err
 	}
 	s := 0
 	for i := range n {
@@ -262,6 +357,10 @@ func (d *xzDispatcher) streamed(b *xzlimit.Block) error {
 		return d.ctx.Err()
 	}
 	d.dicts[s] = max(d.dicts[s], b.Dict)
+	d.big = -1
+	if d.dicts[s] > d.share {
+		d.big = s
+	}
 	d.off += b.DecodedSize()
 	return nil
 }
@@ -279,7 +378,11 @@ func (w *writer) decompressXz(ctx context.Context, in *chunkReader, em *emitter)
 		ems[i] = &emitter{ctx: ctx, pool: em.pool, outs: em.outs, scanZeros: em.scanZeros}
 		outs[i] = &emitBlocks{w: w, em: ems[i], head: head}
 	}
-	n, cpu, err := decodeXzBlocks(ctx, in, w.req.MaxDecoderMemory, outs)
+	limit := int64(math.MaxInt64)
+	for _, s := range w.sinks {
+		limit = min(limit, s.limit)
+	}
+	n, cpu, err := decodeXzBlocks(ctx, in, w.req.MaxDecoderMemory, limit, outs)
 	for _, e := range ems {
 		em.waited += e.waited
 	}

@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/rivetmetal/rivet/imagewriter/layout"
 	"github.com/rivetmetal/rivet/internal/hostileimage"
 	"github.com/rivetmetal/rivet/internal/loopdev"
 )
@@ -61,7 +65,7 @@ func TestDecodeXzBlocksRunsBlocksConcurrently(t *testing.T) {
 	data := xzTestData(4 << 20)
 	stream := xzTool(t, data, "-T2", "--block-size=512KiB")
 	rv := &rendezvous{img: &memImage{max: int64(len(data))}, blocks: map[int]int{}, both: make(chan struct{})}
-	n, _, err := decodeXzBlocks(context.Background(), bytes.NewReader(stream), DefaultMaxDecoderMemory,
+	n, _, err := decodeXzBlocks(context.Background(), bytes.NewReader(stream), DefaultMaxDecoderMemory, math.MaxInt64,
 		[]blockOutput{rendezvousOut{rv, 0}, rendezvousOut{rv, 1}})
 	if err != nil {
 		t.Fatal(err)
@@ -191,5 +195,114 @@ func TestDecompressXzHoldsBlocksUntilTheHeadIsChecked(t *testing.T) {
 	if len(sink) != 0 {
 		c := <-sink
 		t.Fatalf("%d chunks reached the disk, the first at offset %d", len(sink)+1, c.off)
+	}
+}
+
+// TestDecodeXzBlocksKeepsEveryWorkerWithinItsShare: a block that does not
+// declare its size decodes streamed, with a 64 MiB dictionary (half the
+// decoder memory limit); sized blocks follow, on four workers whose share
+// is 32 MiB each. The worker that kept the large dictionary lets go of it
+// before any block decodes in parallel: no worker ever holds more than
+// its share (dictionary and block buffer) while others decode.
+func TestDecodeXzBlocksKeepsEveryWorkerWithinItsShare(t *testing.T) {
+	requireTool(t, "xz", "xz-utils")
+	data := xzTestData(3 << 20)
+	stream := xzTool(t, data[:1<<20], "-T1", "--lzma2=preset=6,dict=64MiB")
+	stream = append(stream, xzTool(t, data[1<<20:], "-T2", "--block-size=256KiB")...)
+	var dispatched int
+	var over []string
+	xzDispatchHook = func(d *xzDispatcher) {
+		dispatched++
+		for k := range d.dicts {
+			if held := d.dicts[k] + int64(d.bufs[k].capacity()); held > d.share {
+				over = append(over, fmt.Sprintf("worker %d holds %d bytes at dispatch %d", k, held, dispatched))
+			}
+		}
+	}
+	defer func() { xzDispatchHook = nil }()
+	img := &memImage{max: int64(len(data))}
+	n, _, err := decodeXzBlocks(context.Background(), bytes.NewReader(stream), DefaultMaxDecoderMemory, math.MaxInt64,
+		[]blockOutput{img, img, img, img})
+	if err != nil || n != int64(len(data)) || !bytes.Equal(img.b, data) {
+		t.Fatalf("decoded %d bytes, %v (equal %v)", n, err, bytes.Equal(img.b, data))
+	}
+	if dispatched < 8 || len(over) > 0 {
+		t.Fatalf("%d blocks in parallel; over the 32 MiB share: %v", dispatched, over)
+	}
+}
+
+// TestWriteXzBlockLyingAboutItsSizeFailsAsCorrupt: the first block of a
+// threaded-style xz image claims, in its framing, 128 MiB more than it
+// holds, so the block after it would land beyond the end of the 32 MiB
+// disk. That block waits for the first, which fails as it decodes: the
+// write fails as a format error, not as an image too large for the disk.
+func TestWriteXzBlockLyingAboutItsSizeFailsAsCorrupt(t *testing.T) {
+	img := xzTestData(24<<20 + 64<<10)
+	served := hostileimage.XZClaiming(img, 18, 24<<20, 64)
+	loop := loopdev.New(t, 32<<20)
+	srv := serveBytes(t, served)
+	_, err := Write(context.Background(), Request{
+		Source: Source{URLs: []string{srv.URL}, Retry: fastRetry}, Checksum: sha256Of(served),
+		Targets: []string{loop.Path}, Logger: discardLogger(),
+	})
+	if !errors.Is(err, ErrFormat) || errors.Is(err, ErrTooLarge) {
+		t.Fatalf("err = %v; want a format error, not too large", err)
+	}
+}
+
+// TestWriteXzBadBlockStopsTheDownload: a block fails its check while the
+// server has stopped sending in the middle of the next one. The worker's
+// failure ends the read of that block at once, and the write fails as a
+// format error (the image's fault), not as a stalled or truncated
+// download.
+func TestWriteXzBadBlockStopsTheDownload(t *testing.T) {
+	data := xzTestData(2 << 20)
+	served := hostileimage.XZClaiming(data, 18, 1<<20, 0) // two sized blocks of 1 MiB, stored
+	first := len(served) - 300_000                        // inside the second block
+	bad := bytes.Clone(served)
+	bad[100_000] ^= 0x01 // a byte of the first block's data: its CRC-32 fails
+	release := make(chan struct{})
+	defer close(release)
+	srv := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(bad)))
+		w.Write(bad[:first])
+		w.(http.Flusher).Flush()
+		select { // then nothing more, until the test or the client gives up
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	loop := loopdev.New(t, 4<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, err := Write(ctx, Request{
+		Source: Source{URLs: []string{srv.URL}, Retry: fastRetry}, Checksum: sha256Of(bad),
+		Targets: []string{loop.Path}, Logger: discardLogger(),
+	})
+	if !errors.Is(err, ErrFormat) || ctx.Err() != nil {
+		t.Fatalf("err = %v (test context: %v); want a format error while the download stalls", err, ctx.Err())
+	}
+}
+
+// TestWriteXzGPTImageWithASmallFirstBlock: a GPT disk image compressed
+// with a first block of 512 bytes is allowed where only "gpt" is
+// permitted: the decode stage judges the image's head on the bytes the
+// precheck decoded, not on the first block alone (a GPT header lies
+// beyond byte 512).
+func TestWriteXzGPTImageWithASmallFirstBlock(t *testing.T) {
+	requireTool(t, "xz", "xz-utils")
+	_, img := diskImageFile(t, layout.GPT, 8*mib)
+	served := xzTool(t, img, "-T2", "--block-list=512,64KiB,1MiB")
+	loop := loopdev.New(t, 8*mib)
+	srv := serveBytes(t, served)
+	_, err := Write(context.Background(), Request{
+		Source: Source{URLs: []string{srv.URL}, Retry: fastRetry}, Checksum: sha256Of(served),
+		Targets: []string{loop.Path}, PermittedFormats: []string{"gpt"}, Logger: discardLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readDevice(t, loop.Path, 0, len(img)); !bytes.Equal(got, img) {
+		t.Fatal("device content differs from the image")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os/exec"
 	"strings"
@@ -35,7 +36,7 @@ func xzTool(t *testing.T, data []byte, opts ...string) []byte {
 // decode in parallel), to its end; output beyond max bytes is an error.
 func decodeXz(stream []byte, maxMemory int64, max int) ([]byte, error) {
 	img := &memImage{max: int64(max)}
-	n, _, err := decodeXzBlocks(context.Background(), bytes.NewReader(stream), maxMemory, []blockOutput{img, img})
+	n, _, err := decodeXzBlocks(context.Background(), bytes.NewReader(stream), maxMemory, math.MaxInt64, []blockOutput{img, img})
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	if err == nil && n != int64(len(img.b)) {

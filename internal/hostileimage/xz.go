@@ -20,9 +20,26 @@ import (
 // chunks, which any decoder copies through its dictionary.
 func XZ(data []byte, dictProp byte, blockSize int) []byte {
 	var out bytes.Buffer
-	writeXZ(&out, bytes.NewReader(data), int64(len(data)), dictProp, blockSize, false)
+	writeXZ(&out, bytes.NewReader(data), int64(len(data)), dictProp, blockSize, false, 0)
 	return out.Bytes()
 }
+
+// XZClaiming is XZ with every block header declaring its sizes (as
+// XZSizedReader) and the first block lying about its size: after its
+// data come claims LZMA2 chunks of one compressed byte each declaring
+// 2 MiB of output, which its header's sizes and the index count too. The
+// framing adds up, so only decoding the block shows the lie: a decoder
+// fails on the first of those chunks. The blocks after it are sound.
+func XZClaiming(data []byte, dictProp byte, blockSize, claims int) []byte {
+	var out bytes.Buffer
+	writeXZ(&out, bytes.NewReader(data), int64(len(data)), dictProp, blockSize, true, claims)
+	return out.Bytes()
+}
+
+// claimChunk is an LZMA2 chunk that resets the state and sets the
+// properties (lc=3, lp=0, pb=2), declaring 2 MiB of output from one
+// compressed byte.
+var claimChunk = []byte{0xc0 | 0x1f, 0xff, 0xff, 0x00, 0x00, 0x5d, 0x00}
 
 // XZReader is XZ for size bytes of a repeating pattern, generated as it is
 // read, so huge streams cost no memory.
@@ -41,7 +58,7 @@ func XZSizedReader(size int64, dictProp byte, blockSize int) io.Reader {
 func xzReader(size int64, dictProp byte, blockSize int, sized bool) io.Reader {
 	pr, pw := io.Pipe()
 	go func() {
-		pw.CloseWithError(writeXZ(pw, io.LimitReader(Pattern(), size), size, dictProp, blockSize, sized))
+		pw.CloseWithError(writeXZ(pw, io.LimitReader(Pattern(), size), size, dictProp, blockSize, sized, 0))
 	}()
 	return pr
 }
@@ -64,7 +81,7 @@ func (p *pattern) Read(b []byte) (int, error) {
 
 type xzRecord struct{ unpadded, size int64 }
 
-func writeXZ(w io.Writer, data io.Reader, size int64, dictProp byte, blockSize int, sized bool) error {
+func writeXZ(w io.Writer, data io.Reader, size int64, dictProp byte, blockSize int, sized bool, claims int) error {
 	le := binary.LittleEndian
 	flags := []byte{0, 1} // CRC-32
 	hdr := append([]byte("\xfd7zXZ\x00"), flags...)
@@ -79,17 +96,23 @@ func writeXZ(w io.Writer, data io.Reader, size int64, dictProp byte, blockSize i
 		if _, err := io.ReadFull(data, buf[:n]); err != nil {
 			return err
 		}
+		lies := 0
+		if done == 0 {
+			lies = claims
+		}
 		done += int64(n)
+		claimed := int64(n) + int64(lies)<<21
 		// Block header: size byte, flags (one filter, and the sizes
 		// when sized), the sizes, LZMA2 id, one property byte, padding,
 		// CRC-32. The data goes in uncompressed LZMA2 chunks of at most
-		// 64 KiB, 3 header bytes each, and an end byte.
+		// 64 KiB, 3 header bytes each, then the claiming chunks, and an
+		// end byte.
 		bh := []byte{0, 0x00}
 		if sized {
 			chunks := (n + 1<<16 - 1) >> 16
 			bh[1] = 0xc0
-			bh = binary.AppendUvarint(bh, uint64(n+3*chunks+1))
-			bh = binary.AppendUvarint(bh, uint64(n))
+			bh = binary.AppendUvarint(bh, uint64(n+3*chunks+lies*len(claimChunk)+1))
+			bh = binary.AppendUvarint(bh, uint64(claimed))
 		}
 		bh = append(bh, 0x21, 1, dictProp)
 		for (len(bh)+4)%4 != 0 {
@@ -109,6 +132,9 @@ func writeXZ(w io.Writer, data io.Reader, size int64, dictProp byte, blockSize i
 			body.Write(buf[off : off+k])
 			off += k
 		}
+		for range lies {
+			body.Write(claimChunk)
+		}
 		body.WriteByte(0) // end of LZMA2
 		unpadded := int64(body.Len())
 		for body.Len()%4 != 0 {
@@ -119,7 +145,7 @@ func writeXZ(w io.Writer, data io.Reader, size int64, dictProp byte, blockSize i
 		if _, err := w.Write(body.Bytes()); err != nil {
 			return err
 		}
-		recs = append(recs, xzRecord{unpadded, int64(n)})
+		recs = append(recs, xzRecord{unpadded, claimed})
 	}
 	idx := []byte{0}
 	idx = binary.AppendUvarint(idx, uint64(len(recs)))
