@@ -20,6 +20,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/rivetmetal/rivet/imagewriter/layout"
 	"github.com/rivetmetal/rivet/internal/loopdev"
+	"github.com/rivetmetal/rivet/internal/osimage"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
 )
@@ -129,10 +130,8 @@ func qemuConvert(t *testing.T, rawPath string, opts ...string) []byte {
 	t.Helper()
 	requireTool(t, "qemu-img", "qemu-utils")
 	out := rawPath + ".qcow2"
-	args := append([]string{"convert", "-f", "raw", "-O", "qcow2"}, opts...)
-	args = append(args, rawPath, out)
-	if b, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img %v: %v: %s", args, err, b)
+	if err := osimage.ConvertQcow2(context.Background(), rawPath, out, opts...); err != nil {
+		t.Fatal(err)
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {

@@ -79,12 +79,9 @@ func (w *writer) planQcow2(ctx context.Context, st *source.Stream, probe []byte)
 		switch {
 		case err == nil:
 			p.mode, p.m = qcowTables, m
-			attrs := []any{"path", p.mode, "virtual_size", vsize, "cluster_size", h.ClusterSize(), "data_bytes", m.DataBytes,
-				"compressed_bytes", m.CompressedBytes, "extents", len(m.Extents), "compression_type", h.CompressionType, "version", h.Version}
-			if m.CompressedBytes > 0 {
-				attrs = append(attrs, "decode_workers", qcow2.InflateWorkers())
-			}
-			w.log.Info("qcow2 image", attrs...)
+			attrs := []any{"path", p.mode, "virtual_size", vsize, "cluster_size", h.ClusterSize(), "extents", len(m.Extents),
+				"compression_type", h.CompressionType, "version", h.Version}
+			w.log.Info("qcow2 image", append(attrs, dataAttrs(m.DataBytes, m.CompressedBytes)...)...)
 			return p, nil
 		case errors.Is(err, source.ErrNoRanges), errors.Is(err, qcow2.ErrTooManyReads):
 			reason = err.Error()
@@ -110,6 +107,26 @@ func (w *writer) planQcow2(ctx context.Context, st *source.Stream, probe []byte)
 		"path", p.mode, "reason", reason, "file_size", st.Size(), "virtual_size", vsize,
 		"spool_room", w.sinks[0].limit-vsize)
 	return p, nil
+}
+
+// decodeWorkers is how many workers decode the compressed clusters of a
+// conversion that met compressed bytes of them: none, or
+// qcow2.InflateWorkers.
+func decodeWorkers(compressed int64) int {
+	if compressed > 0 {
+		return qcow2.InflateWorkers()
+	}
+	return 0
+}
+
+// dataAttrs are the log attributes of a conversion's data: its bytes, the
+// compressed ones among them, and the workers decoding those.
+func dataAttrs(data, compressed int64) []any {
+	attrs := []any{"data_bytes", data, "compressed_bytes", compressed}
+	if n := decodeWorkers(compressed); n > 0 {
+		attrs = append(attrs, "decode_workers", n)
+	}
+	return attrs
 }
 
 // inflates reports whether the image's data lies mostly in compressed
@@ -177,11 +194,7 @@ func (w *writer) convertStream(ctx context.Context, in *chunkReader, em *emitter
 		}
 		return st, w.qcowError(err)
 	}
-	attrs := []any{"data_bytes", st.DataBytes, "compressed_bytes", st.CompressedBytes}
-	if st.CompressedBytes > 0 {
-		attrs = append(attrs, "decode_workers", qcow2.InflateWorkers())
-	}
-	w.log.Info("qcow2 image converted as it downloaded", attrs...)
+	w.log.Info("qcow2 image converted as it downloaded", dataAttrs(st.DataBytes, st.CompressedBytes)...)
 	w.decoded.Store(w.qcow.vsize)
 	return st, em.flush()
 }

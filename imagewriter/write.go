@@ -229,6 +229,10 @@ type writer struct {
 	targets []target
 	sinks   []*sink
 	plans   []*diskPlan
+	// head is the start of a compressed image's disk, as the precheck
+	// decoded it from the first served bytes (at most headCheckBytes);
+	// set before the stages start, only read after.
+	head []byte
 
 	mu         sync.Mutex
 	phase      string
@@ -236,14 +240,11 @@ type writer struct {
 	timings    map[string]time.Duration
 	// decodeStats is the decode stage's figures, once it ended.
 	decodeStats *DecodeStats
-	// head is the start of a compressed image's disk, as the precheck
-	// decoded it from the first served bytes (at most 8 KiB).
-	head      []byte
-	total     int64
-	imageSize int64
-	srcURL    string
-	dirty     bool // the targets' old contents were changed
-	qcow      *qcowPlan
+	total       int64
+	imageSize   int64
+	srcURL      string
+	dirty       bool // the targets' old contents were changed
+	qcow        *qcowPlan
 
 	read    atomic.Int64
 	decoded atomic.Int64
@@ -596,14 +597,10 @@ func (w *writer) pump(ctx context.Context, st *source.Stream, probe []byte, eof 
 		case format == FormatQcow2 && w.qcow.mode == qcowStream:
 			var streamed qcow2.Streamed
 			streamed, err = w.convertStream(gctx, cr, em, st.Size())
-			if streamed.CompressedBytes > 0 {
-				threads += qcow2.InflateWorkers()
-			}
+			threads += decodeWorkers(streamed.CompressedBytes)
 		case format == FormatQcow2:
 			err = w.convertMap(gctx, w.qcow.m, cr, em)
-			if w.qcow.m.CompressedBytes > 0 {
-				threads += qcow2.InflateWorkers()
-			}
+			threads += decodeWorkers(w.qcow.m.CompressedBytes)
 		default:
 			// Restored when this goroutine returns, after the decoder's
 			// last emit.

@@ -25,6 +25,7 @@ import (
 	"github.com/rivetmetal/rivet/agent"
 	"github.com/rivetmetal/rivet/internal/hostileimage"
 	"github.com/rivetmetal/rivet/internal/loopdev"
+	"github.com/rivetmetal/rivet/internal/osimage"
 	"github.com/rivetmetal/rivet/internal/syncbuf"
 	"github.com/rivetmetal/rivet/wire"
 )
@@ -195,9 +196,8 @@ func compressedQcow2(t *testing.T, size, clusterSize int) []byte {
 	if err := os.WriteFile(in, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zlib,cluster_size=" + strconv.Itoa(clusterSize), in, out}
-	if b, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img %v: %v: %s", args, err, b)
+	if err := osimage.ConvertQcow2(context.Background(), in, out, "-c", "-o", "compression_type=zlib,cluster_size="+strconv.Itoa(clusterSize)); err != nil {
+		t.Fatal(err)
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {

@@ -218,11 +218,11 @@ func Derive(ctx context.Context, raw string, v Variant) (string, error) {
 	tmp := out + ".tmp"
 	switch v {
 	case Qcow2:
-		if err := run(ctx, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, tmp); err != nil {
+		if err := ConvertQcow2(ctx, raw, tmp); err != nil {
 			return "", err
 		}
 	case Qcow2Zlib:
-		if err := run(ctx, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zlib", raw, tmp); err != nil {
+		if err := ConvertQcow2(ctx, raw, tmp, "-c", "-o", "compression_type=zlib"); err != nil {
 			return "", err
 		}
 	case Xz:
@@ -275,6 +275,14 @@ func Derive(ctx context.Context, raw string, v Variant) (string, error) {
 		return "", fmt.Errorf("osimage: unknown variant %q", v)
 	}
 	return out, os.Rename(tmp, out)
+}
+
+// ConvertQcow2 writes the raw disk image raw as the qcow2 file out with
+// qemu-img convert and its options opts (say "-c" to compress clusters,
+// "-o", "cluster_size=…").
+func ConvertQcow2(ctx context.Context, raw, out string, opts ...string) error {
+	args := append(append([]string{"convert", "-f", "raw", "-O", "qcow2"}, opts...), raw, out)
+	return run(ctx, "qemu-img", args...)
 }
 
 func run(ctx context.Context, name string, args ...string) error {

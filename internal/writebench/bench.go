@@ -257,7 +257,7 @@ func (b *bench) images(ctx context.Context) error {
 		p := strings.TrimSuffix(raw, ".raw") + "." + string(v)
 		if _, err := os.Stat(p); err != nil {
 			b.log.Info("writebench: deriving (once; cached)", "path", p)
-			if p, err = osimage.Derive(ctx, raw, osimage.Variant(v)); err != nil {
+			if p, err = osimage.Derive(ctx, raw, v); err != nil {
 				return err
 			}
 		}
@@ -492,7 +492,7 @@ func (b *bench) jobs() []job {
 		}})
 		if v != Raw {
 			js = append(js, job{key: decodeKey(v), group: groupStage, in: b.sizes[v], run: func(ctx context.Context) (Sample, error) {
-				return b.child(ctx, ChildSpec{Mode: ModeDecode, File: b.files[v], Format: v.decodeFormat()})
+				return b.child(ctx, ChildSpec{Mode: ModeDecode, File: b.files[v], Format: decodeFormat(v)})
 			}})
 		}
 	}

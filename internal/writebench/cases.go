@@ -4,30 +4,30 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/rivetmetal/rivet/internal/osimage"
 )
 
-// Variant names an image file the benchmark serves: the raw disk and the
-// forms derived from it.
-type Variant string
+// Variant names an image file the benchmark serves: the raw disk, and the
+// forms osimage derives from it, named by their file suffix.
+type Variant = osimage.Variant
 
-// The variants, named by their file suffix.
+// The variants.
 const (
-	Raw   Variant = "raw"
-	Gzip  Variant = "raw.gz"
-	Zstd  Variant = "raw.zst"
-	Xz    Variant = "raw.xz"
-	Qcow2 Variant = "qcow2"
-	// Qcow2Zlib is qcow2 with zlib-compressed clusters, as cloud images
-	// (Debian's genericcloud, Ubuntu's) ship.
-	Qcow2Zlib Variant = "zlib.qcow2"
+	Raw       Variant = "raw"
+	Gzip              = osimage.Gzip
+	Zstd              = osimage.Zstd
+	Xz                = osimage.Xz
+	Qcow2             = osimage.Qcow2
+	Qcow2Zlib         = osimage.Qcow2Zlib
 )
 
 // Variants lists every variant, raw first.
 var Variants = []Variant{Raw, Gzip, Zstd, Xz, Qcow2, Qcow2Zlib}
 
-// decodeFormat is the format name the agent-side child decodes a variant
+// decodeFormat is the format name the agent-side child decodes variant v
 // as ("" for raw).
-func (v Variant) decodeFormat() string {
+func decodeFormat(v Variant) string {
 	return map[Variant]string{Gzip: "gzip", Zstd: "zstd", Xz: "xz", Qcow2: "qcow2", Qcow2Zlib: "qcow2"}[v]
 }
 

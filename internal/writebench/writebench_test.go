@@ -587,13 +587,13 @@ func TestVariants(t *testing.T) {
 			t.Errorf("variant %q: file name %q repeated or malformed", v, name)
 		}
 		names[name] = true
-		if (v.decodeFormat() == "") != (v == Raw) {
-			t.Errorf("variant %q decodes as %q", v, v.decodeFormat())
+		if (decodeFormat(v) == "") != (v == Raw) {
+			t.Errorf("variant %q decodes as %q", v, decodeFormat(v))
 		}
 	}
 	for _, v := range []Variant{Qcow2, Qcow2Zlib} {
-		if name := "os-v2-64M." + string(v); v.decodeFormat() != "qcow2" || filepath.Ext(name) != ".qcow2" {
-			t.Errorf("variant %q: file %s decodes as %q", v, name, v.decodeFormat())
+		if name := "os-v2-64M." + string(v); decodeFormat(v) != "qcow2" || filepath.Ext(name) != ".qcow2" {
+			t.Errorf("variant %q: file %s decodes as %q", v, name, decodeFormat(v))
 		}
 	}
 	if !slices.Contains(DefaultProfileCases, "qcow2c") || mustCase(t, "qcow2c").Variant != Qcow2Zlib {
